@@ -1,0 +1,108 @@
+//! Dial strings, dialers and listeners for the mesh's transports, and the
+//! framing every link speaks.
+//!
+//! A connection between two routers, or between a router and a local
+//! client, is a [`Link`]: a sink and a stream of frames (byte strings up to
+//! [`LinkOptions::max_frame`]). Which transport carries it is named by a
+//! Plan 9 dial string and is invisible above this crate.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use futures::{SinkExt, StreamExt};
+//! let opts = dial::LinkOptions::default();
+//! let ds: dial::DialString = "tcp!127.0.0.1!0".parse().expect("valid");
+//! let mut listener = dial::listen(&ds, &opts).await?;
+//! let mut client = dial::dial(&listener.local_addr(), &opts).await?;
+//! let mut server = listener.accept().await?;
+//! client.tx.send("hello".into()).await?;
+//! assert_eq!(server.rx.next().await.transpose()?, Some("hello".into()));
+//! # Ok(()) }
+//! ```
+//!
+//! Modules:
+//!
+//! - `addr`: [`DialString`] and [`Host`]: parsing (`mem!NAME`,
+//!   `unix!/PATH`, `tcp!HOST!PORT`, `ws!HOST!PORT`, `*` for all addresses)
+//!   and printing; [`DialError`] says what is wrong with a bad one.
+//! - `link`: [`Link`], [`LinkOptions`], and [`framed`], which turns any byte
+//!   stream into frames (4-byte big-endian length + body, tokio-util's
+//!   `LengthDelimitedCodec`), enforcing the size limit both ways.
+//! - `listener`: [`Listener`], one `accept` over every transport.
+//! - `mem`: in-process links through a process-global name registry and
+//!   `tokio::io::duplex` pipes; no timers, so it runs under a paused clock.
+//! - `unix`: Unix sockets; the listener owns its socket file (mode 0600,
+//!   stale files replaced, removed on drop) and reports peer uids.
+//! - `tcp`: TCP with `TCP_NODELAY`, name resolution, bounded connect time.
+//! - `ws`: WebSocket over TCP (tokio-tungstenite), one binary message per
+//!   frame; handshakes run off the accept path so one bad client cannot
+//!   stall or end a listener.
+//!
+//! Errors are `std::io::Error`s whose message starts with the dial string,
+//! and whose kind is what callers branch on: `ConnectionRefused` when
+//! nobody listens, `AddrInUse` when the address is taken, `InvalidInput`
+//! for a frame too large to send, `InvalidData` for one too large (or
+//! otherwise malformed) on receive.
+//!
+//! Every buffer is bounded: frames by `max_frame`, a sink's write buffer
+//! by 256 KiB (plus one frame), accept queues and in-flight ws handshakes
+//! by fixed small counts, and every network wait by a timeout (10 s).
+
+mod addr;
+mod link;
+mod listener;
+mod mem;
+mod tcp;
+mod unix;
+mod ws;
+
+use std::fmt::Display;
+use std::io;
+
+pub use addr::{DialError, DialString, Host};
+pub use link::{framed, FrameSink, FrameStream, Link, LinkOptions, DEFAULT_MAX_FRAME};
+pub use listener::Listener;
+
+/// Connects to `ds`.
+///
+/// Fails with `InvalidInput` for a `*` host, which only makes sense for
+/// listening, and with `ConnectionRefused` when nobody listens there.
+pub async fn dial(ds: &DialString, opts: &LinkOptions) -> io::Result<Link> {
+    match ds {
+        DialString::Mem(name) => mem::dial(name, opts).await,
+        DialString::Unix(path) => unix::dial(path, opts).await,
+        DialString::Tcp(Host::Name(host), port) => tcp::dial(host, *port, opts).await,
+        DialString::Ws(Host::Name(host), port) => ws::dial(host, *port, opts).await,
+        DialString::Tcp(Host::Any, _) | DialString::Ws(Host::Any, _) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{ds}: cannot dial '*' (all addresses); it is only for listening"),
+        )),
+    }
+}
+
+/// Starts listening on `ds`. Port 0 picks a free port; see
+/// [`Listener::local_addr`] for the one chosen.
+pub async fn listen(ds: &DialString, opts: &LinkOptions) -> io::Result<Listener> {
+    Ok(match ds {
+        DialString::Mem(name) => Listener::mem(mem::listen(name, opts)?),
+        DialString::Unix(path) => Listener::unix(unix::listen(path, opts).await?),
+        DialString::Tcp(host, port) => Listener::tcp(tcp::listen(host, *port, opts).await?),
+        DialString::Ws(host, port) => Listener::ws(ws::listen(host, *port, opts).await?),
+    })
+}
+
+/// Prefixes an I/O error with what we were doing, keeping its kind so
+/// callers can still branch on it.
+pub(crate) fn with_context(e: io::Error, what: impl Display) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Accept errors that concern one connection, not the listener: the
+/// client went away before we took its connection.
+pub(crate) fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}

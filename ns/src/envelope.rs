@@ -1,0 +1,290 @@
+//! The envelope: what every frame on every link carries, and its encoding.
+//!
+//! On the wire an envelope is one CBOR array of two items: a map with every
+//! field but the data, then the data as a CBOR byte string. Decoding slices
+//! the data out of the received frame, so payloads travel as [`Bytes`]
+//! without a copy from the socket buffer to the service.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::gossip::Announce;
+use crate::path::{Addr, MachineId, ServiceName};
+
+/// At most this many machines crossed; the next hop is an error.
+pub const HOP_LIMIT: usize = 32;
+/// The longest return path accepted.
+pub const MAX_RETURN_PATH: usize = 32;
+/// The largest message payload. Larger writes are refused with
+/// [`crate::error::ETOOBIG`].
+pub const MAX_MSG: usize = 8 << 20;
+/// The largest frame a link accepts: a maximal payload plus its header.
+pub const MAX_FRAME: usize = MAX_MSG + (64 << 10);
+
+/// One message between two endpoints of the mesh.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Envelope {
+    /// Unique per sending router, for tracing.
+    pub id: u64,
+    /// The endpoint that sent it: errors and credit go back here.
+    pub src: Addr,
+    /// Where it goes.
+    pub dst: Addr,
+    /// The return path: replies go to its first entry, carrying the rest.
+    pub reply: Vec<Addr>,
+    /// Where replies go once the return path is used up; `None` means `src`.
+    pub origin: Option<Addr>,
+    /// The machines crossed so far, the sender's first.
+    pub via: Vec<MachineId>,
+    pub kind: Kind,
+    pub data: Bytes,
+}
+
+/// What an envelope means.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Kind {
+    /// One message of a conversation.
+    Data,
+    /// End of input: the writer closed; no more data on this stream.
+    Eof,
+    /// The sending endpoint is gone.
+    Hangup,
+    /// Delivery failed, or the peer failed; a Plan 9 error string.
+    Error(String),
+    /// The receiver consumed this many bytes of window: the sender may send more.
+    Credit(u32),
+    /// The first frame on a link, each way.
+    Hello(Hello),
+    /// Path-vector routes from the neighbour at the other end of the link.
+    Routes(Announce),
+    /// Asks the neighbour for its full table (a gap in announcements).
+    Resync,
+    /// Liveness and round-trip time; carries the sender's latest gossip
+    /// sequence number to this neighbour, so a lost update is noticed.
+    Ping { stamp: u64, seq: u64 },
+    /// Answers a ping with its stamp.
+    Pong { stamp: u64 },
+    /// A local client asks the router to offer a service it serves.
+    Offer(ServiceName),
+    /// A local client withdraws a service it offered.
+    Withdraw(ServiceName),
+    /// A request to read the router's state without FUSE: `routes`, `ls`,
+    /// `cat PATH`. The answer comes back as Data, then Eof.
+    Query(String),
+}
+
+/// Introduces one side of a link.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub machine: MachineId,
+    pub version: u32,
+    /// From a router to a local client: the block of conversation numbers
+    /// the client allocates from. `None` between routers.
+    pub client: Option<u32>,
+}
+
+/// The protocol version spoken; a peer with another is refused.
+pub const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    #[serde(rename = "i")]
+    id: u64,
+    #[serde(rename = "s")]
+    src: Addr,
+    #[serde(rename = "d")]
+    dst: Addr,
+    #[serde(rename = "r", default, skip_serializing_if = "Vec::is_empty")]
+    reply: Vec<Addr>,
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    origin: Option<Addr>,
+    #[serde(rename = "v")]
+    via: Vec<MachineId>,
+    #[serde(rename = "k")]
+    kind: Kind,
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed envelope: {0}")]
+    Malformed(String),
+    #[error("malformed envelope: {0} entries in {1}, limit {2}")]
+    TooMany(usize, &'static str, usize),
+}
+
+impl Envelope {
+    /// A data envelope with an empty history.
+    pub fn new(id: u64, src: Addr, dst: Addr, kind: Kind, data: Bytes) -> Envelope {
+        Envelope { id, src, dst, reply: Vec::new(), origin: None, via: Vec::new(), kind, data }
+    }
+
+    /// Where replies to this envelope go, with the return path they carry:
+    /// the first entry of the return path, else the origin, else the source.
+    pub fn reply_target(&self) -> (Addr, Vec<Addr>) {
+        match self.reply.split_first() {
+            Some((first, rest)) => (first.clone(), rest.to_vec()),
+            None => (self.origin.clone().unwrap_or_else(|| self.src.clone()), Vec::new()),
+        }
+    }
+
+    /// Encodes into one frame.
+    pub fn encode(&self) -> Bytes {
+        let hdr = Header {
+            id: self.id,
+            src: self.src.clone(),
+            dst: self.dst.clone(),
+            reply: self.reply.clone(),
+            origin: self.origin.clone(),
+            via: self.via.clone(),
+            kind: self.kind.clone(),
+        };
+        let mut buf = BytesMut::with_capacity(128 + self.data.len()).writer();
+        buf.get_mut().put_u8(0x82); // CBOR array of 2
+        // Writing CBOR into memory fails only on a serializer bug.
+        ciborium::into_writer(&hdr, &mut buf).expect("CBOR encoding to memory");
+        let mut buf = buf.into_inner();
+        put_bstr_head(&mut buf, self.data.len());
+        buf.extend_from_slice(&self.data);
+        buf.freeze()
+    }
+
+    /// Decodes one frame; the data is a slice of `frame`, not a copy.
+    pub fn decode(frame: Bytes) -> Result<Envelope, DecodeError> {
+        let bad = |s: &str| DecodeError::Malformed(s.to_string());
+        if frame.first() != Some(&0x82) {
+            return Err(bad("not a 2-item array"));
+        }
+        let mut rest = &frame[1..];
+        let hdr: Header =
+            ciborium::from_reader(&mut rest).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if hdr.via.len() > HOP_LIMIT {
+            return Err(DecodeError::TooMany(hdr.via.len(), "via", HOP_LIMIT));
+        }
+        if hdr.reply.len() > MAX_RETURN_PATH {
+            return Err(DecodeError::TooMany(hdr.reply.len(), "return path", MAX_RETURN_PATH));
+        }
+        let start = frame.len() - rest.len();
+        let (len, head) = bstr_head(rest).ok_or_else(|| bad("data is not a byte string"))?;
+        let from = start + head;
+        if frame.len() - from != len {
+            return Err(bad("data length does not match the frame"));
+        }
+        Ok(Envelope {
+            id: hdr.id,
+            src: hdr.src,
+            dst: hdr.dst,
+            reply: hdr.reply,
+            origin: hdr.origin,
+            via: hdr.via,
+            kind: hdr.kind,
+            data: frame.slice(from..),
+        })
+    }
+}
+
+fn put_bstr_head(buf: &mut BytesMut, len: usize) {
+    const MAJOR: u8 = 2 << 5;
+    match len {
+        0..=23 => buf.put_u8(MAJOR | len as u8),
+        24..=0xff => {
+            buf.put_u8(MAJOR | 24);
+            buf.put_u8(len as u8)
+        }
+        0x100..=0xffff => {
+            buf.put_u8(MAJOR | 25);
+            buf.put_u16(len as u16)
+        }
+        0x1_0000..=0xffff_ffff => {
+            buf.put_u8(MAJOR | 26);
+            buf.put_u32(len as u32)
+        }
+        _ => {
+            buf.put_u8(MAJOR | 27);
+            buf.put_u64(len as u64)
+        }
+    }
+}
+
+/// Reads a definite-length byte-string head: (length, head size).
+fn bstr_head(b: &[u8]) -> Option<(usize, usize)> {
+    let first = *b.first()?;
+    if first >> 5 != 2 {
+        return None;
+    }
+    let info = first & 0x1f;
+    let (len, head) = match info {
+        0..=23 => (info as u64, 1),
+        24 => (*b.get(1)? as u64, 2),
+        25 => (u16::from_be_bytes(b.get(1..3)?.try_into().ok()?) as u64, 3),
+        26 => (u32::from_be_bytes(b.get(1..5)?.try_into().ok()?) as u64, 5),
+        27 => (u64::from_be_bytes(b.get(1..9)?.try_into().ok()?), 9),
+        _ => return None,
+    };
+    Some((usize::try_from(len).ok()?, head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Envelope {
+        let mut e = Envelope::new(
+            7,
+            Addr::parse("/n/a/svc/pty/1").unwrap(),
+            Addr::parse("/svc/parser").unwrap(),
+            Kind::Data,
+            Bytes::from(vec![0xab; 300]),
+        );
+        e.reply = vec![Addr::parse("/svc/gpu").unwrap(), Addr::parse("/n/a/svc/display").unwrap()];
+        e.via = vec!["a".parse().unwrap(), "b".parse().unwrap()];
+        e
+    }
+
+    #[test]
+    fn round_trip_without_copy() {
+        let e = sample();
+        let frame = e.encode();
+        let d = Envelope::decode(frame.clone()).unwrap();
+        assert_eq!(d, e);
+        // The data is a view into the frame.
+        assert_eq!(d.data.as_ptr(), frame[frame.len() - 300..].as_ptr());
+    }
+
+    #[test]
+    fn whole_frame_is_plain_cbor() {
+        let v: ciborium::Value = ciborium::from_reader(&sample().encode()[..]).unwrap();
+        let arr = v.as_array().unwrap();
+        assert_eq!(arr[1].as_bytes().unwrap().len(), 300);
+    }
+
+    #[test]
+    fn reply_target_walks_the_return_path() {
+        let e = sample();
+        let (to, rest) = e.reply_target();
+        assert_eq!(to.to_string(), "/svc/gpu");
+        assert_eq!(rest, vec![Addr::parse("/n/a/svc/display").unwrap()]);
+        let mut last = e.clone();
+        last.reply.clear();
+        assert_eq!(last.reply_target().0, e.src);
+    }
+
+    #[test]
+    fn malformed_frames_are_errors() {
+        let good = sample().encode();
+        for bad in [
+            Bytes::new(),
+            Bytes::from_static(b"\x00garbage"),
+            good.slice(..good.len() - 1),
+            good.slice(..20),
+            Bytes::from([&good[..], b"x"].concat()),
+        ] {
+            assert!(Envelope::decode(bad).is_err());
+        }
+        // Valid CBOR, wrong types.
+        let mut buf = vec![0x82];
+        ciborium::into_writer(&ciborium::Value::Text("hi".into()), &mut buf).unwrap();
+        buf.push(0x40);
+        assert!(Envelope::decode(Bytes::from(buf)).is_err());
+    }
+}

@@ -1,0 +1,59 @@
+//! Error strings of the mesh, with Plan 9 wording, declared once.
+//!
+//! An error travels in an envelope as its string; the FUSE edge and the
+//! commands map it to an errno with [`errno`], the one table there is.
+
+pub const ENOSERVICE: &str = "no such service";
+pub const ENOROUTE: &str = "no route to machine";
+pub const EHOPS: &str = "hop limit";
+pub const EHUNGUP: &str = "conversation hung up";
+pub const EBADCTL: &str = "bad ctl message";
+pub const EOVERRUN: &str = "conversation overrun";
+pub const ETOOBIG: &str = "message too large";
+pub const ENOCONV: &str = "no such conversation";
+pub const EBADPATH: &str = "bad path";
+pub const ESHUTDOWN: &str = "router shutting down";
+pub const EPERM: &str = "permission denied";
+pub const ELINK: &str = "link lost";
+
+/// The errno for an error string. Strings carrying detail after a colon
+/// (`no such service: gpu`) map by their leading constant.
+pub fn errno(err: &str) -> i32 {
+    const TABLE: &[(&str, i32)] = &[
+        (ENOSERVICE, libc::ENOENT),
+        (ENOROUTE, libc::EHOSTUNREACH),
+        (EHOPS, libc::ELOOP),
+        (EHUNGUP, libc::EPIPE),
+        (EBADCTL, libc::EINVAL),
+        (EOVERRUN, libc::ENOBUFS),
+        (ETOOBIG, libc::EMSGSIZE),
+        (ENOCONV, libc::ENOENT),
+        (EBADPATH, libc::EINVAL),
+        (ESHUTDOWN, libc::ESHUTDOWN),
+        (EPERM, libc::EACCES),
+        (ELINK, libc::ECONNRESET),
+    ];
+    TABLE
+        .iter()
+        .find(|(s, _)| err.starts_with(s))
+        .map(|&(_, e)| e)
+        .unwrap_or(libc::EIO)
+}
+
+/// `what: detail`, the form every detailed error takes.
+pub fn detail(what: &str, detail: impl std::fmt::Display) -> String {
+    format!("{what}: {detail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_by_prefix() {
+        assert_eq!(errno("no such service: gpu"), libc::ENOENT);
+        assert_eq!(errno(ENOROUTE), libc::EHOSTUNREACH);
+        assert_eq!(errno(EHOPS), libc::ELOOP);
+        assert_eq!(errno("something else"), libc::EIO);
+    }
+}

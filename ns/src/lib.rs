@@ -1,0 +1,39 @@
+//! ns: the core of the mesh, below the file system.
+//!
+//! Modules, from the bottom up:
+//!
+//! - [`path`]: machine and service names, and addresses (`/svc/S`,
+//!   `/n/M/svc/S`, `/n/M/svc/S/N`).
+//! - [`error`]: the error strings, Plan 9 style, and their errno table.
+//! - [`envelope`]: what every frame carries, and its CBOR encoding with
+//!   zero-copy payloads.
+//! - [`conv`]: conversation endpoints: ordered input, end-to-end credit,
+//!   end of input, hangup; the [`conv::Service`] trait.
+//! - [`route`]: the route table: best route per machine, nearest replica.
+//! - [`gossip`]: path-vector announcements, incremental and numbered.
+//! - [`registry`]: the registry protocol and the router's client of it.
+//! - [`term`]: terminals and their counters and traces.
+//! - [`router`]: forwarding, resolution, local delivery, the gossip task.
+//! - [`link`]: handshakes, link reader and writer, dialing, local clients.
+//! - [`client`]: the library a local process uses to reach its router.
+//! - [`query`]: the router's state as text files, without FUSE.
+//! - [`deploy`]: the deployment file.
+
+pub mod client;
+pub mod conv;
+pub mod deploy;
+pub mod envelope;
+pub mod error;
+pub mod gossip;
+pub mod link;
+pub mod path;
+pub mod query;
+pub mod registry;
+pub mod route;
+pub mod router;
+pub mod term;
+
+pub use conv::{Conv, Msg, Service};
+pub use envelope::{Envelope, Kind};
+pub use path::{Addr, MachineId, Name, ServiceName};
+pub use router::{Config, Router};

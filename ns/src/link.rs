@@ -1,0 +1,463 @@
+//! Links: handshakes, the reader and writer of each link, dialing with
+//! backoff, and local clients.
+//!
+//! The dialer speaks first: `Hello` with its machine id (or, from a local
+//! client, a request for a block of conversation numbers); the acceptor
+//! answers with its own. A bad frame, a wrong first frame or a silent peer
+//! closes that link alone; the router keeps serving everyone else.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dial::{DialString, Link, LinkOptions};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::conv::lock;
+use crate::envelope::{Envelope, Hello, Kind, MAX_FRAME, VERSION};
+use crate::error;
+use crate::gossip::adverts;
+use crate::path::{Addr, MachineId, Name};
+use crate::router::{warn_link, Router};
+use crate::term::{Term, TermKind};
+
+/// How long the other side has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Link options every mesh link uses.
+pub fn link_options() -> LinkOptions {
+    LinkOptions { max_frame: MAX_FRAME, ..LinkOptions::default() }
+}
+
+/// Microseconds on the runtime's clock (paused in tests).
+pub fn now_us() -> u64 {
+    static START: OnceLock<tokio::time::Instant> = OnceLock::new();
+    START.get_or_init(tokio::time::Instant::now).elapsed().as_micros() as u64
+}
+
+fn hello_env(from: &MachineId, client: Option<u32>) -> Envelope {
+    let router = Name::new("router").expect("valid name");
+    let a = Addr::on(from.clone(), router);
+    Envelope::new(0, a.clone(), a, Kind::Hello(Hello { machine: from.clone(), version: VERSION, client }), Bytes::new())
+}
+
+/// Reads the other side's hello.
+async fn read_hello(link: &mut Link) -> io::Result<Hello> {
+    let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
+    let frame = tokio::time::timeout(HELLO_TIMEOUT, link.rx.next())
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello"))?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed before hello"))??;
+    let env = Envelope::decode(frame).map_err(|e| bad(e.to_string()))?;
+    match env.kind {
+        Kind::Hello(h) if h.version == VERSION => Ok(h),
+        Kind::Hello(h) => Err(bad(format!("protocol version {} (want {VERSION})", h.version))),
+        _ => Err(bad("first frame is not hello".into())),
+    }
+}
+
+async fn send_frame(link: &mut Link, env: &Envelope) -> io::Result<()> {
+    link.tx.send(env.encode()).await
+}
+
+impl Router {
+    /// Listens on `ds` for neighbours and, on `unix!` and `mem!`, for local
+    /// clients. Returns the address actually bound.
+    pub async fn listen(&self, ds: &DialString) -> io::Result<DialString> {
+        let mut listener = dial::listen(ds, &link_options()).await?;
+        let bound = listener.local_addr();
+        let clients_ok = matches!(ds, DialString::Unix(_) | DialString::Mem(_));
+        info!(addr = %bound, "listening");
+        let r = self.clone();
+        let addr = bound.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = r.0.shutdown.cancelled() => return,
+                    res = listener.accept() => match res {
+                        Ok(link) => { tokio::spawn(r.clone().accepted(link, clients_ok)); }
+                        Err(e) => {
+                            warn!(%addr, "accept: {e}");
+                            tokio::time::sleep(BACKOFF_MIN).await;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(bound)
+    }
+
+    async fn accepted(self, mut link: Link, clients_ok: bool) {
+        let remote = link.remote.clone();
+        let hello = match read_hello(&mut link).await {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(%remote, "refused: {e}");
+                self.log_event(format!("refused {remote}: {e}"));
+                return;
+            }
+        };
+        if hello.client.is_some() {
+            let uid_ok = link.uid.is_none_or(|u| u == 0 || u == nix_uid());
+            if !clients_ok || !uid_ok {
+                warn!(%remote, uid = ?link.uid, "refused local client");
+                return;
+            }
+            let k = self.0.next_client.fetch_add(1, Relaxed);
+            if send_frame(&mut link, &hello_env(self.id(), Some(k))).await.is_ok() {
+                self.run_client(link, k).await;
+            }
+            return;
+        }
+        if hello.machine == *self.id() {
+            warn!(%remote, "refused: peer claims to be this machine");
+            return;
+        }
+        if send_frame(&mut link, &hello_env(self.id(), None)).await.is_ok() {
+            self.run_peer(link, hello.machine, false, remote).await;
+        }
+    }
+
+    /// Dials `ds` once: connects, says hello and runs the link in a task.
+    /// Returns the neighbour's id and the task, which ends with the link.
+    pub async fn connect(&self, ds: &DialString) -> io::Result<(MachineId, tokio::task::JoinHandle<()>)> {
+        let mut link = dial::dial(ds, &link_options()).await?;
+        send_frame(&mut link, &hello_env(self.id(), None)).await?;
+        let hello = read_hello(&mut link).await?;
+        if hello.machine == *self.id() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{ds} is this machine")));
+        }
+        let peer = hello.machine.clone();
+        let task = tokio::spawn(self.clone().run_peer(link, hello.machine, true, ds.to_string()));
+        Ok((peer, task))
+    }
+
+    /// Keeps a link to `ds` up: dials, and redials with backoff when it
+    /// drops, until shutdown.
+    pub fn dial(&self, ds: DialString) {
+        let r = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = BACKOFF_MIN;
+            loop {
+                match r.connect(&ds).await {
+                    Ok((peer, task)) => {
+                        info!(%peer, addr = %ds, "dialed");
+                        backoff = BACKOFF_MIN;
+                        tokio::select! {
+                            _ = r.0.shutdown.cancelled() => return,
+                            _ = task => {}
+                        }
+                    }
+                    Err(e) => {
+                        debug!(addr = %ds, "dial: {e}");
+                        r.log_event(format!("dial {ds}: {e}"));
+                    }
+                }
+                tokio::select! {
+                    _ = r.0.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        });
+    }
+
+    /// Registers a terminal, keeping one link per neighbour: of two links
+    /// between the same pair, the one dialed by the smaller id stays.
+    fn register(&self, term: &Arc<Term>, peer: &MachineId) -> bool {
+        let mut terms = self.0.terms.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = terms.get(&term.name) {
+            let old_dialer_me = old.dialed;
+            let keep_new = {
+                let new_dialer = if term.dialed { self.id() } else { peer };
+                let old_dialer = if old_dialer_me { self.id() } else { peer };
+                new_dialer < old_dialer || old.is_hungup()
+            };
+            if !keep_new {
+                return false;
+            }
+            old.hangup();
+        }
+        terms.insert(term.name.clone(), term.clone());
+        true
+    }
+
+    async fn run_peer(self, link: Link, peer: MachineId, dialed: bool, addr: String) {
+        let (term, rx) = Term::linked(format!("net-{peer}"), TermKind::Net(peer.clone()), addr, dialed);
+        if !self.register(&term, &peer) {
+            debug!(%peer, "duplicate link closed");
+            return;
+        }
+        info!(%peer, term = %term.name, "link up");
+        self.log_event(format!("link up {} {}", term.name, term.addr));
+        lock(&self.0.gossip).insert(peer.clone(), Default::default());
+        lock(&self.0.resync).insert(peer.clone());
+        let change = self.0.table.write().unwrap_or_else(|e| e.into_inner()).peer_up(&peer);
+        self.after_change(change);
+        self.0.changed.notify_one();
+        let Link { tx, rx: mut frames, .. } = link;
+        let writer = tokio::spawn(write_link(term.clone(), rx, tx));
+        loop {
+            let frame = tokio::select! {
+                _ = self.0.shutdown.cancelled() => break,
+                _ = term.hungup() => break,
+                f = frames.next() => f,
+            };
+            let frame = match frame {
+                Some(Ok(f)) => f,
+                Some(Err(e)) => {
+                    warn_link(&term, "read", e);
+                    break;
+                }
+                None => break,
+            };
+            term.last_rx.store(now_us(), Relaxed);
+            let env = match Envelope::decode(frame) {
+                Ok(env) => env,
+                Err(e) => {
+                    warn_link(&term, "bad frame, closing link", e);
+                    break;
+                }
+            };
+            if let Err(e) = self.from_peer(&term, &peer, env).await {
+                warn_link(&term, "protocol error, closing link", e);
+                break;
+            }
+        }
+        term.hangup();
+        writer.abort();
+        self.unregister(&term, &peer);
+    }
+
+    fn unregister(&self, term: &Arc<Term>, peer: &MachineId) {
+        let mine = {
+            let mut terms = self.0.terms.write().unwrap_or_else(|e| e.into_inner());
+            let mine = terms.get(&term.name).is_some_and(|t| Arc::ptr_eq(t, term));
+            if mine {
+                terms.remove(&term.name);
+            }
+            mine
+        };
+        if !mine {
+            return;
+        }
+        info!(%peer, term = %term.name, "link down");
+        self.log_event(format!("link down {}", term.name));
+        lock(&self.0.gossip).remove(peer);
+        let change = self.0.table.write().unwrap_or_else(|e| e.into_inner()).peer_down(peer);
+        self.after_change(change);
+    }
+
+    /// Handles one envelope from a neighbour.
+    async fn from_peer(&self, term: &Arc<Term>, peer: &MachineId, env: Envelope) -> Result<(), String> {
+        match env.kind {
+            Kind::Routes(a) => {
+                if !self.0.cfg.gossip {
+                    return Ok(());
+                }
+                let accepted = lock(&self.0.gossip).get(peer).is_some_and(|g| g.accepts(&a));
+                if !accepted {
+                    debug!(%peer, seq = a.seq, "gap in announcements, asking for the full table");
+                    let _ = term.send(self.control(peer, Kind::Resync)).await;
+                    return Ok(());
+                }
+                let res = self.0.table.write().unwrap_or_else(|e| e.into_inner()).apply(peer, a.full, adverts(&a));
+                match res {
+                    Ok(change) => {
+                        if let Some(g) = lock(&self.0.gossip).get_mut(peer) {
+                            g.seq_in = a.seq;
+                        }
+                        self.after_change(change);
+                        Ok(())
+                    }
+                    Err(n) => Err(format!("{n} routes, over the cap of {}", crate::route::MAX_ROUTES_PER_PEER)),
+                }
+            }
+            Kind::Resync => {
+                lock(&self.0.resync).insert(peer.clone());
+                self.0.changed.notify_one();
+                Ok(())
+            }
+            Kind::Ping { stamp, seq } => {
+                let _ = term.send(self.control(peer, Kind::Pong { stamp })).await;
+                let behind = self.0.cfg.gossip && lock(&self.0.gossip).get(peer).is_some_and(|g| seq > g.seq_in);
+                if behind {
+                    let _ = term.send(self.control(peer, Kind::Resync)).await;
+                }
+                Ok(())
+            }
+            Kind::Pong { stamp } => {
+                term.stats.rtt_us.store(now_us().saturating_sub(stamp), Relaxed);
+                Ok(())
+            }
+            Kind::Hello(_) | Kind::Offer(_) | Kind::Withdraw(_) | Kind::Query(_) => {
+                Err(format!("unexpected {} from a neighbour", crate::term::kind_name(&env.kind)))
+            }
+            Kind::Data | Kind::Eof | Kind::Hangup | Kind::Error(_) | Kind::Credit(_) => {
+                term.note("in", &env);
+                self.forward(env).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Serves one local client process until it goes.
+    async fn run_client(self, link: Link, k: u32) {
+        let name = format!("client-{k}");
+        let (term, rx) = Term::linked(name, TermKind::Client(k), link.remote.clone(), false);
+        self.0.clients.write().unwrap_or_else(|e| e.into_inner()).insert(k, term.clone());
+        debug!(client = k, "local client up");
+        let Link { tx, rx: mut frames, .. } = link;
+        let writer = tokio::spawn(write_link(term.clone(), rx, tx));
+        loop {
+            let frame = tokio::select! {
+                _ = self.0.shutdown.cancelled() => break,
+                f = frames.next() => f,
+            };
+            let env = match frame.map(|f| f.map_err(|e| e.to_string()).and_then(|f| Envelope::decode(f).map_err(|e| e.to_string()))) {
+                Some(Ok(env)) => env,
+                Some(Err(e)) => {
+                    warn_link(&term, "local client, closing", e);
+                    break;
+                }
+                None => break,
+            };
+            self.from_client(&term, k, env).await;
+        }
+        writer.abort();
+        self.client_gone(k).await;
+    }
+
+    async fn from_client(&self, term: &Arc<Term>, k: u32, env: Envelope) {
+        let owned = env.src.machine.as_ref() == Some(self.id()) && env.src.conv.is_some_and(|n| n >> 32 == k as u64);
+        match &env.kind {
+            Kind::Offer(name) => {
+                let taken = self.0.convs.has_service(name.as_str());
+                if taken {
+                    warn!(client = k, service = %name, "offer refused: served here already");
+                    return;
+                }
+                self.0.client_services.write().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), k);
+                info!(client = k, service = %name, "service offered by local client");
+                self.local_changed();
+            }
+            Kind::Withdraw(name) => {
+                let mut cs = self.0.client_services.write().unwrap_or_else(|e| e.into_inner());
+                if cs.get(name) == Some(&k) {
+                    cs.remove(name);
+                }
+                drop(cs);
+                self.local_changed();
+            }
+            Kind::Query(q) => {
+                let (kind, data) = match crate::query::answer(self, q) {
+                    Ok(text) => (Kind::Data, Bytes::from(text)),
+                    Err(e) => (Kind::Error(e), Bytes::new()),
+                };
+                let mut reply = Envelope::new(self.next_id(), env.dst.clone(), env.src.clone(), kind.clone(), data);
+                reply.via.push(self.id().clone());
+                let _ = term.send(reply.clone()).await;
+                if kind == Kind::Data {
+                    reply.kind = Kind::Eof;
+                    reply.data = Bytes::new();
+                    let _ = term.send(reply).await;
+                }
+            }
+            _ if !owned => {
+                let src = env.src.clone();
+                self.bounce(env, error::detail(error::EPERM, format!("client may not send as {src}")));
+            }
+            Kind::Hangup => {
+                if let Some(m) = lock(&self.0.client_convs).get_mut(&k) {
+                    m.remove(&env.src);
+                }
+                self.forward(env).await;
+            }
+            _ => {
+                {
+                    let mut cc = lock(&self.0.client_convs);
+                    let m = cc.entry(k).or_default();
+                    if !m.contains_key(&env.src) {
+                        m.insert(env.src.clone(), env.dst.clone());
+                    }
+                }
+                self.forward(env).await;
+            }
+        }
+    }
+
+    /// A local client went: withdraw its services and hang up for it.
+    async fn client_gone(&self, k: u32) {
+        debug!(client = k, "local client gone");
+        self.0.clients.write().unwrap_or_else(|e| e.into_inner()).remove(&k);
+        let had = {
+            let mut cs = self.0.client_services.write().unwrap_or_else(|e| e.into_inner());
+            let before = cs.len();
+            cs.retain(|_, c| *c != k);
+            before != cs.len()
+        };
+        if had {
+            self.local_changed();
+        }
+        let convs: HashMap<Addr, Addr> = lock(&self.0.client_convs).remove(&k).unwrap_or_default();
+        for (src, dst) in convs {
+            let env = Envelope::new(self.next_id(), src, dst, Kind::Hangup, Bytes::new());
+            self.forward(env).await;
+        }
+    }
+}
+
+/// Drains a terminal's queue into its link, batching: everything queued is
+/// written before one flush.
+async fn write_link(term: Arc<Term>, mut rx: mpsc::Receiver<Envelope>, mut tx: dial::FrameSink) {
+    loop {
+        let env = tokio::select! {
+            _ = term.hungup() => break,
+            e = rx.recv() => match e { Some(e) => e, None => break },
+        };
+        let mut res = tx.feed(env.encode()).await;
+        while res.is_ok() {
+            match rx.try_recv() {
+                Ok(env) => res = tx.feed(env.encode()).await,
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = res.and(tx.flush().await) {
+            warn_link(&term, "write", e);
+            break;
+        }
+    }
+    let _ = tx.close().await;
+    term.hangup();
+}
+
+/// Pings every neighbour and hangs up on those silent for three periods.
+pub(crate) async fn ping_all(r: &Router) {
+    let period = r.config().period;
+    let limit = 3 * period.as_micros() as u64;
+    for term in r.terms() {
+        let TermKind::Net(peer) = &term.kind else { continue };
+        let silent = now_us().saturating_sub(term.last_rx.load(Relaxed));
+        if silent > limit {
+            warn!(term = %term.name, silent_ms = silent / 1000, "neighbour silent, closing link");
+            r.log_event(format!("{} silent for {} ms", term.name, silent / 1000));
+            term.hangup();
+            continue;
+        }
+        let seq = lock(&r.0.gossip).get(peer).map(|g| g.seq_out).unwrap_or(0);
+        let env = r.control(peer, Kind::Ping { stamp: now_us(), seq });
+        let _ = term.send(env).await;
+    }
+}
+
+fn nix_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}

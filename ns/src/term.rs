@@ -1,0 +1,186 @@
+//! Terminals: the router's connection points.
+//!
+//! `local` holds the services of this machine, in-process or in local
+//! client processes; `loopback` counts messages the router sends to itself;
+//! `net-M` is the link to neighbour M. Every terminal keeps counters and a
+//! live trace that costs nothing while nobody reads it.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::conv::lock;
+use crate::envelope::{Envelope, Kind};
+use crate::path::MachineId;
+
+/// Envelopes queued towards one link before senders wait.
+pub const LINK_QUEUE: usize = 1024;
+/// Trace lines buffered per reader; a reader that falls further behind
+/// is told how many it missed.
+const TRACE_QUEUE: usize = 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TermKind {
+    Local,
+    Loopback,
+    /// A link to a neighbouring router.
+    Net(MachineId),
+    /// A local client process on the Unix socket, by its number block.
+    Client(u32),
+}
+
+/// Counters of one terminal.
+#[derive(Default, Debug)]
+pub struct TermStats {
+    pub envs_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub envs_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub errors: AtomicU64,
+    /// Last measured round trip, in microseconds (0: none yet).
+    pub rtt_us: AtomicU64,
+}
+
+/// One terminal.
+pub struct Term {
+    pub name: String,
+    pub kind: TermKind,
+    /// How the link was made: the dial string dialed, or the address it
+    /// was accepted from.
+    pub addr: String,
+    /// Whether this side dialed.
+    pub dialed: bool,
+    pub stats: TermStats,
+    tx: Option<mpsc::Sender<Envelope>>,
+    trace: broadcast::Sender<Arc<str>>,
+    state: Mutex<String>,
+    hangup: CancellationToken,
+    /// When a frame last arrived, in [`crate::link::now_us`] microseconds.
+    pub last_rx: AtomicU64,
+}
+
+impl Term {
+    /// A terminal with no link (local, loopback).
+    pub fn internal(name: &str, kind: TermKind) -> Arc<Term> {
+        Arc::new(Term::make(name.into(), kind, String::new(), false, None))
+    }
+
+    /// A terminal on a link; returns the receiver its writer task drains.
+    pub fn linked(name: String, kind: TermKind, addr: String, dialed: bool) -> (Arc<Term>, mpsc::Receiver<Envelope>) {
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        (Arc::new(Term::make(name, kind, addr, dialed, Some(tx))), rx)
+    }
+
+    fn make(name: String, kind: TermKind, addr: String, dialed: bool, tx: Option<mpsc::Sender<Envelope>>) -> Term {
+        Term {
+            name,
+            kind,
+            addr,
+            dialed,
+            stats: TermStats::default(),
+            tx,
+            trace: broadcast::channel(TRACE_QUEUE).0,
+            state: Mutex::new("up".into()),
+            hangup: CancellationToken::new(),
+            last_rx: AtomicU64::new(crate::link::now_us()),
+        }
+    }
+
+    /// Queues an envelope on the link, waiting while it is full. Gives the
+    /// envelope back if the link is gone.
+    pub async fn send(&self, env: Envelope) -> Result<(), Envelope> {
+        self.note("out", &env);
+        match &self.tx {
+            Some(tx) => tx.send(env).await.map_err(|e| e.0),
+            None => Err(env),
+        }
+    }
+
+    /// Counts and traces an envelope crossing this terminal.
+    pub fn note(&self, dir: &str, env: &Envelope) {
+        let (n, b) = if dir == "in" {
+            (&self.stats.envs_in, &self.stats.bytes_in)
+        } else {
+            (&self.stats.envs_out, &self.stats.bytes_out)
+        };
+        n.fetch_add(1, Relaxed);
+        b.fetch_add(env.data.len() as u64, Relaxed);
+        if self.trace.receiver_count() > 0 {
+            let line = format!("{dir} {} {} {} {}\n", kind_name(&env.kind), env.src, env.dst, env.data.len());
+            let _ = self.trace.send(line.into());
+        }
+    }
+
+    /// A live trace: one line per envelope crossing from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+        self.trace.subscribe()
+    }
+
+    pub fn state(&self) -> String {
+        lock(&self.state).clone()
+    }
+
+    pub fn set_state(&self, s: &str) {
+        *lock(&self.state) = s.to_string();
+    }
+
+    /// Asks the link to close; its tasks end and the router cleans up.
+    pub fn hangup(&self) {
+        self.set_state("hungup");
+        self.hangup.cancel();
+    }
+
+    pub fn is_hungup(&self) -> bool {
+        self.hangup.is_cancelled()
+    }
+
+    /// Resolves when [`Term::hangup`] is called.
+    pub async fn hungup(&self) {
+        self.hangup.cancelled().await
+    }
+
+    /// The `ctl` file's text: type, dial string, state.
+    pub fn ctl_text(&self) -> String {
+        let kind = match &self.kind {
+            TermKind::Local => "local",
+            TermKind::Loopback => "loopback",
+            TermKind::Net(_) => "net",
+            TermKind::Client(_) => "client",
+        };
+        let addr = if self.addr.is_empty() { "-" } else { &self.addr };
+        format!("{kind} {addr} {}\n", self.state())
+    }
+
+    /// The `status` file's text: counters each way, errors, rtt.
+    pub fn status_text(&self) -> String {
+        let s = &self.stats;
+        let mut out = String::new();
+        let _ = writeln!(out, "in {} envelopes {} bytes", s.envs_in.load(Relaxed), s.bytes_in.load(Relaxed));
+        let _ = writeln!(out, "out {} envelopes {} bytes", s.envs_out.load(Relaxed), s.bytes_out.load(Relaxed));
+        let _ = writeln!(out, "errors {}", s.errors.load(Relaxed));
+        let _ = writeln!(out, "rtt {}us", s.rtt_us.load(Relaxed));
+        out
+    }
+}
+
+/// The kind's name in trace lines.
+pub fn kind_name(k: &Kind) -> &'static str {
+    match k {
+        Kind::Data => "data",
+        Kind::Eof => "eof",
+        Kind::Hangup => "hangup",
+        Kind::Error(_) => "error",
+        Kind::Credit(_) => "credit",
+        Kind::Hello(_) => "hello",
+        Kind::Routes(_) => "routes",
+        Kind::Resync => "resync",
+        Kind::Ping { .. } => "ping",
+        Kind::Pong { .. } => "pong",
+        Kind::Offer(_) => "offer",
+        Kind::Withdraw(_) => "withdraw",
+        Kind::Query(_) => "query",
+    }
+}

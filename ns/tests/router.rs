@@ -1,0 +1,398 @@
+//! The router on the in-process transport, with paused time: topologies of
+//! the seed, multi-hop forwarding, return paths, discovery, failures.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use ns::conv::{Conv, Msg, Service};
+use ns::{Addr, Config, Envelope, Kind, Name, Router};
+use tokio_util::sync::CancellationToken;
+
+fn n(s: &str) -> Name {
+    s.parse().unwrap()
+}
+fn a(s: &str) -> Addr {
+    Addr::parse(s).unwrap()
+}
+
+/// Replies to each message with `tag(MESSAGE)` in upper case.
+struct Tag(String);
+
+impl Service for Tag {
+    fn serve(&self, mut conv: Conv) -> BoxFuture<'static, ()> {
+        let tag = self.0.clone();
+        Box::pin(async move {
+            while let Some(m) = conv.rx.recv().await {
+                match m {
+                    Msg::Data(b) => {
+                        let s = format!("{tag}({})", String::from_utf8_lossy(&b).to_uppercase());
+                        if conv.tx.send(Bytes::from(s)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Msg::Eof => {
+                        conv.tx.eof().await;
+                        break;
+                    }
+                    Msg::Error(_) => break,
+                }
+            }
+        })
+    }
+}
+
+struct Mesh {
+    routers: HashMap<String, Router>,
+    stop: CancellationToken,
+    tag: String,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Mesh {
+    /// Routers named by `ids`, each listening on `mem!TAG-ID`.
+    async fn new(tag: &str, ids: &[&str], cfg: impl Fn(&mut Config)) -> Mesh {
+        let stop = CancellationToken::new();
+        let mut routers = HashMap::new();
+        for id in ids {
+            let mut c = Config::new(n(id));
+            cfg(&mut c);
+            let r = Router::new(c, stop.child_token());
+            r.listen(&format!("mem!{tag}-{id}").parse().unwrap()).await.unwrap();
+            routers.insert(id.to_string(), r);
+        }
+        Mesh { routers, stop, tag: tag.into() }
+    }
+
+    fn r(&self, id: &str) -> &Router {
+        &self.routers[id]
+    }
+
+    fn link(&self, from: &str, to: &str) {
+        self.r(from).dial(format!("mem!{}-{to}", self.tag).parse().unwrap());
+    }
+
+    fn serve(&self, on: &str, name: &str) {
+        self.r(on).add_service(n(name), Arc::new(Tag(format!("{name}@{on}"))));
+    }
+
+    /// Waits until `cond` holds, failing after 30 s of (paused) time.
+    async fn until(&self, what: &str, cond: impl Fn(&Mesh) -> bool) {
+        for _ in 0..600 {
+            if cond(self) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+}
+
+fn hops(r: &Router, service: &str) -> Option<(String, usize)> {
+    r.table().nearest(service).map(|rt| (rt.machine.to_string(), rt.hops()))
+}
+
+/// One request, the replies until end of file.
+async fn ask(conv: &mut Conv, msg: &str) -> Result<Vec<String>, String> {
+    conv.tx.send(Bytes::from(msg.to_string())).await?;
+    conv.tx.eof().await;
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), conv.rx.recv()).await {
+            Err(_) => return Err("timeout".into()),
+            Ok(None) | Ok(Some(Msg::Eof)) => return Ok(out),
+            Ok(Some(Msg::Data(b))) => out.push(String::from_utf8_lossy(&b).into_owned()),
+            Ok(Some(Msg::Error(e))) => return Err(e),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn chain_over_two_hops_and_back() {
+    let m = Mesh::new("chain", &["a", "b", "c"], |_| {}).await;
+    m.link("a", "b");
+    m.link("b", "c");
+    m.serve("c", "upper");
+    m.until("a learns upper", |m| hops(m.r("a"), "upper") == Some(("c".into(), 2))).await;
+    assert!(m.r("a").routes().contains("upper c net-b 2 a!b!c\n"), "{}", m.r("a").routes());
+    let mut conv = m.r("a").open(a("/svc/upper"), vec![]);
+    assert_eq!(ask(&mut conv, "hello").await.unwrap(), ["upper@c(HELLO)"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hairpin_reply_crosses_back() {
+    // A asks C's gpu; the reply goes to A's encoder, whose output comes
+    // back to the asker.
+    let m = Mesh::new("hairpin", &["a", "b", "c"], |_| {}).await;
+    m.link("a", "b");
+    m.link("c", "b");
+    m.serve("c", "gpu");
+    m.serve("a", "enc");
+    m.until("routes", |m| hops(m.r("a"), "gpu").is_some() && hops(m.r("c"), "enc").is_some()).await;
+    let mut conv = m.r("a").open(a("/svc/gpu"), vec![a("/n/a/svc/enc")]);
+    assert_eq!(ask(&mut conv, "frame").await.unwrap(), ["enc@a(GPU@C(FRAME))"]);
+    // The gpu's reply crossed c -> b -> a.
+    let c_out = m.r("c").term("net-b").unwrap().stats.envs_out.load(SeqCst);
+    assert!(c_out > 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pipeline_is_a_return_path() {
+    let m = Mesh::new("pipe", &["a", "b", "c"], |_| {}).await;
+    m.link("a", "b");
+    m.link("b", "c");
+    m.serve("b", "parser");
+    m.serve("c", "gpu");
+    m.serve("c", "encoder");
+    m.serve("a", "display");
+    m.until("routes", |m| ["parser", "gpu", "encoder", "display"].iter().all(|s| hops(m.r("a"), s).is_some() && hops(m.r("c"), s).is_some())).await;
+    let mut conv = m.r("a").open(a("/svc/parser"), vec![a("/svc/gpu"), a("/svc/encoder"), a("/n/a/svc/display")]);
+    let got = ask(&mut conv, "ls").await.unwrap();
+    assert_eq!(got, ["display@a(ENCODER@C(GPU@C(PARSER@B(LS))))"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fewer_hops_preferred_and_withdrawn_at_once() {
+    let m = Mesh::new("tri", &["a", "b", "c"], |_| {}).await;
+    m.link("a", "b");
+    m.link("b", "c");
+    m.link("a", "c");
+    m.serve("c", "upper");
+    m.until("direct route", |m| hops(m.r("a"), "upper") == Some(("c".into(), 1))).await;
+    // Cut a-c: the route moves through b.
+    m.r("a").term("net-c").unwrap().hangup();
+    m.until("route via b", |m| m.r("a").table().best(&n("c")).is_some_and(|r| r.term == "net-b")).await;
+    // No path in any table contains a machine twice.
+    for r in m.routers.values() {
+        for rt in r.table().routes() {
+            let mut p = rt.path.clone();
+            p.sort();
+            p.dedup();
+            assert_eq!(p.len(), rt.path.len(), "loop in {:?}", rt.path);
+        }
+    }
+    let mut conv = m.r("a").open(a("/svc/upper"), vec![]);
+    assert_eq!(ask(&mut conv, "x").await.unwrap(), ["upper@c(X)"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn replicas_nearest_and_sticky() {
+    let m = Mesh::new("repl", &["a", "b", "c"], |_| {}).await;
+    m.link("a", "b");
+    m.link("b", "c");
+    m.serve("b", "up");
+    m.serve("c", "up");
+    m.until("replicas", |m| m.r("a").routes().lines().filter(|l| l.starts_with("up ")).count() == 2).await;
+    let mut conv = m.r("a").open(a("/svc/up"), vec![]);
+    conv.tx.send(Bytes::from("1")).await.unwrap();
+    assert_eq!(conv.rx.recv().await, Some(Msg::Data(Bytes::from("up@b(1)"))));
+    // A nearer replica appears: the conversation sticks, a new one moves.
+    m.serve("a", "up");
+    m.until("local replica", |m| hops(m.r("a"), "up") == Some(("a".into(), 0))).await;
+    conv.tx.send(Bytes::from("2")).await.unwrap();
+    assert_eq!(conv.rx.recv().await, Some(Msg::Data(Bytes::from("up@b(2)"))));
+    let mut fresh = m.r("a").open(a("/svc/up"), vec![]);
+    assert_eq!(ask(&mut fresh, "3").await.unwrap(), ["up@a(3)"]);
+    // Ties between replicas break by machine id, the same everywhere.
+    let mut far = m.r("c").open(a("/n/b/svc/up"), vec![]);
+    assert_eq!(ask(&mut far, "4").await.unwrap(), ["up@b(4)"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn losing_a_link_fails_its_conversations() {
+    let m = Mesh::new("lose", &["a", "b", "c"], |_| {}).await;
+    m.link("a", "b");
+    m.link("b", "c");
+    m.serve("c", "upper");
+    m.until("route", |m| hops(m.r("a"), "upper").is_some()).await;
+    let mut conv = m.r("a").open(a("/svc/upper"), vec![]);
+    conv.tx.send(Bytes::from("x")).await.unwrap();
+    assert!(matches!(conv.rx.recv().await, Some(Msg::Data(_))));
+    m.r("b").term("net-c").unwrap().hangup();
+    // b's dialer redials; until then a sees the loss. The conversation
+    // on the lost route gets an error instead of hanging.
+    let got = tokio::time::timeout(Duration::from_secs(5), conv.rx.recv()).await.unwrap();
+    assert!(matches!(&got, Some(Msg::Error(e)) if e.starts_with(ns::error::ENOROUTE)), "{got:?}");
+    assert!(conv.tx.send(Bytes::from("y")).await.is_err());
+    // The link comes back and so does the route.
+    m.until("redial", |m| hops(m.r("a"), "upper").is_some()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_service_and_machine_are_errors() {
+    let m = Mesh::new("miss", &["a", "b"], |_| {}).await;
+    m.link("a", "b");
+    m.serve("b", "upper");
+    m.until("route", |m| hops(m.r("a"), "upper").is_some()).await;
+    let mut c1 = m.r("a").open(a("/svc/nope"), vec![]);
+    assert_eq!(ask(&mut c1, "x").await, Err("no such service: nope".into()));
+    let mut c2 = m.r("a").open(a("/n/b/svc/nope"), vec![]);
+    assert_eq!(ask(&mut c2, "x").await, Err("no such service: nope".into()));
+    let mut c3 = m.r("a").open(a("/n/zz/svc/upper"), vec![]);
+    assert_eq!(ask(&mut c3, "x").await, Err("no route to machine: zz".into()));
+    // A reply path naming a missing service fails back to the asker.
+    let mut c4 = m.r("a").open(a("/svc/upper"), vec![a("/svc/gone")]);
+    assert_eq!(ask(&mut c4, "x").await, Err("no such service: gone".into()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hop_limit_is_an_error_not_a_loop() {
+    let m = Mesh::new("hops", &["a", "b"], |_| {}).await;
+    m.link("a", "b");
+    m.serve("b", "upper");
+    m.until("route", |m| hops(m.r("a"), "upper").is_some()).await;
+    let mut conv = m.r("a").open(a("/svc/upper"), vec![]);
+    let mut env = Envelope::new(1, conv.rx.path().clone(), a("/n/b/svc/upper"), Kind::Data, Bytes::from("x"));
+    env.via = (0..ns::envelope::HOP_LIMIT).map(|i| n(&format!("m{i}"))).collect();
+    m.r("a").forward(env).await;
+    let got = tokio::time::timeout(Duration::from_secs(5), conv.rx.recv()).await.unwrap();
+    assert_eq!(got, Some(Msg::Error("hop limit".into())));
+}
+
+async fn registry_mesh(tag: &str, gossip: bool) -> Mesh {
+    let m = Mesh::new(tag, &["a", "b", "c"], |c| {
+        c.gossip = gossip;
+        c.registry = Some(n("b"));
+    })
+    .await;
+    m.r("b").add_service(n("registry"), Arc::new(srv_registry(m.r("b").clone())));
+    m.link("a", "b");
+    m.link("c", "b");
+    m.serve("c", "upper");
+    m
+}
+
+#[tokio::test(start_paused = true)]
+async fn registry_only() {
+    let m = registry_mesh("regonly", false).await;
+    m.until("registry routes", |m| hops(m.r("a"), "upper") == Some(("c".into(), 2))).await;
+    assert_eq!(m.r("a").table().best(&n("c")).unwrap().source, "registry");
+    let mut conv = m.r("a").open(a("/svc/upper"), vec![]);
+    assert_eq!(ask(&mut conv, "via registry").await.unwrap(), ["upper@c(VIA REGISTRY)"]);
+    // c goes: its entries go with its session.
+    m.r("c").shutdown();
+    m.until("entries expire", |m| hops(m.r("a"), "upper").is_none()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn registry_lookup_on_demand() {
+    // Periodic lists are a minute apart: only a lookup can find a service
+    // that appears in between.
+    let m = Mesh::new("regask", &["a", "b", "c"], |c| {
+        c.gossip = false;
+        c.registry = Some(n("b"));
+        c.period = Duration::from_secs(60);
+    })
+    .await;
+    m.r("b").add_service(n("registry"), Arc::new(srv_registry(m.r("b").clone())));
+    m.link("a", "b");
+    m.link("c", "b");
+    let up = |m: &Mesh, id: &str| m.r(id).registry_status().is_some_and(|(_, ok)| ok);
+    m.until("sessions", |m| up(m, "a") && up(m, "c")).await;
+    m.serve("c", "late");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(hops(m.r("a"), "late").is_none(), "not listed yet");
+    let mut conv = m.r("a").open(a("/svc/late"), vec![]);
+    assert_eq!(ask(&mut conv, "now").await.unwrap(), ["late@c(NOW)"]);
+    assert_eq!(hops(m.r("a"), "late"), Some(("c".into(), 2)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn gossip_and_registry_together() {
+    let m = registry_mesh("both", true).await;
+    m.until("routes", |m| hops(m.r("a"), "upper") == Some(("c".into(), 2))).await;
+    // Gossip wins ties over the registry.
+    assert_eq!(m.r("a").table().best(&n("c")).unwrap().source, "gossip");
+    let mut conv = m.r("a").open(a("/svc/upper"), vec![]);
+    assert_eq!(ask(&mut conv, "both").await.unwrap(), ["upper@c(BOTH)"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn gossip_only_has_no_registry() {
+    let m = Mesh::new("gonly", &["a", "b", "c"], |_| {}).await;
+    m.link("a", "b");
+    m.link("c", "b");
+    m.serve("c", "upper");
+    m.until("routes", |m| hops(m.r("a"), "upper") == Some(("c".into(), 2))).await;
+    assert!(m.r("a").registry_status().is_none());
+    assert_eq!(m.r("a").table().best(&n("c")).unwrap().source, "gossip");
+}
+
+/// Reads one message a second (paused time).
+struct Slow(Arc<AtomicUsize>);
+
+impl Service for Slow {
+    fn serve(&self, mut conv: Conv) -> BoxFuture<'static, ()> {
+        let seen = self.0.clone();
+        Box::pin(async move {
+            while let Some(Msg::Data(_)) = conv.rx.recv().await {
+                seen.fetch_add(1, SeqCst);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_reader_slows_its_writer_only() {
+    let m = Mesh::new("slow", &["a", "b", "c"], |_| {}).await;
+    m.link("a", "b");
+    m.link("b", "c");
+    let seen = Arc::new(AtomicUsize::new(0));
+    m.r("c").add_service(n("slow"), Arc::new(Slow(seen.clone())));
+    m.serve("c", "upper");
+    m.until("routes", |m| hops(m.r("a"), "slow").is_some() && hops(m.r("a"), "upper").is_some()).await;
+    let conv = m.r("a").open(a("/svc/slow"), vec![]);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let s2 = sent.clone();
+    let writer = tokio::spawn(async move {
+        for _ in 0..64 {
+            conv.tx.send(Bytes::from(vec![0u8; 1 << 20])).await.unwrap();
+            s2.fetch_add(1, SeqCst);
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (s, r) = (sent.load(SeqCst), seen.load(SeqCst));
+    // The writer is held to the reader's pace: at most a window ahead.
+    let window = (ns::conv::WINDOW >> 20) as usize;
+    assert!(s <= r + window + 1, "sent {s}, read {r}");
+    assert!(r >= 9, "reader made progress: {r}");
+    // Meanwhile another conversation over the same links is not stalled.
+    let mut other = m.r("a").open(a("/svc/upper"), vec![]);
+    assert_eq!(ask(&mut other, "fast").await.unwrap(), ["upper@c(FAST)"]);
+    writer.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn garbage_from_a_peer_closes_that_link_only() {
+    use futures::{SinkExt, StreamExt};
+    let m = Mesh::new("garbage", &["a", "b"], |_| {}).await;
+    m.link("a", "b");
+    m.serve("b", "upper");
+    m.until("route", |m| hops(m.r("a"), "upper").is_some()).await;
+    let opts = ns::link::link_options();
+    let mut bad = dial::dial(&"mem!garbage-b".parse().unwrap(), &opts).await.unwrap();
+    let hello = Envelope::new(0, a("/n/x/svc/router"), a("/n/x/svc/router"), Kind::Hello(ns::envelope::Hello { machine: n("x"), version: ns::envelope::VERSION, client: None }), Bytes::new());
+    bad.tx.send(hello.encode()).await.unwrap();
+    assert!(bad.rx.next().await.is_some(), "hello answered");
+    bad.tx.send(Bytes::from_static(b"\xff\x00garbage")).await.unwrap();
+    // b closes the bad link...
+    let end = tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = bad.rx.next().await {} }).await;
+    assert!(end.is_ok(), "bad link closed");
+    assert!(m.r("b").term("net-x").is_none());
+    // ...and keeps serving a.
+    let mut conv = m.r("a").open(a("/svc/upper"), vec![]);
+    assert_eq!(ask(&mut conv, "still").await.unwrap(), ["upper@b(STILL)"]);
+}
+
+fn srv_registry(r: Router) -> impl Service {
+    ns::registry::RegistryService::new(r)
+}

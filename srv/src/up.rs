@@ -1,0 +1,99 @@
+//! `mesh up`: run the routers of a deployment in this process.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use dial::DialString;
+use ns::deploy::{Deployment, Machine};
+use ns::{Config, MachineId, Router};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::kinds;
+
+/// Which machines to run, and where.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The machines to run; all of the file's when empty.
+    pub machines: Vec<MachineId>,
+    /// Overrides the mount point (one machine only).
+    pub mount: Option<PathBuf>,
+    /// Overrides the directory of the routers' Unix sockets.
+    pub socket_dir: Option<PathBuf>,
+}
+
+/// A running machine.
+pub struct Running {
+    pub router: Router,
+    /// The Unix socket local clients use.
+    pub socket: PathBuf,
+    /// Where its tree is to be mounted.
+    pub mount: Option<PathBuf>,
+}
+
+/// Starts the chosen machines of `dep`. They run until `shutdown`.
+pub async fn start(dep: &Deployment, opts: &Options, shutdown: &CancellationToken) -> anyhow::Result<BTreeMap<MachineId, Running>> {
+    let ids: Vec<MachineId> = if opts.machines.is_empty() { dep.machines.keys().cloned().collect() } else { opts.machines.clone() };
+    if opts.mount.is_some() && ids.len() != 1 {
+        anyhow::bail!("--mount needs exactly one machine (-m ID)");
+    }
+    let mut out = BTreeMap::new();
+    // Listen everywhere first, so that dials between machines of this
+    // process find their peers at once.
+    for id in &ids {
+        let m = dep.machine(id.as_str()).with_context(|| format!("no machine {id} in the deployment"))?;
+        let r = start_machine(m, opts, shutdown).await?;
+        out.insert(id.clone(), r);
+    }
+    for id in &ids {
+        let m = dep.machine(id.as_str()).expect("checked above");
+        for ds in &m.dial {
+            out[id].router.dial(ds.clone());
+        }
+    }
+    Ok(out)
+}
+
+async fn start_machine(m: &Machine, opts: &Options, shutdown: &CancellationToken) -> anyhow::Result<Running> {
+    let mut cfg = Config::new(m.id.clone());
+    cfg.gossip = m.gossip;
+    cfg.registry = m.registry.clone();
+    let router = Router::new(cfg, shutdown.child_token());
+    for ds in &m.listen {
+        router.listen(ds).await.with_context(|| format!("machine {}: listen {ds}", m.id))?;
+    }
+    let dir = match &opts.socket_dir {
+        Some(d) => d.clone(),
+        None => ns::client::socket_dir(),
+    };
+    let socket = dir.join(format!("{}.sock", m.id));
+    router
+        .listen(&DialString::Unix(socket.clone()))
+        .await
+        .with_context(|| format!("machine {}: local socket {}", m.id, socket.display()))?;
+    for spec in &m.services {
+        match kinds::build(spec, &router) {
+            Ok(svc) => router.add_service(spec.name.clone(), svc),
+            Err(e @ kinds::KindError::Unavailable { .. }) => warn!(machine = %m.id, "{e}; not offered"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    info!(machine = %m.id, socket = %socket.display(), "router up");
+    Ok(Running { router, socket, mount: opts.mount.clone().or_else(|| m.mount.clone()) })
+}
+
+/// Runs until `shutdown`, then stops every router.
+pub async fn run(dep: &Deployment, opts: &Options, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let running = start(dep, opts, &shutdown).await?;
+    for (id, r) in &running {
+        println!("{id} up: socket {}", r.socket.display());
+    }
+    shutdown.cancelled().await;
+    for r in running.values() {
+        r.router.shutdown();
+    }
+    // Let the links say goodbye and the listeners remove their sockets.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    Ok(())
+}
