@@ -1,1 +1,197 @@
-//! Helpers for the mesh process tests.
+//! Helpers for tests that run real `mesh` processes: several machines on
+//! loopback addresses, each test in its own runtime directory and ports.
+//!
+//! Everything a test starts is owned by a guard: dropping it, on success
+//! or on panic, kills every child and removes every file, and a failing
+//! test prints the routers' logs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// The `mesh` binary, built once if the test run has not built it.
+pub fn mesh_bin() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/TEST -> target/<profile>/mesh
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("mesh");
+    BUILD.call_once(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "mesh"])
+            .current_dir(root)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cargo build -p mesh failed");
+    });
+    bin
+}
+
+/// Ports no other test of this run uses: each test process takes a block
+/// derived from its pid, each call the next port in it.
+pub fn port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20000 + (std::process::id() % 400) as u16 * 100;
+    base + NEXT.fetch_add(1, Ordering::Relaxed) % 100
+}
+
+/// A group of mesh processes sharing a runtime directory.
+pub struct Mesh {
+    pub dir: tempfile::TempDir,
+    children: Vec<(String, Child)>,
+}
+
+impl Mesh {
+    pub fn new() -> Mesh {
+        Mesh { dir: tempfile::tempdir().expect("tempdir"), children: Vec::new() }
+    }
+
+    /// Writes `text` to a file in the test directory; returns its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).expect("write test file");
+        p
+    }
+
+    /// A `mesh` command in this group's environment.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(mesh_bin());
+        c.args(args).env("XDG_RUNTIME_DIR", self.dir.path()).env_remove("RUST_LOG");
+        c
+    }
+
+    /// Starts `mesh ARGS` in the background; its output goes to a log file.
+    pub fn spawn(&mut self, name: &str, args: &[&str]) {
+        let log = std::fs::File::create(self.log_path(name)).expect("log file");
+        let child = self
+            .cmd(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn mesh");
+        self.children.push((name.to_string(), child));
+    }
+
+    /// Starts machine `id` of `deploy` as its own `mesh up` process.
+    pub fn up(&mut self, deploy: &Path, id: &str) {
+        let d = deploy.to_str().expect("utf-8 path");
+        self.spawn(id, &["up", d, "-m", id, "-v"]);
+    }
+
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+
+    /// Sends a signal to child `name`.
+    pub fn signal(&self, name: &str, sig: nix::sys::signal::Signal) {
+        if let Some((_, c)) = self.children.iter().find(|(n, _)| n == name) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+
+    /// Waits for child `name` to exit, at most `limit`.
+    pub fn wait_exit(&mut self, name: &str, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let (_, c) = self.children.iter_mut().find(|(n, _)| n == name)?;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Runs `mesh ARGS` with `input` on its standard input, at most 20 s.
+    pub fn run(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mesh");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input.as_bytes()).expect("write stdin");
+        drop(stdin);
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("mesh {args:?} (pid {pid}) ran over 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait_with_output().expect("output")
+    }
+
+    /// Standard output of a command that must succeed.
+    pub fn ok(&self, args: &[&str], input: &str) -> String {
+        let out = self.run(args, input);
+        assert!(
+            out.status.success(),
+            "mesh {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Standard error of a command that must fail.
+    pub fn fails(&self, args: &[&str], input: &str) -> String {
+        let out = self.run(args, input);
+        assert!(!out.status.success(), "mesh {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+impl Default for Mesh {
+    fn default() -> Self {
+        Mesh::new()
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for (_, c) in &mut self.children {
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            for (name, _) in &self.children {
+                eprintln!("----- log of {name} -----\n{}", self.log(name));
+            }
+        }
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds; panics after `limit`.
+pub fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}

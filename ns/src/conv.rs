@@ -379,13 +379,18 @@ impl Shared {
                 return Delivery::Done;
             }
             Kind::Hangup => {
-                // The peer is gone: writing to it must fail from now on.
-                // The target may still read `/svc/S`: match by service.
+                // Where this end writes is gone: writing must fail from now
+                // on. A hangup from upstream changes nothing here, since
+                // this end does not write there (unless it is the target).
+                // A target still reading `/svc/S` matches by service.
                 let from_target = {
                     let t = lock(&self.target);
-                    env.src.service == t.dst.service && (t.dst.machine.is_none() || t.dst.machine == env.src.machine)
+                    match t.dst.conv {
+                        Some(_) => env.src == t.dst,
+                        None => env.src.service == t.dst.service && (t.dst.machine.is_none() || t.dst.machine == env.src.machine),
+                    }
                 };
-                if from_target || Some(&env.src) == self.peer.as_ref() {
+                if from_target {
                     self.close_writer(EHUNGUP);
                 }
                 return Delivery::Done;

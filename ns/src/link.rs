@@ -77,12 +77,12 @@ impl Router {
         info!(addr = %bound, "listening");
         let r = self.clone();
         let addr = bound.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             loop {
                 tokio::select! {
                     _ = r.0.shutdown.cancelled() => return,
                     res = listener.accept() => match res {
-                        Ok(link) => { tokio::spawn(r.clone().accepted(link, clients_ok)); }
+                        Ok(link) => { r.spawn(r.clone().accepted(link, clients_ok)); }
                         Err(e) => {
                             warn!(%addr, "accept: {e}");
                             tokio::time::sleep(BACKOFF_MIN).await;
@@ -135,7 +135,7 @@ impl Router {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{ds} is this machine")));
         }
         let peer = hello.machine.clone();
-        let task = tokio::spawn(self.clone().run_peer(link, hello.machine, true, ds.to_string()));
+        let task = self.spawn(self.clone().run_peer(link, hello.machine, true, ds.to_string()));
         Ok((peer, task))
     }
 
@@ -143,7 +143,7 @@ impl Router {
     /// drops, until shutdown.
     pub fn dial(&self, ds: DialString) {
         let r = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let mut backoff = BACKOFF_MIN;
             loop {
                 match r.connect(&ds).await {
@@ -203,7 +203,7 @@ impl Router {
         self.after_change(change);
         self.0.changed.notify_one();
         let Link { tx, rx: mut frames, .. } = link;
-        let writer = tokio::spawn(write_link(term.clone(), rx, tx));
+        let writer = self.spawn(write_link(term.clone(), rx, tx));
         loop {
             let frame = tokio::select! {
                 _ = self.0.shutdown.cancelled() => break,
@@ -315,7 +315,7 @@ impl Router {
         self.0.clients.write().unwrap_or_else(|e| e.into_inner()).insert(k, term.clone());
         debug!(client = k, "local client up");
         let Link { tx, rx: mut frames, .. } = link;
-        let writer = tokio::spawn(write_link(term.clone(), rx, tx));
+        let writer = self.spawn(write_link(term.clone(), rx, tx));
         loop {
             let frame = tokio::select! {
                 _ = self.0.shutdown.cancelled() => break,

@@ -100,11 +100,27 @@ impl Router {
         });
         convs.set_outbox(Arc::new(Forwarder(Arc::downgrade(&inner))));
         let r = Router(inner);
-        tokio::spawn(r.clone().gossip_loop());
+        r.spawn(r.clone().gossip_loop());
         if r.0.cfg.registry.is_some() {
-            tokio::spawn(crate::registry::client_loop(r.clone()));
+            r.spawn(crate::registry::client_loop(r.clone()));
         }
         r
+    }
+
+    /// Spawns a task of this router, in its span, so that every log line
+    /// names the machine even when several routers share a process.
+    pub fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let current = tracing::Span::current();
+        let span = if current.metadata().is_some_and(|m| m.name() == "router") {
+            current
+        } else {
+            tracing::info_span!("router", machine = %self.id())
+        };
+        tokio::spawn(f.instrument(span))
     }
 
     pub fn id(&self) -> &MachineId {
@@ -217,7 +233,7 @@ impl Router {
         let router = Name::new("router").expect("valid name");
         let env = Envelope::new(self.next_id(), Addr::on(self.id().clone(), router), src, Kind::Error(why.to_string()), Bytes::new());
         let r = self.clone();
-        tokio::spawn(async move { r.forward(env).await });
+        self.spawn(async move { r.forward(env).await });
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -374,7 +390,7 @@ impl Router {
             e
         });
         let r = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             r.forward(err).await;
             if let Some(e) = origin {
                 r.forward(e).await;
@@ -464,5 +480,10 @@ fn _assert_send(r: Router, e: Envelope) {
 
 pub(crate) fn warn_link(term: &Term, what: &str, err: impl std::fmt::Display) {
     term.stats.errors.fetch_add(1, Relaxed);
-    warn!(term = %term.name, addr = %term.addr, "{what}: {err}");
+    // A local client that exits mid-write is ordinary, not a fault.
+    if matches!(term.kind, TermKind::Client(_)) {
+        debug!(term = %term.name, "{what}: {err}");
+    } else {
+        warn!(term = %term.name, addr = %term.addr, "{what}: {err}");
+    }
 }

@@ -159,12 +159,10 @@ impl Deployment {
 /// not name it.
 fn syntax_error(src: &tree::Src<'_>, text: &str, e: &toml::de::Error) -> DeployError {
     let at = e.span().unwrap_or(0..0);
-    let mut msg = format!("{} (column {})", e.message(), src.column(at.start));
-    if let Some(bad) = text
-        .get(at.clone())
-        .filter(|s| !s.is_empty() && !s.contains('\n'))
-    {
-        msg = format!("{} `{bad}` (column {})", e.message(), src.column(at.start));
-    }
+    let bad = match text.get(at.clone()) {
+        Some(s) if !s.is_empty() && !s.contains('\n') => format!(" `{s}`"),
+        _ => String::new(),
+    };
+    let msg = format!("{}{bad} (column {})", e.message(), src.column(at.start));
     src.err("syntax", at.start, msg)
 }
