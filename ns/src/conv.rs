@@ -20,11 +20,15 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::envelope::{Envelope, Kind, MAX_MSG};
 use crate::error::{self, EHUNGUP};
 use crate::path::{Addr, MachineId, ServiceName};
+
+/// The service name every router keeps for itself: control messages and
+/// its file tree, served to other machines.
+pub const RESERVED: &str = "router";
 
 /// Bytes of one stream allowed in flight before the writer waits.
 pub const WINDOW: u32 = 4 << 20;
@@ -99,6 +103,8 @@ struct Shared {
     input: mpsc::Sender<Incoming>,
     counters: Counters,
     eof_sent: AtomicBool,
+    /// Counts cancels received; services watch it.
+    cancels: watch::Sender<u64>,
 }
 
 /// One endpoint, as handed to a service or opened by a client.
@@ -193,9 +199,10 @@ impl ConvTable {
         lock(&self.services).contains_key(name)
     }
 
-    /// The services offered here, sorted.
+    /// The services offered here, sorted; the reserved `router` service
+    /// (each router's tree server) is not listed.
     pub fn services(&self) -> Vec<ServiceName> {
-        let mut v: Vec<_> = lock(&self.services).keys().cloned().collect();
+        let mut v: Vec<_> = lock(&self.services).keys().filter(|s| s.as_str() != RESERVED).cloned().collect();
         v.sort();
         v
     }
@@ -225,6 +232,7 @@ impl ConvTable {
             input: tx,
             counters: Counters::default(),
             eof_sent: AtomicBool::new(false),
+            cancels: watch::channel(0).0,
         });
         lock(&self.convs).insert(n, shared.clone());
         let guard = Arc::new(HangupGuard { shared: shared.clone(), table: self.clone() });
@@ -378,6 +386,10 @@ impl Shared {
                 self.credit.add_permits(n as usize);
                 return Delivery::Done;
             }
+            Kind::Cancel => {
+                self.cancels.send_modify(|n| *n += 1);
+                return Delivery::Done;
+            }
             Kind::Hangup => {
                 // Where this end writes is gone: writing must fail from now
                 // on. A hangup from upstream changes nothing here, since
@@ -475,6 +487,12 @@ impl ConvReader {
     pub fn path(&self) -> &Addr {
         &self.shared.path
     }
+
+    /// Cancels received so far: changes each time a reader at the other
+    /// end is interrupted.
+    pub fn cancels(&self) -> watch::Receiver<u64> {
+        self.shared.cancels.subscribe()
+    }
 }
 
 impl ConvWriter {
@@ -503,6 +521,17 @@ impl ConvWriter {
             let env = self.envelope(Kind::Eof, Bytes::new());
             self.table.outbox().send(env).await;
         }
+    }
+
+    /// Tells the other end that a reader here was interrupted.
+    pub async fn cancel(&self) {
+        let env = self.envelope(Kind::Cancel, Bytes::new());
+        self.table.outbox().send(env).await;
+    }
+
+    /// Ends this endpoint with an error its reader and writer see.
+    pub fn fail(&self, why: &str) {
+        self.shared.fail(why);
     }
 
     /// Whether writing has failed, and why.

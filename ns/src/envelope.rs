@@ -49,6 +49,9 @@ pub enum Kind {
     Eof,
     /// The sending endpoint is gone.
     Hangup,
+    /// The reader was interrupted (Ctrl-C): the service may stop the work
+    /// in hand. The conversation goes on.
+    Cancel,
     /// Delivery failed, or the peer failed; a Plan 9 error string.
     Error(String),
     /// The receiver consumed this many bytes of window: the sender may send more.

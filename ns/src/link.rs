@@ -142,9 +142,39 @@ impl Router {
     /// Keeps a link to `ds` up: dials, and redials with backoff when it
     /// drops, until shutdown.
     pub fn dial(&self, ds: DialString) {
+        self.redial(ds, None);
+    }
+
+    /// Dials `ds` now, failing if it cannot be reached; then keeps the
+    /// link up as [`Router::dial`] does.
+    pub async fn dial_now(&self, ds: DialString) -> io::Result<MachineId> {
+        self.dial_expecting(ds, None).await
+    }
+
+    /// Like [`Router::dial_now`], but the machine must be `expect`; a
+    /// link to any other is closed again.
+    pub async fn dial_expecting(&self, ds: DialString, expect: Option<&MachineId>) -> io::Result<MachineId> {
+        let (peer, task) = self.connect(&ds).await?;
+        if let Some(want) = expect.filter(|w| **w != peer) {
+            if let Some(t) = self.term(&format!("net-{peer}")) {
+                t.hangup();
+            }
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{ds} is machine {peer}, not {want}")));
+        }
+        self.redial(ds, Some(task));
+        Ok(peer)
+    }
+
+    fn redial(&self, ds: DialString, first: Option<tokio::task::JoinHandle<()>>) {
         let r = self.clone();
         self.spawn(async move {
             let mut backoff = BACKOFF_MIN;
+            if let Some(task) = first {
+                tokio::select! {
+                    _ = r.0.shutdown.cancelled() => return,
+                    _ = task => {}
+                }
+            }
             loop {
                 match r.connect(&ds).await {
                     Ok((peer, task)) => {
@@ -300,7 +330,7 @@ impl Router {
             Kind::Hello(_) | Kind::Offer(_) | Kind::Withdraw(_) | Kind::Query(_) => {
                 Err(format!("unexpected {} from a neighbour", crate::term::kind_name(&env.kind)))
             }
-            Kind::Data | Kind::Eof | Kind::Hangup | Kind::Error(_) | Kind::Credit(_) => {
+            Kind::Data | Kind::Eof | Kind::Hangup | Kind::Cancel | Kind::Error(_) | Kind::Credit(_) => {
                 term.note("in", &env);
                 self.forward(env).await;
                 Ok(())
@@ -339,7 +369,7 @@ impl Router {
         let owned = env.src.machine.as_ref() == Some(self.id()) && env.src.conv.is_some_and(|n| n >> 32 == k as u64);
         match &env.kind {
             Kind::Offer(name) => {
-                let taken = self.0.convs.has_service(name.as_str());
+                let taken = self.0.convs.has_service(name.as_str()) || name.as_str() == crate::conv::RESERVED;
                 if taken {
                     warn!(client = k, service = %name, "offer refused: served here already");
                     return;

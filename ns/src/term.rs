@@ -172,6 +172,7 @@ pub fn kind_name(k: &Kind) -> &'static str {
         Kind::Data => "data",
         Kind::Eof => "eof",
         Kind::Hangup => "hangup",
+        Kind::Cancel => "cancel",
         Kind::Error(_) => "error",
         Kind::Credit(_) => "credit",
         Kind::Hello(_) => "hello",

@@ -3,8 +3,9 @@
 //! Messages to the conversation are the process's standard input; end of
 //! input closes it. What the process writes to standard output goes back
 //! as messages, one per chunk read. Its exit is the end of the
-//! conversation. A peer that hangs up, or a conversation that fails, ends
-//! the process.
+//! conversation. An interrupted reader at the other end (Ctrl-C on `cat
+//! data`) is SIGINT to the process. A peer that hangs up, or a conversation
+//! that fails, ends the process: SIGHUP, then SIGKILL after [`GRACE`].
 //!
 //! Standard output is a pseudo-terminal in raw mode, not a pipe: C stdio
 //! then flushes each line, so `tr a-z A-Z` answers every line at once
@@ -20,10 +21,19 @@ use futures::future::BoxFuture;
 use ns::conv::{Conv, Msg, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
+use nix::sys::signal::Signal;
 use tracing::{debug, warn};
+
+fn signal(pid: Option<u32>, sig: Signal) {
+    if let Some(pid) = pid {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+    }
+}
 
 /// Largest chunk of output sent as one message.
 const CHUNK: usize = 64 << 10;
+/// How long a process has to exit after SIGHUP.
+pub const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs `command` once per conversation.
 pub struct Exec {
@@ -79,6 +89,7 @@ async fn run(command: &[String], conv: Conv) -> anyhow::Result<()> {
     let pid = child.id();
     debug!(conv = %conv.rx.path(), ?pid, "exec started");
     let Conv { mut rx, tx } = conv;
+    let rx_cancels = rx.cancels();
     let mut stdin = child.stdin.take();
     // Input: messages to stdin until end of input or failure.
     let input = async {
@@ -117,6 +128,7 @@ async fn run(command: &[String], conv: Conv) -> anyhow::Result<()> {
     };
     tokio::pin!(input, output);
     let mut input_done = false;
+    let mut cancels = rx_cancels;
     let failed = loop {
         tokio::select! {
             r = &mut input, if !input_done => {
@@ -124,16 +136,26 @@ async fn run(command: &[String], conv: Conv) -> anyhow::Result<()> {
                 if let Some(e) = r { break Some(e); }
             }
             r = &mut output => break r.err(),
+            Ok(()) = cancels.changed() => signal(pid, Signal::SIGINT),
         }
     };
-    match failed {
+    let status = match failed {
         Some(why) => {
-            debug!(?pid, %why, "exec: conversation ended, killing");
-            let _ = child.start_kill();
+            debug!(?pid, %why, "exec: conversation ended, hanging up");
+            signal(pid, Signal::SIGHUP);
+            match tokio::time::timeout(GRACE, child.wait()).await {
+                Ok(st) => st?,
+                Err(_) => {
+                    let _ = child.start_kill();
+                    child.wait().await?
+                }
+            }
         }
-        None => tx.eof().await,
-    }
-    let status = child.wait().await?;
+        None => {
+            tx.eof().await;
+            child.wait().await?
+        }
+    };
     debug!(?pid, %status, "exec exited");
     Ok(())
 }

@@ -11,5 +11,8 @@
 
 pub mod commands;
 pub mod exec;
+pub mod fs;
 pub mod kinds;
+pub mod parser;
+pub mod pty;
 pub mod up;

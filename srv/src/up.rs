@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use dial::DialString;
 use ns::deploy::{Deployment, Machine};
-use ns::{Config, MachineId, Router};
+use std::sync::Arc;
+
+use ns::{Config, MachineId, Name, Router};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -28,8 +30,8 @@ pub struct Running {
     pub router: Router,
     /// The Unix socket local clients use.
     pub socket: PathBuf,
-    /// Where its tree is to be mounted.
-    pub mount: Option<PathBuf>,
+    /// Its tree, mounted where the deployment says.
+    pub mounted: Option<crate::fs::mount::Mounted>,
 }
 
 /// Starts the chosen machines of `dep`. They run until `shutdown`.
@@ -79,18 +81,32 @@ async fn start_machine(m: &Machine, opts: &Options, shutdown: &CancellationToken
             Err(e) => return Err(e.into()),
         }
     }
+    // Every router serves its tree to the others, and mounts it here.
+    let tree = crate::fs::Namespace::new(router.clone());
+    router.add_service(Name::new(ns::conv::RESERVED).expect("valid name"), Arc::new(crate::fs::remote::TreeServer(tree.clone())));
+    let mounted = match opts.mount.clone().or_else(|| m.mount.clone()) {
+        Some(path) => Some(crate::fs::mount::mount(tree, &path, m.allow_other).await.with_context(|| format!("machine {}", m.id))?),
+        None => None,
+    };
     info!(machine = %m.id, socket = %socket.display(), "router up");
-    Ok(Running { router, socket, mount: opts.mount.clone().or_else(|| m.mount.clone()) })
+    Ok(Running { router, socket, mounted })
 }
 
 /// Runs until `shutdown`, then stops every router.
 pub async fn run(dep: &Deployment, opts: &Options, shutdown: CancellationToken) -> anyhow::Result<()> {
     let running = start(dep, opts, &shutdown).await?;
     for (id, r) in &running {
-        println!("{id} up: socket {}", r.socket.display());
+        match &r.mounted {
+            Some(m) => println!("{id} up: socket {}, mounted at {}", r.socket.display(), m.path().display()),
+            None => println!("{id} up: socket {}", r.socket.display()),
+        }
     }
     shutdown.cancelled().await;
-    for r in running.values() {
+    // Unmount first: blocked readers get end of file before the routers go.
+    for r in running.into_values() {
+        if let Some(m) = r.mounted {
+            m.unmount().await;
+        }
         r.router.shutdown();
     }
     // Let the links say goodbye and the listeners remove their sockets.

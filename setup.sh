@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the mesh needs on Debian: system packages through apt-get.
+# Crates come through cargo. Safe to run again.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential pkg-config   # C toolchain for -sys crates
+  util-linux coreutils procps   # tools the tests drive: rev, tr, ...
+  iproute2                      # network namespaces in fault tests
+  fuse3                         # /dev/fuse helpers (fusermount3)
+  python3                       # poll(2) and signal tests drive Python readers
+)
+
+need=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+echo "setup: system packages present"

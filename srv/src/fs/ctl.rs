@@ -1,0 +1,120 @@
+//! Control files: the messages each `ctl` takes, parsed and applied.
+//!
+//! Router `ctl`: `dial DIALSTRING`, `hangup TERMINAL`,
+//! `mount DIALSTRING /n/NAME`. Terminal `ctl`: `hangup`, `redial`.
+//! Conversation `ctl`: `replyto PATH...`, `hangup`. Several messages per
+//! write are allowed, one per line; the first bad one fails the write with
+//! `bad ctl message: ...`, which is also logged and shown in `M/ctl`.
+
+use dial::DialString;
+use ns::error::{self, EBADCTL};
+use ns::{Addr, Router};
+
+/// What a ctl file controls.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Router,
+    Term(String),
+    Conv(String, u64),
+}
+
+/// The longest ctl write accepted.
+pub const MAX_CTL: usize = 64 << 10;
+
+fn bad(why: impl std::fmt::Display) -> String {
+    error::detail(EBADCTL, why)
+}
+
+/// Applies every line of a write to `target`.
+pub async fn apply(r: &Router, target: &Target, data: &[u8], convs: &super::Slots) -> Result<(), String> {
+    let res = apply_all(r, target, data, convs).await;
+    if let Err(e) = &res {
+        tracing::warn!(?target, "{e}");
+        r.log_event(e.clone());
+    }
+    res
+}
+
+async fn apply_all(r: &Router, target: &Target, data: &[u8], convs: &super::Slots) -> Result<(), String> {
+    if data.len() > MAX_CTL {
+        return Err(bad(format!("{} bytes, limit {MAX_CTL}", data.len())));
+    }
+    let text = std::str::from_utf8(data).map_err(|_| bad("not UTF-8"))?;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match target {
+            Target::Router => router_ctl(r, &words).await?,
+            Target::Term(t) => term_ctl(r, t, &words)?,
+            Target::Conv(s, n) => conv_ctl(r, s, *n, &words, convs)?,
+        }
+    }
+    Ok(())
+}
+
+async fn router_ctl(r: &Router, w: &[&str]) -> Result<(), String> {
+    match w {
+        ["dial", ds] => {
+            let ds: DialString = ds.parse().map_err(|e| bad(format!("dial: {e}")))?;
+            if !ds.is_network() && !matches!(ds, DialString::Unix(_) | DialString::Mem(_)) {
+                return Err(bad(format!("dial: {ds}: not a dialable address")));
+            }
+            r.dial_now(ds.clone()).await.map(|_| ()).map_err(|e| bad(format!("dial {ds}: {e}")))
+        }
+        ["hangup", t] => match r.term(t) {
+            Some(term) if t.starts_with("net-") => {
+                term.hangup();
+                Ok(())
+            }
+            Some(_) => Err(bad(format!("hangup: {t} is not a network terminal"))),
+            None => Err(bad(format!("hangup: no terminal {t}"))),
+        },
+        ["mount", ds, place] => {
+            let ds: DialString = ds.parse().map_err(|e| bad(format!("mount: {e}")))?;
+            let name = place.strip_prefix("/n/").filter(|n| !n.contains('/')).ok_or_else(|| bad(format!("mount: {place}: want /n/NAME")))?;
+            let name: ns::MachineId = name.parse().map_err(|e| bad(format!("mount: {e}")))?;
+            r.dial_expecting(ds.clone(), Some(&name)).await.map(|_| ()).map_err(|e| bad(format!("mount: {e}")))
+        }
+        [verb, ..] => Err(bad(format!("unknown message {verb:?} (want dial, hangup or mount)"))),
+        [] => Ok(()),
+    }
+}
+
+fn term_ctl(r: &Router, t: &str, w: &[&str]) -> Result<(), String> {
+    let term = r.term(t).ok_or_else(|| bad(format!("no terminal {t}")))?;
+    match w {
+        ["hangup"] | ["redial"] if t.starts_with("net-") => {
+            // A dialed link is redialed by its dialer with backoff; an
+            // accepted one by the peer.
+            term.hangup();
+            Ok(())
+        }
+        ["hangup"] | ["redial"] => Err(bad(format!("{t} is not a network terminal"))),
+        [verb, ..] => Err(bad(format!("unknown message {verb:?} (want hangup or redial)"))),
+        [] => Ok(()),
+    }
+}
+
+fn conv_ctl(r: &Router, s: &str, n: u64, w: &[&str], convs: &super::Slots) -> Result<(), String> {
+    match w {
+        ["replyto", paths @ ..] => {
+            let reply = paths.iter().map(|p| Addr::parse(p)).collect::<Result<Vec<_>, _>>().map_err(|e| bad(format!("replyto: {e}")))?;
+            if reply.len() > ns::envelope::MAX_RETURN_PATH {
+                return Err(bad(format!("replyto: {} paths, limit {}", reply.len(), ns::envelope::MAX_RETURN_PATH)));
+            }
+            if r.convs().set_reply(n, reply) {
+                Ok(())
+            } else {
+                Err(bad(format!("replyto: no conversation {s}/{n}")))
+            }
+        }
+        ["hangup"] => {
+            if convs.hangup(n) {
+                Ok(())
+            } else {
+                Err(bad(format!("hangup: conversation {s}/{n} is not open here")))
+            }
+        }
+        [verb, ..] => Err(bad(format!("unknown message {verb:?} (want replyto or hangup)"))),
+        [] => Ok(()),
+    }
+}

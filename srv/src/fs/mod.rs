@@ -1,0 +1,255 @@
+//! The namespace as files: what `mesh up` mounts at each machine's mount
+//! point (see mesh(4)).
+//!
+//! Modules:
+//!
+//! - [`tree`]: the table of directories and files, and path resolution.
+//! - [`handle`]: open files: streams over conversations, text, traces.
+//! - [`ctl`]: the messages `ctl` files take.
+//! - [`remote`]: other machines' trees under `n/M/`, served by their
+//!   routers through the mesh, and this machine's tree served to them.
+//! - [`fuse`]: the FUSE server (fuse3, async, interruptible).
+//! - [`mount`]: mounting, stale mounts, unmounting.
+//!
+//! [`Namespace`] is the tree of one router, independent of FUSE: the FUSE
+//! server and the tree server for other machines both call it.
+
+pub mod ctl;
+pub mod fuse;
+pub mod handle;
+pub mod mount;
+pub mod remote;
+pub mod tree;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+use ns::{Addr, Name, Router};
+
+use handle::{slice_at, Handle, Slot, Stream, Trace, Waker};
+use tree::{Entry, FileKind, Node};
+
+/// Conversations opened through `clone`, by number.
+#[derive(Default)]
+pub struct Slots(Mutex<HashMap<u64, Weak<Slot>>>);
+
+impl Slots {
+    fn get(&self, n: u64) -> Option<Arc<Slot>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&n).and_then(Weak::upgrade)
+    }
+
+    fn insert(&self, slot: &Arc<Slot>) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, w| w.strong_count() > 0);
+        m.insert(slot.n, Arc::downgrade(slot));
+    }
+
+    /// Ends conversation `n`: readers see an error, writers fail.
+    pub fn hangup(&self, n: u64) -> bool {
+        match self.get(n) {
+            Some(slot) => {
+                slot.stream.writer().fail(ns::error::EHUNGUP);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// One router's tree.
+pub struct Namespace {
+    router: Router,
+    slots: Slots,
+}
+
+struct ConvNumbers<'a>(&'a Router);
+
+impl tree::Convs for ConvNumbers<'_> {
+    fn numbers(&self, service: &str) -> Vec<u64> {
+        self.0.convs().list().into_iter().filter(|c| c.path.service.as_str() == service).filter_map(|c| c.path.conv).collect()
+    }
+}
+
+/// Splits a path into its components.
+pub fn components(path: &str) -> Vec<String> {
+    path.split('/').filter(|p| !p.is_empty()).map(String::from).collect()
+}
+
+impl Namespace {
+    pub fn new(router: Router) -> Arc<Namespace> {
+        Arc::new(Namespace { router, slots: Slots::default() })
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    fn resolve(&self, path: &[String]) -> Result<Node, String> {
+        tree::resolve(&self.router, &ConvNumbers(&self.router), path)
+    }
+
+    /// The entry a path names.
+    pub async fn stat(&self, path: &[String]) -> Result<Entry, String> {
+        let node = self.resolve(path)?;
+        match &node {
+            Node::Remote(m, rest) if m != self.router.id() => remote::stat(&self.router, m, rest).await,
+            Node::Remote(_, rest) => Box::pin(self.stat(rest)).await.map(|mut e| {
+                e.name = path.last().cloned().unwrap_or_default();
+                e
+            }),
+            _ => Ok(tree::entry(&node, path.last().map(String::as_str).unwrap_or(""))),
+        }
+    }
+
+    /// The entries of a directory.
+    pub async fn list(&self, path: &[String]) -> Result<Vec<Entry>, String> {
+        match self.resolve(path)? {
+            Node::Remote(m, rest) if m != *self.router.id() => remote::list(&self.router, &m, &rest).await,
+            Node::Remote(_, rest) => Box::pin(self.list(&rest)).await,
+            node => tree::list(&self.router, &ConvNumbers(&self.router), &node),
+        }
+    }
+
+    /// Opens a file.
+    pub async fn open(&self, path: &[String], read: bool, write: bool) -> Result<Handle, String> {
+        let node = self.resolve(path)?;
+        let r = &self.router;
+        let text = |s: String| Ok(Handle::Text(Bytes::from(s)));
+        match node {
+            Node::Remote(m, rest) if m != *r.id() => remote::open(r, &m, &rest, read, write).await,
+            Node::Remote(_, rest) => Box::pin(self.open(&rest, read, write)).await,
+            Node::Machine => text(format!("{}\n", r.id())),
+            Node::Routes => text(r.routes()),
+            Node::Ctl => Ok(Handle::Ctl(Bytes::from(ns::query::ctl_text(r)), ctl::Target::Router)),
+            Node::SvcInfo(s) => text(ns::query::info(r, &s)?),
+            Node::SvcData(s) => {
+                let stream = Stream::new(r.open(Addr::service(name(&s)?), Vec::new()));
+                // Opened only to read: there will be no input, so say so
+                // now; that also starts a service that needs none.
+                if !write {
+                    stream.writer().eof().await;
+                }
+                Ok(Handle::Stream(stream))
+            }
+            Node::SvcClone(s) => {
+                let conv = r.open(Addr::service(name(&s)?), Vec::new());
+                let n = conv.rx.path().conv.unwrap_or_default();
+                let slot = Slot::new(n, Stream::new(conv));
+                self.slots.insert(&slot);
+                Ok(Handle::Clone(Mutex::new(Bytes::from(format!("{n}\n"))), slot))
+            }
+            Node::ConvData(_, n) => {
+                let slot = self.slots.get(n).ok_or_else(|| format!("conversation {n} is not open here"))?;
+                if write {
+                    slot.add_writer();
+                }
+                Ok(Handle::SlotData { slot, writes: write })
+            }
+            Node::ConvCtl(s, n) => Ok(Handle::Ctl(Bytes::new(), ctl::Target::Conv(s, n))),
+            Node::ConvStatus(_, n) => text(conv_status(r, n)?),
+            Node::TermCtl(t) => {
+                let term = r.term(&t).ok_or("terminal gone")?;
+                Ok(Handle::Ctl(Bytes::from(term.ctl_text()), ctl::Target::Term(t)))
+            }
+            Node::TermStatus(t) => text(r.term(&t).ok_or("terminal gone")?.status_text()),
+            Node::TermData(t) => {
+                let term = r.term(&t).ok_or("terminal gone")?;
+                Ok(Handle::Trace(tokio::sync::Mutex::new(Trace::new(term.subscribe()))))
+            }
+            _ => Err("is a directory".into()),
+        }
+    }
+
+    /// Reads from an open file.
+    pub async fn read(&self, h: &Handle, offset: u64, size: usize) -> Result<Bytes, String> {
+        match h {
+            Handle::Text(t) | Handle::Ctl(t, _) => Ok(slice_at(t, offset, size)),
+            Handle::Clone(rest, _) => {
+                let mut rest = rest.lock().unwrap_or_else(|e| e.into_inner());
+                let n = size.min(rest.len());
+                Ok(rest.split_to(n))
+            }
+            Handle::Stream(s) => s.read(size).await,
+            Handle::SlotData { slot, .. } => slot.stream.read(size).await,
+            Handle::Trace(t) => Ok(t.lock().await.read(size).await),
+            Handle::RemoteFile(f) => f.read(offset, size).await,
+        }
+    }
+
+    /// Writes to an open file: one message, or ctl messages.
+    pub async fn write(&self, h: &Handle, data: &[u8]) -> Result<usize, String> {
+        match h {
+            Handle::Ctl(_, target) => ctl::apply(&self.router, target, data, &self.slots).await.map(|_| data.len()),
+            Handle::Stream(s) => s.write(data).await,
+            Handle::SlotData { slot, writes: true } => slot.stream.write(data).await,
+            Handle::RemoteFile(f) => f.write(data).await,
+            _ => Err("file not open for writing".into()),
+        }
+    }
+
+    /// Whether a read would not block; `kh` is woken when one would not.
+    pub fn poll(&self, h: &Handle, kh: Option<u64>, waker: Arc<Waker>) -> bool {
+        match h {
+            Handle::Stream(s) => s.poll(kh, waker),
+            Handle::SlotData { slot, .. } => slot.stream.poll(kh, waker),
+            Handle::RemoteFile(f) => f.stream().is_none_or(|s| s.poll(kh, waker)),
+            _ => true,
+        }
+    }
+
+    /// A read on `h` was interrupted: tell the service.
+    pub async fn cancel(&self, h: &Handle) {
+        match h {
+            Handle::Stream(s) => s.writer().cancel().await,
+            Handle::SlotData { slot, .. } => slot.stream.writer().cancel().await,
+            Handle::RemoteFile(f) => f.cancel().await,
+            _ => {}
+        }
+    }
+
+    /// Closes an open file: end of input for what it wrote.
+    pub async fn release(&self, h: Handle) {
+        match h {
+            Handle::Stream(s) => s.writer().eof().await,
+            Handle::SlotData { slot, writes: true } => slot.drop_writer().await,
+            Handle::RemoteFile(f) => f.close().await,
+            _ => {}
+        }
+    }
+
+    /// Ends every open stream: readers see end of file (shutdown).
+    pub fn shutdown(&self) {
+        self.router.convs().fail_all(ns::error::ESHUTDOWN);
+    }
+}
+
+fn name(s: &str) -> Result<Name, String> {
+    Name::new(s).map_err(|e| e.to_string())
+}
+
+/// A conversation's `status` file.
+fn conv_status(r: &Router, n: u64) -> Result<String, String> {
+    let st = r.convs().status(n).ok_or_else(|| ns::error::detail(ns::error::ENOCONV, n))?;
+    let mut out = String::new();
+    let _ = writeln!(out, "state {}", st.state);
+    let _ = writeln!(out, "in {} messages {} bytes", st.msgs_in, st.bytes_in);
+    let _ = writeln!(out, "out {} messages {} bytes", st.msgs_out, st.bytes_out);
+    let _ = writeln!(out, "target {}", st.target);
+    if let Some(p) = &st.peer {
+        let _ = writeln!(out, "peer {p}");
+    }
+    let reply: Vec<String> = st.reply.iter().map(|a| a.to_string()).collect();
+    let _ = writeln!(out, "replyto {}", reply.join(" "));
+    Ok(out)
+}
+
+/// The kind a handle reads as.
+pub fn handle_kind(h: &Handle) -> FileKind {
+    match h {
+        Handle::Text(_) | Handle::Ctl(..) => FileKind::File,
+        Handle::RemoteFile(f) => f.kind(),
+        _ => FileKind::Stream,
+    }
+}

@@ -1,0 +1,104 @@
+//! Mounting a machine's tree, replacing stale mounts, and unmounting.
+//!
+//! A router killed with its tree mounted leaves a dead mount behind
+//! (ENOTCONN on every access); the next start detaches it and mounts
+//! afresh. A live mesh mount at the same place is an error, not stacked.
+//! Unmounting first ends every blocked read with end of file, then
+//! unmounts; if files are still open it detaches (MNT_DETACH).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use fuse3::raw::{MountHandle, Session};
+use fuse3::MountOptions;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::fuse::MeshFs;
+use super::Namespace;
+
+/// A mounted tree; dropping it detaches the mount.
+pub struct Mounted {
+    handle: Option<MountHandle>,
+    path: PathBuf,
+    stop: CancellationToken,
+}
+
+/// Mounts `ns` at `path`, created if missing.
+pub async fn mount(ns: Arc<Namespace>, path: &Path, allow_other: bool) -> anyhow::Result<Mounted> {
+    clean_stale(path)?;
+    std::fs::create_dir_all(path).with_context(|| format!("mount point {}", path.display()))?;
+    let id = ns.router().id().to_string();
+    let stop = CancellationToken::new();
+    let fs = MeshFs::new(ns, stop.clone());
+    let mut opts = MountOptions::default();
+    opts.fs_name(format!("mesh-{id}")).allow_other(allow_other).nonempty(true);
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let session = Session::new(opts);
+    let handle = if root { session.mount(fs, path).await } else { session.mount_with_unprivileged(fs, path).await }
+        .with_context(|| format!("mount {}", path.display()))?;
+    info!(machine = %id, path = %path.display(), "mounted");
+    Ok(Mounted { handle: Some(handle), path: path.to_path_buf(), stop })
+}
+
+impl Mounted {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Ends blocked reads, then unmounts (detaching if still busy).
+    pub async fn unmount(mut self) {
+        self.stop.cancel();
+        if let Some(h) = self.handle.take() {
+            if let Err(e) = h.unmount().await {
+                warn!(path = %self.path.display(), "unmount: {e}; detaching");
+                detach(&self.path);
+            }
+        }
+        info!(path = %self.path.display(), "unmounted");
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if self.handle.take().is_some() {
+            detach(&self.path);
+        }
+    }
+}
+
+fn detach(path: &Path) {
+    if let Err(e) = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+        warn!(path = %path.display(), "detach: {e}");
+    }
+}
+
+/// Whether a mesh tree is mounted at `path`, per /proc/self/mountinfo.
+fn mesh_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let want = path.to_string_lossy();
+    info.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let sep = f.iter().position(|&x| x == "-");
+        f.get(4) == Some(&want.as_ref())
+            && sep.is_some_and(|i| f.get(i + 1).is_some_and(|t| t.starts_with("fuse")) && f.get(i + 2).is_some_and(|s| s.starts_with("mesh")))
+    })
+}
+
+/// Detaches a dead mesh mount left at `path`; refuses a live one.
+fn clean_stale(path: &Path) -> anyhow::Result<()> {
+    if !mesh_mounted(path) {
+        return Ok(());
+    }
+    match std::fs::metadata(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) || e.raw_os_error() == Some(libc::EIO) => {
+            warn!(path = %path.display(), "stale mount from a dead router; detaching");
+            detach(path);
+            Ok(())
+        }
+        _ => bail!("{} is already mounted by a running mesh router", path.display()),
+    }
+}

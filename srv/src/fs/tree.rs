@@ -1,0 +1,185 @@
+//! The namespace of one machine as a table: each directory is a list of
+//! (name, kind, mode) rows, plus the names that come and go (services,
+//! conversations, terminals, machines). [`resolve`] turns a path into a
+//! [`Node`]; lookup, readdir and getattr all derive from it and [`list`].
+
+use ns::error::{self, ENOSERVICE};
+use ns::{MachineId, Router};
+
+/// What kind of file an entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum FileKind {
+    Dir,
+    /// Text produced when opened; seekable; `cat` reads it to the end.
+    File,
+    /// A stream of messages: size 0, not seekable, one message a read.
+    Stream,
+}
+
+/// One row of a directory.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    pub name: String,
+    pub kind: FileKind,
+    pub mode: u16,
+}
+
+type Row = (&'static str, FileKind, u16);
+use FileKind::{Dir, File, Stream};
+
+const ROOT: &[Row] = &[
+    ("ctl", File, 0o644),
+    ("machine", File, 0o444),
+    ("n", Dir, 0o555),
+    ("routes", File, 0o444),
+    ("svc", Dir, 0o555),
+    ("term", Dir, 0o555),
+];
+const SERVICE: &[Row] = &[("clone", Stream, 0o444), ("data", Stream, 0o666), ("info", File, 0o444)];
+const CONV: &[Row] = &[("ctl", File, 0o644), ("data", Stream, 0o666), ("status", File, 0o444)];
+const TERM: &[Row] = &[("ctl", File, 0o644), ("data", Stream, 0o444), ("status", File, 0o444)];
+const DIR_MODE: u16 = 0o555;
+
+/// What a path names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    Root,
+    Machine,
+    Ctl,
+    Routes,
+    SvcDir,
+    Svc(String),
+    SvcData(String),
+    SvcClone(String),
+    SvcInfo(String),
+    Conv(String, u64),
+    ConvData(String, u64),
+    ConvCtl(String, u64),
+    ConvStatus(String, u64),
+    TermDir,
+    Term(String),
+    TermCtl(String),
+    TermData(String),
+    TermStatus(String),
+    NDir,
+    /// Another machine's tree, and the path within it.
+    Remote(MachineId, Vec<String>),
+}
+
+impl Node {
+    pub fn kind(&self) -> FileKind {
+        use Node::*;
+        match self {
+            Root | SvcDir | Svc(_) | Conv(..) | TermDir | Term(_) | NDir => Dir,
+            SvcData(_) | SvcClone(_) | ConvData(..) | TermData(_) => Stream,
+            Remote(..) => Dir,
+            _ => File,
+        }
+    }
+}
+
+fn row(rows: &[Row], name: &str) -> Option<Entry> {
+    rows.iter().find(|r| r.0 == name).map(|&(n, k, m)| Entry { name: n.into(), kind: k, mode: m })
+}
+
+fn rows(rows: &[Row]) -> Vec<Entry> {
+    rows.iter().map(|&(n, k, m)| Entry { name: n.into(), kind: k, mode: m }).collect()
+}
+
+fn dir(name: String) -> Entry {
+    Entry { name, kind: Dir, mode: DIR_MODE }
+}
+
+/// The conversations a tree can show under `svc/S/`: numbers in use.
+pub trait Convs {
+    fn numbers(&self, service: &str) -> Vec<u64>;
+}
+
+fn not_found(path: &[String]) -> String {
+    format!("'/{}' file does not exist", path.join("/"))
+}
+
+/// Resolves a path, given as its components, checking that every
+/// dynamic name in it exists now.
+pub fn resolve(r: &Router, convs: &dyn Convs, path: &[String]) -> Result<Node, String> {
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    let svc_exists = |s: &str| r.table().nearest(s).is_some() || !convs.numbers(s).is_empty();
+    let conv_exists = |s: &str, n: &str| n.parse::<u64>().ok().filter(|n| convs.numbers(s).contains(n));
+    let node = match p.as_slice() {
+        [] => Node::Root,
+        ["machine"] => Node::Machine,
+        ["ctl"] => Node::Ctl,
+        ["routes"] => Node::Routes,
+        ["svc"] => Node::SvcDir,
+        ["svc", s] if svc_exists(s) => Node::Svc(s.to_string()),
+        ["svc", s, f] if svc_exists(s) => match *f {
+            "data" => Node::SvcData(s.to_string()),
+            "clone" => Node::SvcClone(s.to_string()),
+            "info" => Node::SvcInfo(s.to_string()),
+            n => match conv_exists(s, n) {
+                Some(n) => Node::Conv(s.to_string(), n),
+                None => return Err(not_found(path)),
+            },
+        },
+        ["svc", s, n, f] => match (conv_exists(s, n), *f) {
+            (Some(n), "data") => Node::ConvData(s.to_string(), n),
+            (Some(n), "ctl") => Node::ConvCtl(s.to_string(), n),
+            (Some(n), "status") => Node::ConvStatus(s.to_string(), n),
+            _ => return Err(not_found(path)),
+        },
+        ["term"] => Node::TermDir,
+        ["term", t] if r.term(t).is_some() => Node::Term(t.to_string()),
+        ["term", t, f] if r.term(t).is_some() => match *f {
+            "ctl" => Node::TermCtl(t.to_string()),
+            "data" => Node::TermData(t.to_string()),
+            "status" => Node::TermStatus(t.to_string()),
+            _ => return Err(not_found(path)),
+        },
+        ["n"] => Node::NDir,
+        ["n", m, rest @ ..] => {
+            let m: MachineId = m.parse().map_err(|_| not_found(path))?;
+            if r.table().best(&m).is_none() {
+                return Err(not_found(path));
+            }
+            Node::Remote(m, rest.iter().map(|s| s.to_string()).collect())
+        }
+        ["svc", s, ..] if !svc_exists(s) => return Err(error::detail(ENOSERVICE, s)),
+        _ => return Err(not_found(path)),
+    };
+    Ok(node)
+}
+
+/// The entry a node shows in its parent.
+pub fn entry(node: &Node, name: &str) -> Entry {
+    use Node::*;
+    let table = match node {
+        Machine | Ctl | Routes | SvcDir | TermDir | NDir => ROOT,
+        SvcData(_) | SvcClone(_) | SvcInfo(_) => SERVICE,
+        ConvData(..) | ConvCtl(..) | ConvStatus(..) => CONV,
+        TermCtl(_) | TermData(_) | TermStatus(_) => TERM,
+        _ => &[],
+    };
+    row(table, name).unwrap_or_else(|| dir(name.to_string()))
+}
+
+/// The entries of a directory node.
+pub fn list(r: &Router, convs: &dyn Convs, node: &Node) -> Result<Vec<Entry>, String> {
+    Ok(match node {
+        Node::Root => rows(ROOT),
+        Node::SvcDir => {
+            let mut names: Vec<String> = r.table().services().keys().map(|s| s.to_string()).collect();
+            names.sort();
+            names.into_iter().map(dir).collect()
+        }
+        Node::Svc(s) => {
+            let mut v = rows(SERVICE);
+            v.extend(convs.numbers(s).into_iter().map(|n| dir(n.to_string())));
+            v
+        }
+        Node::Conv(..) => rows(CONV),
+        Node::TermDir => r.terms().iter().map(|t| dir(t.name.clone())).collect(),
+        Node::Term(_) => rows(TERM),
+        Node::NDir => r.table().routes().iter().map(|rt| dir(rt.machine.to_string())).collect(),
+        _ => return Err("not a directory".into()),
+    })
+}
