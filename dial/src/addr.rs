@@ -34,7 +34,10 @@ pub enum Host {
     Name(String),
 }
 
-/// A parsed dial string. See the [module documentation](self) for the forms.
+/// A parsed dial string: `mem!NAME`, `unix!/abs/path.sock`,
+/// `tcp!HOST!PORT` or `ws!HOST!PORT`, where HOST may be `*` (all
+/// addresses) for listening. Printing gives the canonical form, which
+/// parses back to the same value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum DialString {
     /// `mem!NAME`
@@ -66,11 +69,13 @@ impl DialError {
     }
 
     /// The dial string as given.
+    #[must_use]
     pub fn input(&self) -> &str {
         &self.input
     }
 
     /// What is wrong with it, without the input.
+    #[must_use]
     pub fn reason(&self) -> &str {
         &self.reason
     }
@@ -79,6 +84,7 @@ impl DialError {
 impl DialString {
     /// True for transports that leave the machine (`tcp`, `ws`); these are
     /// the ones that need link security.
+    #[must_use]
     pub fn is_network(&self) -> bool {
         matches!(self, DialString::Tcp(..) | DialString::Ws(..))
     }
@@ -127,7 +133,11 @@ impl FromStr for DialString {
                 parse_unix_path(path).map(DialString::Unix).map_err(err)
             }
             "tcp" | "ws" => {
-                let want = if net == "tcp" { "tcp!HOST!PORT" } else { "ws!HOST!PORT" };
+                let want = if net == "tcp" {
+                    "tcp!HOST!PORT"
+                } else {
+                    "ws!HOST!PORT"
+                };
                 let [host, port] = exact(rest, want, &["host", "port"]).map_err(err)?;
                 let host = parse_host(host).map_err(err)?;
                 let port = parse_port(port).map_err(err)?;
@@ -137,7 +147,9 @@ impl FromStr for DialString {
                     DialString::Ws(host, port)
                 })
             }
-            "" => Err(err("missing network before '!' (want mem, unix, tcp or ws)".into())),
+            "" => Err(err(
+                "missing network before '!' (want mem, unix, tcp or ws)".into(),
+            )),
             other => Err(err(format!(
                 "unknown network {other:?} (want mem, unix, tcp or ws)"
             ))),
@@ -158,7 +170,10 @@ fn exact<'a, const N: usize>(
     }
     if rest.len() > N {
         let extra = rest[N..].join("!");
-        return Err(format!("extra part {extra:?} after the {} (want {want})", names[N - 1]));
+        return Err(format!(
+            "extra part {extra:?} after the {} (want {want})",
+            names[N - 1]
+        ));
     }
     let mut out = [""; N];
     out.copy_from_slice(rest);
@@ -221,7 +236,10 @@ fn parse_host(host: &str) -> Result<Host, String> {
         return Ok(Host::Any);
     }
     if host.len() > HOST_MAX {
-        return Err(format!("host is {} bytes, longer than {HOST_MAX}", host.len()));
+        return Err(format!(
+            "host is {} bytes, longer than {HOST_MAX}",
+            host.len()
+        ));
     }
     // Names, IPv4 and IPv6 literals (with an optional %scope) only; anything
     // else cannot resolve and would only fail later with a vaguer message.
@@ -318,11 +336,26 @@ mod tests {
                 "!x",
                 r#"bad dial string "!x": missing network before '!' (want mem, unix, tcp or ws)"#,
             ),
-            ("tcp", r#"bad dial string "tcp": missing host and port (want tcp!HOST!PORT)"#),
-            ("tcp!h", r#"bad dial string "tcp!h": missing port (want tcp!HOST!PORT)"#),
-            ("ws!h", r#"bad dial string "ws!h": missing port (want ws!HOST!PORT)"#),
-            ("mem", r#"bad dial string "mem": missing name (want mem!NAME)"#),
-            ("unix", r#"bad dial string "unix": missing path (want unix!/PATH)"#),
+            (
+                "tcp",
+                r#"bad dial string "tcp": missing host and port (want tcp!HOST!PORT)"#,
+            ),
+            (
+                "tcp!h",
+                r#"bad dial string "tcp!h": missing port (want tcp!HOST!PORT)"#,
+            ),
+            (
+                "ws!h",
+                r#"bad dial string "ws!h": missing port (want ws!HOST!PORT)"#,
+            ),
+            (
+                "mem",
+                r#"bad dial string "mem": missing name (want mem!NAME)"#,
+            ),
+            (
+                "unix",
+                r#"bad dial string "unix": missing path (want unix!/PATH)"#,
+            ),
             (
                 "tcp!h!1!x!y",
                 r#"bad dial string "tcp!h!1!x!y": extra part "x!y" after the port (want tcp!HOST!PORT)"#,
@@ -353,7 +386,10 @@ mod tests {
             ),
             ("tcp!h!", r#"bad dial string "tcp!h!": empty port"#),
             ("tcp!!1", r#"bad dial string "tcp!!1": empty host"#),
-            ("ws!a b!1", r#"bad dial string "ws!a b!1": host "a b" has character ' '"#),
+            (
+                "ws!a b!1",
+                r#"bad dial string "ws!a b!1": host "a b" has character ' '"#,
+            ),
             (
                 "unix!x.sock",
                 r#"bad dial string "unix!x.sock": unix path "x.sock" is not absolute"#,

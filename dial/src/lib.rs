@@ -37,15 +37,22 @@
 //!   frame; handshakes run off the accept path so one bad client cannot
 //!   stall or end a listener.
 //!
-//! Errors are `std::io::Error`s whose message starts with the dial string,
-//! and whose kind is what callers branch on: `ConnectionRefused` when
+//! Errors are `std::io::Error`s; those of `dial`, `listen` and `accept`
+//! start with the dial string. The kind is what callers branch on: `ConnectionRefused` when
 //! nobody listens, `AddrInUse` when the address is taken, `InvalidInput`
 //! for a frame too large to send, `InvalidData` for one too large (or
 //! otherwise malformed) on receive.
 //!
 //! Every buffer is bounded: frames by `max_frame`, a sink's write buffer
 //! by 256 KiB (plus one frame), accept queues and in-flight ws handshakes
-//! by fixed small counts, and every network wait by a timeout (10 s).
+//! by fixed small counts; every name lookup, connect and ws handshake by a
+//! 10 s timeout. Waiting for frames on an established link is the
+//! caller's business.
+//!
+//! `tx.close()` ends the peer's stream. On the byte-stream transports that
+//! is a half-close and `rx` keeps receiving; on ws it starts the WebSocket
+//! close handshake, which ends both directions. The connection goes away
+//! when both halves are dropped.
 
 mod addr;
 mod link;
@@ -64,8 +71,12 @@ pub use listener::Listener;
 
 /// Connects to `ds`.
 ///
-/// Fails with `InvalidInput` for a `*` host, which only makes sense for
-/// listening, and with `ConnectionRefused` when nobody listens there.
+/// # Errors
+///
+/// `InvalidInput` for a `*` host, which only makes sense for listening;
+/// `ConnectionRefused` when nobody listens there; `TimedOut` when a network
+/// peer does not answer (or finish the ws handshake) within 10 s; otherwise
+/// the transport's error. Every message starts with the dial string.
 pub async fn dial(ds: &DialString, opts: &LinkOptions) -> io::Result<Link> {
     match ds {
         DialString::Mem(name) => mem::dial(name, opts).await,
@@ -81,6 +92,12 @@ pub async fn dial(ds: &DialString, opts: &LinkOptions) -> io::Result<Link> {
 
 /// Starts listening on `ds`. Port 0 picks a free port; see
 /// [`Listener::local_addr`] for the one chosen.
+///
+/// # Errors
+///
+/// `AddrInUse` when the mem name, port or live unix socket is taken;
+/// `AlreadyExists` when a unix path holds something other than a socket;
+/// otherwise the error from creating the directory, binding or chmod.
 pub async fn listen(ds: &DialString, opts: &LinkOptions) -> io::Result<Listener> {
     Ok(match ds {
         DialString::Mem(name) => Listener::mem(mem::listen(name, opts)?),

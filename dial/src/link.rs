@@ -150,7 +150,11 @@ impl Encoder<Bytes> for FrameCodec {
 
     fn encode(&mut self, frame: Bytes, dst: &mut BytesMut) -> io::Result<()> {
         if frame.len() > self.limit {
-            return Err(too_large(io::ErrorKind::InvalidInput, frame.len(), self.limit));
+            return Err(too_large(
+                io::ErrorKind::InvalidInput,
+                frame.len(),
+                self.limit,
+            ));
         }
         self.inner.encode(frame, dst)
     }
@@ -178,7 +182,10 @@ mod tests {
             }
             io::Result::Ok(())
         });
-        assert_eq!(rx.next().await.unwrap().unwrap(), Bytes::from_static(b"one"));
+        assert_eq!(
+            rx.next().await.unwrap().unwrap(),
+            Bytes::from_static(b"one")
+        );
         assert_eq!(rx.next().await.unwrap().unwrap(), Bytes::new());
         let got = rx.next().await.unwrap().unwrap();
         assert_eq!(got.len(), 100_000);
@@ -215,7 +222,10 @@ mod tests {
         b.write_all(&(1u32 << 30).to_be_bytes()).await.unwrap();
         let err = rx.next().await.unwrap().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert_eq!(err.to_string(), "frame too large: 1073741824 bytes, limit 8");
+        assert_eq!(
+            err.to_string(),
+            "frame too large: 1073741824 bytes, limit 8"
+        );
     }
 
     #[tokio::test]
@@ -227,7 +237,10 @@ mod tests {
         wire.extend_from_slice(b"abc");
         wire.extend_from_slice(&9u32.to_be_bytes());
         b.write_all(&wire).await.unwrap();
-        assert_eq!(rx.next().await.unwrap().unwrap(), Bytes::from_static(b"abc"));
+        assert_eq!(
+            rx.next().await.unwrap().unwrap(),
+            Bytes::from_static(b"abc")
+        );
         let err = rx.next().await.unwrap().unwrap_err();
         assert_eq!(err.to_string(), "frame too large: 9 bytes, limit 8");
     }

@@ -27,19 +27,27 @@ enum Inner {
 
 impl Listener {
     pub(crate) fn mem(l: MemListener) -> Self {
-        Listener { inner: Inner::Mem(l) }
+        Listener {
+            inner: Inner::Mem(l),
+        }
     }
 
     pub(crate) fn unix(l: UnixListener) -> Self {
-        Listener { inner: Inner::Unix(l) }
+        Listener {
+            inner: Inner::Unix(l),
+        }
     }
 
     pub(crate) fn tcp(l: TcpListener) -> Self {
-        Listener { inner: Inner::Tcp(l) }
+        Listener {
+            inner: Inner::Tcp(l),
+        }
     }
 
     pub(crate) fn ws(l: WsListener) -> Self {
-        Listener { inner: Inner::Ws(l) }
+        Listener {
+            inner: Inner::Ws(l),
+        }
     }
 
     /// Waits for the next connection and returns it as a link.
@@ -51,6 +59,11 @@ impl Listener {
     /// pause and call again.
     ///
     /// Cancel-safe: if the future is dropped, no connection is lost.
+    ///
+    /// # Errors
+    ///
+    /// Only listener-level failures, e.g. `EMFILE`, with the dial string in
+    /// the message.
     pub async fn accept(&mut self) -> io::Result<Link> {
         match &mut self.inner {
             Inner::Mem(l) => l.accept().await,
@@ -62,6 +75,7 @@ impl Listener {
 
     /// The address actually bound: port 0 is replaced by the port the
     /// kernel chose, and `*` reads as `0.0.0.0`.
+    #[must_use]
     pub fn local_addr(&self) -> DialString {
         match &self.inner {
             Inner::Mem(l) => DialString::Mem(l.name().to_owned()),

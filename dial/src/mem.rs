@@ -44,7 +44,7 @@ fn registry() -> MutexGuard<'static, HashMap<String, Entry>> {
         .lock()
         // The map stays consistent even if a holder panicked: every
         // critical section is a single insert, get or remove.
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn next_id() -> u64 {
@@ -88,7 +88,10 @@ pub(crate) async fn dial(name: &str, opts: &LinkOptions) -> io::Result<Link> {
         )
     };
     // Clone the sender so the registry lock is not held across the await.
-    let tx = registry().get(name).map(|e| e.tx.clone()).ok_or_else(refused)?;
+    let tx = registry()
+        .get(name)
+        .map(|e| e.tx.clone())
+        .ok_or_else(refused)?;
     let (ours, theirs) = tokio::io::duplex(DUPLEX_BUFFER);
     let id = next_id();
     // Waits while the backlog is full, like connect(2) on a busy socket; fails
@@ -134,7 +137,10 @@ impl MemListener {
 impl Drop for MemListener {
     fn drop(&mut self) {
         let mut reg = registry();
-        if reg.get(&self.name).is_some_and(|e| e.listener_id == self.listener_id) {
+        if reg
+            .get(&self.name)
+            .is_some_and(|e| e.listener_id == self.listener_id)
+        {
             reg.remove(&self.name);
         }
     }

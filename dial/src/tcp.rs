@@ -38,15 +38,13 @@ pub(crate) fn bind_host(host: &Host) -> &str {
 /// Resolves `host` and connects to its addresses in turn, returning the
 /// first that answers. `ds` names the dial string in errors.
 pub(crate) async fn connect(host: &str, port: u16, ds: &str) -> io::Result<TcpStream> {
-    let addrs: Vec<SocketAddr> = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio::net::lookup_host((host, port)),
-    )
-    .await
-    .map_err(|_| timed_out(ds, "resolve"))?
-    .map_err(|e| with_context(e, format_args!("{ds}: resolve {host:?}")))?
-    .take(MAX_ADDRS)
-    .collect();
+    let addrs: Vec<SocketAddr> =
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host, port)))
+            .await
+            .map_err(|_| timed_out(ds, "resolve"))?
+            .map_err(|e| with_context(e, format_args!("{ds}: resolve {host:?}")))?
+            .take(MAX_ADDRS)
+            .collect();
     let mut last = None;
     for addr in &addrs {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {

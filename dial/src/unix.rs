@@ -24,15 +24,17 @@ const DIR_MODE: u32 = 0o700;
 
 pub(crate) async fn dial(path: &Path, opts: &LinkOptions) -> io::Result<Link> {
     let ds = format!("unix!{}", path.display());
-    let stream = UnixStream::connect(path).await.map_err(|e| match e.kind() {
-        // A listener that shut down cleanly removed its file; to the caller
-        // that is the same as one that died: nobody is listening.
-        io::ErrorKind::NotFound => io::Error::new(
-            io::ErrorKind::ConnectionRefused,
-            format!("{ds}: nobody listening (no socket file)"),
-        ),
-        _ => with_context(e, format_args!("{ds}: connect")),
-    })?;
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|e| match e.kind() {
+            // A listener that shut down cleanly removed its file; to the caller
+            // that is the same as one that died: nobody is listening.
+            io::ErrorKind::NotFound => io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!("{ds}: nobody listening (no socket file)"),
+            ),
+            _ => with_context(e, format_args!("{ds}: connect")),
+        })?;
     let (tx, rx) = framed(stream, opts);
     Ok(Link {
         tx,
@@ -66,7 +68,9 @@ pub(crate) async fn listen(path: &Path, opts: &LinkOptions) -> io::Result<UnixLi
                 .map_err(ctx("create parent directory"))?;
         }
     }
-    remove_stale(path).await.map_err(ctx("replace old socket"))?;
+    remove_stale(path)
+        .await
+        .map_err(ctx("replace old socket"))?;
     let listener = TokioUnixListener::bind(path).map_err(ctx("bind"))?;
     // From here on the file is ours; the guard removes it on any failure.
     let file = SocketFile::adopt(path).map_err(ctx("stat new socket"))?;
@@ -94,6 +98,8 @@ async fn remove_stale(path: &Path) -> io::Result<()> {
             "the path exists and is not a socket; refusing to replace it",
         ));
     }
+    // Probe by connecting: only a refusal proves the owner is gone. A live
+    // owner sees the probe as a connection that closes at once.
     match UnixStream::connect(path).await {
         Ok(_) => Err(io::Error::new(
             io::ErrorKind::AddrInUse,

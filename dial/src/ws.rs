@@ -6,13 +6,16 @@
 //! text message is a protocol error, a close message ends the stream.
 //!
 //! The WebSocket handshake is a network round trip that a slow or hostile
-//! client can stall, so `accept` does not wait on any one of them: it takes
-//! TCP connections, handshakes each in its own task under a timeout, at
-//! most [`MAX_HANDSHAKES`] at once, and returns whichever finishes first.
-//! One bad client costs a debug log line, not the listener.
+//! client can stall, so it is kept off the accept path: an acceptor task
+//! takes TCP connections and handshakes each in its own task under a
+//! timeout, at most [`MAX_HANDSHAKES`] at once, and finished links wait in
+//! a bounded queue for `accept`. One bad client costs a debug log line,
+//! not the listener. As with the other transports, a dial completes even
+//! before the listener's owner calls `accept`.
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -20,9 +23,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{Sink, Stream, StreamExt};
+use nix::sys::socket::{shutdown, Shutdown};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener as TokioTcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -40,9 +45,16 @@ const PATH: &str = "/mesh";
 /// Longest a client may take over its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Handshakes in progress (or finished, awaiting `accept`) at once;
-/// further connections wait in the kernel's backlog.
+/// Handshakes in progress (or finished and waiting for room in the
+/// queue) at once; further connections wait in the kernel's backlog.
 const MAX_HANDSHAKES: usize = 64;
+
+/// Handshaken links waiting for `accept`.
+const READY_QUEUE: usize = 16;
+
+/// Pause after a listener-level accept error (e.g. out of file
+/// descriptors) so the acceptor does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 fn config(opts: &LinkOptions) -> WebSocketConfig {
     // Room for one full frame and its header on top of the batching
@@ -69,9 +81,10 @@ fn io_error(e: WsError) -> io::Error {
         WsError::ConnectionClosed | WsError::AlreadyClosed => {
             io::Error::new(io::ErrorKind::BrokenPipe, "ws: connection closed")
         }
-        WsError::Protocol(p) => {
-            io::Error::new(io::ErrorKind::InvalidData, format!("ws: protocol error: {p}"))
-        }
+        WsError::Protocol(p) => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("ws: protocol error: {p}"),
+        ),
         other => io::Error::other(format!("ws: {other}")),
     }
 }
@@ -108,7 +121,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Bytes> for BinarySink<T> {
         // tungstenite checks sizes only on receive; check here so the
         // sender gets the error instead of the peer dropping the link.
         if frame.len() > self.limit {
-            return Err(too_large(io::ErrorKind::InvalidInput, frame.len(), self.limit));
+            return Err(too_large(
+                io::ErrorKind::InvalidInput,
+                frame.len(),
+                self.limit,
+            ));
         }
         Pin::new(&mut self.inner)
             .start_send(Message::Binary(frame))
@@ -177,7 +194,10 @@ pub(crate) async fn dial(host: &str, port: u16, opts: &LinkOptions) -> io::Resul
         .map_err(|_| {
             io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("{ds}: no handshake answer in {}s", CONNECT_TIMEOUT.as_secs()),
+                format!(
+                    "{ds}: no handshake answer in {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                ),
             )
         })?
         .map_err(|e| {
@@ -194,56 +214,48 @@ pub(crate) async fn dial(host: &str, port: u16, opts: &LinkOptions) -> io::Resul
     })
 }
 
-/// A WebSocket listener: a TCP listener plus the handshakes in flight.
+/// A WebSocket listener: the output queue of an acceptor task.
 ///
-/// The listening socket is owned here, not by a background task, so
-/// dropping the listener closes the port at once.
+/// The task owns the TCP listener, and an aborted task is only dropped
+/// when the runtime next gets to it. So that dropping the listener closes
+/// the port at once (new connections refused, the port free to bind
+/// again), we also keep a duplicate of the socket and shut it down.
 #[derive(Debug)]
 pub(crate) struct WsListener {
-    listener: TokioTcpListener,
+    ready: mpsc::Receiver<io::Result<Link>>,
     local: SocketAddr,
     ds: String,
-    opts: LinkOptions,
-    /// Each task handshakes one connection; `None` means it failed.
-    /// Dropping the set aborts them.
-    handshakes: JoinSet<Option<Link>>,
+    acceptor: JoinHandle<()>,
+    socket: OwnedFd,
 }
 
 pub(crate) async fn listen(host: &Host, port: u16, opts: &LinkOptions) -> io::Result<WsListener> {
     let ds = format!("ws!{host}!{port}");
+    let ctx = |what: &'static str| {
+        let ds = &ds;
+        move |e: io::Error| crate::with_context(e, format_args!("{ds}: {what}"))
+    };
     let listener = tcp::bind(host, port, &ds).await?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| crate::with_context(e, format_args!("{ds}: local address")))?;
+    let local = listener.local_addr().map_err(ctx("local address"))?;
+    let socket = listener.as_fd().try_clone_to_owned().map_err(ctx("dup"))?;
+    let (tx, ready) = mpsc::channel(READY_QUEUE);
+    let acceptor = tokio::spawn(acceptor(listener, ds.clone(), opts.clone(), tx));
     Ok(WsListener {
-        listener,
+        ready,
         local,
         ds,
-        opts: opts.clone(),
-        handshakes: JoinSet::new(),
+        acceptor,
+        socket,
     })
 }
 
 impl WsListener {
-    /// Takes new TCP connections and collects finished handshakes until
-    /// one yields a link. Handshakes run in their own tasks, so a slow
-    /// client delays nobody. Cancel-safe: both `accept` and `join_next` are,
-    /// and a handshake finished meanwhile stays in the set.
+    /// Cancel-safe: a link is either received or left in the queue.
     pub(crate) async fn accept(&mut self) -> io::Result<Link> {
-        loop {
-            let room = self.handshakes.len() < MAX_HANDSHAKES;
-            tokio::select! {
-                accepted = tcp::accept_stream(&self.listener, &self.ds), if room => {
-                    let (stream, peer) = accepted?;
-                    self.handshakes.spawn(handshake(stream, peer, self.opts.clone()));
-                }
-                Some(done) = self.handshakes.join_next() => match done {
-                    Ok(Some(link)) => return Ok(link),
-                    Ok(None) => {}
-                    // A handshake task panicked: a bug, but one client's.
-                    Err(e) => tracing::warn!("{}: handshake task: {e}", self.ds),
-                },
-            }
+        match self.ready.recv().await {
+            Some(result) => result,
+            // Only if the acceptor task died, which it does not by design.
+            None => Err(io::Error::other(format!("{}: acceptor stopped", self.ds))),
         }
     }
 
@@ -252,9 +264,62 @@ impl WsListener {
     }
 }
 
+impl Drop for WsListener {
+    fn drop(&mut self) {
+        // On Linux, shutting down a listening socket stops it listening
+        // and releases the port for a new listener, even though the
+        // acceptor task still holds its descriptor for a moment.
+        if let Err(e) = shutdown(self.socket.as_raw_fd(), Shutdown::Both) {
+            tracing::debug!("{}: shutdown: {e}", self.ds);
+        }
+        // Dropping the task drops its JoinSet, which aborts the
+        // handshakes in flight.
+        self.acceptor.abort();
+    }
+}
+
+/// Accepts TCP connections and starts a handshake task for each, at most
+/// [`MAX_HANDSHAKES`] at once; finished links go to `ready`.
+async fn acceptor(
+    listener: TokioTcpListener,
+    ds: String,
+    opts: LinkOptions,
+    ready: mpsc::Sender<io::Result<Link>>,
+) {
+    let mut handshakes = JoinSet::new();
+    loop {
+        while handshakes.try_join_next().is_some() {}
+        while handshakes.len() >= MAX_HANDSHAKES {
+            handshakes.join_next().await;
+        }
+        let accepted = tokio::select! {
+            accepted = tcp::accept_stream(&listener, &ds) => accepted,
+            () = ready.closed() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                handshakes.spawn(handshake(stream, peer, opts.clone(), ready.clone()));
+            }
+            Err(e) => {
+                // The listener's own trouble (e.g. out of descriptors):
+                // tell the owner, then pause so we do not spin on it.
+                if ready.send(Err(e)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
 /// Server side of one handshake; failures are the client's problem and
 /// only logged.
-async fn handshake(stream: TcpStream, peer: SocketAddr, opts: LinkOptions) -> Option<Link> {
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    opts: LinkOptions,
+    ready: mpsc::Sender<io::Result<Link>>,
+) {
     let remote = tcp::describe("ws", peer);
     let local = stream.local_addr().map(|a| tcp::describe("ws", a));
     let accept =
@@ -263,24 +328,27 @@ async fn handshake(stream: TcpStream, peer: SocketAddr, opts: LinkOptions) -> Op
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             tracing::debug!("{remote}: ws handshake failed: {}", io_error(e));
-            return None;
+            return;
         }
         Err(_) => {
             tracing::debug!(
                 "{remote}: ws handshake timed out after {}s",
                 HANDSHAKE_TIMEOUT.as_secs()
             );
-            return None;
+            return;
         }
     };
     let (tx, rx) = frames(ws, opts.max_frame);
-    Some(Link {
+    let link = Link {
         tx,
         rx,
         remote,
         local: local.unwrap_or_else(|e| format!("ws!? ({e})")),
         uid: None,
-    })
+    };
+    // Waits while the queue is full (the owner is not accepting); fails
+    // only when the listener is gone, and the link just closes then.
+    let _ = ready.send(Ok(link)).await;
 }
 
 /// Refuses any path but [`PATH`], so stray HTTP clients get a 404 rather

@@ -42,7 +42,10 @@ async fn missing_parent_directory_is_created_0700() {
     let _listener = dial::listen(&ds, &opts()).await.unwrap();
     assert!(path.exists());
     for d in ["sub", "sub/dir"] {
-        let mode = fs::metadata(dir.path().join(d)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(d))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700, "{d}");
     }
 }
@@ -96,8 +99,13 @@ async fn drop_leaves_a_successors_socket_alone() {
     fs::remove_file(&path).unwrap();
     let _second = dial::listen(&ds, &opts()).await.unwrap();
     drop(first);
-    assert!(path.exists(), "first listener removed its successor's socket");
-    within("dial successor", dial::dial(&ds, &opts())).await.unwrap();
+    assert!(
+        path.exists(),
+        "first listener removed its successor's socket"
+    );
+    within("dial successor", dial::dial(&ds, &opts()))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -110,7 +118,11 @@ async fn accepted_link_knows_the_peer_uid() {
     assert_eq!(client.uid, None);
     assert_eq!(client.remote, ds.to_string());
     assert_eq!(server.local, ds.to_string());
-    assert!(server.remote.starts_with(&format!("{ds} (pid ")), "{}", server.remote);
+    assert!(
+        server.remote.starts_with(&format!("{ds} (pid ")),
+        "{}",
+        server.remote
+    );
 }
 
 #[tokio::test]
@@ -119,7 +131,10 @@ async fn nobody_listening_is_refused() {
     let (path, ds) = sock(dir.path(), "s.sock");
     let err = dial::dial(&ds, &opts()).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
-    assert_eq!(err.to_string(), format!("{ds}: nobody listening (no socket file)"));
+    assert_eq!(
+        err.to_string(),
+        format!("{ds}: nobody listening (no socket file)")
+    );
     // A stale socket file refuses too.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     let err = dial::dial(&ds, &opts()).await.unwrap_err();

@@ -7,6 +7,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Once;
@@ -181,7 +182,59 @@ impl Drop for Mesh {
                 eprintln!("----- log of {name} -----\n{}", self.log(name));
             }
         }
+        // A router killed hard leaves its mount behind: detach every mount
+        // under this test's directory.
+        for m in mounts_under(self.dir.path()) {
+            let _ = nix::mount::umount2(m.as_path(), nix::mount::MntFlags::MNT_DETACH);
+        }
     }
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    v
+}
+
+/// Runs `bash -c SCRIPT` with a time limit; returns (status, stdout, stderr).
+pub fn sh(script: &str, limit: Duration) -> (std::process::ExitStatus, String, String) {
+    let mut child = Command::new("bash")
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("spawn bash");
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > deadline {
+            // The whole group: bash and what it started.
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
+            let out = child.wait_with_output().expect("output");
+            panic!("script ran over {limit:?}:\n{script}\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `sh` that must succeed; returns stdout.
+pub fn sh_ok(script: &str, limit: Duration) -> String {
+    let (st, out, err) = sh(script, limit);
+    assert!(st.success(), "script failed ({st}):\n{script}\nstdout: {out}\nstderr: {err}");
+    out
 }
 
 /// Polls `cond` every 50 ms until it holds; panics after `limit`.

@@ -55,7 +55,10 @@ pub async fn dial_and_accept(listener: &mut Listener, ds: &DialString) -> (Link,
 
 /// A 1 MiB frame with a pattern that catches reordered or dropped chunks.
 pub fn big_frame() -> Bytes {
-    (0..1usize << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into()
+    (0..1usize << 20)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 /// Sends `frames` on `from` while receiving them on `to`, concurrently so
@@ -83,7 +86,12 @@ pub async fn pass(from: &mut Link, to: &mut Link, frames: &[Bytes]) {
     let got = got.unwrap_or_else(|e| panic!("receive: {e}"));
     assert_eq!(got.len(), frames.len());
     for (i, (g, f)) in got.iter().zip(frames).enumerate() {
-        assert!(g == f, "frame {i} differs: got {} bytes, sent {}", g.len(), f.len());
+        assert!(
+            g == f,
+            "frame {i} differs: got {} bytes, sent {}",
+            g.len(),
+            f.len()
+        );
     }
 }
 
@@ -103,16 +111,22 @@ pub async fn exchange(a: &mut Link, b: &mut Link) {
 /// Feeds 1000 small frames without flushing, checks none arrived yet
 /// (the sink buffers), then flushes once and checks all arrive in order.
 pub async fn batching(a: &mut Link, b: &mut Link) {
-    let frames: Vec<Bytes> = (0..1000).map(|i| Bytes::from(format!("frame {i}"))).collect();
+    let frames: Vec<Bytes> = (0..1000)
+        .map(|i| Bytes::from(format!("frame {i}")))
+        .collect();
     within("feed", async {
         for f in &frames {
-            a.tx.feed(f.clone()).await.unwrap_or_else(|e| panic!("feed: {e}"));
+            a.tx.feed(f.clone())
+                .await
+                .unwrap_or_else(|e| panic!("feed: {e}"));
         }
     })
     .await;
     let early = tokio::time::timeout(Duration::from_millis(50), b.rx.next()).await;
     assert!(early.is_err(), "a frame arrived before flush: {early:?}");
-    within("flush", a.tx.flush()).await.unwrap_or_else(|e| panic!("flush: {e}"));
+    within("flush", a.tx.flush())
+        .await
+        .unwrap_or_else(|e| panic!("flush: {e}"));
     for (i, want) in frames.iter().enumerate() {
         let got = within("receive batch", b.rx.next()).await;
         match got {
@@ -138,7 +152,9 @@ pub async fn oversized_send(a: &mut Link, b: &mut Link) {
 
 /// Closing one side ends the other side's stream cleanly.
 pub async fn close_ends_stream(a: &mut Link, b: &mut Link) {
-    within("close", a.tx.close()).await.unwrap_or_else(|e| panic!("close: {e}"));
+    within("close", a.tx.close())
+        .await
+        .unwrap_or_else(|e| panic!("close: {e}"));
     match within("end of stream", b.rx.next()).await {
         None => {}
         other => panic!("expected end of stream, got {other:?}"),

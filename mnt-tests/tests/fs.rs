@@ -1,0 +1,255 @@
+//! The namespace through real FUSE mounts: three router processes on
+//! 127.0.0.1, .2 and .3, each mounted, driven with bash, cat, echo, head,
+//! tee, timeout and Python, as a user would.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mnt_tests::{port, sh, sh_ok, until, Mesh};
+
+const T: Duration = Duration::from_secs(20);
+
+struct Abc {
+    m: Mesh,
+    dir: PathBuf,
+    ports: [u16; 3],
+}
+
+impl Abc {
+    fn mnt(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+    fn a(&self) -> String {
+        self.mnt("a").display().to_string()
+    }
+}
+
+/// a -tcp- b -ws- c, each mounted under the test directory. b serves
+/// upper; c serves slow, count, sink and echo.
+fn start() -> Abc {
+    let mut m = Mesh::new();
+    let dir = m.dir.path().to_path_buf();
+    let (pa, pb, pc) = (port(), port(), port());
+    let d = dir.display();
+    let text = format!(
+        r#"
+[machines.a]
+listen = ["tcp!127.0.0.1!{pa}"]
+dial = ["tcp!127.0.0.2!{pb}"]
+mount = "{d}/a"
+
+[machines.b]
+listen = ["tcp!127.0.0.2!{pb}"]
+dial = ["ws!127.0.0.3!{pc}"]
+mount = "{d}/b"
+services = [ {{ name = "upper", kind = "exec", command = ["tr", "a-z", "A-Z"] }} ]
+
+[machines.c]
+listen = ["ws!127.0.0.3!{pc}"]
+mount = "{d}/c"
+services = [
+  {{ name = "echo", kind = "exec", command = ["cat"] }},
+  {{ name = "count", kind = "exec", command = ["printf", "one\ntwo\n"] }},
+  {{ name = "sink", kind = "exec", command = ["sh", "-c", "cat > {d}/sink.out"] }},
+  {{ name = "slow", kind = "exec", command = ["sh", "-c", "trap '' HUP; trap 'echo interrupted > {d}/slow.mark; exit 0' INT; while :; do sleep 0.05; done"] }},
+]
+"#
+    );
+    let deploy = m.file("abc.toml", &text);
+    for id in ["a", "b", "c"] {
+        m.up(&deploy, id);
+    }
+    let abc = Abc { m, dir, ports: [pa, pb, pc] };
+    let a = abc.mnt("a");
+    until("a's tree shows every service", T, || {
+        std::fs::read_dir(a.join("svc")).map(|d| d.count() == 5).unwrap_or(false)
+    });
+    abc
+}
+
+#[test]
+fn the_tree_as_a_user_sees_it() {
+    let abc = start();
+    let a = abc.a();
+    assert_eq!(sh_ok(&format!("cat {a}/machine"), T), "a\n");
+    let routes = sh_ok(&format!("cat {a}/routes"), T);
+    assert!(routes.contains("upper b net-b 1 a!b\n") && routes.contains("slow c net-b 2 a!b!c\n"), "{routes}");
+    assert_eq!(sh_ok(&format!("ls {a}"), T), "ctl\nmachine\nn\nroutes\nsvc\nterm\n");
+    assert_eq!(sh_ok(&format!("ls {a}/svc"), T), "count\necho\nsink\nslow\nupper\n");
+    assert_eq!(sh_ok(&format!("ls {a}/term"), T), "local\nloopback\nnet-b\n");
+    assert_eq!(sh_ok(&format!("ls {a}/n"), T), "a\nb\nc\n");
+    assert_eq!(sh_ok(&format!("cat {a}/svc/upper/info"), T), "b net-b 1 a!b\n");
+    // A conversation on one descriptor: write, then read the reply.
+    let out = sh_ok(&format!("exec 3<>{a}/svc/upper/data; echo hello >&3; head -n1 <&3 2>/dev/null"), T);
+    assert_eq!(out, "HELLO\n");
+    // clone: the number, a conversation alive while fd 4 is open.
+    let script = format!(
+        "exec 4<{a}/svc/upper/clone; read n <&4; echo n=$n; ls {a}/svc/upper | grep -qx $n && echo listed
+         cat {a}/svc/upper/$n/data > {d}/out & sleep 0.2; echo hi > {a}/svc/upper/$n/data; wait; cat {d}/out
+         echo 'replyto /n/a/svc/upper' > {a}/svc/upper/$n/ctl && grep replyto {a}/svc/upper/$n/status",
+        d = abc.dir.display()
+    );
+    let out = sh_ok(&script, T);
+    assert!(out.contains("listed\nHI\nreplyto /n/a/svc/upper\n"), "{out}");
+    // A bad ctl message fails the write and says why in ctl.
+    let (st, _, err) = sh(&format!("echo 'frob now' > {a}/ctl"), T);
+    assert!(!st.success() && err.contains("Invalid argument"), "{err}");
+    assert!(sh_ok(&format!("cat {a}/ctl"), T).contains("bad ctl message: unknown message \"frob\""));
+    // Terminal state.
+    let ctl = sh_ok(&format!("cat {a}/term/net-b/ctl"), T);
+    assert_eq!(ctl, format!("net tcp!127.0.0.2!{} up\n", abc.ports[1]));
+    assert!(sh_ok(&format!("cat {a}/term/net-b/status"), T).contains("errors 0"));
+}
+
+#[test]
+fn other_machines_trees_over_hops() {
+    let abc = start();
+    let a = abc.a();
+    assert_eq!(sh_ok(&format!("cat {a}/n/c/machine"), T), "c\n");
+    assert!(sh_ok(&format!("cat {a}/n/c/routes"), T).contains("upper b net-b 1 c!b\n"));
+    assert_eq!(sh_ok(&format!("ls {a}/n/c/svc"), T), "count\necho\nsink\nslow\nupper\n");
+    assert_eq!(sh_ok(&format!("ls {a}/n/b/term"), T), "local\nloopback\nnet-a\nnet-c\n");
+    assert!(sh_ok(&format!("stat -c %F {a}/n/c/svc/echo/data"), T).contains("regular"));
+    // A blocking data file two hops away.
+    let out = sh_ok(&format!("exec 3<>{a}/n/c/svc/echo/data; echo far >&3; head -n1 <&3 2>/dev/null"), T);
+    assert_eq!(out, "far\n");
+    // clone over there: the conversation lives on c.
+    let out = sh_ok(&format!("exec 4<{a}/n/c/svc/upper/clone; read n <&4; ls {a}/n/c/svc/upper | grep -x $n; cat {a}/n/c/svc/upper/$n/status | head -1"), T);
+    assert!(out.ends_with("state open\n"), "{out}");
+    // The machine itself, through n/a.
+    assert_eq!(sh_ok(&format!("cat {a}/n/a/n/c/machine"), T), "c\n");
+}
+
+#[test]
+fn pipelines_of_ordinary_tools() {
+    let abc = start();
+    let (a, d) = (abc.a(), abc.dir.display().to_string());
+    // count on c needs no input: reading its data file starts it. Its end
+    // of output ends cat, tr and tee; tee's close ends sink's input.
+    sh_ok(&format!("cat {a}/svc/count/data | tr a-z A-Z | tee {a}/svc/sink/data > {d}/tee.out"), T);
+    assert_eq!(std::fs::read_to_string(format!("{d}/tee.out")).unwrap(), "ONE\nTWO\n");
+    until("sink wrote its file", T, || std::fs::read_to_string(format!("{d}/sink.out")).is_ok_and(|s| s == "ONE\nTWO\n"));
+    // Through a service in the middle.
+    let out = sh_ok(&format!("printf 'x\\ny\\n' > {a}/svc/upper/data; (printf 'a\\nb\\n'; sleep 0.3) | cat > {a}/svc/echo/data; echo ok"), T);
+    assert_eq!(out, "ok\n");
+}
+
+#[test]
+fn interrupts_end_blocked_reads() {
+    let abc = start();
+    let (a, d) = (abc.a(), abc.dir.display().to_string());
+    // A program that does not handle SIGINT.
+    let t0 = Instant::now();
+    let (st, _, _) = sh(&format!("timeout -s INT 1 cat {a}/svc/slow/data"), T);
+    let took = t0.elapsed();
+    assert!(!st.success());
+    assert!(took < Duration::from_millis(2500), "cat took {took:?} to die");
+    // The service was told: slow traps SIGINT.
+    until("slow saw the interrupt", Duration::from_secs(5), || Path::new(&format!("{d}/slow.mark")).exists());
+    // A program that handles it: Python gets KeyboardInterrupt and goes on.
+    let py = format!(
+        "import os, signal, threading, time\n\
+         fd = os.open('{a}/svc/slow/data', os.O_RDONLY)\n\
+         threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n\
+         t = time.time()\n\
+         try:\n    os.read(fd, 100)\n    print('read returned')\n\
+         except KeyboardInterrupt:\n    print('interrupted after %.1f' % (time.time() - t))\n\
+         os.close(fd)\n"
+    );
+    let out = sh_ok(&format!("python3 -c \"{py}\""), T);
+    assert!(out.starts_with("interrupted after 0."), "{out}");
+}
+
+#[test]
+fn poll_and_select_on_data_files() {
+    let abc = start();
+    let a = abc.a();
+    let py = format!(
+        "import os, selectors\n\
+         s = selectors.DefaultSelector()\n\
+         f1 = os.open('{a}/svc/upper/data', os.O_RDWR)\n\
+         f2 = os.open('{a}/svc/upper/data', os.O_RDWR)\n\
+         s.register(f1, selectors.EVENT_READ, 'one'); s.register(f2, selectors.EVENT_READ, 'two')\n\
+         print('idle', [k.data for k, _ in s.select(0.3)])\n\
+         os.write(f2, b'second\\n')\n\
+         ready = [k.data for k, _ in s.select(5)]\n\
+         print('ready', ready, os.read(f2, 100))\n\
+         os.write(f1, b'first\\n')\n\
+         ready = [k.data for k, _ in s.select(5)]\n\
+         print('ready', ready, os.read(f1, 100))\n"
+    );
+    let out = sh_ok(&format!("python3 -c \"{py}\""), T);
+    assert_eq!(out, "idle []\nready ['two'] b'SECOND\\n'\nready ['one'] b'FIRST\\n'\n");
+}
+
+#[test]
+fn hundred_blocked_readers_block_nobody() {
+    let abc = start();
+    let a = abc.a();
+    let out = sh_ok(
+        &format!(
+            "for i in $(seq 100); do cat {a}/svc/slow/data > /dev/null & done
+             sleep 1
+             s=$(date +%s%N); ls {a}/svc > /dev/null; cat {a}/routes > /dev/null; cat {a}/n/c/machine > /dev/null; e=$(date +%s%N)
+             echo $(( (e - s) / 1000000 ))
+             ls /proc/$$/task > /dev/null
+             kill $(jobs -p); wait"
+        ),
+        Duration::from_secs(40),
+    );
+    let ms: u64 = out.trim().parse().unwrap();
+    eprintln!("ls + cat routes + remote cat with 100 blocked readers: {ms} ms");
+    assert!(ms < 1000, "took {ms} ms");
+}
+
+#[test]
+fn the_tree_changes_live() {
+    let mut abc = start();
+    let a = abc.a();
+    abc.m.spawn("late", &["serve", "-m", "c", "late", "--", "cat"]);
+    let t0 = Instant::now();
+    until("late in a/svc", Duration::from_secs(5), || Path::new(&format!("{a}/svc/late")).exists());
+    let took = t0.elapsed();
+    eprintln!("late visible at a after {took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    abc.m.signal("late", nix::sys::signal::Signal::SIGTERM);
+    until("late gone from a/svc", Duration::from_secs(5), || !Path::new(&format!("{a}/svc/late")).exists());
+    // A new peer, dialed through ctl: its services appear.
+    let pd = port();
+    let d = abc.m.file("d.toml", &format!("[machines.d]\nlisten = [\"tcp!127.0.0.4!{pd}\"]\nservices = [ {{ name = \"dsvc\", kind = \"exec\", command = [\"cat\"] }} ]\n"));
+    abc.m.up(&d, "d");
+    until("d listening", T, || std::net::TcpStream::connect(("127.0.0.4", pd)).is_ok());
+    sh_ok(&format!("echo 'dial tcp!127.0.0.4!{pd}' > {a}/ctl"), T);
+    until("dsvc in a/svc", Duration::from_secs(5), || Path::new(&format!("{a}/svc/dsvc")).exists());
+    assert_eq!(sh_ok(&format!("ls {a}/term"), T), "local\nloopback\nnet-b\nnet-d\n");
+    let (st, _, err) = sh(&format!("echo 'dial tcp!127.0.0.4!1' > {a}/ctl"), T);
+    assert!(!st.success(), "{err}");
+}
+
+#[test]
+fn unmount_on_signals_and_stale_mounts() {
+    let mut abc = start();
+    let b = abc.mnt("b");
+    // A reader blocked in b's tree does not stop b from unmounting.
+    let reader = std::process::Command::new("cat").arg(b.join("svc/upper/data")).stdout(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    abc.m.signal("b", nix::sys::signal::Signal::SIGTERM);
+    assert!(abc.m.wait_exit("b", Duration::from_secs(5)).is_some_and(|s| s.success()), "{}", abc.m.log("b"));
+    assert!(mnt_tests::mounts_under(&b).is_empty(), "b still mounted");
+    let mut reader = reader;
+    let _ = reader.kill();
+    let _ = reader.wait();
+    // c killed hard leaves a dead mount; the next start replaces it.
+    let c = abc.mnt("c");
+    abc.m.signal("c", nix::sys::signal::Signal::SIGKILL);
+    abc.m.wait_exit("c", Duration::from_secs(5));
+    assert!(std::fs::metadata(&c).is_err(), "dead mount answers");
+    let deploy = abc.dir.join("abc.toml");
+    abc.m.up(&deploy, "c");
+    until("c mounted again", T, || std::fs::read_to_string(c.join("machine")).is_ok_and(|s| s == "c\n"));
+    assert_eq!(mnt_tests::mounts_under(&c).len(), 1);
+    // SIGINT unmounts too.
+    abc.m.signal("a", nix::sys::signal::Signal::SIGINT);
+    assert!(abc.m.wait_exit("a", Duration::from_secs(5)).is_some_and(|s| s.success()));
+    assert!(mnt_tests::mounts_under(&abc.mnt("a")).is_empty());
+}
