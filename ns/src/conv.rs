@@ -105,6 +105,8 @@ struct Shared {
     eof_sent: AtomicBool,
     /// Counts cancels received; services watch it.
     cancels: watch::Sender<u64>,
+    /// Cancelled when writing fails, so an idle service notices.
+    hung_up: tokio_util::sync::CancellationToken,
 }
 
 /// One endpoint, as handed to a service or opened by a client.
@@ -233,6 +235,7 @@ impl ConvTable {
             counters: Counters::default(),
             eof_sent: AtomicBool::new(false),
             cancels: watch::channel(0).0,
+            hung_up: Default::default(),
         });
         lock(&self.convs).insert(n, shared.clone());
         let guard = Arc::new(HangupGuard { shared: shared.clone(), table: self.clone() });
@@ -405,6 +408,10 @@ impl Shared {
                 if from_target {
                     self.close_writer(EHUNGUP);
                 }
+                // The writer feeding this end is gone: no more input.
+                if Some(&env.src) == self.peer.as_ref() {
+                    let _ = self.input.try_send(Incoming { from: env.src, msg: Msg::Eof });
+                }
                 return Delivery::Done;
             }
             Kind::Error(e) => {
@@ -430,6 +437,7 @@ impl Shared {
             *c = Some(why.to_string());
         }
         self.credit.close();
+        self.hung_up.cancel();
     }
 
     /// Ends both directions with an error the reader and writer see.
@@ -523,6 +531,13 @@ impl ConvWriter {
         }
     }
 
+    /// Fails the conversation at the other end with `why`: its reader
+    /// sees the error. For a service that cannot do its work.
+    pub async fn send_error(&self, why: &str) {
+        let env = self.envelope(Kind::Error(why.to_string()), Bytes::new());
+        self.table.outbox().send(env).await;
+    }
+
     /// Tells the other end that a reader here was interrupted.
     pub async fn cancel(&self) {
         let env = self.envelope(Kind::Cancel, Bytes::new());
@@ -532,6 +547,12 @@ impl ConvWriter {
     /// Ends this endpoint with an error its reader and writer see.
     pub fn fail(&self, why: &str) {
         self.shared.fail(why);
+    }
+
+    /// Resolves once writing has failed: the other end hung up, or the
+    /// conversation failed. A service with nothing to write waits on this.
+    pub async fn hung_up(&self) {
+        self.shared.hung_up.cancelled().await
     }
 
     /// Whether writing has failed, and why.

@@ -4,8 +4,10 @@
 //! input closes it. What the process writes to standard output goes back
 //! as messages, one per chunk read. Its exit is the end of the
 //! conversation. An interrupted reader at the other end (Ctrl-C on `cat
-//! data`) is SIGINT to the process. A peer that hangs up, or a conversation
-//! that fails, ends the process: SIGHUP, then SIGKILL after [`GRACE`].
+//! data`) is SIGINT to the process. When the other end hangs up, or the
+//! conversation fails, the process may still finish its input (its output
+//! is dropped) for [`GRACE`]; then it gets SIGHUP, and SIGKILL a grace
+//! period later.
 //!
 //! Standard output is a pseudo-terminal in raw mode, not a pipe: C stdio
 //! then flushes each line, so `tr a-z A-Z` answers every line at once
@@ -85,7 +87,14 @@ fn spawn(command: &[String]) -> anyhow::Result<(Child, tokio::fs::File)> {
 }
 
 async fn run(command: &[String], conv: Conv) -> anyhow::Result<()> {
-    let (mut child, mut out) = spawn(command)?;
+    let (mut child, mut out) = match spawn(command) {
+        Ok(x) => x,
+        Err(e) => {
+            // The asker learns why, rather than reading an empty reply.
+            conv.tx.send_error(&format!("exec: {e}")).await;
+            return Err(e);
+        }
+    };
     let pid = child.id();
     debug!(conv = %conv.rx.path(), ?pid, "exec started");
     let Conv { mut rx, tx } = conv;
@@ -112,16 +121,21 @@ async fn run(command: &[String], conv: Conv) -> anyhow::Result<()> {
         None
     };
     // Output: chunks to the conversation until the process closes stdout.
+    // Once they cannot be delivered they are read and dropped, so that the
+    // process can still finish its input.
     let output = async {
         let mut buf = BytesMut::with_capacity(CHUNK);
+        let mut deliver = true;
         loop {
             buf.reserve(CHUNK);
             match out.read_buf(&mut buf).await {
                 // EIO from a pty master means the slave side is closed.
-                Ok(0) | Err(_) => return Ok::<(), String>(()),
+                Ok(0) | Err(_) => return,
                 Ok(_) => {
                     let chunk: Bytes = buf.split().freeze();
-                    tx.send(chunk).await?;
+                    if deliver && tx.send(chunk).await.is_err() {
+                        deliver = false;
+                    }
                 }
             }
         }
@@ -129,33 +143,38 @@ async fn run(command: &[String], conv: Conv) -> anyhow::Result<()> {
     tokio::pin!(input, output);
     let mut input_done = false;
     let mut cancels = rx_cancels;
-    let failed = loop {
+    // Set once the other end is gone: the process has until then to end
+    // by itself, then gets SIGHUP, and SIGKILL a grace period later.
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut hung_up = false;
+    loop {
+        let wait = deadline.unwrap_or_else(|| tokio::time::Instant::now() + GRACE);
         tokio::select! {
             r = &mut input, if !input_done => {
                 input_done = true;
-                if let Some(e) = r { break Some(e); }
-            }
-            r = &mut output => break r.err(),
-            Ok(()) = cancels.changed() => signal(pid, Signal::SIGINT),
-        }
-    };
-    let status = match failed {
-        Some(why) => {
-            debug!(?pid, %why, "exec: conversation ended, hanging up");
-            signal(pid, Signal::SIGHUP);
-            match tokio::time::timeout(GRACE, child.wait()).await {
-                Ok(st) => st?,
-                Err(_) => {
-                    let _ = child.start_kill();
-                    child.wait().await?
+                if r.is_some() {
+                    deadline.get_or_insert(tokio::time::Instant::now() + GRACE);
                 }
             }
+            () = &mut output => break,
+            Ok(()) = cancels.changed() => signal(pid, Signal::SIGINT),
+            _ = tx.hung_up(), if deadline.is_none() => deadline = Some(tokio::time::Instant::now() + GRACE),
+            _ = tokio::time::sleep_until(wait), if deadline.is_some() => {
+                if hung_up {
+                    let _ = child.start_kill();
+                    break;
+                }
+                debug!(?pid, "exec: other end gone, hanging up the process");
+                signal(pid, Signal::SIGHUP);
+                hung_up = true;
+                deadline = Some(tokio::time::Instant::now() + GRACE);
+            }
         }
-        None => {
-            tx.eof().await;
-            child.wait().await?
-        }
-    };
+    }
+    if tx.closed().is_none() {
+        tx.eof().await;
+    }
+    let status = child.wait().await?;
     debug!(?pid, %status, "exec exited");
     Ok(())
 }

@@ -1,4 +1,7 @@
 //! Service kinds: what a `kind` in the deployment file becomes.
+//!
+//! A kind may also take ctl messages of its own on its conversations'
+//! `ctl` files (`size 80 24` for a pty); [`Built::ctl`] carries them.
 
 use std::sync::Arc;
 
@@ -8,6 +11,19 @@ use ns::registry::RegistryService;
 use ns::Router;
 
 use crate::exec::Exec;
+use crate::parser::ParserService;
+use crate::pty::PtyService;
+
+/// Handles a kind's own ctl message for conversation `n`.
+pub type CtlHook = Arc<dyn Fn(u64, &str) -> Result<(), String> + Send + Sync>;
+
+/// A built service, with its ctl messages if it has any.
+pub struct Built {
+    pub service: Arc<dyn Service>,
+    pub ctl: Option<CtlHook>,
+    /// One line about the service for its `info` file (the device, ...).
+    pub about: Option<String>,
+}
 
 /// Why a service of the deployment file is not offered.
 #[derive(Debug, thiserror::Error)]
@@ -18,12 +34,33 @@ pub enum KindError {
     Bad { name: String, line: usize, err: anyhow::Error },
 }
 
+/// The default terminal size and frame rate of the seed's pipeline.
+pub const DEFAULT_SIZE: (u16, u16) = (80, 24);
+pub const DEFAULT_FPS: u32 = 30;
+
+fn plain(service: Arc<dyn Service>) -> Built {
+    Built { service, ctl: None, about: None }
+}
+
 /// Builds the service a deployment entry describes, on `router`.
-pub fn build(spec: &ServiceSpec, router: &Router) -> Result<Arc<dyn Service>, KindError> {
+pub fn build(spec: &ServiceSpec, router: &Router) -> Result<Built, KindError> {
     let bad = |err| KindError::Bad { name: spec.name.to_string(), line: spec.line, err };
+    let size = spec.size.unwrap_or(DEFAULT_SIZE);
     match spec.kind {
-        ServiceKind::Exec => Ok(Arc::new(Exec::new(spec.command.clone()).map_err(bad)?)),
-        ServiceKind::Registry => Ok(Arc::new(RegistryService::new(router.clone()))),
+        ServiceKind::Exec => Ok(plain(Arc::new(Exec::new(spec.command.clone()).map_err(bad)?))),
+        ServiceKind::Registry => Ok(plain(Arc::new(RegistryService::new(router.clone())))),
+        ServiceKind::Pty => {
+            let pty = Arc::new(PtyService::new(spec.command.clone(), size).map_err(bad)?);
+            let p = pty.clone();
+            Ok(Built { service: pty, ctl: Some(Arc::new(move |n, line| p.ctl(n, line))), about: None })
+        }
+        ServiceKind::Parser => Ok(plain(Arc::new(ParserService::new(size, spec.fps.unwrap_or(DEFAULT_FPS)).map_err(bad)?))),
+        #[cfg(feature = "gpu")]
+        ServiceKind::Gpu => {
+            let gpu = mesh_gpu::GpuService::new().map_err(|e| bad(e.into()))?;
+            let about = format!("device {}", gpu.device_name());
+            Ok(Built { service: Arc::new(gpu), ctl: None, about: Some(about) })
+        }
         _ => Err(KindError::Unavailable { name: spec.name.to_string(), line: spec.line, kind: spec.kind.to_string() }),
     }
 }

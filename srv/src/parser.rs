@@ -34,6 +34,12 @@ use screen::Screen;
 pub const MAX_SIDE: u16 = 1000;
 /// The highest frame rate, as in the deployment file's `fps`.
 pub const MAX_FPS: u32 = 240;
+/// The most a cell takes in CBOR: a 4-tuple of a 4-byte character, two
+/// colours of 3 bytes and the attributes, each byte over 23 taking 2.
+const CELL_MAX_BYTES: usize = 1 + 5 + 7 + 7 + 2;
+/// The most cells a screen may have, so that every snapshot fits in one
+/// message (with room for its other fields).
+pub const MAX_CELLS: usize = (ns::envelope::MAX_MSG - 1024) / CELL_MAX_BYTES;
 
 /// Turns terminal output into screen snapshots, one emulator per
 /// conversation.
@@ -50,6 +56,12 @@ impl ParserService {
         anyhow::ensure!(
             (1..=MAX_SIDE).contains(&c) && (1..=MAX_SIDE).contains(&r),
             "parser: bad size {c}x{r}: each side 1 to {MAX_SIDE}"
+        );
+        let cells = c as usize * r as usize;
+        anyhow::ensure!(
+            cells <= MAX_CELLS,
+            "parser: size {c}x{r} too large: its snapshots could exceed the {} MiB message limit (at most {MAX_CELLS} cells)",
+            ns::envelope::MAX_MSG >> 20
         );
         anyhow::ensure!((1..=MAX_FPS).contains(&fps), "parser: bad fps {fps}: 1 to {MAX_FPS}");
         Ok(ParserService { size, interval: Duration::from_nanos(1_000_000_000 / fps as u64) })
@@ -142,5 +154,23 @@ impl Paced {
         let Snapshot { cols, rows, cells, cursor, .. } = snap;
         self.last = Some((Screen { cols, rows, cells, cursor }, seq, pts_us));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_frame::Cell;
+
+    #[test]
+    fn the_largest_screen_fits_in_a_message() {
+        let cell = Cell('\u{10ffff}', [255; 3], [255; 3], 255);
+        let cols = 1000u16;
+        let rows = (MAX_CELLS / cols as usize) as u16;
+        let snap = Snapshot { seq: u64::MAX, pts_us: u64::MAX, cols, rows, cells: vec![cell; cols as usize * rows as usize], cursor: Some((cols - 1, rows - 1)) };
+        let len = mesh_frame::encode(&snap).len();
+        assert!(len <= ns::envelope::MAX_MSG, "{len}");
+        assert!(ParserService::new((cols, rows), 30).is_ok());
+        assert!(ParserService::new((cols, rows + 1), 30).is_err());
     }
 }

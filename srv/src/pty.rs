@@ -65,7 +65,11 @@ pub fn parse_ctl(line: &str) -> Result<PtyCtl, String> {
 }
 
 fn side(s: &str) -> Option<u16> {
-    s.parse::<u16>().ok().filter(|n| (1..=MAX_SIDE).contains(n))
+    s.parse::<u16>().ok().filter(|&n| fits(n))
+}
+
+fn fits(side: u16) -> bool {
+    (1..=MAX_SIDE).contains(&side)
 }
 
 fn bad_size() -> String {
@@ -85,17 +89,14 @@ impl PtyService {
     pub fn new(command: Vec<String>, size: (u16, u16)) -> anyhow::Result<PtyService> {
         anyhow::ensure!(!command.is_empty(), "pty: empty command");
         let (c, r) = size;
-        anyhow::ensure!(
-            (1..=MAX_SIDE).contains(&c) && (1..=MAX_SIDE).contains(&r),
-            "pty: bad size {c}x{r}: each side 1 to {MAX_SIDE}"
-        );
+        anyhow::ensure!(fits(c) && fits(r), "pty: bad size {c}x{r}: each side 1 to {MAX_SIDE}");
         Ok(PtyService { command: Arc::new(command), size, live: Default::default() })
     }
 
     /// Sets the window size of conversation `conv`'s terminal; the command
     /// gets SIGWINCH.
     pub fn resize(&self, conv: u64, cols: u16, rows: u16) -> Result<(), String> {
-        if side(&cols.to_string()).is_none() || side(&rows.to_string()).is_none() {
+        if !fits(cols) || !fits(rows) {
             return Err(bad_size());
         }
         let fd = self.live.get(conv).ok_or_else(|| error::detail(ENOCONV, conv))?;

@@ -74,15 +74,18 @@ async fn start_machine(m: &Machine, opts: &Options, shutdown: &CancellationToken
         .listen(&DialString::Unix(socket.clone()))
         .await
         .with_context(|| format!("machine {}: local socket {}", m.id, socket.display()))?;
+    let tree = crate::fs::Namespace::new(router.clone());
     for spec in &m.services {
         match kinds::build(spec, &router) {
-            Ok(svc) => router.add_service(spec.name.clone(), svc),
+            Ok(built) => {
+                router.add_service(spec.name.clone(), built.service);
+                tree.set_kind_ctl(spec.name.as_str(), built.ctl, built.about);
+            }
             Err(e @ kinds::KindError::Unavailable { .. }) => warn!(machine = %m.id, "{e}; not offered"),
             Err(e) => return Err(e.into()),
         }
     }
     // Every router serves its tree to the others, and mounts it here.
-    let tree = crate::fs::Namespace::new(router.clone());
     router.add_service(Name::new(ns::conv::RESERVED).expect("valid name"), Arc::new(crate::fs::remote::TreeServer(tree.clone())));
     let mounted = match opts.mount.clone().or_else(|| m.mount.clone()) {
         Some(path) => Some(crate::fs::mount::mount(tree, &path, m.allow_other).await.with_context(|| format!("machine {}", m.id))?),

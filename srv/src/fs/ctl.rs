@@ -26,8 +26,9 @@ fn bad(why: impl std::fmt::Display) -> String {
 }
 
 /// Applies every line of a write to `target`.
-pub async fn apply(r: &Router, target: &Target, data: &[u8], convs: &super::Slots) -> Result<(), String> {
-    let res = apply_all(r, target, data, convs).await;
+pub async fn apply(ns: &super::Namespace, target: &Target, data: &[u8]) -> Result<(), String> {
+    let r = ns.router();
+    let res = apply_all(ns, target, data).await;
     if let Err(e) = &res {
         tracing::warn!(?target, "{e}");
         r.log_event(e.clone());
@@ -35,7 +36,8 @@ pub async fn apply(r: &Router, target: &Target, data: &[u8], convs: &super::Slot
     res
 }
 
-async fn apply_all(r: &Router, target: &Target, data: &[u8], convs: &super::Slots) -> Result<(), String> {
+async fn apply_all(ns: &super::Namespace, target: &Target, data: &[u8]) -> Result<(), String> {
+    let r = ns.router();
     if data.len() > MAX_CTL {
         return Err(bad(format!("{} bytes, limit {MAX_CTL}", data.len())));
     }
@@ -45,7 +47,7 @@ async fn apply_all(r: &Router, target: &Target, data: &[u8], convs: &super::Slot
         match target {
             Target::Router => router_ctl(r, &words).await?,
             Target::Term(t) => term_ctl(r, t, &words)?,
-            Target::Conv(s, n) => conv_ctl(r, s, *n, &words, convs)?,
+            Target::Conv(s, n) => conv_ctl(ns, s, *n, line, &words)?,
         }
     }
     Ok(())
@@ -94,7 +96,8 @@ fn term_ctl(r: &Router, t: &str, w: &[&str]) -> Result<(), String> {
     }
 }
 
-fn conv_ctl(r: &Router, s: &str, n: u64, w: &[&str], convs: &super::Slots) -> Result<(), String> {
+fn conv_ctl(ns: &super::Namespace, s: &str, n: u64, line: &str, w: &[&str]) -> Result<(), String> {
+    let r = ns.router();
     match w {
         ["replyto", paths @ ..] => {
             let reply = paths.iter().map(|p| Addr::parse(p)).collect::<Result<Vec<_>, _>>().map_err(|e| bad(format!("replyto: {e}")))?;
@@ -108,13 +111,17 @@ fn conv_ctl(r: &Router, s: &str, n: u64, w: &[&str], convs: &super::Slots) -> Re
             }
         }
         ["hangup"] => {
-            if convs.hangup(n) {
+            if ns.slots.hangup(n) {
                 Ok(())
             } else {
                 Err(bad(format!("hangup: conversation {s}/{n} is not open here")))
             }
         }
-        [verb, ..] => Err(bad(format!("unknown message {verb:?} (want replyto or hangup)"))),
+        // The service's kind may take messages of its own (a pty: size).
+        [verb, ..] => match ns.kind_ctl(s) {
+            Some(hook) => hook(n, line).map_err(|e| if e.starts_with(EBADCTL) { e } else { bad(e) }),
+            None => Err(bad(format!("unknown message {verb:?} (want replyto or hangup)"))),
+        },
         [] => Ok(()),
     }
 }

@@ -62,6 +62,8 @@ impl Slots {
 pub struct Namespace {
     router: Router,
     slots: Slots,
+    /// Ctl messages and `info` lines of the kinds of local services.
+    kinds: Mutex<HashMap<String, (Option<crate::kinds::CtlHook>, Option<String>)>>,
 }
 
 struct ConvNumbers<'a>(&'a Router);
@@ -79,7 +81,22 @@ pub fn components(path: &str) -> Vec<String> {
 
 impl Namespace {
     pub fn new(router: Router) -> Arc<Namespace> {
-        Arc::new(Namespace { router, slots: Slots::default() })
+        Arc::new(Namespace { router, slots: Slots::default(), kinds: Default::default() })
+    }
+
+    /// Registers what a local service's kind adds to the tree: its own
+    /// conversation ctl messages, and a line for its `info` file.
+    pub fn set_kind_ctl(&self, service: &str, ctl: Option<crate::kinds::CtlHook>, about: Option<String>) {
+        self.kinds.lock().unwrap_or_else(|e| e.into_inner()).insert(service.to_string(), (ctl, about));
+    }
+
+    /// A local service's own ctl handler, if its kind has one.
+    pub fn kind_ctl(&self, service: &str) -> Option<crate::kinds::CtlHook> {
+        self.kinds.lock().unwrap_or_else(|e| e.into_inner()).get(service).and_then(|k| k.0.clone())
+    }
+
+    fn about(&self, service: &str) -> Option<String> {
+        self.kinds.lock().unwrap_or_else(|e| e.into_inner()).get(service).and_then(|k| k.1.clone())
     }
 
     pub fn router(&self) -> &Router {
@@ -123,7 +140,14 @@ impl Namespace {
             Node::Machine => text(format!("{}\n", r.id())),
             Node::Routes => text(r.routes()),
             Node::Ctl => Ok(Handle::Ctl(Bytes::from(ns::query::ctl_text(r)), ctl::Target::Router)),
-            Node::SvcInfo(s) => text(ns::query::info(r, &s)?),
+            Node::SvcInfo(s) => {
+                let mut info = ns::query::info(r, &s)?;
+                if let Some(about) = self.about(&s) {
+                    info.push_str(&about);
+                    info.push('\n');
+                }
+                text(info)
+            }
             Node::SvcData(s) => {
                 let stream = Stream::new(r.open(Addr::service(name(&s)?), Vec::new()));
                 // Opened only to read: there will be no input, so say so
@@ -181,7 +205,7 @@ impl Namespace {
     /// Writes to an open file: one message, or ctl messages.
     pub async fn write(&self, h: &Handle, data: &[u8]) -> Result<usize, String> {
         match h {
-            Handle::Ctl(_, target) => ctl::apply(&self.router, target, data, &self.slots).await.map(|_| data.len()),
+            Handle::Ctl(_, target) => ctl::apply(self, target, data).await.map(|_| data.len()),
             Handle::Stream(s) => s.write(data).await,
             Handle::SlotData { slot, writes: true } => slot.stream.write(data).await,
             Handle::RemoteFile(f) => f.write(data).await,

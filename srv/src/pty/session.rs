@@ -56,7 +56,7 @@ pub(super) async fn run(command: &[String], size: (u16, u16), conv: Conv, live: 
     // The command is its session's and process group's leader.
     let group = Pid::from_raw(pid as i32);
     let master = Arc::new(master);
-    let _listed = live.add(number, master.clone());
+    let listed = live.add(number, master.clone());
     debug!(conv = %conv.rx.path(), pid, "pty started");
     let Conv { mut rx, tx } = conv;
     let mut child = child;
@@ -66,7 +66,9 @@ pub(super) async fn run(command: &[String], size: (u16, u16), conv: Conv, live: 
         End::HungUp(ref why) => debug!(pid, %why, "pty: hung up"),
     }
     stop(&mut child, group).await;
-    // Closing the master hangs up the terminal for any process left on it.
+    // Closing the master (its last copy is the listing's) hangs up the
+    // terminal for any process left on it.
+    drop(listed);
     drop(master);
     Ok(())
 }
