@@ -9,6 +9,7 @@ PACKAGES=(
   iproute2                      # network namespaces in fault tests
   fuse3                         # /dev/fuse helpers (fusermount3)
   python3                       # poll(2) and signal tests drive Python readers
+  libvulkan1 mesa-vulkan-drivers  # the Vulkan loader, and lavapipe where there is no GPU
 )
 
 need=()

@@ -41,6 +41,13 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         mount: Option<PathBuf>,
     },
+    /// The seed's scenario on one host: a terminal session on a, parsed on b,
+    /// rendered on c's GPU, encoded on c, recorded on a as an MP4.
+    Demo {
+        /// Where to write the recording.
+        #[arg(long, short, default_value = "out/demo.mp4", value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Send standard input as messages to PATH; print the replies.
     Send {
         /// A service or conversation path: /svc/S, /n/M/svc/S, /n/M/svc/S/N.
@@ -127,8 +134,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => ns::deploy::builtin(),
             };
             let machines = machines.iter().map(|m| ns::Name::new(m)).collect::<Result<_, _>>()?;
-            let opts = srv::up::Options { machines, mount, socket_dir: None };
+            let opts = srv::up::Options { machines, mount, ..Default::default() };
             srv::up::run(&dep, &opts, on_signal()).await
+        }
+        Cmd::Demo { out } => {
+            let rep = srv::demo::run(&out).await?;
+            println!("{}", rep.summary());
+            Ok(())
         }
         Cmd::Send { path, reply_to, router: r } => srv::commands::send(&router(&r)?, &path, &reply_to).await,
         Cmd::Serve { name, router: r, command } => srv::commands::serve(&router(&r)?, &name, command, on_signal()).await,

@@ -3,16 +3,21 @@
 //! Modules:
 //!
 //! - [`commands`]: the client commands, over a router's Unix socket.
+//! - [`demo`]: `mesh demo`, the seed's scenario recorded to an MP4.
 //! - [`exec`]: the `exec` kind: one process per conversation, its standard
 //!   input and output being the conversation.
 //! - [`kinds`]: what each `kind` of the deployment file becomes.
+//! - [`pipeline`]: the deployment file's pipelines, started where their
+//!   first stage is served.
 //! - [`up`]: running the routers of a deployment file in one process, as
 //!   `mesh up` does.
 
 pub mod commands;
+pub mod demo;
 pub mod exec;
 pub mod fs;
 pub mod kinds;
 pub mod parser;
+pub mod pipeline;
 pub mod pty;
 pub mod up;

@@ -23,6 +23,10 @@ pub struct Options {
     pub mount: Option<PathBuf>,
     /// Overrides the directory of the routers' Unix sockets.
     pub socket_dir: Option<PathBuf>,
+    /// Mount nothing, whatever the file says (`mesh demo`).
+    pub no_mount: bool,
+    /// Start no pipeline (a caller that runs them itself).
+    pub no_pipelines: bool,
 }
 
 /// A running machine.
@@ -32,6 +36,7 @@ pub struct Running {
     pub socket: PathBuf,
     /// Its tree, mounted where the deployment says.
     pub mounted: Option<crate::fs::mount::Mounted>,
+    pub tree: Arc<crate::fs::Namespace>,
 }
 
 /// Starts the chosen machines of `dep`. They run until `shutdown`.
@@ -52,6 +57,25 @@ pub async fn start(dep: &Deployment, opts: &Options, shutdown: &CancellationToke
         let m = dep.machine(id.as_str()).expect("checked above");
         for ds in &m.dial {
             out[id].router.dial(ds.clone());
+        }
+    }
+    if !opts.no_pipelines {
+        for p in &dep.pipelines {
+            let Some(home) = crate::pipeline::home(dep, p).filter(|h| out.contains_key(h)) else { continue };
+            let tree = out[&home].tree.clone();
+            let (p, stop) = (p.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                match crate::pipeline::start(&tree, &p).await {
+                    // Keep it running until it ends or we stop.
+                    Ok(slot) => tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = async { while let Ok(b) = slot.stream.read(usize::MAX).await { if b.is_empty() { break } } } => {
+                            info!(pipeline = %p.name, "pipeline ended");
+                        }
+                    },
+                    Err(e) => warn!("{e}"),
+                }
+            });
         }
     }
     Ok(out)
@@ -87,12 +111,13 @@ async fn start_machine(m: &Machine, opts: &Options, shutdown: &CancellationToken
     }
     // Every router serves its tree to the others, and mounts it here.
     router.add_service(Name::new(ns::conv::RESERVED).expect("valid name"), Arc::new(crate::fs::remote::TreeServer(tree.clone())));
-    let mounted = match opts.mount.clone().or_else(|| m.mount.clone()) {
-        Some(path) => Some(crate::fs::mount::mount(tree, &path, m.allow_other).await.with_context(|| format!("machine {}", m.id))?),
+    let mount = if opts.no_mount { None } else { opts.mount.clone().or_else(|| m.mount.clone()) };
+    let mounted = match mount {
+        Some(path) => Some(crate::fs::mount::mount(tree.clone(), &path, m.allow_other).await.with_context(|| format!("machine {}", m.id))?),
         None => None,
     };
     info!(machine = %m.id, socket = %socket.display(), "router up");
-    Ok(Running { router, socket, mounted })
+    Ok(Running { router, socket, mounted, tree })
 }
 
 /// Runs until `shutdown`, then stops every router.

@@ -90,6 +90,16 @@ impl Namespace {
         self.kinds.lock().unwrap_or_else(|e| e.into_inner()).insert(service.to_string(), (ctl, about));
     }
 
+    /// Opens a conversation with `first` whose return path is `rest`,
+    /// listed like one opened through `clone` (a pipeline).
+    pub fn open_pipeline(&self, first: Addr, rest: Vec<Addr>) -> Arc<Slot> {
+        let conv = self.router.open(first, rest);
+        let n = conv.rx.path().conv.unwrap_or_default();
+        let slot = Slot::new(n, Stream::new(conv));
+        self.slots.insert(&slot);
+        slot
+    }
+
     /// A local service's own ctl handler, if its kind has one.
     pub fn kind_ctl(&self, service: &str) -> Option<crate::kinds::CtlHook> {
         self.kinds.lock().unwrap_or_else(|e| e.into_inner()).get(service).and_then(|k| k.0.clone())

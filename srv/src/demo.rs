@@ -1,0 +1,114 @@
+//! `mesh demo`: the seed's scenario end to end on one host.
+//!
+//! It starts the built-in three machines (examples/abc.toml) in this
+//! process, starts the `record` pipeline on a (pty on a, parser on b, gpu
+//! and mp4-encoder on c, display back on a), types a short scripted
+//! session into the pty, and waits for the recording to end: the shell's
+//! exit ends the pty's output, which ends each stage in turn, down to the
+//! display closing the MP4.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use crate::up::{self, Options};
+
+/// What the demo types, one line at a time, and how long it then waits.
+const SCRIPT: &[(&str, u64)] = &[
+    ("PS1='\\[\\e[1;32m\\]you@a\\[\\e[0m\\]:\\[\\e[1;34m\\]\\w\\[\\e[0m\\]\\$ '; clear", 300),
+    ("echo 'a terminal on machine a, parsed on b, rendered on c, shown on a'", 500),
+    ("printf '\\e[31mred \\e[32mgreen \\e[33myellow \\e[34mblue \\e[35mmagenta \\e[36mcyan\\e[0m\\n'", 600),
+    ("for i in 1 2 3 4 5 6; do printf '\\e[4%sm %-*s\\e[0m %s\\n' $i $((i*6)) '' $i; done", 700),
+    ("printf '\\e[1mbold\\e[0m \\e[4munderline\\e[0m \\e[7minverse\\e[0m \\e[3mitalic\\e[0m\\n'", 600),
+    ("seq 1 8 | paste -sd' '; echo $((6*7))", 600),
+    ("ls -l --color=always / | head -8", 900),
+    ("exit", 200),
+];
+
+/// Delay between typed characters, so the video shows typing.
+const KEY_DELAY: Duration = Duration::from_millis(12);
+/// How long the recording may take to end after the shell exits.
+const END_WAIT: Duration = Duration::from_secs(60);
+
+/// What the demo made.
+pub struct Report {
+    pub output: PathBuf,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+/// Runs the demo, writing the MP4 to `output`.
+pub async fn run(output: &Path) -> anyhow::Result<Report> {
+    let output = std::path::absolute(output).context("output path")?;
+    if let Some(dir) = output.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut dep = ns::deploy::builtin();
+    for m in dep.machines.values_mut() {
+        for s in m.services.iter_mut().filter(|s| s.kind == ns::deploy::ServiceKind::Display) {
+            s.output = Some(output.clone());
+        }
+    }
+    let record = dep.pipelines.iter().find(|p| p.name == "record").cloned().ok_or_else(|| anyhow!("no record pipeline"))?;
+    let runtime = tempfile::tempdir().context("runtime directory")?;
+    let stop = CancellationToken::new();
+    let opts = Options { socket_dir: Some(runtime.path().to_path_buf()), no_mount: true, no_pipelines: true, ..Default::default() };
+    let started = Instant::now();
+    let machines = up::start(&dep, &opts, &stop).await.context("starting the built-in mesh (is `mesh up` running? it uses the same addresses)")?;
+    let home = crate::pipeline::home(&dep, &record).ok_or_else(|| anyhow!("record: no machine serves its first stage"))?;
+    let tree = machines.get(&home).ok_or_else(|| anyhow!("machine {home} not started"))?.tree.clone();
+
+    let bar = ProgressBar::new(SCRIPT.len() as u64 + 2);
+    bar.set_style(ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}").expect("valid template").progress_chars("=> "));
+    bar.set_message("waiting for routes");
+    let slot = crate::pipeline::start(&tree, &record).await.map_err(|e| anyhow!(e))?;
+    bar.inc(1);
+    let writer = slot.stream.writer();
+    for (line, pause) in SCRIPT {
+        bar.set_message(format!("typing: {}", line.chars().take(40).collect::<String>()));
+        for ch in line.chars().chain(std::iter::once('\r')) {
+            let mut buf = [0u8; 4];
+            writer.send(Bytes::copy_from_slice(ch.encode_utf8(&mut buf).as_bytes())).await.map_err(|e| anyhow!("typing into the pty: {e}"))?;
+            tokio::time::sleep(KEY_DELAY).await;
+        }
+        tokio::time::sleep(Duration::from_millis(*pause)).await;
+        bar.inc(1);
+    }
+    bar.set_message("finishing the recording");
+    // The end of the pty's output travels down the pipeline; the display
+    // closing the file ends the conversation here.
+    let ended = tokio::time::timeout(END_WAIT, async {
+        loop {
+            match slot.stream.read(usize::MAX).await {
+                Ok(b) if b.is_empty() => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    bar.inc(1);
+    bar.finish_and_clear();
+    stop.cancel();
+    for r in machines.into_values() {
+        r.router.shutdown();
+    }
+    match ended {
+        Err(_) => bail!("the recording did not end within {END_WAIT:?}"),
+        Ok(Err(e)) => bail!("the pipeline failed: {e}"),
+        Ok(Ok(())) => {}
+    }
+    let bytes = std::fs::metadata(&output).map(|m| m.len()).with_context(|| format!("no recording at {}", output.display()))?;
+    Ok(Report { output, bytes, elapsed: started.elapsed() })
+}
+
+impl Report {
+    /// What `mesh demo` prints when done.
+    pub fn summary(&self) -> String {
+        format!("recorded {} ({} bytes) in {:.1} s", self.output.display(), self.bytes, self.elapsed.as_secs_f64())
+    }
+}
