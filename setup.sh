@@ -10,6 +10,10 @@ PACKAGES=(
   fuse3                         # /dev/fuse helpers (fusermount3)
   python3                       # poll(2) and signal tests drive Python readers
   libvulkan1 mesa-vulkan-drivers  # the Vulkan loader, and lavapipe where there is no GPU
+  clang libclang-dev            # bindgen, for ffmpeg-sys-next
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev  # H.264 (libx264) and MP4
+  ffmpeg                        # ffprobe and ffmpeg, to check recordings in tests
+  man-db                        # man -l, to read and check the manual pages
 )
 
 need=()

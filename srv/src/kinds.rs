@@ -17,12 +17,17 @@ use crate::pty::PtyService;
 /// Handles a kind's own ctl message for conversation `n`.
 pub type CtlHook = Arc<dyn Fn(u64, &str) -> Result<(), String> + Send + Sync>;
 
-/// A built service, with its ctl messages if it has any.
+/// Makes the contents of a kind's own file in its service directory.
+pub type FileFn = Arc<dyn Fn() -> Result<bytes::Bytes, String> + Send + Sync>;
+
+/// A built service, with what it adds to the tree.
 pub struct Built {
     pub service: Arc<dyn Service>,
     pub ctl: Option<CtlHook>,
     /// One line about the service for its `info` file (the device, ...).
     pub about: Option<String>,
+    /// Files of its own in `svc/S/` (the display's `frame.png`).
+    pub files: Vec<(String, FileFn)>,
 }
 
 /// Why a service of the deployment file is not offered.
@@ -39,7 +44,7 @@ pub const DEFAULT_SIZE: (u16, u16) = (80, 24);
 pub const DEFAULT_FPS: u32 = 30;
 
 fn plain(service: Arc<dyn Service>) -> Built {
-    Built { service, ctl: None, about: None }
+    Built { service, ctl: None, about: None, files: Vec::new() }
 }
 
 /// Builds the service a deployment entry describes, on `router`.
@@ -52,14 +57,46 @@ pub fn build(spec: &ServiceSpec, router: &Router) -> Result<Built, KindError> {
         ServiceKind::Pty => {
             let pty = Arc::new(PtyService::new(spec.command.clone(), size).map_err(bad)?);
             let p = pty.clone();
-            Ok(Built { service: pty, ctl: Some(Arc::new(move |n, line| p.ctl(n, line))), about: None })
+            Ok(Built { ctl: Some(Arc::new(move |n, line| p.ctl(n, line))), ..plain(pty) })
         }
         ServiceKind::Parser => Ok(plain(Arc::new(ParserService::new(size, spec.fps.unwrap_or(DEFAULT_FPS)).map_err(bad)?))),
         #[cfg(feature = "gpu")]
         ServiceKind::Gpu => {
             let gpu = mesh_gpu::GpuService::new().map_err(|e| bad(e.into()))?;
             let about = format!("device {}", gpu.device_name());
-            Ok(Built { service: Arc::new(gpu), ctl: None, about: Some(about) })
+            Ok(Built { about: Some(about), ..plain(Arc::new(gpu)) })
+        }
+        #[cfg(feature = "video")]
+        ServiceKind::Encoder => {
+            let mut settings = mesh_video::EncoderSettings::default();
+            settings.fps = spec.fps.unwrap_or(settings.fps);
+            settings.bitrate = spec.bitrate.unwrap_or(settings.bitrate);
+            let enc = mesh_video::EncoderService::new(settings);
+            enc.set(settings).map_err(|e| bad(anyhow::anyhow!(e)))?;
+            let e = enc.clone();
+            // fps and bitrate apply from the next recording on.
+            let ctl: CtlHook = Arc::new(move |_n, line| {
+                let mut s = e.get();
+                s.apply(line)?;
+                e.set(s)
+            });
+            let e = enc.clone();
+            let settings_file: FileFn = Arc::new(move || Ok(bytes::Bytes::from(e.get().to_string())));
+            Ok(Built { ctl: Some(ctl), files: vec![("settings".into(), settings_file)], ..plain(Arc::new(enc)) })
+        }
+        #[cfg(feature = "video")]
+        ServiceKind::Display => {
+            let out = spec.output.clone().unwrap_or_else(|| format!("out/{}.mp4", spec.name).into());
+            let out = std::path::absolute(&out).unwrap_or(out);
+            let disp = mesh_video::DisplayService::new(out.clone());
+            let (d1, d2) = (disp.clone(), disp.clone());
+            let png: FileFn = Arc::new(move || d1.latest_png().map(bytes::Bytes::from).ok_or_else(|| "no frame yet".to_string()));
+            let status: FileFn = Arc::new(move || Ok(bytes::Bytes::from(d2.status())));
+            Ok(Built {
+                about: Some(format!("output {}", out.display())),
+                files: vec![("frame.png".into(), png), ("status".into(), status)],
+                ..plain(Arc::new(disp))
+            })
         }
         _ => Err(KindError::Unavailable { name: spec.name.to_string(), line: spec.line, kind: spec.kind.to_string() }),
     }

@@ -103,7 +103,7 @@ async fn start_machine(m: &Machine, opts: &Options, shutdown: &CancellationToken
         match kinds::build(spec, &router) {
             Ok(built) => {
                 router.add_service(spec.name.clone(), built.service);
-                tree.set_kind_ctl(spec.name.as_str(), built.ctl, built.about);
+                tree.set_kind(spec.name.as_str(), crate::fs::KindExtras { ctl: built.ctl, about: built.about, files: built.files });
             }
             Err(e @ kinds::KindError::Unavailable { .. }) => warn!(machine = %m.id, "{e}; not offered"),
             Err(e) => return Err(e.into()),

@@ -62,15 +62,30 @@ impl Slots {
 pub struct Namespace {
     router: Router,
     slots: Slots,
-    /// Ctl messages and `info` lines of the kinds of local services.
-    kinds: Mutex<HashMap<String, (Option<crate::kinds::CtlHook>, Option<String>)>>,
+    /// What the kinds of local services add to the tree.
+    kinds: Mutex<HashMap<String, KindExtras>>,
 }
 
-struct ConvNumbers<'a>(&'a Router);
+/// What a local service's kind adds to its directory.
+#[derive(Default, Clone)]
+pub struct KindExtras {
+    /// Its own conversation ctl messages.
+    pub ctl: Option<crate::kinds::CtlHook>,
+    /// A line for its `info` file.
+    pub about: Option<String>,
+    /// Files of its own.
+    pub files: Vec<(String, crate::kinds::FileFn)>,
+}
 
-impl tree::Convs for ConvNumbers<'_> {
+struct Dynamic<'a>(&'a Namespace);
+
+impl tree::Convs for Dynamic<'_> {
     fn numbers(&self, service: &str) -> Vec<u64> {
-        self.0.convs().list().into_iter().filter(|c| c.path.service.as_str() == service).filter_map(|c| c.path.conv).collect()
+        self.0.router.convs().list().into_iter().filter(|c| c.path.service.as_str() == service).filter_map(|c| c.path.conv).collect()
+    }
+
+    fn files(&self, service: &str) -> Vec<String> {
+        self.0.extras(service).files.into_iter().map(|f| f.0).collect()
     }
 }
 
@@ -84,10 +99,13 @@ impl Namespace {
         Arc::new(Namespace { router, slots: Slots::default(), kinds: Default::default() })
     }
 
-    /// Registers what a local service's kind adds to the tree: its own
-    /// conversation ctl messages, and a line for its `info` file.
-    pub fn set_kind_ctl(&self, service: &str, ctl: Option<crate::kinds::CtlHook>, about: Option<String>) {
-        self.kinds.lock().unwrap_or_else(|e| e.into_inner()).insert(service.to_string(), (ctl, about));
+    /// Registers what a local service's kind adds to the tree.
+    pub fn set_kind(&self, service: &str, extras: KindExtras) {
+        self.kinds.lock().unwrap_or_else(|e| e.into_inner()).insert(service.to_string(), extras);
+    }
+
+    fn extras(&self, service: &str) -> KindExtras {
+        self.kinds.lock().unwrap_or_else(|e| e.into_inner()).get(service).cloned().unwrap_or_default()
     }
 
     /// Opens a conversation with `first` whose return path is `rest`,
@@ -102,11 +120,7 @@ impl Namespace {
 
     /// A local service's own ctl handler, if its kind has one.
     pub fn kind_ctl(&self, service: &str) -> Option<crate::kinds::CtlHook> {
-        self.kinds.lock().unwrap_or_else(|e| e.into_inner()).get(service).and_then(|k| k.0.clone())
-    }
-
-    fn about(&self, service: &str) -> Option<String> {
-        self.kinds.lock().unwrap_or_else(|e| e.into_inner()).get(service).and_then(|k| k.1.clone())
+        self.extras(service).ctl
     }
 
     pub fn router(&self) -> &Router {
@@ -114,7 +128,7 @@ impl Namespace {
     }
 
     fn resolve(&self, path: &[String]) -> Result<Node, String> {
-        tree::resolve(&self.router, &ConvNumbers(&self.router), path)
+        tree::resolve(&self.router, &Dynamic(self), path)
     }
 
     /// The entry a path names.
@@ -135,7 +149,7 @@ impl Namespace {
         match self.resolve(path)? {
             Node::Remote(m, rest) if m != *self.router.id() => remote::list(&self.router, &m, &rest).await,
             Node::Remote(_, rest) => Box::pin(self.list(&rest)).await,
-            node => tree::list(&self.router, &ConvNumbers(&self.router), &node),
+            node => tree::list(&self.router, &Dynamic(self), &node),
         }
     }
 
@@ -152,7 +166,7 @@ impl Namespace {
             Node::Ctl => Ok(Handle::Ctl(Bytes::from(ns::query::ctl_text(r)), ctl::Target::Router)),
             Node::SvcInfo(s) => {
                 let mut info = ns::query::info(r, &s)?;
-                if let Some(about) = self.about(&s) {
+                if let Some(about) = self.extras(&s).about {
                     info.push_str(&about);
                     info.push('\n');
                 }
@@ -173,6 +187,12 @@ impl Namespace {
                 let slot = Slot::new(n, Stream::new(conv));
                 self.slots.insert(&slot);
                 Ok(Handle::Clone(Mutex::new(Bytes::from(format!("{n}\n"))), slot))
+            }
+            Node::SvcFile(s, f) => {
+                let make = self.extras(&s).files.into_iter().find(|x| x.0 == f).map(|x| x.1).ok_or("file gone")?;
+                // A kind's file may take a while to make (decoding a frame).
+                let data = tokio::task::spawn_blocking(move || make()).await.map_err(|e| e.to_string())??;
+                Ok(Handle::Text(data))
             }
             Node::ConvData(_, n) => {
                 let slot = self.slots.get(n).ok_or_else(|| format!("conversation {n} is not open here"))?;

@@ -52,6 +52,8 @@ pub enum Node {
     SvcData(String),
     SvcClone(String),
     SvcInfo(String),
+    /// A file the service's kind adds (the display's `frame.png`).
+    SvcFile(String, String),
     Conv(String, u64),
     ConvData(String, u64),
     ConvCtl(String, u64),
@@ -90,9 +92,11 @@ fn dir(name: String) -> Entry {
     Entry { name, kind: Dir, mode: DIR_MODE }
 }
 
-/// The conversations a tree can show under `svc/S/`: numbers in use.
+/// What a tree shows under `svc/S/` besides its rows: the numbers of
+/// conversations in use, and the files the service's kind adds.
 pub trait Convs {
     fn numbers(&self, service: &str) -> Vec<u64>;
+    fn files(&self, service: &str) -> Vec<String>;
 }
 
 fn not_found(path: &[String]) -> String {
@@ -118,6 +122,7 @@ pub fn resolve(r: &Router, convs: &dyn Convs, path: &[String]) -> Result<Node, S
             "info" => Node::SvcInfo(s.to_string()),
             n => match conv_exists(s, n) {
                 Some(n) => Node::Conv(s.to_string(), n),
+                None if convs.files(s).iter().any(|f| f == n) => Node::SvcFile(s.to_string(), n.to_string()),
                 None => return Err(not_found(path)),
             },
         },
@@ -157,6 +162,7 @@ pub fn entry(node: &Node, name: &str) -> Entry {
         SvcData(_) | SvcClone(_) | SvcInfo(_) => SERVICE,
         ConvData(..) | ConvCtl(..) | ConvStatus(..) => CONV,
         TermCtl(_) | TermData(_) | TermStatus(_) => TERM,
+        SvcFile(..) => return Entry { name: name.to_string(), kind: File, mode: 0o444 },
         _ => &[],
     };
     row(table, name).unwrap_or_else(|| dir(name.to_string()))
@@ -173,6 +179,7 @@ pub fn list(r: &Router, convs: &dyn Convs, node: &Node) -> Result<Vec<Entry>, St
         }
         Node::Svc(s) => {
             let mut v = rows(SERVICE);
+            v.extend(convs.files(s).into_iter().map(|name| Entry { name, kind: File, mode: 0o444 }));
             v.extend(convs.numbers(s).into_iter().map(|n| dir(n.to_string())));
             v
         }
