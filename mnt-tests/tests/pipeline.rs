@@ -161,4 +161,12 @@ stages = ["/svc/pty", "/svc/parser", "/svc/gpu", "/svc/mp4-encoder", "/n/a/svc/d
     let frame = last_frame(&mp4, w, h);
     let row = read_row(&frame, w, 0, TEXT.len(), &glyphs());
     assert_eq!(row, TEXT, "row 0 of the last frame reads {row:?}");
+    // The display keeps the latest frame as a PNG file in its tree.
+    let png = std::fs::read(a.join("svc/display/frame.png")).expect("frame.png");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let ihdr = &png[16..24];
+    let (pw, ph) = (u32::from_be_bytes(ihdr[..4].try_into().unwrap()), u32::from_be_bytes(ihdr[4..].try_into().unwrap()));
+    assert_eq!((pw as usize, ph as usize), (w, h));
+    let status = std::fs::read_to_string(a.join("svc/display/status")).expect("display status");
+    assert!(status.contains("frames "), "{status}");
 }
