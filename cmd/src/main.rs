@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser)]
 #[command(name = "mesh", version, about, propagate_version = true)]
 struct Cli {
-    /// More logging: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
+    /// More logging: -v info, -vv debug, -vvv trace. Without -v, RUST_LOG
+    /// sets the filter (default: info for up, warn otherwise).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     #[command(subcommand)]
