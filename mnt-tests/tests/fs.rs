@@ -95,6 +95,9 @@ fn the_tree_as_a_user_sees_it() {
     let (st, _, err) = sh(&format!("echo 'frob now' > {a}/ctl"), T);
     assert!(!st.success() && err.contains("Invalid argument"), "{err}");
     assert!(sh_ok(&format!("cat {a}/ctl"), T).contains("bad ctl message: unknown message \"frob\""));
+    // The live trace of the link to b shows a message crossing it.
+    let out = sh_ok(&format!("(timeout 2 cat {a}/term/net-b/data > {d}/trace &); sleep 0.3; echo x > {a}/svc/upper/data; sleep 2; cat {d}/trace", d = abc.dir.display()), T);
+    assert!(out.lines().any(|l| l.starts_with("out data /n/a/svc/upper/") && l.ends_with(" /n/b/svc/upper 2")), "{out}");
     // Terminal state.
     let ctl = sh_ok(&format!("cat {a}/term/net-b/ctl"), T);
     assert_eq!(ctl, format!("net tcp!127.0.0.2!{} up\n", abc.ports[1]));

@@ -169,4 +169,13 @@ stages = ["/svc/pty", "/svc/parser", "/svc/gpu", "/svc/mp4-encoder", "/n/a/svc/d
     assert_eq!((pw as usize, ph as usize), (w, h));
     let status = std::fs::read_to_string(a.join("svc/display/status")).expect("display status");
     assert!(status.contains("frames "), "{status}");
+    // c's services, read through c's tree from a: the gpu names its
+    // device; the encoder's settings are set through its ctl.
+    let info = std::fs::read_to_string(a.join("n/c/svc/gpu/info")).expect("gpu info");
+    assert!(info.starts_with("c local 0 c\ndevice "), "{info}");
+    let enc = a.join("n/c/svc/mp4-encoder/ctl");
+    std::fs::write(&enc, "fps 25\nbitrate 500000\n").expect("encoder ctl");
+    assert_eq!(std::fs::read_to_string(&enc).unwrap(), "fps 25\nbitrate 500000\n");
+    let err = std::fs::write(&enc, "fps 0\n").expect_err("fps 0 refused");
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
 }

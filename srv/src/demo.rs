@@ -39,6 +39,9 @@ pub struct Report {
     pub output: PathBuf,
     pub bytes: u64,
     pub elapsed: Duration,
+    /// The recording's frames, duration and size, read back from the file.
+    #[cfg(feature = "video")]
+    pub video: mesh_video::Probe,
 }
 
 /// Runs the demo, writing the MP4 to `output`.
@@ -103,12 +106,27 @@ pub async fn run(output: &Path) -> anyhow::Result<Report> {
         Ok(Ok(())) => {}
     }
     let bytes = std::fs::metadata(&output).map(|m| m.len()).with_context(|| format!("no recording at {}", output.display()))?;
-    Ok(Report { output, bytes, elapsed: started.elapsed() })
+    #[cfg(feature = "video")]
+    let video = mesh_video::probe(&output).with_context(|| format!("reading back {}", output.display()))?;
+    Ok(Report {
+        output,
+        bytes,
+        elapsed: started.elapsed(),
+        #[cfg(feature = "video")]
+        video,
+    })
 }
 
 impl Report {
     /// What `mesh demo` prints when done.
     pub fn summary(&self) -> String {
-        format!("recorded {} ({} bytes) in {:.1} s", self.output.display(), self.bytes, self.elapsed.as_secs_f64())
+        #[cfg(feature = "video")]
+        let what = format!(
+            "{:.1} s, {} frames, {}x{}, {} bytes",
+            self.video.seconds, self.video.frames, self.video.width, self.video.height, self.bytes
+        );
+        #[cfg(not(feature = "video"))]
+        let what = format!("{} bytes", self.bytes);
+        format!("recorded {}: {what} (took {:.1} s)", self.output.display(), self.elapsed.as_secs_f64())
     }
 }

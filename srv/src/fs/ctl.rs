@@ -2,7 +2,9 @@
 //!
 //! Router `ctl`: `dial DIALSTRING`, `hangup TERMINAL`,
 //! `mount DIALSTRING /n/NAME`. Terminal `ctl`: `hangup`, `redial`.
-//! Conversation `ctl`: `replyto PATH...`, `hangup`. Several messages per
+//! Conversation `ctl`: `replyto PATH...`, `hangup`, and what the service's
+//! kind takes (a pty: `size COLS ROWS`). A service's own `ctl`, for kinds
+//! with settings: the encoder's `fps N`, `bitrate N`. Several messages per
 //! write are allowed, one per line; the first bad one fails the write with
 //! `bad ctl message: ...`, which is also logged and shown in `M/ctl`.
 
@@ -16,6 +18,8 @@ pub enum Target {
     Router,
     Term(String),
     Conv(String, u64),
+    /// A service's own ctl: messages for its kind, not one conversation.
+    Service(String),
 }
 
 /// The longest ctl write accepted.
@@ -48,6 +52,10 @@ async fn apply_all(ns: &super::Namespace, target: &Target, data: &[u8]) -> Resul
             Target::Router => router_ctl(r, &words).await?,
             Target::Term(t) => term_ctl(r, t, &words)?,
             Target::Conv(s, n) => conv_ctl(ns, s, *n, line, &words)?,
+            Target::Service(s) => match ns.kind_ctl(s) {
+                Some(hook) => hook(0, line).map_err(|e| if e.starts_with(EBADCTL) { e } else { bad(e) })?,
+                None => return Err(bad(format!("service {s} takes no ctl messages"))),
+            },
         }
     }
     Ok(())

@@ -87,6 +87,10 @@ impl tree::Convs for Dynamic<'_> {
     fn files(&self, service: &str) -> Vec<String> {
         self.0.extras(service).files.into_iter().map(|f| f.0).collect()
     }
+
+    fn has_ctl(&self, service: &str) -> bool {
+        self.0.extras(service).ctl.is_some()
+    }
 }
 
 /// Splits a path into its components.
@@ -202,6 +206,15 @@ impl Namespace {
                 Ok(Handle::SlotData { slot, writes: write })
             }
             Node::ConvCtl(s, n) => Ok(Handle::Ctl(Bytes::new(), ctl::Target::Conv(s, n))),
+            Node::SvcCtl(s) => {
+                // Reading shows the kind's settings, when it has them.
+                let settings = self.extras(&s).files.into_iter().find(|f| f.0 == "settings").map(|f| f.1);
+                let text = match settings {
+                    Some(f) => tokio::task::spawn_blocking(move || f()).await.map_err(|e| e.to_string())??,
+                    None => Bytes::new(),
+                };
+                Ok(Handle::Ctl(text, ctl::Target::Service(s)))
+            }
             Node::ConvStatus(_, n) => text(conv_status(r, n)?),
             Node::TermCtl(t) => {
                 let term = r.term(&t).ok_or("terminal gone")?;

@@ -54,6 +54,8 @@ pub enum Node {
     SvcInfo(String),
     /// A file the service's kind adds (the display's `frame.png`).
     SvcFile(String, String),
+    /// The service's own ctl, for kinds that take messages (the encoder).
+    SvcCtl(String),
     Conv(String, u64),
     ConvData(String, u64),
     ConvCtl(String, u64),
@@ -97,6 +99,8 @@ fn dir(name: String) -> Entry {
 pub trait Convs {
     fn numbers(&self, service: &str) -> Vec<u64>;
     fn files(&self, service: &str) -> Vec<String>;
+    /// Whether the service's kind takes ctl messages of its own.
+    fn has_ctl(&self, service: &str) -> bool;
 }
 
 fn not_found(path: &[String]) -> String {
@@ -120,6 +124,7 @@ pub fn resolve(r: &Router, convs: &dyn Convs, path: &[String]) -> Result<Node, S
             "data" => Node::SvcData(s.to_string()),
             "clone" => Node::SvcClone(s.to_string()),
             "info" => Node::SvcInfo(s.to_string()),
+            "ctl" if convs.has_ctl(s) => Node::SvcCtl(s.to_string()),
             n => match conv_exists(s, n) {
                 Some(n) => Node::Conv(s.to_string(), n),
                 None if convs.files(s).iter().any(|f| f == n) => Node::SvcFile(s.to_string(), n.to_string()),
@@ -163,6 +168,7 @@ pub fn entry(node: &Node, name: &str) -> Entry {
         ConvData(..) | ConvCtl(..) | ConvStatus(..) => CONV,
         TermCtl(_) | TermData(_) | TermStatus(_) => TERM,
         SvcFile(..) => return Entry { name: name.to_string(), kind: File, mode: 0o444 },
+        SvcCtl(_) => return Entry { name: name.to_string(), kind: File, mode: 0o644 },
         _ => &[],
     };
     row(table, name).unwrap_or_else(|| dir(name.to_string()))
@@ -180,6 +186,9 @@ pub fn list(r: &Router, convs: &dyn Convs, node: &Node) -> Result<Vec<Entry>, St
         Node::Svc(s) => {
             let mut v = rows(SERVICE);
             v.extend(convs.files(s).into_iter().map(|name| Entry { name, kind: File, mode: 0o444 }));
+            if convs.has_ctl(s) {
+                v.push(Entry { name: "ctl".into(), kind: File, mode: 0o644 });
+            }
             v.extend(convs.numbers(s).into_iter().map(|n| dir(n.to_string())));
             v
         }

@@ -103,10 +103,12 @@ mod boxes;
 pub mod display;
 pub mod encoder;
 mod picture;
+pub mod probe;
 pub mod service;
 
 pub use display::DisplayService;
 pub use encoder::{Encoder, EncoderSettings};
+pub use probe::{probe, Probe};
 pub use service::EncoderService;
 
 /// Why encoding or decoding failed.
