@@ -332,6 +332,24 @@ impl Router {
             }
             Kind::Data | Kind::Eof | Kind::Hangup | Kind::Cancel | Kind::Error(_) | Kind::Credit(_) => {
                 term.note("in", &env);
+                // What a neighbour may speak for: the envelope started on
+                // its source's machine and reached us from this neighbour,
+                // so its path must say so; anything else is a lie about the
+                // path and closes the link.
+                let src = env.src.machine.as_ref();
+                if env.via.first() != src || env.via.last() != Some(peer) {
+                    return Err(format!("envelope from {} with path {} does not start at its source or end at {peer}", env.src, crate::path::bang_path(&env.via)));
+                }
+                // And the source must be the neighbour, or a machine it
+                // says it reaches (with gossip on: without it, neighbours
+                // advertise nothing to check against).
+                let src = src.expect("checked above").clone();
+                if self.0.cfg.gossip && !self.table().peer_reaches(peer, &src) {
+                    term.stats.errors.fetch_add(1, Relaxed);
+                    warn!(%peer, source = %env.src, "refused: neighbour does not route to the source");
+                    self.bounce(env, error::detail(error::EPERM, format!("{peer} does not route to {src}")));
+                    return Ok(());
+                }
                 self.forward(env).await;
                 Ok(())
             }

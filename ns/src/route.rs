@@ -164,6 +164,12 @@ impl RouteTable {
         self.recompute()
     }
 
+    /// Whether neighbour `peer` advertises a route to `m` (or is `m`):
+    /// what it may speak for.
+    pub fn peer_reaches(&self, peer: &MachineId, m: &MachineId) -> bool {
+        peer == m || self.peers.get(peer).is_some_and(|ads| ads.contains_key(m))
+    }
+
     /// The best route to `m`.
     pub fn best(&self, m: &MachineId) -> Option<&Arc<Route>> {
         self.best.get(m)

@@ -378,10 +378,15 @@ impl Router {
             return;
         }
         debug!(src = %env.src, dst = %env.dst, %why, "bounce");
-        let mut err = Envelope::new(self.next_id(), env.dst, env.src, Kind::Error(why), Bytes::new());
-        if err.src.machine.is_none() {
-            err.src.machine = Some(self.id().clone());
-        }
+        // The error comes from the address that failed when it is here,
+        // else from this router: an envelope's source is always on the
+        // machine it starts from.
+        let from = match &env.dst.machine {
+            Some(m) if m == self.id() => env.dst.clone(),
+            None => Addr { machine: Some(self.id().clone()), ..env.dst.clone() },
+            Some(_) => Addr::on(self.id().clone(), Name::new(crate::conv::RESERVED).expect("valid name")),
+        };
+        let err = Envelope::new(self.next_id(), from, env.src, Kind::Error(why), Bytes::new());
         // The head of a chain is waiting for the end of it: tell it too.
         let origin = env.origin.filter(|o| *o != err.dst).map(|o| {
             let mut e = err.clone();

@@ -396,3 +396,61 @@ async fn garbage_from_a_peer_closes_that_link_only() {
 fn srv_registry(r: Router) -> impl Service {
     ns::registry::RegistryService::new(r)
 }
+
+/// Counts the messages it gets.
+struct Count(Arc<AtomicUsize>);
+
+impl Service for Count {
+    fn serve(&self, mut conv: Conv) -> BoxFuture<'static, ()> {
+        let n = self.0.clone();
+        Box::pin(async move {
+            while let Some(Msg::Data(_)) = conv.rx.recv().await {
+                n.fetch_add(1, SeqCst);
+            }
+        })
+    }
+}
+
+/// A rogue neighbour `x` of b, past its hello.
+async fn rogue(tag: &str) -> dial::Link {
+    use futures::{SinkExt, StreamExt};
+    let mut l = dial::dial(&format!("mem!{tag}-b").parse().unwrap(), &ns::link::link_options()).await.unwrap();
+    let hello = Envelope::new(0, a("/n/x/svc/router"), a("/n/x/svc/router"), Kind::Hello(ns::envelope::Hello { machine: n("x"), version: ns::envelope::VERSION, client: None }), Bytes::new());
+    l.tx.send(hello.encode()).await.unwrap();
+    assert!(l.rx.next().await.is_some(), "hello answered");
+    l
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_neighbour_speaks_only_for_what_it_routes() {
+    use futures::{SinkExt, StreamExt};
+    let m = Mesh::new("spoof", &["a", "b"], |_| {}).await;
+    m.link("a", "b");
+    let seen = Arc::new(AtomicUsize::new(0));
+    m.r("b").add_service(n("count"), Arc::new(Count(seen.clone())));
+    m.until("route", |m| hops(m.r("a"), "count").is_some()).await;
+    // A path that does not start at the source: the link closes.
+    let mut x = rogue("spoof").await;
+    let mut lie = Envelope::new(1, a("/n/a/svc/count/7"), a("/n/b/svc/count"), Kind::Data, Bytes::from("lie"));
+    lie.via = vec![n("x")];
+    x.tx.send(lie.encode()).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = x.rx.next().await {} }).await;
+    assert!(end.is_ok(), "link closed");
+    // A consistent path from a machine x does not route to: refused.
+    let mut x = rogue("spoof").await;
+    let mut posing = Envelope::new(2, a("/n/a/svc/count/7"), a("/n/b/svc/count"), Kind::Data, Bytes::from("posing"));
+    posing.via = vec![n("a"), n("x")];
+    x.tx.send(posing.encode()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(seen.load(SeqCst), 0, "no service saw either");
+    assert!(m.r("b").term("net-x").is_some_and(|t| t.stats.errors.load(SeqCst) == 1));
+    // Its own messages are fine.
+    let mut own = Envelope::new(3, a("/n/x/svc/count/7"), a("/n/b/svc/count"), Kind::Data, Bytes::from("own"));
+    own.via = vec![n("x")];
+    x.tx.send(own.encode()).await.unwrap();
+    m.until("x's own message arrives", |_| seen.load(SeqCst) == 1).await;
+    // a is served as before.
+    let mut conv = m.r("a").open(a("/svc/count"), vec![]);
+    conv.tx.send(Bytes::from("real")).await.unwrap();
+    m.until("a's message arrives", |_| seen.load(SeqCst) == 2).await;
+}
