@@ -256,3 +256,28 @@ fn unmount_on_signals_and_stale_mounts() {
     assert!(abc.m.wait_exit("a", Duration::from_secs(5)).is_some_and(|s| s.success()));
     assert!(mnt_tests::mounts_under(&abc.mnt("a")).is_empty());
 }
+
+#[test]
+fn hostile_ctl_writes_fail_cleanly() {
+    let abc = start();
+    let a = abc.a();
+    let py = format!(
+        "import os, errno\n\
+         def w(path, data):\n    fd = os.open(path, os.O_WRONLY)\n    try:\n        os.write(fd, data); return 'ok'\n    except OSError as e:\n        return errno.errorcode[e.errno]\n    finally:\n        os.close(fd)\n\
+         print(w('{a}/ctl', b'dial \\xff\\xfe\\n'))\n\
+         print(w('{a}/ctl', b'x' * 100000))\n\
+         print(w('{a}/ctl', b'dial tcp!nohost\\n'))\n\
+         print(w('{a}/ctl', b'hangup net-zz\\n'))\n\
+         print(w('{a}/ctl', b'mount tcp!127.0.0.1!1 /n/../x\\n'))\n\
+         print(w('{a}/term/net-b/ctl', b'frob\\n'))\n\
+         fd = os.open('{a}/svc/upper/clone', os.O_RDONLY); n = os.read(fd, 20).decode().strip()\n\
+         print(w('{a}/svc/upper/' + n + '/ctl', b'replyto /svc/../etc\\n'))\n\
+         print(w('{a}/svc/upper/' + n + '/ctl', b'replyto ' + b'/svc/x ' * 40 + b'\\n'))\n"
+    );
+    let out = sh_ok(&format!("python3 -c \"{py}\""), T);
+    assert_eq!(out, "EINVAL\n".repeat(8), "{out}");
+    let log = sh_ok(&format!("cat {a}/ctl"), T);
+    assert!(log.contains("bad ctl message: not UTF-8") && log.contains("100000 bytes, limit 65536"), "{log}");
+    // Still serving.
+    assert_eq!(sh_ok(&format!("exec 3<>{a}/svc/upper/data; echo ok >&3; head -n1 <&3 2>/dev/null"), T), "OK\n");
+}
