@@ -61,6 +61,8 @@ type LookupReq = (Option<ServiceName>, oneshot::Sender<()>);
 pub struct ClientState {
     changed: Notify,
     reachable: AtomicBool,
+    /// When the list last came: registry routes expire three periods on.
+    refreshed: Mutex<Option<tokio::time::Instant>>,
     lookups: mpsc::Sender<LookupReq>,
     lookups_rx: Mutex<Option<mpsc::Receiver<LookupReq>>>,
 }
@@ -68,7 +70,7 @@ pub struct ClientState {
 impl Default for ClientState {
     fn default() -> Self {
         let (tx, rx) = mpsc::channel(64);
-        ClientState { changed: Notify::new(), reachable: AtomicBool::new(false), lookups: tx, lookups_rx: Mutex::new(Some(rx)) }
+        ClientState { changed: Notify::new(), reachable: AtomicBool::new(false), refreshed: Mutex::new(None), lookups: tx, lookups_rx: Mutex::new(Some(rx)) }
     }
 }
 
@@ -88,6 +90,19 @@ impl Router {
     pub fn registry_status(&self) -> Option<(MachineId, bool)> {
         let r = self.config().registry.clone()?;
         Some((r, self.0.registry.reachable()))
+    }
+}
+
+/// Drops the registry's routes once three periods have passed without a
+/// fresh list: a registry that died takes its routes with it, late.
+pub(crate) fn expire(r: &Router) {
+    let stale = lock(&r.0.registry.refreshed).is_some_and(|t| t.elapsed() > r.config().period * 3);
+    if stale {
+        *lock(&r.0.registry.refreshed) = None;
+        info!("registry routes expired");
+        r.log_event("registry routes expired".into());
+        let change = r.0.table.write().unwrap_or_else(|e| e.into_inner()).set_registry(HashMap::new());
+        r.after_change(change);
     }
 }
 
@@ -157,6 +172,7 @@ async fn session(r: &Router, conv: &mut Conv, lookups: &mut mpsc::Receiver<Looku
             _ = tick.tick() => {
                 let entries = ask(conv, None, period * 3).await?;
                 r.0.registry.reachable.store(true, Relaxed);
+                *lock(&r.0.registry.refreshed) = Some(tokio::time::Instant::now());
                 let ads = adverts(r, &entries);
                 let change = r.0.table.write().unwrap_or_else(|e| e.into_inner()).set_registry(ads);
                 r.after_change(change);

@@ -421,6 +421,7 @@ impl Router {
                 _ = tick.tick() => {
                     self.send_updates().await;
                     crate::link::ping_all(&self).await;
+                    crate::registry::expire(&self);
                 }
             }
         }

@@ -283,6 +283,33 @@ async fn registry_only() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn registry_routes_expire_when_the_registry_dies() {
+    // a reaches c only through what b's registry told it; b keeps the
+    // link but its registry goes silent.
+    let m = Mesh::new("regdie", &["a", "b", "c"], |c| {
+        c.gossip = false;
+        c.registry = Some(n("b"));
+    })
+    .await;
+    let kill = CancellationToken::new();
+    m.r("b").add_service(n("registry"), Arc::new(Killable(Arc::new(srv_registry(m.r("b").clone())), kill.clone())));
+    m.link("a", "b");
+    m.link("c", "b");
+    m.serve("c", "upper");
+    m.until("registry routes", |m| hops(m.r("a"), "upper") == Some(("c".into(), 2))).await;
+    // The registry dies; b and its links stay.
+    m.r("b").remove_service(&n("registry"));
+    kill.cancel();
+    let lost = tokio::time::Instant::now();
+    m.until("routes expire", |m| hops(m.r("a"), "upper").is_none()).await;
+    let took = lost.elapsed();
+    let period = Config::new(n("a")).period;
+    assert!(took >= period * 2 && took <= period * 6, "expired after {took:?}");
+    assert_eq!(m.r("a").registry_status(), Some((n("b"), false)));
+    assert!(ns::query::ctl_text(m.r("a")).contains("registry b unreachable"));
+}
+
+#[tokio::test(start_paused = true)]
 async fn registry_lookup_on_demand() {
     // Periodic lists are a minute apart: only a lookup can find a service
     // that appears in between.
@@ -393,6 +420,21 @@ async fn garbage_from_a_peer_closes_that_link_only() {
     assert_eq!(ask(&mut conv, "still").await.unwrap(), ["upper@b(STILL)"]);
 }
 
+/// A service whose conversations all end when its token is cancelled.
+struct Killable(Arc<dyn Service>, CancellationToken);
+
+impl Service for Killable {
+    fn serve(&self, conv: Conv) -> BoxFuture<'static, ()> {
+        let (inner, kill) = (self.0.serve(conv), self.1.clone());
+        Box::pin(async move {
+            tokio::select! {
+                _ = inner => {}
+                _ = kill.cancelled() => {}
+            }
+        })
+    }
+}
+
 fn srv_registry(r: Router) -> impl Service {
     ns::registry::RegistryService::new(r)
 }
@@ -450,7 +492,7 @@ async fn a_neighbour_speaks_only_for_what_it_routes() {
     x.tx.send(own.encode()).await.unwrap();
     m.until("x's own message arrives", |_| seen.load(SeqCst) == 1).await;
     // a is served as before.
-    let mut conv = m.r("a").open(a("/svc/count"), vec![]);
+    let conv = m.r("a").open(a("/svc/count"), vec![]);
     conv.tx.send(Bytes::from("real")).await.unwrap();
     m.until("a's message arrives", |_| seen.load(SeqCst) == 2).await;
 }
