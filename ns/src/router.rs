@@ -314,8 +314,9 @@ impl Router {
             return Some(m.clone());
         }
         let m = self.table().nearest(env.dst.service.as_str())?.machine.clone();
-        // Only conversations stick; a lone control message need not.
-        if env.src.conv.is_some() && matches!(env.kind, Kind::Data) {
+        // Only conversations stick; a lone control message need not. Eof
+        // can start one too (a data file opened only to read).
+        if env.src.conv.is_some() && matches!(env.kind, Kind::Data | Kind::Eof) {
             sticky.insert(key, m.clone());
         }
         Some(m)
