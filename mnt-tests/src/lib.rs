@@ -98,6 +98,11 @@ impl Mesh {
         }
     }
 
+    /// The pid of child `name`.
+    pub fn pid(&self, name: &str) -> u32 {
+        self.children.iter().find(|(n, _)| n == name).map(|(_, c)| c.id()).expect("no such child")
+    }
+
     /// Waits for child `name` to exit, at most `limit`.
     pub fn wait_exit(&mut self, name: &str, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;

@@ -75,3 +75,55 @@ services = [ {{ name = "echo", kind = "exec", command = ["cat"] }} ]
     let (st, out, _) = sh(&format!("exec 3<>{}/svc/echo/data; echo back >&3; head -n1 <&3 2>/dev/null", a.display()), T);
     assert!(st.success() && out == "back\n", "{out}");
 }
+
+/// Peak resident memory of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()).unwrap_or(0) / 1024
+}
+
+#[test]
+fn a_slow_reader_slows_its_writer_with_bounded_memory() {
+    let mut m = Mesh::new();
+    let (pa, pb, pc) = (port(), port(), port());
+    // c's sink reads at 100 MB/s, however fast it is written.
+    let pace = "import sys, time\nt = time.time(); n = 0\nwhile True:\n    b = sys.stdin.buffer.read(1 << 20)\n    if not b: break\n    n += len(b)\n    ahead = n / 100e6 - (time.time() - t)\n    if ahead > 0: time.sleep(ahead)\nprint(n)\n";
+    let deploy = m.file(
+        "abc.toml",
+        &format!(
+            r#"
+[machines.a]
+listen = ["tcp!127.0.0.1!{pa}"]
+dial = ["tcp!127.0.0.2!{pb}"]
+
+[machines.b]
+listen = ["tcp!127.0.0.2!{pb}"]
+dial = ["ws!127.0.0.3!{pc}"]
+
+[machines.c]
+listen = ["ws!127.0.0.3!{pc}"]
+services = [ {{ name = "sink", kind = "exec", command = ["python3", "-c", {pace:?}] }} ]
+"#
+        ),
+    );
+    for id in ["a", "b", "c"] {
+        m.up(&deploy, id);
+    }
+    until("sink routable from a", T, || String::from_utf8_lossy(&m.run(&["routes", "-m", "a"], "").stdout).contains("sink c net-b 2"));
+    const TOTAL: u64 = 2 << 30;
+    let t0 = Instant::now();
+    let script = format!("head -c {TOTAL} /dev/zero | {} send -m a /svc/sink", mnt_tests::mesh_bin().display());
+    let mut cmd = std::process::Command::new("bash");
+    cmd.args(["-c", &script]).env("XDG_RUNTIME_DIR", m.dir.path());
+    let out = cmd.output().expect("send");
+    let took = t0.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), TOTAL.to_string(), "every byte arrived");
+    let rate = TOTAL as f64 / took.as_secs_f64() / 1e6;
+    let rss: Vec<(String, u64)> = ["a", "b", "c"].iter().map(|id| (id.to_string(), peak_rss_mib(m.pid(id)))).collect();
+    eprintln!("2 GiB through two hops to a 100 MB/s reader: {took:?} ({rate:.0} MB/s); peak RSS MiB: {rss:?}");
+    assert!(rate < 110.0, "the writer was not slowed to the reader's pace: {rate:.0} MB/s");
+    for (id, mib) in rss {
+        assert!(mib > 0 && mib < 200, "router {id} peaked at {mib} MiB");
+    }
+}
