@@ -149,6 +149,13 @@ fn interrupts_end_blocked_reads() {
     assert!(took < Duration::from_millis(2500), "cat took {took:?} to die");
     // The service was told: slow traps SIGINT.
     until("slow saw the interrupt", Duration::from_secs(5), || Path::new(&format!("{d}/slow.mark")).exists());
+    std::fs::remove_file(format!("{d}/slow.mark")).unwrap();
+    // The same through c's own tree, read from a: the remote read is
+    // released and the cancel reaches the service.
+    let t0 = Instant::now();
+    let (st, _, _) = sh(&format!("timeout -s INT 1 cat {a}/n/c/svc/slow/data"), T);
+    assert!(!st.success() && t0.elapsed() < Duration::from_millis(2500), "remote cat took {:?}", t0.elapsed());
+    until("slow saw the remote interrupt", Duration::from_secs(5), || Path::new(&format!("{d}/slow.mark")).exists());
     // A program that handles it: Python gets KeyboardInterrupt and goes on.
     let py = format!(
         "import os, signal, threading, time\n\
