@@ -36,7 +36,9 @@ pub(crate) async fn mesh_transfer(from: &Router, to: &str, chunk: &Bytes, total:
     let answer = tokio::time::timeout(GRACE, conv.rx.recv()).await.map_err(|_| anyhow!("no count from the sink within {GRACE:?}"))?;
     let took = t.elapsed();
     let got: u64 = match answer {
-        Some(Msg::Data(b)) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).ok_or_else(|| anyhow!("sink answered {} bytes that are no count", b.len()))?,
+        Some(Msg::Data(b)) => {
+            std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).ok_or_else(|| anyhow!("sink answered {} bytes that are no count", b.len()))?
+        }
         Some(Msg::Error(e)) => bail!("sink: {e}"),
         Some(Msg::Eof) | None => bail!("sink ended without a count"),
     };
@@ -78,7 +80,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
                 let i = (k + round) % cases.len();
                 let (label, p) = cases[i];
                 let before = Usage::now();
-                let (bytes, took) = transfer(p, &tcp, &chunk, sz.bulk_bytes, sz.phase_limit).await.map_err(|e| anyhow!("{size_name} {label}: {e:#}"))?;
+                let (bytes, took) =
+                    transfer(p, &tcp, &chunk, sz.bulk_bytes, sz.phase_limit).await.map_err(|e| anyhow!("{size_name} {label}: {e:#}"))?;
                 got[i].add(bytes, took);
                 got[i].usage.add(Usage::since(before));
             }
@@ -86,13 +89,17 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         let base = got[0].mb_per_s();
         let workload = format!("bulk {size_name} msgs");
         let cpu = |t: &Transfer| t.cpu_us_per_mib().map(|c| format!("{c:.0}")).unwrap_or_else(|| "?".into());
-        let note = |t: &Transfer| format!("{} MiB vs {} MiB in {} rounds; CPU {} vs {} us per MiB", t.bytes >> 20, got[0].bytes >> 20, sz.rounds, cpu(t), cpu(&got[0]));
+        let note = |t: &Transfer| {
+            format!("{} MiB vs {} MiB in {} rounds; CPU {} vs {} us per MiB", t.bytes >> 20, got[0].bytes >> 20, sz.rounds, cpu(t), cpu(&got[0]))
+        };
         let mut two = Row::new(&workload, "tcp, 2 hops, plaintext", Unit::MBps, got[1].mb_per_s(), base, "raw TCP").note(note(&got[1]));
         if size == 1 << 20 {
             two = two.target(Target::AtLeast(0.6));
         }
         rows.push(two);
-        rows.push(Row::new(&workload, "tcp, 2 hops, encrypted", Unit::MBps, None, base, "raw TCP").note("not available: links are not encrypted yet"));
+        rows.push(
+            Row::new(&workload, "tcp, 2 hops, encrypted", Unit::MBps, None, base, "raw TCP").note("not available: links are not encrypted yet"),
+        );
         rows.push(Row::new(&workload, "tcp, 1 hop, plaintext", Unit::MBps, got[2].mb_per_s(), base, "raw TCP").note(note(&got[2])));
     }
     Ok(rows)

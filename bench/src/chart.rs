@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::report::{Row, Status};
 
-const LABEL_W: f64 = 360.0;
+const LABEL_W: f64 = 480.0;
 const PLOT_W: f64 = 480.0;
 const ROW_H: f64 = 22.0;
 const TOP: f64 = 48.0;
@@ -43,7 +43,10 @@ pub fn svg(rows: &[Row]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"##);
     let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="white"/>"##);
-    let _ = writeln!(s, r##"<text x="8" y="18" font-size="14" font-weight="bold">mesh / baseline (log scale; latency: lower is better, throughput: higher is better)</text>"##);
+    let _ = writeln!(
+        s,
+        r##"<text x="8" y="18" font-size="14" font-weight="bold">mesh / baseline (log scale; latency: lower is better, throughput: higher is better)</text>"##
+    );
     let bottom = TOP + ROW_H * rows.len() as f64;
     for e in lo..=hi {
         let v = 2f64.powi(e);
@@ -55,7 +58,7 @@ pub fn svg(rows: &[Row]) -> String {
     }
     for (i, r) in rows.iter().enumerate() {
         let y = TOP + ROW_H * i as f64;
-        let _ = writeln!(s, r##"<text x="8" y="{:.1}">{}</text>"##, y + 15.0, esc(&format!("{} - {}", r.workload, r.case)));
+        let _ = writeln!(s, r##"<text x="8" y="{:.1}">{}</text>"##, y + 15.0, esc(&format!("{} - {} vs {}", r.workload, r.case, r.baseline_name)));
         let colour = match r.status() {
             Status::Met => "#2e9e44",
             Status::Missed => "#d43c3c",
@@ -64,7 +67,14 @@ pub fn svg(rows: &[Row]) -> String {
         match r.ratio() {
             Some(ratio) => {
                 let (a, b) = (x(1.0), x(ratio));
-                let _ = writeln!(s, r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{colour}"/>"##, a.min(b), y + 4.0, (a - b).abs().max(1.0), ROW_H - 8.0);
+                let _ = writeln!(
+                    s,
+                    r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{colour}"/>"##,
+                    a.min(b),
+                    y + 4.0,
+                    (a - b).abs().max(1.0),
+                    ROW_H - 8.0
+                );
                 let _ = writeln!(s, r##"<text x="{:.1}" y="{:.1}">{ratio:.2}x</text>"##, LABEL_W + PLOT_W + 6.0, y + 15.0);
             }
             None => {
@@ -73,7 +83,12 @@ pub fn svg(rows: &[Row]) -> String {
         }
         if let Some(t) = r.target {
             let tx = x(t.value());
-            let _ = writeln!(s, r##"<line x1="{tx:.1}" y1="{:.1}" x2="{tx:.1}" y2="{:.1}" stroke="#000" stroke-width="2" stroke-dasharray="3,2"/>"##, y + 1.0, y + ROW_H - 1.0);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{tx:.1}" y1="{:.1}" x2="{tx:.1}" y2="{:.1}" stroke="#000" stroke-width="2" stroke-dasharray="3,2"/>"##,
+                y + 1.0,
+                y + ROW_H - 1.0
+            );
         }
     }
     s.push_str("</svg>\n");

@@ -23,7 +23,7 @@ use anyhow::{anyhow, bail, Context};
 use crate::mesh::Chain;
 use crate::report::{Row, Target, Unit};
 use crate::rpc::GRACE;
-use crate::stats::{Samples, Transfer};
+use crate::stats::{Samples, Transfer, Usage};
 use crate::{nullfs, Ctx, Sizes};
 
 const SMALL: usize = 64;
@@ -71,8 +71,15 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
 fn rows(f: &Found) -> Vec<Row> {
     let mut rows = Vec::new();
     for (metric, pct) in [("p50", 50.0), ("p99", 99.0)] {
-        let mut r = Row::new(format!("fuse 64 B write+read {metric}"), "svc/echo/data", Unit::Micros, f.rt_mesh.ops.percentile_us(pct), f.rt_null.ops.percentile_us(pct), "null FUSE")
-            .note(format!("{} vs {} round trips", f.rt_mesh.ops.len(), f.rt_null.ops.len()));
+        let mut r = Row::new(
+            format!("fuse 64 B write+read {metric}"),
+            "svc/echo/data",
+            Unit::Micros,
+            f.rt_mesh.ops.percentile_us(pct),
+            f.rt_null.ops.percentile_us(pct),
+            "null FUSE",
+        )
+        .note(format!("{} vs {} round trips", f.rt_mesh.ops.len(), f.rt_null.ops.len()));
         if metric == "p50" {
             r = r.target(Target::AtMost(2.0));
         }
@@ -81,21 +88,33 @@ fn rows(f: &Found) -> Vec<Row> {
     let shm = format!("{} file", f.shm_dir.display());
     for (metric, pct) in [("p50", 50.0), ("p99", 99.0)] {
         rows.push(
-            Row::new(format!("fuse 1 MiB write {metric}"), "svc/sink/N/data", Unit::Micros, f.wr_mesh.ops.percentile_us(pct), f.wr_shm.ops.percentile_us(pct), &shm)
-                .note(format!("{} vs {} writes", f.wr_mesh.ops.len(), f.wr_shm.ops.len())),
+            Row::new(
+                format!("fuse 1 MiB write {metric}"),
+                "svc/sink/N/data",
+                Unit::Micros,
+                f.wr_mesh.ops.percentile_us(pct),
+                f.wr_shm.ops.percentile_us(pct),
+                &shm,
+            )
+            .note(format!("{} vs {} writes", f.wr_mesh.ops.len(), f.wr_shm.ops.len())),
         );
     }
     let mib = |g: &Got| g.rate.bytes >> 20;
-    rows.push(
-        Row::new("fuse 1 MiB writes", "svc/sink/N/data", Unit::MBps, f.wr_mesh.rate.mb_per_s(), f.wr_shm.rate.mb_per_s(), &shm)
-            .note(format!("{} MiB vs {} MiB; mesh timed to the sink's count", mib(&f.wr_mesh), mib(&f.wr_shm))),
-    );
+    // What the process spent per MiB written: CPU and fresh pages touched.
+    let cost = |g: &Got| g.rate.usage.per_op(mib(g)).replace("per op", "per MiB");
+    rows.push(Row::new("fuse 1 MiB writes", "svc/sink/N/data", Unit::MBps, f.wr_mesh.rate.mb_per_s(), f.wr_shm.rate.mb_per_s(), &shm).note(format!(
+        "{} MiB vs {} MiB; mesh timed to the sink's count; mesh {}; tmpfs {}",
+        mib(&f.wr_mesh),
+        mib(&f.wr_shm),
+        cost(&f.wr_mesh),
+        cost(&f.wr_shm)
+    )));
     // The same mesh numbers against the null FUSE file: what the mesh adds
     // on top of FUSE itself.
     rows.push(Row::new("fuse 1 MiB write p50", "svc/sink/N/data", Unit::Micros, f.wr_mesh.ops.p50(), f.wr_null.ops.p50(), "null FUSE"));
     rows.push(
         Row::new("fuse 1 MiB writes", "svc/sink/N/data", Unit::MBps, f.wr_mesh.rate.mb_per_s(), f.wr_null.rate.mb_per_s(), "null FUSE")
-            .note(format!("{} MiB vs {} MiB", mib(&f.wr_mesh), mib(&f.wr_null))),
+            .note(format!("{} MiB vs {} MiB; null FUSE {}", mib(&f.wr_mesh), mib(&f.wr_null), cost(&f.wr_null))),
     );
     rows
 }
@@ -127,6 +146,7 @@ fn measure(sz: &Sizes, root: &Path, null_file: &Path) -> anyhow::Result<Found> {
     shm_writes(&f.shm_dir, &chunk, warm, sz.phase_limit).context("shm warm-up")?;
     for round in 0..sz.rounds {
         for k in 0..3 {
+            let before = Usage::now();
             let (got, res) = match (k + round) % 3 {
                 0 => (&mut f.wr_mesh, sink_writes(root, &chunk, sz.fuse_bytes, sz.phase_limit).context("sink")),
                 1 => (&mut f.wr_null, null_writes(null_file, &chunk, sz.fuse_bytes, sz.phase_limit).context("null writes")),
@@ -135,6 +155,7 @@ fn measure(sz: &Sizes, root: &Path, null_file: &Path) -> anyhow::Result<Found> {
             let (ops, bytes, took) = res?;
             got.ops.extend(ops);
             got.rate.add(bytes, took);
+            got.rate.usage.add(Usage::since(before));
         }
     }
     Ok(f)
@@ -174,7 +195,13 @@ fn round_trips(f: &mut File, n: usize, limit: Duration) -> anyhow::Result<Sample
 
 /// Writes `chunk` until `total` bytes or `limit`, timing each write().
 /// `before` runs ahead of each write, untimed (the tmpfs wrap).
-fn timed_writes(f: &mut File, chunk: &[u8], total: usize, limit: Duration, mut before: impl FnMut(&mut File, u64) -> std::io::Result<()>) -> anyhow::Result<(Samples, u64)> {
+fn timed_writes(
+    f: &mut File,
+    chunk: &[u8],
+    total: usize,
+    limit: Duration,
+    mut before: impl FnMut(&mut File, u64) -> std::io::Result<()>,
+) -> anyhow::Result<(Samples, u64)> {
     let deadline = Instant::now() + limit;
     let mut ops = Samples::with_capacity(total / chunk.len() + 1);
     let mut sent: u64 = 0;
@@ -198,7 +225,8 @@ fn sink_writes(root: &Path, chunk: &[u8], total: usize, limit: Duration) -> anyh
     let mut clone = File::open(&clone_path).with_context(|| format!("open {}", clone_path.display()))?;
     let mut num = [0u8; 32];
     let len = clone.read(&mut num)?;
-    let n: u64 = std::str::from_utf8(&num[..len]).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| anyhow!("clone gave no conversation number"))?;
+    let n: u64 =
+        std::str::from_utf8(&num[..len]).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| anyhow!("clone gave no conversation number"))?;
     let data = root.join(format!("svc/sink/{n}/data"));
     let mut writer = OpenOptions::new().write(true).open(&data).with_context(|| format!("open {} to write", data.display()))?;
     let mut reader = File::open(&data).with_context(|| format!("open {} to read", data.display()))?;
@@ -209,7 +237,8 @@ fn sink_writes(root: &Path, chunk: &[u8], total: usize, limit: Duration) -> anyh
     let mut answer = [0u8; 32];
     let len = reader.read(&mut answer)?;
     let took = t.elapsed();
-    let got: u64 = std::str::from_utf8(&answer[..len]).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| anyhow!("the sink answered no count"))?;
+    let got: u64 =
+        std::str::from_utf8(&answer[..len]).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| anyhow!("the sink answered no count"))?;
     if got != sent {
         bail!("wrote {sent} bytes, the sink got {got}");
     }

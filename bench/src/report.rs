@@ -102,8 +102,24 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(workload: impl Into<String>, case: impl Into<String>, unit: Unit, mesh: Option<f64>, baseline: Option<f64>, baseline_name: impl Into<String>) -> Row {
-        Row { workload: workload.into(), case: case.into(), unit, mesh, baseline, baseline_name: baseline_name.into(), target: None, note: String::new() }
+    pub fn new(
+        workload: impl Into<String>,
+        case: impl Into<String>,
+        unit: Unit,
+        mesh: Option<f64>,
+        baseline: Option<f64>,
+        baseline_name: impl Into<String>,
+    ) -> Row {
+        Row {
+            workload: workload.into(),
+            case: case.into(),
+            unit,
+            mesh,
+            baseline,
+            baseline_name: baseline_name.into(),
+            target: None,
+            note: String::new(),
+        }
     }
 
     pub fn target(mut self, t: Target) -> Row {
@@ -206,7 +222,12 @@ impl Report {
         let _ = writeln!(s, "- when: {}", crate::machine::utc_now());
         let _ = writeln!(s, "- machine: `{}`", self.machine.uname);
         let _ = writeln!(s, "- cpu: {}, {} cores available", self.machine.cpu, self.machine.cores);
-        let _ = writeln!(s, "- sizes: {}; took {:.1} s", if self.quick { "--quick (checks it works; not for timings)" } else { "default" }, self.elapsed.as_secs_f64());
+        let _ = writeln!(
+            s,
+            "- sizes: {}; took {:.1} s",
+            if self.quick { "--quick (checks it works; not for timings)" } else { "default" },
+            self.elapsed.as_secs_f64()
+        );
         let _ = writeln!(s, "- ratio = mesh / baseline, for latency and throughput alike; each mesh case ran beside its baseline in the same run, interleaved by rounds\n");
         let _ = writeln!(s, "| {} | note |", HEADER.join(" | "));
         let _ = writeln!(s, "|{}---|", "---|".repeat(HEADER.len()));

@@ -7,6 +7,7 @@
 //! ping-pong of the same size. Every case and the baseline take turns
 //! round by round, in a rotating order.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
@@ -123,7 +124,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let tcp = Chain::new(&[("a", "tcp!127.0.0.1!0".into()), ("b", "tcp!127.0.0.2!0".into()), ("c", "tcp!127.0.0.3!0".into())]).await?;
     let sock = |n: &str| format!("unix!{}", ctx.tmp.path().join(n).display());
     let unix = Chain::new(&[("ua", sock("ua.sock")), ("ub", sock("ub.sock"))]).await?;
-    let tag = format!("mesh-bench-{}", std::process::id());
+    // mem names are process-wide: make them unique per run too, for a
+    // caller that runs the workload twice.
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let tag = format!("mesh-bench-{}-{}", std::process::id(), RUNS.fetch_add(1, Relaxed));
     let mem = Chain::new(&[("ma", format!("mem!{tag}-ma")), ("mb", format!("mem!{tag}-mb"))]).await?;
     let open = |c: &Chain, path: &str| addr(path).map(|a| Peer::Mesh(c.head().open(a, Vec::new())));
     let mut cases = [
@@ -152,8 +156,13 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         for ((label, _), m) in cases.iter().zip(&samples).skip(1) {
             let (s, b) = (&m.samples, &base.samples);
             // The usage goes with the median row, once per case.
-            let note = if metric == "p50" { format!("{} vs {} round trips; mesh {}; raw TCP {}", s.len(), b.len(), m.per_op(), base.per_op()) } else { format!("{} vs {} round trips", s.len(), b.len()) };
-            let mut row = Row::new(format!("rpc 64 B {metric}"), *label, Unit::Micros, s.percentile_us(pct), b.percentile_us(pct), "raw TCP").note(note);
+            let note = if metric == "p50" {
+                format!("{} vs {} round trips; mesh {}; raw TCP {}", s.len(), b.len(), m.per_op(), base.per_op())
+            } else {
+                format!("{} vs {} round trips", s.len(), b.len())
+            };
+            let mut row =
+                Row::new(format!("rpc 64 B {metric}"), *label, Unit::Micros, s.percentile_us(pct), b.percentile_us(pct), "raw TCP").note(note);
             if let (Some(t), "p50") = (target(label), metric) {
                 row = row.target(t);
             }

@@ -71,6 +71,9 @@ pub fn mb_per_s(bytes: u64, took: Duration) -> Option<f64> {
 pub struct Usage {
     pub cpu: Duration,
     pub switches: u64,
+    /// Minor page faults: fresh memory being touched, e.g. a new buffer
+    /// for every large frame instead of one reused.
+    pub faults: u64,
 }
 
 impl Usage {
@@ -82,27 +85,32 @@ impl Usage {
             return Usage::default();
         }
         let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64);
-        Usage { cpu: tv(ru.ru_utime) + tv(ru.ru_stime), switches: ru.ru_nvcsw.max(0) as u64 }
+        Usage { cpu: tv(ru.ru_utime) + tv(ru.ru_stime), switches: ru.ru_nvcsw.max(0) as u64, faults: ru.ru_minflt.max(0) as u64 }
     }
 
     /// What was spent since `before`.
     pub fn since(before: Usage) -> Usage {
         let now = Usage::now();
-        Usage { cpu: now.cpu.saturating_sub(before.cpu), switches: now.switches.saturating_sub(before.switches) }
+        Usage {
+            cpu: now.cpu.saturating_sub(before.cpu),
+            switches: now.switches.saturating_sub(before.switches),
+            faults: now.faults.saturating_sub(before.faults),
+        }
     }
 
     pub fn add(&mut self, o: Usage) {
         self.cpu += o.cpu;
         self.switches += o.switches;
+        self.faults += o.faults;
     }
 
-    /// Per operation, for a note: `CPU 12.3 us, 1.5 sleeps per op`.
+    /// Per operation, for a note: `CPU 12.3 us, 1.50 sleeps, 0.0 faults per op`.
     pub fn per_op(&self, ops: u64) -> String {
         if ops == 0 {
             return String::new();
         }
         let n = ops as f64;
-        format!("CPU {:.1} us, {:.2} sleeps per op", self.cpu.as_secs_f64() * 1e6 / n, self.switches as f64 / n)
+        format!("CPU {:.1} us, {:.2} sleeps, {:.1} faults per op", self.cpu.as_secs_f64() * 1e6 / n, self.switches as f64 / n, self.faults as f64 / n)
     }
 }
 

@@ -49,6 +49,11 @@ enum Cmd {
         #[arg(long, short, default_value = "out/demo.mp4", value_name = "FILE")]
         out: PathBuf,
     },
+    /// Make a machine key pair; prints the public key for the peers' `peers`.
+    Keygen {
+        /// Where to write the key file (mode 0600; never overwritten).
+        path: PathBuf,
+    },
     /// Send standard input as messages to PATH; print the replies.
     Send {
         /// A service or conversation path: /svc/S, /n/M/svc/S, /n/M/svc/S/N.
@@ -135,12 +140,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => ns::deploy::builtin(),
             };
             let machines = machines.iter().map(|m| ns::Name::new(m)).collect::<Result<_, _>>()?;
-            let opts = srv::up::Options { machines, mount, ..Default::default() };
+            let key_scope = srv::keys::scope(deploy.as_deref());
+            let opts = srv::up::Options { machines, mount, key_scope, ..Default::default() };
             srv::up::run(&dep, &opts, on_signal()).await
         }
         Cmd::Demo { out } => {
             let rep = srv::demo::run(&out).await?;
             println!("{}", rep.summary());
+            Ok(())
+        }
+        Cmd::Keygen { path } => {
+            println!("{}", srv::keys::keygen(&path)?);
             Ok(())
         }
         Cmd::Send { path, reply_to, router: r } => srv::commands::send(&router(&r)?, &path, &reply_to).await,

@@ -36,6 +36,13 @@
 //! - `ws`: WebSocket over TCP (tokio-tungstenite), one binary message per
 //!   frame; handshakes run off the accept path so one bad client cannot
 //!   stall or end a listener.
+//! - `secure`: link security for the network transports: [`secure`] runs
+//!   a Noise handshake (`Noise_XX_25519_ChaChaPoly_BLAKE2s`, the `snow`
+//!   crate) on a link between two machine [`Identity`]s whose public keys
+//!   the other side pins in its [`Trust`], and returns a link whose
+//!   frames are encrypted and authenticated. An unknown key is refused
+//!   before any frame is read. Listening and dialing stay as they are;
+//!   the caller secures what it dialed or accepted.
 //!
 //! Errors are `std::io::Error`s; those of `dial`, `listen` and `accept`
 //! start with the dial string. The kind is what callers branch on: `ConnectionRefused` when
@@ -58,6 +65,7 @@ mod addr;
 mod link;
 mod listener;
 mod mem;
+mod secure;
 mod tcp;
 mod unix;
 mod ws;
@@ -68,6 +76,10 @@ use std::io;
 pub use addr::{DialError, DialString, Host};
 pub use link::{framed, FrameSink, FrameStream, Link, LinkOptions, DEFAULT_MAX_FRAME};
 pub use listener::Listener;
+pub use secure::{
+    secure, Identity, KeyError, PeerInfo, PinError, PublicKey, Role, SecureError, Trust,
+    HANDSHAKE_TIMEOUT, MIN_MAX_FRAME,
+};
 
 /// Connects to `ds`.
 ///

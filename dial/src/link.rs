@@ -104,6 +104,8 @@ struct FrameCodec {
     /// True when the next bytes in the read buffer are a length prefix,
     /// i.e. before the first frame and after each complete one.
     at_head: bool,
+    /// The length of the frame whose prefix was read, while `!at_head`.
+    want: usize,
 }
 
 impl FrameCodec {
@@ -117,6 +119,7 @@ impl FrameCodec {
             inner,
             limit,
             at_head: true,
+            want: 0,
         }
     }
 }
@@ -136,12 +139,31 @@ impl Decoder for FrameCodec {
             }
             // The inner codec consumes the prefix on this call.
             self.at_head = false;
+            self.want = len;
         }
         let frame = self.inner.decode(src)?;
         if frame.is_some() {
             self.at_head = true;
         }
         Ok(frame)
+    }
+
+    /// The stream ended: only between frames is that a clean close. The
+    /// default would call it clean when a prefix was read (and consumed)
+    /// but none of its body came, losing that frame silently.
+    fn decode_eof(&mut self, src: &mut BytesMut) -> io::Result<Option<BytesMut>> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if self.at_head && src.is_empty() => Ok(None),
+            None if self.at_head => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("closed inside a length prefix: {} of 4 bytes", src.len()),
+            )),
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("closed inside a frame: {} of {} bytes", src.len(), self.want),
+            )),
+        }
     }
 }
 
@@ -268,6 +290,19 @@ mod tests {
         tx.close().await.unwrap();
         assert_eq!(rx.next().await.unwrap().unwrap(), Bytes::from_static(b"x"));
         assert!(rx.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn prefix_without_body_is_an_error() {
+        // Found by fuzz/ (frame): the prefix alone, then close, used to
+        // end the stream cleanly.
+        let (a, mut b) = tokio::io::duplex(1024);
+        let (_, mut rx) = framed(a, &opts(64));
+        b.write_all(&[0, 0, 0, 5]).await.unwrap();
+        drop(b);
+        let err = rx.next().await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(err.to_string(), "closed inside a frame: 0 of 5 bytes");
     }
 
     #[tokio::test]

@@ -60,7 +60,8 @@ impl Mesh {
     /// A `mesh` command in this group's environment.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(mesh_bin());
-        c.args(args).env("XDG_RUNTIME_DIR", self.dir.path()).env_remove("RUST_LOG");
+        // Sockets and host-made keys stay inside the test's directory.
+        c.args(args).env("XDG_RUNTIME_DIR", self.dir.path()).env("XDG_STATE_HOME", self.dir.path().join("state")).env_remove("RUST_LOG");
         c
     }
 

@@ -114,7 +114,7 @@ services = [ {{ name = "sink", kind = "exec", command = ["python3", "-c", {pace:
     let t0 = Instant::now();
     let script = format!("head -c {TOTAL} /dev/zero | {} send -m a /svc/sink", mnt_tests::mesh_bin().display());
     let mut cmd = std::process::Command::new("bash");
-    cmd.args(["-c", &script]).env("XDG_RUNTIME_DIR", m.dir.path());
+    cmd.args(["-c", &script]).env("XDG_RUNTIME_DIR", m.dir.path()).env("XDG_STATE_HOME", m.dir.path().join("state"));
     let out = cmd.output().expect("send");
     let took = t0.elapsed();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

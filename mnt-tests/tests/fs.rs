@@ -12,7 +12,7 @@ const T: Duration = Duration::from_secs(20);
 struct Abc {
     m: Mesh,
     dir: PathBuf,
-    ports: [u16; 3],
+    ports: [u16; 4],
 }
 
 impl Abc {
@@ -29,10 +29,15 @@ impl Abc {
 fn start() -> Abc {
     let mut m = Mesh::new();
     let dir = m.dir.path().to_path_buf();
-    let (pa, pb, pc) = (port(), port(), port());
+    let (pa, pb, pc, pd) = (port(), port(), port(), port());
     let d = dir.display();
     let text = format!(
         r#"
+# d is started only by the test that dials it through a's ctl.
+[machines.d]
+listen = ["tcp!127.0.0.4!{pd}"]
+services = [ {{ name = "dsvc", kind = "exec", command = ["cat"] }} ]
+
 [machines.a]
 listen = ["tcp!127.0.0.1!{pa}"]
 dial = ["tcp!127.0.0.2!{pb}"]
@@ -59,7 +64,7 @@ services = [
     for id in ["a", "b", "c"] {
         m.up(&deploy, id);
     }
-    let abc = Abc { m, dir, ports: [pa, pb, pc] };
+    let abc = Abc { m, dir, ports: [pa, pb, pc, pd] };
     let a = abc.mnt("a");
     until("a's tree shows every service", T, || {
         std::fs::read_dir(a.join("svc")).map(|d| d.count() == 5).unwrap_or(false)
@@ -225,15 +230,27 @@ fn the_tree_changes_live() {
     abc.m.signal("late", nix::sys::signal::Signal::SIGTERM);
     until("late gone from a/svc", Duration::from_secs(5), || !Path::new(&format!("{a}/svc/late")).exists());
     // A new peer, dialed through ctl: its services appear.
-    let pd = port();
-    let d = abc.m.file("d.toml", &format!("[machines.d]\nlisten = [\"tcp!127.0.0.4!{pd}\"]\nservices = [ {{ name = \"dsvc\", kind = \"exec\", command = [\"cat\"] }} ]\n"));
-    abc.m.up(&d, "d");
+    let pd = abc.ports[3];
+    let deploy = abc.dir.join("abc.toml");
+    abc.m.up(&deploy, "d");
     until("d listening", T, || std::net::TcpStream::connect(("127.0.0.4", pd)).is_ok());
     sh_ok(&format!("echo 'dial tcp!127.0.0.4!{pd}' > {a}/ctl"), T);
     until("dsvc in a/svc", Duration::from_secs(5), || Path::new(&format!("{a}/svc/dsvc")).exists());
     assert_eq!(sh_ok(&format!("ls {a}/term"), T), "local\nloopback\nnet-b\nnet-d\n");
+    assert!(sh_ok(&format!("cat {a}/term/net-d/status"), T).contains("security noise "));
     let (st, _, err) = sh(&format!("echo 'dial tcp!127.0.0.4!1' > {a}/ctl"), T);
     assert!(!st.success(), "{err}");
+    // A router of another deployment has a key nobody pinned: refused,
+    // and the refusal names the key.
+    let pe = port();
+    let e = abc.m.file("e.toml", &format!("[machines.e]\nlisten = [\"tcp!127.0.0.5!{pe}\"]\n"));
+    abc.m.up(&e, "e");
+    until("e listening", T, || std::net::TcpStream::connect(("127.0.0.5", pe)).is_ok());
+    let (st, _, _) = sh(&format!("echo 'dial tcp!127.0.0.5!{pe}' > {a}/ctl"), T);
+    assert!(!st.success(), "a stranger was accepted");
+    let ctl = sh_ok(&format!("cat {a}/ctl"), T);
+    assert!(ctl.contains("unknown key") || ctl.contains("refused our key"), "{ctl}");
+    assert!(!Path::new(&format!("{a}/term/net-e")).exists());
 }
 
 #[test]

@@ -26,6 +26,25 @@ use crate::path::{Addr, MachineId, Name};
 use crate::router::{warn_link, Router};
 use crate::term::{Term, TermKind};
 
+/// This machine's key and the keys of the machines it accepts.
+pub struct Security {
+    pub identity: dial::Identity,
+    pub trust: dial::Trust,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Security {{ key {}, {} pinned }}", self.identity.public().fingerprint(), self.trust.len())
+    }
+}
+
+/// How a network link was secured: the peer machine its key belongs to,
+/// and the status line; or no check at all.
+struct Secured {
+    machine: Option<String>,
+    status: String,
+}
+
 /// How long the other side has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -74,6 +93,7 @@ impl Router {
         let mut listener = dial::listen(ds, &link_options()).await?;
         let bound = listener.local_addr();
         let clients_ok = matches!(ds, DialString::Unix(_) | DialString::Mem(_));
+        let network = ds.is_network();
         info!(addr = %bound, "listening");
         let r = self.clone();
         let addr = bound.clone();
@@ -82,7 +102,7 @@ impl Router {
                 tokio::select! {
                     _ = r.0.shutdown.cancelled() => return,
                     res = listener.accept() => match res {
-                        Ok(link) => { r.spawn(r.clone().accepted(link, clients_ok)); }
+                        Ok(link) => { r.spawn(r.clone().accepted(link, clients_ok, network)); }
                         Err(e) => {
                             warn!(%addr, "accept: {e}");
                             tokio::time::sleep(BACKOFF_MIN).await;
@@ -94,8 +114,36 @@ impl Router {
         Ok(bound)
     }
 
-    async fn accepted(self, mut link: Link, clients_ok: bool) {
+    /// Authenticates and encrypts a tcp or ws link, unless this router
+    /// runs insecure. An unknown key is refused before anything is read.
+    async fn secure(&self, link: Link, role: dial::Role) -> io::Result<(Link, Secured)> {
+        match &self.0.cfg.security {
+            Some(sec) => {
+                let (link, peer) = dial::secure(link, &link_options(), &sec.identity, &sec.trust, role).await?;
+                let status = format!("noise {} ({})", peer.key.fingerprint(), peer.machine);
+                Ok((link, Secured { machine: Some(peer.machine), status }))
+            }
+            None => {
+                warn!(remote = %link.remote, "INSECURE link: neither authenticated nor encrypted (insecure = true is for benchmarks only)");
+                Ok((link, Secured { machine: None, status: "insecure".into() }))
+            }
+        }
+    }
+
+    async fn accepted(self, link: Link, clients_ok: bool, network: bool) {
         let remote = link.remote.clone();
+        let (mut link, secured) = if network {
+            match self.secure(link, dial::Role::Responder).await {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(%remote, "refused: {e}");
+                    self.log_event(format!("refused {remote}: {e}"));
+                    return;
+                }
+            }
+        } else {
+            (link, Secured { machine: None, status: "local".into() })
+        };
         let hello = match read_hello(&mut link).await {
             Ok(h) => h,
             Err(e) => {
@@ -120,22 +168,35 @@ impl Router {
             warn!(%remote, "refused: peer claims to be this machine");
             return;
         }
+        if let Some(m) = secured.machine.as_ref().filter(|m| **m != hello.machine.as_str()) {
+            warn!(%remote, "refused: key of {m} used by a peer saying it is {}", hello.machine);
+            self.log_event(format!("refused {remote}: key of {m}, hello from {}", hello.machine));
+            return;
+        }
         if send_frame(&mut link, &hello_env(self.id(), None)).await.is_ok() {
-            self.run_peer(link, hello.machine, false, remote).await;
+            self.run_peer(link, hello.machine, false, remote, secured.status).await;
         }
     }
 
     /// Dials `ds` once: connects, says hello and runs the link in a task.
     /// Returns the neighbour's id and the task, which ends with the link.
     pub async fn connect(&self, ds: &DialString) -> io::Result<(MachineId, tokio::task::JoinHandle<()>)> {
-        let mut link = dial::dial(ds, &link_options()).await?;
+        let link = dial::dial(ds, &link_options()).await?;
+        let (mut link, secured) = if ds.is_network() {
+            self.secure(link, dial::Role::Initiator).await?
+        } else {
+            (link, Secured { machine: None, status: "local".into() })
+        };
         send_frame(&mut link, &hello_env(self.id(), None)).await?;
         let hello = read_hello(&mut link).await?;
         if hello.machine == *self.id() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{ds} is this machine")));
         }
+        if let Some(m) = secured.machine.as_ref().filter(|m| **m != hello.machine.as_str()) {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("{ds} has the key of {m} but says it is {}", hello.machine)));
+        }
         let peer = hello.machine.clone();
-        let task = self.spawn(self.clone().run_peer(link, hello.machine, true, ds.to_string()));
+        let task = self.spawn(self.clone().run_peer(link, hello.machine, true, ds.to_string(), secured.status));
         Ok((peer, task))
     }
 
@@ -219,8 +280,9 @@ impl Router {
         true
     }
 
-    async fn run_peer(self, link: Link, peer: MachineId, dialed: bool, addr: String) {
+    async fn run_peer(self, link: Link, peer: MachineId, dialed: bool, addr: String, security: String) {
         let (term, rx) = Term::linked(format!("net-{peer}"), TermKind::Net(peer.clone()), addr, dialed);
+        *lock(&term.security) = security;
         if !self.register(&term, &peer) {
             debug!(%peer, "duplicate link closed");
             return;

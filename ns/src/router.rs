@@ -36,11 +36,15 @@ pub struct Config {
     /// Ping and keepalive period; a neighbour silent for three periods is
     /// taken for dead.
     pub period: Duration,
+    /// This machine's key and the keys it accepts, for tcp and ws links.
+    /// `None` leaves network links unauthenticated and unencrypted, which
+    /// is logged loudly: for benchmarks only.
+    pub security: Option<Arc<crate::link::Security>>,
 }
 
 impl Config {
     pub fn new(id: MachineId) -> Config {
-        Config { id, gossip: true, registry: None, period: Duration::from_millis(500) }
+        Config { id, gossip: true, registry: None, period: Duration::from_millis(500), security: None }
     }
 }
 

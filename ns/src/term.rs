@@ -53,6 +53,9 @@ pub struct Term {
     pub addr: String,
     /// Whether this side dialed.
     pub dialed: bool,
+    /// How the link is protected: `noise KEYFINGERPRINT`, `insecure`, or
+    /// `local` for in-host transports.
+    pub security: Mutex<String>,
     pub stats: TermStats,
     tx: Option<mpsc::Sender<Envelope>>,
     trace: broadcast::Sender<Arc<str>>,
@@ -80,6 +83,7 @@ impl Term {
             kind,
             addr,
             dialed,
+            security: Mutex::new("local".into()),
             stats: TermStats::default(),
             tx,
             trace: broadcast::channel(TRACE_QUEUE).0,
@@ -162,6 +166,7 @@ impl Term {
         let _ = writeln!(out, "out {} envelopes {} bytes", s.envs_out.load(Relaxed), s.bytes_out.load(Relaxed));
         let _ = writeln!(out, "errors {}", s.errors.load(Relaxed));
         let _ = writeln!(out, "rtt {}us", s.rtt_us.load(Relaxed));
+        let _ = writeln!(out, "security {}", lock(&self.security));
         out
     }
 }

@@ -28,6 +28,8 @@ pub struct Built {
     pub about: Option<String>,
     /// Files of its own in `svc/S/` (the display's `frame.png`).
     pub files: Vec<(String, FileFn)>,
+    /// The directory a dir service serves at `svc/S/root/`.
+    pub root: Option<Arc<crate::fs::dir::Root>>,
 }
 
 /// Why a service of the deployment file is not offered.
@@ -44,7 +46,7 @@ pub const DEFAULT_SIZE: (u16, u16) = (80, 24);
 pub const DEFAULT_FPS: u32 = 30;
 
 fn plain(service: Arc<dyn Service>) -> Built {
-    Built { service, ctl: None, about: None, files: Vec::new() }
+    Built { service, ctl: None, about: None, files: Vec::new(), root: None }
 }
 
 /// Builds the service a deployment entry describes, on `router`.
@@ -58,6 +60,14 @@ pub fn build(spec: &ServiceSpec, router: &Router) -> Result<Built, KindError> {
             let pty = Arc::new(PtyService::new(spec.command.clone(), size).map_err(bad)?);
             let p = pty.clone();
             Ok(Built { ctl: Some(Arc::new(move |n, line| p.ctl(n, line))), ..plain(pty) })
+        }
+        ServiceKind::Dir => {
+            // The file checks that dir has a root; opening it here makes a
+            // missing or unreadable directory a start-up error.
+            let path = spec.root.as_deref().ok_or_else(|| bad(anyhow::anyhow!("kind dir needs root")))?;
+            let root = Arc::new(crate::fs::dir::Root::open(path).map_err(|e| bad(anyhow::anyhow!("root {}: {e}", path.display())))?);
+            let service = Arc::new(crate::fs::dir::DirService::new(root.clone(), spec.name.as_str()));
+            Ok(Built { about: Some(format!("root {}", root.path().display())), root: Some(root), ..plain(service) })
         }
         ServiceKind::Parser => Ok(plain(Arc::new(ParserService::new(size, spec.fps.unwrap_or(DEFAULT_FPS)).map_err(bad)?))),
         #[cfg(feature = "gpu")]
@@ -98,6 +108,8 @@ pub fn build(spec: &ServiceSpec, router: &Router) -> Result<Built, KindError> {
                 ..plain(Arc::new(disp))
             })
         }
+        // Reached in builds without the gpu or video feature.
+        #[allow(unreachable_patterns)]
         _ => Err(KindError::Unavailable { name: spec.name.to_string(), line: spec.line, kind: spec.kind.to_string() }),
     }
 }

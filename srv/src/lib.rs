@@ -6,6 +6,7 @@
 //! - [`demo`]: `mesh demo`, the seed's scenario recorded to an MP4.
 //! - [`exec`]: the `exec` kind: one process per conversation, its standard
 //!   input and output being the conversation.
+//! - [`keys`]: machine keys for network links, and `mesh keygen`.
 //! - [`kinds`]: what each `kind` of the deployment file becomes.
 //! - [`pipeline`]: the deployment file's pipelines, started where their
 //!   first stage is served.
@@ -16,6 +17,7 @@ pub mod commands;
 pub mod demo;
 pub mod exec;
 pub mod fs;
+pub mod keys;
 pub mod kinds;
 pub mod parser;
 pub mod pipeline;

@@ -27,6 +27,8 @@ pub struct Options {
     pub no_mount: bool,
     /// Start no pipeline (a caller that runs them itself).
     pub no_pipelines: bool,
+    /// Where host-made keys of this deployment live (see [`crate::keys`]).
+    pub key_scope: String,
 }
 
 /// A running machine.
@@ -50,7 +52,7 @@ pub async fn start(dep: &Deployment, opts: &Options, shutdown: &CancellationToke
     // process find their peers at once.
     for id in &ids {
         let m = dep.machine(id.as_str()).with_context(|| format!("no machine {id} in the deployment"))?;
-        let r = start_machine(m, opts, shutdown).await?;
+        let r = start_machine(dep, m, opts, shutdown).await?;
         out.insert(id.clone(), r);
     }
     for id in &ids {
@@ -81,10 +83,12 @@ pub async fn start(dep: &Deployment, opts: &Options, shutdown: &CancellationToke
     Ok(out)
 }
 
-async fn start_machine(m: &Machine, opts: &Options, shutdown: &CancellationToken) -> anyhow::Result<Running> {
+async fn start_machine(dep: &Deployment, m: &Machine, opts: &Options, shutdown: &CancellationToken) -> anyhow::Result<Running> {
     let mut cfg = Config::new(m.id.clone());
     cfg.gossip = m.gossip;
     cfg.registry = m.registry.clone();
+    let scope = if opts.key_scope.is_empty() { "builtin" } else { &opts.key_scope };
+    cfg.security = crate::keys::security(dep, m, scope)?;
     let router = Router::new(cfg, shutdown.child_token());
     for ds in &m.listen {
         router.listen(ds).await.with_context(|| format!("machine {}: listen {ds}", m.id))?;
@@ -103,7 +107,7 @@ async fn start_machine(m: &Machine, opts: &Options, shutdown: &CancellationToken
         match kinds::build(spec, &router) {
             Ok(built) => {
                 router.add_service(spec.name.clone(), built.service);
-                tree.set_kind(spec.name.as_str(), crate::fs::KindExtras { ctl: built.ctl, about: built.about, files: built.files });
+                tree.set_kind(spec.name.as_str(), crate::fs::KindExtras { ctl: built.ctl, about: built.about, files: built.files, root: built.root });
             }
             Err(e @ kinds::KindError::Unavailable { .. }) => warn!(machine = %m.id, "{e}; not offered"),
             Err(e) => return Err(e.into()),

@@ -5,8 +5,8 @@
 //! baseline, each rung measured beside raw TCP in the same run:
 //!
 //! - RPC: frames over a `dial` tcp link sent inline; plus the envelope
-//!   codec; plus reader and writer tasks and queues at both ends (the
-//!   shape of the router's links); the mesh itself; the mesh and raw TCP
+//!   codec; plus a reader task and a queue at each end, writes still
+//!   inline; plus writer tasks too (the shape of the router's links); the mesh itself; the mesh and raw TCP
 //!   again on a single-threaded runtime, which tells how much is the cost
 //!   of waking tasks on the other core.
 //! - Bulk (1 MiB messages): frames over a dial link; plus the envelope
@@ -44,6 +44,7 @@ async fn rpc_ladder(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         ("raw TCP", Rung::Raw(PingPong::new("127.0.0.1", 64).await?)),
         ("dial tcp link, frames inline", Rung::framed("127.0.0.1", false).await?),
         ("+ envelope codec", Rung::framed("127.0.0.1", true).await?),
+        ("+ reader tasks, queues; inline writes", Rung::inline("127.0.0.1").await?),
         ("+ reader/writer tasks, queues", Rung::tasked("127.0.0.1").await?),
         ("mesh tcp, 1 hop", Rung::Mesh(chain.head().open(addr("/n/b/svc/echo")?, Vec::new()))),
     ];
@@ -58,14 +59,24 @@ async fn rpc_ladder(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     all.push((&one[1], &one[0], "raw TCP, 1 thread"));
     let mut rows = Vec::new();
     for (label, (m, base, base_name)) in labels.iter().zip(&all) {
-        rows.push(Row::new("breakdown rpc 64 B p50", *label, Unit::Micros, m.samples.p50(), base.samples.p50(), *base_name).note(format!("{} round trips", m.samples.len())));
+        rows.push(
+            Row::new("breakdown rpc 64 B p50", *label, Unit::Micros, m.samples.p50(), base.samples.p50(), *base_name)
+                .note(format!("{} round trips", m.samples.len())),
+        );
     }
     // Per round trip: what the process spent, beside the baseline.
     for (label, (m, base, base_name)) in labels.iter().zip(&all) {
         let per = |x: &Measured, f: fn(&Usage) -> f64| (!x.samples.is_empty()).then(|| f(&x.usage) / x.samples.len() as f64);
         let cpu = |u: &Usage| u.cpu.as_secs_f64() * 1e6;
         rows.push(Row::new("breakdown rpc CPU per round trip", *label, Unit::Micros, per(m, cpu), per(base, cpu), *base_name));
-        rows.push(Row::new("breakdown rpc sleeps per round trip", *label, Unit::Count, per(m, |u| u.switches as f64), per(base, |u| u.switches as f64), *base_name));
+        rows.push(Row::new(
+            "breakdown rpc sleeps per round trip",
+            *label,
+            Unit::Count,
+            per(m, |u| u.switches as f64),
+            per(base, |u| u.switches as f64),
+            *base_name,
+        ));
     }
     Ok(rows)
 }
@@ -121,12 +132,38 @@ async fn bulk_ladder(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     }
     let mut rows = Vec::new();
     for (l, t) in LABELS.iter().zip(&got).skip(1) {
-        rows.push(Row::new("breakdown bulk 1 MiB msgs", *l, Unit::MBps, t.mb_per_s(), got[0].mb_per_s(), "raw TCP").note(format!("{} MiB", t.bytes >> 20)));
+        rows.push(
+            Row::new("breakdown bulk 1 MiB msgs", *l, Unit::MBps, t.mb_per_s(), got[0].mb_per_s(), "raw TCP").note(format!("{} MiB", t.bytes >> 20)),
+        );
     }
     // CPU per MiB: with every router on the same two cores, a path that
     // costs twice the CPU can move at most half as much.
     for (l, t) in LABELS.iter().zip(&got).skip(1) {
-        rows.push(Row::new("breakdown bulk CPU per MiB", *l, Unit::Micros, t.cpu_us_per_mib(), got[0].cpu_us_per_mib(), "raw TCP").note(t.usage.per_op(t.bytes >> 20).replace("per op", "per MiB")));
+        rows.push(
+            Row::new("breakdown bulk CPU per MiB", *l, Unit::Micros, t.cpu_us_per_mib(), got[0].cpu_us_per_mib(), "raw TCP")
+                .note(t.usage.per_op(t.bytes >> 20).replace("per op", "per MiB")),
+        );
+    }
+    // Page faults per MiB: a fresh buffer per large frame is touched page
+    // by page; a reused one is not.
+    let per_mib = |t: &Transfer, v: u64| (t.bytes >= 1 << 20).then(|| v as f64 / (t.bytes >> 20) as f64);
+    for (l, t) in LABELS.iter().zip(&got).skip(1) {
+        rows.push(Row::new(
+            "breakdown bulk page faults per MiB",
+            *l,
+            Unit::Count,
+            per_mib(t, t.usage.faults),
+            per_mib(&got[0], got[0].usage.faults),
+            "raw TCP",
+        ));
+        rows.push(Row::new(
+            "breakdown bulk sleeps per MiB",
+            *l,
+            Unit::Count,
+            per_mib(t, t.usage.switches),
+            per_mib(&got[0], got[0].usage.switches),
+            "raw TCP",
+        ));
     }
     Ok(rows)
 }

@@ -1,13 +1,15 @@
 //! The rungs of the RPC ladder: from a raw TCP ping-pong up to the
 //! mesh, adding one of the mesh's layers at a time.
 
+use std::sync::Arc;
+
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use dial::{FrameSink, Link};
 use futures::{SinkExt, StreamExt};
 use ns::conv::Conv;
 use ns::{Envelope, Kind, Name};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::mesh::addr;
@@ -45,10 +47,28 @@ pub enum Rung {
     Raw(PingPong),
     /// Frames over a dial link, sent and received inline at both ends;
     /// with `Some(envelope)`, each frame is an encoded envelope.
-    Framed { link: Link, server: JoinHandle<()>, envelope: Option<Envelope> },
+    Framed {
+        link: Link,
+        server: JoinHandle<()>,
+        envelope: Option<Envelope>,
+    },
+    /// Envelopes through a reader task and a queue at both ends, but
+    /// written inline by the task that sends them (the sink behind a
+    /// lock): what the router's links would cost without writer tasks.
+    Inline {
+        sink: Arc<Mutex<FrameSink>>,
+        inbox: mpsc::Receiver<Envelope>,
+        tasks: Vec<JoinHandle<()>>,
+        envelope: Envelope,
+    },
     /// Envelopes through a writer task and a reader task at both ends and
     /// a queue to an echo task, the way the router moves them.
-    Tasked { out: mpsc::Sender<Envelope>, inbox: mpsc::Receiver<Envelope>, tasks: Vec<JoinHandle<()>>, envelope: Envelope },
+    Tasked {
+        out: mpsc::Sender<Envelope>,
+        inbox: mpsc::Receiver<Envelope>,
+        tasks: Vec<JoinHandle<()>>,
+        envelope: Envelope,
+    },
     Mesh(Conv),
 }
 
@@ -90,6 +110,38 @@ impl Rung {
         }));
         Ok(Rung::Tasked { out, inbox, tasks, envelope: envelope(Bytes::from_static(&[0x5a; 64]))? })
     }
+}
+
+impl Rung {
+    pub async fn inline(ip: &str) -> anyhow::Result<Rung> {
+        let (near, far) = link_pair(ip).await?;
+        let (sink, inbox, reader) = reader_end(near);
+        let (far_sink, mut far_in, far_reader) = reader_end(far);
+        let me = Name::new("b").map_err(|e| anyhow!("{e}"))?;
+        let echo = tokio::spawn(async move {
+            while let Some(e) = far_in.recv().await {
+                if far_sink.lock().await.send(reply(e, &me).encode()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Rung::Inline { sink, inbox, tasks: vec![reader, far_reader, echo], envelope: envelope(Bytes::from_static(&[0x5a; 64]))? })
+    }
+}
+
+/// A reader task decoding into a queue; the sink for inline writes.
+fn reader_end(link: Link) -> (Arc<Mutex<FrameSink>>, mpsc::Receiver<Envelope>, JoinHandle<()>) {
+    let Link { tx, mut rx, .. } = link;
+    let (in_tx, in_rx) = mpsc::channel(64);
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(f)) = rx.next().await {
+            let Ok(e) = Envelope::decode(f) else { break };
+            if in_tx.send(e).await.is_err() {
+                break;
+            }
+        }
+    });
+    (Arc::new(Mutex::new(tx)), in_rx, reader)
 }
 
 /// A writer task and a reader task on a link, with queues in and out:
@@ -143,6 +195,14 @@ impl Ping for Rung {
                 }
                 Ok(())
             }
+            Rung::Inline { sink, inbox, envelope, .. } => {
+                sink.lock().await.send(envelope.encode()).await?;
+                match inbox.recv().await {
+                    Some(e) if e.data.len() == envelope.data.len() => Ok(()),
+                    Some(_) => bail!("reply of the wrong size"),
+                    None => bail!("reader gone"),
+                }
+            }
             Rung::Tasked { out, inbox, envelope, .. } => {
                 out.send(envelope.clone()).await.map_err(|_| anyhow!("writer gone"))?;
                 match inbox.recv().await {
@@ -159,7 +219,7 @@ impl Drop for Rung {
     fn drop(&mut self) {
         match self {
             Rung::Framed { server, .. } => server.abort(),
-            Rung::Tasked { tasks, .. } => tasks.iter().for_each(JoinHandle::abort),
+            Rung::Tasked { tasks, .. } | Rung::Inline { tasks, .. } => tasks.iter().for_each(JoinHandle::abort),
             Rung::Raw(_) | Rung::Mesh(_) => {}
         }
     }

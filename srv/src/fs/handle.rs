@@ -181,6 +181,9 @@ pub enum Handle {
     Trace(tokio::sync::Mutex<Trace>),
     /// A file open on another machine.
     RemoteFile(super::remote::RemoteFile),
+    /// A regular file of a local dir service (read and written on the
+    /// blocking pool, hence shared).
+    Stored(Arc<std::fs::File>),
 }
 
 /// Reads `size` bytes of `text` at `offset`.

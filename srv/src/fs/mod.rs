@@ -4,6 +4,9 @@
 //! Modules:
 //!
 //! - [`tree`]: the table of directories and files, and path resolution.
+//! - [`dir`]: the `dir` kind: a local directory served at `svc/S/root/`,
+//!   confined to it; [`ops`] changes it (create, mkdir, rename...).
+//! - [`errors`]: file-system errors and the errno table of the tree.
 //! - [`handle`]: open files: streams over conversations, text, traces.
 //! - [`ctl`]: the messages `ctl` files take.
 //! - [`remote`]: other machines' trees under `n/M/`, served by their
@@ -15,9 +18,12 @@
 //! server and the tree server for other machines both call it.
 
 pub mod ctl;
+pub mod dir;
+pub mod errors;
 pub mod fuse;
 pub mod handle;
 pub mod mount;
+mod ops;
 pub mod remote;
 pub mod tree;
 
@@ -28,6 +34,7 @@ use std::sync::{Arc, Mutex, Weak};
 use bytes::Bytes;
 use ns::{Addr, Name, Router};
 
+use dir::Access;
 use handle::{slice_at, Handle, Slot, Stream, Trace, Waker};
 use tree::{Entry, FileKind, Node};
 
@@ -75,6 +82,8 @@ pub struct KindExtras {
     pub about: Option<String>,
     /// Files of its own.
     pub files: Vec<(String, crate::kinds::FileFn)>,
+    /// The directory a dir service serves at `svc/S/root/`.
+    pub root: Option<Arc<dir::Root>>,
 }
 
 struct Dynamic<'a>(&'a Namespace);
@@ -90,6 +99,10 @@ impl tree::Convs for Dynamic<'_> {
 
     fn has_ctl(&self, service: &str) -> bool {
         self.0.extras(service).ctl.is_some()
+    }
+
+    fn has_root(&self, service: &str) -> bool {
+        self.0.has_root(service)
     }
 }
 
@@ -122,6 +135,16 @@ impl Namespace {
         slot
     }
 
+    /// Whether `service` is a dir service of this machine.
+    pub fn has_root(&self, service: &str) -> bool {
+        self.kinds.lock().unwrap_or_else(|e| e.into_inner()).get(service).is_some_and(|k| k.root.is_some())
+    }
+
+    /// The served directory of local dir service `service`.
+    fn root(&self, service: &str) -> Result<Arc<dir::Root>, String> {
+        self.extras(service).root.ok_or_else(|| format!("'/svc/{service}/root' file does not exist"))
+    }
+
     /// A local service's own ctl handler, if its kind has one.
     pub fn kind_ctl(&self, service: &str) -> Option<crate::kinds::CtlHook> {
         self.extras(service).ctl
@@ -144,6 +167,13 @@ impl Namespace {
                 e.name = path.last().cloned().unwrap_or_default();
                 e
             }),
+            Node::Stored(s, rel) => {
+                let root = self.root(s)?;
+                let rel = rel.clone();
+                let mut e = blocking(move || root.stat(&rel)).await?;
+                e.name = path.last().cloned().unwrap_or_default();
+                Ok(e)
+            }
             _ => Ok(tree::entry(&node, path.last().map(String::as_str).unwrap_or(""))),
         }
     }
@@ -153,18 +183,54 @@ impl Namespace {
         match self.resolve(path)? {
             Node::Remote(m, rest) if m != *self.router.id() => remote::list(&self.router, &m, &rest).await,
             Node::Remote(_, rest) => Box::pin(self.list(&rest)).await,
+            Node::Stored(s, rel) => {
+                let root = self.root(&s)?;
+                blocking(move || root.list(&rel)).await
+            }
+            Node::Svc(s) => {
+                let mut v = tree::list(&self.router, &Dynamic(self), &Node::Svc(s.clone()))?;
+                if !self.has_root(&s) && self.root_elsewhere(&s).await {
+                    v.push(Entry::new("root", FileKind::Dir, 0o555));
+                }
+                Ok(v)
+            }
             node => tree::list(&self.router, &Dynamic(self), &node),
         }
     }
 
-    /// Opens a file.
+    /// Whether the replica of `service` this machine would use is a dir
+    /// service, so that `svc/S/` lists its `root` here too. One question
+    /// to that machine, which must answer promptly.
+    async fn root_elsewhere(&self, service: &str) -> bool {
+        let Some(m) = self.router.table().nearest(service).map(|rt| rt.machine.clone()) else { return false };
+        if m == *self.router.id() {
+            return false;
+        }
+        let path = ["svc".to_string(), service.to_string(), "root".to_string()];
+        let ask = remote::stat(&self.router, &m, &path);
+        matches!(tokio::time::timeout(std::time::Duration::from_secs(1), ask).await, Ok(Ok(e)) if e.kind == FileKind::Dir)
+    }
+
+    /// Opens a file to read, write or both.
     pub async fn open(&self, path: &[String], read: bool, write: bool) -> Result<Handle, String> {
+        self.open_with(path, Access { read, write, ..Access::default() }).await
+    }
+
+    /// Opens a file; truncating and appending apply to the files of
+    /// served directories only.
+    pub async fn open_with(&self, path: &[String], access: Access) -> Result<Handle, String> {
         let node = self.resolve(path)?;
         let r = &self.router;
         let text = |s: String| Ok(Handle::Text(Bytes::from(s)));
+        let write = access.write;
         match node {
-            Node::Remote(m, rest) if m != *r.id() => remote::open(r, &m, &rest, read, write).await,
-            Node::Remote(_, rest) => Box::pin(self.open(&rest, read, write)).await,
+            Node::Remote(m, rest) if m != *r.id() => remote::open(r, &m, &rest, access).await,
+            Node::Remote(_, rest) => Box::pin(self.open_with(&rest, access)).await,
+            Node::Stored(s, rel) => {
+                let root = self.root(&s)?;
+                let f = blocking(move || root.open_file(&rel, access)).await?;
+                Ok(Handle::Stored(Arc::new(f)))
+            }
             Node::Machine => text(format!("{}\n", r.id())),
             Node::Routes => text(r.routes()),
             Node::Ctl => Ok(Handle::Ctl(Bytes::from(ns::query::ctl_text(r)), ctl::Target::Router)),
@@ -225,7 +291,7 @@ impl Namespace {
                 let term = r.term(&t).ok_or("terminal gone")?;
                 Ok(Handle::Trace(tokio::sync::Mutex::new(Trace::new(term.subscribe()))))
             }
-            _ => Err("is a directory".into()),
+            _ => Err(errors::EISDIR.into()),
         }
     }
 
@@ -242,6 +308,10 @@ impl Namespace {
             Handle::SlotData { slot, .. } => slot.stream.read(size).await,
             Handle::Trace(t) => Ok(t.lock().await.read(size).await),
             Handle::RemoteFile(f) => f.read(offset, size).await,
+            Handle::Stored(f) => {
+                let f = f.clone();
+                blocking(move || dir::read_at(&f, offset, size)).await.map(Bytes::from)
+            }
         }
     }
 
@@ -252,6 +322,7 @@ impl Namespace {
             Handle::Stream(s) => s.write(data).await,
             Handle::SlotData { slot, writes: true } => slot.stream.write(data).await,
             Handle::RemoteFile(f) => f.write(data).await,
+            Handle::Stored(_) => Err(ns::error::detail(ns::error::EBADPATH, "write without an offset")),
             _ => Err("file not open for writing".into()),
         }
     }
@@ -292,6 +363,11 @@ impl Namespace {
     }
 }
 
+/// Runs file I/O on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ns::error::detail(errors::EIO, e))?
+}
+
 fn name(s: &str) -> Result<Name, String> {
     Name::new(s).map_err(|e| e.to_string())
 }
@@ -317,6 +393,7 @@ pub fn handle_kind(h: &Handle) -> FileKind {
     match h {
         Handle::Text(_) | Handle::Ctl(..) => FileKind::File,
         Handle::RemoteFile(f) => f.kind(),
+        Handle::Stored(_) => FileKind::Stored,
         _ => FileKind::Stream,
     }
 }

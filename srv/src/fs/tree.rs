@@ -2,6 +2,8 @@
 //! (name, kind, mode) rows, plus the names that come and go (services,
 //! conversations, terminals, machines). [`resolve`] turns a path into a
 //! [`Node`]; lookup, readdir and getattr all derive from it and [`list`].
+//! Below a dir service's `svc/S/root/` the files are real ones
+//! ([`Node::Stored`]), listed and looked up by [`super::dir`].
 
 use ns::error::{self, ENOSERVICE};
 use ns::{MachineId, Router};
@@ -14,6 +16,9 @@ pub enum FileKind {
     File,
     /// A stream of messages: size 0, not seekable, one message a read.
     Stream,
+    /// A regular file of a served directory (`svc/S/root/...`): real
+    /// contents and size, read and written at offsets.
+    Stored,
 }
 
 /// One row of a directory.
@@ -22,6 +27,26 @@ pub struct Entry {
     pub name: String,
     pub kind: FileKind,
     pub mode: u16,
+    /// Size and times, for the files of a served directory.
+    #[serde(default)]
+    pub meta: Option<Meta>,
+}
+
+impl Entry {
+    /// An entry of the tree itself: no size, times are now.
+    pub fn new(name: impl Into<String>, kind: FileKind, mode: u16) -> Entry {
+        Entry { name: name.into(), kind, mode, meta: None }
+    }
+}
+
+/// What a file of a served directory says about itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    pub size: u64,
+    /// Seconds and nanoseconds since the epoch.
+    pub atime: (i64, u32),
+    pub mtime: (i64, u32),
+    pub ctime: (i64, u32),
 }
 
 type Row = (&'static str, FileKind, u16);
@@ -56,6 +81,9 @@ pub enum Node {
     SvcFile(String, String),
     /// The service's own ctl, for kinds that take messages (the encoder).
     SvcCtl(String),
+    /// A path in a local dir service's served directory (`svc/S/root/...`),
+    /// as its components below the root.
+    Stored(String, Vec<String>),
     Conv(String, u64),
     ConvData(String, u64),
     ConvCtl(String, u64),
@@ -76,22 +104,22 @@ impl Node {
         match self {
             Root | SvcDir | Svc(_) | Conv(..) | TermDir | Term(_) | NDir => Dir,
             SvcData(_) | SvcClone(_) | ConvData(..) | TermData(_) => Stream,
-            Remote(..) => Dir,
+            Remote(..) | Stored(..) => Dir,
             _ => File,
         }
     }
 }
 
 fn row(rows: &[Row], name: &str) -> Option<Entry> {
-    rows.iter().find(|r| r.0 == name).map(|&(n, k, m)| Entry { name: n.into(), kind: k, mode: m })
+    rows.iter().find(|r| r.0 == name).map(|&(n, k, m)| Entry::new(n, k, m))
 }
 
 fn rows(rows: &[Row]) -> Vec<Entry> {
-    rows.iter().map(|&(n, k, m)| Entry { name: n.into(), kind: k, mode: m }).collect()
+    rows.iter().map(|&(n, k, m)| Entry::new(n, k, m)).collect()
 }
 
 fn dir(name: String) -> Entry {
-    Entry { name, kind: Dir, mode: DIR_MODE }
+    Entry::new(name, Dir, DIR_MODE)
 }
 
 /// What a tree shows under `svc/S/` besides its rows: the numbers of
@@ -101,6 +129,8 @@ pub trait Convs {
     fn files(&self, service: &str) -> Vec<String>;
     /// Whether the service's kind takes ctl messages of its own.
     fn has_ctl(&self, service: &str) -> bool;
+    /// Whether the service is a dir service of this machine.
+    fn has_root(&self, service: &str) -> bool;
 }
 
 fn not_found(path: &[String]) -> String {
@@ -120,6 +150,15 @@ pub fn resolve(r: &Router, convs: &dyn Convs, path: &[String]) -> Result<Node, S
         ["routes"] => Node::Routes,
         ["svc"] => Node::SvcDir,
         ["svc", s] if svc_exists(s) => Node::Svc(s.to_string()),
+        ["svc", s, "root", rest @ ..] if convs.has_root(s) => Node::Stored(s.to_string(), rest.iter().map(|c| c.to_string()).collect()),
+        // A dir service elsewhere: its root is that of the replica this
+        // machine would talk to. That machine serves it only if it is its
+        // own (see remote::local_only), so this forwards once, never in
+        // a loop.
+        ["svc", s, "root", ..] if svc_exists(s) => match r.table().nearest(s).map(|rt| rt.machine.clone()) {
+            Some(m) if m != *r.id() => Node::Remote(m, path.to_vec()),
+            _ => return Err(not_found(path)),
+        },
         ["svc", s, f] if svc_exists(s) => match *f {
             "data" => Node::SvcData(s.to_string()),
             "clone" => Node::SvcClone(s.to_string()),
@@ -167,8 +206,8 @@ pub fn entry(node: &Node, name: &str) -> Entry {
         SvcData(_) | SvcClone(_) | SvcInfo(_) => SERVICE,
         ConvData(..) | ConvCtl(..) | ConvStatus(..) => CONV,
         TermCtl(_) | TermData(_) | TermStatus(_) => TERM,
-        SvcFile(..) => return Entry { name: name.to_string(), kind: File, mode: 0o444 },
-        SvcCtl(_) => return Entry { name: name.to_string(), kind: File, mode: 0o644 },
+        SvcFile(..) => return Entry::new(name, File, 0o444),
+        SvcCtl(_) => return Entry::new(name, File, 0o644),
         _ => &[],
     };
     row(table, name).unwrap_or_else(|| dir(name.to_string()))
@@ -185,9 +224,12 @@ pub fn list(r: &Router, convs: &dyn Convs, node: &Node) -> Result<Vec<Entry>, St
         }
         Node::Svc(s) => {
             let mut v = rows(SERVICE);
-            v.extend(convs.files(s).into_iter().map(|name| Entry { name, kind: File, mode: 0o444 }));
+            v.extend(convs.files(s).into_iter().map(|name| Entry::new(name, File, 0o444)));
             if convs.has_ctl(s) {
-                v.push(Entry { name: "ctl".into(), kind: File, mode: 0o644 });
+                v.push(Entry::new("ctl", File, 0o644));
+            }
+            if convs.has_root(s) {
+                v.push(dir("root".into()));
             }
             v.extend(convs.numbers(s).into_iter().map(|n| dir(n.to_string())));
             v

@@ -1,0 +1,369 @@
+//! The two halves of a secured link: [`SecureSink`] seals frames into
+//! Noise transport messages, [`SecureStream`] opens and reassembles them.
+//! The wire format is in the parent module's doc.
+//!
+//! The halves share snow's `StatelessTransportState` (its two cipher
+//! states take the nonce as an argument, so each half keeps its own
+//! counter and neither waits on a lock) and a flag that the stream sets
+//! when the link can no longer be trusted.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{Sink, Stream};
+use snow::StatelessTransportState;
+
+use super::{HEADER_LEN, TAG_LEN};
+use crate::link::{too_large, FrameSink, FrameStream};
+
+/// Ciphertexts are cut from buffers of this size, so a burst of small
+/// frames costs one allocation per slab, not one per frame.
+const SLAB: usize = 256 << 10;
+
+/// State both halves share.
+pub(crate) struct Secured {
+    pub(crate) state: StatelessTransportState,
+    /// Set once a received message failed to open: nothing more is sent.
+    broken: AtomicBool,
+}
+
+impl Secured {
+    pub(crate) fn new(state: StatelessTransportState) -> Self {
+        Secured {
+            state,
+            broken: AtomicBool::new(false),
+        }
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+}
+
+fn broken_pipe() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "secure link closed: a received message failed to decrypt or broke the framing",
+    )
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// A frame being sealed: `sent` bytes of it are in messages already.
+struct Outgoing {
+    frame: Bytes,
+    sent: usize,
+    /// False until the first message (the one with the length) is out.
+    started: bool,
+}
+
+/// Sending half: each frame becomes one or more transport messages, each
+/// one frame of the inner sink. Messages are sealed as the inner sink
+/// takes them, so at most one frame waits here, and the work of sealing
+/// a big frame is spread over as many polls as it has messages.
+pub(crate) struct SecureSink {
+    /// None once the link broke: the underlying half is let go.
+    inner: Option<FrameSink>,
+    shared: Arc<Secured>,
+    /// Nonce of the next message we seal.
+    nonce: u64,
+    /// Largest frame we send.
+    limit: usize,
+    /// Largest message, tag included.
+    message_max: usize,
+    outgoing: Option<Outgoing>,
+    /// Length prefix plus the start of the frame, for the first message.
+    scratch: Vec<u8>,
+    /// Where ciphertexts are written; each message is split off it.
+    slab: BytesMut,
+}
+
+impl SecureSink {
+    pub(crate) fn new(
+        inner: FrameSink,
+        shared: Arc<Secured>,
+        nonce: u64,
+        limit: usize,
+        message_max: usize,
+    ) -> Self {
+        SecureSink {
+            inner: Some(inner),
+            shared,
+            nonce,
+            limit,
+            message_max,
+            outgoing: None,
+            scratch: Vec::new(),
+            slab: BytesMut::new(),
+        }
+    }
+
+    /// The inner sink, unless the link broke.
+    fn inner(&mut self) -> io::Result<&mut FrameSink> {
+        if self.shared.is_broken() {
+            self.inner = None;
+        }
+        self.inner.as_mut().ok_or_else(broken_pipe)
+    }
+
+    /// Hands the inner sink every message of the frame in progress.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.outgoing.is_some() {
+            ready!(self.inner()?.as_mut().poll_ready(cx))?;
+            let msg = self.seal_next()?;
+            self.inner()?.as_mut().start_send(msg)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Seals the next message of the outgoing frame.
+    fn seal_next(&mut self) -> io::Result<Bytes> {
+        let Some(out) = self.outgoing.as_mut() else {
+            return Err(io::Error::other("secure sink: no frame to seal"));
+        };
+        let room = self.message_max - TAG_LEN;
+        let plain: &[u8] = if out.started {
+            let n = (out.frame.len() - out.sent).min(room);
+            let part = &out.frame[out.sent..out.sent + n];
+            out.sent += n;
+            part
+        } else {
+            // The length goes first, in the same ciphertext as the data,
+            // so it is authenticated; the copy is at most one message.
+            let n = out.frame.len().min(room - HEADER_LEN);
+            self.scratch.clear();
+            // Fits: the limit is at most u32::MAX (see `secure`).
+            self.scratch
+                .extend_from_slice(&(out.frame.len() as u32).to_be_bytes());
+            self.scratch.extend_from_slice(&out.frame[..n]);
+            out.sent = n;
+            out.started = true;
+            &self.scratch
+        };
+        let len = plain.len() + TAG_LEN;
+        if self.slab.capacity() < len {
+            self.slab.reserve(SLAB.max(len));
+        }
+        self.slab.resize(len, 0);
+        let sealed = self
+            .shared
+            .state
+            .write_message(self.nonce, plain, &mut self.slab);
+        let n = sealed.map_err(|e| io::Error::other(format!("noise: {e}")))?;
+        self.nonce += 1;
+        let msg = self.slab.split_to(n).freeze();
+        if out.sent == out.frame.len() {
+            self.outgoing = None;
+        }
+        Ok(msg)
+    }
+}
+
+impl Sink<Bytes> for SecureSink {
+    type Error = io::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        this.inner()?.as_mut().poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, frame: Bytes) -> io::Result<()> {
+        let this = self.get_mut();
+        this.inner()?;
+        if frame.len() > this.limit {
+            return Err(too_large(
+                io::ErrorKind::InvalidInput,
+                frame.len(),
+                this.limit,
+            ));
+        }
+        if this.outgoing.is_some() {
+            return Err(io::Error::other(
+                "secure sink: start_send without poll_ready",
+            ));
+        }
+        this.outgoing = Some(Outgoing {
+            frame,
+            sent: 0,
+            started: false,
+        });
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        this.inner()?.as_mut().poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.shared.is_broken() {
+            // Already let go of; closing twice is not an error.
+            this.inner = None;
+            return Poll::Ready(Ok(()));
+        }
+        ready!(this.poll_drain(cx))?;
+        this.inner()?.as_mut().poll_close(cx)
+    }
+}
+
+/// Receiving half: opens messages and hands out whole frames.
+pub(crate) struct SecureStream {
+    /// None once the stream ended or failed.
+    inner: Option<FrameStream>,
+    shared: Arc<Secured>,
+    /// Nonce of the next message we open.
+    nonce: u64,
+    /// Largest frame we accept.
+    limit: usize,
+    /// Largest message, tag included.
+    message_max: usize,
+    /// The frame being reassembled, and its announced length.
+    frame: BytesMut,
+    want: Option<usize>,
+}
+
+impl SecureStream {
+    pub(crate) fn new(
+        inner: FrameStream,
+        shared: Arc<Secured>,
+        nonce: u64,
+        limit: usize,
+        message_max: usize,
+    ) -> Self {
+        SecureStream {
+            inner: Some(inner),
+            shared,
+            nonce,
+            limit,
+            message_max,
+            frame: BytesMut::new(),
+            want: None,
+        }
+    }
+
+    /// Ends the stream for good and tells the sink.
+    fn fail(&mut self) {
+        self.shared.broken.store(true, Ordering::Release);
+        self.inner = None;
+        self.frame = BytesMut::new();
+        self.want = None;
+    }
+
+    /// Decrypts `msg` into `out` (exactly its plaintext size).
+    fn decrypt(&mut self, msg: &[u8], out: &mut [u8]) -> io::Result<()> {
+        self.shared
+            .state
+            .read_message(self.nonce, msg, out)
+            .map_err(|_| {
+                invalid("secure link: a message failed to decrypt (tampered with, reordered or replayed)")
+            })?;
+        self.nonce += 1;
+        Ok(())
+    }
+
+    /// Takes one message; returns a frame when it completes one.
+    fn open(&mut self, msg: &Bytes) -> io::Result<Option<Bytes>> {
+        if msg.len() < TAG_LEN || msg.len() > self.message_max {
+            return Err(invalid(format!(
+                "secure link: message of {} bytes (want {TAG_LEN} to {})",
+                msg.len(),
+                self.message_max
+            )));
+        }
+        let plain = msg.len() - TAG_LEN;
+        let Some(want) = self.want else {
+            // First message of a frame: the length, then data.
+            if plain < HEADER_LEN {
+                return Err(invalid(
+                    "secure link: first message of a frame has no length",
+                ));
+            }
+            let mut buf = BytesMut::zeroed(plain);
+            self.decrypt(msg, &mut buf)?;
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if len > self.limit {
+                return Err(too_large(io::ErrorKind::InvalidData, len, self.limit));
+            }
+            buf.advance(HEADER_LEN);
+            if buf.len() > len {
+                return Err(invalid(
+                    "secure link: message runs past the end of its frame",
+                ));
+            }
+            if buf.len() == len {
+                return Ok(Some(buf.freeze()));
+            }
+            // One allocation of the whole frame; later messages decrypt
+            // straight into it.
+            buf.reserve(len - buf.len());
+            self.frame = buf;
+            self.want = Some(len);
+            return Ok(None);
+        };
+        let have = self.frame.len();
+        if plain == 0 || have + plain > want {
+            return Err(invalid(format!(
+                "secure link: message of {plain} bytes where {} remain of a frame",
+                want - have
+            )));
+        }
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.resize(have + plain, 0);
+        let opened = self.decrypt(msg, &mut frame[have..]);
+        self.frame = frame;
+        opened?;
+        if have + plain < want {
+            return Ok(None);
+        }
+        self.want = None;
+        Ok(Some(self.frame.split().freeze()))
+    }
+}
+
+impl Stream for SecureStream {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(inner) = this.inner.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let msg = match ready!(inner.as_mut().poll_next(cx)) {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => {
+                    this.fail();
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    let cut = this.want.is_some();
+                    this.inner = None;
+                    if cut {
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "secure link: closed in the middle of a frame",
+                        ))));
+                    }
+                    return Poll::Ready(None);
+                }
+            };
+            match this.open(&msg) {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(None) => {}
+                Err(e) => {
+                    this.fail();
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The `dir` kind through real FUSE mounts: machine b serves a temporary
+//! directory as `files`; machine a, another router process, uses it under
+//! `a/n/b/svc/files/root/` (and `a/svc/files/root/`, the nearest replica)
+//! with ls, cat, echo, mkdir, mv, rm, truncate, dd and cmp, and tries to
+//! get out of it.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mnt_tests::{port, sh, sh_ok, until, Mesh};
+
+const T: Duration = Duration::from_secs(30);
+
+struct Ab {
+    _m: Mesh,
+    dir: PathBuf,
+}
+
+impl Ab {
+    fn d(&self) -> String {
+        self.dir.display().to_string()
+    }
+    /// b's served directory on b's disk.
+    fn files(&self) -> String {
+        format!("{}/files", self.d())
+    }
+    /// The same directory through a's mount.
+    fn remote(&self) -> String {
+        format!("{}/a/n/b/svc/files/root", self.d())
+    }
+}
+
+/// a -tcp- b; b serves `DIR/files` (holding hello.txt and sub/) as `files`;
+/// `DIR/outside` holds a file nobody should reach.
+fn start() -> Ab {
+    let mut m = Mesh::new();
+    let dir = m.dir.path().to_path_buf();
+    let d = dir.display();
+    std::fs::create_dir_all(dir.join("files/sub")).unwrap();
+    std::fs::create_dir_all(dir.join("outside")).unwrap();
+    std::fs::write(dir.join("files/hello.txt"), "hello from b\n").unwrap();
+    std::fs::set_permissions(dir.join("files/hello.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(dir.join("files/sub/deep.txt"), "deep\n").unwrap();
+    std::fs::write(dir.join("outside/secret"), "secret\n").unwrap();
+    let (pa, pb) = (port(), port());
+    let text = format!(
+        r#"
+[machines.a]
+listen = ["tcp!127.0.0.1!{pa}"]
+dial = ["tcp!127.0.0.2!{pb}"]
+mount = "{d}/a"
+
+[machines.b]
+listen = ["tcp!127.0.0.2!{pb}"]
+mount = "{d}/b"
+services = [ {{ name = "files", kind = "dir", root = "{d}/files" }} ]
+"#
+    );
+    let deploy = m.file("ab.toml", &text);
+    m.up(&deploy, "a");
+    m.up(&deploy, "b");
+    let ab = Ab { _m: m, dir };
+    let probe = PathBuf::from(format!("{}/hello.txt", ab.remote()));
+    until("a reaches b's files", T, || std::fs::read_to_string(&probe).is_ok());
+    ab
+}
+
+#[test]
+fn shell_tools_on_a_directory_of_another_machine() {
+    let ab = start();
+    let (f, disk) = (ab.remote(), ab.files());
+    assert_eq!(sh_ok(&format!("ls {f}"), T), "hello.txt\nsub\n");
+    // The service's directory shows its root here and on b.
+    for m in ["a", "b"] {
+        assert_eq!(sh_ok(&format!("ls {}/{m}/svc/files", ab.d()), T), "clone\ndata\ninfo\nroot\n");
+    }
+    assert_eq!(sh_ok(&format!("cat {f}/hello.txt {f}/sub/deep.txt"), T), "hello from b\ndeep\n");
+    assert_eq!(sh_ok(&format!("stat -c '%s %F %a' {f}/hello.txt; stat -c %F {f}/sub"), T), "13 regular file 644\ndirectory\n");
+    // Write, append, and read back; it is on b's disk.
+    sh_ok(&format!("echo one > {f}/new.txt && echo two >> {f}/new.txt"), T);
+    assert_eq!(sh_ok(&format!("cat {f}/new.txt"), T), "one\ntwo\n");
+    assert_eq!(std::fs::read_to_string(format!("{disk}/new.txt")).unwrap(), "one\ntwo\n");
+    // Overwrite truncates.
+    sh_ok(&format!("echo 1 > {f}/new.txt"), T);
+    assert_eq!(std::fs::read_to_string(format!("{disk}/new.txt")).unwrap(), "1\n");
+    // mkdir, mv, truncate, rm, rmdir.
+    sh_ok(&format!("mkdir {f}/dir && mv {f}/new.txt {f}/dir/moved.txt && echo abcdef > {f}/dir/moved.txt"), T);
+    assert_eq!(sh_ok(&format!("ls {f}/dir"), T), "moved.txt\n");
+    assert!(!PathBuf::from(format!("{disk}/new.txt")).exists());
+    sh_ok(&format!("truncate -s 3 {f}/dir/moved.txt"), T);
+    assert_eq!(sh_ok(&format!("stat -c %s {f}/dir/moved.txt; cat {f}/dir/moved.txt"), T), "3\nabc");
+    sh_ok(&format!("truncate -s 10 {f}/dir/moved.txt"), T);
+    assert_eq!(std::fs::read(format!("{disk}/dir/moved.txt")).unwrap(), b"abc\0\0\0\0\0\0\0");
+    let (st, _, err) = sh(&format!("rmdir {f}/dir"), T);
+    assert!(!st.success() && err.contains("not empty"), "{err}");
+    sh_ok(&format!("rm {f}/dir/moved.txt && rmdir {f}/dir"), T);
+    assert_eq!(sh_ok(&format!("ls {f}"), T), "hello.txt\nsub\n");
+    // Through svc/files/root, the nearest replica's: the same files; mv
+    // between the two spellings is a rename on b.
+    let near = format!("{}/a/svc/files/root", ab.d());
+    sh_ok(&format!("cp {near}/hello.txt {near}/copy.txt && mv {near}/copy.txt {f}/sub/"), T);
+    assert_eq!(std::fs::read_to_string(format!("{disk}/sub/copy.txt")).unwrap(), "hello from b\n");
+    // chmod and touch keep what they set.
+    sh_ok(&format!("chmod 600 {f}/sub/copy.txt && touch -d '2001-02-03 04:05:06 UTC' {f}/sub/copy.txt"), T);
+    assert_eq!(sh_ok(&format!("stat -c '%a %Y' {disk}/sub/copy.txt"), T), "600 981173106\n");
+    // A conversation with the service lists its root.
+    assert_eq!(sh_ok(&format!("cat {}/a/svc/files/data", ab.d()), T), "hello.txt\nsub/\n");
+    // b's own mount shows the same directory.
+    assert_eq!(sh_ok(&format!("cat {}/b/svc/files/root/sub/copy.txt", ab.d()), T), "hello from b\n");
+}
+
+#[test]
+fn a_64_mib_file_there_and_back() {
+    let ab = start();
+    let (f, d) = (ab.remote(), ab.d());
+    sh_ok(&format!("head -c 64M /dev/urandom > {d}/src"), T);
+    let t0 = Instant::now();
+    sh_ok(&format!("dd if={d}/src of={f}/big bs=1M status=none"), Duration::from_secs(120));
+    let wrote = t0.elapsed();
+    sh_ok(&format!("cmp {d}/src {}/big", ab.files()), T);
+    assert_eq!(sh_ok(&format!("stat -c %s {f}/big"), T), "67108864\n");
+    // Read it back over the mesh: once to time it, once to compare.
+    let t0 = Instant::now();
+    sh_ok(&format!("cat {f}/big > /dev/null"), Duration::from_secs(120));
+    let read = t0.elapsed();
+    sh_ok(&format!("cmp {d}/src {f}/big"), Duration::from_secs(120));
+    let mib_s = |t: Duration| 64.0 / t.as_secs_f64();
+    eprintln!("64 MiB through a/n/b/svc/files/root: write (dd bs=1M) {wrote:?} = {:.0} MiB/s, read (cat) {read:?} = {:.0} MiB/s", mib_s(wrote), mib_s(read));
+    // A read in the middle, at an odd offset and size.
+    let mid = sh_ok(&format!("dd if={f}/big bs=4093 skip=5001 count=3 status=none | od -An -tx1 | md5sum"), T);
+    let want = sh_ok(&format!("dd if={d}/src bs=4093 skip=5001 count=3 status=none | od -An -tx1 | md5sum"), T);
+    assert_eq!(mid, want);
+}
+
+#[test]
+fn nothing_outside_the_root_is_reachable() {
+    let ab = start();
+    let (f, d, disk) = (ab.remote(), ab.d(), ab.files());
+    // `..` is the kernel's to resolve, in the mount: it never leaves it.
+    for path in [format!("{d}/a/svc/files/root/../../etc/passwd"), format!("{f}/../../../../../../etc/passwd"), format!("{f}/../../../../../outside/secret")] {
+        let (st, out, _) = sh(&format!("cat {path}"), T);
+        assert!(!st.success() && out.is_empty(), "{path}: {out}");
+    }
+    // Links placed in b's directory that lead out are refused and not listed.
+    std::os::unix::fs::symlink("/etc/passwd", format!("{disk}/passwd")).unwrap();
+    std::os::unix::fs::symlink("../outside/secret", format!("{disk}/sneaky")).unwrap();
+    std::os::unix::fs::symlink(format!("{d}/outside"), format!("{disk}/out")).unwrap();
+    std::os::unix::fs::symlink(format!("{d}/outside/target"), format!("{disk}/evil")).unwrap();
+    // And one that stays inside is followed.
+    std::os::unix::fs::symlink("sub/deep.txt", format!("{disk}/alias")).unwrap();
+    for name in ["passwd", "sneaky", "out/secret", "evil"] {
+        let (st, out, _) = sh(&format!("cat {f}/{name}"), T);
+        assert!(!st.success() && out.is_empty(), "{name} read: {out}");
+    }
+    assert_eq!(sh_ok(&format!("ls {f}"), T), "alias\nhello.txt\nsub\n");
+    assert_eq!(sh_ok(&format!("cat {f}/alias"), T), "deep\n");
+    // Writing through a link out makes nothing outside.
+    let (st, _, _) = sh(&format!("echo pwned > {f}/evil"), T);
+    assert!(!st.success());
+    let (st, _, _) = sh(&format!("echo pwned > {f}/out/planted"), T);
+    assert!(!st.success());
+    assert!(!PathBuf::from(format!("{d}/outside/target")).exists() && !PathBuf::from(format!("{d}/outside/planted")).exists());
+    // Python, by descriptor: openat with .. from a directory of the mount.
+    let py = format!(
+        "import os, errno\n\
+         fd = os.open('{f}/sub', os.O_RDONLY | os.O_DIRECTORY)\n\
+         for p in ['../../../../outside/secret', '../passwd', '../out/secret']:\n\
+         \x20   try:\n\
+         \x20       os.open(p, os.O_RDONLY, dir_fd=fd); print('opened', p)\n\
+         \x20   except OSError as e:\n\
+         \x20       print(errno.errorcode[e.errno])\n"
+    );
+    let out = sh_ok(&format!("python3 -c \"{py}\""), T);
+    assert!(!out.contains("opened"), "{out}");
+    // A name that is not UTF-8 cannot be made through the tree.
+    let (st, _, _) = sh(&format!("touch {f}/$'bad\\xff'"), T);
+    assert!(!st.success());
+}

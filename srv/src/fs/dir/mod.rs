@@ -1,0 +1,367 @@
+//! The `dir` kind: a local directory served at `svc/S/root/`, read and
+//! write, confined to it.
+//!
+//! [`Root`] holds a descriptor of the served directory, opened once when
+//! the service starts, and does every operation relative to it through
+//! [`beneath`], so nothing outside can be named: `..` is refused outright,
+//! and a symbolic link is followed only while it stays beneath the root
+//! (see [`beneath`] for the rule and the fallback). Only directories and
+//! regular files are served; other files (devices, fifos, sockets) and
+//! links that lead out or nowhere are left out of listings and refused.
+//! Names that are not UTF-8 are left out too: the tree's paths are text.
+//!
+//! Every call here blocks (it is file I/O): the [`super::Namespace`] runs
+//! them on tokio's blocking pool.
+
+pub mod beneath;
+mod service;
+#[cfg(test)]
+mod tests;
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, RenameFlags};
+use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
+use nix::sys::time::TimeSpec;
+use nix::unistd::UnlinkatFlags;
+use ns::error::{self, EBADPATH};
+use serde::{Deserialize, Serialize};
+
+use super::errors::{self, EISDIR};
+use super::tree::{Entry, FileKind, Meta};
+use beneath::Resolver;
+pub use service::DirService;
+
+/// The most one read returns, and the largest write taken: what one
+/// request between machines carries.
+pub const MAX_IO: usize = 1 << 20;
+
+/// How a file is opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    pub read: bool,
+    pub write: bool,
+    /// Truncate to 0 at open (O_TRUNC).
+    pub trunc: bool,
+    /// Every write goes to the end (O_APPEND).
+    pub append: bool,
+}
+
+impl Access {
+    /// From open(2) flags.
+    pub fn from_flags(flags: u32) -> Access {
+        let f = flags as i32;
+        let acc = f & libc::O_ACCMODE;
+        Access { read: acc != libc::O_WRONLY, write: acc != libc::O_RDONLY, trunc: f & libc::O_TRUNC != 0, append: f & libc::O_APPEND != 0 }
+    }
+
+    fn oflag(self) -> OFlag {
+        let mut f = match (self.read, self.write) {
+            (_, false) => OFlag::O_RDONLY,
+            (false, true) => OFlag::O_WRONLY,
+            (true, true) => OFlag::O_RDWR,
+        };
+        if self.write && self.trunc {
+            f |= OFlag::O_TRUNC;
+        }
+        if self.write && self.append {
+            f |= OFlag::O_APPEND;
+        }
+        f
+    }
+}
+
+/// Attribute changes (setattr): each field that is set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attrs {
+    pub size: Option<u64>,
+    /// Permission bits.
+    pub mode: Option<u32>,
+    /// Seconds and nanoseconds since the epoch.
+    pub atime: Option<(i64, u32)>,
+    pub mtime: Option<(i64, u32)>,
+}
+
+/// A served directory.
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+    resolver: Resolver,
+}
+
+/// The entry for a file with status `st`; `None` for what is not served.
+pub fn entry(name: &str, st: &FileStat) -> Option<Entry> {
+    let kind = match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFDIR => FileKind::Dir,
+        SFlag::S_IFREG => FileKind::Stored,
+        _ => return None,
+    };
+    let t = |s: i64, ns: i64| (s, ns.clamp(0, 999_999_999) as u32);
+    let meta = Meta {
+        size: st.st_size.max(0) as u64,
+        atime: t(st.st_atime, st.st_atime_nsec),
+        mtime: t(st.st_mtime, st.st_mtime_nsec),
+        ctime: t(st.st_ctime, st.st_ctime_nsec),
+    };
+    Some(Entry { name: name.to_string(), kind, mode: (st.st_mode & 0o7777) as u16, meta: Some(meta) })
+}
+
+fn fd_entry(name: &str, fd: impl AsFd, what: &str) -> Result<Entry, String> {
+    let st = fstat(fd).map_err(|e| errors::os(e, what))?;
+    entry(name, &st).ok_or_else(errors::not_served)
+}
+
+/// The path of a file by its descriptor, for the calls that take no
+/// descriptor of an O_PATH open (chmod, utimes): the magic link names
+/// exactly the file opened, so nothing can be swapped in between.
+fn proc_path(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn timespec(t: Option<(i64, u32)>) -> TimeSpec {
+    t.map_or(TimeSpec::UTIME_OMIT, |(s, ns)| TimeSpec::new(s, ns as _))
+}
+
+impl Root {
+    /// Opens the directory to serve.
+    pub fn open(path: &Path) -> Result<Root, String> {
+        let what = path.display().to_string();
+        let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| errors::os(e, &what))?;
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let resolver = Resolver::probe(fd.as_fd());
+        if resolver == Resolver::Walk {
+            tracing::warn!(root = %path.display(), "no openat2 here: symbolic links under the root are refused");
+        }
+        Ok(Root { fd, path, resolver })
+    }
+
+    /// The same root resolved the fallback way (tests).
+    #[cfg(test)]
+    fn walking(mut self) -> Root {
+        self.resolver = Resolver::Walk;
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens `rel` beneath the root.
+    fn at(&self, rel: &[String], flags: OFlag, mode: Mode) -> Result<OwnedFd, String> {
+        beneath::check(rel)?;
+        beneath::open(self.fd.as_fd(), rel, flags, mode, self.resolver).map_err(|e| errors::os(e, &beneath::join(rel)))
+    }
+
+    /// The directory holding `rel`, and its last name, for the calls that
+    /// act on a name without following it (mkdir, unlink, rename).
+    fn parent<'a>(&self, rel: &'a [String]) -> Result<(OwnedFd, &'a str), String> {
+        beneath::check(rel)?;
+        let (last, dirs) = rel.split_last().ok_or_else(|| error::detail(EBADPATH, "the root itself"))?;
+        Ok((self.at(dirs, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())?, last))
+    }
+
+    pub fn stat(&self, rel: &[String]) -> Result<Entry, String> {
+        let fd = self.at(rel, OFlag::O_PATH, Mode::empty())?;
+        fd_entry(rel.last().map_or("", |s| s), fd, &beneath::join(rel))
+    }
+
+    /// The directories and regular files in a directory, by name.
+    pub fn list(&self, rel: &[String]) -> Result<Vec<Entry>, String> {
+        let what = beneath::join(rel);
+        let fd = self.at(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())?;
+        let stat_fd = fd.try_clone().map_err(|e| errors::io(&e, &what))?;
+        let mut dir = nix::dir::Dir::from_fd(fd).map_err(|e| errors::os(e, &what))?;
+        let mut out = Vec::new();
+        for d in dir.iter() {
+            let d = d.map_err(|e| errors::os(e, &what))?;
+            let Ok(name) = d.file_name().to_str() else {
+                tracing::debug!(dir = %what, name = ?d.file_name(), "not UTF-8: not served");
+                continue;
+            };
+            if name == "." || name == ".." {
+                continue;
+            }
+            let Ok(st) = fstatat(&stat_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) else { continue };
+            let e = match entry(name, &st) {
+                Some(e) => Some(e),
+                // A link: shown as what it leads to, if that is beneath.
+                None if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits() => {
+                    let mut p = rel.to_vec();
+                    p.push(name.to_string());
+                    self.stat(&p).ok()
+                }
+                None => None,
+            };
+            out.extend(e);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Opens a regular file.
+    pub fn open_file(&self, rel: &[String], access: Access) -> Result<File, String> {
+        let what = beneath::join(rel);
+        // Look before opening: opening a device or a fifo can do things
+        // (or block); only a regular file is opened for real.
+        let probe = self.at(rel, OFlag::O_PATH, Mode::empty())?;
+        let st = fstat(&probe).map_err(|e| errors::os(e, &what))?;
+        match entry("", &st).map(|e| e.kind) {
+            Some(FileKind::Stored) => {}
+            Some(_) => return Err(error::detail(EISDIR, &what)),
+            None => return Err(errors::not_served()),
+        }
+        let fd = self.at(rel, access.oflag() | OFlag::O_NONBLOCK, Mode::empty())?;
+        same_file(&fd, &st, &what)?;
+        Ok(File::from(fd))
+    }
+
+    /// Creates (or opens, unless `excl`) a regular file.
+    pub fn create(&self, rel: &[String], mode: u32, access: Access, excl: bool) -> Result<(File, Entry), String> {
+        let what = beneath::join(rel);
+        // Only ever make a new file: O_EXCL follows no link and opens
+        // nothing that is there. What is there is opened the careful way.
+        let flags = access.oflag() | OFlag::O_CREAT | OFlag::O_EXCL;
+        match self.at(rel, flags, Mode::from_bits_truncate(mode & 0o7777)) {
+            Ok(fd) => {
+                let e = fd_entry(rel.last().map_or("", |s| s), &fd, &what)?;
+                Ok((File::from(fd), e))
+            }
+            Err(e) if !excl && errors::errno(&e) == libc::EEXIST => {
+                let f = self.open_file(rel, access)?;
+                let e = file_stat(&f, rel.last().map_or("", |s| s))?;
+                Ok((f, e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn mkdir(&self, rel: &[String], mode: u32) -> Result<Entry, String> {
+        let (dir, name) = self.parent(rel)?;
+        nix::sys::stat::mkdirat(&dir, name, Mode::from_bits_truncate(mode & 0o7777)).map_err(|e| errors::os(e, &beneath::join(rel)))?;
+        self.stat(rel)
+    }
+
+    /// Removes a file, or an empty directory when `dir`.
+    pub fn remove(&self, rel: &[String], dir: bool) -> Result<(), String> {
+        let (at, name) = self.parent(rel)?;
+        let how = if dir { UnlinkatFlags::RemoveDir } else { UnlinkatFlags::NoRemoveDir };
+        nix::unistd::unlinkat(&at, name, how).map_err(|e| errors::os(e, &beneath::join(rel)))
+    }
+
+    /// Renames within the root; `noreplace` fails if `to` exists.
+    pub fn rename(&self, from: &[String], to: &[String], noreplace: bool) -> Result<(), String> {
+        let (fd, fname) = self.parent(from)?;
+        let (td, tname) = self.parent(to)?;
+        let flags = if noreplace { RenameFlags::RENAME_NOREPLACE } else { RenameFlags::empty() };
+        nix::fcntl::renameat2(&fd, fname, &td, tname, flags).map_err(|e| errors::os(e, &beneath::join(from)))
+    }
+
+    /// Changes size, mode or times of a file by its path.
+    pub fn set_attr(&self, rel: &[String], a: &Attrs) -> Result<Entry, String> {
+        let what = beneath::join(rel);
+        if a.size.is_some() {
+            // Truncation needs a file open for writing.
+            let f = self.open_file(rel, Access { write: true, ..Access::default() })?;
+            return file_attr(&f, a, rel.last().map_or("", |s| s), &what);
+        }
+        let fd = self.at(rel, OFlag::O_PATH, Mode::empty())?;
+        let name = rel.last().map_or("", |s| s);
+        let st = fd_entry(name, &fd, &what)?;
+        let err = |e| errors::os(e, &what);
+        if let Some(m) = a.mode {
+            let p = proc_path(&fd);
+            nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, p.as_str(), Mode::from_bits_truncate(m & 0o7777), nix::sys::stat::FchmodatFlags::FollowSymlink)
+                .map_err(err)?;
+        }
+        if a.atime.is_some() || a.mtime.is_some() {
+            let p = proc_path(&fd);
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                p.as_str(),
+                &timespec(a.atime),
+                &timespec(a.mtime),
+                nix::sys::stat::UtimensatFlags::FollowSymlink,
+            )
+            .map_err(err)?;
+        }
+        if a.mode.is_none() && a.atime.is_none() && a.mtime.is_none() {
+            return Ok(st);
+        }
+        fd_entry(name, &fd, &what)
+    }
+}
+
+/// Changes size, mode or times of an open file.
+pub fn file_attr(f: &File, a: &Attrs, name: &str, what: &str) -> Result<Entry, String> {
+    let err = |e| errors::os(e, what);
+    if let Some(size) = a.size {
+        let size = i64::try_from(size).map_err(|_| error::detail(errors::EFBIG, what))?;
+        nix::unistd::ftruncate(f, size).map_err(err)?;
+    }
+    if let Some(m) = a.mode {
+        nix::sys::stat::fchmod(f, Mode::from_bits_truncate(m & 0o7777)).map_err(err)?;
+    }
+    if a.atime.is_some() || a.mtime.is_some() {
+        nix::sys::stat::futimens(f, &timespec(a.atime), &timespec(a.mtime)).map_err(err)?;
+    }
+    fd_entry(name, f, what)
+}
+
+/// Reads up to `size` bytes at `offset`, fewer only at the end.
+pub fn read_at(f: &File, offset: u64, size: usize) -> Result<Vec<u8>, String> {
+    read_after(f, offset, size, &[])
+}
+
+/// [`read_at`] into a buffer that starts with `head`: a message can carry
+/// the bytes read without copying them again.
+pub fn read_after(f: &File, offset: u64, size: usize, head: &[u8]) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; head.len() + size.min(MAX_IO)];
+    buf[..head.len()].copy_from_slice(head);
+    let mut n = head.len();
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], offset + (n - head.len()) as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(errors::io(&e, "read")),
+        }
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Writes all of `data` at `offset` (at the end, for a file opened to
+/// append).
+pub fn write_at(f: &File, offset: u64, data: &[u8]) -> Result<usize, String> {
+    f.write_all_at(data, offset).map_err(|e| errors::io(&e, "write"))?;
+    Ok(data.len())
+}
+
+/// The status of an open file.
+pub fn file_stat(f: &File, name: &str) -> Result<Entry, String> {
+    fd_entry(name, f, name)
+}
+
+/// Fails unless `fd` is the file `st` describes: the name was swapped
+/// between the look and the open.
+fn same_file(fd: &OwnedFd, st: &FileStat, what: &str) -> Result<(), String> {
+    let now = fstat(fd).map_err(|e| errors::os(e, what))?;
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(errors::os(Errno::EBUSY, what));
+    }
+    clear_nonblock(fd);
+    Ok(())
+}
+
+/// O_NONBLOCK only guarded the open; a regular file reads as usual
+/// without it, but a served directory may itself be a network mount.
+fn clear_nonblock(fd: &OwnedFd) {
+    if let Ok(fl) = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL) {
+        let fl = OFlag::from_bits_truncate(fl) - OFlag::O_NONBLOCK;
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(fl));
+    }
+}

@@ -1,0 +1,240 @@
+//! Confinement of a served directory, and its operations, on real files.
+//!
+//! Each test makes `base/root` (served) beside `base/outside` (holding a
+//! secret), then tries to reach the outside every way a path can.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use super::beneath::NAME_MAX;
+use super::*;
+use crate::fs::errors::errno;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    base: PathBuf,
+    root: Root,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = tmp.path().to_path_buf();
+    std::fs::create_dir_all(base.join("root/sub")).unwrap();
+    std::fs::create_dir_all(base.join("outside")).unwrap();
+    std::fs::write(base.join("outside/secret"), "secret\n").unwrap();
+    std::fs::write(base.join("root/sub/file"), "inside\n").unwrap();
+    let root = Root::open(&base.join("root")).expect("open root");
+    Fixture { _tmp: tmp, base, root }
+}
+
+fn p(s: &str) -> Vec<String> {
+    s.split('/').filter(|c| !c.is_empty()).map(String::from).collect()
+}
+
+fn read_all(root: &Root, path: &str) -> Result<String, String> {
+    let f = root.open_file(&p(path), Access { read: true, ..Access::default() })?;
+    Ok(String::from_utf8_lossy(&read_at(&f, 0, 1 << 20)?).into_owned())
+}
+
+fn names(root: &Root, path: &str) -> Vec<String> {
+    root.list(&p(path)).expect("list").into_iter().map(|e| e.name).collect()
+}
+
+/// Fails with `want` (an errno), and says so.
+#[track_caller]
+fn fails<T: std::fmt::Debug>(r: Result<T, String>, want: i32) {
+    match r {
+        Ok(v) => panic!("succeeded: {v:?}"),
+        Err(e) => assert_eq!(errno(&e), want, "{e}"),
+    }
+}
+
+#[test]
+fn dot_dot_is_refused_everywhere() {
+    let f = fixture();
+    let r = &f.root;
+    let up = vec!["..".to_string(), "outside".into(), "secret".into()];
+    fails(r.stat(&up), libc::EACCES);
+    fails(r.open_file(&up, Access { read: true, ..Access::default() }), libc::EACCES);
+    fails(r.list(&["..".to_string()]), libc::EACCES);
+    // Even where it would stay inside.
+    fails(r.stat(&p("sub/../sub/file")), libc::EACCES);
+    fails(r.mkdir(&["..".into(), "made".into()], 0o755), libc::EACCES);
+    fails(r.create(&["..".into(), "made".into()], 0o644, Access { write: true, ..Access::default() }, true), libc::EACCES);
+    fails(r.remove(&["..".into(), "outside".into(), "secret".into()], false), libc::EACCES);
+    fails(r.rename(&p("sub/file"), &["..".into(), "stolen".into()], false), libc::EACCES);
+    assert!(!f.base.join("made").exists() && !f.base.join("stolen").exists());
+    assert!(f.base.join("outside/secret").exists());
+}
+
+#[test]
+fn odd_names_are_refused() {
+    let f = fixture();
+    for bad in ["", ".", "a/b", "../x", "a\0b", "/etc"] {
+        fails(f.root.stat(&[bad.to_string()]), libc::EINVAL);
+    }
+}
+
+#[test]
+fn absolute_symlinks_are_refused() {
+    let f = fixture();
+    symlink("/etc/passwd", f.base.join("root/passwd")).unwrap();
+    symlink("/etc", f.base.join("root/etc")).unwrap();
+    symlink(f.base.join("root/sub/file"), f.base.join("root/abs-in")).unwrap();
+    fails(read_all(&f.root, "passwd"), libc::EACCES);
+    fails(f.root.stat(&p("etc/passwd")), libc::EACCES);
+    fails(f.root.list(&p("etc")), libc::EACCES);
+    // Absolute even when it names a file inside: the root's own path is
+    // no business of the link's.
+    fails(read_all(&f.root, "abs-in"), libc::EACCES);
+    assert_eq!(names(&f.root, ""), ["sub"], "links that lead out are not listed");
+}
+
+#[test]
+fn relative_symlinks_leading_out_are_refused() {
+    let f = fixture();
+    symlink("../outside/secret", f.base.join("root/up")).unwrap();
+    symlink("../../outside", f.base.join("root/sub/out")).unwrap();
+    symlink("sub/../../outside/secret", f.base.join("root/twisty")).unwrap();
+    fails(read_all(&f.root, "up"), libc::EACCES);
+    fails(read_all(&f.root, "sub/out/secret"), libc::EACCES);
+    fails(read_all(&f.root, "twisty"), libc::EACCES);
+    fails(f.root.set_attr(&p("up"), &Attrs { mode: Some(0o777), ..Attrs::default() }), libc::EACCES);
+    fails(f.root.set_attr(&p("up"), &Attrs { size: Some(0), ..Attrs::default() }), libc::EACCES);
+    assert_eq!(std::fs::read_to_string(f.base.join("outside/secret")).unwrap(), "secret\n");
+    assert_eq!(names(&f.root, "sub"), ["file"]);
+}
+
+#[test]
+fn creating_through_a_link_out_is_refused() {
+    let f = fixture();
+    symlink(f.base.join("outside/new"), f.base.join("root/abs")).unwrap();
+    symlink("../outside/new2", f.base.join("root/rel")).unwrap();
+    let w = Access { write: true, ..Access::default() };
+    fails(f.root.create(&p("abs"), 0o644, w, false), libc::EACCES);
+    fails(f.root.create(&p("rel"), 0o644, w, false), libc::EACCES);
+    assert!(!f.base.join("outside/new").exists() && !f.base.join("outside/new2").exists());
+    // Removing the link removes the link, not what it names.
+    f.root.remove(&p("abs"), false).unwrap();
+    assert!(f.base.join("outside").exists());
+}
+
+#[test]
+fn symlinks_that_stay_inside_are_followed() {
+    let f = fixture();
+    symlink("sub/file", f.base.join("root/link")).unwrap();
+    symlink("sub", f.base.join("root/dirlink")).unwrap();
+    symlink("../sub/file", f.base.join("root/sub/self")).unwrap();
+    assert_eq!(read_all(&f.root, "link").unwrap(), "inside\n");
+    assert_eq!(read_all(&f.root, "dirlink/file").unwrap(), "inside\n");
+    assert_eq!(read_all(&f.root, "sub/self").unwrap(), "inside\n");
+    let e = f.root.stat(&p("dirlink")).unwrap();
+    assert_eq!(e.kind, FileKind::Dir);
+    assert_eq!(names(&f.root, ""), ["dirlink", "link", "sub"]);
+}
+
+#[test]
+fn without_openat2_every_symlink_is_refused() {
+    let f = fixture();
+    symlink("sub/file", f.base.join("root/link")).unwrap();
+    symlink("sub", f.base.join("root/dirlink")).unwrap();
+    symlink("/etc/passwd", f.base.join("root/passwd")).unwrap();
+    let root = Root::open(&f.base.join("root")).unwrap().walking();
+    assert_eq!(read_all(&root, "sub/file").unwrap(), "inside\n");
+    fails(read_all(&root, "link"), libc::EACCES);
+    fails(read_all(&root, "dirlink/file"), libc::EACCES);
+    fails(read_all(&root, "passwd"), libc::EACCES);
+    fails(root.stat(&p("link")), libc::EACCES);
+    fails(root.create(&p("passwd"), 0o644, Access { write: true, ..Access::default() }, false), libc::EACCES);
+    assert_eq!(names(&root, ""), ["sub"]);
+}
+
+#[test]
+fn long_names_and_paths() {
+    let f = fixture();
+    let long = "x".repeat(NAME_MAX + 1);
+    fails(f.root.stat(&[long]), libc::ENAMETOOLONG);
+    let deep: Vec<String> = (0..40).map(|i| format!("{i:0>120}")).collect();
+    fails(f.root.stat(&deep), libc::ENAMETOOLONG);
+    // Just under the limits works, all the way down.
+    let name = "y".repeat(NAME_MAX);
+    let ok: Vec<String> = (0..15).map(|i| format!("{i}{}", &name[..200])).collect();
+    for i in 1..=ok.len() {
+        f.root.mkdir(&ok[..i], 0o755).unwrap();
+    }
+    let mut file = ok.clone();
+    file.push(name);
+    let (fh, _) = f.root.create(&file, 0o644, Access { write: true, ..Access::default() }, true).unwrap();
+    write_at(&fh, 0, b"deep").unwrap();
+    assert_eq!(f.root.stat(&file).unwrap().meta.map(|m| m.size), Some(4));
+}
+
+#[test]
+fn names_that_are_not_utf8_are_left_out() {
+    let f = fixture();
+    let bad = std::ffi::OsStr::from_bytes(b"bad\xff\xfe");
+    std::fs::write(f.base.join("root").join(bad), "x").unwrap();
+    std::fs::create_dir(f.base.join("root/sub").join(bad)).unwrap();
+    std::fs::write(f.base.join("root/gut-\u{e9}"), "y").unwrap();
+    assert_eq!(names(&f.root, ""), ["gut-\u{e9}", "sub"]);
+    assert_eq!(names(&f.root, "sub"), ["file"]);
+}
+
+#[test]
+fn only_files_and_directories_are_served() {
+    let f = fixture();
+    let fifo = f.base.join("root/fifo");
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o644)).unwrap();
+    std::os::unix::net::UnixListener::bind(f.base.join("root/sock")).unwrap();
+    symlink("/dev/null", f.base.join("root/null")).unwrap();
+    assert_eq!(names(&f.root, ""), ["sub"]);
+    // Opening the fifo would block until a writer came: it is refused
+    // without opening it.
+    fails(read_all(&f.root, "fifo"), libc::EACCES);
+    fails(f.root.stat(&p("sock")), libc::EACCES);
+    fails(f.root.create(&p("fifo"), 0o644, Access { write: true, ..Access::default() }, false), libc::EACCES);
+    fails(read_all(&f.root, "sub"), libc::EISDIR);
+}
+
+#[test]
+fn files_change_as_asked() {
+    let f = fixture();
+    let r = &f.root;
+    let rw = Access { read: true, write: true, ..Access::default() };
+    let (fh, e) = r.create(&p("new"), 0o640, rw, true).unwrap();
+    assert_eq!((e.kind, e.meta.map(|m| m.size)), (FileKind::Stored, Some(0)));
+    write_at(&fh, 0, b"hello world").unwrap();
+    assert_eq!(read_at(&fh, 6, 100).unwrap(), b"world");
+    fails(r.create(&p("new"), 0o640, rw, true), libc::EEXIST);
+    let e = r.set_attr(&p("new"), &Attrs { size: Some(5), mode: Some(0o600), mtime: Some((1_000_000_000, 5)), atime: None }).unwrap();
+    assert_eq!((e.mode, e.meta.map(|m| (m.size, m.mtime))), (0o600, Some((5, (1_000_000_000, 5)))));
+    let e = file_attr(&fh, &Attrs { size: Some(2), ..Attrs::default() }, "new", "new").unwrap();
+    assert_eq!(e.meta.map(|m| m.size), Some(2));
+    // Opened to append, a write goes to the end whatever its offset.
+    let a = r.open_file(&p("new"), Access { write: true, append: true, ..Access::default() }).unwrap();
+    write_at(&a, 0, b"!!").unwrap();
+    assert_eq!(read_all(r, "new").unwrap(), "he!!");
+    // And to truncate, it starts empty.
+    r.open_file(&p("new"), Access { write: true, trunc: true, ..Access::default() }).unwrap();
+    assert_eq!(read_all(r, "new").unwrap(), "");
+    r.mkdir(&p("d"), 0o755).unwrap();
+    fails(r.mkdir(&p("d"), 0o755), libc::EEXIST);
+    r.rename(&p("new"), &p("d/moved"), false).unwrap();
+    fails(r.stat(&p("new")), libc::ENOENT);
+    std::fs::write(f.base.join("root/other"), "o").unwrap();
+    fails(r.rename(&p("other"), &p("d/moved"), true), libc::EEXIST);
+    fails(r.remove(&p("d"), true), libc::ENOTEMPTY);
+    fails(r.remove(&p("d"), false), libc::EISDIR);
+    r.remove(&p("d/moved"), false).unwrap();
+    r.remove(&p("d"), true).unwrap();
+    fails(r.remove(&[], true), libc::EINVAL);
+    assert_eq!(names(r, ""), ["other", "sub"]);
+}
+
+#[test]
+fn the_root_must_be_a_directory() {
+    let f = fixture();
+    fails(Root::open(&f.base.join("outside/secret")).map(|_| ()), libc::ENOTDIR);
+    fails(Root::open(Path::new("/nonexistent/dir")).map(|_| ()), libc::ENOENT);
+}

@@ -1,0 +1,166 @@
+//! Changing the tree: create, mkdir, remove, rename, setattr, and writes
+//! at offsets. Only served directories (`svc/S/root/...`, here or on other
+//! machines) change; everywhere else these are refused, and setattr is
+//! accepted and means nothing (a shell's `>` truncates a ctl file first).
+
+use std::sync::Arc;
+
+use ns::error::{self, EPERM};
+use ns::MachineId;
+
+use super::dir::{self, Access, Attrs, Root};
+use super::errors::EXDEV;
+use super::handle::Handle;
+use super::remote::{self, RemoteFile};
+use super::tree::{Entry, Node};
+use super::{blocking, Namespace};
+
+async fn write_local(f: &Arc<std::fs::File>, offset: u64, data: bytes::Bytes) -> Result<usize, String> {
+    let f = f.clone();
+    blocking(move || dir::write_at(&f, offset, &data)).await
+}
+
+fn refused(path: &[String]) -> String {
+    error::detail(EPERM, format!("/{} is not in a served directory", path.join("/")))
+}
+
+/// Where a path that may change lives.
+enum Place {
+    Here(Arc<Root>, Vec<String>),
+    There(MachineId, Vec<String>),
+}
+
+impl Namespace {
+    /// The served directory a path is in.
+    fn place(&self, path: &[String]) -> Result<Place, String> {
+        let node = match self.resolve(path) {
+            Ok(node) => node,
+            // A new name: refused at once where its directory is the tree's own.
+            Err(e) => match path.split_last().map(|(_, dir)| self.resolve(dir)) {
+                Some(Ok(Node::Stored(..) | Node::Remote(..))) | None | Some(Err(_)) => return Err(e),
+                Some(Ok(_)) => return Err(refused(path)),
+            },
+        };
+        match node {
+            Node::Stored(s, rel) => Ok(Place::Here(self.root(&s)?, rel)),
+            Node::Remote(m, rest) if m != *self.router().id() => Ok(Place::There(m, rest)),
+            Node::Remote(_, rest) => self.place(&rest),
+            _ => Err(refused(path)),
+        }
+    }
+
+    /// Creates a regular file (or opens it, unless `excl`), open as `access`.
+    pub async fn create(&self, path: &[String], mode: u32, access: Access, excl: bool) -> Result<(Entry, Handle), String> {
+        match self.place(path)? {
+            Place::Here(root, rel) => {
+                let (f, e) = blocking(move || root.create(&rel, mode, access, excl)).await?;
+                Ok((e, Handle::Stored(Arc::new(f))))
+            }
+            Place::There(m, rest) => remote::create(self.router(), &m, &rest, mode, access, excl).await,
+        }
+    }
+
+    pub async fn mkdir(&self, path: &[String], mode: u32) -> Result<Entry, String> {
+        match self.place(path)? {
+            Place::Here(root, rel) => blocking(move || root.mkdir(&rel, mode)).await,
+            Place::There(m, rest) => remote::mkdir(self.router(), &m, &rest, mode).await,
+        }
+    }
+
+    /// Removes a file, or an empty directory when `dir`.
+    pub async fn remove(&self, path: &[String], dir: bool) -> Result<(), String> {
+        match self.place(path)? {
+            Place::Here(root, rel) => blocking(move || root.remove(&rel, dir)).await,
+            Place::There(m, rest) => remote::remove(self.router(), &m, &rest, dir).await,
+        }
+    }
+
+    /// Renames within one served directory; across two, EXDEV (so `mv`
+    /// copies).
+    pub async fn rename(&self, from: &[String], to: &[String], noreplace: bool) -> Result<(), String> {
+        match (self.place(from)?, self.place(to)?) {
+            (Place::Here(a, f), Place::Here(b, t)) if Arc::ptr_eq(&a, &b) => blocking(move || a.rename(&f, &t, noreplace)).await,
+            (Place::There(m, f), Place::There(n, t)) if m == n => remote::rename(self.router(), &m, &f, &t, noreplace).await,
+            _ => Err(EXDEV.into()),
+        }
+    }
+
+    /// Changes a file's size, mode or times: through `h` when the file is
+    /// open (it may have been renamed or removed since), else by path.
+    pub async fn set_attr(&self, path: &[String], h: Option<&Handle>, attrs: Attrs) -> Result<Entry, String> {
+        if let Some(h @ (Handle::Stored(_) | Handle::RemoteFile(RemoteFile::Stored(_)))) = h {
+            let mut e = self.handle_attr(h, attrs).await?;
+            e.name = path.last().cloned().unwrap_or_default();
+            return Ok(e);
+        }
+        let mut e = match self.place(path) {
+            Ok(Place::Here(root, rel)) => blocking(move || root.set_attr(&rel, &attrs)).await?,
+            Ok(Place::There(m, rest)) => remote::set_attr(self.router(), &m, &rest, attrs).await?,
+            // The tree's own files have nothing to change.
+            Err(_) => return self.stat(path).await,
+        };
+        e.name = path.last().cloned().unwrap_or_default();
+        Ok(e)
+    }
+
+    /// Changes an open file of a served directory (nothing set: its status).
+    pub async fn handle_attr(&self, h: &Handle, attrs: Attrs) -> Result<Entry, String> {
+        match h {
+            Handle::Stored(f) => {
+                let f = f.clone();
+                blocking(move || dir::file_attr(&f, &attrs, "", "open file")).await
+            }
+            Handle::RemoteFile(RemoteFile::Stored(p)) => p.attr(attrs).await,
+            _ => Err(error::detail(EPERM, "not a file of a served directory")),
+        }
+    }
+
+    /// Writes at an offset: files of served directories; other files take
+    /// the write as one message, as [`Namespace::write`] does.
+    pub async fn write_at(&self, h: &Handle, offset: u64, data: &[u8]) -> Result<usize, String> {
+        match h {
+            Handle::Stored(f) => write_local(f, offset, bytes::Bytes::copy_from_slice(data)).await,
+            Handle::RemoteFile(RemoteFile::Stored(p)) => p.write_at(offset, data).await,
+            _ => self.write(h, data).await,
+        }
+    }
+
+    /// [`Namespace::write_at`] of bytes already owned: a local file takes
+    /// them without a copy.
+    pub async fn write_bytes(&self, h: &Handle, offset: u64, data: bytes::Bytes) -> Result<usize, String> {
+        match h {
+            Handle::Stored(f) => write_local(f, offset, data).await,
+            _ => self.write_at(h, offset, &data).await,
+        }
+    }
+
+    /// A read of an open file of a served directory as one message: `tag`,
+    /// then the bytes (without a copy when the file is here).
+    pub async fn read_tagged(&self, h: &Handle, offset: u64, size: usize, tag: u8) -> Result<bytes::Bytes, String> {
+        match h {
+            Handle::Stored(f) => {
+                let f = f.clone();
+                blocking(move || dir::read_after(&f, offset, size, &[tag])).await.map(bytes::Bytes::from)
+            }
+            _ => {
+                let d = self.read(h, offset, size).await?;
+                let mut b = bytes::BytesMut::with_capacity(d.len() + 1);
+                b.extend_from_slice(&[tag]);
+                b.extend_from_slice(&d);
+                Ok(b.freeze())
+            }
+        }
+    }
+
+    /// Flushes an open file of a served directory to its disk.
+    pub async fn sync(&self, h: &Handle) -> Result<(), String> {
+        match h {
+            Handle::Stored(f) => {
+                let f = f.clone();
+                blocking(move || f.sync_data().map_err(|e| super::errors::io(&e, "sync"))).await
+            }
+            Handle::RemoteFile(RemoteFile::Stored(p)) => p.sync().await,
+            _ => Ok(()),
+        }
+    }
+}

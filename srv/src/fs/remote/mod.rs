@@ -1,0 +1,207 @@
+//! Other machines' trees, through the mesh.
+//!
+//! Every router serves its own tree to the others as the reserved service
+//! `router` ([`server`]). Each operation is one conversation with
+//! `/n/M/svc/router`, over as many hops as it takes: the first message is
+//! a [`TreeReq`]. `Stat`, `List` and the changes to a served directory
+//! (`Mkdir`, `Remove`, `Rename`, `SetAttr`) get one [`TreeResp`] and end.
+//! `Open` gets `Opened` and `Create` gets `Created`; then the conversation
+//! is the open file ([`file`]):
+//!
+//! - a stream file (data, clone, trace) carries raw messages both ways,
+//!   one per write and one per read, exactly as the file does locally; a
+//!   cancel on the conversation is an interrupted read; the opener's end of
+//!   input is its close.
+//! - a text or ctl file answers `Read` and `Write` requests one by one,
+//!   so a bad ctl message fails the opener's write, as it would locally.
+//! - a file of a served directory answers `Read`, `WriteAt`, `FileAttr`
+//!   and `Sync` in order; reads are at most [`MAX_IO`] each and answered
+//!   as [`RAW`] bytes, and the opener keeps several in flight when it reads
+//!   sequentially.
+
+mod file;
+mod server;
+
+use bytes::Bytes;
+use ns::conv::{Conv, Msg, RESERVED};
+use ns::{Addr, MachineId, Name, Router};
+use serde::{Deserialize, Serialize};
+
+use super::dir::{Access, Attrs, MAX_IO};
+use super::handle::{Handle, Stream};
+use super::tree::{Entry, FileKind};
+pub use file::RemoteFile;
+pub use server::TreeServer;
+
+/// A request to a machine's tree server.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum TreeReq {
+    Stat(Vec<String>),
+    List(Vec<String>),
+    Open { path: Vec<String>, access: Access },
+    /// On an open file: at most [`MAX_IO`] bytes at `offset`.
+    Read { offset: u64, size: u32 },
+    /// On an open stream or ctl file: one message.
+    Write(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// On an open file of a served directory.
+    WriteAt {
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// On an open file of a served directory: change it, or (all fields
+    /// unset) just say what it is.
+    FileAttr(Attrs),
+    /// On an open file of a served directory: flush it to its disk.
+    Sync,
+    Create { path: Vec<String>, mode: u32, access: Access, excl: bool },
+    Mkdir { path: Vec<String>, mode: u32 },
+    /// Removes a file, or an empty directory when `dir`.
+    Remove { path: Vec<String>, dir: bool },
+    Rename { from: Vec<String>, to: Vec<String>, noreplace: bool },
+    SetAttr { path: Vec<String>, attrs: Attrs },
+}
+
+/// An answer from a tree server.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum TreeResp {
+    Entry(Entry),
+    Entries(Vec<Entry>),
+    Opened(FileKind),
+    /// The file made by `Create`, now open.
+    Created(Entry),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    Written(u32),
+    Done,
+    Err(String),
+}
+
+/// The first byte of a message that carries file bytes without CBOR: a
+/// CBOR unsigned integer, which no [`TreeReq`] or [`TreeResp`] starts
+/// with. A read's answer is `RAW` then the bytes; a write to a file of a
+/// served directory is `RAW`, the offset (8 bytes, little-endian), then
+/// the bytes. A megabyte is then not copied into CBOR and out again.
+pub const RAW: u8 = 0;
+
+/// A raw write: `RAW`, offset, data.
+fn raw_write(offset: u64, data: &[u8]) -> Bytes {
+    let mut b = bytes::BytesMut::with_capacity(9 + data.len());
+    b.extend_from_slice(&[RAW]);
+    b.extend_from_slice(&offset.to_le_bytes());
+    b.extend_from_slice(data);
+    b.freeze()
+}
+
+/// The offset and data of a raw write.
+fn parse_raw_write(b: &Bytes) -> Result<(u64, Bytes), String> {
+    let off = b.get(1..9).and_then(|o| <[u8; 8]>::try_from(o).ok()).ok_or("bad tree message: short raw write")?;
+    Ok((u64::from_le_bytes(off), b.slice(9..)))
+}
+
+fn encode<T: Serialize>(v: &T) -> Bytes {
+    let mut buf = Vec::new();
+    ciborium::into_writer(v, &mut buf).expect("CBOR encoding to memory");
+    Bytes::from(buf)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+    ciborium::from_reader(b).map_err(|e| format!("bad tree message: {e}"))
+}
+
+fn server(m: &MachineId) -> Addr {
+    Addr::on(m.clone(), Name::new(RESERVED).expect("valid name"))
+}
+
+fn unexpected(resp: TreeResp) -> String {
+    format!("bad tree answer {resp:?}")
+}
+
+/// Receives one answer.
+async fn answer(conv: &mut Conv) -> Result<TreeResp, String> {
+    match conv.rx.recv().await {
+        Some(Msg::Data(b)) => match decode(&b)? {
+            TreeResp::Err(e) => Err(e),
+            resp => Ok(resp),
+        },
+        Some(Msg::Error(e)) => Err(e),
+        _ => Err(ns::error::EHUNGUP.into()),
+    }
+}
+
+/// Sends one request on `conv` and waits for the answer.
+async fn ask(conv: &mut Conv, req: &TreeReq) -> Result<TreeResp, String> {
+    conv.tx.send(encode(req)).await?;
+    answer(conv).await
+}
+
+/// One request in a conversation of its own.
+async fn once(r: &Router, m: &MachineId, req: &TreeReq) -> Result<TreeResp, String> {
+    let mut conv = r.open(server(m), Vec::new());
+    ask(&mut conv, req).await
+}
+
+async fn entry(r: &Router, m: &MachineId, req: &TreeReq) -> Result<Entry, String> {
+    match once(r, m, req).await? {
+        TreeResp::Entry(e) => Ok(e),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn done(r: &Router, m: &MachineId, req: &TreeReq) -> Result<(), String> {
+    match once(r, m, req).await? {
+        TreeResp::Done => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn stat(r: &Router, m: &MachineId, path: &[String]) -> Result<Entry, String> {
+    entry(r, m, &TreeReq::Stat(path.to_vec())).await
+}
+
+pub async fn list(r: &Router, m: &MachineId, path: &[String]) -> Result<Vec<Entry>, String> {
+    match once(r, m, &TreeReq::List(path.to_vec())).await? {
+        TreeResp::Entries(e) => Ok(e),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The handle for a conversation that is now an open file of `kind`.
+fn opened(conv: Conv, kind: FileKind) -> Handle {
+    Handle::RemoteFile(match kind {
+        FileKind::Stream => RemoteFile::Stream(Stream::new(conv)),
+        FileKind::Stored => RemoteFile::Stored(file::Pipe::new(conv)),
+        kind => RemoteFile::File(kind, tokio::sync::Mutex::new(conv)),
+    })
+}
+
+pub async fn open(r: &Router, m: &MachineId, path: &[String], access: Access) -> Result<Handle, String> {
+    let mut conv = r.open(server(m), Vec::new());
+    match ask(&mut conv, &TreeReq::Open { path: path.to_vec(), access }).await? {
+        TreeResp::Opened(kind) => Ok(opened(conv, kind)),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn create(r: &Router, m: &MachineId, path: &[String], mode: u32, access: Access, excl: bool) -> Result<(Entry, Handle), String> {
+    let mut conv = r.open(server(m), Vec::new());
+    match ask(&mut conv, &TreeReq::Create { path: path.to_vec(), mode, access, excl }).await? {
+        TreeResp::Created(e) => Ok((e, opened(conv, FileKind::Stored))),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn mkdir(r: &Router, m: &MachineId, path: &[String], mode: u32) -> Result<Entry, String> {
+    entry(r, m, &TreeReq::Mkdir { path: path.to_vec(), mode }).await
+}
+
+pub async fn remove(r: &Router, m: &MachineId, path: &[String], dir: bool) -> Result<(), String> {
+    done(r, m, &TreeReq::Remove { path: path.to_vec(), dir }).await
+}
+
+pub async fn rename(r: &Router, m: &MachineId, from: &[String], to: &[String], noreplace: bool) -> Result<(), String> {
+    done(r, m, &TreeReq::Rename { from: from.to_vec(), to: to.to_vec(), noreplace }).await
+}
+
+pub async fn set_attr(r: &Router, m: &MachineId, path: &[String], attrs: Attrs) -> Result<Entry, String> {
+    entry(r, m, &TreeReq::SetAttr { path: path.to_vec(), attrs }).await
+}

@@ -1,0 +1,173 @@
+//! This machine's tree, served to the others: the reserved service
+//! `router` answering [`TreeReq`]s (see the module above for the
+//! protocol).
+//!
+//! A request about `svc/S/root/...` is served only when S is a dir
+//! service of this machine ([`local_only`]): a machine that forwarded it
+//! here took this for the nearest replica, and forwarding it again could
+//! bounce between machines whose route tables disagree for a moment.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ns::conv::{Conv, Msg, Service};
+use ns::envelope::MAX_MSG;
+use tracing::debug;
+
+use super::{decode, encode, parse_raw_write, TreeReq, TreeResp, RAW};
+use crate::fs::handle::Handle;
+use crate::fs::tree::FileKind;
+use crate::fs::{handle_kind, Namespace};
+
+/// This machine's tree, served to the others.
+pub struct TreeServer(pub Arc<Namespace>);
+
+impl Service for TreeServer {
+    fn serve(&self, conv: Conv) -> futures::future::BoxFuture<'static, ()> {
+        let ns = self.0.clone();
+        Box::pin(async move {
+            let peer = conv.tx.peer().cloned();
+            if let Err(e) = serve(ns, conv).await {
+                debug!(?peer, "tree server: {e}");
+            }
+        })
+    }
+}
+
+/// The request's name, for errors (its Debug form may hold a megabyte).
+fn what(req: &TreeReq) -> &'static str {
+    match req {
+        TreeReq::Stat(_) => "stat",
+        TreeReq::List(_) => "list",
+        TreeReq::Open { .. } => "open",
+        TreeReq::Read { .. } => "read",
+        TreeReq::Write(_) => "write",
+        TreeReq::WriteAt { .. } => "write at",
+        TreeReq::FileAttr(_) => "file attr",
+        TreeReq::Sync => "sync",
+        TreeReq::Create { .. } => "create",
+        TreeReq::Mkdir { .. } => "mkdir",
+        TreeReq::Remove { .. } => "remove",
+        TreeReq::Rename { .. } => "rename",
+        TreeReq::SetAttr { .. } => "setattr",
+    }
+}
+
+/// Refuses `svc/S/root/...` unless S is a dir service here.
+fn local_only(ns: &Namespace, path: &[String]) -> Result<(), String> {
+    match path {
+        [svc, s, root, ..] if svc == "svc" && root == "root" && !ns.has_root(s) => Err(format!("'/{}' file does not exist", path.join("/"))),
+        _ => Ok(()),
+    }
+}
+
+/// An answer as a message: one too large to send is an error instead.
+fn reply(resp: Result<TreeResp, String>) -> Bytes {
+    let b = encode(&resp.unwrap_or_else(TreeResp::Err));
+    if b.len() > MAX_MSG {
+        return encode(&TreeResp::Err(ns::error::detail(ns::error::ETOOBIG, format!("answer of {} bytes", b.len()))));
+    }
+    b
+}
+
+async fn serve(ns: Arc<Namespace>, mut conv: Conv) -> Result<(), String> {
+    let Some(Msg::Data(first)) = conv.rx.recv().await else { return Ok(()) };
+    let req = decode::<TreeReq>(&first)?;
+    let paths: Vec<&Vec<String>> = match &req {
+        TreeReq::Rename { from, to, .. } => vec![from, to],
+        TreeReq::Stat(p) | TreeReq::List(p) => vec![p],
+        TreeReq::Open { path, .. } | TreeReq::Create { path, .. } | TreeReq::Mkdir { path, .. } => vec![path],
+        TreeReq::Remove { path, .. } | TreeReq::SetAttr { path, .. } => vec![path],
+        _ => vec![],
+    };
+    if let Err(e) = paths.iter().try_for_each(|p| local_only(&ns, p)) {
+        return conv.tx.send(reply(Err(e))).await;
+    }
+    let h = match req {
+        TreeReq::Stat(p) => return conv.tx.send(reply(ns.stat(&p).await.map(TreeResp::Entry))).await,
+        TreeReq::List(p) => return conv.tx.send(reply(ns.list(&p).await.map(TreeResp::Entries))).await,
+        TreeReq::Mkdir { path, mode } => return conv.tx.send(reply(ns.mkdir(&path, mode).await.map(TreeResp::Entry))).await,
+        TreeReq::Remove { path, dir } => return conv.tx.send(reply(ns.remove(&path, dir).await.map(|_| TreeResp::Done))).await,
+        TreeReq::Rename { from, to, noreplace } => {
+            return conv.tx.send(reply(ns.rename(&from, &to, noreplace).await.map(|_| TreeResp::Done))).await
+        }
+        TreeReq::SetAttr { path, attrs } => return conv.tx.send(reply(ns.set_attr(&path, None, attrs).await.map(TreeResp::Entry))).await,
+        TreeReq::Open { path, access } => match ns.open_with(&path, access).await {
+            Ok(h) => {
+                conv.tx.send(reply(Ok(TreeResp::Opened(handle_kind(&h))))).await?;
+                h
+            }
+            Err(e) => return conv.tx.send(reply(Err(e))).await,
+        },
+        TreeReq::Create { path, mode, access, excl } => match ns.create(&path, mode, access, excl).await {
+            Ok((e, h)) => {
+                conv.tx.send(reply(Ok(TreeResp::Created(e)))).await?;
+                h
+            }
+            Err(e) => return conv.tx.send(reply(Err(e))).await,
+        },
+        other => return conv.tx.send(reply(Err(format!("{} before open", what(&other))))).await,
+    };
+    let res = match handle_kind(&h) {
+        FileKind::Stream => pump(&ns, &h, &mut conv).await,
+        _ => answer(&ns, &h, &mut conv).await,
+    };
+    ns.release(h).await;
+    res
+}
+
+/// Text, ctl and stored files: one answer per request, in order.
+async fn answer(ns: &Namespace, h: &Handle, conv: &mut Conv) -> Result<(), String> {
+    let stored = handle_kind(h) == FileKind::Stored;
+    while let Some(Msg::Data(b)) = conv.rx.recv().await {
+        if stored && b.first() == Some(&RAW) {
+            let (offset, data) = parse_raw_write(&b)?;
+            let resp = ns.write_bytes(h, offset, data).await.map(|n| TreeResp::Written(n as u32));
+            conv.tx.send(reply(resp)).await?;
+            continue;
+        }
+        let resp = match decode::<TreeReq>(&b)? {
+            TreeReq::Read { offset, size } if stored => match ns.read_tagged(h, offset, size as usize, RAW).await {
+                Ok(msg) => {
+                    conv.tx.send(msg).await?;
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
+            TreeReq::Read { offset, size } => ns.read(h, offset, size as usize).await.map(|d| TreeResp::Data(d.to_vec())),
+            TreeReq::Write(d) => ns.write(h, &d).await.map(|n| TreeResp::Written(n as u32)),
+            TreeReq::WriteAt { offset, data } => ns.write_at(h, offset, &data).await.map(|n| TreeResp::Written(n as u32)),
+            TreeReq::FileAttr(a) => ns.handle_attr(h, a).await.map(TreeResp::Entry),
+            TreeReq::Sync => ns.sync(h).await.map(|_| TreeResp::Done),
+            other => Err(format!("{} on an open file", what(&other))),
+        };
+        conv.tx.send(reply(resp)).await?;
+    }
+    Ok(())
+}
+
+/// Stream files: messages both ways until the opener closes.
+async fn pump(ns: &Namespace, h: &Handle, conv: &mut Conv) -> Result<(), String> {
+    let mut cancels = conv.rx.cancels();
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            m = conv.rx.recv() => match m {
+                Some(Msg::Data(b)) => { ns.write(h, &b).await?; }
+                // The opener closed the file, or failed.
+                _ => return Ok(()),
+            },
+            d = ns.read(h, 0, MAX_MSG), if reading => {
+                let d = d?;
+                if d.is_empty() {
+                    // End of the file; keep it open until the opener closes.
+                    conv.tx.eof().await;
+                    reading = false;
+                } else {
+                    conv.tx.send(d).await?;
+                }
+            }
+            Ok(()) = cancels.changed() => ns.cancel(h).await,
+        }
+    }
+}

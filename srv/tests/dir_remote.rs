@@ -1,0 +1,233 @@
+//! A dir service on machine b, used from machine a through the tree
+//! protocol, with two in-process routers linked over `mem!`: the
+//! operations, the streaming of large reads, and requests from a hostile
+//! peer that try to leave the root.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ns::conv::{Msg, RESERVED};
+use ns::{Addr, Config, Name, Router};
+use srv::fs::dir::{Access, Attrs, DirService, Root};
+use srv::fs::remote::{TreeReq, TreeResp, TreeServer};
+use srv::fs::tree::FileKind;
+use srv::fs::{KindExtras, Namespace};
+use tokio_util::sync::CancellationToken;
+
+struct Two {
+    a: Arc<Namespace>,
+    b: Arc<Namespace>,
+    dir: tempfile::TempDir,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl Two {
+    fn disk(&self, rel: &str) -> std::path::PathBuf {
+        self.dir.path().join("files").join(rel)
+    }
+}
+
+fn p(s: &str) -> Vec<String> {
+    s.split('/').filter(|c| !c.is_empty()).map(String::from).collect()
+}
+
+const RW: Access = Access { read: true, write: true, trunc: false, append: false };
+const R: Access = Access { read: true, write: false, trunc: false, append: false };
+
+/// a and b linked; b serves `<tmp>/files` as the dir service `files` and
+/// `<tmp>/outside` holds a secret beside it.
+async fn two(tag: &str) -> Two {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("files/sub")).unwrap();
+    std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+    std::fs::write(dir.path().join("outside/secret"), "secret").unwrap();
+    let stop = CancellationToken::new();
+    let mut trees = Vec::new();
+    for id in ["a", "b"] {
+        let r = Router::new(Config::new(id.parse().unwrap()), stop.child_token());
+        r.listen(&format!("mem!{tag}-{id}").parse().unwrap()).await.unwrap();
+        let ns = Namespace::new(r.clone());
+        r.add_service(Name::new(RESERVED).unwrap(), Arc::new(TreeServer(ns.clone())));
+        trees.push(ns);
+    }
+    let (a, b) = (trees[0].clone(), trees[1].clone());
+    let root = Arc::new(Root::open(&dir.path().join("files")).unwrap());
+    b.router().add_service("files".parse().unwrap(), Arc::new(DirService::new(root.clone(), "files")));
+    b.set_kind("files", KindExtras { root: Some(root), ..KindExtras::default() });
+    a.router().dial(format!("mem!{tag}-b").parse().unwrap());
+    for _ in 0..200 {
+        if a.router().table().nearest("files").is_some() {
+            return Two { a, b, dir, _stop: stop.drop_guard() };
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("a never saw b's files");
+}
+
+async fn read_all(ns: &Namespace, path: &str) -> Result<Vec<u8>, String> {
+    let h = ns.open_with(&p(path), R).await?;
+    let mut out = Vec::new();
+    loop {
+        let b = ns.read(&h, out.len() as u64, 1 << 20).await?;
+        if b.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&b);
+    }
+    ns.release(h).await;
+    Ok(out)
+}
+
+#[tokio::test]
+async fn files_on_another_machine_change_from_here() {
+    let t = two("dir-ops").await;
+    let a = &t.a;
+    let names = |v: Vec<srv::fs::tree::Entry>| v.into_iter().map(|e| e.name).collect::<Vec<_>>();
+    assert!(names(t.b.list(&p("svc/files")).await.unwrap()).contains(&"root".to_string()));
+    let e = a.stat(&p("n/b/svc/files/root")).await.unwrap();
+    assert_eq!(e.kind, FileKind::Dir);
+    // Create and write from a; the file is on b's disk.
+    let (e, h) = a.create(&p("n/b/svc/files/root/hello"), 0o644, RW, true).await.unwrap();
+    assert_eq!((e.kind, e.meta.map(|m| m.size)), (FileKind::Stored, Some(0)));
+    assert_eq!(a.write_at(&h, 0, b"hello, ").await.unwrap(), 7);
+    assert_eq!(a.write_at(&h, 7, b"world\n").await.unwrap(), 6);
+    assert_eq!(a.read(&h, 7, 100).await.unwrap(), Bytes::from("world\n"));
+    a.sync(&h).await.unwrap();
+    a.release(h).await;
+    assert_eq!(std::fs::read_to_string(t.disk("hello")).unwrap(), "hello, world\n");
+    // svc/files/root is the nearest replica's root: b's.
+    assert_eq!(read_all(a, "svc/files/root/hello").await.unwrap(), b"hello, world\n");
+    let e = a.stat(&p("svc/files/root/hello")).await.unwrap();
+    assert_eq!((e.name.as_str(), e.meta.map(|m| m.size)), ("hello", Some(13)));
+    a.mkdir(&p("svc/files/root/d"), 0o755).await.unwrap();
+    a.rename(&p("svc/files/root/hello"), &p("n/b/svc/files/root/d/moved"), false).await.unwrap();
+    assert!(t.disk("d/moved").exists() && !t.disk("hello").exists());
+    let e = a.set_attr(&p("n/b/svc/files/root/d/moved"), None, Attrs { size: Some(5), ..Attrs::default() }).await.unwrap();
+    assert_eq!(e.meta.map(|m| m.size), Some(5));
+    assert_eq!(names(a.list(&p("n/b/svc/files/root/d")).await.unwrap()), ["moved"]);
+    let err = a.remove(&p("n/b/svc/files/root/d"), true).await.unwrap_err();
+    assert_eq!(srv::fs::errors::errno(&err), libc::ENOTEMPTY, "{err}");
+    a.remove(&p("n/b/svc/files/root/d/moved"), false).await.unwrap();
+    a.remove(&p("n/b/svc/files/root/d"), true).await.unwrap();
+    assert_eq!(names(a.list(&p("svc/files/root")).await.unwrap()), ["sub"]);
+    // Only served directories change.
+    let err = a.mkdir(&p("svc/files/x"), 0o755).await.unwrap_err();
+    assert_eq!(srv::fs::errors::errno(&err), libc::EACCES, "{err}");
+    let err = a.rename(&p("n/b/svc/files/root/sub"), &p("n/a/machine"), false).await.unwrap_err();
+    assert_ne!(srv::fs::errors::errno(&err), 0);
+}
+
+#[tokio::test]
+async fn a_conversation_lists_the_root() {
+    let t = two("dir-conv").await;
+    std::fs::write(t.disk("f"), "x").unwrap();
+    // Nothing to say: end of input starts it, as `cat svc/files/data` does.
+    let mut c = t.a.router().open(Addr::parse("/svc/files").unwrap(), vec![]);
+    c.tx.eof().await;
+    assert_eq!(next(&mut c).await, Some(Msg::Data(Bytes::from("f\nsub/\n"))));
+    assert_eq!(next(&mut c).await, Some(Msg::Eof));
+    // Messages are refused, saying where the files are.
+    let mut c = t.a.router().open(Addr::parse("/svc/files").unwrap(), vec![]);
+    c.tx.send(Bytes::from("ls\n")).await.unwrap();
+    match next(&mut c).await {
+        Some(Msg::Error(e)) => assert!(e.contains("svc/files/root"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn next(c: &mut ns::Conv) -> Option<Msg> {
+    tokio::time::timeout(Duration::from_secs(10), c.rx.recv()).await.expect("an answer in time")
+}
+
+/// A 20 MiB file read from a in several patterns: in order with small and
+/// large reads (prefetched), at random offsets, and past its end while it
+/// grows.
+#[tokio::test]
+async fn large_reads_come_back_whole_and_in_order() {
+    let t = two("dir-large").await;
+    let data: Vec<u8> = (0..20u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(t.disk("big"), &data).unwrap();
+    let a = &t.a;
+    for chunk in [128 << 10, 1 << 20, 300_000] {
+        let h = a.open_with(&p("n/b/svc/files/root/big"), R).await.unwrap();
+        let mut off = 0usize;
+        loop {
+            let b = a.read(&h, off as u64, chunk).await.unwrap();
+            if b.is_empty() {
+                break;
+            }
+            assert!(b[..] == data[off..off + b.len()], "bytes differ at {off} (reads of {chunk})");
+            off += b.len();
+        }
+        assert_eq!(off, data.len());
+        a.release(h).await;
+    }
+    // Random offsets, and backwards.
+    let h = a.open_with(&p("n/b/svc/files/root/big"), R).await.unwrap();
+    let mut x = 12345u64;
+    for _ in 0..60 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let off = (x >> 20) as usize % data.len();
+        let len = ((x >> 8) as usize % (1 << 20)) + 1;
+        let b = a.read(&h, off as u64, len).await.unwrap();
+        let want = &data[off..(off + len).min(data.len())];
+        assert!(b[..] == want[..], "bytes differ at {off}+{len}");
+    }
+    // Reading at the end, then the file grows: the new bytes are read.
+    let end = data.len() as u64;
+    assert!(a.read(&h, end - 10, 100).await.unwrap().len() == 10);
+    assert!(a.read(&h, end, 100).await.unwrap().is_empty());
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(t.disk("big")).unwrap();
+        f.write_all(b"more").unwrap();
+    }
+    assert_eq!(a.read(&h, end, 100).await.unwrap(), Bytes::from("more"));
+    a.release(h).await;
+}
+
+/// Requests straight to b's tree server, as a hostile machine could send.
+async fn raw(t: &Two, on: &str, req: &TreeReq) -> Result<TreeResp, String> {
+    let r = if on == "b" { t.a.router() } else { t.b.router() };
+    let mut c = r.open(Addr::on(on.parse().unwrap(), Name::new(RESERVED).unwrap()), vec![]);
+    let mut buf = Vec::new();
+    ciborium::into_writer(req, &mut buf).unwrap();
+    c.tx.send(Bytes::from(buf)).await?;
+    match tokio::time::timeout(Duration::from_secs(10), c.rx.recv()).await.map_err(|_| "timeout")? {
+        Some(Msg::Data(b)) => match ciborium::from_reader(&b[..]).map_err(|e| e.to_string())? {
+            TreeResp::Err(e) => Err(e),
+            other => Ok(other),
+        },
+        other => Err(format!("{other:?}")),
+    }
+}
+
+#[tokio::test]
+async fn hostile_requests_stay_in_the_root() {
+    let t = two("dir-hostile").await;
+    let errno = |r: Result<TreeResp, String>| match r {
+        Ok(resp) => panic!("answered {resp:?}"),
+        Err(e) => srv::fs::errors::errno(&e),
+    };
+    let up = p("svc/files/root/../../outside/secret");
+    assert_eq!(errno(raw(&t, "b", &TreeReq::Stat(up.clone())).await), libc::EACCES);
+    assert_eq!(errno(raw(&t, "b", &TreeReq::Open { path: up.clone(), access: R }).await), libc::EACCES);
+    let mut slash = p("svc/files/root");
+    slash.push("../../outside/secret".into());
+    assert_eq!(errno(raw(&t, "b", &TreeReq::Stat(slash)).await), libc::EINVAL);
+    let mut abs = p("svc/files/root");
+    abs.push("/etc/passwd".into());
+    assert_eq!(errno(raw(&t, "b", &TreeReq::Open { path: abs, access: R }).await), libc::EINVAL);
+    let to = p("svc/files/root/../stolen");
+    let req = TreeReq::Rename { from: p("svc/files/root/sub"), to, noreplace: false };
+    assert_eq!(errno(raw(&t, "b", &req).await), libc::EACCES);
+    let req = TreeReq::Create { path: p("svc/files/root/../planted"), mode: 0o644, access: RW, excl: true };
+    assert_eq!(errno(raw(&t, "b", &req).await), libc::EACCES);
+    assert!(!t.dir.path().join("planted").exists() && !t.dir.path().join("stolen").exists());
+    // a serves no files of its own: it does not pass the request on to b.
+    assert_eq!(errno(raw(&t, "a", &TreeReq::Stat(p("svc/files/root"))).await), libc::ENOENT);
+    // A directory is not a file to open.
+    let req = TreeReq::Open { path: p("svc/files/root/sub"), access: R };
+    assert_eq!(errno(raw(&t, "b", &req).await), libc::EISDIR);
+}
