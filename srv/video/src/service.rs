@@ -96,18 +96,18 @@ impl Service for EncoderService {
 
 /// The encoder's thread: commands in, chunks out, until the command
 /// channel closes (end of input: finish the stream) or a failure.
-fn encode_thread(settings: EncoderSettings, mut cmds: mpsc::Receiver<Cmd>, out: mpsc::UnboundedSender<Out>) {
+fn encode_thread(settings: EncoderSettings, mut cmds: mpsc::Receiver<Cmd>, out: mpsc::Sender<Out>) {
     let mut enc = match Encoder::new(settings) {
         Ok(e) => e,
         Err(e) => {
-            let _ = out.send(Out::Failed(e.to_string()));
+            let _ = out.blocking_send(Out::Failed(e.to_string()));
             return;
         }
     };
     let send = |r: Result<Option<Bytes>, crate::Error>| -> Result<(), String> {
         match r {
             Ok(Some(b)) => {
-                let _ = out.send(Out::Chunk(b));
+                let _ = out.blocking_send(Out::Chunk(b));
                 Ok(())
             }
             Ok(None) => Ok(()),
@@ -137,7 +137,7 @@ fn encode_thread(settings: EncoderSettings, mut cmds: mpsc::Receiver<Cmd>, out: 
         debug!(frames = enc.frames(), ms_per_frame = enc.busy().as_secs_f64() * 1e3 / enc.frames() as f64, "encoder: done");
     }
     if let Some(e) = failed {
-        let _ = out.send(Out::Failed(e));
+        let _ = out.blocking_send(Out::Failed(e));
     }
 }
 
@@ -153,9 +153,11 @@ async fn send_chunk(tx: &ns::conv::ConvWriter, mut b: Bytes) -> Result<(), Strin
 async fn run(settings: EncoderSettings, conv: Conv) -> Result<(), String> {
     let Conv { mut rx, tx } = conv;
     let (cmd_tx, cmd_rx) = mpsc::channel(QUEUE);
-    // Unbounded, so the thread never waits on us while we wait on it: its
-    // output is bounded anyway by the few frames queued to it.
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+    // The thread makes at most one chunk per command, at most QUEUE
+    // commands wait for it, and the loop below drains output before it
+    // sends another command: so this bound is never reached while we wait
+    // on the thread, and neither side can block the other for good.
+    let (out_tx, mut out_rx) = mpsc::channel(QUEUE + 4);
     std::thread::Builder::new()
         .name("mesh-encoder".into())
         .spawn(move || {
@@ -163,7 +165,7 @@ async fn run(settings: EncoderSettings, conv: Conv) -> Result<(), String> {
             let report = out_tx.clone();
             let run = std::panic::AssertUnwindSafe(|| encode_thread(settings, cmd_rx, out_tx));
             if std::panic::catch_unwind(run).is_err() {
-                let _ = report.send(Out::Failed("encoder thread panicked".into()));
+                let _ = report.blocking_send(Out::Failed("encoder thread panicked".into()));
             }
         })
         .map_err(|e| format!("starting the encoder thread: {e}"))?;
