@@ -35,15 +35,13 @@ impl Service for DirService {
         Box::pin(async move {
             // Input first: a message is refused at once, so its writer's
             // conversation fails while it is still there to see it.
-            loop {
-                match conv.rx.recv().await {
-                    Some(Msg::Data(_)) => {
-                        let why = error::detail(EBADPATH, format!("a dir service takes no messages; its files are under svc/{name}/root"));
-                        return conv.tx.send_error(&why).await;
-                    }
-                    Some(Msg::Eof) => break,
-                    Some(Msg::Error(_)) | None => return,
+            match conv.rx.recv().await {
+                Some(Msg::Data(_)) => {
+                    let why = error::detail(EBADPATH, format!("a dir service takes no messages; its files are under svc/{name}/root"));
+                    return conv.tx.send_error(&why).await;
                 }
+                Some(Msg::Eof) => {}
+                Some(Msg::Error(_)) | None => return,
             }
             let listing = tokio::task::spawn_blocking(move || root.list(&[])).await;
             let text = match listing {

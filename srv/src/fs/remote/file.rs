@@ -260,7 +260,12 @@ impl State {
             let c = &self.chunks[i];
             let data = match &c.data {
                 Some(Ok(d)) => d,
-                Some(Err(e)) => return Err(e.clone()),
+                Some(Err(e)) => {
+                    // Said once: the next read asks again.
+                    let e = e.clone();
+                    self.settle().await?;
+                    return Err(e);
+                }
                 None => return Err(ns::error::EHUNGUP.into()),
             };
             let at = (pos - c.offset) as usize;
