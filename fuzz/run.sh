@@ -22,11 +22,11 @@ case "$secs" in
 '' | *[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")"
-export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --version 0.13.2 --locked
 fi
+export RUSTC_BOOTSTRAP=1
 
 cargo fuzz build
 targets=$(cargo fuzz list)

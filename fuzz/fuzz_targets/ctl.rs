@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use dial::DialString;
 use libfuzzer_sys::fuzz_target;
-use ns::deploy::{ServiceKind, ServiceSpec};
 use ns::error::EBADCTL;
 use ns::{Addr, Config, Name, Router};
 use srv::fs::ctl::{apply, Target};
@@ -71,19 +70,11 @@ fuzz_target!(|input: &[u8]| {
         a.listen(&"mem!a".parse().unwrap()).await.expect("mem!a is free");
         b.listen(&"mem!b".parse().unwrap()).await.expect("mem!b is free");
         let ns = Namespace::new(a.clone());
-        let pty = ServiceSpec {
-            name: name("pty"),
-            kind: ServiceKind::Pty,
-            command: vec!["true".into()],
-            output: None,
-            root: None,
-            fps: None,
-            bitrate: None,
-            size: None,
-            line: 1,
-        };
-        let built = srv::kinds::build(&pty, &a).expect("a pty service");
-        ns.set_kind("pty", KindExtras { ctl: built.ctl, about: built.about, files: built.files });
+        // The spec as a deployment file gives it, so new fields need no edit here.
+        let file = "[machines.a]\nservices = [{ name = \"pty\", kind = \"pty\", command = [\"true\"] }]";
+        let pty = &ns::deploy::parse(file, "ctl.toml").expect("a valid deployment").machines[&name("a")].services[0];
+        let built = srv::kinds::build(pty, &a).expect("a pty service");
+        ns.set_kind("pty", KindExtras { ctl: built.ctl, ..Default::default() });
         let slot = ns.open_pipeline(Addr::on(name("b"), name("pty")), Vec::new());
         if sel & 4 != 0 {
             a.dial_now("mem!b".parse().unwrap()).await.expect("a dials b");
