@@ -78,11 +78,31 @@ impl Chain {
     /// every one offering `echo` and `sink`. Waits until the first knows
     /// a route to the last, so the first message does not race gossip.
     pub async fn new(nodes: &[(&str, String)]) -> anyhow::Result<Chain> {
+        Chain::build(nodes, false).await
+    }
+
+    /// Like [`Chain::new`], with every tcp and ws link authenticated and
+    /// encrypted (Noise), as a deployment is by default.
+    pub async fn new_secure(nodes: &[(&str, String)]) -> anyhow::Result<Chain> {
+        Chain::build(nodes, true).await
+    }
+
+    async fn build(nodes: &[(&str, String)], secure: bool) -> anyhow::Result<Chain> {
         let stop = CancellationToken::new();
         let mut chain = Chain { routers: Vec::new(), stop: stop.clone() };
         let mut bound = Vec::new();
-        for (id, listen) in nodes {
-            let r = Router::new(Config::new(name(id)?), stop.child_token());
+        // Every machine pins every other's key.
+        let keys: Vec<dial::Identity> = nodes.iter().map(|_| dial::Identity::generate()).collect();
+        for (i, (id, listen)) in nodes.iter().enumerate() {
+            let mut cfg = Config::new(name(id)?);
+            if secure {
+                let mut trust = dial::Trust::new();
+                for (j, (other, _)) in nodes.iter().enumerate().filter(|(j, _)| *j != i) {
+                    trust.pin(other.to_string(), keys[j].public()).map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+                cfg.security = Some(Arc::new(ns::link::Security { identity: keys[i].clone(), trust }));
+            }
+            let r = Router::new(cfg, stop.child_token());
             r.add_service(name("echo")?, Arc::new(Echo));
             r.add_service(name("sink")?, Arc::new(Sink));
             let ds: dial::DialString = listen.parse().with_context(|| format!("listen address of {id}"))?;
