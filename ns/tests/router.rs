@@ -496,3 +496,27 @@ async fn a_neighbour_speaks_only_for_what_it_routes() {
     conv.tx.send(Bytes::from("real")).await.unwrap();
     m.until("a's message arrives", |_| seen.load(SeqCst) == 2).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_announcement_flood_closes_that_link() {
+    use futures::{SinkExt, StreamExt};
+    use ns::gossip::{Announce, RouteAd};
+    let m = Mesh::new("flood", &["a", "b"], |_| {}).await;
+    m.link("a", "b");
+    m.serve("b", "upper");
+    m.until("route", |m| hops(m.r("a"), "upper").is_some()).await;
+    let mut x = rogue("flood").await;
+    let entries: Vec<RouteAd> = (0..ns::route::MAX_ROUTES_PER_PEER + 1)
+        .map(|i| RouteAd { machine: n(&format!("m{i}")), path: vec![n("x"), n(&format!("m{i}"))], services: vec![n("bogus")] })
+        .collect();
+    let mut flood = Envelope::new(1, a("/n/x/svc/router"), a("/n/b/svc/router"), Kind::Routes(Announce { seq: 1, full: true, entries }), Bytes::new());
+    flood.via = vec![n("x")];
+    x.tx.send(flood.encode()).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = x.rx.next().await {} }).await;
+    assert!(end.is_ok(), "flooding link closed");
+    // None of it stayed, and b still serves a.
+    assert!(m.r("b").table().best(&n("m1")).is_none());
+    assert!(!m.r("b").routes().contains("bogus"));
+    let mut conv = m.r("a").open(a("/svc/upper"), vec![]);
+    assert_eq!(ask(&mut conv, "calm").await.unwrap(), ["upper@b(CALM)"]);
+}
