@@ -103,6 +103,11 @@ fn the_tree_as_a_user_sees_it() {
     // The live trace of the link to b shows a message crossing it.
     let out = sh_ok(&format!("(timeout 2 cat {a}/term/net-b/data > {d}/trace &); sleep 0.3; echo x > {a}/svc/upper/data; sleep 2; cat {d}/trace", d = abc.dir.display()), T);
     assert!(out.lines().any(|l| l.starts_with("out data /n/a/svc/upper/") && l.ends_with(" /n/b/svc/upper 2")), "{out}");
+    // The tree is private to the user who mounted it: another user who can
+    // reach the mount point is still refused by the mount itself.
+    sh_ok(&format!("chmod 755 {}; runuser -u nobody -- ls {} > /dev/null", abc.dir.display(), abc.dir.display()), T);
+    let (st, _, err) = sh(&format!("runuser -u nobody -- ls {a}/svc"), T);
+    assert!(!st.success() && err.contains("Permission denied"), "another user read the tree: {err}");
     // Terminal state.
     let ctl = sh_ok(&format!("cat {a}/term/net-b/ctl"), T);
     assert_eq!(ctl, format!("net tcp!127.0.0.2!{} up\n", abc.ports[1]));
