@@ -127,3 +127,41 @@ services = [ {{ name = "sink", kind = "exec", command = ["python3", "-c", {pace:
         assert!(mib > 0 && mib < 200, "router {id} peaked at {mib} MiB");
     }
 }
+
+#[test]
+fn replicas_fail_over_when_one_dies() {
+    let mut m = Mesh::new();
+    let (pa, pb, pc) = (port(), port(), port());
+    // a links to both b and c; `who` runs on both and says where.
+    let deploy = m.file(
+        "abc.toml",
+        &format!(
+            r#"
+[machines.a]
+listen = ["tcp!127.0.0.1!{pa}"]
+dial = ["tcp!127.0.0.2!{pb}", "tcp!127.0.0.3!{pc}"]
+
+[machines.b]
+listen = ["tcp!127.0.0.2!{pb}"]
+services = [ {{ name = "who", kind = "exec", command = ["echo", "b"] }} ]
+
+[machines.c]
+listen = ["tcp!127.0.0.3!{pc}"]
+services = [ {{ name = "who", kind = "exec", command = ["echo", "c"] }} ]
+"#
+        ),
+    );
+    for id in ["a", "b", "c"] {
+        m.up(&deploy, id);
+    }
+    let routes = || String::from_utf8_lossy(&m.run(&["routes", "-m", "a"], "").stdout).into_owned();
+    until("both replicas routable", T, || routes().lines().filter(|l| l.starts_with("who ")).count() == 2);
+    // Equal hops: the tie goes to the smaller machine id.
+    assert_eq!(m.ok(&["send", "-m", "a", "/svc/who"], ""), "b\n");
+    m.signal("b", nix::sys::signal::Signal::SIGKILL);
+    let t0 = Instant::now();
+    until("b's replica withdrawn", Duration::from_secs(5), || !routes().contains("who b "));
+    let took = t0.elapsed();
+    eprintln!("replica on b killed: withdrawn at a after {took:?}");
+    assert_eq!(m.ok(&["send", "-m", "a", "/svc/who"], ""), "c\n", "new conversations go to c");
+}
