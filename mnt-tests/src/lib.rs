@@ -144,6 +144,11 @@ impl Mesh {
         child.wait_with_output().expect("output")
     }
 
+    /// Machine `id`'s route table; empty while its router is not up yet.
+    pub fn routes(&self, id: &str) -> String {
+        String::from_utf8_lossy(&self.run(&["routes", "-m", id], "").stdout).into_owned()
+    }
+
     /// Standard output of a command that must succeed.
     pub fn ok(&self, args: &[&str], input: &str) -> String {
         let out = self.run(args, input);

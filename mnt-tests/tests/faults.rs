@@ -109,7 +109,7 @@ services = [ {{ name = "sink", kind = "exec", command = ["python3", "-c", {pace:
     for id in ["a", "b", "c"] {
         m.up(&deploy, id);
     }
-    until("sink routable from a", T, || String::from_utf8_lossy(&m.run(&["routes", "-m", "a"], "").stdout).contains("sink c net-b 2"));
+    until("sink routable from a", T, || m.routes("a").contains("sink c net-b 2"));
     const TOTAL: u64 = 2 << 30;
     let t0 = Instant::now();
     let script = format!("head -c {TOTAL} /dev/zero | {} send -m a /svc/sink", mnt_tests::mesh_bin().display());
@@ -154,7 +154,7 @@ services = [ {{ name = "who", kind = "exec", command = ["echo", "c"] }} ]
     for id in ["a", "b", "c"] {
         m.up(&deploy, id);
     }
-    let routes = || String::from_utf8_lossy(&m.run(&["routes", "-m", "a"], "").stdout).into_owned();
+    let routes = || m.routes("a");
     until("both replicas routable", T, || routes().lines().filter(|l| l.starts_with("who ")).count() == 2);
     // Equal hops: the tie goes to the smaller machine id.
     assert_eq!(m.ok(&["send", "-m", "a", "/svc/who"], ""), "b\n");

@@ -40,7 +40,7 @@ fn start(m: &mut Mesh) -> [u16; 3] {
         m.up(&deploy, id);
     }
     until("a routes to upper over two hops", Duration::from_secs(15), || {
-        String::from_utf8_lossy(&m.run(&["routes", "-m", "a"], "").stdout).contains("upper c net-b 2 a!b!c\n")
+        m.routes("a").contains("upper c net-b 2 a!b!c\n")
     });
     ports
 }

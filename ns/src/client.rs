@@ -144,7 +144,7 @@ impl Client {
 
     /// Reads a file of the router's state: `ls PATH` or `cat PATH`.
     pub async fn query(&self, q: &str) -> Result<String, String> {
-        let router = Name::new("router").expect("valid name");
+        let router = crate::conv::reserved();
         let mut conv = self.table.open(Addr::on(self.machine().clone(), router), Vec::new());
         let env = Envelope::new(self.out.next_id(), conv.rx.path().clone(), conv.tx.target().dst, Kind::Query(q.to_string()), Bytes::new());
         self.out.send(env).await;

@@ -89,7 +89,9 @@ pub struct Hello {
 /// The protocol version spoken; a peer with another is refused.
 pub const VERSION: u32 = 1;
 
-#[derive(Serialize, Deserialize)]
+/// The header as decoded. [`HeaderRef`] writes the same fields by
+/// reference, so encoding copies nothing but bytes.
+#[derive(Deserialize)]
 struct Header {
     #[serde(rename = "i")]
     id: u64,
@@ -97,14 +99,32 @@ struct Header {
     src: Addr,
     #[serde(rename = "d")]
     dst: Addr,
-    #[serde(rename = "r", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "r", default)]
     reply: Vec<Addr>,
-    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "o", default)]
     origin: Option<Addr>,
     #[serde(rename = "v")]
     via: Vec<MachineId>,
     #[serde(rename = "k")]
     kind: Kind,
+}
+
+#[derive(Serialize)]
+struct HeaderRef<'a> {
+    #[serde(rename = "i")]
+    id: u64,
+    #[serde(rename = "s")]
+    src: &'a Addr,
+    #[serde(rename = "d")]
+    dst: &'a Addr,
+    #[serde(rename = "r", skip_serializing_if = "<[Addr]>::is_empty")]
+    reply: &'a [Addr],
+    #[serde(rename = "o", skip_serializing_if = "Option::is_none")]
+    origin: &'a Option<Addr>,
+    #[serde(rename = "v")]
+    via: &'a [MachineId],
+    #[serde(rename = "k")]
+    kind: &'a Kind,
 }
 
 /// Why a frame could not be decoded.
@@ -133,14 +153,14 @@ impl Envelope {
 
     /// Encodes into one frame.
     pub fn encode(&self) -> Bytes {
-        let hdr = Header {
+        let hdr = HeaderRef {
             id: self.id,
-            src: self.src.clone(),
-            dst: self.dst.clone(),
-            reply: self.reply.clone(),
-            origin: self.origin.clone(),
-            via: self.via.clone(),
-            kind: self.kind.clone(),
+            src: &self.src,
+            dst: &self.dst,
+            reply: &self.reply,
+            origin: &self.origin,
+            via: &self.via,
+            kind: &self.kind,
         };
         let mut buf = BytesMut::with_capacity(128 + self.data.len()).writer();
         buf.get_mut().put_u8(0x82); // CBOR array of 2

@@ -22,7 +22,7 @@ use crate::conv::lock;
 use crate::envelope::{Envelope, Hello, Kind, MAX_FRAME, VERSION};
 use crate::error;
 use crate::gossip::adverts;
-use crate::path::{Addr, MachineId, Name};
+use crate::path::{Addr, MachineId};
 use crate::router::{warn_link, Router};
 use crate::term::{Term, TermKind};
 
@@ -62,7 +62,7 @@ pub fn now_us() -> u64 {
 }
 
 fn hello_env(from: &MachineId, client: Option<u32>) -> Envelope {
-    let router = Name::new("router").expect("valid name");
+    let router = crate::conv::reserved();
     let a = Addr::on(from.clone(), router);
     Envelope::new(0, a.clone(), a, Kind::Hello(Hello { machine: from.clone(), version: VERSION, client }), Bytes::new())
 }

@@ -21,7 +21,7 @@ use crate::conv::{lock, Conv, ConvTable, Delivery, Outbox, Service};
 use crate::envelope::{Envelope, Kind, HOP_LIMIT};
 use crate::error::{self, EHOPS, ENOROUTE, ENOSERVICE};
 use crate::gossip::PeerGossip;
-use crate::path::{Addr, MachineId, Name, ServiceName};
+use crate::path::{Addr, MachineId, ServiceName};
 use crate::route::RouteTable;
 use crate::term::{Term, TermKind};
 
@@ -234,7 +234,7 @@ impl Router {
             self.0.convs.fail(n, why);
             return;
         }
-        let router = Name::new("router").expect("valid name");
+        let router = crate::conv::reserved();
         let env = Envelope::new(self.next_id(), Addr::on(self.id().clone(), router), src, Kind::Error(why.to_string()), Bytes::new());
         let r = self.clone();
         self.spawn(async move { r.forward(env).await });
@@ -247,7 +247,7 @@ impl Router {
     /// A router-to-router control envelope.
     pub(crate) fn control(&self, to: &MachineId, kind: Kind) -> Envelope {
         let me = self.id().clone();
-        let router = Name::new("router").expect("valid name");
+        let router = crate::conv::reserved();
         Envelope::new(self.next_id(), Addr::on(me, router.clone()), Addr::on(to.clone(), router), kind, Bytes::new())
     }
 
@@ -389,7 +389,7 @@ impl Router {
         let from = match &env.dst.machine {
             Some(m) if m == self.id() => env.dst.clone(),
             None => Addr { machine: Some(self.id().clone()), ..env.dst.clone() },
-            Some(_) => Addr::on(self.id().clone(), Name::new(crate::conv::RESERVED).expect("valid name")),
+            Some(_) => Addr::on(self.id().clone(), crate::conv::reserved()),
         };
         let err = Envelope::new(self.next_id(), from, env.src, Kind::Error(why), Bytes::new());
         // The head of a chain is waiting for the end of it: tell it too.

@@ -8,7 +8,7 @@ use dial::DialString;
 use ns::deploy::{Deployment, Machine};
 use std::sync::Arc;
 
-use ns::{Config, MachineId, Name, Router};
+use ns::{Config, MachineId, Router};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -114,7 +114,7 @@ async fn start_machine(dep: &Deployment, m: &Machine, opts: &Options, shutdown: 
         }
     }
     // Every router serves its tree to the others, and mounts it here.
-    router.add_service(Name::new(ns::conv::RESERVED).expect("valid name"), Arc::new(crate::fs::remote::TreeServer(tree.clone())));
+    router.add_service(ns::conv::reserved(), Arc::new(crate::fs::remote::TreeServer(tree.clone())));
     let mount = if opts.no_mount { None } else { opts.mount.clone().or_else(|| m.mount.clone()) };
     let mounted = match mount {
         Some(path) => Some(crate::fs::mount::mount(tree.clone(), &path, m.allow_other).await.with_context(|| format!("machine {}", m.id))?),

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::envelope::{Envelope, Kind, MAX_MSG};
 use crate::error::{self, EHUNGUP};
-use crate::path::Addr;
+use crate::path::{Addr, ServiceName};
 
 mod table;
 pub use table::{ConvStatus, ConvTable, Delivery};
@@ -32,6 +32,12 @@ pub use table::{ConvStatus, ConvTable, Delivery};
 /// The service name every router keeps for itself: control messages and
 /// its file tree, served to other machines.
 pub const RESERVED: &str = "router";
+
+/// [`RESERVED`] as a name: the address of a router's control messages
+/// and of its tree server, `/n/M/svc/router`.
+pub fn reserved() -> ServiceName {
+    crate::path::Name::new(RESERVED).expect("RESERVED is a valid name")
+}
 
 /// Bytes of one stream allowed in flight before the writer waits.
 pub const WINDOW: u32 = 4 << 20;

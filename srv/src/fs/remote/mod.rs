@@ -23,8 +23,8 @@ mod file;
 mod server;
 
 use bytes::Bytes;
-use ns::conv::{Conv, Msg, RESERVED};
-use ns::{Addr, MachineId, Name, Router};
+use ns::conv::{Conv, Msg};
+use ns::{Addr, MachineId, Router};
 use serde::{Deserialize, Serialize};
 
 use super::dir::{Access, Attrs, MAX_IO};
@@ -109,7 +109,7 @@ fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
 }
 
 fn server(m: &MachineId) -> Addr {
-    Addr::on(m.clone(), Name::new(RESERVED).expect("valid name"))
+    Addr::on(m.clone(), ns::conv::reserved())
 }
 
 fn unexpected(resp: TreeResp) -> String {
