@@ -12,7 +12,8 @@
 //! - [`route`]: the route table: best route per machine, nearest replica.
 //! - [`gossip`]: path-vector announcements, incremental and numbered.
 //! - [`registry`]: the registry protocol and the router's client of it.
-//! - [`term`]: terminals and their counters and traces.
+//! - [`term`]: terminals and their counters and traces; [`crossed`]: the
+//!   conversations that crossed a link, failed when it dies.
 //! - [`router`]: forwarding, resolution, local delivery, the gossip task.
 //! - [`link`]: handshakes, link reader and writer, dialing, local clients.
 //! - [`client`]: the library a local process uses to reach its router.
@@ -21,6 +22,7 @@
 
 pub mod client;
 pub mod conv;
+pub mod crossed;
 pub mod deploy;
 pub mod envelope;
 pub mod error;

@@ -326,6 +326,7 @@ impl Router {
         term.hangup();
         writer.abort();
         self.unregister(&term, &peer);
+        self.link_lost(&term);
     }
 
     fn unregister(&self, term: &Arc<Term>, peer: &MachineId) {

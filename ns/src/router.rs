@@ -227,6 +227,33 @@ impl Router {
         self.0.changed.notify_one();
     }
 
+    /// A link is gone: every conversation end whose envelopes crossed it
+    /// hears `link lost`, since some of them may have gone with it. Ends
+    /// here fail at once; ends elsewhere are told through the routes that
+    /// remain (their own routers fail them too when they see the loss).
+    pub(crate) fn link_lost(&self, term: &Term) {
+        let Some(crossed) = &term.crossed else { return };
+        let ends = crossed.take();
+        if ends.is_empty() {
+            return;
+        }
+        let why = error::detail(error::ELINK, &term.name);
+        info!(term = %term.name, ends = ends.len(), "failing the conversations that crossed a lost link");
+        let me = self.id().clone();
+        let (here, far): (Vec<Addr>, Vec<Addr>) = ends.into_iter().partition(|a| a.machine.as_ref() == Some(&me));
+        self.0.convs.peers_lost(&far.iter().cloned().collect(), &why);
+        for a in here {
+            self.fail_endpoint(a, &why);
+        }
+        let r = self.clone();
+        self.spawn(async move {
+            for a in far {
+                let env = Envelope::new(r.next_id(), Addr::on(me.clone(), crate::conv::reserved()), a, Kind::Error(why.clone()), Bytes::new());
+                r.forward(env).await;
+            }
+        });
+    }
+
     /// Fails a local endpoint, in this process or in a local client.
     fn fail_endpoint(&self, src: Addr, why: &str) {
         let Some(n) = src.conv else { return };

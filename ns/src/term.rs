@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::conv::lock;
+use crate::crossed::Crossed;
 use crate::envelope::{Envelope, Kind};
 use crate::path::MachineId;
 
@@ -63,6 +64,8 @@ pub struct Term {
     hangup: CancellationToken,
     /// When a frame last arrived, in [`crate::link::now_us`] microseconds.
     pub last_rx: AtomicU64,
+    /// Links only: the conversations that crossed it, to fail if it dies.
+    pub crossed: Option<Crossed>,
 }
 
 impl Term {
@@ -79,6 +82,7 @@ impl Term {
 
     fn make(name: String, kind: TermKind, addr: String, dialed: bool, tx: Option<mpsc::Sender<Envelope>>) -> Term {
         Term {
+            crossed: matches!(kind, TermKind::Net(_)).then(Crossed::default),
             name,
             kind,
             addr,
@@ -112,6 +116,9 @@ impl Term {
         };
         n.fetch_add(1, Relaxed);
         b.fetch_add(env.data.len() as u64, Relaxed);
+        if let Some(c) = &self.crossed {
+            c.note(env);
+        }
         if self.trace.receiver_count() > 0 {
             let line = format!("{dir} {} {} {} {}\n", kind_name(&env.kind), env.src, env.dst, env.data.len());
             let _ = self.trace.send(line.into());
@@ -167,6 +174,9 @@ impl Term {
         let _ = writeln!(out, "errors {}", s.errors.load(Relaxed));
         let _ = writeln!(out, "rtt {}us", s.rtt_us.load(Relaxed));
         let _ = writeln!(out, "security {}", lock(&self.security));
+        if let Some(c) = &self.crossed {
+            let _ = writeln!(out, "crossing {} conversation ends, {} untracked", c.len(), c.untracked());
+        }
         out
     }
 }

@@ -220,10 +220,68 @@ async fn losing_a_link_fails_its_conversations() {
     // b's dialer redials; until then a sees the loss. The conversation
     // on the lost route gets an error instead of hanging.
     let got = tokio::time::timeout(Duration::from_secs(5), conv.rx.recv()).await.unwrap();
-    assert!(matches!(&got, Some(Msg::Error(e)) if e.starts_with(ns::error::ENOROUTE)), "{got:?}");
+    let lost = |e: &str| e.starts_with(ns::error::ENOROUTE) || e.starts_with(ns::error::ELINK);
+    assert!(matches!(&got, Some(Msg::Error(e)) if lost(e)), "{got:?}");
     assert!(conv.tx.send(Bytes::from("y")).await.is_err());
     // The link comes back and so does the route.
     m.until("redial", |m| hops(m.r("a"), "upper").is_some()).await;
+}
+
+/// Replies like [`Tag`]; counts the conversations that ended in an error.
+struct Watch(Arc<AtomicUsize>);
+
+impl Service for Watch {
+    fn serve(&self, mut conv: Conv) -> BoxFuture<'static, ()> {
+        let failed = self.0.clone();
+        Box::pin(async move {
+            while let Some(m) = conv.rx.recv().await {
+                match m {
+                    Msg::Data(b) => {
+                        if conv.tx.send(b).await.is_err() {
+                            break;
+                        }
+                    }
+                    Msg::Eof => break,
+                    Msg::Error(_) => {
+                        failed.fetch_add(1, SeqCst);
+                        break;
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_link_fails_what_crossed_it_even_with_another_path() {
+    // A square: a-b-c and a-d-c. c stays reachable from a when b-c goes,
+    // but what was in flight on b-c may be lost, so the conversation that
+    // crossed it must hear of it, at both ends, instead of hanging.
+    let m = Mesh::new("square", &["a", "b", "c", "d"], |_| {}).await;
+    for (x, y) in [("a", "b"), ("b", "c"), ("a", "d"), ("d", "c")] {
+        m.link(x, y);
+    }
+    let failed = Arc::new(AtomicUsize::new(0));
+    m.r("c").add_service(n("echo"), Arc::new(Watch(failed.clone())));
+    m.until("routes", |m| hops(m.r("a"), "echo") == Some(("c".into(), 2)) && m.r("b").term("net-c").is_some() && m.r("d").term("net-c").is_some()).await;
+    let mut conv = m.r("a").open(a("/svc/echo"), vec![]);
+    conv.tx.send(Bytes::from("x")).await.unwrap();
+    assert!(matches!(conv.rx.recv().await, Some(Msg::Data(_))));
+    // Ties break by neighbour id: the conversation went through b.
+    let via_b = m.r("b").term("net-c").unwrap();
+    assert!(via_b.crossed.as_ref().is_some_and(|c| !c.is_empty()), "b remembers the conversation");
+    via_b.hangup();
+    let got = tokio::time::timeout(Duration::from_secs(2), conv.rx.recv()).await.unwrap();
+    assert!(matches!(&got, Some(Msg::Error(e)) if e.starts_with(ns::error::ELINK)), "{got:?}");
+    assert!(conv.tx.send(Bytes::from("y")).await.is_err(), "writes fail too");
+    m.until("c's end fails", |_| failed.load(SeqCst) == 1).await;
+    // c was never unreachable: a new conversation goes through d.
+    assert!(hops(m.r("a"), "echo").is_some());
+    let mut again = m.r("a").open(a("/svc/echo"), vec![]);
+    again.tx.send(Bytes::from("z")).await.unwrap();
+    assert!(matches!(again.rx.recv().await, Some(Msg::Data(b)) if &b[..] == b"z"));
+    // Conversations that never crossed the link are not touched.
+    assert_eq!(failed.load(SeqCst), 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -180,6 +180,19 @@ impl ConvTable {
         }
     }
 
+    /// Fails every endpoint whose peer is one of `peers` (their link died).
+    pub fn peers_lost(&self, peers: &std::collections::HashSet<Addr>, why: &str) {
+        if peers.is_empty() {
+            return;
+        }
+        let convs: Vec<_> = lock(&self.convs).values().cloned().collect();
+        for s in convs {
+            if s.peer.as_ref().is_some_and(|p| peers.contains(p)) {
+                s.fail(why);
+            }
+        }
+    }
+
     /// Fails conversation `n` with an error both halves see.
     pub fn fail(&self, n: u64, why: &str) {
         if let Some(s) = lock(&self.convs).get(&n).cloned() {

@@ -1,0 +1,131 @@
+//! The conversations that crossed a link.
+//!
+//! A link that dies may take envelopes with it: those queued in its
+//! writer, those in the kernel's buffers, those on a wire gone silent. No
+//! conversation may lose a message without its ends hearing of it, so
+//! every network terminal remembers the conversation ends whose envelopes
+//! crossed it; when the link goes, each of those ends gets `link lost`
+//! (see `Router::link_lost`). An end leaves the set when its conversation
+//! hangs up or fails across the link.
+//!
+//! The set is bounded: past [`MAX_CROSSED`] ends, new ones are counted as
+//! untracked (shown in the terminal's status) rather than growing memory.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use crate::conv::lock;
+use crate::envelope::{Envelope, Kind};
+use crate::path::Addr;
+
+/// Conversation ends remembered per link.
+pub const MAX_CROSSED: usize = 1 << 16;
+
+/// The ends of conversations that crossed one link, each with the last
+/// address it talked to (so that a hangup clears both ends).
+#[derive(Default)]
+pub struct Crossed {
+    ends: Mutex<HashMap<Addr, Addr>>,
+    untracked: AtomicU64,
+}
+
+impl Crossed {
+    /// Notes an envelope crossing the link, either way.
+    pub fn note(&self, env: &Envelope) {
+        match env.kind {
+            Kind::Data | Kind::Eof | Kind::Cancel => {
+                if env.src.conv.is_none() {
+                    return;
+                }
+                let mut ends = lock(&self.ends);
+                // The common case, a known end talking to the same peer,
+                // costs one lookup and no allocation.
+                if ends.get(&env.src) == Some(&env.dst) {
+                    return;
+                }
+                if ends.len() >= MAX_CROSSED && !ends.contains_key(&env.src) {
+                    self.untracked.fetch_add(1, Relaxed);
+                    return;
+                }
+                ends.insert(env.src.clone(), env.dst.clone());
+            }
+            Kind::Hangup | Kind::Error(_) => {
+                let mut ends = lock(&self.ends);
+                for a in [&env.src, &env.dst] {
+                    if let Some(partner) = ends.remove(a) {
+                        if ends.get(&partner) == Some(a) {
+                            ends.remove(&partner);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes every remembered end: the link is gone.
+    pub fn take(&self) -> Vec<Addr> {
+        let mut ends = lock(&self.ends);
+        let mut v: Vec<Addr> = ends.drain().map(|(a, _)| a).collect();
+        v.sort();
+        v
+    }
+
+    /// How many ends are remembered now.
+    pub fn len(&self) -> usize {
+        lock(&self.ends).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Ends not remembered because the set was full.
+    pub fn untracked(&self) -> u64 {
+        self.untracked.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn env(kind: Kind, src: &str, dst: &str) -> Envelope {
+        Envelope::new(1, Addr::parse(src).unwrap(), Addr::parse(dst).unwrap(), kind, Bytes::new())
+    }
+
+    #[test]
+    fn remembers_both_ends_and_forgets_on_hangup() {
+        let c = Crossed::default();
+        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/upper"));
+        c.note(&env(Kind::Data, "/n/c/svc/upper/7", "/n/a/svc/x/1"));
+        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/upper/7"));
+        assert_eq!(c.len(), 2);
+        // Routing chatter and credit do not count.
+        c.note(&env(Kind::Credit(1), "/n/a/svc/y/2", "/n/c/svc/upper/8"));
+        assert_eq!(c.len(), 2);
+        c.note(&env(Kind::Hangup, "/n/a/svc/x/1", "/n/c/svc/upper/7"));
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn take_empties_the_set() {
+        let c = Crossed::default();
+        c.note(&env(Kind::Eof, "/n/a/svc/x/1", "/n/c/svc/upper"));
+        c.note(&env(Kind::Data, "/n/b/svc/y/3", "/n/c/svc/upper"));
+        assert_eq!(c.take(), vec![Addr::parse("/n/a/svc/x/1").unwrap(), Addr::parse("/n/b/svc/y/3").unwrap()]);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn bounded() {
+        let c = Crossed::default();
+        for i in 0..(MAX_CROSSED as u64 + 10) {
+            c.note(&env(Kind::Data, &format!("/n/a/svc/x/{}", i + 1), "/n/c/svc/upper"));
+        }
+        assert_eq!(c.len(), MAX_CROSSED);
+        assert_eq!(c.untracked(), 10);
+    }
+}
