@@ -5,6 +5,8 @@
 //! or on panic, kills every child and removes every file, and a failing
 //! test prints the routers' logs.
 
+pub mod relay;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;

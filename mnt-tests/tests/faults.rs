@@ -165,3 +165,133 @@ services = [ {{ name = "who", kind = "exec", command = ["echo", "c"] }} ]
     eprintln!("replica on b killed: withdrawn at a after {took:?}");
     assert_eq!(m.ok(&["send", "-m", "a", "/svc/who"], ""), "c\n", "new conversations go to c");
 }
+
+#[test]
+fn a_silent_link_cut_fails_what_crossed_it_and_reroutes() {
+    let mut m = Mesh::new();
+    let dir = m.dir.path().to_path_buf();
+    let d = dir.display();
+    let (pa, pb, pc, pr) = (port(), port(), port(), port());
+    // A triangle; a reaches c directly through a relay that can go silent.
+    let deploy = m.file(
+        "tri.toml",
+        &format!(
+            r#"
+[machines.a]
+listen = ["tcp!127.0.0.1!{pa}"]
+dial = ["tcp!127.0.0.2!{pb}", "tcp!127.0.0.1!{pr}"]
+mount = "{d}/a"
+
+[machines.b]
+listen = ["tcp!127.0.0.2!{pb}"]
+dial = ["tcp!127.0.0.3!{pc}"]
+
+[machines.c]
+listen = ["tcp!127.0.0.3!{pc}"]
+mount = "{d}/c"
+services = [ {{ name = "echo", kind = "exec", command = ["cat"] }} ]
+"#
+        ),
+    );
+    let relay = mnt_tests::relay::Relay::start(format!("127.0.0.1:{pr}").parse().unwrap(), format!("127.0.0.3:{pc}").parse().unwrap());
+    for id in ["a", "b", "c"] {
+        m.up(&deploy, id);
+    }
+    let (a, c) = (dir.join("a"), dir.join("c"));
+    until("echo one hop from a", T, || m.routes("a").contains("echo c net-c 1"));
+    // A conversation on the direct link: one round trip, then it waits
+    // for the cut and reads again.
+    let (ready, cut) = (dir.join("ready"), dir.join("cut"));
+    let script = format!(
+        "exec 3<>{a}/svc/echo/data; echo x >&3; read l <&3; touch {ready}; while [ ! -e {cut} ]; do sleep 0.02; done; echo y >&3; cat <&3",
+        a = a.display(),
+        ready = ready.display(),
+        cut = cut.display()
+    );
+    let mut conv = std::process::Command::new("bash").args(["-c", &script]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    until("first round trip", T, || ready.exists());
+    let conv_dirs = || std::fs::read_dir(c.join("svc/echo")).map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().parse::<u64>().is_ok()).count()).unwrap_or(0);
+    assert_eq!(conv_dirs(), 1, "c serves the conversation");
+
+    relay.freeze();
+    let t0 = Instant::now();
+    std::fs::write(&cut, "").unwrap();
+    // The conversation that crossed the link fails instead of hanging.
+    let st = loop {
+        if let Some(st) = conv.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(6), "the conversation still hangs");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let failed = t0.elapsed();
+    let mut err = String::new();
+    std::io::Read::read_to_string(conv.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!st.success(), "the reader saw an error");
+    // Routes move to b, and new conversations go through it.
+    until("echo through b", Duration::from_secs(5), || m.routes("a").contains("echo c net-b 2"));
+    let rerouted = t0.elapsed();
+    let out = mnt_tests::sh_ok(&format!("exec 3<>{}/svc/echo/data; echo z >&3; head -n1 <&3", a.display()), T);
+    assert_eq!(out, "z\n");
+    // c's end of the old conversation is gone too.
+    until("c ends both conversations", Duration::from_secs(6), || conv_dirs() == 0);
+    eprintln!("silent cut: conversation failed after {failed:?} ({}), rerouted after {rerouted:?}", err.trim());
+    assert!(rerouted < Duration::from_secs(3), "{rerouted:?}");
+
+    // The link comes back: a redials through the relay, the route returns.
+    relay.thaw();
+    until("direct route back", Duration::from_secs(10), || m.routes("a").contains("echo c net-c 1"));
+}
+
+#[test]
+fn a_dead_registry_leaves_gossip_working_and_its_routes_expire() {
+    let mut m = Mesh::new();
+    let (pa, pb, pc, pr) = (port(), port(), port(), port());
+    // a knows routes only from the registry on r; b and c gossip.
+    let deploy = m.file(
+        "reg.toml",
+        &format!(
+            r#"
+[machines.a]
+listen = ["tcp!127.0.0.1!{pa}"]
+dial = ["tcp!127.0.0.2!{pb}", "tcp!127.0.0.4!{pr}"]
+gossip = false
+registry = "r"
+
+[machines.b]
+listen = ["tcp!127.0.0.2!{pb}"]
+dial = ["tcp!127.0.0.4!{pr}"]
+registry = "r"
+services = [ {{ name = "echo", kind = "exec", command = ["cat"] }} ]
+
+[machines.c]
+listen = ["tcp!127.0.0.3!{pc}"]
+dial = ["tcp!127.0.0.2!{pb}"]
+
+[machines.r]
+listen = ["tcp!127.0.0.4!{pr}"]
+services = [ {{ name = "registry", kind = "registry" }} ]
+"#
+        ),
+    );
+    for id in ["r", "a", "b", "c"] {
+        m.up(&deploy, id);
+    }
+    until("a learns echo from the registry", T, || m.routes("a").contains("echo b net-b 1"));
+    until("c learns echo by gossip", T, || m.routes("c").contains("echo b net-b 1"));
+    assert!(m.ok(&["cat", "-m", "a", "/ctl"], "").contains("registry r reachable"));
+
+    m.signal("r", nix::sys::signal::Signal::SIGKILL);
+    let t0 = Instant::now();
+    until("a's ctl says the registry is unreachable", Duration::from_secs(5), || m.ok(&["cat", "-m", "a", "/ctl"], "").contains("registry r unreachable"));
+    let unreachable = t0.elapsed();
+    until("a's registry routes expire", Duration::from_secs(6), || !m.routes("a").contains("echo "));
+    let expired = t0.elapsed();
+    eprintln!("registry killed: unreachable at a after {unreachable:?}, its routes expired after {expired:?}");
+    // Routes are kept until they expire (three periods after the last
+    // list, 1-1.5 s), not dropped the moment the registry goes.
+    assert!(expired > Duration::from_millis(800), "{expired:?}");
+    // Gossip never depended on the registry.
+    assert!(m.routes("c").contains("echo b net-b 1"));
+    assert_eq!(m.ok(&["send", "-m", "c", "/svc/echo"], "still\n"), "still\n");
+}

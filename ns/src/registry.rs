@@ -216,7 +216,8 @@ async fn ask(conv: &mut Conv, name: Option<ServiceName>, wait: Duration) -> Resu
 }
 
 /// Routes from registry entries: the path to the registry's machine, then
-/// its path to each machine; looping paths are skipped.
+/// its path to each machine, or this router's own path when it is no
+/// longer; looping paths are skipped.
 fn adverts(r: &Router, entries: &[Entry]) -> HashMap<MachineId, Advert> {
     let table = r.table();
     let mut out: HashMap<MachineId, Advert> = HashMap::new();
@@ -224,9 +225,16 @@ fn adverts(r: &Router, entries: &[Entry]) -> HashMap<MachineId, Advert> {
         if e.machine == *r.id() || e.path.first().is_none() {
             continue;
         }
+        // A path this router knows without the registry (a neighbour, or
+        // gossip) is kept when no longer: the entry then outlives the
+        // registry's machine until it expires, as registry routes should.
+        let own = table.alternatives(&e.machine).into_iter().find(|rt| rt.source != "registry").map(|rt| rt.path[1..].to_vec());
         let Some(to_reg) = table.best(&e.path[0]) else { continue };
         let mut path: Vec<MachineId> = to_reg.path[1..].to_vec();
         path.extend(e.path[1..].iter().cloned());
+        if let Some(own) = own.filter(|p| !p.is_empty() && p.len() <= path.len()) {
+            path = own;
+        }
         let mut seen = std::collections::HashSet::new();
         if path.is_empty() || path.contains(r.id()) || !path.iter().all(|m| seen.insert(m.clone())) {
             continue;

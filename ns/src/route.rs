@@ -268,12 +268,15 @@ impl RouteTable {
         for m in machines {
             let mut c = self.candidates(&m);
             c.sort_by(|a, b| rank(a).cmp(&rank(b)));
+            // Without gossip, a neighbour's own route says nothing of its
+            // services: what the registry lists for it fills in, whichever
+            // path is shorter.
+            let listed = c.iter().find(|r| r.source == "registry").map(|r| r.services.clone());
             if let Some(mut r) = c.into_iter().next() {
-                // Registry routes carry services only for the names looked
-                // up; merge what gossip knows.
-                if r.source == "registry" {
-                    r.services.sort();
+                if r.services.is_empty() && r.source != "local" {
+                    r.services = listed.unwrap_or_default();
                 }
+                r.services.sort();
                 best.insert(m, Arc::new(r));
             }
         }
@@ -308,6 +311,20 @@ mod tests {
     }
     fn ad(path: &[&str], svcs: &[&str]) -> Advert {
         Advert { path: path.iter().map(|s| n(s)).collect(), services: svcs.iter().map(|s| n(s)).collect() }
+    }
+
+    #[test]
+    fn registry_services_fill_a_silent_neighbour() {
+        // Gossip off: neighbour b is up but says nothing; the registry, a
+        // hop further, says b serves echo. The direct path wins, with
+        // the registry's services.
+        let mut t = RouteTable::new(n("a"));
+        t.peer_up(&n("b"));
+        t.peer_up(&n("r"));
+        t.set_registry(HashMap::from([(n("b"), ad(&["r", "b"], &["echo"]))]));
+        let best = t.best(&n("b")).unwrap();
+        assert_eq!((best.term.as_str(), best.hops(), best.services.clone()), ("net-b", 1, vec![n("echo")]));
+        assert_eq!(t.nearest("echo").unwrap().machine, n("b"));
     }
 
     #[test]

@@ -33,8 +33,8 @@ pub struct Config {
     pub gossip: bool,
     /// The machine whose `registry` service to register with and ask.
     pub registry: Option<MachineId>,
-    /// Ping and keepalive period; a neighbour silent for three periods is
-    /// taken for dead.
+    /// Gossip and registry period. Neighbours are pinged every half
+    /// period, and one silent for two periods is taken for dead.
     pub period: Duration,
     /// This machine's key and the keys it accepts, for tcp and ws links.
     /// `None` leaves network links unauthenticated and unencrypted, which
@@ -105,6 +105,7 @@ impl Router {
         convs.set_outbox(Arc::new(Forwarder(Arc::downgrade(&inner))));
         let r = Router(inner);
         r.spawn(r.clone().gossip_loop());
+        r.spawn(r.clone().keepalive_loop());
         if r.0.cfg.registry.is_some() {
             r.spawn(crate::registry::client_loop(r.clone()));
         }
@@ -441,7 +442,20 @@ impl Router {
         self.0.shutdown.cancel();
     }
 
-    /// Sends updates and pings to the neighbours, and notices silent ones.
+    /// Pings the neighbours and notices silent ones, in a task of its own
+    /// so that a link whose writer is stuck cannot delay the verdict.
+    async fn keepalive_loop(self) {
+        let mut tick = tokio::time::interval(self.0.cfg.period / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.0.shutdown.cancelled() => return,
+                _ = tick.tick() => crate::link::ping_all(&self),
+            }
+        }
+    }
+
+    /// Sends updates to the neighbours and expires registry routes.
     async fn gossip_loop(self) {
         let period = self.0.cfg.period;
         let mut tick = tokio::time::interval(period);
@@ -452,7 +466,6 @@ impl Router {
                 _ = self.0.changed.notified() => self.send_updates().await,
                 _ = tick.tick() => {
                     self.send_updates().await;
-                    crate::link::ping_all(&self).await;
                     crate::registry::expire(&self);
                 }
             }

@@ -107,6 +107,19 @@ impl Term {
         }
     }
 
+    /// Queues an envelope if there is room now; says whether it did.
+    pub fn try_send(&self, env: Envelope) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        match tx.try_reserve() {
+            Ok(permit) => {
+                self.note("out", &env);
+                permit.send(env);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Counts and traces an envelope crossing this terminal.
     pub fn note(&self, dir: &str, env: &Envelope) {
         let (n, b) = if dir == "in" {

@@ -1,0 +1,95 @@
+//! A TCP relay that can go silent: the way to cut a link for real without
+//! closing it. Frozen, it keeps every connection open but moves no byte
+//! either way and answers nothing, as a pulled cable or a dead switch
+//! would; new connections are accepted and then ignored the same way.
+//! Dropping it closes everything.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+const TICK: Duration = Duration::from_millis(20);
+
+/// A running relay from `listen` to `target`.
+pub struct Relay {
+    frozen: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    pub fn start(listen: SocketAddr, target: SocketAddr) -> Relay {
+        let l = TcpListener::bind(listen).expect("relay bind");
+        l.set_nonblocking(true).expect("relay nonblocking");
+        let frozen = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (f, s) = (frozen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut pipes = Vec::new();
+            while !s.load(SeqCst) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        if let Ok(t) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) {
+                            for (from, to) in [(&c, &t), (&t, &c)] {
+                                let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else { continue };
+                                let (f, s) = (f.clone(), s.clone());
+                                pipes.push(std::thread::spawn(move || pipe(from, to, &f, &s)));
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(TICK),
+                    Err(_) => std::thread::sleep(TICK),
+                }
+            }
+            for p in pipes {
+                let _ = p.join();
+            }
+        });
+        Relay { frozen, stop, thread: Some(thread) }
+    }
+
+    /// Stops moving bytes, keeping every connection open.
+    pub fn freeze(&self) {
+        self.frozen.store(true, SeqCst);
+    }
+
+    pub fn thaw(&self) {
+        self.frozen.store(false, SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Copies `from` to `to` until either closes or the relay stops; while
+/// frozen, reads nothing, so the sender's buffers fill as on a dead wire.
+fn pipe(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, stop: &AtomicBool) {
+    let _ = from.set_read_timeout(Some(TICK));
+    let mut buf = vec![0u8; 64 << 10];
+    while !stop.load(SeqCst) {
+        if frozen.load(SeqCst) {
+            std::thread::sleep(TICK);
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
