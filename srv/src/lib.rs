@@ -17,6 +17,7 @@ pub mod commands;
 pub mod demo;
 pub mod exec;
 pub mod fs;
+pub mod graph;
 pub mod keys;
 pub mod kinds;
 pub mod parser;

@@ -1,0 +1,14 @@
+//! The `mesh` command as a library, so that the binary, the generator of
+//! its manual page and the shell completions share one definition.
+//!
+//! Modules:
+//!
+//! - [`cli`]: the clap definition of every subcommand and option.
+//! - [`manual`]: mesh(1), generated from [`cli`] plus hand-written
+//!   sections, committed as man/mesh.1.
+//! - [`run`]: what each subcommand does: it parses nothing and decides
+//!   little, calling into the crates (`srv`, `ns`).
+
+pub mod cli;
+pub mod manual;
+pub mod run;

@@ -1,0 +1,115 @@
+//! What each subcommand does. Every arm is a call into the crates; the
+//! only logic here is logging, signals and which router to talk to.
+
+use std::process::ExitCode;
+
+use clap::CommandFactory;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Cmd, RouterArg};
+
+/// Runs a parsed command line; the process's exit status.
+pub fn main(cli: Cli) -> ExitCode {
+    let default = if matches!(cli.cmd, Cmd::Up { .. }) { "info" } else { "warn" };
+    init_logging(cli.verbose, default);
+    let result = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(run(cli.cmd)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mesh: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8, default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let level = match verbose {
+        0 => default,
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = if verbose == 0 {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level))
+    } else {
+        EnvFilter::new(level)
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Cancelled on SIGINT or SIGTERM.
+fn on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        t.cancel();
+    });
+    token
+}
+
+fn router(r: &RouterArg) -> anyhow::Result<dial::DialString> {
+    ns::client::pick_router(r.machine.as_deref(), r.router.as_deref()).map_err(anyhow::Error::msg)
+}
+
+/// The completion script for `shell` on standard output.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut cmd = Cli::command();
+    clap_complete::generate(shell, &mut cmd, "mesh", &mut std::io::stdout());
+    Ok(())
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Up { deploy, machines, mount } => {
+            let dep = match &deploy {
+                Some(p) => ns::deploy::load(p)?,
+                None => ns::deploy::builtin(),
+            };
+            let machines = machines.iter().map(|m| ns::Name::new(m)).collect::<Result<_, _>>()?;
+            let key_scope = srv::keys::scope(deploy.as_deref());
+            let opts = srv::up::Options { machines, mount, key_scope, ..Default::default() };
+            srv::up::run(&dep, &opts, on_signal()).await
+        }
+        Cmd::Demo { out } => {
+            let rep = srv::demo::run(&out).await?;
+            println!("{}", rep.summary());
+            Ok(())
+        }
+        Cmd::Keygen { path } => {
+            println!("{}", srv::keys::keygen(&path)?);
+            Ok(())
+        }
+        Cmd::Send { path, reply_to, router: r } => srv::commands::send(&router(&r)?, &path, &reply_to).await,
+        Cmd::Serve { name, router: r, command } => srv::commands::serve(&router(&r)?, &name, command, on_signal()).await,
+        Cmd::Routes { router: r } => srv::commands::query(&router(&r)?, "cat /routes").await,
+        Cmd::Ls { path, router: r } => srv::commands::query(&router(&r)?, &format!("ls {path}")).await,
+        Cmd::Cat { path, router: r } => srv::commands::query(&router(&r)?, &format!("cat {path}")).await,
+        Cmd::Graph { deploy, router: r } => {
+            let graph = if r.given() {
+                srv::graph::live(&router(&r)?).await?
+            } else {
+                match &deploy {
+                    Some(p) => srv::graph::Graph::deployment(&ns::deploy::load(p)?, &p.display().to_string()),
+                    None => srv::graph::Graph::deployment(&ns::deploy::builtin(), "built-in mesh (examples/abc.toml)"),
+                }
+            };
+            print!("{}", graph.dot());
+            Ok(())
+        }
+        Cmd::Completions { shell } => completions(shell),
+        Cmd::Manual { out } => {
+            let path = crate::manual::write(&out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            println!("{}", path.display());
+            Ok(())
+        }
+    }
+}
