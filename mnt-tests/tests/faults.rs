@@ -45,7 +45,9 @@ services = [ {{ name = "echo", kind = "exec", command = ["cat"] }} ]
 
     m.signal("c", nix::sys::signal::Signal::SIGKILL);
     let t0 = Instant::now();
-    until("b notices c is gone", Duration::from_secs(5), || !dir.join("b/term/net-c").exists());
+    // b dials c, so its net-c stays, no longer up: down, then dialing.
+    let up = || String::from_utf8_lossy(&m.run(&["cat", "-m", "b", "/term/net-c/ctl"], "").stdout).ends_with(" up\n");
+    until("b notices c is gone", Duration::from_secs(5), || !up());
     let noticed = t0.elapsed();
     until("a withdraws c's routes", Duration::from_secs(5), || !a.join("svc/echo").exists());
     let withdrawn = t0.elapsed();

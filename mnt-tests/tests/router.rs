@@ -153,3 +153,35 @@ fn up_stops_cleanly_on_signals() {
         assert!(!sock.exists(), "{sig}: socket left behind");
     }
 }
+
+#[test]
+fn a_refused_link_shows_in_its_terminal() {
+    let mut m = Mesh::new();
+    let (pa, pb) = (port(), port());
+    let text = format!(
+        r#"
+[machines.a]
+listen = ["tcp!127.0.0.1!{pa}"]
+dial = ["tcp!127.0.0.2!{pb}"]
+
+[machines.b]
+listen = ["tcp!127.0.0.2!{pb}"]
+"#
+    );
+    // The same mesh from two files: each file's machines get their own
+    // host-made keys, so a and b do not know each other's.
+    let one = m.file("one.toml", &text);
+    let two = m.file("two.toml", &text);
+    m.up(&one, "b");
+    m.up(&two, "a");
+    until("a shows net-b refused", Duration::from_secs(10), || m.run(&["cat", "-m", "a", "/term/net-b/ctl"], "").stdout.ends_with(b"refused\n"));
+    let ctl = m.ok(&["cat", "-m", "a", "/term/net-b/ctl"], "");
+    assert_eq!(ctl, format!("net tcp!127.0.0.2!{pb} refused\n"));
+    let status = m.ok(&["cat", "-m", "a", "/term/net-b/status"], "");
+    // The refusal names the address and the key's fingerprint.
+    let line = status.lines().find(|l| l.starts_with("refused ")).unwrap_or_else(|| panic!("{status}"));
+    assert!(line.contains(&format!("tcp!127.0.0.2!{pb}")) && line.contains("unknown key "), "{line}");
+    assert!(m.ok(&["cat", "-m", "a", "/ctl"], "").contains("refused tcp!127.0.0.2!"));
+    // Nothing crossed: no route to b.
+    assert!(!m.routes("a").contains(" b "));
+}

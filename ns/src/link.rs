@@ -170,7 +170,11 @@ impl Router {
         }
         if let Some(m) = secured.machine.as_ref().filter(|m| **m != hello.machine.as_str()) {
             warn!(%remote, "refused: key of {m} used by a peer saying it is {}", hello.machine);
-            self.log_event(format!("refused {remote}: key of {m}, hello from {}", hello.machine));
+            let line = format!("{remote}: key of {m}, hello from {}", hello.machine);
+            match m.parse::<MachineId>() {
+                Ok(id) => self.note_refusal(&id, line),
+                Err(_) => self.log_event(format!("refused {line}")),
+            }
             return;
         }
         if send_frame(&mut link, &hello_env(self.id(), None)).await.is_ok() {
@@ -203,7 +207,17 @@ impl Router {
     /// Keeps a link to `ds` up: dials, and redials with backoff when it
     /// drops, until shutdown.
     pub fn dial(&self, ds: DialString) {
-        self.redial(ds, None);
+        self.redial(ds, None, None);
+    }
+
+    /// Like [`Router::dial`], for a neighbour known to be machine `m`:
+    /// until the link is up, `term/net-M` shows it dialing, down or
+    /// refused, with the refusals in its status.
+    pub fn dial_machine(&self, ds: DialString, m: MachineId) {
+        let name = format!("net-{m}");
+        let t = Term::placeholder(name.clone(), TermKind::Net(m.clone()), ds.to_string());
+        lock(&self.0.pending).entry(name).or_insert(t);
+        self.redial(ds, None, Some(m));
     }
 
     /// Dials `ds` now, failing if it cannot be reached; then keeps the
@@ -222,11 +236,11 @@ impl Router {
             }
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{ds} is machine {peer}, not {want}")));
         }
-        self.redial(ds, Some(task));
+        self.redial(ds, Some(task), None);
         Ok(peer)
     }
 
-    fn redial(&self, ds: DialString, first: Option<tokio::task::JoinHandle<()>>) {
+    fn redial(&self, ds: DialString, first: Option<tokio::task::JoinHandle<()>>, expect: Option<MachineId>) {
         let r = self.clone();
         self.spawn(async move {
             let mut backoff = BACKOFF_MIN;
@@ -245,10 +259,27 @@ impl Router {
                             _ = r.0.shutdown.cancelled() => return,
                             _ = task => {}
                         }
+                        if let Some(m) = &expect {
+                            if let Some(t) = lock(&r.0.pending).get(&format!("net-{m}")) {
+                                t.set_state("down");
+                            }
+                        }
                     }
                     Err(e) => {
                         debug!(addr = %ds, "dial: {e}");
-                        r.log_event(format!("dial {ds}: {e}"));
+                        let refused = is_refusal(&e);
+                        if let Some(m) = &expect {
+                            if let Some(t) = lock(&r.0.pending).get(&format!("net-{m}")) {
+                                t.set_state(if refused { "refused" } else { "down" });
+                            }
+                        }
+                        match (&expect, refused) {
+                            (Some(m), true) => {
+                                warn!(addr = %ds, "refused: {e}");
+                                r.note_refusal(m, e.to_string());
+                            }
+                            _ => r.log_event(format!("dial {ds}: {e}")),
+                        }
                     }
                 }
                 tokio::select! {
@@ -283,6 +314,12 @@ impl Router {
     async fn run_peer(self, link: Link, peer: MachineId, dialed: bool, addr: String, security: String) {
         let (term, rx) = Term::linked(format!("net-{peer}"), TermKind::Net(peer.clone()), addr, dialed);
         *lock(&term.security) = security;
+        // What kept the link down stays readable once it is up.
+        if let Some(p) = lock(&self.0.pending).get(&term.name) {
+            for (line, n) in p.refusals() {
+                term.refused_times(line, n);
+            }
+        }
         if !self.register(&term, &peer) {
             debug!(%peer, "duplicate link closed");
             return;
@@ -567,6 +604,17 @@ pub(crate) fn ping_all(r: &Router) {
         let seq = lock(&r.0.gossip).get(peer).map(|g| g.seq_out).unwrap_or(0);
         let env = r.control(peer, Kind::Ping { stamp: now_us(), seq });
         term.try_send(env);
+    }
+}
+
+/// Whether a failed dial was a refusal (a key not accepted, either way)
+/// rather than an unreachable or silent address.
+fn is_refusal(e: &io::Error) -> bool {
+    use dial::SecureError as S;
+    match e.get_ref().and_then(|i| i.downcast_ref::<S>()) {
+        Some(S::UnknownKey { .. } | S::Refused { .. } | S::BadMessage { .. }) => true,
+        Some(_) => false,
+        None => e.kind() == io::ErrorKind::PermissionDenied,
     }
 }
 

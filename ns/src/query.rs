@@ -30,8 +30,8 @@ fn ls(r: &Router, parts: &[&str]) -> Result<Vec<String>, String> {
         [] => ["ctl", "machine", "n", "routes", "svc", "term"].map(String::from).to_vec(),
         ["svc"] => r.table().services().keys().map(|s| s.to_string()).collect(),
         ["svc", s] if r.table().nearest(s).is_some() => vec!["clone".into(), "data".into(), "info".into()],
-        ["term"] => r.terms().iter().map(|t| t.name.clone()).collect(),
-        ["term", t] if r.term(t).is_some() => vec!["ctl".into(), "data".into(), "status".into()],
+        ["term"] => r.shown_terms().iter().map(|t| t.name.clone()).collect(),
+        ["term", t] if r.shown_term(t).is_some() => vec!["ctl".into(), "data".into(), "status".into()],
         ["n"] => r.table().routes().iter().map(|rt| rt.machine.to_string()).collect(),
         _ => return Err(not_found(parts)),
     };
@@ -44,8 +44,8 @@ fn cat(r: &Router, parts: &[&str]) -> Result<String, String> {
         ["routes"] => Ok(r.routes()),
         ["ctl"] => Ok(ctl_text(r)),
         ["svc", s, "info"] => info(r, s),
-        ["term", t, "ctl"] => r.term(t).map(|t| t.ctl_text()).ok_or_else(|| not_found(parts)),
-        ["term", t, "status"] => r.term(t).map(|t| t.status_text()).ok_or_else(|| not_found(parts)),
+        ["term", t, "ctl"] => r.shown_term(t).map(|t| t.ctl_text()).ok_or_else(|| not_found(parts)),
+        ["term", t, "status"] => r.shown_term(t).map(|t| t.status_text()).ok_or_else(|| not_found(parts)),
         _ => Err(not_found(parts)),
     }
 }

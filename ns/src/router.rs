@@ -57,6 +57,9 @@ pub(crate) struct Inner {
     pub(crate) convs: Arc<ConvTable>,
     pub(crate) table: RwLock<RouteTable>,
     pub(crate) terms: RwLock<BTreeMap<String, Arc<Term>>>,
+    /// Terminals of neighbours dialed and not linked: shown in `term/`
+    /// while the real one is absent, with why the link is down.
+    pub(crate) pending: Mutex<BTreeMap<String, Arc<Term>>>,
     /// Local client processes by their number block.
     pub(crate) clients: RwLock<HashMap<u32, Arc<Term>>>,
     /// Services offered by local clients, and which client serves each.
@@ -89,6 +92,7 @@ impl Router {
             cfg,
             convs: convs.clone(),
             terms: RwLock::new(terms),
+            pending: Default::default(),
             clients: Default::default(),
             client_services: Default::default(),
             client_convs: Default::default(),
@@ -178,6 +182,29 @@ impl Router {
 
     pub fn term(&self, name: &str) -> Option<Arc<Term>> {
         self.0.terms.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    /// The terminals to show: the linked ones, and the placeholders of
+    /// neighbours dialed but not linked.
+    pub fn shown_terms(&self) -> Vec<Arc<Term>> {
+        let mut all: BTreeMap<String, Arc<Term>> = lock(&self.0.pending).clone();
+        all.extend(self.0.terms.read().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())));
+        all.into_values().collect()
+    }
+
+    /// A terminal to show: linked, else a placeholder.
+    pub fn shown_term(&self, name: &str) -> Option<Arc<Term>> {
+        self.term(name).or_else(|| lock(&self.0.pending).get(name).cloned())
+    }
+
+    /// Records a link refused to or by machine `m`, in the status of its
+    /// terminal (linked or placeholder) and in `ctl`.
+    pub fn note_refusal(&self, m: &MachineId, line: String) {
+        let name = format!("net-{m}");
+        for t in [self.term(&name), lock(&self.0.pending).get(&name).cloned()].into_iter().flatten() {
+            t.refused(line.clone());
+        }
+        self.log_event(format!("refused {line}"));
     }
 
     /// Records an event or error for readers of `ctl`; keeps the last 64.

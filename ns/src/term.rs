@@ -5,6 +5,7 @@
 //! `net-M` is the link to neighbour M. Every terminal keeps counters and a
 //! live trace that costs nothing while nobody reads it.
 
+use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,8 @@ use crate::path::MachineId;
 
 /// Envelopes queued towards one link before senders wait.
 pub const LINK_QUEUE: usize = 1024;
+/// Refusals a terminal remembers.
+const MAX_REFUSALS: usize = 8;
 /// Trace lines buffered per reader; a reader that falls further behind
 /// is told how many it missed.
 const TRACE_QUEUE: usize = 1024;
@@ -66,12 +69,47 @@ pub struct Term {
     pub last_rx: AtomicU64,
     /// Links only: the conversations that crossed it, to fail if it dies.
     pub crossed: Option<Crossed>,
+    /// The latest links refused to or by this neighbour, newest last.
+    refusals: Mutex<VecDeque<(String, u64)>>,
 }
 
 impl Term {
     /// A terminal with no link (local, loopback).
     pub fn internal(name: &str, kind: TermKind) -> Arc<Term> {
         Arc::new(Term::make(name.into(), kind, String::new(), false, None))
+    }
+
+    /// The terminal of a neighbour dialed but not linked (yet): no link,
+    /// state `dialing`, and the refusals that kept it down.
+    pub fn placeholder(name: String, kind: TermKind, addr: String) -> Arc<Term> {
+        let t = Term::make(name, kind, addr, true, None);
+        t.set_state("dialing");
+        *lock(&t.security) = "none (not linked)".into();
+        Arc::new(t)
+    }
+
+    /// Records a refused link: shown in `status`, the last few kept; the
+    /// same refusal again (a redial) is counted, not repeated.
+    pub fn refused(&self, line: String) {
+        self.refused_times(line, 1)
+    }
+
+    /// Records `n` refusals of the same kind.
+    pub fn refused_times(&self, line: String, n: u64) {
+        let mut r = lock(&self.refusals);
+        if let Some(last) = r.back_mut().filter(|l| l.0 == line) {
+            last.1 += n;
+            return;
+        }
+        if r.len() == MAX_REFUSALS {
+            r.pop_front();
+        }
+        r.push_back((line, n));
+    }
+
+    /// The refusals recorded so far, oldest first, with their counts.
+    pub fn refusals(&self) -> Vec<(String, u64)> {
+        lock(&self.refusals).iter().cloned().collect()
     }
 
     /// A terminal on a link; returns the receiver its writer task drains.
@@ -94,6 +132,7 @@ impl Term {
             state: Mutex::new("up".into()),
             hangup: CancellationToken::new(),
             last_rx: AtomicU64::new(crate::link::now_us()),
+            refusals: Default::default(),
         }
     }
 
@@ -187,6 +226,13 @@ impl Term {
         let _ = writeln!(out, "errors {}", s.errors.load(Relaxed));
         let _ = writeln!(out, "rtt {}us", s.rtt_us.load(Relaxed));
         let _ = writeln!(out, "security {}", lock(&self.security));
+        for (line, n) in lock(&self.refusals).iter() {
+            match n {
+                1 => writeln!(out, "refused {line}"),
+                n => writeln!(out, "refused {line} ({n} times)"),
+            }
+            .ok();
+        }
         if let Some(c) = &self.crossed {
             let _ = writeln!(out, "crossing {} conversation ends, {} untracked", c.len(), c.untracked());
         }

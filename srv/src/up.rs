@@ -58,7 +58,10 @@ pub async fn start(dep: &Deployment, opts: &Options, shutdown: &CancellationToke
     for id in &ids {
         let m = dep.machine(id.as_str()).expect("checked above");
         for ds in &m.dial {
-            out[id].router.dial(ds.clone());
+            match machine_at(dep, ds) {
+                Some(peer) => out[id].router.dial_machine(ds.clone(), peer),
+                None => out[id].router.dial(ds.clone()),
+            }
         }
     }
     if !opts.no_pipelines {
@@ -144,4 +147,15 @@ pub async fn run(dep: &Deployment, opts: &Options, shutdown: CancellationToken) 
     // Let the links say goodbye and the listeners remove their sockets.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     Ok(())
+}
+
+/// The machine of `dep` listening at `ds`, if any: the neighbour a dial
+/// expects (a listener on `*` matches any host on its port).
+fn machine_at(dep: &Deployment, ds: &dial::DialString) -> Option<MachineId> {
+    use dial::DialString as D;
+    let serves = |l: &D| match (l, ds) {
+        (D::Tcp(h, p), D::Tcp(h2, p2)) | (D::Ws(h, p), D::Ws(h2, p2)) => p == p2 && (h == h2 || h.to_string() == "*"),
+        _ => l == ds,
+    };
+    dep.machines.iter().find(|(_, m)| m.listen.iter().any(serves)).map(|(id, _)| id.clone())
 }

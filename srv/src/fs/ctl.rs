@@ -90,7 +90,7 @@ async fn router_ctl(r: &Router, w: &[&str]) -> Result<(), String> {
 }
 
 fn term_ctl(r: &Router, t: &str, w: &[&str]) -> Result<(), String> {
-    let term = r.term(t).ok_or_else(|| bad(format!("no terminal {t}")))?;
+    let term = r.shown_term(t).ok_or_else(|| bad(format!("no terminal {t}")))?;
     match w {
         ["hangup"] | ["redial"] if t.starts_with("net-") => {
             // A dialed link is redialed by its dialer with backoff; an

@@ -283,12 +283,12 @@ impl Namespace {
             }
             Node::ConvStatus(_, n) => text(conv_status(r, n)?),
             Node::TermCtl(t) => {
-                let term = r.term(&t).ok_or("terminal gone")?;
+                let term = r.shown_term(&t).ok_or("terminal gone")?;
                 Ok(Handle::Ctl(Bytes::from(term.ctl_text()), ctl::Target::Term(t)))
             }
-            Node::TermStatus(t) => text(r.term(&t).ok_or("terminal gone")?.status_text()),
+            Node::TermStatus(t) => text(r.shown_term(&t).ok_or("terminal gone")?.status_text()),
             Node::TermData(t) => {
-                let term = r.term(&t).ok_or("terminal gone")?;
+                let term = r.shown_term(&t).ok_or("terminal gone")?;
                 Ok(Handle::Trace(tokio::sync::Mutex::new(Trace::new(term.subscribe()))))
             }
             _ => Err(errors::EISDIR.into()),

@@ -177,8 +177,8 @@ pub fn resolve(r: &Router, convs: &dyn Convs, path: &[String]) -> Result<Node, S
             _ => return Err(not_found(path)),
         },
         ["term"] => Node::TermDir,
-        ["term", t] if r.term(t).is_some() => Node::Term(t.to_string()),
-        ["term", t, f] if r.term(t).is_some() => match *f {
+        ["term", t] if r.shown_term(t).is_some() => Node::Term(t.to_string()),
+        ["term", t, f] if r.shown_term(t).is_some() => match *f {
             "ctl" => Node::TermCtl(t.to_string()),
             "data" => Node::TermData(t.to_string()),
             "status" => Node::TermStatus(t.to_string()),
@@ -235,7 +235,7 @@ pub fn list(r: &Router, convs: &dyn Convs, node: &Node) -> Result<Vec<Entry>, St
             v
         }
         Node::Conv(..) => rows(CONV),
-        Node::TermDir => r.terms().iter().map(|t| dir(t.name.clone())).collect(),
+        Node::TermDir => r.shown_terms().iter().map(|t| dir(t.name.clone())).collect(),
         Node::Term(_) => rows(TERM),
         Node::NDir => r.table().routes().iter().map(|rt| dir(rt.machine.to_string())).collect(),
         _ => return Err("not a directory".into()),
