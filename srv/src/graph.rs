@@ -239,7 +239,9 @@ impl Graph {
             let [_kind, addr, state] = fields(t.ctl.trim()).ok_or_else(|| GraphError::BadTermCtl { term: t.name.clone(), text: t.ctl.clone() })?;
             let security = t.status.lines().find_map(|l| l.strip_prefix("security ")).unwrap_or("");
             let transport = addr.parse::<DialString>().map(|ds| net(&ds).to_string()).unwrap_or_default();
-            let label = [transport.as_str(), security.split(' ').next().unwrap_or(""), state].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(" ");
+            // Security means something only on a link that is up.
+            let secured = if state == "up" { security.split(' ').next().unwrap_or("") } else { "" };
+            let label = [transport.as_str(), secured, state].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(" ");
             g.machines.entry(peer.clone()).or_default();
             drawn.insert(pair(&here, &peer));
             g.links.push(Link {
@@ -583,7 +585,7 @@ stages = ["/svc/src", "/svc/echo"]
         assert!(ab.contains("taillabel=\"net-b\", headlabel=\"net-a\""), "{ab}");
         assert!(ab.contains("tooltip=\"tcp!127.0.0.2!17002 noise 0123abcd (b)\""), "{ab}");
         let ae = line_with(&dot, "\"a\" -> \"e\" [");
-        assert!(ae.contains("label=\"ws insecure down\"") && ae.contains("color=red"), "{ae}");
+        assert!(ae.contains("label=\"ws down\"") && ae.contains("color=red"), "{ae}");
         // b-c is only known from the path a!b!c.
         let bc = line_with(&dot, "\"b\" -> \"c\" [");
         assert!(bc.contains("style=dashed, color=gray40"), "{bc}");
