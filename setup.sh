@@ -29,3 +29,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 echo "setup: system packages present"
+
+# The manual pages (man/) and the bash, zsh and fish completions: as root
+# in the system's places, otherwise in the user's (see cmd/install.sh).
+"$(dirname "$0")/cmd/install.sh"
