@@ -36,7 +36,7 @@ pub enum GraphError {
     /// A line of `routes` that is not `service machine terminal hops path`.
     #[error("routes line {line}: want `service machine terminal hops path`, got {text:?}")]
     BadRoute { line: usize, text: String },
-    /// A terminal's `ctl` that is not `kind address state`.
+    /// A terminal's `ctl` that does not start `kind address state`.
     #[error("term/{term}/ctl: want `kind address state`, got {text:?}")]
     BadTermCtl { term: String, text: String },
 }
@@ -236,7 +236,9 @@ impl Graph {
         let mut drawn: BTreeSet<(String, String)> = BTreeSet::new();
         for t in &v.terms {
             let peer = t.name.strip_prefix("net-").unwrap_or(&t.name).to_string();
-            let [_kind, addr, state] = fields(t.ctl.trim()).ok_or_else(|| GraphError::BadTermCtl { term: t.name.clone(), text: t.ctl.clone() })?;
+            // What follows the state, should a later ctl say more, is not ours.
+            let head: Vec<&str> = t.ctl.split_whitespace().take(3).collect();
+            let [_kind, addr, state] = <[&str; 3]>::try_from(head).map_err(|_| GraphError::BadTermCtl { term: t.name.clone(), text: t.ctl.clone() })?;
             let security = t.status.lines().find_map(|l| l.strip_prefix("security ")).unwrap_or("");
             let transport = addr.parse::<DialString>().map(|ds| net(&ds).to_string()).unwrap_or_default();
             // Security means something only on a link that is up.
@@ -608,6 +610,9 @@ stages = ["/svc/src", "/svc/echo"]
         let mut v = view();
         v.terms[0].ctl = "net\n".into();
         assert!(matches!(Graph::from_view(&v, "live"), Err(GraphError::BadTermCtl { term, .. }) if term == "net-b"));
+        // More after the state is not an error.
+        v.terms[0].ctl = "net tcp!127.0.0.2!17002 up since 12:00\n".into();
+        assert!(Graph::from_view(&v, "live").expect("ctl with more fields").dot().contains("label=\"tcp noise up\""));
     }
 
     #[test]
