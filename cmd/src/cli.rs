@@ -119,6 +119,25 @@ pub enum Cmd {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Run CMD in a namespace of its own.
+    ///
+    /// CMD runs in a private mount namespace where the machine's mount
+    /// point shows a private view of its tree, built from NSFILE: bind,
+    /// mount and unmount lines in Plan 9's namespace(6) syntax (see
+    /// mesh-namespace(5)), binds of mesh paths onto host paths, cd, and .
+    /// to include another file. What CMD binds there is invisible to other
+    /// processes and gone when it exits. mesh ns exits with CMD's status.
+    /// It needs CAP_SYS_ADMIN (root).
+    Ns {
+        /// The namespace file; without it, the tree as it is.
+        #[arg(short = 'f', long = "file", value_name = "NSFILE")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        router: RouterArg,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
     /// Print the route table: service machine terminal hops path.
     Routes {
         #[command(flatten)]

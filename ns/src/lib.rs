@@ -17,9 +17,12 @@
 //! - [`router`]: forwarding, resolution, local delivery, the gossip task.
 //! - [`link`]: handshakes, link reader and writer, dialing, local clients.
 //! - [`client`]: the library a local process uses to reach its router.
+//! - [`bind`]: the mount table of a namespace: bind, unmount, unions;
+//!   [`nsfile`]: namespace files, the lines `mesh ns` builds one from.
 //! - [`query`]: the router's state as text files, without FUSE.
 //! - [`deploy`]: the deployment file.
 
+pub mod bind;
 pub mod client;
 pub mod conv;
 pub mod crossed;
@@ -28,6 +31,7 @@ pub mod envelope;
 pub mod error;
 pub mod gossip;
 pub mod link;
+pub mod nsfile;
 pub mod path;
 pub mod query;
 pub mod registry;

@@ -8,6 +8,7 @@
 //!   input and output being the conversation.
 //! - [`keys`]: machine keys for network links, and `mesh keygen`.
 //! - [`kinds`]: what each `kind` of the deployment file becomes.
+//! - [`nsproc`]: `mesh ns`, a command in a namespace of its own.
 //! - [`pipeline`]: the deployment file's pipelines, started where their
 //!   first stage is served.
 //! - [`up`]: running the routers of a deployment file in one process, as
@@ -20,6 +21,7 @@ pub mod fs;
 pub mod graph;
 pub mod keys;
 pub mod kinds;
+pub mod nsproc;
 pub mod parser;
 pub mod pipeline;
 pub mod pty;

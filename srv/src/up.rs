@@ -120,7 +120,11 @@ async fn start_machine(dep: &Deployment, m: &Machine, opts: &Options, shutdown: 
     router.add_service(ns::conv::reserved(), Arc::new(crate::fs::remote::TreeServer(tree.clone())));
     let mount = if opts.no_mount { None } else { opts.mount.clone().or_else(|| m.mount.clone()) };
     let mounted = match mount {
-        Some(path) => Some(crate::fs::mount::mount(tree.clone(), &path, m.allow_other).await.with_context(|| format!("machine {}", m.id))?),
+        Some(path) => {
+            let mounted = crate::fs::mount::mount(tree.clone(), &path, m.allow_other).await.with_context(|| format!("machine {}", m.id))?;
+            tree.set_mounted_at(&path, m.allow_other);
+            Some(mounted)
+        }
         None => None,
     };
     info!(machine = %m.id, socket = %socket.display(), "router up");

@@ -1,7 +1,7 @@
 //! Control files: the messages each `ctl` takes, parsed and applied.
 //!
 //! Router `ctl`: `dial DIALSTRING`, `hangup TERMINAL`,
-//! `mount DIALSTRING /n/NAME`. Terminal `ctl`: `hangup`, `redial`.
+//! `mount DIALSTRING /n/NAME`, `bind [-a|-b|-c] OLD NEW`, `unmount [OLD] NEW`. Terminal `ctl`: `hangup`, `redial`.
 //! Conversation `ctl`: `replyto PATH...`, `hangup`, and what the service's
 //! kind takes (a pty: `size COLS ROWS`). A service's own `ctl`, for kinds
 //! with settings: the encoder's `fps N`, `bitrate N`. Several messages per
@@ -49,7 +49,7 @@ async fn apply_all(ns: &super::Namespace, target: &Target, data: &[u8]) -> Resul
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let words: Vec<&str> = line.split_whitespace().collect();
         match target {
-            Target::Router => router_ctl(r, &words).await?,
+            Target::Router => router_ctl(ns, &words).await?,
             Target::Term(t) => term_ctl(r, t, &words)?,
             Target::Conv(s, n) => conv_ctl(ns, s, *n, line, &words)?,
             Target::Service(s) => match ns.kind_ctl(s) {
@@ -61,8 +61,17 @@ async fn apply_all(ns: &super::Namespace, target: &Target, data: &[u8]) -> Resul
     Ok(())
 }
 
-async fn router_ctl(r: &Router, w: &[&str]) -> Result<(), String> {
+async fn router_ctl(ns: &super::Namespace, w: &[&str]) -> Result<(), String> {
+    let r = ns.router();
     match w {
+        ["bind", args @ ..] => {
+            let (order, create, old, new) = ns::bind::parse_bind(args).map_err(|e| bad(format!("bind: {e}")))?;
+            ns.bind(&old, &new, order, create).await.map_err(bad)
+        }
+        ["unmount", args @ ..] => {
+            let (old, new) = ns::bind::parse_unmount(args).map_err(|e| bad(format!("unmount: {e}")))?;
+            ns.unmount(old.as_deref(), &new).map_err(bad)
+        }
         ["dial", ds] => {
             let ds: DialString = ds.parse().map_err(|e| bad(format!("dial: {e}")))?;
             if !ds.is_network() && !matches!(ds, DialString::Unix(_) | DialString::Mem(_)) {
@@ -84,7 +93,7 @@ async fn router_ctl(r: &Router, w: &[&str]) -> Result<(), String> {
             let name: ns::MachineId = name.parse().map_err(|e| bad(format!("mount: {e}")))?;
             r.dial_expecting(ds.clone(), Some(&name)).await.map(|_| ()).map_err(|e| bad(format!("mount: {e}")))
         }
-        [verb, ..] => Err(bad(format!("unknown message {verb:?} (want dial, hangup or mount)"))),
+        [verb, ..] => Err(bad(format!("unknown message {verb:?} (want dial, hangup, mount, bind or unmount)"))),
         [] => Ok(()),
     }
 }

@@ -232,7 +232,7 @@ impl MeshFs {
         if path == "/" {
             return Ok(Entry::new("", FileKind::Dir, 0o555));
         }
-        self.ns.stat(&components(path)).await.map_err(|e| errno(&e))
+        self.ns.bound().stat(&components(path)).await.map_err(|e| errno(&e))
     }
 
     fn handle(&self, fh: u64) -> FuseResult<Arc<Handle>> {
@@ -319,13 +319,13 @@ impl Filesystem for MeshFs {
         let ts = |t: Option<Timestamp>| t.map(|t| (t.sec, t.nsec));
         let attrs = Attrs { size: set.size, mode: set.mode.map(|m| m & 0o7777), atime: ts(set.atime), mtime: ts(set.mtime) };
         let h = fh.and_then(|fh| self.handle(fh).ok());
-        let e = self.ns.set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e))?;
+        let e = self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e))?;
         Ok(ReplyAttr { ttl: TTL, attr: self.attr(inode, &e) })
     }
 
     async fn open(&self, _req: Request, inode: u64, flags: u32) -> FuseResult<ReplyOpen> {
         let path = self.path(inode)?;
-        let h = self.ns.open_with(&components(&path), Access::from_flags(flags)).await.map_err(|e| errno(&e))?;
+        let h = self.ns.bound().open_with(&components(&path), Access::from_flags(flags)).await.map_err(|e| errno(&e))?;
         let (fh, flags) = self.add_handle(h);
         Ok(ReplyOpen { fh, flags })
     }
@@ -333,7 +333,7 @@ impl Filesystem for MeshFs {
     async fn create(&self, _req: Request, parent: u64, name: &OsStr, mode: u32, flags: u32) -> FuseResult<ReplyCreated> {
         let path = self.child(parent, name)?;
         let excl = flags as i32 & libc::O_EXCL != 0;
-        let (e, h) = self.ns.create(&components(&path), mode, Access::from_flags(flags), excl).await.map_err(|e| errno(&e))?;
+        let (e, h) = self.ns.bound().create(&components(&path), mode, Access::from_flags(flags), excl).await.map_err(|e| errno(&e))?;
         let entry = self.made(&path, &e);
         let (fh, flags) = self.add_handle(h);
         Ok(ReplyCreated { ttl: TTL, attr: entry.attr, generation: 0, fh, flags })
@@ -341,20 +341,20 @@ impl Filesystem for MeshFs {
 
     async fn mkdir(&self, _req: Request, parent: u64, name: &OsStr, mode: u32, _umask: u32) -> FuseResult<ReplyEntry> {
         let path = self.child(parent, name)?;
-        let e = self.ns.mkdir(&components(&path), mode).await.map_err(|e| errno(&e))?;
+        let e = self.ns.bound().mkdir(&components(&path), mode).await.map_err(|e| errno(&e))?;
         Ok(self.made(&path, &e))
     }
 
     async fn unlink(&self, _req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.child(parent, name)?;
-        self.ns.remove(&components(&path), false).await.map_err(|e| errno(&e))?;
+        self.ns.bound().remove(&components(&path), false).await.map_err(|e| errno(&e))?;
         lock(&self.inodes).detach(&path);
         Ok(())
     }
 
     async fn rmdir(&self, _req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.child(parent, name)?;
-        self.ns.remove(&components(&path), true).await.map_err(|e| errno(&e))?;
+        self.ns.bound().remove(&components(&path), true).await.map_err(|e| errno(&e))?;
         lock(&self.inodes).detach(&path);
         Ok(())
     }
@@ -371,7 +371,7 @@ impl Filesystem for MeshFs {
         let from = self.child(parent, name)?;
         let to = self.child(new_parent, new_name)?;
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
-        self.ns.rename(&components(&from), &components(&to), noreplace).await.map_err(|e| errno(&e))?;
+        self.ns.bound().rename(&components(&from), &components(&to), noreplace).await.map_err(|e| errno(&e))?;
         lock(&self.inodes).rename(&from, &to);
         Ok(())
     }
@@ -421,7 +421,7 @@ impl Filesystem for MeshFs {
         offset: i64,
     ) -> FuseResult<ReplyDirectory<impl FutStream<Item = FuseResult<DirectoryEntry>> + Send + 'a>> {
         let path = self.path(parent)?;
-        let entries = self.ns.list(&components(&path)).await.map_err(|e| errno(&e))?;
+        let entries = self.ns.bound().list(&components(&path)).await.map_err(|e| errno(&e))?;
         let mut all = vec![(parent, FileType::Directory, OsString::from(".")), (parent, FileType::Directory, OsString::from(".."))];
         {
             let inodes = lock(&self.inodes);
@@ -452,7 +452,7 @@ impl Filesystem for MeshFs {
         _lock_owner: u64,
     ) -> FuseResult<ReplyDirectoryPlus<impl FutStream<Item = FuseResult<DirectoryEntryPlus>> + Send + 'a>> {
         let path = self.path(parent)?;
-        let entries = self.ns.list(&components(&path)).await.map_err(|e| errno(&e))?;
+        let entries = self.ns.bound().list(&components(&path)).await.map_err(|e| errno(&e))?;
         let dot = Entry::new("", FileKind::Dir, 0o555);
         let mut out = Vec::new();
         let mut inodes = lock(&self.inodes);

@@ -4,6 +4,8 @@
 //! Modules:
 //!
 //! - [`tree`]: the table of directories and files, and path resolution.
+//! - [`bound`]: the tree through a namespace's binds and unions (what
+//!   FUSE serves), and `bind`/`unmount` themselves.
 //! - [`dir`]: the `dir` kind: a local directory served at `svc/S/root/`,
 //!   confined to it; [`ops`] changes it (create, mkdir, rename...).
 //! - [`errors`]: file-system errors and the errno table of the tree.
@@ -17,6 +19,7 @@
 //! [`Namespace`] is the tree of one router, independent of FUSE: the FUSE
 //! server and the tree server for other machines both call it.
 
+pub mod bound;
 pub mod ctl;
 pub mod dir;
 pub mod errors;
@@ -65,12 +68,18 @@ impl Slots {
     }
 }
 
-/// One router's tree.
+/// One router's tree, as one namespace sees it: the router's own, or a
+/// private view made for `mesh ns` (see [`bound`]).
 pub struct Namespace {
     router: Router,
-    slots: Slots,
+    slots: Arc<Slots>,
     /// What the kinds of local services add to the tree.
-    kinds: Mutex<HashMap<String, KindExtras>>,
+    kinds: Arc<Mutex<HashMap<String, KindExtras>>>,
+    /// This namespace's binds; the tree served to other machines ignores
+    /// them (see [`bound`]).
+    binds: std::sync::RwLock<ns::bind::MountTable>,
+    /// Where the router's own tree is mounted, and whether for all users.
+    mounted_at: Mutex<Option<(std::path::PathBuf, bool)>>,
 }
 
 /// What a local service's kind adds to its directory.
@@ -113,7 +122,38 @@ pub fn components(path: &str) -> Vec<String> {
 
 impl Namespace {
     pub fn new(router: Router) -> Arc<Namespace> {
-        Arc::new(Namespace { router, slots: Slots::default(), kinds: Default::default() })
+        Arc::new(Namespace { router, slots: Default::default(), kinds: Default::default(), binds: Default::default(), mounted_at: Default::default() })
+    }
+
+    /// A new namespace over the same router, starting with a copy of
+    /// this one's binds; what it binds later is its own.
+    pub fn view(&self) -> Arc<Namespace> {
+        Arc::new(Namespace {
+            router: self.router.clone(),
+            slots: self.slots.clone(),
+            kinds: self.kinds.clone(),
+            binds: std::sync::RwLock::new(self.binds().clone()),
+            mounted_at: Default::default(),
+        })
+    }
+
+    /// Records where this tree is mounted (views are mounted next to it).
+    pub fn set_mounted_at(&self, path: &std::path::Path, allow_other: bool) {
+        *self.mounted_at.lock().unwrap_or_else(|e| e.into_inner()) = Some((path.to_path_buf(), allow_other));
+    }
+
+    /// Where this tree is mounted, and whether for all users.
+    pub fn mounted_at(&self) -> Option<(std::path::PathBuf, bool)> {
+        self.mounted_at.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// This namespace's mount table.
+    pub fn binds(&self) -> std::sync::RwLockReadGuard<'_, ns::bind::MountTable> {
+        self.binds.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn binds_mut(&self) -> std::sync::RwLockWriteGuard<'_, ns::bind::MountTable> {
+        self.binds.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Registers what a local service's kind adds to the tree.
@@ -233,7 +273,11 @@ impl Namespace {
             }
             Node::Machine => text(format!("{}\n", r.id())),
             Node::Routes => text(r.routes()),
-            Node::Ctl => Ok(Handle::Ctl(Bytes::from(ns::query::ctl_text(r)), ctl::Target::Router)),
+            Node::Ctl => {
+                let mut text = ns::query::ctl_text(r);
+                text.push_str(&self.binds().lines());
+                Ok(Handle::Ctl(Bytes::from(text), ctl::Target::Router))
+            }
             Node::SvcInfo(s) => {
                 let mut info = ns::query::info(r, &s)?;
                 if let Some(about) = self.extras(&s).about {

@@ -56,6 +56,10 @@ pub enum TreeReq {
     Sync,
     Create { path: Vec<String>, mode: u32, access: Access, excl: bool },
     Mkdir { path: Vec<String>, mode: u32 },
+    /// From a local client only (`mesh ns`): a private view of this
+    /// machine's tree, mounted next to it for as long as the conversation
+    /// lasts. Answered with `View`.
+    View,
     /// Removes a file, or an empty directory when `dir`.
     Remove { path: Vec<String>, dir: bool },
     Rename { from: Vec<String>, to: Vec<String>, noreplace: bool },
@@ -74,6 +78,8 @@ pub enum TreeResp {
     Written(u32),
     Done,
     Err(String),
+    /// A view is mounted at `staging`; the machine's tree is at `mount`.
+    View { staging: String, mount: String },
 }
 
 /// The first byte of a message that carries file bytes without CBOR: a
@@ -98,13 +104,13 @@ fn parse_raw_write(b: &Bytes) -> Result<(u64, Bytes), String> {
     Ok((u64::from_le_bytes(off), b.slice(9..)))
 }
 
-fn encode<T: Serialize>(v: &T) -> Bytes {
+pub(crate) fn encode<T: Serialize>(v: &T) -> Bytes {
     let mut buf = Vec::new();
     ciborium::into_writer(v, &mut buf).expect("CBOR encoding to memory");
     Bytes::from(buf)
 }
 
-fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
     ciborium::from_reader(b).map_err(|e| format!("bad tree message: {e}"))
 }
 

@@ -50,6 +50,7 @@ fn what(req: &TreeReq) -> &'static str {
         TreeReq::Remove { .. } => "remove",
         TreeReq::Rename { .. } => "rename",
         TreeReq::SetAttr { .. } => "setattr",
+        TreeReq::View => "view",
     }
 }
 
@@ -73,6 +74,9 @@ fn reply(resp: Result<TreeResp, String>) -> Bytes {
 async fn serve(ns: Arc<Namespace>, mut conv: Conv) -> Result<(), String> {
     let Some(Msg::Data(first)) = conv.rx.recv().await else { return Ok(()) };
     let req = decode::<TreeReq>(&first)?;
+    if matches!(req, TreeReq::View) {
+        return serve_view(&ns, &mut conv).await;
+    }
     let paths: Vec<&Vec<String>> = match &req {
         TreeReq::Rename { from, to, .. } => vec![from, to],
         TreeReq::Stat(p) | TreeReq::List(p) => vec![p],
@@ -113,6 +117,50 @@ async fn serve(ns: Arc<Namespace>, mut conv: Conv) -> Result<(), String> {
         _ => answer(&ns, &h, &mut conv).await,
     };
     ns.release(h).await;
+    res
+}
+
+/// Views made so far, to name their mount points.
+static VIEWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Mounts a private view of this tree for a local client and keeps it
+/// while the conversation lasts (`mesh ns`).
+async fn serve_view(ns: &Arc<Namespace>, conv: &mut Conv) -> Result<(), String> {
+    let local = conv.tx.peer().and_then(|p| p.machine.clone()).is_some_and(|m| m == *ns.router().id());
+    if !local {
+        return conv.tx.send(reply(Err(ns::error::detail(ns::error::EPERM, "views are for local clients")))).await;
+    }
+    let Some((mount, allow_other)) = ns.mounted_at() else {
+        return conv.tx.send(reply(Err(format!("machine {} has no mounted tree", ns.router().id())))).await;
+    };
+    let n = VIEWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = ns::client::socket_dir().join("views").join(format!("{}.{}.{n}", ns.router().id(), std::process::id()));
+    let view = ns.view();
+    let mounted = match crate::fs::mount::mount(view.clone(), &staging, allow_other).await {
+        Ok(m) => m,
+        Err(e) => return conv.tx.send(reply(Err(format!("view: {e:#}")))).await,
+    };
+    let resp = TreeResp::View { staging: staging.display().to_string(), mount: mount.display().to_string() };
+    let res = conv.tx.send(reply(Ok(resp))).await;
+    if res.is_ok() {
+        // The view lives as long as its conversation, which carries ctl
+        // messages for it (bind, unmount, mount), each answered.
+        while let Some(Msg::Data(b)) = conv.rx.recv().await {
+            let resp = match decode::<TreeReq>(&b) {
+                Ok(TreeReq::Write(d)) => {
+                    let target = crate::fs::ctl::Target::Router;
+                    crate::fs::ctl::apply(&view, &target, &d).await.map(|_| TreeResp::Written(d.len() as u32))
+                }
+                Ok(other) => Err(format!("{} on a view", what(&other))),
+                Err(e) => Err(e),
+            };
+            if conv.tx.send(reply(resp)).await.is_err() {
+                break;
+            }
+        }
+    }
+    mounted.unmount().await;
+    let _ = std::fs::remove_dir(&staging);
     res
 }
 

@@ -1,0 +1,154 @@
+//! The tree through a namespace's binds: what FUSE serves.
+//!
+//! Every path-taking operation of [`Bound`] resolves its path through the
+//! mount table ([`ns::bind::MountTable`]) and tries the candidates in
+//! order: a lookup finds the first member of a union that has the name, a
+//! listing merges the members' entries (the first of each name wins, as
+//! lookups do), and creates go to the member bound with `-c`.
+//!
+//! The tree served to other machines (`remote`) does not go through
+//! here: a machine's binds are its own, and two machines binding each
+//! other's paths could otherwise send a lookup round in circles.
+
+use std::collections::HashSet;
+
+use ns::bind::{show, Order};
+
+use super::dir::{Access, Attrs};
+use super::handle::Handle;
+use super::tree::Entry;
+use super::Namespace;
+
+/// A namespace seen through its binds.
+pub struct Bound<'a>(pub &'a Namespace);
+
+impl Namespace {
+    /// This namespace through its binds.
+    pub fn bound(&self) -> Bound<'_> {
+        Bound(self)
+    }
+
+    /// `bind [-a|-b|-c] OLD NEW` on this namespace: both must exist;
+    /// OLD is taken as this namespace shows it now.
+    pub async fn bind(&self, old: &[String], new: &[String], order: Order, create: bool) -> Result<(), String> {
+        let b = self.bound();
+        let (o, n) = (b.stat(old).await, b.stat(new).await);
+        let (o, n) = (o.map_err(|e| format!("bind: {}: {e}", show(old)))?, n.map_err(|e| format!("bind: {}: {e}", show(new)))?);
+        if order != Order::Replace && (o.kind != super::FileKind::Dir || n.kind != super::FileKind::Dir) {
+            return Err(format!("bind: a union needs two directories: {} {}", show(old), show(new)));
+        }
+        self.binds_mut().bind(old, new, order, create)
+    }
+
+    /// `unmount [OLD] NEW` on this namespace.
+    pub fn unmount(&self, old: Option<&[String]>, new: &[String]) -> Result<(), String> {
+        self.binds_mut().unmount(old, new).map_err(|e| format!("unmount: {e}"))
+    }
+}
+
+impl Bound<'_> {
+    fn candidates(&self, path: &[String]) -> Vec<Vec<String>> {
+        self.0.binds().resolve(path)
+    }
+
+    /// The first candidate that exists, with its entry (named as asked).
+    async fn find(&self, path: &[String]) -> Result<(Vec<String>, Entry), String> {
+        let mut first_err = None;
+        for c in self.candidates(path) {
+            match self.0.stat(&c).await {
+                Ok(mut e) => {
+                    e.name = path.last().cloned().unwrap_or_default();
+                    return Ok((c, e));
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_err.unwrap_or_else(|| format!("'{}' file does not exist", show(path))))
+    }
+
+    pub async fn stat(&self, path: &[String]) -> Result<Entry, String> {
+        self.find(path).await.map(|(_, e)| e)
+    }
+
+    /// A directory's entries; of a union, every member's, each name once.
+    pub async fn list(&self, path: &[String]) -> Result<Vec<Entry>, String> {
+        let cands = self.candidates(path);
+        if cands.len() == 1 {
+            return self.0.list(&cands[0]).await;
+        }
+        let (mut out, mut seen, mut first_err, mut any) = (Vec::new(), HashSet::new(), None, false);
+        for c in cands {
+            match self.0.list(&c).await {
+                Ok(v) => {
+                    any = true;
+                    out.extend(v.into_iter().filter(|e| seen.insert(e.name.clone())));
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if any {
+            Ok(out)
+        } else {
+            Err(first_err.unwrap_or_else(|| "not a directory".into()))
+        }
+    }
+
+    pub async fn open_with(&self, path: &[String], access: Access) -> Result<Handle, String> {
+        let cands = self.candidates(path);
+        if cands.len() == 1 {
+            return self.0.open_with(&cands[0], access).await;
+        }
+        let (c, _) = self.find(path).await?;
+        self.0.open_with(&c, access).await
+    }
+
+    /// Where a new file `path` goes: its directory's creating member.
+    fn create_path(&self, path: &[String]) -> Result<Vec<String>, String> {
+        let Some((name, dir)) = path.split_last() else { return Err(super::errors::EISDIR.into()) };
+        let mut p = self.0.binds().create_in(dir)?;
+        p.push(name.clone());
+        Ok(p)
+    }
+
+    pub async fn create(&self, path: &[String], mode: u32, access: Access, excl: bool) -> Result<(Entry, Handle), String> {
+        // An existing file opens where it is, as a lookup finds it.
+        if !excl {
+            if let Ok((c, _)) = self.find(path).await {
+                return self.0.create(&c, mode, access, excl).await;
+            }
+        }
+        let p = self.create_path(path)?;
+        self.0.create(&p, mode, access, excl).await.map(|(mut e, h)| {
+            e.name = path.last().cloned().unwrap_or_default();
+            (e, h)
+        })
+    }
+
+    pub async fn mkdir(&self, path: &[String], mode: u32) -> Result<Entry, String> {
+        let p = self.create_path(path)?;
+        self.0.mkdir(&p, mode).await
+    }
+
+    pub async fn remove(&self, path: &[String], dir: bool) -> Result<(), String> {
+        let (c, _) = self.find(path).await?;
+        self.0.remove(&c, dir).await
+    }
+
+    pub async fn rename(&self, from: &[String], to: &[String], noreplace: bool) -> Result<(), String> {
+        let (f, _) = self.find(from).await?;
+        let t = match self.find(to).await {
+            Ok((t, _)) => t,
+            Err(_) => self.create_path(to)?,
+        };
+        self.0.rename(&f, &t, noreplace).await
+    }
+
+    pub async fn set_attr(&self, path: &[String], h: Option<&Handle>, attrs: Attrs) -> Result<Entry, String> {
+        let (c, _) = self.find(path).await?;
+        self.0.set_attr(&c, h, attrs).await
+    }
+}
