@@ -6,8 +6,17 @@
 //! fewest hops, ties broken by the neighbour's id; the nearest replica of a
 //! service is the machine with the best route, ties broken by machine id.
 //! Both rules are deterministic, so every router agrees on them.
+//!
+//! Work is proportional to what changed, not to the table: an update
+//! touching k machines re-chooses the best route of those k only, and the
+//! table keeps a journal of the machines whose best route changed, which
+//! gossip reads to tell each neighbour only the differences (see
+//! [`RouteTable::changed_since`]). With a thousand machines, recomputing
+//! and re-diffing the whole table on every announcement cost milliseconds
+//! each and made convergence and withdrawals quadratic (mesh-bench's
+//! `discovery` workload measures it).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -59,7 +68,15 @@ pub struct RouteTable {
     registry: HashMap<MachineId, Advert>,
     /// The chosen route for each reachable machine, derived.
     best: HashMap<MachineId, Arc<Route>>,
+    /// Machines whose best route changed or went, oldest first; entry `i`
+    /// is change number `journal_start + i`.
+    journal: VecDeque<MachineId>,
+    journal_start: u64,
 }
+
+/// The journal keeps at least this many changes (and four per route), so
+/// a reader that falls further behind rereads the whole table instead.
+const JOURNAL_MIN: usize = 4096;
 
 /// What a change did to reachability.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -84,8 +101,11 @@ impl RouteTable {
             peers: BTreeMap::new(),
             registry: HashMap::new(),
             best: HashMap::new(),
+            journal: VecDeque::new(),
+            journal_start: 0,
         };
-        t.recompute();
+        let me = t.me.clone();
+        t.recompute([me]);
         t
     }
 
@@ -98,7 +118,8 @@ impl RouteTable {
         services.sort();
         services.dedup();
         self.local = services;
-        self.recompute()
+        let me = self.me.clone();
+        self.recompute([me])
     }
 
     /// A neighbour is up: it is reachable in one hop even before it says more.
@@ -106,14 +127,25 @@ impl RouteTable {
         let ads = self.peers.entry(peer.clone()).or_default();
         ads.entry(peer.clone())
             .or_insert_with(|| Advert { path: vec![peer.clone()], services: Vec::new() });
-        self.recompute()
+        // Registry routes through it become usable.
+        let mut touched: BTreeSet<MachineId> = self.via_registry(peer);
+        touched.insert(peer.clone());
+        self.recompute(touched)
+    }
+
+    /// Machines the registry routes to through neighbour `peer`.
+    fn via_registry(&self, peer: &MachineId) -> BTreeSet<MachineId> {
+        self.registry.iter().filter(|(_, ad)| ad.path.first() == Some(peer)).map(|(m, _)| m.clone()).collect()
     }
 
     /// A neighbour is gone: every route through it is withdrawn at once.
     pub fn peer_down(&mut self, peer: &MachineId) -> Change {
-        self.peers.remove(peer);
+        let mut touched = self.via_registry(peer);
+        if let Some(ads) = self.peers.remove(peer) {
+            touched.extend(ads.into_keys());
+        }
         self.registry.retain(|_, ad| ad.path.first() != Some(peer));
-        self.recompute()
+        self.recompute(touched)
     }
 
     /// Applies adverts from a neighbour; an empty path withdraws. With
@@ -126,42 +158,80 @@ impl RouteTable {
         full: bool,
         ads: impl IntoIterator<Item = (MachineId, Advert)>,
     ) -> Result<Change, usize> {
-        let mut next = if full { HashMap::new() } else { self.peers.get(peer).cloned().unwrap_or_default() };
+        let me = self.me.clone();
+        // Each machine's last advert in the batch decides; invalid ones
+        // withdraw.
+        let mut last: HashMap<MachineId, Option<Advert>> = HashMap::new();
         for (m, ad) in ads {
-            let valid = !ad.path.is_empty()
-                && ad.path.first() == Some(peer)
-                && ad.path.last() == Some(&m)
-                && !ad.path.contains(&self.me);
-            if valid {
-                next.insert(m, ad);
-            } else {
-                next.remove(&m);
-            }
+            let valid = !ad.path.is_empty() && ad.path.first() == Some(peer) && ad.path.last() == Some(&m) && !ad.path.contains(&me);
+            last.insert(m, valid.then_some(ad));
         }
-        if next.len() > MAX_ROUTES_PER_PEER {
-            return Err(next.len());
+        // Checked before anything changes, so a refusal leaves the
+        // neighbour's adverts as they were.
+        let cur = self.peers.get(peer).filter(|_| !full);
+        let has = |m: &MachineId| cur.is_some_and(|c| c.contains_key(m));
+        let len = cur.map_or(0, HashMap::len) + last.iter().filter(|(m, ad)| ad.is_some() && !has(m)).count()
+            - last.iter().filter(|(m, ad)| ad.is_none() && has(m)).count();
+        if len > MAX_ROUTES_PER_PEER {
+            return Err(len);
+        }
+        let mut touched: BTreeSet<MachineId> = last.keys().cloned().collect();
+        let mut next = self.peers.remove(peer).unwrap_or_default();
+        if full {
+            touched.extend(next.drain().map(|(m, _)| m));
+        }
+        for (m, ad) in last {
+            match ad {
+                Some(ad) => next.insert(m, ad),
+                None => next.remove(&m),
+            };
         }
         next.entry(peer.clone()).or_insert_with(|| Advert { path: vec![peer.clone()], services: Vec::new() });
+        touched.insert(peer.clone());
+        // A neighbour not seen before makes registry routes through it usable.
+        touched.extend(self.via_registry(peer));
         self.peers.insert(peer.clone(), next);
-        Ok(self.recompute())
+        Ok(self.recompute(touched))
     }
 
     /// Replaces the routes learned from the registry.
     pub fn set_registry(&mut self, ads: HashMap<MachineId, Advert>) -> Change {
         let me = self.me.clone();
-        self.registry = ads
+        let new: HashMap<MachineId, Advert> = ads
             .into_iter()
             .filter(|(m, ad)| *m != me && !ad.path.is_empty() && !ad.path.contains(&me))
             .collect();
-        self.recompute()
+        let mut touched: BTreeSet<MachineId> = new.keys().cloned().collect();
+        touched.extend(std::mem::replace(&mut self.registry, new).into_keys());
+        self.recompute(touched)
     }
 
     /// Adds one route learned from the registry.
     pub fn add_registry(&mut self, m: MachineId, ad: Advert) -> Change {
         if m != self.me && !ad.path.is_empty() && !ad.path.contains(&self.me) {
-            self.registry.insert(m, ad);
+            self.registry.insert(m.clone(), ad);
         }
-        self.recompute()
+        self.recompute([m])
+    }
+
+    /// The number the next change will have: where a reader of
+    /// [`RouteTable::changed_since`] is once it has read everything.
+    pub fn journal_end(&self) -> u64 {
+        self.journal_start + self.journal.len() as u64
+    }
+
+    /// The machines whose best route changed or went since change number
+    /// `seen` (a [`RouteTable::journal_end`] read earlier), oldest first,
+    /// possibly more than once; `None` when the journal no longer reaches
+    /// that far back, and the reader must compare the whole table.
+    pub fn changed_since(&self, seen: u64) -> Option<impl Iterator<Item = &MachineId>> {
+        let skip = seen.checked_sub(self.journal_start)?;
+        Some(self.journal.iter().skip(skip as usize))
+    }
+
+    /// Every machine with a route, in no order.
+    pub fn machines(&self) -> impl Iterator<Item = &MachineId> {
+        self.best.keys()
     }
 
     /// Whether neighbour `peer` advertises a route to `m` (or is `m`):
@@ -257,42 +327,81 @@ impl RouteTable {
         v
     }
 
-    fn recompute(&mut self) -> Change {
-        let mut machines: BTreeSet<MachineId> = BTreeSet::new();
-        machines.insert(self.me.clone());
+    /// The best route to `m` from what is known now, or `None`.
+    ///
+    /// The same choice as sorting [`RouteTable::candidates`] by [`rank`]
+    /// and taking the first, without making a route of every candidate:
+    /// ranks are compared on the adverts, in the same order (neighbours
+    /// by id, then the registry), the first of equals winning.
+    fn choose(&self, m: &MachineId) -> Option<Route> {
+        if *m == self.me {
+            return Some(Route { machine: m.clone(), term: "local".into(), path: vec![m.clone()], services: self.local.clone(), source: "local" });
+        }
+        let key = |ad: &Advert, registry: bool| (ad.path.len(), registry, ad.path[0].clone());
+        let mut win: Option<(&Advert, bool)> = None;
         for ads in self.peers.values() {
-            machines.extend(ads.keys().cloned());
-        }
-        machines.extend(self.registry.keys().cloned());
-        let mut best = HashMap::new();
-        for m in machines {
-            let mut c = self.candidates(&m);
-            c.sort_by(|a, b| rank(a).cmp(&rank(b)));
-            // Without gossip, a neighbour's own route says nothing of its
-            // services: what the registry lists for it fills in, whichever
-            // path is shorter.
-            let listed = c.iter().find(|r| r.source == "registry").map(|r| r.services.clone());
-            if let Some(mut r) = c.into_iter().next() {
-                if r.services.is_empty() && r.source != "local" {
-                    r.services = listed.unwrap_or_default();
+            if let Some(ad) = ads.get(m) {
+                if win.is_none_or(|(w, wr)| key(ad, false) < key(w, wr)) {
+                    win = Some((ad, false));
                 }
-                r.services.sort();
-                best.insert(m, Arc::new(r));
             }
         }
+        // A registry route is usable only through a neighbour that is up.
+        let listed = self.registry.get(m).filter(|ad| self.peers.contains_key(&ad.path[0]));
+        if let Some(ad) = listed {
+            if win.is_none_or(|(w, wr)| key(ad, true) < key(w, wr)) {
+                win = Some((ad, true));
+            }
+        }
+        let (ad, registry) = win?;
+        // Without gossip, a neighbour's own route says nothing of its
+        // services: what the registry lists for it fills in, whichever
+        // path is shorter.
+        let mut services = match listed {
+            Some(l) if ad.services.is_empty() => l.services.clone(),
+            _ => ad.services.clone(),
+        };
+        services.sort();
+        let mut path = Vec::with_capacity(ad.path.len() + 1);
+        path.push(self.me.clone());
+        path.extend(ad.path.iter().cloned());
+        let term = format!("net-{}", ad.path[0]);
+        Some(Route { machine: m.clone(), term, path, services, source: if registry { "registry" } else { "gossip" } })
+    }
+
+    /// Chooses the best route again for the `touched` machines only, and
+    /// journals those whose route or services changed.
+    fn recompute(&mut self, touched: impl IntoIterator<Item = MachineId>) -> Change {
         let mut change = Change::default();
-        for (m, r) in &best {
-            if self.best.get(m).is_none_or(|old| old.path != r.path || old.services != r.services) {
-                change.changed.insert(m.clone());
+        for m in touched {
+            match (self.choose(&m), self.best.get(&m)) {
+                (Some(new), Some(old)) if old.path == new.path && old.services == new.services => {
+                    // Same route: keep it (and its Arc, shared with gossip's
+                    // record of what was told) unless only its source moved.
+                    if old.source != new.source {
+                        self.best.insert(m, Arc::new(new));
+                    }
+                }
+                (Some(new), _) => {
+                    self.best.insert(m.clone(), Arc::new(new));
+                    change.changed.insert(m);
+                }
+                (None, Some(_)) => {
+                    self.best.remove(&m);
+                    change.lost.insert(m.clone());
+                    change.changed.insert(m);
+                }
+                (None, None) => {}
             }
         }
-        for m in self.best.keys() {
-            if !best.contains_key(m) {
-                change.lost.insert(m.clone());
-                change.changed.insert(m.clone());
-            }
+        for m in &change.changed {
+            self.journal.push_back(m.clone());
         }
-        self.best = best;
+        let cap = JOURNAL_MIN.max(4 * self.best.len());
+        while self.journal.len() > cap {
+            self.journal.pop_front();
+            self.journal_start += 1;
+        }
         change
     }
 }
@@ -363,11 +472,139 @@ mod tests {
         assert!(t.render().starts_with("up a local 0 a\nup b net-b 1 a!b\nup c net-b 2 a!b!c\n"), "{}", t.render());
     }
 
+    /// The table as recomputing everything from scratch would make it:
+    /// every candidate sorted by rank, as the table did before it became
+    /// incremental.
+    fn from_scratch(t: &RouteTable) -> BTreeMap<MachineId, Route> {
+        let mut machines: BTreeSet<MachineId> = BTreeSet::from([t.me.clone()]);
+        for ads in t.peers.values() {
+            machines.extend(ads.keys().cloned());
+        }
+        machines.extend(t.registry.keys().cloned());
+        let mut out = BTreeMap::new();
+        for m in machines {
+            let mut c = t.candidates(&m);
+            c.sort_by(|a, b| rank(a).cmp(&rank(b)));
+            let listed = c.iter().find(|r| r.source == "registry").map(|r| r.services.clone());
+            if let Some(mut r) = c.into_iter().next() {
+                if r.services.is_empty() && r.source != "local" {
+                    r.services = listed.unwrap_or_default();
+                }
+                r.services.sort();
+                out.insert(m, r);
+            }
+        }
+        out
+    }
+
+    /// A tiny deterministic generator for the randomized test.
+    struct Lcg(u64);
+    impl Lcg {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((self.0 >> 33) % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn incremental_choice_matches_recomputing_everything() {
+        let names: Vec<MachineId> = ["a", "b", "c", "d", "e", "f", "g"].iter().map(|s| n(s)).collect();
+        let svcs: Vec<ServiceName> = ["x", "y", "z"].iter().map(|s| n(s)).collect();
+        for seed in 0..20 {
+            let mut rng = Lcg(seed);
+            let mut t = RouteTable::new(n("a"));
+            let mut told: HashMap<MachineId, Arc<Route>> = HashMap::new();
+            let mut seen = t.journal_end();
+            for step in 0..400 {
+                let peer = names[1 + rng.below(3)].clone();
+                let before: BTreeMap<MachineId, Arc<Route>> = t.best.iter().map(|(m, r)| (m.clone(), r.clone())).collect();
+                let change = match rng.below(8) {
+                    0 => t.peer_up(&peer),
+                    1 => t.peer_down(&peer),
+                    2 => t.set_local(vec![svcs[rng.below(3)].clone()]),
+                    3 => {
+                        let m = names[rng.below(names.len())].clone();
+                        let hop = names[1 + rng.below(3)].clone();
+                        t.add_registry(m.clone(), Advert { path: vec![hop, m], services: vec![svcs[rng.below(3)].clone()] })
+                    }
+                    4 => t.set_registry(HashMap::new()),
+                    _ => {
+                        let full = rng.below(4) == 0;
+                        let ads: Vec<(MachineId, Advert)> = (0..1 + rng.below(4))
+                            .map(|_| {
+                                let m = names[rng.below(names.len())].clone();
+                                let mut path = vec![peer.clone()];
+                                for _ in 0..rng.below(3) {
+                                    path.push(names[rng.below(names.len())].clone());
+                                }
+                                if *path.last().unwrap() != m {
+                                    path.push(m.clone());
+                                }
+                                // Some withdraw, some are loops through a.
+                                if rng.below(6) == 0 {
+                                    path.clear();
+                                }
+                                let services = (0..rng.below(3)).map(|_| svcs[rng.below(3)].clone()).collect();
+                                (m, Advert { path, services })
+                            })
+                            .collect();
+                        t.apply(&peer, full, ads).unwrap()
+                    }
+                };
+                let want = from_scratch(&t);
+                let got: BTreeMap<MachineId, Route> = t.best.iter().map(|(m, r)| (m.clone(), (**r).clone())).collect();
+                assert_eq!(got, want, "seed {seed} step {step}");
+                // The change names exactly the machines whose route or
+                // services differ, and the lost ones.
+                let differ: BTreeSet<MachineId> = before
+                    .keys()
+                    .chain(want.keys())
+                    .filter(|m| match (before.get(*m), want.get(*m)) {
+                        (Some(a), Some(b)) => a.path != b.path || a.services != b.services,
+                        (None, None) => false,
+                        _ => true,
+                    })
+                    .cloned()
+                    .collect();
+                assert_eq!(change.changed, differ, "seed {seed} step {step}");
+                assert_eq!(change.lost, before.keys().filter(|m| !want.contains_key(*m)).cloned().collect(), "seed {seed} step {step}");
+                // The journal names every machine that changed.
+                let journaled: BTreeSet<MachineId> = t.changed_since(seen).unwrap().cloned().collect();
+                assert!(differ.is_subset(&journaled), "seed {seed} step {step}");
+                seen = t.journal_end();
+                for m in &differ {
+                    match t.best(m) {
+                        Some(r) => told.insert(m.clone(), r.clone()),
+                        None => told.remove(m),
+                    };
+                }
+            }
+            assert_eq!(told.len(), t.best.len());
+        }
+    }
+
+    #[test]
+    fn the_journal_forgets_the_oldest_changes() {
+        let mut t = RouteTable::new(n("a"));
+        let start = t.journal_end();
+        t.peer_up(&n("b"));
+        assert_eq!(t.changed_since(start).unwrap().cloned().collect::<Vec<_>>(), vec![n("b")]);
+        for i in 0..JOURNAL_MIN {
+            t.set_local(vec![n(&format!("s{i}"))]);
+        }
+        assert!(t.changed_since(start).is_none(), "too far back");
+        assert!(t.changed_since(t.journal_end()).unwrap().next().is_none());
+    }
+
     #[test]
     fn route_cap_per_peer() {
         let mut t = RouteTable::new(n("a"));
         let many = (0..MAX_ROUTES_PER_PEER + 1).map(|i| (n(&format!("m{i}")), ad(&["b", &format!("m{i}")], &[])));
-        assert!(t.apply(&n("b"), false, many).is_err());
+        assert!(t.apply(&n("b"), false, many.clone()).is_err());
         assert!(t.best(&n("m1")).is_none());
+        // A refused full table changes nothing either.
+        t.apply(&n("b"), false, [(n("m1"), ad(&["b", "m1"], &[]))]).unwrap();
+        assert!(t.apply(&n("b"), true, many).is_err());
+        assert!(t.best(&n("m1")).is_some());
     }
 }
