@@ -33,6 +33,7 @@
 pub mod breakdown;
 pub mod bulk;
 pub mod chart;
+pub mod discovery;
 pub mod files;
 pub mod machine;
 pub mod mesh;
@@ -58,11 +59,13 @@ pub struct Opts {
     pub only: Vec<String>,
     /// Where `report.md` and `chart.svg` go.
     pub out_dir: PathBuf,
+    /// Routers in the discovery mesh, instead of the size's default.
+    pub routers: Option<usize>,
 }
 
 impl Default for Opts {
     fn default() -> Opts {
-        Opts { quick: false, only: Vec::new(), out_dir: PathBuf::from("target/bench-report") }
+        Opts { quick: false, only: Vec::new(), out_dir: PathBuf::from("target/bench-report"), routers: None }
     }
 }
 
@@ -83,6 +86,10 @@ pub struct Sizes {
     pub fuse_bytes: usize,
     /// The longest one measured loop may run; it stops early after that.
     pub phase_limit: Duration,
+    /// Routers in the discovery mesh (a quarter as many for its baseline).
+    pub discovery_routers: usize,
+    /// Wall-clock budget of one discovery simulation.
+    pub discovery_limit: Duration,
 }
 
 impl Sizes {
@@ -96,6 +103,8 @@ impl Sizes {
                 fuse_iters: 300,
                 fuse_bytes: 16 << 20,
                 phase_limit: Duration::from_secs(2),
+                discovery_routers: 100,
+                discovery_limit: Duration::from_secs(20),
             }
         } else {
             // About a minute in all on two cores: 40 000 round trips per
@@ -108,6 +117,8 @@ impl Sizes {
                 fuse_iters: 3000,
                 fuse_bytes: 256 << 20,
                 phase_limit: Duration::from_secs(10),
+                discovery_routers: 1000,
+                discovery_limit: Duration::from_secs(240),
             }
         }
     }
@@ -129,6 +140,7 @@ pub const WORKLOADS: &[(&str, bool, Workload)] = &[
     ("rpc", true, |c| Box::pin(rpc::run(c))),
     ("bulk", true, |c| Box::pin(bulk::run(c))),
     ("fuse", true, |c| Box::pin(files::run(c))),
+    ("discovery", true, |c| Box::pin(discovery::run(c))),
     ("breakdown", false, |c| Box::pin(breakdown::run(c))),
 ];
 
@@ -145,7 +157,11 @@ pub async fn run(opts: Opts) -> anyhow::Result<Report> {
         }
     }
     let started = Instant::now();
-    let ctx = Ctx { sizes: Sizes::new(opts.quick), tmp: tempfile::Builder::new().prefix("mesh-bench-").tempdir()? };
+    let mut sizes = Sizes::new(opts.quick);
+    if let Some(n) = opts.routers {
+        sizes.discovery_routers = n;
+    }
+    let ctx = Ctx { sizes, tmp: tempfile::Builder::new().prefix("mesh-bench-").tempdir()? };
     let mut report = Report::new(machine::Machine::detect(), opts.quick);
     for (name, default, w) in WORKLOADS {
         let chosen = if opts.only.is_empty() { *default } else { opts.only.iter().any(|o| o == name) };

@@ -24,6 +24,10 @@ struct Args {
     /// Where report.md and chart.svg go.
     #[arg(long, default_value = "target/bench-report")]
     out: PathBuf,
+    /// Routers in the discovery workload (default 1000, 100 with --quick;
+    /// its baseline runs a quarter as many).
+    #[arg(long)]
+    routers: Option<usize>,
     /// Exit non-zero when a target is missed.
     #[arg(long)]
     strict: bool,
@@ -44,7 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let opts = mesh_bench::Opts { quick: args.quick, only: args.only, out_dir: args.out.clone() };
+    let opts = mesh_bench::Opts { quick: args.quick, only: args.only, out_dir: args.out.clone(), routers: args.routers };
     let res = rt.block_on(mesh_bench::run(opts));
     // A blocking thread stuck in a FUSE call must not hold the exit.
     rt.shutdown_timeout(Duration::from_secs(5));

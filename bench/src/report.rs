@@ -15,8 +15,14 @@ pub enum Unit {
     Micros,
     /// Megabytes (10^6) per second: higher is better.
     MBps,
-    /// Events per operation (syscalls, sleeps): lower is better.
+    /// Events per operation (syscalls, sleeps), or rounds: lower is better.
     Count,
+    /// Milliseconds: lower is better.
+    Millis,
+    /// Bytes (of memory or traffic): lower is better.
+    Bytes,
+    /// Frames per second: higher is better.
+    Fps,
 }
 
 impl Unit {
@@ -25,6 +31,10 @@ impl Unit {
             Unit::Micros => format!("{v:.1} us"),
             Unit::MBps => format!("{v:.0} MB/s"),
             Unit::Count => format!("{v:.2}"),
+            Unit::Millis => format!("{v:.1} ms"),
+            Unit::Bytes if v >= 10_000.0 => format!("{:.1} KB", v / 1e3),
+            Unit::Bytes => format!("{v:.0} B"),
+            Unit::Fps => format!("{v:.1} frames/s"),
         }
     }
 }

@@ -114,6 +114,15 @@ impl Usage {
     }
 }
 
+/// This process's resident memory in bytes (from /proc/self/statm); 0
+/// where it cannot be read.
+pub fn rss_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm").ok().and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()));
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages.map(|p| p * page.max(1) as u64).unwrap_or(0)
+}
+
 /// A byte count and the time it took, summed over rounds.
 #[derive(Default, Clone, Copy, Debug)]
 pub struct Transfer {
