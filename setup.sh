@@ -14,6 +14,7 @@ PACKAGES=(
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev  # H.264 (libx264) and MP4
   ffmpeg                        # ffprobe and ffmpeg, to check recordings in tests
   man-db                        # man -l, to read and check the manual pages
+  sshfs openssh-server          # mesh-bench tree: the baseline, sshfs from a private sshd on loopback
 )
 
 need=()

@@ -42,6 +42,7 @@ pub mod raw;
 pub mod report;
 pub mod rpc;
 pub mod stats;
+pub mod tree;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -86,6 +87,10 @@ pub struct Sizes {
     pub fuse_bytes: usize,
     /// The longest one measured loop may run; it stops early after that.
     pub phase_limit: Duration,
+    /// Bytes of the file the tree workload reads.
+    pub tree_bytes: usize,
+    /// Timed reads of it per path.
+    pub tree_rounds: usize,
     /// Routers in the discovery mesh (a quarter as many for its baseline).
     pub discovery_routers: usize,
     /// Wall-clock budget of one discovery simulation.
@@ -103,6 +108,8 @@ impl Sizes {
                 fuse_iters: 300,
                 fuse_bytes: 16 << 20,
                 phase_limit: Duration::from_secs(2),
+                tree_bytes: 32 << 20,
+                tree_rounds: 1,
                 discovery_routers: 100,
                 discovery_limit: Duration::from_secs(20),
             }
@@ -117,6 +124,8 @@ impl Sizes {
                 fuse_iters: 3000,
                 fuse_bytes: 256 << 20,
                 phase_limit: Duration::from_secs(10),
+                tree_bytes: 256 << 20,
+                tree_rounds: 3,
                 discovery_routers: 1000,
                 discovery_limit: Duration::from_secs(240),
             }
@@ -140,6 +149,7 @@ pub const WORKLOADS: &[(&str, bool, Workload)] = &[
     ("rpc", true, |c| Box::pin(rpc::run(c))),
     ("bulk", true, |c| Box::pin(bulk::run(c))),
     ("fuse", true, |c| Box::pin(files::run(c))),
+    ("tree", true, |c| Box::pin(tree::run(c))),
     ("discovery", true, |c| Box::pin(discovery::run(c))),
     ("breakdown", false, |c| Box::pin(breakdown::run(c))),
 ];

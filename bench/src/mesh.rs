@@ -63,7 +63,8 @@ pub fn addr(s: &str) -> anyhow::Result<Addr> {
     Addr::parse(s).map_err(|e| anyhow!("{s}: {e}"))
 }
 
-fn name(s: &str) -> anyhow::Result<Name> {
+/// Parses a name (machine or service).
+pub fn name(s: &str) -> anyhow::Result<Name> {
     Name::new(s).map_err(|e| anyhow!("{s}: {e}"))
 }
 
@@ -131,6 +132,11 @@ impl Chain {
     /// The first router: where the workloads open conversations.
     pub fn head(&self) -> &Router {
         &self.routers[0]
+    }
+
+    /// The `i`th router of the chain, from 0.
+    pub fn router(&self, i: usize) -> anyhow::Result<&Router> {
+        self.routers.get(i).ok_or_else(|| anyhow!("the chain has no router {i}"))
     }
 
     /// Waits until the head routes to `machine` over `hops` hops.
