@@ -38,6 +38,7 @@ pub mod files;
 pub mod machine;
 pub mod mesh;
 pub mod nullfs;
+pub mod pipeline;
 pub mod raw;
 pub mod report;
 pub mod rpc;
@@ -91,6 +92,10 @@ pub struct Sizes {
     pub tree_bytes: usize,
     /// Timed reads of it per path.
     pub tree_rounds: usize,
+    /// Seconds of terminal output per run of the pipeline through the mesh.
+    pub pipeline_secs: f64,
+    /// Frames of the pipeline's direct baseline.
+    pub pipeline_frames: u64,
     /// Routers in the discovery mesh (a quarter as many for its baseline).
     pub discovery_routers: usize,
     /// Wall-clock budget of one discovery simulation.
@@ -110,6 +115,8 @@ impl Sizes {
                 phase_limit: Duration::from_secs(2),
                 tree_bytes: 32 << 20,
                 tree_rounds: 1,
+                pipeline_secs: 2.0,
+                pipeline_frames: 40,
                 discovery_routers: 100,
                 discovery_limit: Duration::from_secs(20),
             }
@@ -126,6 +133,8 @@ impl Sizes {
                 phase_limit: Duration::from_secs(10),
                 tree_bytes: 256 << 20,
                 tree_rounds: 3,
+                pipeline_secs: 8.0,
+                pipeline_frames: 300,
                 discovery_routers: 1000,
                 discovery_limit: Duration::from_secs(240),
             }
@@ -151,6 +160,7 @@ pub const WORKLOADS: &[(&str, bool, Workload)] = &[
     ("fuse", true, |c| Box::pin(files::run(c))),
     ("tree", true, |c| Box::pin(tree::run(c))),
     ("discovery", true, |c| Box::pin(discovery::run(c))),
+    ("pipeline", true, |c| Box::pin(pipeline::run(c))),
     ("breakdown", false, |c| Box::pin(breakdown::run(c))),
 ];
 
