@@ -1,8 +1,8 @@
 //! mesh-bench: the mesh measured beside its baselines, in one run.
 //!
 //! Each workload runs the mesh and the thing it is compared with (raw
-//! TCP, a null FUSE file system, a tmpfs file) in the same process and the
-//! same run, interleaved round by round so that drift in the machine (CPU
+//! TCP, a null FUSE file system, a tmpfs file, sshfs, the stages called
+//! directly) in the same run, interleaved round by round so that drift in the machine (CPU
 //! frequency, other load) touches both alike. Every row of the [`Report`]
 //! holds the mesh number, the baseline number, their ratio and, where
 //! issue 7 sets one, the target and whether it was met.
@@ -17,15 +17,27 @@
 //! - `fuse`: a 64-byte write-then-read on a mounted `svc/echo/data`
 //!   against a null FUSE file system; 1 MiB writes into `svc/sink`
 //!   against a file in /dev/shm (and, for reference, the null FUSE file).
+//! - `tree`: a 256 MiB file of machine b's `dir` service read through a's
+//!   mount (`n/b/svc/files/root/big`), links encrypted and plaintext,
+//!   against the same file through sshfs from an sshd the bench starts on
+//!   loopback (rows say "baseline not available" without sshfs or sshd).
+//! - `discovery`: 1,000 routers on mem in a random graph of degree 4, on
+//!   a paused clock: rounds and wall time to converge against diameter +
+//!   2, idle traffic per router (against 250 routers: it must not grow),
+//!   memory per route, and the withdrawal of one router.
+//! - `pipeline`: the seed's pipeline (pty -> parser -> gpu -> encoder ->
+//!   display) on three routers, frames per second and per-stage latency,
+//!   against its stages' code called directly in one thread.
 //!
 //! - `breakdown` (only when named with `--only`): ladders that add one
 //!   layer of the mesh at a time to the baseline, to show where the time
 //!   goes without a profiler.
 //!
-//! Modules: [`stats`] (percentiles), [`mesh`] (routers and the echo and
-//! sink services), [`raw`] (the TCP baselines), [`rpc`], [`bulk`],
-//! [`nullfs`] and [`files`], [`breakdown`] (the workloads), [`report`] (tables, Markdown)
-//! and [`chart`] (SVG), [`machine`] (what ran it).
+//! Modules: [`stats`] (percentiles, resident memory), [`mesh`] (routers
+//! and the echo and sink services), [`raw`] (the TCP baselines), [`rpc`],
+//! [`bulk`], [`nullfs`] and [`files`], [`tree`], [`discovery`],
+//! [`pipeline`], [`breakdown`] (the workloads), [`report`] (tables,
+//! Markdown) and [`chart`] (SVG), [`machine`] (what ran it).
 //!
 //! Every loop is bounded by a count and by a deadline, so a stuck mesh
 //! shows up as an error or a short sample, never as a hang.

@@ -13,12 +13,12 @@ use std::time::Duration;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "mesh-bench", about = "Benchmark the mesh against raw TCP, null FUSE and tmpfs baselines")]
+#[command(name = "mesh-bench", about = "Benchmark the mesh against raw TCP, null FUSE, tmpfs, sshfs and direct-call baselines")]
 struct Args {
     /// Small sizes, well under a minute: checks that it works, not for timings.
     #[arg(long)]
     quick: bool,
-    /// Run only these workloads (comma-separated): rpc, bulk, fuse; breakdown runs only when named.
+    /// Run only these workloads (comma-separated): rpc, bulk, fuse, tree, discovery, pipeline; breakdown runs only when named.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where report.md and chart.svg go.
