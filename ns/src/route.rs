@@ -484,7 +484,7 @@ mod tests {
         let mut out = BTreeMap::new();
         for m in machines {
             let mut c = t.candidates(&m);
-            c.sort_by(|a, b| rank(a).cmp(&rank(b)));
+            c.sort_by_key(rank);
             let listed = c.iter().find(|r| r.source == "registry").map(|r| r.services.clone());
             if let Some(mut r) = c.into_iter().next() {
                 if r.services.is_empty() && r.source != "local" {

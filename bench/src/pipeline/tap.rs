@@ -110,8 +110,7 @@ impl Fragments {
     pub fn push(&mut self, data: &[u8]) -> u64 {
         self.buf.extend_from_slice(data);
         let mut samples = 0;
-        loop {
-            let (Some(size), Some(kind)) = (be32(&self.buf, 0), self.buf.get(4..8)) else { break };
+        while let (Some(size), Some(kind)) = (be32(&self.buf, 0), self.buf.get(4..8)) {
             // 64-bit sizes and to-the-end boxes do not occur in fragments;
             // treat them as the rest of the stream.
             let size = if size < 8 { self.buf.len() } else { size as usize };

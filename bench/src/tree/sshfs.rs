@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn a_missing_program_is_named() {
-        let e = find("no-such-program-for-mesh-bench", &["/nonexistent"]).err().expect("missing");
+        let e = find("no-such-program-for-mesh-bench", &["/nonexistent"]).expect_err("missing");
         assert!(e.to_string().starts_with("no-such-program-for-mesh-bench not found"), "{e}");
         assert!(!mounted(Path::new("/nonexistent/mount")));
     }
