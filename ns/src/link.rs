@@ -242,6 +242,8 @@ impl Router {
 
     fn redial(&self, ds: DialString, first: Option<tokio::task::JoinHandle<()>>, expect: Option<MachineId>) {
         let r = self.clone();
+        // The terminal shown while the link is down, for an expected peer.
+        let placeholder = expect.as_ref().and_then(|m| lock(&self.0.pending).get(&format!("net-{m}")).cloned());
         self.spawn(async move {
             let mut backoff = BACKOFF_MIN;
             if let Some(task) = first {
@@ -259,19 +261,15 @@ impl Router {
                             _ = r.0.shutdown.cancelled() => return,
                             _ = task => {}
                         }
-                        if let Some(m) = &expect {
-                            if let Some(t) = lock(&r.0.pending).get(&format!("net-{m}")) {
-                                t.set_state("down");
-                            }
+                        if let Some(t) = &placeholder {
+                            t.set_state("down");
                         }
                     }
                     Err(e) => {
                         debug!(addr = %ds, "dial: {e}");
                         let refused = is_refusal(&e);
-                        if let Some(m) = &expect {
-                            if let Some(t) = lock(&r.0.pending).get(&format!("net-{m}")) {
-                                t.set_state(if refused { "refused" } else { "down" });
-                            }
+                        if let Some(t) = &placeholder {
+                            t.set_state(if refused { "refused" } else { "down" });
                         }
                         match (&expect, refused) {
                             (Some(m), true) => {
