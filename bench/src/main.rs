@@ -12,6 +12,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
+/// The allocator the `mesh` binary uses, so the routers measured here
+/// behave as deployed ones do; the baselines share it.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "mesh-bench", about = "Benchmark the mesh against raw TCP, null FUSE, tmpfs, sshfs and direct-call baselines")]
 struct Args {

@@ -25,8 +25,11 @@
 //!   `unix!/PATH`, `tcp!HOST!PORT`, `ws!HOST!PORT`, `*` for all addresses)
 //!   and printing; [`DialError`] says what is wrong with a bad one.
 //! - `link`: [`Link`], [`LinkOptions`], and [`framed`], which turns any byte
-//!   stream into frames (4-byte big-endian length + body, tokio-util's
-//!   `LengthDelimitedCodec`), enforcing the size limit both ways.
+//!   stream into frames (4-byte big-endian length + body, read with
+//!   tokio-util's `LengthDelimitedCodec`), enforcing the size limit both
+//!   ways.
+//! - `writer`: the sending half of [`framed`]: small frames gathered in
+//!   one buffer, big ones handed to `writev` beside their prefix uncopied.
 //! - `listener`: [`Listener`], one `accept` over every transport.
 //! - `mem`: in-process links through a process-global name registry and
 //!   `tokio::io::duplex` pipes; no timers, so it runs under a paused clock.
@@ -37,8 +40,8 @@
 //!   frame; handshakes run off the accept path so one bad client cannot
 //!   stall or end a listener.
 //! - `secure`: link security for the network transports: [`secure`] runs
-//!   a Noise handshake (`Noise_XX_25519_ChaChaPoly_BLAKE2s`, the `snow`
-//!   crate) on a link between two machine [`Identity`]s whose public keys
+//!   a Noise handshake (`Noise_XX_25519_AESGCM_SHA256`, the `snow`
+//!   crate, ciphers from ring) on a link between two machine [`Identity`]s whose public keys
 //!   the other side pins in its [`Trust`], and returns a link whose
 //!   frames are encrypted and authenticated. An unknown key is refused
 //!   before any frame is read. Listening and dialing stay as they are;
@@ -68,13 +71,14 @@ mod mem;
 mod secure;
 mod tcp;
 mod unix;
+mod writer;
 mod ws;
 
 use std::fmt::Display;
 use std::io;
 
 pub use addr::{DialError, DialString, Host};
-pub use link::{framed, FrameSink, FrameStream, Link, LinkOptions, DEFAULT_MAX_FRAME};
+pub use link::{framed, Frame, FrameSink, FrameStream, Link, LinkOptions, DEFAULT_MAX_FRAME};
 pub use listener::Listener;
 pub use secure::{
     secure, Identity, KeyError, PeerInfo, PinError, PublicKey, Role, SecureError, Trust,

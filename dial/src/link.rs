@@ -2,7 +2,8 @@
 //!
 //! Every transport ends up here. Byte-stream transports (mem, unix, tcp, and
 //! later a security layer) go through [`framed`]: 4-byte big-endian length,
-//! then the body, with tokio-util's `LengthDelimitedCodec`. WebSocket maps
+//! then the body, read with tokio-util's `LengthDelimitedCodec` and written
+//! by [`crate::writer`], which hands big frames to the kernel uncopied. WebSocket maps
 //! one frame to one binary message instead (see `ws`).
 
 use std::fmt;
@@ -12,11 +13,73 @@ use std::pin::Pin;
 use bytes::{Bytes, BytesMut};
 use futures::{Sink, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, FramedRead, LengthDelimitedCodec};
 
 /// Sending half of a link. Frames are buffered: `feed` many, then `flush`
 /// once to write them together.
-pub type FrameSink = Pin<Box<dyn Sink<Bytes, Error = io::Error> + Send>>;
+pub type FrameSink = Pin<Box<dyn Sink<Frame, Error = io::Error> + Send>>;
+
+/// A frame on its way out, in two parts that travel as one frame: a
+/// caller puts its own header before a payload without copying the
+/// payload into a new buffer. The receiver gets the parts joined.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frame {
+    pub head: Bytes,
+    pub body: Bytes,
+}
+
+impl Frame {
+    pub fn new(head: Bytes, body: Bytes) -> Frame {
+        Frame { head, body }
+    }
+
+    /// Bytes in the frame, both parts.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frame in one buffer: a copy only when both parts have bytes.
+    pub fn into_bytes(self) -> Bytes {
+        match (self.head.is_empty(), self.body.is_empty()) {
+            (_, true) => self.head,
+            (true, false) => self.body,
+            (false, false) => {
+                let mut b = BytesMut::with_capacity(self.len());
+                b.extend_from_slice(&self.head);
+                b.extend_from_slice(&self.body);
+                b.freeze()
+            }
+        }
+    }
+}
+
+impl From<Bytes> for Frame {
+    fn from(b: Bytes) -> Frame {
+        Frame { head: b, body: Bytes::new() }
+    }
+}
+
+impl From<&'static [u8]> for Frame {
+    fn from(b: &'static [u8]) -> Frame {
+        Bytes::from_static(b).into()
+    }
+}
+
+impl From<&'static str> for Frame {
+    fn from(s: &'static str) -> Frame {
+        Bytes::from_static(s.as_bytes()).into()
+    }
+}
+
+impl From<Vec<u8>> for Frame {
+    fn from(b: Vec<u8>) -> Frame {
+        Bytes::from(b).into()
+    }
+}
 
 /// Receiving half of a link. Ends (`None`) when the peer closes cleanly.
 pub type FrameStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -86,8 +149,7 @@ pub fn framed<S: AsyncRead + AsyncWrite + Send + 'static>(
 ) -> (FrameSink, FrameStream) {
     let limit = opts.max_frame.min(LENGTH_PREFIX_MAX);
     let (r, w) = tokio::io::split(s);
-    let mut write = FramedWrite::new(w, FrameCodec::new(limit));
-    write.set_backpressure_boundary(WRITE_BUFFER);
+    let write = crate::writer::FrameWriter::new(w, limit, WRITE_BUFFER);
     // `FramedRead` yields `BytesMut`; freeze it so receivers can share it.
     let read = FramedRead::new(r, FrameCodec::new(limit)).map(|r| r.map(BytesMut::freeze));
     (Box::pin(write), Box::pin(read))
@@ -167,21 +229,6 @@ impl Decoder for FrameCodec {
     }
 }
 
-impl Encoder<Bytes> for FrameCodec {
-    type Error = io::Error;
-
-    fn encode(&mut self, frame: Bytes, dst: &mut BytesMut) -> io::Result<()> {
-        if frame.len() > self.limit {
-            return Err(too_large(
-                io::ErrorKind::InvalidInput,
-                frame.len(),
-                self.limit,
-            ));
-        }
-        self.inner.encode(frame, dst)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,7 +247,7 @@ mod tests {
         let big = Bytes::from(vec![7u8; 100_000]);
         let sender = tokio::spawn(async move {
             for f in [Bytes::from_static(b"one"), Bytes::new(), big] {
-                tx.send(f).await?;
+                tx.send(f.into()).await?;
             }
             io::Result::Ok(())
         });
@@ -219,7 +266,7 @@ mod tests {
     async fn wire_format_is_big_endian_length_then_body() {
         let (a, mut b) = tokio::io::duplex(1024);
         let (mut tx, _) = framed(a, &opts(64));
-        tx.send(Bytes::from_static(b"hi")).await.unwrap();
+        tx.send(Bytes::from_static(b"hi").into()).await.unwrap();
         let mut buf = [0u8; 6];
         b.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"\0\0\0\x02hi");
@@ -229,11 +276,11 @@ mod tests {
     async fn oversized_send_is_refused() {
         let (a, _b) = tokio::io::duplex(1024);
         let (mut tx, _) = framed(a, &opts(8));
-        let err = tx.send(Bytes::from(vec![0u8; 9])).await.unwrap_err();
+        let err = tx.send(Frame::from(Bytes::from(vec![0u8; 9]))).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(err.to_string(), "frame too large: 9 bytes, limit 8");
         // Exactly the limit is fine.
-        tx.send(Bytes::from(vec![0u8; 8])).await.unwrap();
+        tx.send(Frame::from(Bytes::from(vec![0u8; 8]))).await.unwrap();
     }
 
     #[tokio::test]
@@ -286,7 +333,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(1024);
         let (mut tx, _) = framed(a, &opts(64));
         let (_, mut rx) = framed(b, &opts(64));
-        tx.send(Bytes::from_static(b"x")).await.unwrap();
+        tx.send(Bytes::from_static(b"x").into()).await.unwrap();
         tx.close().await.unwrap();
         assert_eq!(rx.next().await.unwrap().unwrap(), Bytes::from_static(b"x"));
         assert!(rx.next().await.is_none());

@@ -36,7 +36,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::addr::Host;
-use crate::link::{too_large, FrameSink, FrameStream, Link, LinkOptions, WRITE_BUFFER};
+use crate::link::{too_large, Frame, FrameSink, FrameStream, Link, LinkOptions, WRITE_BUFFER};
 use crate::tcp::{self, CONNECT_TIMEOUT};
 
 /// The one HTTP path a mesh WebSocket lives on.
@@ -104,20 +104,21 @@ where
     )
 }
 
-/// `Sink<Bytes>` over a WebSocket: each frame becomes one binary message.
+/// `Sink<Frame>` over a WebSocket: each frame becomes one binary message
+/// (its two parts joined: tungstenite takes one buffer).
 struct BinarySink<T> {
     inner: SplitSink<WebSocketStream<T>, Message>,
     limit: usize,
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Bytes> for BinarySink<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for BinarySink<T> {
     type Error = io::Error;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_ready(cx).map_err(io_error)
     }
 
-    fn start_send(mut self: Pin<&mut Self>, frame: Bytes) -> io::Result<()> {
+    fn start_send(mut self: Pin<&mut Self>, frame: Frame) -> io::Result<()> {
         // tungstenite checks sizes only on receive; check here so the
         // sender gets the error instead of the peer dropping the link.
         if frame.len() > self.limit {
@@ -128,7 +129,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Bytes> for BinarySink<T> {
             ));
         }
         Pin::new(&mut self.inner)
-            .start_send(Message::Binary(frame))
+            .start_send(Message::Binary(frame.into_bytes()))
             .map_err(io_error)
     }
 

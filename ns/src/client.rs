@@ -58,7 +58,7 @@ impl Client {
         let me = Name::new("client").expect("valid name");
         let a = Addr::on(me.clone(), me.clone());
         let hello = Envelope::new(0, a.clone(), a, Kind::Hello(Hello { machine: me, version: VERSION, client: Some(0) }), Bytes::new());
-        link.tx.send(hello.encode()).await?;
+        link.tx.send(hello.encode().into()).await?;
         let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{ds}: {m}"));
         let frame = link.rx.next().await.ok_or_else(|| bad("router closed the connection"))??;
         let env = Envelope::decode(frame).map_err(|e| bad(&e.to_string()))?;
@@ -79,9 +79,9 @@ impl Client {
         let g = gone.clone();
         tokio::spawn(async move {
             while let Some(env) = rx.recv().await {
-                let mut res = sink.feed(env.encode()).await;
+                let mut res = sink.feed(env.encode_frame()).await;
                 while let (true, Ok(env)) = (res.is_ok(), rx.try_recv()) {
-                    res = sink.feed(env.encode()).await;
+                    res = sink.feed(env.encode_frame()).await;
                 }
                 if let Err(e) = res.and(sink.flush().await) {
                     warn!("router link: {e}");

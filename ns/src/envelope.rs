@@ -89,6 +89,9 @@ pub struct Hello {
 /// The protocol version spoken; a peer with another is refused.
 pub const VERSION: u32 = 1;
 
+/// Room reserved for an encoded header: most fit, none has to.
+const HEAD_CAPACITY: usize = 128;
+
 /// The header as decoded. [`HeaderRef`] writes the same fields by
 /// reference, so encoding copies nothing but bytes.
 #[derive(Deserialize)]
@@ -153,6 +156,22 @@ impl Envelope {
 
     /// Encodes into one frame.
     pub fn encode(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(HEAD_CAPACITY + self.data.len());
+        self.put_head(&mut buf);
+        buf.extend_from_slice(&self.data);
+        buf.freeze()
+    }
+
+    /// The same frame as [`Envelope::encode`], in two parts: the header
+    /// and the data itself, not copied. Links send it as one frame.
+    pub fn encode_frame(&self) -> dial::Frame {
+        let mut head = BytesMut::with_capacity(HEAD_CAPACITY);
+        self.put_head(&mut head);
+        dial::Frame::new(head.freeze(), self.data.clone())
+    }
+
+    /// Everything of the frame before the data bytes.
+    fn put_head(&self, buf: &mut BytesMut) {
         let hdr = HeaderRef {
             id: self.id,
             src: &self.src,
@@ -162,14 +181,11 @@ impl Envelope {
             via: &self.via,
             kind: &self.kind,
         };
-        let mut buf = BytesMut::with_capacity(128 + self.data.len()).writer();
-        buf.get_mut().put_u8(0x82); // CBOR array of 2
+        buf.put_u8(0x82); // CBOR array of 2
+        let mut w = buf.writer();
         // Writing CBOR into memory fails only on a serializer bug.
-        ciborium::into_writer(&hdr, &mut buf).expect("CBOR encoding to memory");
-        let mut buf = buf.into_inner();
-        put_bstr_head(&mut buf, self.data.len());
-        buf.extend_from_slice(&self.data);
-        buf.freeze()
+        ciborium::into_writer(&hdr, &mut w).expect("CBOR encoding to memory");
+        put_bstr_head(w.into_inner(), self.data.len());
     }
 
     /// Decodes one frame; the data is a slice of `frame`, not a copy.
@@ -272,6 +288,14 @@ mod tests {
         assert_eq!(d, e);
         // The data is a view into the frame.
         assert_eq!(d.data.as_ptr(), frame[frame.len() - 300..].as_ptr());
+    }
+
+    #[test]
+    fn the_two_part_frame_is_the_same_frame_with_the_data_shared() {
+        let e = sample();
+        let f = e.encode_frame();
+        assert_eq!(f.body.as_ptr(), e.data.as_ptr(), "the data is not copied");
+        assert_eq!(f.into_bytes(), e.encode());
     }
 
     #[test]

@@ -83,7 +83,7 @@ async fn read_hello(link: &mut Link) -> io::Result<Hello> {
 }
 
 async fn send_frame(link: &mut Link, env: &Envelope) -> io::Result<()> {
-    link.tx.send(env.encode()).await
+    link.tx.send(env.encode().into()).await
 }
 
 impl Router {
@@ -346,6 +346,7 @@ impl Router {
                 None => break,
             };
             term.last_rx.store(now_us(), Relaxed);
+            let len = frame.len();
             let env = match Envelope::decode(frame) {
                 Ok(env) => env,
                 Err(e) => {
@@ -353,6 +354,10 @@ impl Router {
                     break;
                 }
             };
+            term.note("in", &env);
+            if matches!(env.kind, Kind::Routes(_)) {
+                term.count_routes(true, len);
+            }
             if let Err(e) = self.from_peer(&term, &peer, env).await {
                 warn_link(&term, "protocol error, closing link", e);
                 break;
@@ -429,7 +434,6 @@ impl Router {
                 Err(format!("unexpected {} from a neighbour", crate::term::kind_name(&env.kind)))
             }
             Kind::Data | Kind::Eof | Kind::Hangup | Kind::Cancel | Kind::Error(_) | Kind::Credit(_) => {
-                term.note("in", &env);
                 // What a neighbour may speak for: the envelope started on
                 // its source's machine and reached us from this neighbour,
                 // so its path must say so; anything else is a lie about the
@@ -568,10 +572,10 @@ async fn write_link(term: Arc<Term>, mut rx: mpsc::Receiver<Envelope>, mut tx: d
             _ = term.hungup() => break,
             e = rx.recv() => match e { Some(e) => e, None => break },
         };
-        let mut res = tx.feed(env.encode()).await;
+        let mut res = tx.feed(encode(&term, &env)).await;
         while res.is_ok() {
             match rx.try_recv() {
-                Ok(env) => res = tx.feed(env.encode()).await,
+                Ok(env) => res = tx.feed(encode(&term, &env)).await,
                 Err(_) => break,
             }
         }
@@ -582,6 +586,15 @@ async fn write_link(term: Arc<Term>, mut rx: mpsc::Receiver<Envelope>, mut tx: d
     }
     let _ = tx.close().await;
     term.hangup();
+}
+
+/// An envelope as its link frame; announcements are counted as they go.
+fn encode(term: &Term, env: &Envelope) -> dial::Frame {
+    let frame = env.encode_frame();
+    if matches!(env.kind, Kind::Routes(_)) {
+        term.count_routes(false, frame.len());
+    }
+    frame
 }
 
 /// Pings every neighbour and hangs up on those silent for two periods

@@ -44,6 +44,12 @@ pub struct TermStats {
     pub envs_out: AtomicU64,
     pub bytes_out: AtomicU64,
     pub errors: AtomicU64,
+    /// Route announcements and their encoded bytes, each way: what gossip
+    /// costs this link.
+    pub routes_in: AtomicU64,
+    pub routes_in_bytes: AtomicU64,
+    pub routes_out: AtomicU64,
+    pub routes_out_bytes: AtomicU64,
     /// Last measured round trip, in microseconds (0: none yet).
     pub rtt_us: AtomicU64,
 }
@@ -177,6 +183,17 @@ impl Term {
         }
     }
 
+    /// Counts a route announcement of `len` encoded bytes, `in` or not.
+    pub fn count_routes(&self, incoming: bool, len: usize) {
+        let (n, b) = if incoming {
+            (&self.stats.routes_in, &self.stats.routes_in_bytes)
+        } else {
+            (&self.stats.routes_out, &self.stats.routes_out_bytes)
+        };
+        n.fetch_add(1, Relaxed);
+        b.fetch_add(len as u64, Relaxed);
+    }
+
     /// A live trace: one line per envelope crossing from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
         self.trace.subscribe()
@@ -223,6 +240,10 @@ impl Term {
         let mut out = String::new();
         let _ = writeln!(out, "in {} envelopes {} bytes", s.envs_in.load(Relaxed), s.bytes_in.load(Relaxed));
         let _ = writeln!(out, "out {} envelopes {} bytes", s.envs_out.load(Relaxed), s.bytes_out.load(Relaxed));
+        if matches!(self.kind, TermKind::Net(_)) {
+            let _ = writeln!(out, "routes in {} announcements {} bytes", s.routes_in.load(Relaxed), s.routes_in_bytes.load(Relaxed));
+            let _ = writeln!(out, "routes out {} announcements {} bytes", s.routes_out.load(Relaxed), s.routes_out_bytes.load(Relaxed));
+        }
         let _ = writeln!(out, "errors {}", s.errors.load(Relaxed));
         let _ = writeln!(out, "rtt {}us", s.rtt_us.load(Relaxed));
         let _ = writeln!(out, "security {}", lock(&self.security));

@@ -497,9 +497,9 @@ async fn garbage_from_a_peer_closes_that_link_only() {
     let opts = ns::link::link_options();
     let mut bad = dial::dial(&"mem!garbage-b".parse().unwrap(), &opts).await.unwrap();
     let hello = Envelope::new(0, a("/n/x/svc/router"), a("/n/x/svc/router"), Kind::Hello(ns::envelope::Hello { machine: n("x"), version: ns::envelope::VERSION, client: None }), Bytes::new());
-    bad.tx.send(hello.encode()).await.unwrap();
+    bad.tx.send(hello.encode().into()).await.unwrap();
     assert!(bad.rx.next().await.is_some(), "hello answered");
-    bad.tx.send(Bytes::from_static(b"\xff\x00garbage")).await.unwrap();
+    bad.tx.send(Bytes::from_static(b"\xff\x00garbage").into()).await.unwrap();
     // b closes the bad link...
     let end = tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = bad.rx.next().await {} }).await;
     assert!(end.is_ok(), "bad link closed");
@@ -547,7 +547,7 @@ async fn rogue(tag: &str) -> dial::Link {
     use futures::{SinkExt, StreamExt};
     let mut l = dial::dial(&format!("mem!{tag}-b").parse().unwrap(), &ns::link::link_options()).await.unwrap();
     let hello = Envelope::new(0, a("/n/x/svc/router"), a("/n/x/svc/router"), Kind::Hello(ns::envelope::Hello { machine: n("x"), version: ns::envelope::VERSION, client: None }), Bytes::new());
-    l.tx.send(hello.encode()).await.unwrap();
+    l.tx.send(hello.encode().into()).await.unwrap();
     assert!(l.rx.next().await.is_some(), "hello answered");
     l
 }
@@ -564,21 +564,21 @@ async fn a_neighbour_speaks_only_for_what_it_routes() {
     let mut x = rogue("spoof").await;
     let mut lie = Envelope::new(1, a("/n/a/svc/count/7"), a("/n/b/svc/count"), Kind::Data, Bytes::from("lie"));
     lie.via = vec![n("x")];
-    x.tx.send(lie.encode()).await.unwrap();
+    x.tx.send(lie.encode().into()).await.unwrap();
     let end = tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = x.rx.next().await {} }).await;
     assert!(end.is_ok(), "link closed");
     // A consistent path from a machine x does not route to: refused.
     let mut x = rogue("spoof").await;
     let mut posing = Envelope::new(2, a("/n/a/svc/count/7"), a("/n/b/svc/count"), Kind::Data, Bytes::from("posing"));
     posing.via = vec![n("a"), n("x")];
-    x.tx.send(posing.encode()).await.unwrap();
+    x.tx.send(posing.encode().into()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(seen.load(SeqCst), 0, "no service saw either");
     assert!(m.r("b").term("net-x").is_some_and(|t| t.stats.errors.load(SeqCst) == 1));
     // Its own messages are fine.
     let mut own = Envelope::new(3, a("/n/x/svc/count/7"), a("/n/b/svc/count"), Kind::Data, Bytes::from("own"));
     own.via = vec![n("x")];
-    x.tx.send(own.encode()).await.unwrap();
+    x.tx.send(own.encode().into()).await.unwrap();
     m.until("x's own message arrives", |_| seen.load(SeqCst) == 1).await;
     // a is served as before.
     let conv = m.r("a").open(a("/svc/count"), vec![]);
@@ -600,7 +600,7 @@ async fn an_announcement_flood_closes_that_link() {
         .collect();
     let mut flood = Envelope::new(1, a("/n/x/svc/router"), a("/n/b/svc/router"), Kind::Routes(Announce { seq: 1, full: true, entries }), Bytes::new());
     flood.via = vec![n("x")];
-    x.tx.send(flood.encode()).await.unwrap();
+    x.tx.send(flood.encode().into()).await.unwrap();
     let end = tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = x.rx.next().await {} }).await;
     assert!(end.is_ok(), "flooding link closed");
     // None of it stayed, and b still serves a.

@@ -86,7 +86,7 @@ impl Rung {
                 } else {
                     f
                 };
-                if far.tx.send(out).await.is_err() {
+                if far.tx.send(out.into()).await.is_err() {
                     break;
                 }
             }
@@ -120,7 +120,7 @@ impl Rung {
         let me = Name::new("b").map_err(|e| anyhow!("{e}"))?;
         let echo = tokio::spawn(async move {
             while let Some(e) = far_in.recv().await {
-                if far_sink.lock().await.send(reply(e, &me).encode()).await.is_err() {
+                if far_sink.lock().await.send(dial::Frame::from(reply(e, &me).encode())).await.is_err() {
                     break;
                 }
             }
@@ -165,10 +165,10 @@ fn link_end(link: Link) -> (mpsc::Sender<Envelope>, mpsc::Receiver<Envelope>, Ve
 /// As the router's writer does: everything queued, then one flush.
 async fn write_envelopes(mut rx: mpsc::Receiver<Envelope>, mut tx: FrameSink) {
     while let Some(e) = rx.recv().await {
-        let mut res = tx.feed(e.encode()).await;
+        let mut res = tx.feed(e.encode().into()).await;
         while res.is_ok() {
             match rx.try_recv() {
-                Ok(e) => res = tx.feed(e.encode()).await,
+                Ok(e) => res = tx.feed(e.encode().into()).await,
                 Err(_) => break,
             }
         }
@@ -188,7 +188,7 @@ impl Ping for Rung {
                     Some(e) => e.encode(),
                     None => Bytes::from_static(&[0x5a; 64]),
                 };
-                link.tx.send(frame).await?;
+                link.tx.send(frame.into()).await?;
                 let back = link.rx.next().await.ok_or_else(|| anyhow!("link closed"))??;
                 if envelope.is_some() {
                     Envelope::decode(back).context("reply")?;
@@ -196,7 +196,7 @@ impl Ping for Rung {
                 Ok(())
             }
             Rung::Inline { sink, inbox, envelope, .. } => {
-                sink.lock().await.send(envelope.encode()).await?;
+                sink.lock().await.send(envelope.encode().into()).await?;
                 match inbox.recv().await {
                     Some(e) if e.data.len() == envelope.data.len() => Ok(()),
                     Some(_) => bail!("reply of the wrong size"),

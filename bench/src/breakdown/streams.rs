@@ -25,7 +25,7 @@ pub async fn framed(ip: &str, chunk: &Bytes, total: usize, limit: Duration, with
             let f = f?;
             got += if with_envelope { Envelope::decode(f)?.data.len() } else { f.len() } as u64;
         }
-        far.tx.send(Bytes::copy_from_slice(&got.to_be_bytes())).await?;
+        far.tx.send(dial::Frame::from(Bytes::copy_from_slice(&got.to_be_bytes()))).await?;
         Ok::<u64, anyhow::Error>(got)
     });
     let deadline = Instant::now() + limit;
@@ -34,7 +34,7 @@ pub async fn framed(ip: &str, chunk: &Bytes, total: usize, limit: Duration, with
     let send = async {
         while (sent as usize) < total && Instant::now() < deadline {
             let frame = if with_envelope { envelope(chunk.clone())?.encode() } else { chunk.clone() };
-            link.tx.send(frame).await?;
+            link.tx.send(frame.into()).await?;
             sent += chunk.len() as u64;
         }
         // A half-close on tcp: the reader's stream ends, ours stays open.

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use snow::params::DHChoice;
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 
-use super::params;
+
 
 /// Bytes in a Curve25519 key, private or public.
 pub(crate) const KEY_LEN: usize = 32;
@@ -145,7 +145,7 @@ impl Identity {
     /// fails), which leaves nothing sensible to do.
     #[must_use]
     pub fn generate() -> Identity {
-        let kp = snow::Builder::new(params())
+        let kp = super::builder()
             .generate_keypair()
             .expect("the operating system's random number generator works");
         let private = <[u8; KEY_LEN]>::try_from(kp.private.as_slice())

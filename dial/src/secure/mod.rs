@@ -102,6 +102,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use snow::params::NoiseParams;
+use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
 use snow::HandshakeState;
 use tracing::debug;
 
@@ -113,7 +114,7 @@ use keys::KEY_LEN;
 use transport::{SecureSink, SecureStream, Secured};
 
 /// The Noise protocol name; both sides must use the same.
-const PROTOCOL: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
+const PROTOCOL: &str = "Noise_XX_25519_AESGCM_SHA256";
 
 /// Mixed into the handshake hash, so a handshake for anything else
 /// (another program using the same Noise pattern) cannot complete.
@@ -152,6 +153,16 @@ const HANDSHAKE_MSG_MAX: usize = 2 * KEY_LEN + 2 * TAG_LEN + HELLO_LEN;
 
 pub(crate) fn params() -> NoiseParams {
     PROTOCOL.parse().expect("a valid Noise protocol name")
+}
+
+/// A snow builder for [`PROTOCOL`]: ring for the cipher and the hash
+/// (AES-GCM with AES-NI and carry-less multiply, several times faster
+/// than a portable ChaCha20-Poly1305 on the links that carry bulk data),
+/// RustCrypto for Curve25519 and random numbers, which ring's resolver
+/// does not offer.
+pub(crate) fn builder() -> snow::Builder<'static> {
+    let resolver = FallbackResolver::new(Box::new(RingResolver), Box::new(DefaultResolver));
+    snow::Builder::with_resolver(params(), Box::new(resolver))
 }
 
 /// Which side of the handshake this end plays: the dialer initiates, the
@@ -367,7 +378,7 @@ impl Handshake {
         trust: &Trust,
         role: Role,
     ) -> Result<Finished, SecureError> {
-        let builder = snow::Builder::new(params())
+        let builder = builder()
             .local_private_key(me.private_bytes())
             .and_then(|b| b.prologue(PROLOGUE));
         let built = builder.and_then(|b| match role {
@@ -511,7 +522,7 @@ impl Handshake {
     }
 
     async fn send(&mut self, msg: Bytes) -> Result<(), SecureError> {
-        self.link.tx.send(msg).await.map_err(|e| self.io(e))
+        self.link.tx.send(msg.into()).await.map_err(|e| self.io(e))
     }
 
     async fn recv(&mut self) -> Result<Bytes, SecureError> {

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 
 use super::*;
+use crate::Frame;
 use crate::{dial, listen, DialString, FrameSink, FrameStream};
 
 // ---- keys ----
@@ -281,7 +282,7 @@ async fn exchange(c: Link, s: Link) {
     };
     async fn send(mut tx: FrameSink, frames: Vec<Bytes>) -> FrameSink {
         for f in frames {
-            tx.send(f).await.unwrap();
+            tx.send(f.into()).await.unwrap();
         }
         tx
     }
@@ -329,7 +330,7 @@ async fn frames_cross_a_secured_ws_link() {
 async fn close_ends_the_peers_stream() {
     let p = Pair::new();
     let (mut c, mut s) = secured_pair("tcp!127.0.0.1!0", &p).await;
-    c.tx.send(Bytes::from_static(b"last")).await.unwrap();
+    c.tx.send(Bytes::from_static(b"last").into()).await.unwrap();
     c.tx.close().await.unwrap();
     assert_eq!(
         s.rx.next().await.unwrap().unwrap(),
@@ -337,7 +338,7 @@ async fn close_ends_the_peers_stream() {
     );
     assert!(s.rx.next().await.is_none());
     // TCP: a half-close; the other way still works.
-    s.tx.send(Bytes::from_static(b"reply")).await.unwrap();
+    s.tx.send(Bytes::from_static(b"reply").into()).await.unwrap();
     assert_eq!(
         c.rx.next().await.unwrap().unwrap(),
         Bytes::from_static(b"reply")
@@ -355,10 +356,10 @@ async fn small_links_split_frames_into_small_messages() {
     let (mut c, _) = c.unwrap();
     let (mut s, _) = s.unwrap();
     for len in [0, 1, 279, 280, 281, 300] {
-        c.tx.send(pattern(len, 3)).await.unwrap();
+        c.tx.send(Frame::from(pattern(len, 3))).await.unwrap();
         assert_eq!(s.rx.next().await.unwrap().unwrap(), pattern(len, 3));
     }
-    let err = c.tx.send(pattern(301, 3)).await.unwrap_err();
+    let err = c.tx.send(Frame::from(pattern(301, 3))).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     assert_eq!(err.to_string(), "frame too large: 301 bytes, limit 300");
 }
@@ -373,7 +374,7 @@ async fn frame_over_the_receivers_limit_is_refused() {
     let (c, s) = secure_both(c, s, &co, &so, (&p.a, &p.a_trusts), (&p.b, &p.b_trusts)).await;
     let (mut c, _) = c.unwrap();
     let (mut s, _) = s.unwrap();
-    c.tx.send(pattern(1000, 0)).await.unwrap();
+    c.tx.send(Frame::from(pattern(1000, 0))).await.unwrap();
     let err = s.rx.next().await.unwrap().unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     assert_eq!(err.to_string(), "frame too large: 1000 bytes, limit 300");
@@ -475,7 +476,7 @@ async fn a_peer_that_does_not_speak_noise_is_refused() {
     let p = Pair::new();
     let o = opts(BIG);
     let (mut c, s) = raw_pair(&unique_mem(), &o).await;
-    c.tx.send(Bytes::from_static(b"HELLO I AM A ROUTER"))
+    c.tx.send(Frame::from(Bytes::from_static(b"HELLO I AM A ROUTER")))
         .await
         .unwrap();
     let err = secure(s, &o, &p.b, &p.b_trusts, Role::Responder)
@@ -488,7 +489,7 @@ async fn a_peer_that_does_not_speak_noise_is_refused() {
     let (c, mut s) = raw_pair(&unique_mem(), &o).await;
     let garbage = async {
         let _msg1 = s.rx.next().await;
-        s.tx.send(pattern(101, 0)).await.unwrap();
+        s.tx.send(Frame::from(pattern(101, 0))).await.unwrap();
         s
     };
     let (res, _s) = tokio::join!(secure(c, &o, &p.a, &p.a_trusts, Role::Initiator), garbage);
@@ -513,7 +514,7 @@ async fn forward(mut rx: FrameStream, mut tx: FrameSink, tamper: Option<Tamper>)
         };
         n += 1;
         let Some(f) = f else { continue };
-        if tx.send(f).await.is_err() {
+        if tx.send(f.into()).await.is_err() {
             break;
         }
     }
@@ -565,7 +566,7 @@ async fn a_relay_sees_no_plaintext_and_cannot_tamper() {
     let (mut c, _) = c.unwrap();
     let (mut s, _) = s.unwrap();
 
-    c.tx.send(secret.clone()).await.unwrap();
+    c.tx.send(secret.clone().into()).await.unwrap();
     assert_eq!(s.rx.next().await.unwrap().unwrap(), secret);
     let wire = seen.lock().unwrap().clone();
     assert_eq!(wire.len(), 3);
@@ -576,13 +577,13 @@ async fn a_relay_sees_no_plaintext_and_cannot_tamper() {
         );
     }
 
-    c.tx.send(secret.clone()).await.unwrap();
+    c.tx.send(secret.clone().into()).await.unwrap();
     let err = s.rx.next().await.unwrap().unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     assert!(err.to_string().contains("failed to decrypt"), "{err}");
     // The link is done: the stream ends, the sink refuses.
     assert!(s.rx.next().await.is_none());
-    let err = s.tx.send(Bytes::from_static(b"x")).await.unwrap_err();
+    let err = s.tx.send(Bytes::from_static(b"x").into()).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     // Dropping it closes the connection; the dialer sees the end.
     drop(s);
@@ -617,7 +618,7 @@ async fn a_relay_cannot_drop_or_replay_messages() {
         let (mut c, _) = c.unwrap();
         let (mut s, _) = s.unwrap();
         for i in 0..3u8 {
-            c.tx.send(Bytes::from(vec![i; 10])).await.unwrap();
+            c.tx.send(Frame::from(Bytes::from(vec![i; 10]))).await.unwrap();
         }
         assert_eq!(
             s.rx.next().await.unwrap().unwrap(),
@@ -664,7 +665,7 @@ async fn rate(mut c: Link, mut s: Link, size: usize, n: usize) -> f64 {
     let t0 = Instant::now();
     let send = async move {
         for _ in 0..n {
-            c.tx.feed(frame.clone()).await.unwrap();
+            c.tx.feed(frame.clone().into()).await.unwrap();
         }
         c.tx.flush().await.unwrap();
         c

@@ -18,7 +18,7 @@ use futures::{Sink, Stream};
 use snow::StatelessTransportState;
 
 use super::{HEADER_LEN, TAG_LEN};
-use crate::link::{too_large, FrameSink, FrameStream};
+use crate::link::{too_large, Frame, FrameSink, FrameStream};
 
 /// Ciphertexts are cut from buffers of this size, so a burst of small
 /// frames costs one allocation per slab, not one per frame.
@@ -57,10 +57,39 @@ fn invalid(msg: impl Into<String>) -> io::Error {
 
 /// A frame being sealed: `sent` bytes of it are in messages already.
 struct Outgoing {
-    frame: Bytes,
+    frame: Frame,
     sent: usize,
     /// False until the first message (the one with the length) is out.
     started: bool,
+}
+
+impl Outgoing {
+    /// Bytes `from..from + n` of the frame, head and body read as one:
+    /// a slice when they lie in one part, else gathered into `scratch`.
+    fn range<'a>(&'a self, from: usize, n: usize, scratch: &'a mut Vec<u8>) -> &'a [u8] {
+        let head = &self.frame.head[..];
+        let to = from + n;
+        if to <= head.len() {
+            return &head[from..to];
+        }
+        if from >= head.len() {
+            return &self.frame.body[from - head.len()..to - head.len()];
+        }
+        self.gather(from, n, scratch);
+        scratch
+    }
+
+    /// Appends bytes `from..from + n` of the frame to `out`.
+    fn gather(&self, from: usize, n: usize, out: &mut Vec<u8>) {
+        let (head, body) = (&self.frame.head[..], &self.frame.body[..]);
+        let to = from + n;
+        if from < head.len() {
+            out.extend_from_slice(&head[from..to.min(head.len())]);
+        }
+        if to > head.len() {
+            out.extend_from_slice(&body[from.max(head.len()) - head.len()..to - head.len()]);
+        }
+    }
 }
 
 /// Sending half: each frame becomes one or more transport messages, each
@@ -117,7 +146,7 @@ impl SecureSink {
         while self.outgoing.is_some() {
             ready!(self.inner()?.as_mut().poll_ready(cx))?;
             let msg = self.seal_next()?;
-            self.inner()?.as_mut().start_send(msg)?;
+            self.inner()?.as_mut().start_send(msg.into())?;
         }
         Poll::Ready(Ok(()))
     }
@@ -128,20 +157,20 @@ impl SecureSink {
             return Err(io::Error::other("secure sink: no frame to seal"));
         };
         let room = self.message_max - TAG_LEN;
+        let total = out.frame.len();
+        self.scratch.clear();
+        let from = out.sent;
         let plain: &[u8] = if out.started {
-            let n = (out.frame.len() - out.sent).min(room);
-            let part = &out.frame[out.sent..out.sent + n];
+            let n = (total - from).min(room);
             out.sent += n;
-            part
+            out.range(from, n, &mut self.scratch)
         } else {
             // The length goes first, in the same ciphertext as the data,
             // so it is authenticated; the copy is at most one message.
-            let n = out.frame.len().min(room - HEADER_LEN);
-            self.scratch.clear();
+            let n = total.min(room - HEADER_LEN);
             // Fits: the limit is at most u32::MAX (see `secure`).
-            self.scratch
-                .extend_from_slice(&(out.frame.len() as u32).to_be_bytes());
-            self.scratch.extend_from_slice(&out.frame[..n]);
+            self.scratch.extend_from_slice(&(total as u32).to_be_bytes());
+            out.gather(0, n, &mut self.scratch);
             out.sent = n;
             out.started = true;
             &self.scratch
@@ -158,14 +187,14 @@ impl SecureSink {
         let n = sealed.map_err(|e| io::Error::other(format!("noise: {e}")))?;
         self.nonce += 1;
         let msg = self.slab.split_to(n).freeze();
-        if out.sent == out.frame.len() {
+        if out.sent == total {
             self.outgoing = None;
         }
         Ok(msg)
     }
 }
 
-impl Sink<Bytes> for SecureSink {
+impl Sink<Frame> for SecureSink {
     type Error = io::Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -174,7 +203,7 @@ impl Sink<Bytes> for SecureSink {
         this.inner()?.as_mut().poll_ready(cx)
     }
 
-    fn start_send(self: Pin<&mut Self>, frame: Bytes) -> io::Result<()> {
+    fn start_send(self: Pin<&mut Self>, frame: Frame) -> io::Result<()> {
         let this = self.get_mut();
         this.inner()?;
         if frame.len() > this.limit {
@@ -258,7 +287,9 @@ impl SecureStream {
         self.want = None;
     }
 
-    /// Decrypts `msg` into `out` (exactly its plaintext size).
+    /// Decrypts `msg` into `out`, which has room for `msg` whole: snow
+    /// then copies it once and opens it in place, where a buffer of only
+    /// the plaintext's size costs it an allocation and two more copies.
     fn decrypt(&mut self, msg: &[u8], out: &mut [u8]) -> io::Result<()> {
         self.shared
             .state
@@ -287,8 +318,9 @@ impl SecureStream {
                     "secure link: first message of a frame has no length",
                 ));
             }
-            let mut buf = BytesMut::zeroed(plain);
+            let mut buf = BytesMut::zeroed(msg.len());
             self.decrypt(msg, &mut buf)?;
+            buf.truncate(plain);
             let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
             if len > self.limit {
                 return Err(too_large(io::ErrorKind::InvalidData, len, self.limit));
@@ -302,9 +334,9 @@ impl SecureStream {
             if buf.len() == len {
                 return Ok(Some(buf.freeze()));
             }
-            // One allocation of the whole frame; later messages decrypt
-            // straight into it.
-            buf.reserve(len - buf.len());
+            // One allocation of the whole frame (and room for the last
+            // message's tag); later messages decrypt straight into it.
+            buf.reserve(len - buf.len() + TAG_LEN);
             self.frame = buf;
             self.want = Some(len);
             return Ok(None);
@@ -317,8 +349,9 @@ impl SecureStream {
             )));
         }
         let mut frame = std::mem::take(&mut self.frame);
-        frame.resize(have + plain, 0);
+        frame.resize(have + msg.len(), 0);
         let opened = self.decrypt(msg, &mut frame[have..]);
+        frame.truncate(have + plain);
         self.frame = frame;
         opened?;
         if have + plain < want {

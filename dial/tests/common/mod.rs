@@ -66,7 +66,7 @@ pub fn big_frame() -> Bytes {
 pub async fn pass(from: &mut Link, to: &mut Link, frames: &[Bytes]) {
     let send = async {
         for f in frames {
-            from.tx.send(f.clone()).await?;
+            from.tx.send(f.clone().into()).await?;
         }
         io::Result::Ok(())
     };
@@ -116,7 +116,7 @@ pub async fn batching(a: &mut Link, b: &mut Link) {
         .collect();
     within("feed", async {
         for f in &frames {
-            a.tx.feed(f.clone())
+            a.tx.feed(f.clone().into())
                 .await
                 .unwrap_or_else(|e| panic!("feed: {e}"));
         }
