@@ -15,7 +15,9 @@
 //! - [`term`]: terminals and their counters and traces; [`crossed`]: the
 //!   conversations that crossed a link, failed when it dies.
 //! - [`router`]: forwarding, resolution, local delivery, the gossip task.
-//! - [`link`]: handshakes, link reader and writer, dialing, local clients.
+//! - [`link`]: handshakes, link readers, dialing, local clients;
+//!   [`outlet`]: a link's sending side, inline writes when it is idle,
+//!   else a bounded queue and the writer task.
 //! - [`client`]: the library a local process uses to reach its router.
 //! - [`bind`]: the mount table of a namespace: bind, unmount, unions;
 //!   [`nsfile`]: namespace files, the lines `mesh ns` builds one from.
@@ -32,6 +34,7 @@ pub mod error;
 pub mod gossip;
 pub mod link;
 pub mod nsfile;
+pub mod outlet;
 pub mod path;
 pub mod query;
 pub mod registry;

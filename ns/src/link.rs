@@ -15,7 +15,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use dial::{DialString, Link, LinkOptions};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::conv::lock;
@@ -310,7 +309,8 @@ impl Router {
     }
 
     async fn run_peer(self, link: Link, peer: MachineId, dialed: bool, addr: String, security: String) {
-        let (term, rx) = Term::linked(format!("net-{peer}"), TermKind::Net(peer.clone()), addr, dialed);
+        let Link { tx, rx: mut frames, .. } = link;
+        let (term, writer) = Term::linked(format!("net-{peer}"), TermKind::Net(peer.clone()), addr, dialed, tx);
         *lock(&term.security) = security;
         // What kept the link down stays readable once it is up.
         if let Some(p) = lock(&self.0.pending).get(&term.name) {
@@ -329,8 +329,7 @@ impl Router {
         let change = self.0.table.write().unwrap_or_else(|e| e.into_inner()).peer_up(&peer);
         self.after_change(change);
         self.0.changed.notify_one();
-        let Link { tx, rx: mut frames, .. } = link;
-        let writer = self.spawn(write_link(term.clone(), rx, tx));
+        let writer = self.spawn(writer);
         loop {
             let frame = tokio::select! {
                 _ = self.0.shutdown.cancelled() => break,
@@ -461,11 +460,11 @@ impl Router {
     /// Serves one local client process until it goes.
     async fn run_client(self, link: Link, k: u32) {
         let name = format!("client-{k}");
-        let (term, rx) = Term::linked(name, TermKind::Client(k), link.remote.clone(), false);
+        let Link { tx, rx: mut frames, remote, .. } = link;
+        let (term, writer) = Term::linked(name, TermKind::Client(k), remote, false, tx);
         self.0.clients.write().unwrap_or_else(|e| e.into_inner()).insert(k, term.clone());
         debug!(client = k, "local client up");
-        let Link { tx, rx: mut frames, .. } = link;
-        let writer = self.spawn(write_link(term.clone(), rx, tx));
+        let writer = self.spawn(writer);
         loop {
             let frame = tokio::select! {
                 _ = self.0.shutdown.cancelled() => break,
@@ -562,39 +561,6 @@ impl Router {
             self.forward(env).await;
         }
     }
-}
-
-/// Drains a terminal's queue into its link, batching: everything queued is
-/// written before one flush.
-async fn write_link(term: Arc<Term>, mut rx: mpsc::Receiver<Envelope>, mut tx: dial::FrameSink) {
-    loop {
-        let env = tokio::select! {
-            _ = term.hungup() => break,
-            e = rx.recv() => match e { Some(e) => e, None => break },
-        };
-        let mut res = tx.feed(encode(&term, &env)).await;
-        while res.is_ok() {
-            match rx.try_recv() {
-                Ok(env) => res = tx.feed(encode(&term, &env)).await,
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = res.and(tx.flush().await) {
-            warn_link(&term, "write", e);
-            break;
-        }
-    }
-    let _ = tx.close().await;
-    term.hangup();
-}
-
-/// An envelope as its link frame; announcements are counted as they go.
-fn encode(term: &Term, env: &Envelope) -> dial::Frame {
-    let frame = env.encode_frame();
-    if matches!(env.kind, Kind::Routes(_)) {
-        term.count_routes(false, frame.len());
-    }
-    frame
 }
 
 /// Pings every neighbour and hangs up on those silent for two periods

@@ -10,16 +10,18 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{broadcast, mpsc};
+use std::future::Future;
+
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::conv::lock;
 use crate::crossed::Crossed;
 use crate::envelope::{Envelope, Kind};
+use crate::outlet::{write_link, Inline, Outlet};
 use crate::path::MachineId;
 
-/// Envelopes queued towards one link before senders wait.
-pub const LINK_QUEUE: usize = 1024;
+pub use crate::outlet::LINK_QUEUE;
 /// Refusals a terminal remembers.
 const MAX_REFUSALS: usize = 8;
 /// Trace lines buffered per reader; a reader that falls further behind
@@ -67,7 +69,8 @@ pub struct Term {
     /// `local` for in-host transports.
     pub security: Mutex<String>,
     pub stats: TermStats,
-    tx: Option<mpsc::Sender<Envelope>>,
+    /// Links only: where envelopes go out.
+    outlet: Option<Arc<Outlet>>,
     trace: broadcast::Sender<Arc<str>>,
     state: Mutex<String>,
     hangup: CancellationToken,
@@ -118,13 +121,15 @@ impl Term {
         lock(&self.refusals).iter().cloned().collect()
     }
 
-    /// A terminal on a link; returns the receiver its writer task drains.
-    pub fn linked(name: String, kind: TermKind, addr: String, dialed: bool) -> (Arc<Term>, mpsc::Receiver<Envelope>) {
-        let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        (Arc::new(Term::make(name, kind, addr, dialed, Some(tx))), rx)
+    /// A terminal on a link that sends into `sink`; returns the writer
+    /// task to run, which ends when the link fails or is hung up.
+    pub fn linked(name: String, kind: TermKind, addr: String, dialed: bool, sink: dial::FrameSink) -> (Arc<Term>, impl Future<Output = ()> + Send + 'static) {
+        let (outlet, rx) = Outlet::new(sink);
+        let term = Arc::new(Term::make(name, kind, addr, dialed, Some(outlet.clone())));
+        (term.clone(), write_link(term, outlet, rx))
     }
 
-    fn make(name: String, kind: TermKind, addr: String, dialed: bool, tx: Option<mpsc::Sender<Envelope>>) -> Term {
+    fn make(name: String, kind: TermKind, addr: String, dialed: bool, outlet: Option<Arc<Outlet>>) -> Term {
         Term {
             crossed: matches!(kind, TermKind::Net(_)).then(Crossed::default),
             name,
@@ -133,7 +138,7 @@ impl Term {
             dialed,
             security: Mutex::new("local".into()),
             stats: TermStats::default(),
-            tx,
+            outlet,
             trace: broadcast::channel(TRACE_QUEUE).0,
             state: Mutex::new("up".into()),
             hangup: CancellationToken::new(),
@@ -142,27 +147,34 @@ impl Term {
         }
     }
 
-    /// Queues an envelope on the link, waiting while it is full. Gives the
-    /// envelope back if the link is gone.
+    /// Sends an envelope on the link: written at once when the link is
+    /// idle and the envelope small, else queued, waiting while the queue
+    /// is full (see [`crate::outlet`]). Gives the envelope back if the
+    /// link is gone.
     pub async fn send(&self, env: Envelope) -> Result<(), Envelope> {
+        let Some(out) = &self.outlet else { return Err(env) };
+        if self.is_hungup() {
+            return Err(env);
+        }
         self.note("out", &env);
-        match &self.tx {
-            Some(tx) => tx.send(env).await.map_err(|e| e.0),
-            None => Err(env),
+        match out.try_inline(self, env) {
+            Inline::Sent => Ok(()),
+            Inline::Failed(e) => {
+                // As when the writer task fails: the link goes, and what
+                // crossed it fails with `link lost`.
+                crate::router::warn_link(self, "write", e);
+                self.hangup();
+                Ok(())
+            }
+            Inline::Busy(env) => out.queue(env).await,
         }
     }
 
     /// Queues an envelope if there is room now; says whether it did.
     pub fn try_send(&self, env: Envelope) -> bool {
-        let Some(tx) = &self.tx else { return false };
-        match tx.try_reserve() {
-            Ok(permit) => {
-                self.note("out", &env);
-                permit.send(env);
-                true
-            }
-            Err(_) => false,
-        }
+        let Some(out) = &self.outlet else { return false };
+        self.note("out", &env);
+        out.try_queue(env).is_ok()
     }
 
     /// Counts and traces an envelope crossing this terminal.
