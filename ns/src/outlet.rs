@@ -43,6 +43,9 @@ pub struct Outlet {
 }
 
 /// What [`Outlet::try_inline`] did with an envelope.
+// Boxing the envelope would cost an allocation per message on the path
+// this exists to make cheap.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Inline {
     /// Written (or left in the sink for the writer task to flush).
     Sent,
@@ -99,7 +102,8 @@ impl Outlet {
         })
     }
 
-    /// Queues `env` if there is room now.
+    /// Queues `env` if there is room now, else gives it back.
+    #[allow(clippy::result_large_err)] // as tokio's own `try_send`
     pub(crate) fn try_queue(&self, env: Envelope) -> Result<(), Envelope> {
         self.queued.fetch_add(1, AcqRel);
         self.tx.try_send(env).map_err(|e| {
