@@ -10,7 +10,8 @@
 //! - [`conv`]: conversation endpoints: ordered input, end-to-end credit,
 //!   end of input, hangup; the [`conv::Service`] trait.
 //! - [`route`]: the route table: best route per machine, nearest replica.
-//! - [`gossip`]: path-vector announcements, incremental and numbered.
+//! - [`gossip`]: path-vector announcements, incremental and numbered,
+//!   naming the links lost.
 //! - [`registry`]: the registry protocol and the router's client of it.
 //! - [`term`]: terminals and their counters and traces; [`crossed`]: the
 //!   conversations that crossed a link, failed when it dies.

@@ -400,7 +400,9 @@ impl Router {
                     let _ = term.send(self.control(peer, Kind::Resync)).await;
                     return Ok(());
                 }
-                let res = self.0.table.write().unwrap_or_else(|e| e.into_inner()).apply(peer, a.full, adverts(&a));
+                let lost = if self.0.cfg.root_cause { &a.lost[..] } else { &[] };
+                let until = tokio::time::Instant::now() + self.0.cfg.lost_link_hold();
+                let res = self.0.table.write().unwrap_or_else(|e| e.into_inner()).apply_lost(peer, a.full, lost, until, adverts(&a));
                 match res {
                     Ok(change) => {
                         if let Some(g) = lock(&self.0.gossip).get_mut(peer) {

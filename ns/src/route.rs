@@ -15,10 +15,24 @@
 //! and re-diffing the whole table on every announcement cost milliseconds
 //! each and made convergence and withdrawals quadratic (mesh-bench's
 //! `discovery` workload measures it).
+//!
+//! Lost links: a neighbour may say which link was lost along with the
+//! changes it caused (see [`crate::gossip`] for why). Every advert for
+//! the machines it changed whose path crosses that link, whichever
+//! neighbour sent it, is set aside at once, and so is any advert that
+//! arrives crossing it for a short while after: those paths are dead,
+//! even if the neighbours that sent them have not heard yet. A set-aside
+//! advert comes back when its neighbour replaces it (the usual case: it
+//! heard of the loss too) or when the report expires (the link came back
+//! up), so the table never holds less than its neighbours said for
+//! longer than that.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write;
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::path::{bang_path, MachineId, ServiceName};
 
@@ -58,6 +72,42 @@ pub struct Advert {
     pub services: Vec<ServiceName>,
 }
 
+/// A link between two machines, either way round: what a report of a lost
+/// link names. Its ends are kept in order (see [`Link::new`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Link(pub MachineId, pub MachineId);
+
+impl Link {
+    /// The link between `a` and `b`, the same whichever comes first.
+    pub fn new(a: MachineId, b: MachineId) -> Link {
+        if a <= b {
+            Link(a, b)
+        } else {
+            Link(b, a)
+        }
+    }
+
+    /// Whether `m` is one of its ends.
+    pub fn has_end(&self, m: &MachineId) -> bool {
+        self.0 == *m || self.1 == *m
+    }
+
+    /// Whether `path` goes over it, in either direction.
+    pub fn crossed_by(&self, path: &[MachineId]) -> bool {
+        path.windows(2).any(|w| (w[0] == self.0 && w[1] == self.1) || (w[0] == self.1 && w[1] == self.0))
+    }
+}
+
+/// At most this many links are taken from one announcement, and at most
+/// `MAX_SUSPECT` are held at once: each is checked against every advert
+/// that arrives while it is held, and reports only speed up what
+/// withdrawals would do anyway.
+pub const MAX_LOST_PER_ANNOUNCE: usize = 64;
+const MAX_SUSPECT: usize = 256;
+
+/// The log of lost links gossip passes on keeps this many.
+const LOST_LOG: usize = 1024;
+
 /// All routes this router knows.
 pub struct RouteTable {
     me: MachineId,
@@ -72,6 +122,16 @@ pub struct RouteTable {
     /// is change number `journal_start + i`.
     journal: VecDeque<MachineId>,
     journal_start: u64,
+    /// Links reported lost, and until when adverts crossing them are set
+    /// aside.
+    suspect: HashMap<Link, Instant>,
+    /// Adverts set aside, by neighbour then destination, with the suspect
+    /// link each crosses.
+    aside: HashMap<MachineId, HashMap<MachineId, (Advert, Link)>>,
+    /// Links lost (reported, or this router's own), for gossip to pass on;
+    /// entry `i` is number `lost_start + i`.
+    lost_log: VecDeque<Link>,
+    lost_start: u64,
 }
 
 /// The journal keeps at least this many changes (and four per route), so
@@ -103,6 +163,10 @@ impl RouteTable {
             best: HashMap::new(),
             journal: VecDeque::new(),
             journal_start: 0,
+            suspect: HashMap::new(),
+            aside: HashMap::new(),
+            lost_log: VecDeque::new(),
+            lost_start: 0,
         };
         let me = t.me.clone();
         t.recompute([me]);
@@ -138,13 +202,16 @@ impl RouteTable {
         self.registry.iter().filter(|(_, ad)| ad.path.first() == Some(peer)).map(|(m, _)| m.clone()).collect()
     }
 
-    /// A neighbour is gone: every route through it is withdrawn at once.
+    /// A neighbour is gone: every route through it is withdrawn at once,
+    /// and the link is logged as lost, for gossip to pass on.
     pub fn peer_down(&mut self, peer: &MachineId) -> Change {
         let mut touched = self.via_registry(peer);
         if let Some(ads) = self.peers.remove(peer) {
             touched.extend(ads.into_keys());
         }
+        self.aside.remove(peer);
         self.registry.retain(|_, ad| ad.path.first() != Some(peer));
+        self.log_lost(Link::new(self.me.clone(), peer.clone()));
         self.recompute(touched)
     }
 
@@ -158,6 +225,23 @@ impl RouteTable {
         full: bool,
         ads: impl IntoIterator<Item = (MachineId, Advert)>,
     ) -> Result<Change, usize> {
+        self.apply_lost(peer, full, &[], Instant::now(), ads)
+    }
+
+    /// [`RouteTable::apply`], after the links the neighbour reports lost:
+    /// every advert for the machines in `ads` crossing one of them, from
+    /// any neighbour, is set aside until that neighbour replaces it or
+    /// `until`. A report counts only from an end of the link or from a
+    /// neighbour whose adverts for those machines cross it: a neighbour
+    /// speaks only for the paths it gave.
+    pub fn apply_lost(
+        &mut self,
+        peer: &MachineId,
+        full: bool,
+        lost: &[Link],
+        until: Instant,
+        ads: impl IntoIterator<Item = (MachineId, Advert)>,
+    ) -> Result<Change, usize> {
         let me = self.me.clone();
         // Each machine's last advert in the batch decides; invalid ones
         // withdraw.
@@ -167,24 +251,44 @@ impl RouteTable {
             last.insert(m, valid.then_some(ad));
         }
         // Checked before anything changes, so a refusal leaves the
-        // neighbour's adverts as they were.
+        // neighbour's adverts as they were. Set-aside adverts count.
         let cur = self.peers.get(peer).filter(|_| !full);
-        let has = |m: &MachineId| cur.is_some_and(|c| c.contains_key(m));
-        let len = cur.map_or(0, HashMap::len) + last.iter().filter(|(m, ad)| ad.is_some() && !has(m)).count()
+        let held = self.aside.get(peer).filter(|_| !full);
+        let has = |m: &MachineId| cur.is_some_and(|c| c.contains_key(m)) || held.is_some_and(|h| h.contains_key(m));
+        let len = cur.map_or(0, HashMap::len) + held.map_or(0, HashMap::len) + last.iter().filter(|(m, ad)| ad.is_some() && !has(m)).count()
             - last.iter().filter(|(m, ad)| ad.is_none() && has(m)).count();
         if len > MAX_ROUTES_PER_PEER {
             return Err(len);
         }
         let mut touched: BTreeSet<MachineId> = last.keys().cloned().collect();
+        if !lost.is_empty() {
+            let machines: Vec<MachineId> = last.keys().cloned().collect();
+            for link in lost.iter().take(MAX_LOST_PER_ANNOUNCE) {
+                self.link_lost(peer, Link::new(link.0.clone(), link.1.clone()), until, &machines, &mut touched);
+            }
+        }
         let mut next = self.peers.remove(peer).unwrap_or_default();
+        let mut aside = self.aside.remove(peer).unwrap_or_default();
         if full {
             touched.extend(next.drain().map(|(m, _)| m));
+            aside.clear();
         }
         for (m, ad) in last {
-            match ad {
-                Some(ad) => next.insert(m, ad),
-                None => next.remove(&m),
-            };
+            // Whatever the neighbour says now replaces what was set aside.
+            aside.remove(&m);
+            next.remove(&m);
+            let Some(ad) = ad else { continue };
+            match self.suspect_crossed(&ad.path) {
+                Some(link) => {
+                    aside.insert(m, (ad, link));
+                }
+                None => {
+                    next.insert(m, ad);
+                }
+            }
+        }
+        if !aside.is_empty() {
+            self.aside.insert(peer.clone(), aside);
         }
         next.entry(peer.clone()).or_insert_with(|| Advert { path: vec![peer.clone()], services: Vec::new() });
         touched.insert(peer.clone());
@@ -192,6 +296,109 @@ impl RouteTable {
         touched.extend(self.via_registry(peer));
         self.peers.insert(peer.clone(), next);
         Ok(self.recompute(touched))
+    }
+
+    /// Takes a report from `peer` that `link` is lost, with its update for
+    /// `machines`: sets aside every advert for those crossing the link,
+    /// whichever neighbour sent it, noting them in `touched`, and logs the
+    /// link for gossip when it set anything aside (else no one learned a
+    /// path over it from here, and no one needs the report from here).
+    /// Only the machines the update names are looked at, so the work is
+    /// that of the update, not of the table; adverts for others crossing
+    /// the link are replaced by their own neighbours' reports.
+    fn link_lost(&mut self, peer: &MachineId, link: Link, until: Instant, machines: &[MachineId], touched: &mut BTreeSet<MachineId>) {
+        if link.0 == link.1 || self.suspect.contains_key(&link) || self.suspect.len() >= MAX_SUSPECT {
+            return;
+        }
+        let gave = |ads: &HashMap<MachineId, Advert>| machines.iter().any(|m| ads.get(m).is_some_and(|ad| link.crossed_by(&ad.path)));
+        if !link.has_end(peer) && !self.peers.get(peer).is_some_and(gave) {
+            return;
+        }
+        self.suspect.insert(link.clone(), until);
+        let mut any = false;
+        for (p, ads) in &mut self.peers {
+            for m in machines {
+                if !ads.get(m).is_some_and(|ad| link.crossed_by(&ad.path)) {
+                    continue;
+                }
+                if let Some(ad) = ads.remove(m) {
+                    self.aside.entry(p.clone()).or_default().insert(m.clone(), (ad, link.clone()));
+                    touched.insert(m.clone());
+                    any = true;
+                }
+            }
+        }
+        if any {
+            self.log_lost(link);
+        }
+    }
+
+    /// The suspect link `path` crosses, if any.
+    fn suspect_crossed(&self, path: &[MachineId]) -> Option<Link> {
+        if self.suspect.is_empty() {
+            return None;
+        }
+        self.suspect.keys().find(|l| l.crossed_by(path)).cloned()
+    }
+
+    fn log_lost(&mut self, link: Link) {
+        self.lost_log.push_back(link);
+        while self.lost_log.len() > LOST_LOG {
+            self.lost_log.pop_front();
+            self.lost_start += 1;
+        }
+    }
+
+    /// When the first report of a lost link expires, if any.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.suspect.values().min().copied()
+    }
+
+    /// Forgets the reports that expired by `now`, and takes back the
+    /// adverts set aside for them that their neighbours never replaced:
+    /// those paths were not dead after all (the link came back), or their
+    /// neighbour would have said so by now.
+    pub fn expire(&mut self, now: Instant) -> Change {
+        let before = self.suspect.len();
+        self.suspect.retain(|_, until| *until > now);
+        if self.suspect.len() == before {
+            return Change::default();
+        }
+        let mut touched = BTreeSet::new();
+        let mut aside = std::mem::take(&mut self.aside);
+        for (p, ads) in &mut aside {
+            let back: Vec<MachineId> = ads.iter().filter(|(_, (_, l))| !self.suspect.contains_key(l)).map(|(m, _)| m.clone()).collect();
+            for m in back {
+                let Some((ad, _)) = ads.remove(&m) else { continue };
+                match self.suspect_crossed(&ad.path) {
+                    Some(l) => {
+                        ads.insert(m, (ad, l));
+                    }
+                    None => {
+                        if let Some(cur) = self.peers.get_mut(p) {
+                            cur.insert(m.clone(), ad);
+                            touched.insert(m);
+                        }
+                    }
+                }
+            }
+        }
+        aside.retain(|_, ads| !ads.is_empty());
+        self.aside = aside;
+        self.recompute(touched)
+    }
+
+    /// The links lost since number `seen` (a [`RouteTable::lost_end`]
+    /// read earlier), oldest first; `None` when the log no longer reaches
+    /// that far back.
+    pub fn lost_since(&self, seen: u64) -> Option<impl Iterator<Item = &Link>> {
+        let skip = seen.checked_sub(self.lost_start)?;
+        Some(self.lost_log.iter().skip(skip as usize))
+    }
+
+    /// The number the next lost link will have.
+    pub fn lost_end(&self) -> u64 {
+        self.lost_start + self.lost_log.len() as u64
     }
 
     /// Replaces the routes learned from the registry.
@@ -237,7 +444,9 @@ impl RouteTable {
     /// Whether neighbour `peer` advertises a route to `m` (or is `m`):
     /// what it may speak for.
     pub fn peer_reaches(&self, peer: &MachineId, m: &MachineId) -> bool {
-        peer == m || self.peers.get(peer).is_some_and(|ads| ads.contains_key(m))
+        peer == m
+            || self.peers.get(peer).is_some_and(|ads| ads.contains_key(m))
+            || self.aside.get(peer).is_some_and(|ads| ads.contains_key(m))
     }
 
     /// The best route to `m`.
@@ -606,5 +815,92 @@ mod tests {
         t.apply(&n("b"), false, [(n("m1"), ad(&["b", "m1"], &[]))]).unwrap();
         assert!(t.apply(&n("b"), true, many).is_err());
         assert!(t.best(&n("m1")).is_some());
+    }
+
+    /// a's neighbours b and c; b reaches v directly, c through b.
+    fn before_v_dies() -> RouteTable {
+        let mut t = RouteTable::new(n("a"));
+        t.peer_up(&n("b"));
+        t.peer_up(&n("c"));
+        t.apply(&n("b"), false, [(n("v"), ad(&["b", "v"], &["s"]))]).unwrap();
+        t.apply(&n("c"), false, [(n("v"), ad(&["c", "b", "v"], &["s"]))]).unwrap();
+        assert_eq!(t.best(&n("v")).unwrap().term, "net-b");
+        t
+    }
+
+    fn withdraw(m: &str) -> (MachineId, Advert) {
+        (n(m), Advert { path: vec![], services: vec![] })
+    }
+
+    fn later(secs: u64) -> Instant {
+        Instant::now() + std::time::Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn a_lost_link_sets_aside_every_path_over_it() {
+        // Without the report, a would move to c's path, dead too.
+        let mut t = before_v_dies();
+        t.apply(&n("b"), false, [withdraw("v")]).unwrap();
+        assert_eq!(t.best(&n("v")).unwrap().path, [n("a"), n("c"), n("b"), n("v")]);
+        // With it, a knows at once that v is gone, and logs the link.
+        let mut t = before_v_dies();
+        let start = t.lost_end();
+        let link = Link::new(n("v"), n("b"));
+        let ch = t.apply_lost(&n("b"), false, std::slice::from_ref(&link), later(60), [withdraw("v")]).unwrap();
+        assert!(ch.lost.contains(&n("v")), "{ch:?}");
+        assert_eq!(t.lost_since(start).unwrap().cloned().collect::<Vec<_>>(), vec![link]);
+        // c still speaks for what it said, and its late news of the same
+        // path is set aside too.
+        assert!(t.peer_reaches(&n("c"), &n("v")));
+        t.apply(&n("c"), false, [(n("v"), ad(&["c", "b", "v"], &["s"]))]).unwrap();
+        assert!(t.best(&n("v")).is_none());
+        // c replaces it: the set-aside path is gone for good.
+        t.apply(&n("c"), false, [withdraw("v")]).unwrap();
+        assert!(!t.peer_reaches(&n("c"), &n("v")));
+        assert!(t.expire(later(120)).is_empty());
+        assert!(t.best(&n("v")).is_none() && t.next_expiry().is_none());
+    }
+
+    #[test]
+    fn a_path_never_replaced_comes_back_when_the_report_expires() {
+        // The link came back before c heard: c's path is good after all.
+        let mut t = before_v_dies();
+        let until = later(60);
+        t.apply_lost(&n("b"), false, &[Link::new(n("b"), n("v"))], until, [withdraw("v")]).unwrap();
+        assert_eq!(t.next_expiry(), Some(until));
+        assert!(t.expire(later(30)).is_empty(), "not yet");
+        let ch = t.expire(until);
+        assert!(ch.changed.contains(&n("v")));
+        assert_eq!(t.best(&n("v")).unwrap().term, "net-c");
+        assert!(t.next_expiry().is_none());
+    }
+
+    #[test]
+    fn a_report_counts_only_from_who_gave_a_path_over_the_link() {
+        let mut t = before_v_dies();
+        t.peer_up(&n("d"));
+        t.apply(&n("d"), false, [(n("v"), ad(&["d", "e", "v"], &["s"]))]).unwrap();
+        // d neither ends b-v nor gave a path over it: ignored.
+        t.apply_lost(&n("d"), false, &[Link::new(n("b"), n("v"))], later(60), [(n("v"), ad(&["d", "e", "v"], &["s"]))]).unwrap();
+        assert_eq!(t.best(&n("v")).unwrap().term, "net-b");
+        assert!(t.next_expiry().is_none());
+        // c gave one: it counts, and only d's path is left.
+        t.apply_lost(&n("c"), false, &[Link::new(n("b"), n("v"))], later(60), [withdraw("v")]).unwrap();
+        assert_eq!(t.best(&n("v")).unwrap().path, [n("a"), n("d"), n("e"), n("v")]);
+    }
+
+    #[test]
+    fn a_lost_neighbour_is_logged_and_set_aside_paths_count_against_the_cap() {
+        let mut t = before_v_dies();
+        let start = t.lost_end();
+        t.peer_down(&n("b"));
+        assert_eq!(t.lost_since(start).unwrap().cloned().collect::<Vec<_>>(), vec![Link::new(n("a"), n("b"))]);
+        // c's path over b is set aside once c's own report comes.
+        let many = (0..MAX_ROUTES_PER_PEER - 2).map(|i| (n(&format!("m{i}")), ad(&["c", "b", &format!("m{i}")], &[])));
+        t.apply(&n("c"), false, many).unwrap();
+        t.apply_lost(&n("c"), false, &[Link::new(n("b"), n("c"))], later(60), [(n("m0"), ad(&["c", "b", "m0"], &[]))]).unwrap();
+        assert!(t.best(&n("m0")).is_none() && t.best(&n("m1")).is_some());
+        // m0 is set aside, still counted: one more is one too many.
+        assert!(t.apply(&n("c"), false, [(n("x"), ad(&["c", "x"], &[]))]).is_err());
     }
 }

@@ -40,11 +40,25 @@ pub struct Config {
     /// `None` leaves network links unauthenticated and unencrypted, which
     /// is logged loudly: for benchmarks only.
     pub security: Option<Arc<crate::link::Security>>,
+    /// Say which link was lost along with the changes it causes, and heed
+    /// neighbours who do (see [`crate::gossip`]). Off only to measure what
+    /// withdrawals cost without it.
+    pub root_cause: bool,
 }
 
 impl Config {
     pub fn new(id: MachineId) -> Config {
-        Config { id, gossip: true, registry: None, period: Duration::from_millis(500), security: None }
+        Config { id, gossip: true, registry: None, period: Duration::from_millis(500), security: None, root_cause: true }
+    }
+
+    /// How long paths over a link reported lost are set aside: long
+    /// enough for the report to cross the mesh and for every neighbour
+    /// that sent such a path to replace it (each does at once on hearing
+    /// of the loss), short next to the redial of a lost link (100 ms
+    /// backoff, then the handshake) and the period, so that paths over a
+    /// link that came back are used again soon.
+    pub fn lost_link_hold(&self) -> Duration {
+        self.period / 2
     }
 }
 
@@ -482,15 +496,21 @@ impl Router {
         }
     }
 
-    /// Sends updates to the neighbours and expires registry routes.
+    /// Sends updates to the neighbours, expires registry routes and
+    /// reports of lost links.
     async fn gossip_loop(self) {
         let period = self.0.cfg.period;
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let expiry = self.table().next_expiry();
             tokio::select! {
                 _ = self.0.shutdown.cancelled() => return,
                 _ = self.0.changed.notified() => self.send_updates().await,
+                _ = sleep_until(expiry) => {
+                    let change = self.0.table.write().unwrap_or_else(|e| e.into_inner()).expire(tokio::time::Instant::now());
+                    self.after_change(change);
+                }
                 _ = tick.tick() => {
                     self.send_updates().await;
                     crate::registry::expire(&self);
@@ -524,12 +544,23 @@ impl Router {
                     g.update(&table, &peer)
                 }
             };
-            if let Some(ann) = ann {
-                debug!(%peer, seq = ann.seq, full = ann.full, entries = ann.entries.len(), "announce");
+            if let Some(mut ann) = ann {
+                if !self.0.cfg.root_cause {
+                    ann.lost.clear();
+                }
+                debug!(%peer, seq = ann.seq, full = ann.full, entries = ann.entries.len(), lost = ann.lost.len(), "announce");
                 let env = self.control(&peer, Kind::Routes(ann));
                 let _ = term.send(env).await;
             }
         }
+    }
+}
+
+/// Sleeps until `t`, or for ever.
+async fn sleep_until(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -598,7 +598,7 @@ async fn an_announcement_flood_closes_that_link() {
     let entries: Vec<RouteAd> = (0..ns::route::MAX_ROUTES_PER_PEER + 1)
         .map(|i| RouteAd { machine: n(&format!("m{i}")), path: vec![n("x"), n(&format!("m{i}"))], services: vec![n("bogus")] })
         .collect();
-    let mut flood = Envelope::new(1, a("/n/x/svc/router"), a("/n/b/svc/router"), Kind::Routes(Announce { seq: 1, full: true, entries }), Bytes::new());
+    let mut flood = Envelope::new(1, a("/n/x/svc/router"), a("/n/b/svc/router"), Kind::Routes(Announce { seq: 1, full: true, entries, lost: vec![] }), Bytes::new());
     flood.via = vec![n("x")];
     x.tx.send(flood.encode().into()).await.unwrap();
     let end = tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = x.rx.next().await {} }).await;
@@ -608,4 +608,140 @@ async fn an_announcement_flood_closes_that_link() {
     assert!(!m.r("b").routes().contains("bogus"));
     let mut conv = m.r("a").open(a("/svc/upper"), vec![]);
     assert_eq!(ask(&mut conv, "calm").await.unwrap(), ["upper@b(CALM)"]);
+}
+
+/// Hops between machines over `edges`, leaving `gone` out: what every
+/// router's table must say once settled.
+fn distances(edges: &[(String, String)], gone: Option<&str>) -> HashMap<(String, String), usize> {
+    let mut adj: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (x, y) in edges.iter().filter(|(x, y)| gone != Some(x.as_str()) && gone != Some(y.as_str())) {
+        adj.entry(x).or_default().push(y);
+        adj.entry(y).or_default().push(x);
+    }
+    let mut out = HashMap::new();
+    for &from in adj.keys() {
+        let mut next = vec![from];
+        let mut d = 0;
+        while !next.is_empty() {
+            let mut further = Vec::new();
+            for m in next {
+                if out.contains_key(&(from.to_string(), m.to_string())) {
+                    continue;
+                }
+                out.insert((from.to_string(), m.to_string()), d);
+                further.extend(adj[m].iter().copied());
+            }
+            next = further;
+            d += 1;
+        }
+    }
+    out
+}
+
+/// Whether every router's table holds exactly the shortest routes.
+fn settled(m: &Mesh, want: &HashMap<(String, String), usize>) -> bool {
+    m.routers.iter().filter(|(id, _)| want.contains_key(&(id.to_string(), id.to_string()))).all(|(id, r)| {
+        let routes = r.table().routes();
+        let reachable = want.keys().filter(|(from, _)| from == id).count();
+        routes.len() == reachable && routes.iter().all(|rt| want.get(&(id.clone(), rt.machine.to_string())) == Some(&rt.hops()))
+    })
+}
+
+/// Counts the route announcements every router sends from now on.
+fn count_announcements(m: &Mesh) -> Arc<AtomicUsize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    for r in m.routers.values() {
+        for t in r.terms().into_iter().filter(|t| t.name.starts_with("net-")) {
+            let (mut rx, count) = (t.subscribe(), count.clone());
+            tokio::spawn(async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(line) if line.starts_with("out routes ") => {
+                            count.fetch_add(1, SeqCst);
+                        }
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => panic!("trace lagged by {k}"),
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    }
+    count
+}
+
+/// Two random cycles over `k` machines (a random graph of degree 4, as
+/// mesh-bench's discovery builds), from a fixed seed.
+fn random_mesh(k: usize) -> Vec<(String, String)> {
+    let mut x: u64 = 7;
+    let mut cycle = || {
+        let mut v: Vec<usize> = (0..k).collect();
+        for i in (1..k).rev() {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            v.swap(i, ((x >> 33) % (i as u64 + 1)) as usize);
+        }
+        (0..k).map(|i| (v[i].min(v[(i + 1) % k]), v[i].max(v[(i + 1) % k]))).collect::<Vec<_>>()
+    };
+    let mut pairs: Vec<(usize, usize)> = cycle().into_iter().chain(cycle()).collect();
+    pairs.sort();
+    pairs.dedup();
+    pairs.into_iter().map(|(a, b)| (format!("m{a:02}"), format!("m{b:02}"))).collect()
+}
+
+/// A mesh over `edges`, `victim` removed once settled: the route
+/// announcements it took until every table settled without it.
+async fn removal(tag: &str, edges: &[(String, String)], victim: &str, root_cause: bool) -> usize {
+    let mut ids: Vec<&str> = edges.iter().flat_map(|(x, y)| [x.as_str(), y.as_str()]).collect();
+    ids.sort();
+    ids.dedup();
+    let m = Mesh::new(tag, &ids, |c| c.root_cause = root_cause).await;
+    for (x, y) in edges {
+        m.link(x, y);
+    }
+    m.until("mesh settled", |m| settled(m, &distances(edges, None))).await;
+    let count = count_announcements(&m);
+    m.r(victim).shutdown();
+    m.until("no route to the victim", |m| m.routers.iter().all(|(id, r)| id == victim || r.table().best(&n(victim)).is_none())).await;
+    let without = distances(edges, Some(victim));
+    m.until("settled without the victim", |m| settled(m, &without)).await;
+    // Nothing more comes, reports of lost links expired or not.
+    let settled_after = count.load(SeqCst);
+    tokio::time::sleep(Config::new(n("x")).period * 2).await;
+    assert_eq!(count.load(SeqCst), settled_after, "announcements after settling");
+    assert!(settled(&m, &without));
+    settled_after
+}
+
+#[tokio::test(start_paused = true)]
+async fn removing_a_machine_does_not_explore_dead_paths() {
+    // Without reports of lost links, the routers around the dead machine
+    // try each other's dead paths, longer and longer, before giving up.
+    let edges = random_mesh(48);
+    let without = removal("explore", &edges, "m12", false).await;
+    let with = removal("reports", &edges, "m12", true).await;
+    assert!(with * 5 < without, "{with} announcements with reports of lost links, {without} without");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_link_fails_over_to_the_long_way_and_back() {
+    // A ring: cut a-b, and a reaches b the long way round at once; a
+    // redials, and paths over a-b, set aside while the loss was news,
+    // come back.
+    let ids = ["a", "b", "c", "d", "e", "f"];
+    let edges: Vec<(String, String)> = (0..6).map(|i| (ids[i].to_string(), ids[(i + 1) % 6].to_string())).collect();
+    let m = Mesh::new("ring", &ids, |_| {}).await;
+    for (x, y) in &edges {
+        m.link(x, y);
+    }
+    let whole = distances(&edges, None);
+    m.until("ring settled", |m| settled(m, &whole)).await;
+    m.r("a").term("net-b").unwrap().hangup();
+    let cut: Vec<(String, String)> = edges[1..].to_vec();
+    m.until("the long way round", |m| settled(m, &distances(&cut, None))).await;
+    assert_eq!(m.r("a").table().best(&n("b")).unwrap().path, [n("a"), n("f"), n("e"), n("d"), n("c"), n("b")]);
+    m.until("back to the short way", |m| settled(m, &whole)).await;
+    let mut conv = m.r("a").open(a("/n/b/svc/upper"), vec![]);
+    m.serve("b", "upper");
+    m.until("upper known", |m| hops(m.r("a"), "upper") == Some(("b".into(), 1))).await;
+    assert_eq!(ask(&mut conv, "back").await.unwrap(), ["upper@b(BACK)"]);
 }

@@ -353,7 +353,7 @@ fn full_table_bytes(r: &Router) -> u64 {
         r.table().routes().iter().map(|rt| RouteAd { machine: rt.machine.clone(), path: rt.path.clone(), services: rt.services.clone() }).collect();
     let router = ns::conv::reserved();
     let a = Addr::on(r.id().clone(), router);
-    let env = Envelope::new(1 << 20, a.clone(), a, Kind::Routes(Announce { seq: 1, full: true, entries }), Bytes::new());
+    let env = Envelope::new(1 << 20, a.clone(), a, Kind::Routes(Announce { seq: 1, full: true, entries, lost: vec![] }), Bytes::new());
     framed(&env)
 }
 
