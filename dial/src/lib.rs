@@ -78,7 +78,7 @@ use std::fmt::Display;
 use std::io;
 
 pub use addr::{DialError, DialString, Host};
-pub use link::{framed, Frame, FrameSink, FrameStream, Link, LinkOptions, DEFAULT_MAX_FRAME};
+pub use link::{framed, Frame, FrameSink, FrameStream, Link, LinkOptions, DEFAULT_MAX_FRAME, WRITE_BUFFER};
 pub use listener::Listener;
 pub use secure::{
     secure, Identity, KeyError, PeerInfo, PinError, PublicKey, Role, SecureError, Trust,

@@ -90,7 +90,7 @@ pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
 /// Bytes of encoded frames a sink buffers before `poll_ready` starts
 /// writing them out. Large enough that a burst of small frames goes out in
 /// one syscall, small enough to bound memory per link.
-pub(crate) const WRITE_BUFFER: usize = 256 << 10;
+pub const WRITE_BUFFER: usize = 256 << 10;
 
 /// Largest length the 4-byte length prefix can carry.
 const LENGTH_PREFIX_MAX: usize = u32::MAX as usize;

@@ -24,7 +24,7 @@ use crate::envelope::{Envelope, Hello, Kind, VERSION};
 use crate::error;
 use crate::link::link_options;
 use crate::path::{Addr, MachineId, Name, ServiceName};
-use crate::term::LINK_QUEUE;
+use crate::outlet::LINK_QUEUE;
 
 /// A connection to a router.
 pub struct Client {

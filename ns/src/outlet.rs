@@ -238,13 +238,7 @@ mod tests {
         let r = tokio::time::timeout(Duration::from_secs(2), stalled).await;
         assert!(r.is_err(), "the sender must block");
         // The queue, the sink's buffer and the pipe: nothing more.
-        let bound = LINK_QUEUE as u64 + (dial_write_buffer() / 1000) as u64 + 10;
+        let bound = (LINK_QUEUE + dial::WRITE_BUFFER / 1000 + 10) as u64;
         assert!(sent <= bound, "{sent} envelopes taken, bound {bound}");
-    }
-
-    /// What a link's sink buffers before it pushes back (dial's
-    /// `WRITE_BUFFER`, 256 KiB), with room for the frame that crosses it.
-    fn dial_write_buffer() -> usize {
-        (256 << 10) + (16 << 10)
     }
 }

@@ -21,7 +21,6 @@ use crate::envelope::{Envelope, Kind};
 use crate::outlet::{write_link, Inline, Outlet};
 use crate::path::MachineId;
 
-pub use crate::outlet::LINK_QUEUE;
 /// Refusals a terminal remembers.
 const MAX_REFUSALS: usize = 8;
 /// Trace lines buffered per reader; a reader that falls further behind

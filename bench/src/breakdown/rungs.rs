@@ -145,7 +145,7 @@ fn reader_end(link: Link) -> (Arc<Mutex<FrameSink>>, mpsc::Receiver<Envelope>, J
 }
 
 /// A writer task and a reader task on a link, with queues in and out:
-/// the shape of the router's link (`write_link`, `run_peer`).
+/// the shape of the router's link (`ns::outlet`, `run_peer`).
 fn link_end(link: Link) -> (mpsc::Sender<Envelope>, mpsc::Receiver<Envelope>, Vec<JoinHandle<()>>) {
     let Link { tx, mut rx, .. } = link;
     let (out_tx, out_rx) = mpsc::channel(64);
