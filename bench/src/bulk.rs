@@ -20,7 +20,13 @@ use crate::Ctx;
 
 /// Sends `total` bytes (or until `limit`) to the sink at `to`, then end of
 /// input, and waits for the sink's count. Returns bytes and time taken.
-pub(crate) async fn mesh_transfer(from: &Router, to: &str, chunk: &Bytes, total: usize, limit: Duration) -> anyhow::Result<(u64, Duration)> {
+pub(crate) async fn mesh_transfer(
+    from: &Router,
+    to: &str,
+    chunk: &Bytes,
+    total: usize,
+    limit: Duration,
+) -> anyhow::Result<(u64, Duration)> {
     let mut conv = from.open(addr(to)?, Vec::new());
     let deadline = Instant::now() + limit;
     let t = Instant::now();
@@ -34,12 +40,15 @@ pub(crate) async fn mesh_transfer(from: &Router, to: &str, chunk: &Bytes, total:
         Ok::<_, anyhow::Error>(())
     };
     tokio::time::timeout(limit + GRACE, send).await.map_err(|_| anyhow!("sending stuck for {:?}", limit + GRACE))??;
-    let answer = tokio::time::timeout(GRACE, conv.rx.recv()).await.map_err(|_| anyhow!("no count from the sink within {GRACE:?}"))?;
+    let answer = tokio::time::timeout(GRACE, conv.rx.recv())
+        .await
+        .map_err(|_| anyhow!("no count from the sink within {GRACE:?}"))?;
     let took = t.elapsed();
     let got: u64 = match answer {
-        Some(Msg::Data(b)) => {
-            std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).ok_or_else(|| anyhow!("sink answered {} bytes that are no count", b.len()))?
-        }
+        Some(Msg::Data(b)) => std::str::from_utf8(&b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("sink answered {} bytes that are no count", b.len()))?,
         Some(Msg::Error(e)) => bail!("sink: {e}"),
         Some(Msg::Eof) | None => bail!("sink ended without a count"),
     };
@@ -58,7 +67,13 @@ enum Via {
     Secure(&'static str),
 }
 
-async fn transfer(p: Via, chains: &(Chain, Chain), chunk: &Bytes, total: usize, limit: Duration) -> anyhow::Result<(u64, Duration)> {
+async fn transfer(
+    p: Via,
+    chains: &(Chain, Chain),
+    chunk: &Bytes,
+    total: usize,
+    limit: Duration,
+) -> anyhow::Result<(u64, Duration)> {
     match p {
         Via::Raw => crate::raw::stream("127.0.0.1", chunk, total, Instant::now() + limit).await,
         Via::Mesh(to) => mesh_transfer(chains.0.head(), to, chunk, total, limit).await,
@@ -68,7 +83,8 @@ async fn transfer(p: Via, chains: &(Chain, Chain), chunk: &Bytes, total: usize, 
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let sz = &ctx.sizes;
-    let nodes = [("a", "tcp!127.0.0.1!0".to_string()), ("b", "tcp!127.0.0.2!0".into()), ("c", "tcp!127.0.0.3!0".into())];
+    let nodes =
+        [("a", "tcp!127.0.0.1!0".to_string()), ("b", "tcp!127.0.0.2!0".into()), ("c", "tcp!127.0.0.3!0".into())];
     let tcp = (Chain::new(&nodes).await?, Chain::new_secure(&nodes).await?);
     let cases: [(&str, Via); 5] = [
         ("raw TCP", Via::Raw),
@@ -84,7 +100,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         // Warm up both paths: connections, buffers, the allocator.
         for (label, p) in cases {
             let warm = (sz.bulk_bytes / 8).max(size);
-            transfer(p, &tcp, &chunk, warm, sz.phase_limit).await.map_err(|e| anyhow!("{size_name} {label} warm-up: {e:#}"))?;
+            transfer(p, &tcp, &chunk, warm, sz.phase_limit)
+                .await
+                .map_err(|e| anyhow!("{size_name} {label} warm-up: {e:#}"))?;
         }
         let mut got = [Transfer::default(); 5];
         for round in 0..sz.rounds {
@@ -92,8 +110,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
                 let i = (k + round) % cases.len();
                 let (label, p) = cases[i];
                 let before = Usage::now();
-                let (bytes, took) =
-                    transfer(p, &tcp, &chunk, sz.bulk_bytes, sz.phase_limit).await.map_err(|e| anyhow!("{size_name} {label}: {e:#}"))?;
+                let (bytes, took) = transfer(p, &tcp, &chunk, sz.bulk_bytes, sz.phase_limit)
+                    .await
+                    .map_err(|e| anyhow!("{size_name} {label}: {e:#}"))?;
                 got[i].add(bytes, took);
                 got[i].usage.add(Usage::since(before));
             }
@@ -102,20 +121,35 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         let workload = format!("bulk {size_name} msgs");
         let cpu = |t: &Transfer| t.cpu_us_per_mib().map(|c| format!("{c:.0}")).unwrap_or_else(|| "?".into());
         let note = |t: &Transfer| {
-            format!("{} MiB vs {} MiB in {} rounds; CPU {} vs {} us per MiB", t.bytes >> 20, got[0].bytes >> 20, sz.rounds, cpu(t), cpu(&got[0]))
+            format!(
+                "{} MiB vs {} MiB in {} rounds; CPU {} vs {} us per MiB",
+                t.bytes >> 20,
+                got[0].bytes >> 20,
+                sz.rounds,
+                cpu(t),
+                cpu(&got[0])
+            )
         };
-        let mut two = Row::new(&workload, "tcp, 2 hops, plaintext", Unit::MBps, got[1].mb_per_s(), base, "raw TCP").note(note(&got[1]));
+        let mut two = Row::new(&workload, "tcp, 2 hops, plaintext", Unit::MBps, got[1].mb_per_s(), base, "raw TCP")
+            .note(note(&got[1]));
         if size == 1 << 20 {
             two = two.target(Target::AtLeast(0.6));
         }
         rows.push(two);
-        let mut enc = Row::new(&workload, "tcp, 2 hops, encrypted", Unit::MBps, got[3].mb_per_s(), base, "raw TCP").note(note(&got[3]));
+        let mut enc = Row::new(&workload, "tcp, 2 hops, encrypted", Unit::MBps, got[3].mb_per_s(), base, "raw TCP")
+            .note(note(&got[3]));
         if size == 1 << 20 {
             enc = enc.target(Target::AtLeast(0.4));
         }
         rows.push(enc);
-        rows.push(Row::new(&workload, "tcp, 1 hop, plaintext", Unit::MBps, got[2].mb_per_s(), base, "raw TCP").note(note(&got[2])));
-        rows.push(Row::new(&workload, "tcp, 1 hop, encrypted", Unit::MBps, got[4].mb_per_s(), base, "raw TCP").note(note(&got[4])));
+        rows.push(
+            Row::new(&workload, "tcp, 1 hop, plaintext", Unit::MBps, got[2].mb_per_s(), base, "raw TCP")
+                .note(note(&got[2])),
+        );
+        rows.push(
+            Row::new(&workload, "tcp, 1 hop, encrypted", Unit::MBps, got[4].mb_per_s(), base, "raw TCP")
+                .note(note(&got[4])),
+        );
     }
     Ok(rows)
 }

@@ -22,7 +22,11 @@ fn esc(s: &str) -> String {
 /// The axis: powers of two from `lo` to `hi`, wide enough for every
 /// ratio and target.
 fn axis(rows: &[Row]) -> (i32, i32) {
-    let vals = rows.iter().flat_map(|r| [r.ratio(), r.target.map(|t| t.value())]).flatten().filter(|v| *v > 0.0 && v.is_finite());
+    let vals = rows
+        .iter()
+        .flat_map(|r| [r.ratio(), r.target.map(|t| t.value())])
+        .flatten()
+        .filter(|v| *v > 0.0 && v.is_finite());
     let (mut lo, mut hi) = (-2i32, 2i32);
     for v in vals {
         let e = v.log2();
@@ -41,7 +45,10 @@ pub fn svg(rows: &[Row]) -> String {
     let height = TOP + ROW_H * rows.len() as f64 + 40.0;
     let width = LABEL_W + PLOT_W + RIGHT;
     let mut s = String::new();
-    let _ = writeln!(s, r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"##);
+    let _ = writeln!(
+        s,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"##
+    );
     let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="white"/>"##);
     let _ = writeln!(
         s,
@@ -52,13 +59,26 @@ pub fn svg(rows: &[Row]) -> String {
         let v = 2f64.powi(e);
         let gx = x(v);
         let stroke = if e == 0 { "#000" } else { "#ddd" };
-        let _ = writeln!(s, r##"<line x1="{gx:.1}" y1="{:.1}" x2="{gx:.1}" y2="{bottom:.1}" stroke="{stroke}"/>"##, TOP - 6.0);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{gx:.1}" y1="{:.1}" x2="{gx:.1}" y2="{bottom:.1}" stroke="{stroke}"/>"##,
+            TOP - 6.0
+        );
         let label = if e >= 0 { format!("{}x", 1u64 << e) } else { format!("1/{}x", 1u64 << -e) };
-        let _ = writeln!(s, r##"<text x="{gx:.1}" y="{:.1}" text-anchor="middle" fill="#555">{label}</text>"##, bottom + 16.0);
+        let _ = writeln!(
+            s,
+            r##"<text x="{gx:.1}" y="{:.1}" text-anchor="middle" fill="#555">{label}</text>"##,
+            bottom + 16.0
+        );
     }
     for (i, r) in rows.iter().enumerate() {
         let y = TOP + ROW_H * i as f64;
-        let _ = writeln!(s, r##"<text x="8" y="{:.1}">{}</text>"##, y + 15.0, esc(&format!("{} - {} vs {}", r.workload, r.case, r.baseline_name)));
+        let _ = writeln!(
+            s,
+            r##"<text x="8" y="{:.1}">{}</text>"##,
+            y + 15.0,
+            esc(&format!("{} - {} vs {}", r.workload, r.case, r.baseline_name))
+        );
         let colour = match r.status() {
             Status::Met => "#2e9e44",
             Status::Missed => "#d43c3c",
@@ -75,7 +95,8 @@ pub fn svg(rows: &[Row]) -> String {
                     (a - b).abs().max(1.0),
                     ROW_H - 8.0
                 );
-                let _ = writeln!(s, r##"<text x="{:.1}" y="{:.1}">{ratio:.2}x</text>"##, LABEL_W + PLOT_W + 6.0, y + 15.0);
+                let _ =
+                    writeln!(s, r##"<text x="{:.1}" y="{:.1}">{ratio:.2}x</text>"##, LABEL_W + PLOT_W + 6.0, y + 15.0);
             }
             None => {
                 let _ = writeln!(s, r##"<text x="{:.1}" y="{:.1}" fill="#8a8a8a">n/a</text>"##, x(1.0) + 4.0, y + 15.0);

@@ -64,7 +64,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let res = tokio::time::timeout(budget, tokio::task::spawn_blocking(move || measure(&sz, &root, &null_file))).await;
     mesh.unmount().await;
     null.unmount().await;
-    let found = res.map_err(|_| anyhow!("FUSE workload over its budget of {budget:?}"))?.context("FUSE workload thread")??;
+    let found =
+        res.map_err(|_| anyhow!("FUSE workload over its budget of {budget:?}"))?.context("FUSE workload thread")??;
     Ok(rows(&found))
 }
 
@@ -102,19 +103,43 @@ fn rows(f: &Found) -> Vec<Row> {
     let mib = |g: &Got| g.rate.bytes >> 20;
     // What the process spent per MiB written: CPU and fresh pages touched.
     let cost = |g: &Got| g.rate.usage.per_op(mib(g)).replace("per op", "per MiB");
-    rows.push(Row::new("fuse 1 MiB writes", "svc/sink/N/data", Unit::MBps, f.wr_mesh.rate.mb_per_s(), f.wr_shm.rate.mb_per_s(), &shm).note(format!(
-        "{} MiB vs {} MiB; mesh timed to the sink's count; mesh {}; tmpfs {}",
-        mib(&f.wr_mesh),
-        mib(&f.wr_shm),
-        cost(&f.wr_mesh),
-        cost(&f.wr_shm)
-    )));
+    rows.push(
+        Row::new(
+            "fuse 1 MiB writes",
+            "svc/sink/N/data",
+            Unit::MBps,
+            f.wr_mesh.rate.mb_per_s(),
+            f.wr_shm.rate.mb_per_s(),
+            &shm,
+        )
+        .note(format!(
+            "{} MiB vs {} MiB; mesh timed to the sink's count; mesh {}; tmpfs {}",
+            mib(&f.wr_mesh),
+            mib(&f.wr_shm),
+            cost(&f.wr_mesh),
+            cost(&f.wr_shm)
+        )),
+    );
     // The same mesh numbers against the null FUSE file: what the mesh adds
     // on top of FUSE itself.
-    rows.push(Row::new("fuse 1 MiB write p50", "svc/sink/N/data", Unit::Micros, f.wr_mesh.ops.p50(), f.wr_null.ops.p50(), "null FUSE"));
+    rows.push(Row::new(
+        "fuse 1 MiB write p50",
+        "svc/sink/N/data",
+        Unit::Micros,
+        f.wr_mesh.ops.p50(),
+        f.wr_null.ops.p50(),
+        "null FUSE",
+    ));
     rows.push(
-        Row::new("fuse 1 MiB writes", "svc/sink/N/data", Unit::MBps, f.wr_mesh.rate.mb_per_s(), f.wr_null.rate.mb_per_s(), "null FUSE")
-            .note(format!("{} MiB vs {} MiB; null FUSE {}", mib(&f.wr_mesh), mib(&f.wr_null), cost(&f.wr_null))),
+        Row::new(
+            "fuse 1 MiB writes",
+            "svc/sink/N/data",
+            Unit::MBps,
+            f.wr_mesh.rate.mb_per_s(),
+            f.wr_null.rate.mb_per_s(),
+            "null FUSE",
+        )
+        .note(format!("{} MiB vs {} MiB; null FUSE {}", mib(&f.wr_mesh), mib(&f.wr_null), cost(&f.wr_null))),
     );
     rows
 }
@@ -122,7 +147,8 @@ fn rows(f: &Found) -> Vec<Row> {
 /// Runs every case, interleaved by rounds; blocking.
 fn measure(sz: &Sizes, root: &Path, null_file: &Path) -> anyhow::Result<Found> {
     let mut f = Found { shm_dir: shm_dir(), ..Found::default() };
-    let rw = |p: &Path| OpenOptions::new().read(true).write(true).open(p).with_context(|| format!("open {}", p.display()));
+    let rw =
+        |p: &Path| OpenOptions::new().read(true).write(true).open(p).with_context(|| format!("open {}", p.display()));
     let mut echo = rw(&root.join("svc/echo/data"))?;
     let mut null = rw(null_file)?;
     round_trips(&mut echo, sz.warmup, sz.phase_limit).context("echo warm-up")?;
@@ -149,8 +175,13 @@ fn measure(sz: &Sizes, root: &Path, null_file: &Path) -> anyhow::Result<Found> {
             let before = Usage::now();
             let (got, res) = match (k + round) % 3 {
                 0 => (&mut f.wr_mesh, sink_writes(root, &chunk, sz.fuse_bytes, sz.phase_limit).context("sink")),
-                1 => (&mut f.wr_null, null_writes(null_file, &chunk, sz.fuse_bytes, sz.phase_limit).context("null writes")),
-                _ => (&mut f.wr_shm, shm_writes(&f.shm_dir, &chunk, sz.fuse_bytes, sz.phase_limit).context("shm writes")),
+                1 => (
+                    &mut f.wr_null,
+                    null_writes(null_file, &chunk, sz.fuse_bytes, sz.phase_limit).context("null writes"),
+                ),
+                _ => {
+                    (&mut f.wr_shm, shm_writes(&f.shm_dir, &chunk, sz.fuse_bytes, sz.phase_limit).context("shm writes"))
+                }
             };
             let (ops, bytes, took) = res?;
             got.ops.extend(ops);
@@ -225,10 +256,13 @@ fn sink_writes(root: &Path, chunk: &[u8], total: usize, limit: Duration) -> anyh
     let mut clone = File::open(&clone_path).with_context(|| format!("open {}", clone_path.display()))?;
     let mut num = [0u8; 32];
     let len = clone.read(&mut num)?;
-    let n: u64 =
-        std::str::from_utf8(&num[..len]).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| anyhow!("clone gave no conversation number"))?;
+    let n: u64 = std::str::from_utf8(&num[..len])
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| anyhow!("clone gave no conversation number"))?;
     let data = root.join(format!("svc/sink/{n}/data"));
-    let mut writer = OpenOptions::new().write(true).open(&data).with_context(|| format!("open {} to write", data.display()))?;
+    let mut writer =
+        OpenOptions::new().write(true).open(&data).with_context(|| format!("open {} to write", data.display()))?;
     let mut reader = File::open(&data).with_context(|| format!("open {} to read", data.display()))?;
     let t = Instant::now();
     let (ops, sent) = timed_writes(&mut writer, chunk, total, limit, |_, _| Ok(()))?;
@@ -237,8 +271,10 @@ fn sink_writes(root: &Path, chunk: &[u8], total: usize, limit: Duration) -> anyh
     let mut answer = [0u8; 32];
     let len = reader.read(&mut answer)?;
     let took = t.elapsed();
-    let got: u64 =
-        std::str::from_utf8(&answer[..len]).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| anyhow!("the sink answered no count"))?;
+    let got: u64 = std::str::from_utf8(&answer[..len])
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| anyhow!("the sink answered no count"))?;
     if got != sent {
         bail!("wrote {sent} bytes, the sink got {got}");
     }
@@ -255,7 +291,10 @@ fn null_writes(path: &Path, chunk: &[u8], total: usize, limit: Duration) -> anyh
 
 fn shm_writes(dir: &Path, chunk: &[u8], total: usize, limit: Duration) -> anyhow::Result<(Samples, u64, Duration)> {
     // Removed when dropped, even on error.
-    let mut tmp = tempfile::Builder::new().prefix("mesh-bench-").tempfile_in(dir).with_context(|| format!("a file in {}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix("mesh-bench-")
+        .tempfile_in(dir)
+        .with_context(|| format!("a file in {}", dir.display()))?;
     let f = tmp.as_file_mut();
     let t = Instant::now();
     let (ops, sent) = timed_writes(f, chunk, total, limit, |f, sent| {

@@ -25,7 +25,12 @@ impl Machine {
             .unwrap_or_else(|| "unknown".into());
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
             .unwrap_or_else(|| "unknown".into());
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         Machine { uname, cpu, cores }

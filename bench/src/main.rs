@@ -18,7 +18,10 @@ use clap::Parser;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "mesh-bench", about = "Benchmark the mesh against raw TCP, null FUSE, tmpfs, sshfs and direct-call baselines")]
+#[command(
+    name = "mesh-bench",
+    about = "Benchmark the mesh against raw TCP, null FUSE, tmpfs, sshfs and direct-call baselines"
+)]
 struct Args {
     /// Small sizes, well under a minute: checks that it works, not for timings.
     #[arg(long)]
@@ -53,7 +56,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let opts = mesh_bench::Opts { quick: args.quick, only: args.only, out_dir: args.out.clone(), routers: args.routers };
+    let opts =
+        mesh_bench::Opts { quick: args.quick, only: args.only, out_dir: args.out.clone(), routers: args.routers };
     let res = rt.block_on(mesh_bench::run(opts));
     // A blocking thread stuck in a FUSE call must not hold the exit.
     rt.shutdown_timeout(Duration::from_secs(5));

@@ -111,7 +111,10 @@ impl Chain {
             chain.routers.push(r);
         }
         for (i, ds) in bound.iter().enumerate().skip(1) {
-            chain.routers[i - 1].dial_now(ds.clone()).await.with_context(|| format!("{} dials {ds}", nodes[i - 1].0))?;
+            chain.routers[i - 1]
+                .dial_now(ds.clone())
+                .await
+                .with_context(|| format!("{} dials {ds}", nodes[i - 1].0))?;
         }
         if chain.routers.len() > 1 {
             let last = nodes[nodes.len() - 1].0;

@@ -102,7 +102,16 @@ impl Filesystem for NullFs {
         Ok(ReplyData { data: Bytes::from_static(&ANSWER[..n]) })
     }
 
-    async fn write(&self, _req: Request, _inode: u64, _fh: u64, _offset: u64, data: &[u8], _wf: u32, _flags: u32) -> FuseResult<ReplyWrite> {
+    async fn write(
+        &self,
+        _req: Request,
+        _inode: u64,
+        _fh: u64,
+        _offset: u64,
+        data: &[u8],
+        _wf: u32,
+        _flags: u32,
+    ) -> FuseResult<ReplyWrite> {
         Ok(ReplyWrite { written: data.len() as u32 })
     }
 
@@ -110,7 +119,15 @@ impl Filesystem for NullFs {
         Ok(())
     }
 
-    async fn release(&self, _req: Request, _inode: u64, _fh: u64, _flags: u32, _lock_owner: u64, _flush: bool) -> FuseResult<()> {
+    async fn release(
+        &self,
+        _req: Request,
+        _inode: u64,
+        _fh: u64,
+        _flags: u32,
+        _lock_owner: u64,
+        _flush: bool,
+    ) -> FuseResult<()> {
         Ok(())
     }
 
@@ -125,12 +142,18 @@ impl Filesystem for NullFs {
         _fh: u64,
         offset: i64,
     ) -> FuseResult<ReplyDirectory<impl FutStream<Item = FuseResult<DirectoryEntry>> + Send + 'a>> {
-        let all = [(parent, FileType::Directory, "."), (parent, FileType::Directory, ".."), (DATA, FileType::RegularFile, FILE)];
+        let all = [
+            (parent, FileType::Directory, "."),
+            (parent, FileType::Directory, ".."),
+            (DATA, FileType::RegularFile, FILE),
+        ];
         let out: Vec<FuseResult<DirectoryEntry>> = all
             .into_iter()
             .enumerate()
             .skip(offset.max(0) as usize)
-            .map(|(i, (inode, kind, name))| Ok(DirectoryEntry { inode, kind, name: OsString::from(name), offset: i as i64 + 1 }))
+            .map(|(i, (inode, kind, name))| {
+                Ok(DirectoryEntry { inode, kind, name: OsString::from(name), offset: i as i64 + 1 })
+            })
             .collect();
         Ok(ReplyDirectory { entries: stream::iter(out) })
     }
@@ -155,8 +178,9 @@ pub async fn mount(path: &Path) -> anyhow::Result<NullMount> {
     opts.fs_name("mesh-bench-null");
     let session = Session::new(opts);
     let fs = NullFs { uid, gid };
-    let handle = if euid == 0 { session.mount(fs, path).await } else { session.mount_with_unprivileged(fs, path).await }
-        .with_context(|| format!("mount the null file system at {}", path.display()))?;
+    let handle =
+        if euid == 0 { session.mount(fs, path).await } else { session.mount_with_unprivileged(fs, path).await }
+            .with_context(|| format!("mount the null file system at {}", path.display()))?;
     Ok(NullMount { handle: Some(handle), path: path.to_path_buf() })
 }
 

@@ -121,7 +121,12 @@ pub(crate) async fn interleave<P: Ping>(cases: &mut [(&str, P)], sz: &Sizes) -> 
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let sz = &ctx.sizes;
-    let tcp = Chain::new(&[("a", "tcp!127.0.0.1!0".into()), ("b", "tcp!127.0.0.2!0".into()), ("c", "tcp!127.0.0.3!0".into())]).await?;
+    let tcp = Chain::new(&[
+        ("a", "tcp!127.0.0.1!0".into()),
+        ("b", "tcp!127.0.0.2!0".into()),
+        ("c", "tcp!127.0.0.3!0".into()),
+    ])
+    .await?;
     let sock = |n: &str| format!("unix!{}", ctx.tmp.path().join(n).display());
     let unix = Chain::new(&[("ua", sock("ua.sock")), ("ub", sock("ub.sock"))]).await?;
     // mem names are process-wide: make them unique per run too, for a
@@ -161,8 +166,15 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
             } else {
                 format!("{} vs {} round trips", s.len(), b.len())
             };
-            let mut row =
-                Row::new(format!("rpc 64 B {metric}"), *label, Unit::Micros, s.percentile_us(pct), b.percentile_us(pct), "raw TCP").note(note);
+            let mut row = Row::new(
+                format!("rpc 64 B {metric}"),
+                *label,
+                Unit::Micros,
+                s.percentile_us(pct),
+                b.percentile_us(pct),
+                "raw TCP",
+            )
+            .note(note);
             if let (Some(t), "p50") = (target(label), metric) {
                 row = row.target(t);
             }

@@ -84,8 +84,14 @@ impl Usage {
         if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
             return Usage::default();
         }
-        let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64);
-        Usage { cpu: tv(ru.ru_utime) + tv(ru.ru_stime), switches: ru.ru_nvcsw.max(0) as u64, faults: ru.ru_minflt.max(0) as u64 }
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+        };
+        Usage {
+            cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+            switches: ru.ru_nvcsw.max(0) as u64,
+            faults: ru.ru_minflt.max(0) as u64,
+        }
     }
 
     /// What was spent since `before`.
@@ -110,14 +116,21 @@ impl Usage {
             return String::new();
         }
         let n = ops as f64;
-        format!("CPU {:.1} us, {:.2} sleeps, {:.1} faults per op", self.cpu.as_secs_f64() * 1e6 / n, self.switches as f64 / n, self.faults as f64 / n)
+        format!(
+            "CPU {:.1} us, {:.2} sleeps, {:.1} faults per op",
+            self.cpu.as_secs_f64() * 1e6 / n,
+            self.switches as f64 / n,
+            self.faults as f64 / n
+        )
     }
 }
 
 /// This process's resident memory in bytes (from /proc/self/statm); 0
 /// where it cannot be read.
 pub fn rss_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm").ok().and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()));
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()));
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     pages.map(|p| p * page.max(1) as u64).unwrap_or(0)

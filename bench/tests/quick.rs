@@ -6,7 +6,10 @@ use mesh_bench::{Opts, Status};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_run_writes_a_report() {
     let out = tempfile::tempdir().expect("temp dir");
-    let report = mesh_bench::run(Opts { quick: true, only: Vec::new(), out_dir: out.path().to_path_buf(), routers: None }).await.expect("run");
+    let report =
+        mesh_bench::run(Opts { quick: true, only: Vec::new(), out_dir: out.path().to_path_buf(), routers: None })
+            .await
+            .expect("run");
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     for w in [
         "rpc 64 B p50",
@@ -42,6 +45,14 @@ async fn quick_run_writes_a_report() {
 #[tokio::test]
 async fn unknown_workload_is_an_error() {
     let out = tempfile::tempdir().expect("temp dir");
-    let err = mesh_bench::run(Opts { quick: true, only: vec!["nope".into()], out_dir: out.path().to_path_buf(), routers: None }).await.err().expect("error");
+    let err = mesh_bench::run(Opts {
+        quick: true,
+        only: vec!["nope".into()],
+        out_dir: out.path().to_path_buf(),
+        routers: None,
+    })
+    .await
+    .err()
+    .expect("error");
     assert!(err.to_string().contains("rpc"), "{err}");
 }

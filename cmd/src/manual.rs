@@ -253,7 +253,10 @@ mod tests {
             roff.text(cmd.find_subcommand(name).map(usage).unwrap_or_default());
             roff.to_roff()
         };
-        assert_eq!(line("up"), "\\fBmesh up\\fR [\\fIDEPLOY\\fR] [\\fB\\-m\\fR \\fIID\\fR]... [\\fB\\-\\-mount\\fR \\fIDIR\\fR]\n");
+        assert_eq!(
+            line("up"),
+            "\\fBmesh up\\fR [\\fIDEPLOY\\fR] [\\fB\\-m\\fR \\fIID\\fR]... [\\fB\\-\\-mount\\fR \\fIDIR\\fR]\n"
+        );
         assert!(line("serve").ends_with("\\fB\\-\\-\\fR \\fICMD\\fR...\n"), "{}", line("serve"));
         assert!(line("keygen").contains(" \\fIFILE\\fR"), "a required positional is bare");
     }

@@ -89,7 +89,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Send { path, reply_to, router: r } => srv::commands::send(&router(&r)?, &path, &reply_to).await,
-        Cmd::Serve { name, router: r, command } => srv::commands::serve(&router(&r)?, &name, command, on_signal()).await,
+        Cmd::Serve { name, router: r, command } => {
+            srv::commands::serve(&router(&r)?, &name, command, on_signal()).await
+        }
         Cmd::Ns { file, router: r, command } => {
             let code = srv::nsproc::run(srv::nsproc::Options { file, router: router(&r)?, command }).await?;
             std::process::exit(code)

@@ -62,10 +62,7 @@ pub struct DialError {
 
 impl DialError {
     fn new(input: &str, reason: impl Into<String>) -> Self {
-        DialError {
-            input: input.to_owned(),
-            reason: reason.into(),
-        }
+        DialError { input: input.to_owned(), reason: reason.into() }
     }
 
     /// The dial string as given.
@@ -133,47 +130,28 @@ impl FromStr for DialString {
                 parse_unix_path(path).map(DialString::Unix).map_err(err)
             }
             "tcp" | "ws" => {
-                let want = if net == "tcp" {
-                    "tcp!HOST!PORT"
-                } else {
-                    "ws!HOST!PORT"
-                };
+                let want = if net == "tcp" { "tcp!HOST!PORT" } else { "ws!HOST!PORT" };
                 let [host, port] = exact(rest, want, &["host", "port"]).map_err(err)?;
                 let host = parse_host(host).map_err(err)?;
                 let port = parse_port(port).map_err(err)?;
-                Ok(if net == "tcp" {
-                    DialString::Tcp(host, port)
-                } else {
-                    DialString::Ws(host, port)
-                })
+                Ok(if net == "tcp" { DialString::Tcp(host, port) } else { DialString::Ws(host, port) })
             }
-            "" => Err(err(
-                "missing network before '!' (want mem, unix, tcp or ws)".into(),
-            )),
-            other => Err(err(format!(
-                "unknown network {other:?} (want mem, unix, tcp or ws)"
-            ))),
+            "" => Err(err("missing network before '!' (want mem, unix, tcp or ws)".into())),
+            other => Err(err(format!("unknown network {other:?} (want mem, unix, tcp or ws)"))),
         }
     }
 }
 
 /// Checks that exactly `N` parts follow the network and returns them, or says
 /// which are missing / what is extra. `names` names the parts for messages.
-fn exact<'a, const N: usize>(
-    rest: &[&'a str],
-    want: &str,
-    names: &[&str; N],
-) -> Result<[&'a str; N], String> {
+fn exact<'a, const N: usize>(rest: &[&'a str], want: &str, names: &[&str; N]) -> Result<[&'a str; N], String> {
     if rest.len() < N {
         let missing = names[rest.len()..].join(" and ");
         return Err(format!("missing {missing} (want {want})"));
     }
     if rest.len() > N {
         let extra = rest[N..].join("!");
-        return Err(format!(
-            "extra part {extra:?} after the {} (want {want})",
-            names[N - 1]
-        ));
+        return Err(format!("extra part {extra:?} after the {} (want {want})", names[N - 1]));
     }
     let mut out = [""; N];
     out.copy_from_slice(rest);
@@ -188,18 +166,10 @@ fn parse_mem_name(name: &str) -> Result<String, String> {
         return Err(any_not_allowed("mem"));
     }
     if name.len() > MEM_NAME_MAX {
-        return Err(format!(
-            "mem name is {} bytes, longer than {MEM_NAME_MAX}",
-            name.len()
-        ));
+        return Err(format!("mem name is {} bytes, longer than {MEM_NAME_MAX}", name.len()));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "mem name {name:?} has character {c:?} (allowed: letters, digits, '.', '_', '-')"
-        ));
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("mem name {name:?} has character {c:?} (allowed: letters, digits, '.', '_', '-')"));
     }
     Ok(name.to_owned())
 }
@@ -220,10 +190,7 @@ fn parse_unix_path(path: &str) -> Result<PathBuf, String> {
     // Checked here rather than at bind time so the deployment file is
     // rejected when loaded, not when the router first listens.
     if path.len() > UNIX_PATH_MAX {
-        return Err(format!(
-            "unix path is {} bytes, longer than the {UNIX_PATH_MAX} the kernel allows",
-            path.len()
-        ));
+        return Err(format!("unix path is {} bytes, longer than the {UNIX_PATH_MAX} the kernel allows", path.len()));
     }
     Ok(PathBuf::from(path))
 }
@@ -236,17 +203,11 @@ fn parse_host(host: &str) -> Result<Host, String> {
         return Ok(Host::Any);
     }
     if host.len() > HOST_MAX {
-        return Err(format!(
-            "host is {} bytes, longer than {HOST_MAX}",
-            host.len()
-        ));
+        return Err(format!("host is {} bytes, longer than {HOST_MAX}", host.len()));
     }
     // Names, IPv4 and IPv6 literals (with an optional %scope) only; anything
     // else cannot resolve and would only fail later with a vaguer message.
-    if let Some(c) = host
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '%')))
-    {
+    if let Some(c) = host.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '%'))) {
         return Err(format!("host {host:?} has character {c:?}"));
     }
     Ok(Host::Name(host.to_owned()))
@@ -260,8 +221,7 @@ fn parse_port(port: &str) -> Result<u16, String> {
         return Err(format!("port {port:?} is not a number (want 0-65535)"));
     }
     // All digits, so the only possible failure is overflow.
-    port.parse::<u16>()
-        .map_err(|_| format!("port {port} out of range (want 0-65535)"))
+    port.parse::<u16>().map_err(|_| format!("port {port} out of range (want 0-65535)"))
 }
 
 fn any_not_allowed(net: &str) -> String {
@@ -305,14 +265,8 @@ mod tests {
     #[test]
     fn parses_to_variants() {
         assert_eq!(parse("mem!x"), Ok(DialString::Mem("x".into())));
-        assert_eq!(
-            parse("unix!/tmp/x.sock"),
-            Ok(DialString::Unix(PathBuf::from("/tmp/x.sock")))
-        );
-        assert_eq!(
-            parse("tcp!h!1"),
-            Ok(DialString::Tcp(Host::Name("h".into()), 1))
-        );
+        assert_eq!(parse("unix!/tmp/x.sock"), Ok(DialString::Unix(PathBuf::from("/tmp/x.sock"))));
+        assert_eq!(parse("tcp!h!1"), Ok(DialString::Tcp(Host::Name("h".into()), 1)));
         assert_eq!(parse("ws!*!2"), Ok(DialString::Ws(Host::Any, 2)));
     }
 
@@ -328,82 +282,31 @@ mod tests {
     fn error_messages() {
         let cases = [
             ("", r#"bad dial string "": empty dial string"#),
-            (
-                "foo!x",
-                r#"bad dial string "foo!x": unknown network "foo" (want mem, unix, tcp or ws)"#,
-            ),
-            (
-                "!x",
-                r#"bad dial string "!x": missing network before '!' (want mem, unix, tcp or ws)"#,
-            ),
-            (
-                "tcp",
-                r#"bad dial string "tcp": missing host and port (want tcp!HOST!PORT)"#,
-            ),
-            (
-                "tcp!h",
-                r#"bad dial string "tcp!h": missing port (want tcp!HOST!PORT)"#,
-            ),
-            (
-                "ws!h",
-                r#"bad dial string "ws!h": missing port (want ws!HOST!PORT)"#,
-            ),
-            (
-                "mem",
-                r#"bad dial string "mem": missing name (want mem!NAME)"#,
-            ),
-            (
-                "unix",
-                r#"bad dial string "unix": missing path (want unix!/PATH)"#,
-            ),
-            (
-                "tcp!h!1!x!y",
-                r#"bad dial string "tcp!h!1!x!y": extra part "x!y" after the port (want tcp!HOST!PORT)"#,
-            ),
-            (
-                "mem!a!b",
-                r#"bad dial string "mem!a!b": extra part "b" after the name (want mem!NAME)"#,
-            ),
-            (
-                "unix!/a!b",
-                r#"bad dial string "unix!/a!b": extra part "b" after the path (want unix!/PATH)"#,
-            ),
-            (
-                "tcp!h!http",
-                r#"bad dial string "tcp!h!http": port "http" is not a number (want 0-65535)"#,
-            ),
-            (
-                "tcp!h!-1",
-                r#"bad dial string "tcp!h!-1": port "-1" is not a number (want 0-65535)"#,
-            ),
-            (
-                "tcp!h!65536",
-                r#"bad dial string "tcp!h!65536": port 65536 out of range (want 0-65535)"#,
-            ),
+            ("foo!x", r#"bad dial string "foo!x": unknown network "foo" (want mem, unix, tcp or ws)"#),
+            ("!x", r#"bad dial string "!x": missing network before '!' (want mem, unix, tcp or ws)"#),
+            ("tcp", r#"bad dial string "tcp": missing host and port (want tcp!HOST!PORT)"#),
+            ("tcp!h", r#"bad dial string "tcp!h": missing port (want tcp!HOST!PORT)"#),
+            ("ws!h", r#"bad dial string "ws!h": missing port (want ws!HOST!PORT)"#),
+            ("mem", r#"bad dial string "mem": missing name (want mem!NAME)"#),
+            ("unix", r#"bad dial string "unix": missing path (want unix!/PATH)"#),
+            ("tcp!h!1!x!y", r#"bad dial string "tcp!h!1!x!y": extra part "x!y" after the port (want tcp!HOST!PORT)"#),
+            ("mem!a!b", r#"bad dial string "mem!a!b": extra part "b" after the name (want mem!NAME)"#),
+            ("unix!/a!b", r#"bad dial string "unix!/a!b": extra part "b" after the path (want unix!/PATH)"#),
+            ("tcp!h!http", r#"bad dial string "tcp!h!http": port "http" is not a number (want 0-65535)"#),
+            ("tcp!h!-1", r#"bad dial string "tcp!h!-1": port "-1" is not a number (want 0-65535)"#),
+            ("tcp!h!65536", r#"bad dial string "tcp!h!65536": port 65536 out of range (want 0-65535)"#),
             (
                 "ws!h!99999999999999999999",
                 r#"bad dial string "ws!h!99999999999999999999": port 99999999999999999999 out of range (want 0-65535)"#,
             ),
             ("tcp!h!", r#"bad dial string "tcp!h!": empty port"#),
             ("tcp!!1", r#"bad dial string "tcp!!1": empty host"#),
-            (
-                "ws!a b!1",
-                r#"bad dial string "ws!a b!1": host "a b" has character ' '"#,
-            ),
-            (
-                "unix!x.sock",
-                r#"bad dial string "unix!x.sock": unix path "x.sock" is not absolute"#,
-            ),
+            ("ws!a b!1", r#"bad dial string "ws!a b!1": host "a b" has character ' '"#),
+            ("unix!x.sock", r#"bad dial string "unix!x.sock": unix path "x.sock" is not absolute"#),
             ("unix!", r#"bad dial string "unix!": empty unix path"#),
-            (
-                "unix!*",
-                r#"bad dial string "unix!*": '*' (all addresses) applies only to tcp and ws, not unix"#,
-            ),
+            ("unix!*", r#"bad dial string "unix!*": '*' (all addresses) applies only to tcp and ws, not unix"#),
             ("mem!", r#"bad dial string "mem!": empty mem name"#),
-            (
-                "mem!*",
-                r#"bad dial string "mem!*": '*' (all addresses) applies only to tcp and ws, not mem"#,
-            ),
+            ("mem!*", r#"bad dial string "mem!*": '*' (all addresses) applies only to tcp and ws, not mem"#),
             (
                 "mem!a/b",
                 r#"bad dial string "mem!a/b": mem name "a/b" has character '/' (allowed: letters, digits, '.', '_', '-')"#,

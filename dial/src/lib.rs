@@ -81,8 +81,8 @@ pub use addr::{DialError, DialString, Host};
 pub use link::{framed, Frame, FrameSink, FrameStream, Link, LinkOptions, DEFAULT_MAX_FRAME, WRITE_BUFFER};
 pub use listener::Listener;
 pub use secure::{
-    secure, Identity, KeyError, PeerInfo, PinError, PublicKey, Role, SecureError, Trust,
-    HANDSHAKE_TIMEOUT, MIN_MAX_FRAME,
+    secure, Identity, KeyError, PeerInfo, PinError, PublicKey, Role, SecureError, Trust, HANDSHAKE_TIMEOUT,
+    MIN_MAX_FRAME,
 };
 
 /// Connects to `ds`.
@@ -132,10 +132,5 @@ pub(crate) fn with_context(e: io::Error, what: impl Display) -> io::Error {
 /// Accept errors that concern one connection, not the listener: the
 /// client went away before we took its connection.
 pub(crate) fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    )
+    matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted)
 }

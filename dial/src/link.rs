@@ -129,9 +129,7 @@ pub struct LinkOptions {
 
 impl Default for LinkOptions {
     fn default() -> Self {
-        LinkOptions {
-            max_frame: DEFAULT_MAX_FRAME,
-        }
+        LinkOptions { max_frame: DEFAULT_MAX_FRAME }
     }
 }
 
@@ -143,10 +141,7 @@ pub(crate) fn too_large(kind: io::ErrorKind, len: usize, limit: usize) -> io::Er
 
 /// Wraps any byte stream in length-delimited frames (4-byte big-endian
 /// length). Used for mem, unix, tcp, and later by a security layer.
-pub fn framed<S: AsyncRead + AsyncWrite + Send + 'static>(
-    s: S,
-    opts: &LinkOptions,
-) -> (FrameSink, FrameStream) {
+pub fn framed<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, opts: &LinkOptions) -> (FrameSink, FrameStream) {
     let limit = opts.max_frame.min(LENGTH_PREFIX_MAX);
     let (r, w) = tokio::io::split(s);
     let write = crate::writer::FrameWriter::new(w, limit, WRITE_BUFFER);
@@ -172,17 +167,9 @@ struct FrameCodec {
 
 impl FrameCodec {
     fn new(limit: usize) -> Self {
-        let inner = LengthDelimitedCodec::builder()
-            .length_field_length(4)
-            .big_endian()
-            .max_frame_length(limit)
-            .new_codec();
-        FrameCodec {
-            inner,
-            limit,
-            at_head: true,
-            want: 0,
-        }
+        let inner =
+            LengthDelimitedCodec::builder().length_field_length(4).big_endian().max_frame_length(limit).new_codec();
+        FrameCodec { inner, limit, at_head: true, want: 0 }
     }
 }
 
@@ -251,10 +238,7 @@ mod tests {
             }
             io::Result::Ok(())
         });
-        assert_eq!(
-            rx.next().await.unwrap().unwrap(),
-            Bytes::from_static(b"one")
-        );
+        assert_eq!(rx.next().await.unwrap().unwrap(), Bytes::from_static(b"one"));
         assert_eq!(rx.next().await.unwrap().unwrap(), Bytes::new());
         let got = rx.next().await.unwrap().unwrap();
         assert_eq!(got.len(), 100_000);
@@ -291,10 +275,7 @@ mod tests {
         b.write_all(&(1u32 << 30).to_be_bytes()).await.unwrap();
         let err = rx.next().await.unwrap().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert_eq!(
-            err.to_string(),
-            "frame too large: 1073741824 bytes, limit 8"
-        );
+        assert_eq!(err.to_string(), "frame too large: 1073741824 bytes, limit 8");
     }
 
     #[tokio::test]
@@ -306,10 +287,7 @@ mod tests {
         wire.extend_from_slice(b"abc");
         wire.extend_from_slice(&9u32.to_be_bytes());
         b.write_all(&wire).await.unwrap();
-        assert_eq!(
-            rx.next().await.unwrap().unwrap(),
-            Bytes::from_static(b"abc")
-        );
+        assert_eq!(rx.next().await.unwrap().unwrap(), Bytes::from_static(b"abc"));
         let err = rx.next().await.unwrap().unwrap_err();
         assert_eq!(err.to_string(), "frame too large: 9 bytes, limit 8");
     }

@@ -27,27 +27,19 @@ enum Inner {
 
 impl Listener {
     pub(crate) fn mem(l: MemListener) -> Self {
-        Listener {
-            inner: Inner::Mem(l),
-        }
+        Listener { inner: Inner::Mem(l) }
     }
 
     pub(crate) fn unix(l: UnixListener) -> Self {
-        Listener {
-            inner: Inner::Unix(l),
-        }
+        Listener { inner: Inner::Unix(l) }
     }
 
     pub(crate) fn tcp(l: TcpListener) -> Self {
-        Listener {
-            inner: Inner::Tcp(l),
-        }
+        Listener { inner: Inner::Tcp(l) }
     }
 
     pub(crate) fn ws(l: WsListener) -> Self {
-        Listener {
-            inner: Inner::Ws(l),
-        }
+        Listener { inner: Inner::Ws(l) }
     }
 
     /// Waits for the next connection and returns it as a link.

@@ -64,49 +64,25 @@ pub(crate) struct MemListener {
 pub(crate) fn listen(name: &str, opts: &LinkOptions) -> io::Result<MemListener> {
     let mut reg = registry();
     if reg.contains_key(name) {
-        return Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("mem!{name}: already listening"),
-        ));
+        return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("mem!{name}: already listening")));
     }
     let (tx, rx) = mpsc::channel(BACKLOG);
     let listener_id = next_id();
     reg.insert(name.to_owned(), Entry { listener_id, tx });
-    Ok(MemListener {
-        name: name.to_owned(),
-        listener_id,
-        rx,
-        opts: opts.clone(),
-    })
+    Ok(MemListener { name: name.to_owned(), listener_id, rx, opts: opts.clone() })
 }
 
 pub(crate) async fn dial(name: &str, opts: &LinkOptions) -> io::Result<Link> {
-    let refused = || {
-        io::Error::new(
-            io::ErrorKind::ConnectionRefused,
-            format!("mem!{name}: nobody listening"),
-        )
-    };
+    let refused = || io::Error::new(io::ErrorKind::ConnectionRefused, format!("mem!{name}: nobody listening"));
     // Clone the sender so the registry lock is not held across the await.
-    let tx = registry()
-        .get(name)
-        .map(|e| e.tx.clone())
-        .ok_or_else(refused)?;
+    let tx = registry().get(name).map(|e| e.tx.clone()).ok_or_else(refused)?;
     let (ours, theirs) = tokio::io::duplex(DUPLEX_BUFFER);
     let id = next_id();
     // Waits while the backlog is full, like connect(2) on a busy socket; fails
     // if the listener went away meanwhile.
-    tx.send(Pending { stream: theirs, id })
-        .await
-        .map_err(|_| refused())?;
+    tx.send(Pending { stream: theirs, id }).await.map_err(|_| refused())?;
     let (tx, rx) = framed(ours, opts);
-    Ok(Link {
-        tx,
-        rx,
-        remote: format!("mem!{name}"),
-        local: format!("mem!{name}#{id}"),
-        uid: None,
-    })
+    Ok(Link { tx, rx, remote: format!("mem!{name}"), local: format!("mem!{name}#{id}"), uid: None })
 }
 
 impl MemListener {
@@ -120,13 +96,7 @@ impl MemListener {
             ));
         };
         let (tx, rx) = framed(stream, &self.opts);
-        Ok(Link {
-            tx,
-            rx,
-            remote: format!("mem!{}#{id}", self.name),
-            local: format!("mem!{}", self.name),
-            uid: None,
-        })
+        Ok(Link { tx, rx, remote: format!("mem!{}#{id}", self.name), local: format!("mem!{}", self.name), uid: None })
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -137,10 +107,7 @@ impl MemListener {
 impl Drop for MemListener {
     fn drop(&mut self) {
         let mut reg = registry();
-        if reg
-            .get(&self.name)
-            .is_some_and(|e| e.listener_id == self.listener_id)
-        {
+        if reg.get(&self.name).is_some_and(|e| e.listener_id == self.listener_id) {
             reg.remove(&self.name);
         }
     }

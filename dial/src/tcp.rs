@@ -38,13 +38,12 @@ pub(crate) fn bind_host(host: &Host) -> &str {
 /// Resolves `host` and connects to its addresses in turn, returning the
 /// first that answers. `ds` names the dial string in errors.
 pub(crate) async fn connect(host: &str, port: u16, ds: &str) -> io::Result<TcpStream> {
-    let addrs: Vec<SocketAddr> =
-        tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host, port)))
-            .await
-            .map_err(|_| timed_out(ds, "resolve"))?
-            .map_err(|e| with_context(e, format_args!("{ds}: resolve {host:?}")))?
-            .take(MAX_ADDRS)
-            .collect();
+    let addrs: Vec<SocketAddr> = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host, port)))
+        .await
+        .map_err(|_| timed_out(ds, "resolve"))?
+        .map_err(|e| with_context(e, format_args!("{ds}: resolve {host:?}")))?
+        .take(MAX_ADDRS)
+        .collect();
     let mut last = None;
     for addr in &addrs {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -56,19 +55,11 @@ pub(crate) async fn connect(host: &str, port: u16, ds: &str) -> io::Result<TcpSt
             Err(_) => last = Some(timed_out(ds, &format!("connect {addr}"))),
         }
     }
-    Err(last.unwrap_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{ds}: {host:?} has no addresses"),
-        )
-    }))
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{ds}: {host:?} has no addresses"))))
 }
 
 fn timed_out(ds: &str, what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("{ds}: {what}: no answer in {}s", CONNECT_TIMEOUT.as_secs()),
-    )
+    io::Error::new(io::ErrorKind::TimedOut, format!("{ds}: {what}: no answer in {}s", CONNECT_TIMEOUT.as_secs()))
 }
 
 /// Sets `TCP_NODELAY`; a failure only costs latency, so it is logged.
@@ -80,17 +71,12 @@ pub(crate) fn nodelay(stream: &TcpStream, ds: &str) {
 
 /// Binds `host!port`; `ds` names the dial string in errors.
 pub(crate) async fn bind(host: &Host, port: u16, ds: &str) -> io::Result<TokioTcpListener> {
-    TokioTcpListener::bind((bind_host(host), port))
-        .await
-        .map_err(|e| with_context(e, format_args!("{ds}: bind")))
+    TokioTcpListener::bind((bind_host(host), port)).await.map_err(|e| with_context(e, format_args!("{ds}: bind")))
 }
 
 /// Accepts the next TCP connection, skipping connections that died before
 /// we took them. Cancel-safe.
-pub(crate) async fn accept_stream(
-    listener: &TokioTcpListener,
-    ds: &str,
-) -> io::Result<(TcpStream, SocketAddr)> {
+pub(crate) async fn accept_stream(listener: &TokioTcpListener, ds: &str) -> io::Result<(TcpStream, SocketAddr)> {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -135,15 +121,8 @@ pub(crate) struct TcpListener {
 pub(crate) async fn listen(host: &Host, port: u16, opts: &LinkOptions) -> io::Result<TcpListener> {
     let ds = format!("tcp!{host}!{port}");
     let listener = bind(host, port, &ds).await?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| with_context(e, format_args!("{ds}: local address")))?;
-    Ok(TcpListener {
-        listener,
-        local,
-        ds,
-        opts: opts.clone(),
-    })
+    let local = listener.local_addr().map_err(|e| with_context(e, format_args!("{ds}: local address")))?;
+    Ok(TcpListener { listener, local, ds, opts: opts.clone() })
 }
 
 impl TcpListener {

@@ -24,25 +24,16 @@ const DIR_MODE: u32 = 0o700;
 
 pub(crate) async fn dial(path: &Path, opts: &LinkOptions) -> io::Result<Link> {
     let ds = format!("unix!{}", path.display());
-    let stream = UnixStream::connect(path)
-        .await
-        .map_err(|e| match e.kind() {
-            // A listener that shut down cleanly removed its file; to the caller
-            // that is the same as one that died: nobody is listening.
-            io::ErrorKind::NotFound => io::Error::new(
-                io::ErrorKind::ConnectionRefused,
-                format!("{ds}: nobody listening (no socket file)"),
-            ),
-            _ => with_context(e, format_args!("{ds}: connect")),
-        })?;
+    let stream = UnixStream::connect(path).await.map_err(|e| match e.kind() {
+        // A listener that shut down cleanly removed its file; to the caller
+        // that is the same as one that died: nobody is listening.
+        io::ErrorKind::NotFound => {
+            io::Error::new(io::ErrorKind::ConnectionRefused, format!("{ds}: nobody listening (no socket file)"))
+        }
+        _ => with_context(e, format_args!("{ds}: connect")),
+    })?;
     let (tx, rx) = framed(stream, opts);
-    Ok(Link {
-        tx,
-        rx,
-        remote: ds.clone(),
-        local: format!("{ds} (client pid {})", std::process::id()),
-        uid: None,
-    })
+    Ok(Link { tx, rx, remote: ds.clone(), local: format!("{ds} (client pid {})", std::process::id()), uid: None })
 }
 
 /// A listening socket and the file that names it.
@@ -68,20 +59,14 @@ pub(crate) async fn listen(path: &Path, opts: &LinkOptions) -> io::Result<UnixLi
                 .map_err(ctx("create parent directory"))?;
         }
     }
-    remove_stale(path)
-        .await
-        .map_err(ctx("replace old socket"))?;
+    remove_stale(path).await.map_err(ctx("replace old socket"))?;
     let listener = TokioUnixListener::bind(path).map_err(ctx("bind"))?;
     // From here on the file is ours; the guard removes it on any failure.
     let file = SocketFile::adopt(path).map_err(ctx("stat new socket"))?;
     // chmod after bind leaves a short window with umask's mode; the parent
     // directory (0700 when we made it) is what keeps others out meanwhile.
     fs::set_permissions(path, fs::Permissions::from_mode(SOCKET_MODE)).map_err(ctx("chmod"))?;
-    Ok(UnixListener {
-        listener,
-        file,
-        opts: opts.clone(),
-    })
+    Ok(UnixListener { listener, file, opts: opts.clone() })
 }
 
 /// Removes a socket file nobody listens on. Refuses to touch a live socket
@@ -101,19 +86,13 @@ async fn remove_stale(path: &Path) -> io::Result<()> {
     // Probe by connecting: only a refusal proves the owner is gone. A live
     // owner sees the probe as a connection that closes at once.
     match UnixStream::connect(path).await {
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "another process is listening on it",
-        )),
+        Ok(_) => Err(io::Error::new(io::ErrorKind::AddrInUse, "another process is listening on it")),
         // Refused: a socket file whose listener is gone.
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => match fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         },
-        Err(e) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("cannot tell whether it is still in use: {e}"),
-        )),
+        Err(e) => Err(io::Error::new(io::ErrorKind::AddrInUse, format!("cannot tell whether it is still in use: {e}"))),
     }
 }
 
@@ -142,13 +121,7 @@ impl UnixListener {
             }
         };
         let (tx, rx) = framed(stream, &self.opts);
-        Ok(Link {
-            tx,
-            rx,
-            remote,
-            local: ds,
-            uid,
-        })
+        Ok(Link { tx, rx, remote, local: ds, uid })
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -170,18 +143,13 @@ impl SocketFile {
         let meta = fs::symlink_metadata(path).inspect_err(|_| {
             let _ = fs::remove_file(path);
         })?;
-        Ok(SocketFile {
-            path: path.to_owned(),
-            dev: meta.dev(),
-            ino: meta.ino(),
-        })
+        Ok(SocketFile { path: path.to_owned(), dev: meta.dev(), ino: meta.ino() })
     }
 }
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        let ours = fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino);
+        let ours = fs::symlink_metadata(&self.path).is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino);
         if ours {
             if let Err(e) = fs::remove_file(&self.path) {
                 tracing::debug!("unix!{}: remove socket file: {e}", self.path.display());

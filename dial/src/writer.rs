@@ -49,14 +49,7 @@ pub(crate) struct FrameWriter<W> {
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub(crate) fn new(io: W, limit: usize, boundary: usize) -> Self {
-        FrameWriter {
-            io,
-            limit,
-            boundary,
-            small: BytesMut::new(),
-            queue: VecDeque::new(),
-            pending: 0,
-        }
+        FrameWriter { io, limit, boundary, small: BytesMut::new(), queue: VecDeque::new(), pending: 0 }
     }
 
     /// Adds one part of a frame: copied when small, queued when not.

@@ -60,9 +60,7 @@ fn config(opts: &LinkOptions) -> WebSocketConfig {
     // Room for one full frame and its header on top of the batching
     // buffer: the sink only adds a message after the buffer drained below
     // `WRITE_BUFFER`, so this bound is never hit in normal use.
-    let max_buffer = WRITE_BUFFER
-        .saturating_add(opts.max_frame)
-        .saturating_add(1024);
+    let max_buffer = WRITE_BUFFER.saturating_add(opts.max_frame).saturating_add(1024);
     WebSocketConfig::default()
         .max_message_size(Some(opts.max_frame))
         .max_frame_size(Some(opts.max_frame))
@@ -81,10 +79,7 @@ fn io_error(e: WsError) -> io::Error {
         WsError::ConnectionClosed | WsError::AlreadyClosed => {
             io::Error::new(io::ErrorKind::BrokenPipe, "ws: connection closed")
         }
-        WsError::Protocol(p) => io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("ws: protocol error: {p}"),
-        ),
+        WsError::Protocol(p) => io::Error::new(io::ErrorKind::InvalidData, format!("ws: protocol error: {p}")),
         other => io::Error::other(format!("ws: {other}")),
     }
 }
@@ -95,13 +90,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, stream) = ws.split();
-    (
-        Box::pin(BinarySink { inner: sink, limit }),
-        Box::pin(BinaryStream {
-            inner: stream,
-            done: false,
-        }),
-    )
+    (Box::pin(BinarySink { inner: sink, limit }), Box::pin(BinaryStream { inner: stream, done: false }))
 }
 
 /// `Sink<Frame>` over a WebSocket: each frame becomes one binary message
@@ -122,15 +111,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for BinarySink<T> {
         // tungstenite checks sizes only on receive; check here so the
         // sender gets the error instead of the peer dropping the link.
         if frame.len() > self.limit {
-            return Err(too_large(
-                io::ErrorKind::InvalidInput,
-                frame.len(),
-                self.limit,
-            ));
+            return Err(too_large(io::ErrorKind::InvalidInput, frame.len(), self.limit));
         }
-        Pin::new(&mut self.inner)
-            .start_send(Message::Binary(frame.into_bytes()))
-            .map_err(io_error)
+        Pin::new(&mut self.inner).start_send(Message::Binary(frame.into_bytes())).map_err(io_error)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -161,10 +144,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream for BinaryStream<T> {
                 // Pongs go out through tungstenite; nothing for us to do.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 Some(Ok(Message::Close(_))) | None => None,
-                Some(Ok(Message::Text(_))) => Some(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "ws: text message on a binary link",
-                ))),
+                Some(Ok(Message::Text(_))) => {
+                    Some(Err(io::Error::new(io::ErrorKind::InvalidData, "ws: text message on a binary link")))
+                }
                 Some(Err(e)) => Some(Err(io_error(e))),
             };
             self.done = true;
@@ -188,17 +170,13 @@ pub(crate) async fn dial(host: &str, port: u16, opts: &LinkOptions) -> io::Resul
     let stream = tcp::connect(host, port, &ds).await?;
     let remote = stream.peer_addr().map(|a| tcp::describe("ws", a));
     let local = stream.local_addr().map(|a| tcp::describe("ws", a));
-    let handshake =
-        tokio_tungstenite::client_async_with_config(url(host, port), stream, Some(config(opts)));
+    let handshake = tokio_tungstenite::client_async_with_config(url(host, port), stream, Some(config(opts)));
     let (ws, _response) = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
         .await
         .map_err(|_| {
             io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!(
-                    "{ds}: no handshake answer in {}s",
-                    CONNECT_TIMEOUT.as_secs()
-                ),
+                format!("{ds}: no handshake answer in {}s", CONNECT_TIMEOUT.as_secs()),
             )
         })?
         .map_err(|e| {
@@ -241,13 +219,7 @@ pub(crate) async fn listen(host: &Host, port: u16, opts: &LinkOptions) -> io::Re
     let socket = listener.as_fd().try_clone_to_owned().map_err(ctx("dup"))?;
     let (tx, ready) = mpsc::channel(READY_QUEUE);
     let acceptor = tokio::spawn(acceptor(listener, ds.clone(), opts.clone(), tx));
-    Ok(WsListener {
-        ready,
-        local,
-        ds,
-        acceptor,
-        socket,
-    })
+    Ok(WsListener { ready, local, ds, acceptor, socket })
 }
 
 impl WsListener {
@@ -281,12 +253,7 @@ impl Drop for WsListener {
 
 /// Accepts TCP connections and starts a handshake task for each, at most
 /// [`MAX_HANDSHAKES`] at once; finished links go to `ready`.
-async fn acceptor(
-    listener: TokioTcpListener,
-    ds: String,
-    opts: LinkOptions,
-    ready: mpsc::Sender<io::Result<Link>>,
-) {
+async fn acceptor(listener: TokioTcpListener, ds: String, opts: LinkOptions, ready: mpsc::Sender<io::Result<Link>>) {
     let mut handshakes = JoinSet::new();
     loop {
         while handshakes.try_join_next().is_some() {}
@@ -315,16 +282,10 @@ async fn acceptor(
 
 /// Server side of one handshake; failures are the client's problem and
 /// only logged.
-async fn handshake(
-    stream: TcpStream,
-    peer: SocketAddr,
-    opts: LinkOptions,
-    ready: mpsc::Sender<io::Result<Link>>,
-) {
+async fn handshake(stream: TcpStream, peer: SocketAddr, opts: LinkOptions, ready: mpsc::Sender<io::Result<Link>>) {
     let remote = tcp::describe("ws", peer);
     let local = stream.local_addr().map(|a| tcp::describe("ws", a));
-    let accept =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(config(&opts)));
+    let accept = tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(config(&opts)));
     let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
@@ -332,21 +293,12 @@ async fn handshake(
             return;
         }
         Err(_) => {
-            tracing::debug!(
-                "{remote}: ws handshake timed out after {}s",
-                HANDSHAKE_TIMEOUT.as_secs()
-            );
+            tracing::debug!("{remote}: ws handshake timed out after {}s", HANDSHAKE_TIMEOUT.as_secs());
             return;
         }
     };
     let (tx, rx) = frames(ws, opts.max_frame);
-    let link = Link {
-        tx,
-        rx,
-        remote,
-        local: local.unwrap_or_else(|e| format!("ws!? ({e})")),
-        uid: None,
-    };
+    let link = Link { tx, rx, remote, local: local.unwrap_or_else(|e| format!("ws!? ({e})")), uid: None };
     // Waits while the queue is full (the owner is not accepting); fails
     // only when the listener is gone, and the link just closes then.
     let _ = ready.send(Ok(link)).await;
@@ -376,10 +328,7 @@ mod tests {
 
     #[test]
     fn capacity_error_reads_like_the_others() {
-        let e = io_error(WsError::Capacity(CapacityError::MessageTooLong {
-            size: 10,
-            max_size: 4,
-        }));
+        let e = io_error(WsError::Capacity(CapacityError::MessageTooLong { size: 10, max_size: 4 }));
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert_eq!(e.to_string(), "frame too large: 10 bytes, limit 4");
     }

@@ -24,9 +24,7 @@ async fn link_descriptions() {
 
 #[tokio::test(start_paused = true)]
 async fn nobody_listening_is_refused() {
-    let err = dial::dial(&parse("mem!nobody-here"), &opts())
-        .await
-        .unwrap_err();
+    let err = dial::dial(&parse("mem!nobody-here"), &opts()).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
     assert_eq!(err.to_string(), "mem!nobody-here: nobody listening");
 }

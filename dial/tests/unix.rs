@@ -42,10 +42,7 @@ async fn missing_parent_directory_is_created_0700() {
     let _listener = dial::listen(&ds, &opts()).await.unwrap();
     assert!(path.exists());
     for d in ["sub", "sub/dir"] {
-        let mode = fs::metadata(dir.path().join(d))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = fs::metadata(dir.path().join(d)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700, "{d}");
     }
 }
@@ -68,10 +65,7 @@ async fn live_socket_is_not_stolen() {
     let _owner = std::os::unix::net::UnixListener::bind(&path).unwrap();
     let err = dial::listen(&ds, &opts()).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
-    assert_eq!(
-        err.to_string(),
-        format!("{ds}: replace old socket: another process is listening on it")
-    );
+    assert_eq!(err.to_string(), format!("{ds}: replace old socket: another process is listening on it"));
     assert!(path.exists());
 }
 
@@ -84,9 +78,7 @@ async fn regular_file_is_not_clobbered() {
     assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
     assert_eq!(
         err.to_string(),
-        format!(
-            "{ds}: replace old socket: the path exists and is not a socket; refusing to replace it"
-        )
+        format!("{ds}: replace old socket: the path exists and is not a socket; refusing to replace it")
     );
     assert_eq!(fs::read(&path).unwrap(), b"precious");
 }
@@ -99,13 +91,8 @@ async fn drop_leaves_a_successors_socket_alone() {
     fs::remove_file(&path).unwrap();
     let _second = dial::listen(&ds, &opts()).await.unwrap();
     drop(first);
-    assert!(
-        path.exists(),
-        "first listener removed its successor's socket"
-    );
-    within("dial successor", dial::dial(&ds, &opts()))
-        .await
-        .unwrap();
+    assert!(path.exists(), "first listener removed its successor's socket");
+    within("dial successor", dial::dial(&ds, &opts())).await.unwrap();
 }
 
 #[tokio::test]
@@ -118,11 +105,7 @@ async fn accepted_link_knows_the_peer_uid() {
     assert_eq!(client.uid, None);
     assert_eq!(client.remote, ds.to_string());
     assert_eq!(server.local, ds.to_string());
-    assert!(
-        server.remote.starts_with(&format!("{ds} (pid ")),
-        "{}",
-        server.remote
-    );
+    assert!(server.remote.starts_with(&format!("{ds} (pid ")), "{}", server.remote);
 }
 
 #[tokio::test]
@@ -131,10 +114,7 @@ async fn nobody_listening_is_refused() {
     let (path, ds) = sock(dir.path(), "s.sock");
     let err = dial::dial(&ds, &opts()).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
-    assert_eq!(
-        err.to_string(),
-        format!("{ds}: nobody listening (no socket file)")
-    );
+    assert_eq!(err.to_string(), format!("{ds}: nobody listening (no socket file)"));
     // A stale socket file refuses too.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     let err = dial::dial(&ds, &opts()).await.unwrap_err();

@@ -21,9 +21,7 @@ async fn conversation() {
 }
 
 async fn listener() -> (Listener, u16) {
-    let listener = dial::listen(&parse("ws!127.0.0.1!0"), &opts())
-        .await
-        .unwrap();
+    let listener = dial::listen(&parse("ws!127.0.0.1!0"), &opts()).await.unwrap();
     let DialString::Ws(Host::Name(ip), port) = listener.local_addr() else {
         panic!("not ws: {}", listener.local_addr());
     };
@@ -34,15 +32,11 @@ async fn listener() -> (Listener, u16) {
 
 /// A tungstenite client that can send what our sink would refuse.
 async fn raw_client(port: u16, path: &str) -> WebSocketStream<TcpStream> {
-    let config = WebSocketConfig::default()
-        .max_message_size(None)
-        .max_frame_size(None);
+    let config = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
     let url = format!("ws://127.0.0.1:{port}{path}");
     within("raw client", async {
         let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
-            .await
-            .unwrap();
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config)).await.unwrap();
         ws
     })
     .await
@@ -58,9 +52,7 @@ async fn still_accepting(listener: &mut Listener) {
 #[tokio::test]
 async fn descriptions() {
     let (listener, client, server) = connected(&parse("ws!127.0.0.1!0")).await;
-    let DialString::Ws(_, port) = listener.local_addr() else {
-        unreachable!()
-    };
+    let DialString::Ws(_, port) = listener.local_addr() else { unreachable!() };
     assert_eq!(client.remote, format!("ws!127.0.0.1!{port}"));
     assert_eq!(server.local, client.remote);
     assert_eq!(server.remote, client.local);
@@ -86,15 +78,9 @@ async fn oversized_message_is_an_error() {
     let limit = opts().max_frame;
     // Sending may fail once the server gives up; only the server's view matters.
     let _ = raw.send(Message::binary(vec![0u8; limit + 1])).await;
-    let err = within("oversized", link.rx.next())
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = within("oversized", link.rx.next()).await.unwrap().unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-    assert_eq!(
-        err.to_string(),
-        format!("frame too large: {} bytes, limit {limit}", limit + 1)
-    );
+    assert_eq!(err.to_string(), format!("frame too large: {} bytes, limit {limit}", limit + 1));
     still_accepting(&mut listener).await;
 }
 
@@ -104,16 +90,12 @@ async fn ping_is_answered_and_skipped() {
     let mut raw = raw_client(port, "/mesh").await;
     let mut link = within("accept", listener.accept()).await.unwrap();
     let reader = tokio::spawn(async move { link.rx.next().await });
-    raw.send(Message::Ping(Bytes::from_static(b"are you there")))
-        .await
-        .unwrap();
+    raw.send(Message::Ping(Bytes::from_static(b"are you there"))).await.unwrap();
     match within("pong", raw.next()).await {
         Some(Ok(Message::Pong(p))) => assert_eq!(p, Bytes::from_static(b"are you there")),
         other => panic!("expected a pong, got {other:?}"),
     }
-    raw.send(Message::binary(Bytes::from_static(b"data")))
-        .await
-        .unwrap();
+    raw.send(Message::binary(Bytes::from_static(b"data"))).await.unwrap();
     let got = within("frame after ping", reader).await.unwrap();
     assert_eq!(got.unwrap().unwrap(), Bytes::from_static(b"data"));
 }
@@ -123,14 +105,9 @@ async fn close_message_ends_the_stream() {
     let (mut listener, port) = listener().await;
     let mut raw = raw_client(port, "/mesh").await;
     let mut link = within("accept", listener.accept()).await.unwrap();
-    raw.send(Message::binary(Bytes::from_static(b"last")))
-        .await
-        .unwrap();
+    raw.send(Message::binary(Bytes::from_static(b"last"))).await.unwrap();
     raw.close(None).await.unwrap();
-    assert_eq!(
-        within("last", link.rx.next()).await.unwrap().unwrap(),
-        Bytes::from_static(b"last")
-    );
+    assert_eq!(within("last", link.rx.next()).await.unwrap().unwrap(), Bytes::from_static(b"last"));
     assert!(within("end", link.rx.next()).await.is_none());
 }
 
@@ -140,15 +117,10 @@ async fn bad_handshakes_do_not_stop_or_stall_the_listener() {
 
     // Not HTTP at all.
     let mut junk = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    junk.write_all(b"\x00\x01 this is not http\r\n\r\n")
-        .await
-        .unwrap();
+    junk.write_all(b"\x00\x01 this is not http\r\n\r\n").await.unwrap();
     // HTTP, but no upgrade.
     let mut plain = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    plain
-        .write_all(b"GET /mesh HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    plain.write_all(b"GET /mesh HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     // Connects and says nothing: its handshake only times out after 10 s,
     // and must not hold up anyone else meanwhile.
     let _silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -162,9 +134,7 @@ async fn wrong_path_is_refused() {
     let (mut listener, port) = listener().await;
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let url = format!("ws://127.0.0.1:{port}/elsewhere");
-    let err = within("handshake", tokio_tungstenite::client_async(url, tcp))
-        .await
-        .unwrap_err();
+    let err = within("handshake", tokio_tungstenite::client_async(url, tcp)).await.unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
     still_accepting(&mut listener).await;
 }

@@ -58,11 +58,7 @@ fuzz_target!(|input: &[u8]| {
     if sel & 3 == 0 && dials_out(data) {
         return;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("runtime");
     let stop = CancellationToken::new();
     let res = rt.block_on(async {
         let a = Router::new(Config::new(name("a")), stop.child_token());

@@ -19,9 +19,8 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let printed = ds.to_string();
-    let back: DialString = printed
-        .parse()
-        .unwrap_or_else(|e| panic!("{s:?} parsed as {ds:?}, printed as {printed:?}, which fails: {e}"));
+    let back: DialString =
+        printed.parse().unwrap_or_else(|e| panic!("{s:?} parsed as {ds:?}, printed as {printed:?}, which fails: {e}"));
     assert_eq!(back, ds);
     assert_eq!(back.to_string(), printed);
     // Only the port can be spelled two ways (leading zeros).

@@ -53,11 +53,7 @@ fuzz_target!(|data: &[u8]| {
     let opts = LinkOptions { max_frame: limit };
     let (want, want_clean) = model(wire, limit);
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime");
     rt.block_on(async {
         let (ours, mut peer) = tokio::io::duplex(1 + cap as usize);
         let (tx, mut rx) = framed(ours, &opts);
@@ -81,11 +77,10 @@ fuzz_target!(|data: &[u8]| {
             };
             (got, clean)
         };
-        let ((got, clean), ()) = tokio::time::timeout(Duration::from_secs(3600), async {
-            futures::join!(reader, writer)
-        })
-        .await
-        .expect("the frame stream hangs after the peer closed");
+        let ((got, clean), ()) =
+            tokio::time::timeout(Duration::from_secs(3600), async { futures::join!(reader, writer) })
+                .await
+                .expect("the frame stream hangs after the peer closed");
         assert_eq!(got.len(), want.len(), "frame count");
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(&g[..], *w);

@@ -8,8 +8,8 @@
 pub mod relay;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Once;
@@ -63,7 +63,10 @@ impl Mesh {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(mesh_bin());
         // Sockets and host-made keys stay inside the test's directory.
-        c.args(args).env("XDG_RUNTIME_DIR", self.dir.path()).env("XDG_STATE_HOME", self.dir.path().join("state")).env_remove("RUST_LOG");
+        c.args(args)
+            .env("XDG_RUNTIME_DIR", self.dir.path())
+            .env("XDG_STATE_HOME", self.dir.path().join("state"))
+            .env_remove("RUST_LOG");
         c
     }
 
@@ -154,12 +157,7 @@ impl Mesh {
     /// Standard output of a command that must succeed.
     pub fn ok(&self, args: &[&str], input: &str) -> String {
         let out = self.run(args, input);
-        assert!(
-            out.status.success(),
-            "mesh {args:?} failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "mesh {args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -180,7 +178,8 @@ impl Default for Mesh {
 impl Drop for Mesh {
     fn drop(&mut self) {
         for (_, c) in &mut self.children {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(3);
         for (_, c) in &mut self.children {
@@ -206,12 +205,8 @@ impl Drop for Mesh {
 /// Mount points at or below `dir`, deepest first.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
+    let mut v: Vec<PathBuf> =
+        info.lines().filter_map(|l| l.split(' ').nth(4)).map(PathBuf::from).filter(|p| p.starts_with(dir)).collect();
     v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     v
 }
@@ -233,9 +228,16 @@ pub fn sh(script: &str, limit: Duration) -> (std::process::ExitStatus, String, S
         }
         if Instant::now() > deadline {
             // The whole group: bash and what it started.
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             let out = child.wait_with_output().expect("output");
-            panic!("script ran over {limit:?}:\n{script}\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "script ran over {limit:?}:\n{script}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }

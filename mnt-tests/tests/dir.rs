@@ -75,7 +75,10 @@ fn shell_tools_on_a_directory_of_another_machine() {
         assert_eq!(sh_ok(&format!("ls {}/{m}/svc/files", ab.d()), T), "clone\ndata\ninfo\nroot\n");
     }
     assert_eq!(sh_ok(&format!("cat {f}/hello.txt {f}/sub/deep.txt"), T), "hello from b\ndeep\n");
-    assert_eq!(sh_ok(&format!("stat -c '%s %F %a' {f}/hello.txt; stat -c %F {f}/sub"), T), "13 regular file 644\ndirectory\n");
+    assert_eq!(
+        sh_ok(&format!("stat -c '%s %F %a' {f}/hello.txt; stat -c %F {f}/sub"), T),
+        "13 regular file 644\ndirectory\n"
+    );
     // Write, append, and read back; it is on b's disk.
     sh_ok(&format!("echo one > {f}/new.txt && echo two >> {f}/new.txt"), T);
     assert_eq!(sh_ok(&format!("cat {f}/new.txt"), T), "one\ntwo\n");
@@ -137,7 +140,11 @@ fn nothing_outside_the_root_is_reachable() {
     let ab = start();
     let (f, d, disk) = (ab.remote(), ab.d(), ab.files());
     // `..` is the kernel's to resolve, in the mount: it never leaves it.
-    for path in [format!("{d}/a/svc/files/root/../../etc/passwd"), format!("{f}/../../../../../../etc/passwd"), format!("{f}/../../../../../outside/secret")] {
+    for path in [
+        format!("{d}/a/svc/files/root/../../etc/passwd"),
+        format!("{f}/../../../../../../etc/passwd"),
+        format!("{f}/../../../../../outside/secret"),
+    ] {
         let (st, out, _) = sh(&format!("cat {path}"), T);
         assert!(!st.success() && out.is_empty(), "{path}: {out}");
     }
@@ -159,7 +166,10 @@ fn nothing_outside_the_root_is_reachable() {
     assert!(!st.success());
     let (st, _, _) = sh(&format!("echo pwned > {f}/out/planted"), T);
     assert!(!st.success());
-    assert!(!PathBuf::from(format!("{d}/outside/target")).exists() && !PathBuf::from(format!("{d}/outside/planted")).exists());
+    assert!(
+        !PathBuf::from(format!("{d}/outside/target")).exists()
+            && !PathBuf::from(format!("{d}/outside/planted")).exists()
+    );
     // Python, by descriptor: openat with .. from a directory of the mount.
     let py = format!(
         "import os, errno\n\

@@ -40,7 +40,12 @@ services = [ {{ name = "echo", kind = "exec", command = ["cat"] }} ]
     until("echo at a", T, || a.join("svc/echo").exists());
     // A conversation with c's service, two hops away, its reader blocked.
     let script = format!("exec 3<>{}/svc/echo/data; echo x >&3; cat <&3", a.display());
-    let mut reader = std::process::Command::new("bash").args(["-c", &script]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut reader = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
 
     m.signal("c", nix::sys::signal::Signal::SIGKILL);
@@ -74,14 +79,20 @@ services = [ {{ name = "echo", kind = "exec", command = ["cat"] }} ]
     m.up(&deploy, "c");
     until("echo back at a", T, || a.join("svc/echo").exists());
     assert!(Path::new(&a.join("n/c")).exists());
-    let (st, out, _) = sh(&format!("exec 3<>{}/svc/echo/data; echo back >&3; head -n1 <&3 2>/dev/null", a.display()), T);
+    let (st, out, _) =
+        sh(&format!("exec 3<>{}/svc/echo/data; echo back >&3; head -n1 <&3 2>/dev/null", a.display()), T);
     assert!(st.success() && out == "back\n", "{out}");
 }
 
 /// Peak resident memory of a process, in MiB.
 fn peak_rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()).unwrap_or(0) / 1024
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        / 1024
 }
 
 #[test]
@@ -195,7 +206,10 @@ services = [ {{ name = "echo", kind = "exec", command = ["cat"] }} ]
 "#
         ),
     );
-    let relay = mnt_tests::relay::Relay::start(format!("127.0.0.1:{pr}").parse().unwrap(), format!("127.0.0.3:{pc}").parse().unwrap());
+    let relay = mnt_tests::relay::Relay::start(
+        format!("127.0.0.1:{pr}").parse().unwrap(),
+        format!("127.0.0.3:{pc}").parse().unwrap(),
+    );
     for id in ["a", "b", "c"] {
         m.up(&deploy, id);
     }
@@ -210,9 +224,20 @@ services = [ {{ name = "echo", kind = "exec", command = ["cat"] }} ]
         ready = ready.display(),
         cut = cut.display()
     );
-    let mut conv = std::process::Command::new("bash").args(["-c", &script]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut conv = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     until("first round trip", T, || ready.exists());
-    let conv_dirs = || std::fs::read_dir(c.join("svc/echo")).map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().parse::<u64>().is_ok()).count()).unwrap_or(0);
+    let conv_dirs = || {
+        std::fs::read_dir(c.join("svc/echo"))
+            .map(|d| {
+                d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().parse::<u64>().is_ok()).count()
+            })
+            .unwrap_or(0)
+    };
     assert_eq!(conv_dirs(), 1, "c serves the conversation");
 
     relay.freeze();
@@ -285,7 +310,9 @@ services = [ {{ name = "registry", kind = "registry" }} ]
 
     m.signal("r", nix::sys::signal::Signal::SIGKILL);
     let t0 = Instant::now();
-    until("a's ctl says the registry is unreachable", Duration::from_secs(5), || m.ok(&["cat", "-m", "a", "/ctl"], "").contains("registry r unreachable"));
+    until("a's ctl says the registry is unreachable", Duration::from_secs(5), || {
+        m.ok(&["cat", "-m", "a", "/ctl"], "").contains("registry r unreachable")
+    });
     let unreachable = t0.elapsed();
     until("a's registry routes expire", Duration::from_secs(6), || !m.routes("a").contains("echo "));
     let expired = t0.elapsed();

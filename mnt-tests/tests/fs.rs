@@ -102,7 +102,10 @@ fn the_tree_as_a_user_sees_it() {
     assert!(sh_ok(&format!("cat {a}/ctl"), T).contains("bad ctl message: unknown message \"frob\""));
     // The live trace of the link to b shows a message crossing it.
     let out = sh_ok(&format!("(timeout 2 cat {a}/term/net-b/data > {d}/trace &); sleep 0.3; echo x > {a}/svc/upper/data; sleep 2; cat {d}/trace", d = abc.dir.display()), T);
-    assert!(out.lines().any(|l| l.starts_with("out data /n/a/svc/upper/") && l.ends_with(" /n/b/svc/upper 2")), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("out data /n/a/svc/upper/") && l.ends_with(" /n/b/svc/upper 2")),
+        "{out}"
+    );
     // The tree is private to the user who mounted it: another user who can
     // reach the mount point is still refused by the mount itself.
     sh_ok(&format!("chmod 755 {}; runuser -u nobody -- ls {} > /dev/null", abc.dir.display(), abc.dir.display()), T);
@@ -141,9 +144,16 @@ fn pipelines_of_ordinary_tools() {
     // of output ends cat, tr and tee; tee's close ends sink's input.
     sh_ok(&format!("cat {a}/svc/count/data | tr a-z A-Z | tee {a}/svc/sink/data > {d}/tee.out"), T);
     assert_eq!(std::fs::read_to_string(format!("{d}/tee.out")).unwrap(), "ONE\nTWO\n");
-    until("sink wrote its file", T, || std::fs::read_to_string(format!("{d}/sink.out")).is_ok_and(|s| s == "ONE\nTWO\n"));
+    until("sink wrote its file", T, || {
+        std::fs::read_to_string(format!("{d}/sink.out")).is_ok_and(|s| s == "ONE\nTWO\n")
+    });
     // Through a service in the middle.
-    let out = sh_ok(&format!("printf 'x\\ny\\n' > {a}/svc/upper/data; (printf 'a\\nb\\n'; sleep 0.3) | cat > {a}/svc/echo/data; echo ok"), T);
+    let out = sh_ok(
+        &format!(
+            "printf 'x\\ny\\n' > {a}/svc/upper/data; (printf 'a\\nb\\n'; sleep 0.3) | cat > {a}/svc/echo/data; echo ok"
+        ),
+        T,
+    );
     assert_eq!(out, "ok\n");
 }
 
@@ -263,7 +273,11 @@ fn unmount_on_signals_and_stale_mounts() {
     let mut abc = start();
     let b = abc.mnt("b");
     // A reader blocked in b's tree does not stop b from unmounting.
-    let reader = std::process::Command::new("cat").arg(b.join("svc/upper/data")).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let reader = std::process::Command::new("cat")
+        .arg(b.join("svc/upper/data"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     abc.m.signal("b", nix::sys::signal::Signal::SIGTERM);
     assert!(abc.m.wait_exit("b", Duration::from_secs(5)).is_some_and(|s| s.success()), "{}", abc.m.log("b"));

@@ -23,14 +23,20 @@ fn pages() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("man"))
         .expect("read man/")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().and_then(|x| x.to_str()).is_some_and(|x| x.len() == 1 && x.as_bytes()[0].is_ascii_digit()))
+        .filter(|p| {
+            p.extension().and_then(|x| x.to_str()).is_some_and(|x| x.len() == 1 && x.as_bytes()[0].is_ascii_digit())
+        })
         .collect();
     v.sort();
     v
 }
 
 fn have(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -68,7 +74,12 @@ fn every_page_renders_without_warnings() {
             .env("MANWIDTH", "80")
             .env("LC_ALL", "C.UTF-8"));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() && stderr.is_empty(), "man --warnings -l {}: {}\n{stderr}", page.display(), out.status);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "man --warnings -l {}: {}\n{stderr}",
+            page.display(),
+            out.status
+        );
         assert!(!out.stdout.is_empty(), "{} renders empty", page.display());
         // whatis and apropos read the NAME line.
         let out = run(Command::new("lexgrog").arg(page));
@@ -106,7 +117,13 @@ fn install_puts_pages_and_completions_in_place() {
         let name = page.file_name().and_then(|n| n.to_str()).expect("page name");
         let section = &name[name.len() - 1..];
         let installed = d.join(format!("usr/local/share/man/man{section}/{name}"));
-        assert_eq!(std::fs::read(&installed).ok(), std::fs::read(&page).ok(), "{} not installed as {}", page.display(), installed.display());
+        assert_eq!(
+            std::fs::read(&installed).ok(),
+            std::fs::read(&page).ok(),
+            "{} not installed as {}",
+            page.display(),
+            installed.display()
+        );
     }
     let loaders = [
         ("bash", "-n", "usr/local/share/bash-completion/completions/mesh"),
@@ -129,7 +146,9 @@ fn graph_of_the_builtin_mesh() {
     for m in ["a", "b", "c"] {
         assert!(dot.contains(&format!("\n    \"{m}\" [shape=box")), "no machine {m}:\n{dot}");
     }
-    let link = |from: &str, to: &str| dot.lines().find(|l| l.trim_start().starts_with(&format!("\"{from}\" -> \"{to}\" ["))).map(str::to_string);
+    let link = |from: &str, to: &str| {
+        dot.lines().find(|l| l.trim_start().starts_with(&format!("\"{from}\" -> \"{to}\" ["))).map(str::to_string)
+    };
     let ab = link("a", "b").unwrap_or_else(|| panic!("no a-b link:\n{dot}"));
     assert!(ab.contains("label=\"tcp noise\"") && ab.contains("taillabel=\"net-b\""), "{ab}");
     let bc = link("b", "c").unwrap_or_else(|| panic!("no b-c link:\n{dot}"));
@@ -171,9 +190,17 @@ services = [ {{ name = "upper", kind = "exec", command = ["tr", "a-z", "A-Z"] }}
     for id in ["a", "b", "c"] {
         m.up(&deploy, id);
     }
-    until("a routes to upper over two hops", Duration::from_secs(15), || m.routes("a").contains("upper c net-b 2 a!b!c\n"));
+    until("a routes to upper over two hops", Duration::from_secs(15), || {
+        m.routes("a").contains("upper c net-b 2 a!b!c\n")
+    });
     let dot = m.ok(&["graph", "-m", "a"], "");
-    let line = |start: &str| dot.lines().map(str::trim).find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no {start:?} in\n{dot}")).to_string();
+    let line = |start: &str| {
+        dot.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no {start:?} in\n{dot}"))
+            .to_string()
+    };
     assert!(line("\"a\" [shape=box").contains("this router"));
     assert!(line("\"c\" [shape=box").contains("2 hops via net-b\\na!b!c"));
     let ab = line("\"a\" -> \"b\" [");

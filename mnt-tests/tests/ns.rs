@@ -23,7 +23,11 @@ impl Ab {
     fn ns(&self, name: &str, text: &str, script: &str) -> (std::process::ExitStatus, String, String) {
         let f = self.m.file(name, text);
         let out = self.m.run(&["ns", "-m", "a", "-f", &f.display().to_string(), "--", "sh", "-c", script], "");
-        (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }
 
@@ -61,7 +65,11 @@ fn ls(p: &Path) -> String {
 }
 
 fn view_mounts() -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().filter(|l| l.contains("/views/")).count()
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("/views/"))
+        .count()
 }
 
 #[test]
@@ -74,8 +82,14 @@ fn union_lookups_and_readdir_order() {
     // After: a's entries, then b's new ones; a name both have is a's.
     sh_ok(&format!("echo 'bind -a /n/b/term /term' > {}", ctl.display()), T);
     until("union listed", Duration::from_secs(3), || ls(&term) == "local\nloopback\nnet-b\nnet-a\n");
-    assert!(sh_ok(&format!("cat {}/net-a/ctl", term.display()), T).starts_with("net "), "b's net-a, found through the union");
-    assert_eq!(sh_ok(&format!("cat {}/local/ctl", term.display()), T), sh_ok(&format!("cat {}/n/a/term/local/ctl", a.display()), T));
+    assert!(
+        sh_ok(&format!("cat {}/net-a/ctl", term.display()), T).starts_with("net "),
+        "b's net-a, found through the union"
+    );
+    assert_eq!(
+        sh_ok(&format!("cat {}/local/ctl", term.display()), T),
+        sh_ok(&format!("cat {}/n/a/term/local/ctl", a.display()), T)
+    );
     assert!(sh_ok(&format!("cat {}", ctl.display()), T).contains("bind -a /n/b/term /term\n"), "ctl lists the binds");
     // Before: b's first.
     sh_ok(&format!("echo 'unmount /term' > {0}; echo 'bind -b /n/b/term /term' > {0}", ctl.display()), T);
@@ -116,10 +130,17 @@ fn mesh_ns_views_are_private_to_their_process() {
             a = a.display()
         )
     };
-    let f1 = ab.m.file("one.ns", "# b's terminals after a's, b's upper as echo\nbind -a /n/b/term /term\nbind /n/b/svc/upper /svc/echo\n");
+    let f1 = ab.m.file(
+        "one.ns",
+        "# b's terminals after a's, b's upper as echo\nbind -a /n/b/term /term\nbind /n/b/svc/upper /svc/echo\n",
+    );
     let f2 = ab.m.file("two.ns", "bind /n/b/term /term\n");
     let spawn = |f: &Path, s: String| {
-        ab.m.cmd(&["ns", "-m", "a", "-f", &f.display().to_string(), "--", "sh", "-c", &s]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+        ab.m.cmd(&["ns", "-m", "a", "-f", &f.display().to_string(), "--", "sh", "-c", &s])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
     };
     let p1 = spawn(&f1, script(&r1, &r2));
     let p2 = spawn(&f2, script(&r2, &r1));
@@ -128,7 +149,12 @@ fn mesh_ns_views_are_private_to_their_process() {
     assert_eq!(ls(&a.join("term")), "local\nloopback\nnet-b\n");
     let (o1, o2) = (p1.wait_with_output().unwrap(), p2.wait_with_output().unwrap());
     let (s1, s2) = (String::from_utf8_lossy(&o1.stdout), String::from_utf8_lossy(&o2.stdout));
-    assert!(o1.status.success() && o2.status.success(), "{}{}", String::from_utf8_lossy(&o1.stderr), String::from_utf8_lossy(&o2.stderr));
+    assert!(
+        o1.status.success() && o2.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o1.stderr),
+        String::from_utf8_lossy(&o2.stderr)
+    );
     assert_eq!(s1, "local loopback net-b net-a \nX\n");
     assert_eq!(s2, "local loopback net-a \nx\n");
     // Gone with them: no bind in a's ctl, no view mounted anywhere.
@@ -143,7 +169,11 @@ fn mesh_ns_binds_onto_host_paths_and_reports_bad_lines() {
     let host = ab.dir.join("hostdir");
     std::fs::create_dir(&host).unwrap();
     // b's services appear on an ordinary directory, for this command only.
-    let (st, out, err) = ab.ns("host.ns", &format!("bind /n/b/svc {}\ncd /n/b\n", host.display()), &format!("ls {}; pwd", host.display()));
+    let (st, out, err) = ab.ns(
+        "host.ns",
+        &format!("bind /n/b/svc {}\ncd /n/b\n", host.display()),
+        &format!("ls {}; pwd", host.display()),
+    );
     assert!(st.success(), "{err}");
     assert_eq!(out, format!("echo\nupper\n{}\n", ab.a().join("n/b").display()));
     assert_eq!(std::fs::read_dir(&host).unwrap().count(), 0, "the host sees its own directory");

@@ -18,7 +18,17 @@ const TEXT: &str = "MESH-OK-12345";
 
 fn ffprobe(file: &Path, entry: &str) -> String {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", entry, "-of", "default=nw=1:nk=1"])
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            entry,
+            "-of",
+            "default=nw=1:nk=1",
+        ])
         .arg(file)
         .output()
         .expect("ffprobe (Debian's ffmpeg package)");
@@ -46,7 +56,14 @@ fn glyphs() -> Vec<(char, Vec<u8>)> {
     let n = chars.len() as u16;
     let fg = [0xd0, 0xd0, 0xd0];
     let bg = [0x10, 0x10, 0x10];
-    let snap = Snapshot { seq: 0, pts_us: 0, cols: n, rows: 1, cells: chars.iter().map(|&c| Cell(c, fg, bg, 0)).collect(), cursor: None };
+    let snap = Snapshot {
+        seq: 0,
+        pts_us: 0,
+        cols: n,
+        rows: 1,
+        cells: chars.iter().map(|&c| Cell(c, fg, bg, 0)).collect(),
+        cursor: None,
+    };
     let mut r = mesh_gpu::Renderer::new().expect("a Vulkan device (lavapipe: mesa-vulkan-drivers)");
     let f = r.render(&snap).expect("render");
     let (cw, ch) = (mesh_gpu::CELL_W as usize, mesh_gpu::CELL_H as usize);
@@ -74,7 +91,10 @@ fn read_row(frame: &[u8], w: usize, row: usize, cols: usize, refs: &[(char, Vec<
     let (cw, ch) = (mesh_gpu::CELL_W as usize, mesh_gpu::CELL_H as usize);
     (0..cols)
         .map(|col| {
-            let cell: Vec<f32> = (0..ch).flat_map(|y| (0..cw).map(move |x| (y, x))).map(|(y, x)| frame[(row * ch + y) * w + col * cw + x] as f32).collect();
+            let cell: Vec<f32> = (0..ch)
+                .flat_map(|y| (0..cw).map(move |x| (y, x)))
+                .map(|(y, x)| frame[(row * ch + y) * w + col * cw + x] as f32)
+                .collect();
             let mean = cell.iter().sum::<f32>() / cell.len() as f32;
             let spread = cell.iter().map(|v| (v - mean).abs()).sum::<f32>() / cell.len() as f32;
             if spread < 6.0 {
@@ -134,7 +154,11 @@ stages = ["/svc/pty", "/svc/parser", "/svc/gpu", "/svc/mp4-encoder", "/n/a/svc/d
     let mut n = String::new();
     until("the record pipeline starts on a", T, || {
         n = std::fs::read_dir(a.join("svc/pty"))
-            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).find(|f| f.parse::<u64>().is_ok()).unwrap_or_default())
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .find(|f| f.parse::<u64>().is_ok())
+                    .unwrap_or_default()
+            })
             .unwrap_or_default();
         !n.is_empty()
     });
@@ -165,7 +189,8 @@ stages = ["/svc/pty", "/svc/parser", "/svc/gpu", "/svc/mp4-encoder", "/n/a/svc/d
     let png = std::fs::read(a.join("svc/display/frame.png")).expect("frame.png");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     let ihdr = &png[16..24];
-    let (pw, ph) = (u32::from_be_bytes(ihdr[..4].try_into().unwrap()), u32::from_be_bytes(ihdr[4..].try_into().unwrap()));
+    let (pw, ph) =
+        (u32::from_be_bytes(ihdr[..4].try_into().unwrap()), u32::from_be_bytes(ihdr[4..].try_into().unwrap()));
     assert_eq!((pw as usize, ph as usize), (w, h));
     let status = std::fs::read_to_string(a.join("svc/display/status")).expect("display status");
     assert!(status.contains("frames "), "{status}");

@@ -75,7 +75,9 @@ fn serve_attaches_a_service_from_another_process() {
     start(&mut m);
     let t0 = Instant::now();
     m.spawn("shout", &["serve", "-m", "b", "shout", "--", "tr", "a-z", "A-Z"]);
-    until("a routes to shout", Duration::from_secs(5), || m.ok(&["routes", "-m", "a"], "").contains("shout b net-b 1 a!b\n"));
+    until("a routes to shout", Duration::from_secs(5), || {
+        m.ok(&["routes", "-m", "a"], "").contains("shout b net-b 1 a!b\n")
+    });
     let took = t0.elapsed();
     eprintln!("shout routable from a after {took:?}");
     assert!(took < Duration::from_secs(2), "took {took:?}");
@@ -174,7 +176,9 @@ listen = ["tcp!127.0.0.2!{pb}"]
     let two = m.file("two.toml", &text);
     m.up(&one, "b");
     m.up(&two, "a");
-    until("a shows net-b refused", Duration::from_secs(10), || m.run(&["cat", "-m", "a", "/term/net-b/ctl"], "").stdout.ends_with(b"refused\n"));
+    until("a shows net-b refused", Duration::from_secs(10), || {
+        m.run(&["cat", "-m", "a", "/term/net-b/ctl"], "").stdout.ends_with(b"refused\n")
+    });
     let ctl = m.ok(&["cat", "-m", "a", "/term/net-b/ctl"], "");
     assert_eq!(ctl, format!("net tcp!127.0.0.2!{pb} refused\n"));
     let status = m.ok(&["cat", "-m", "a", "/term/net-b/status"], "");

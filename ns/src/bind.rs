@@ -194,7 +194,11 @@ impl MountTable {
             if let Some(members) = self.points.get(&dir[..k]) {
                 // Below a mount point (not at it), the one member that
                 // answered the lookup takes the create.
-                let m = if k < dir.len() && members.len() == 1 { Some(&members[0]) } else { members.iter().find(|m| m.create) };
+                let m = if k < dir.len() && members.len() == 1 {
+                    Some(&members[0])
+                } else {
+                    members.iter().find(|m| m.create)
+                };
                 return match m {
                     Some(m) => {
                         let mut p = m.path.clone();

@@ -23,8 +23,8 @@ use crate::conv::{Conv, ConvTable, Delivery, Msg, Outbox, Service};
 use crate::envelope::{Envelope, Hello, Kind, VERSION};
 use crate::error;
 use crate::link::link_options;
-use crate::path::{Addr, MachineId, Name, ServiceName};
 use crate::outlet::LINK_QUEUE;
+use crate::path::{Addr, MachineId, Name, ServiceName};
 
 /// A connection to a router.
 pub struct Client {
@@ -57,7 +57,13 @@ impl Client {
         let mut link = dial::dial(ds, &link_options()).await?;
         let me = Name::new("client").expect("valid name");
         let a = Addr::on(me.clone(), me.clone());
-        let hello = Envelope::new(0, a.clone(), a, Kind::Hello(Hello { machine: me, version: VERSION, client: Some(0) }), Bytes::new());
+        let hello = Envelope::new(
+            0,
+            a.clone(),
+            a,
+            Kind::Hello(Hello { machine: me, version: VERSION, client: Some(0) }),
+            Bytes::new(),
+        );
         link.tx.send(hello.encode().into()).await?;
         let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{ds}: {m}"));
         let frame = link.rx.next().await.ok_or_else(|| bad("router closed the connection"))??;
@@ -97,7 +103,9 @@ impl Client {
                     _ = g.cancelled() => break,
                     f = frames.next() => f,
                 };
-                let env = match frame.map(|f| f.map_err(|e| e.to_string()).and_then(|f| Envelope::decode(f).map_err(|e| e.to_string()))) {
+                let env = match frame
+                    .map(|f| f.map_err(|e| e.to_string()).and_then(|f| Envelope::decode(f).map_err(|e| e.to_string())))
+                {
                     Some(Ok(env)) => env,
                     Some(Err(e)) => {
                         warn!("router link: {e}");
@@ -146,7 +154,13 @@ impl Client {
     pub async fn query(&self, q: &str) -> Result<String, String> {
         let router = crate::conv::reserved();
         let mut conv = self.table.open(Addr::on(self.machine().clone(), router), Vec::new());
-        let env = Envelope::new(self.out.next_id(), conv.rx.path().clone(), conv.tx.target().dst, Kind::Query(q.to_string()), Bytes::new());
+        let env = Envelope::new(
+            self.out.next_id(),
+            conv.rx.path().clone(),
+            conv.tx.target().dst,
+            Kind::Query(q.to_string()),
+            Bytes::new(),
+        );
         self.out.send(env).await;
         let mut text = Vec::new();
         while let Some(m) = conv.rx.recv().await {

@@ -195,8 +195,7 @@ impl Envelope {
             return Err(bad("not a 2-item array"));
         }
         let mut rest = &frame[1..];
-        let hdr: Header =
-            ciborium::from_reader(&mut rest).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let hdr: Header = ciborium::from_reader(&mut rest).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if hdr.via.len() > HOP_LIMIT {
             return Err(DecodeError::TooMany(hdr.via.len(), "via", HOP_LIMIT));
         }

@@ -33,11 +33,7 @@ pub fn errno(err: &str) -> i32 {
         (EPERM, libc::EACCES),
         (ELINK, libc::ECONNRESET),
     ];
-    TABLE
-        .iter()
-        .find(|(s, _)| err.starts_with(s))
-        .map(|&(_, e)| e)
-        .unwrap_or(libc::EIO)
+    TABLE.iter().find(|(s, _)| err.starts_with(s)).map(|&(_, e)| e).unwrap_or(libc::EIO)
 }
 
 /// `what: detail`, the form every detailed error takes.

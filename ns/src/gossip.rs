@@ -171,7 +171,8 @@ impl PeerGossip {
 
     /// The whole table for `peer`, after a link comes up or on `Resync`.
     pub fn full(&mut self, table: &RouteTable, peer: &MachineId) -> Announce {
-        self.sent = table.machines().filter_map(|m| advert_of(table.best(m), peer).map(|r| (m.clone(), r.clone()))).collect();
+        self.sent =
+            table.machines().filter_map(|m| advert_of(table.best(m), peer).map(|r| (m.clone(), r.clone()))).collect();
         self.seen = table.journal_end();
         self.lost_seen = table.lost_end();
         self.seq_out += 1;
@@ -189,9 +190,7 @@ impl PeerGossip {
 
 /// Converts received entries into adverts for [`RouteTable::apply`].
 pub fn adverts(a: &Announce) -> impl Iterator<Item = (MachineId, Advert)> + '_ {
-    a.entries
-        .iter()
-        .map(|e| (e.machine.clone(), Advert { path: e.path.clone(), services: e.services.clone() }))
+    a.entries.iter().map(|e| (e.machine.clone(), Advert { path: e.path.clone(), services: e.services.clone() }))
 }
 
 #[cfg(test)]
@@ -349,7 +348,13 @@ mod tests {
 
     impl Net {
         fn new(edges: &[(String, String)], root_cause: bool) -> Net {
-            let mut net = Net { tables: BTreeMap::new(), gossip: BTreeMap::new(), queue: Default::default(), root_cause, sent: 0 };
+            let mut net = Net {
+                tables: BTreeMap::new(),
+                gossip: BTreeMap::new(),
+                queue: Default::default(),
+                root_cause,
+                sent: 0,
+            };
             for (a, b) in edges {
                 for (x, y) in [(a, b), (b, a)] {
                     let t = net.tables.entry(n(x)).or_insert_with(|| RouteTable::new(n(x)));
@@ -393,7 +398,8 @@ mod tests {
         /// Removes machine `v`: its neighbours see their links go.
         fn remove(&mut self, v: &str) {
             self.tables.remove(&n(v));
-            let links: Vec<(MachineId, MachineId)> = self.gossip.keys().filter(|(x, y)| *x == n(v) || *y == n(v)).cloned().collect();
+            let links: Vec<(MachineId, MachineId)> =
+                self.gossip.keys().filter(|(x, y)| *x == n(v) || *y == n(v)).cloned().collect();
             for (x, y) in links {
                 self.gossip.remove(&(x.clone(), y.clone()));
                 if let Some(t) = self.tables.get_mut(&x) {
@@ -440,10 +446,12 @@ mod tests {
             }
             (0..v.len()).map(|i| (v[i], v[(i + 1) % v.len()])).collect::<Vec<_>>()
         };
-        let mut pairs: Vec<(usize, usize)> = cycle().into_iter().chain(cycle()).map(|(a, b)| (a.min(b), a.max(b))).collect();
+        let mut pairs: Vec<(usize, usize)> =
+            cycle().into_iter().chain(cycle()).map(|(a, b)| (a.min(b), a.max(b))).collect();
         pairs.sort();
         pairs.dedup();
-        let random: Vec<(String, String)> = pairs.into_iter().map(|(a, b)| (format!("m{a}"), format!("m{b}"))).collect();
+        let random: Vec<(String, String)> =
+            pairs.into_iter().map(|(a, b)| (format!("m{a}"), format!("m{b}"))).collect();
         let (random_without, random_with) = (removal(&random, "m12", false), removal(&random, "m12", true));
         eprintln!("grid {grid_without} -> {grid_with}, random {random_without} -> {random_with}");
         assert!(grid_with * 10 < grid_without, "grid: {grid_with} with reports, {grid_without} without");

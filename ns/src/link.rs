@@ -196,7 +196,10 @@ impl Router {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{ds} is this machine")));
         }
         if let Some(m) = secured.machine.as_ref().filter(|m| **m != hello.machine.as_str()) {
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("{ds} has the key of {m} but says it is {}", hello.machine)));
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{ds} has the key of {m} but says it is {}", hello.machine),
+            ));
         }
         let peer = hello.machine.clone();
         let task = self.spawn(self.clone().run_peer(link, hello.machine, true, ds.to_string(), secured.status));
@@ -402,7 +405,13 @@ impl Router {
                 }
                 let lost = if self.0.cfg.root_cause { &a.lost[..] } else { &[] };
                 let until = tokio::time::Instant::now() + self.0.cfg.lost_link_hold();
-                let res = self.0.table.write().unwrap_or_else(|e| e.into_inner()).apply_lost(peer, a.full, lost, until, adverts(&a));
+                let res = self.0.table.write().unwrap_or_else(|e| e.into_inner()).apply_lost(
+                    peer,
+                    a.full,
+                    lost,
+                    until,
+                    adverts(&a),
+                );
                 match res {
                     Ok(change) => {
                         if let Some(g) = lock(&self.0.gossip).get_mut(peer) {
@@ -441,7 +450,11 @@ impl Router {
                 // path and closes the link.
                 let src = env.src.machine.as_ref();
                 if env.via.first() != src || env.via.last() != Some(peer) {
-                    return Err(format!("envelope from {} with path {} does not start at its source or end at {peer}", env.src, crate::path::bang_path(&env.via)));
+                    return Err(format!(
+                        "envelope from {} with path {} does not start at its source or end at {peer}",
+                        env.src,
+                        crate::path::bang_path(&env.via)
+                    ));
                 }
                 // And the source must be the neighbour, or a machine it
                 // says it reaches (with gossip on: without it, neighbours
@@ -472,7 +485,9 @@ impl Router {
                 _ = self.0.shutdown.cancelled() => break,
                 f = frames.next() => f,
             };
-            let env = match frame.map(|f| f.map_err(|e| e.to_string()).and_then(|f| Envelope::decode(f).map_err(|e| e.to_string()))) {
+            let env = match frame
+                .map(|f| f.map_err(|e| e.to_string()).and_then(|f| Envelope::decode(f).map_err(|e| e.to_string())))
+            {
                 Some(Ok(env)) => env,
                 Some(Err(e)) => {
                     warn_link(&term, "local client, closing", e);

@@ -57,13 +57,27 @@ impl std::fmt::Display for Place {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// A bind within the mesh tree (the router's view does it).
-    Bind { order: Order, create: bool, old: Vec<String>, new: Vec<String> },
+    Bind {
+        order: Order,
+        create: bool,
+        old: Vec<String>,
+        new: Vec<String>,
+    },
     /// A mesh path (or a host path) bound onto a host path: a bind mount
     /// in the private mount namespace; replace only.
-    HostBind { old: Place, new: PathBuf },
+    HostBind {
+        old: Place,
+        new: PathBuf,
+    },
     /// `mount DIALSTRING /n/NAME`.
-    Mount { dial: String, name: Vec<String> },
-    Unmount { old: Option<Vec<String>>, new: Vec<String> },
+    Mount {
+        dial: String,
+        name: Vec<String>,
+    },
+    Unmount {
+        old: Option<Vec<String>>,
+        new: Vec<String>,
+    },
     /// The command's working directory.
     Cd(Place),
 }
@@ -110,7 +124,8 @@ fn load_into(path: &Path, out: &mut Vec<Line>, stack: &mut Vec<PathBuf>) -> Resu
                 if stack.len() >= MAX_DEPTH {
                     return Err(format!("{name}:{line}: . {file}: includes nest deeper than {MAX_DEPTH}"));
                 }
-                load_into(&inc, out, stack).map_err(|e| if e.contains(':') { e } else { format!("{name}:{line}: {e}") })?;
+                load_into(&inc, out, stack)
+                    .map_err(|e| if e.contains(':') { e } else { format!("{name}:{line}: {e}") })?;
             }
         }
     }
@@ -182,7 +197,9 @@ fn bind(args: &[&str]) -> Result<Op, String> {
             }
             Ok(Op::HostBind { old, new })
         }
-        (Place::Host(old), Place::Mesh(new)) => Err(format!("{}: a host path cannot be bound into the mesh tree ({})", old.display(), show(&new))),
+        (Place::Host(old), Place::Mesh(new)) => {
+            Err(format!("{}: a host path cannot be bound into the mesh tree ({})", old.display(), show(&new)))
+        }
     }
 }
 
@@ -248,7 +265,10 @@ mod tests {
         std::fs::write(d.path().join("main.ns"), "bind /n/b/svc /svc\n. inc.ns\ncd /svc\n").unwrap();
         std::fs::write(d.path().join("inc.ns"), "# included\nunmount /svc\n").unwrap();
         let lines = load(&d.path().join("main.ns")).unwrap();
-        let where_: Vec<(String, usize)> = lines.iter().map(|l| (Path::new(&l.file).file_name().unwrap().to_string_lossy().into_owned(), l.line)).collect();
+        let where_: Vec<(String, usize)> = lines
+            .iter()
+            .map(|l| (Path::new(&l.file).file_name().unwrap().to_string_lossy().into_owned(), l.line))
+            .collect();
         assert_eq!(where_, [("main.ns".into(), 1), ("inc.ns".into(), 2), ("main.ns".into(), 3)]);
         std::fs::write(d.path().join("inc.ns"), ". main.ns\n").unwrap();
         assert!(load(&d.path().join("main.ns")).unwrap_err().contains("includes itself"));

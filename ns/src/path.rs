@@ -48,9 +48,7 @@ pub fn valid_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b[1..]
-            .iter()
-            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
+        && b[1..].iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
 }
 
 impl Name {
@@ -249,7 +247,17 @@ mod tests {
         for p in ["/svc/upper", "/n/a/svc/display", "/n/c/svc/gpu/17"] {
             assert_eq!(Addr::parse(p).unwrap().to_string(), p);
         }
-        for bad in ["svc/x", "/svc/", "/svc/x/1", "/n/a/svc", "/n/a/svc/x/0", "/n/a/svc/x/01", "/n/A/svc/x", "/n/a/svc/x/y/z", "/svc/../x"] {
+        for bad in [
+            "svc/x",
+            "/svc/",
+            "/svc/x/1",
+            "/n/a/svc",
+            "/n/a/svc/x/0",
+            "/n/a/svc/x/01",
+            "/n/A/svc/x",
+            "/n/a/svc/x/y/z",
+            "/svc/../x",
+        ] {
             assert!(Addr::parse(bad).is_err(), "{bad}");
         }
     }

@@ -70,7 +70,13 @@ pub struct ClientState {
 impl Default for ClientState {
     fn default() -> Self {
         let (tx, rx) = mpsc::channel(64);
-        ClientState { changed: Notify::new(), reachable: AtomicBool::new(false), refreshed: Mutex::new(None), lookups: tx, lookups_rx: Mutex::new(Some(rx)) }
+        ClientState {
+            changed: Notify::new(),
+            reachable: AtomicBool::new(false),
+            refreshed: Mutex::new(None),
+            lookups: tx,
+            lookups_rx: Mutex::new(Some(rx)),
+        }
     }
 }
 
@@ -228,7 +234,11 @@ fn adverts(r: &Router, entries: &[Entry]) -> HashMap<MachineId, Advert> {
         // A path this router knows without the registry (a neighbour, or
         // gossip) is kept when no longer: the entry then outlives the
         // registry's machine until it expires, as registry routes should.
-        let own = table.alternatives(&e.machine).into_iter().find(|rt| rt.source != "registry").map(|rt| rt.path[1..].to_vec());
+        let own = table
+            .alternatives(&e.machine)
+            .into_iter()
+            .find(|rt| rt.source != "registry")
+            .map(|rt| rt.path[1..].to_vec());
         let Some(to_reg) = table.best(&e.path[0]) else { continue };
         let mut path: Vec<MachineId> = to_reg.path[1..].to_vec();
         path.extend(e.path[1..].iter().cloned());
@@ -256,7 +266,11 @@ impl RegistryService {
     }
 
     /// Entries for `name` (or all), with this machine's path to each.
-    fn lookup(router: &Router, entries: &HashMap<Addr, (MachineId, Vec<ServiceName>)>, name: Option<&ServiceName>) -> Vec<Entry> {
+    fn lookup(
+        router: &Router,
+        entries: &HashMap<Addr, (MachineId, Vec<ServiceName>)>,
+        name: Option<&ServiceName>,
+    ) -> Vec<Entry> {
         let table = router.table();
         let mut out = Vec::new();
         for (m, svcs) in entries.values() {

@@ -48,7 +48,14 @@ pub struct Config {
 
 impl Config {
     pub fn new(id: MachineId) -> Config {
-        Config { id, gossip: true, registry: None, period: Duration::from_millis(500), security: None, root_cause: true }
+        Config {
+            id,
+            gossip: true,
+            registry: None,
+            period: Duration::from_millis(500),
+            security: None,
+            root_cause: true,
+        }
     }
 
     /// How long paths over a link reported lost are set aside: long
@@ -290,7 +297,13 @@ impl Router {
         let r = self.clone();
         self.spawn(async move {
             for a in far {
-                let env = Envelope::new(r.next_id(), Addr::on(me.clone(), crate::conv::reserved()), a, Kind::Error(why.clone()), Bytes::new());
+                let env = Envelope::new(
+                    r.next_id(),
+                    Addr::on(me.clone(), crate::conv::reserved()),
+                    a,
+                    Kind::Error(why.clone()),
+                    Bytes::new(),
+                );
                 r.forward(env).await;
             }
         });
@@ -304,7 +317,13 @@ impl Router {
             return;
         }
         let router = crate::conv::reserved();
-        let env = Envelope::new(self.next_id(), Addr::on(self.id().clone(), router), src, Kind::Error(why.to_string()), Bytes::new());
+        let env = Envelope::new(
+            self.next_id(),
+            Addr::on(self.id().clone(), router),
+            src,
+            Kind::Error(why.to_string()),
+            Bytes::new(),
+        );
         let r = self.clone();
         self.spawn(async move { r.forward(env).await });
     }

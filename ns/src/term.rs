@@ -122,7 +122,13 @@ impl Term {
 
     /// A terminal on a link that sends into `sink`; returns the writer
     /// task to run, which ends when the link fails or is hung up.
-    pub fn linked(name: String, kind: TermKind, addr: String, dialed: bool, sink: dial::FrameSink) -> (Arc<Term>, impl Future<Output = ()> + Send + 'static) {
+    pub fn linked(
+        name: String,
+        kind: TermKind,
+        addr: String,
+        dialed: bool,
+        sink: dial::FrameSink,
+    ) -> (Arc<Term>, impl Future<Output = ()> + Send + 'static) {
         let (outlet, rx) = Outlet::new(sink);
         let term = Arc::new(Term::make(name, kind, addr, dialed, Some(outlet.clone())));
         (term.clone(), write_link(term, outlet, rx))
@@ -252,8 +258,18 @@ impl Term {
         let _ = writeln!(out, "in {} envelopes {} bytes", s.envs_in.load(Relaxed), s.bytes_in.load(Relaxed));
         let _ = writeln!(out, "out {} envelopes {} bytes", s.envs_out.load(Relaxed), s.bytes_out.load(Relaxed));
         if matches!(self.kind, TermKind::Net(_)) {
-            let _ = writeln!(out, "routes in {} announcements {} bytes", s.routes_in.load(Relaxed), s.routes_in_bytes.load(Relaxed));
-            let _ = writeln!(out, "routes out {} announcements {} bytes", s.routes_out.load(Relaxed), s.routes_out_bytes.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "routes in {} announcements {} bytes",
+                s.routes_in.load(Relaxed),
+                s.routes_in_bytes.load(Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "routes out {} announcements {} bytes",
+                s.routes_out.load(Relaxed),
+                s.routes_out_bytes.load(Relaxed)
+            );
         }
         let _ = writeln!(out, "errors {}", s.errors.load(Relaxed));
         let _ = writeln!(out, "rtt {}us", s.rtt_us.load(Relaxed));

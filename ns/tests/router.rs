@@ -153,7 +153,12 @@ async fn pipeline_is_a_return_path() {
     m.serve("c", "gpu");
     m.serve("c", "encoder");
     m.serve("a", "display");
-    m.until("routes", |m| ["parser", "gpu", "encoder", "display"].iter().all(|s| hops(m.r("a"), s).is_some() && hops(m.r("c"), s).is_some())).await;
+    m.until("routes", |m| {
+        ["parser", "gpu", "encoder", "display"]
+            .iter()
+            .all(|s| hops(m.r("a"), s).is_some() && hops(m.r("c"), s).is_some())
+    })
+    .await;
     let mut conv = m.r("a").open(a("/svc/parser"), vec![a("/svc/gpu"), a("/svc/encoder"), a("/n/a/svc/display")]);
     let got = ask(&mut conv, "ls").await.unwrap();
     assert_eq!(got, ["display@a(ENCODER@C(GPU@C(PARSER@B(LS))))"]);
@@ -263,7 +268,12 @@ async fn a_lost_link_fails_what_crossed_it_even_with_another_path() {
     }
     let failed = Arc::new(AtomicUsize::new(0));
     m.r("c").add_service(n("echo"), Arc::new(Watch(failed.clone())));
-    m.until("routes", |m| hops(m.r("a"), "echo") == Some(("c".into(), 2)) && m.r("b").term("net-c").is_some() && m.r("d").term("net-c").is_some()).await;
+    m.until("routes", |m| {
+        hops(m.r("a"), "echo") == Some(("c".into(), 2))
+            && m.r("b").term("net-c").is_some()
+            && m.r("d").term("net-c").is_some()
+    })
+    .await;
     let mut conv = m.r("a").open(a("/svc/echo"), vec![]);
     conv.tx.send(Bytes::from("x")).await.unwrap();
     assert!(matches!(conv.rx.recv().await, Some(Msg::Data(_))));
@@ -496,12 +506,19 @@ async fn garbage_from_a_peer_closes_that_link_only() {
     m.until("route", |m| hops(m.r("a"), "upper").is_some()).await;
     let opts = ns::link::link_options();
     let mut bad = dial::dial(&"mem!garbage-b".parse().unwrap(), &opts).await.unwrap();
-    let hello = Envelope::new(0, a("/n/x/svc/router"), a("/n/x/svc/router"), Kind::Hello(ns::envelope::Hello { machine: n("x"), version: ns::envelope::VERSION, client: None }), Bytes::new());
+    let hello = Envelope::new(
+        0,
+        a("/n/x/svc/router"),
+        a("/n/x/svc/router"),
+        Kind::Hello(ns::envelope::Hello { machine: n("x"), version: ns::envelope::VERSION, client: None }),
+        Bytes::new(),
+    );
     bad.tx.send(hello.encode().into()).await.unwrap();
     assert!(bad.rx.next().await.is_some(), "hello answered");
     bad.tx.send(Bytes::from_static(b"\xff\x00garbage").into()).await.unwrap();
     // b closes the bad link...
-    let end = tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = bad.rx.next().await {} }).await;
+    let end =
+        tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = bad.rx.next().await {} }).await;
     assert!(end.is_ok(), "bad link closed");
     assert!(m.r("b").term("net-x").is_none());
     // ...and keeps serving a.
@@ -546,7 +563,13 @@ impl Service for Count {
 async fn rogue(tag: &str) -> dial::Link {
     use futures::{SinkExt, StreamExt};
     let mut l = dial::dial(&format!("mem!{tag}-b").parse().unwrap(), &ns::link::link_options()).await.unwrap();
-    let hello = Envelope::new(0, a("/n/x/svc/router"), a("/n/x/svc/router"), Kind::Hello(ns::envelope::Hello { machine: n("x"), version: ns::envelope::VERSION, client: None }), Bytes::new());
+    let hello = Envelope::new(
+        0,
+        a("/n/x/svc/router"),
+        a("/n/x/svc/router"),
+        Kind::Hello(ns::envelope::Hello { machine: n("x"), version: ns::envelope::VERSION, client: None }),
+        Bytes::new(),
+    );
     l.tx.send(hello.encode().into()).await.unwrap();
     assert!(l.rx.next().await.is_some(), "hello answered");
     l
@@ -565,7 +588,8 @@ async fn a_neighbour_speaks_only_for_what_it_routes() {
     let mut lie = Envelope::new(1, a("/n/a/svc/count/7"), a("/n/b/svc/count"), Kind::Data, Bytes::from("lie"));
     lie.via = vec![n("x")];
     x.tx.send(lie.encode().into()).await.unwrap();
-    let end = tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = x.rx.next().await {} }).await;
+    let end =
+        tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = x.rx.next().await {} }).await;
     assert!(end.is_ok(), "link closed");
     // A consistent path from a machine x does not route to: refused.
     let mut x = rogue("spoof").await;
@@ -596,12 +620,23 @@ async fn an_announcement_flood_closes_that_link() {
     m.until("route", |m| hops(m.r("a"), "upper").is_some()).await;
     let mut x = rogue("flood").await;
     let entries: Vec<RouteAd> = (0..ns::route::MAX_ROUTES_PER_PEER + 1)
-        .map(|i| RouteAd { machine: n(&format!("m{i}")), path: vec![n("x"), n(&format!("m{i}"))], services: vec![n("bogus")] })
+        .map(|i| RouteAd {
+            machine: n(&format!("m{i}")),
+            path: vec![n("x"), n(&format!("m{i}"))],
+            services: vec![n("bogus")],
+        })
         .collect();
-    let mut flood = Envelope::new(1, a("/n/x/svc/router"), a("/n/b/svc/router"), Kind::Routes(Announce { seq: 1, full: true, entries, lost: vec![] }), Bytes::new());
+    let mut flood = Envelope::new(
+        1,
+        a("/n/x/svc/router"),
+        a("/n/b/svc/router"),
+        Kind::Routes(Announce { seq: 1, full: true, entries, lost: vec![] }),
+        Bytes::new(),
+    );
     flood.via = vec![n("x")];
     x.tx.send(flood.encode().into()).await.unwrap();
-    let end = tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = x.rx.next().await {} }).await;
+    let end =
+        tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = x.rx.next().await {} }).await;
     assert!(end.is_ok(), "flooding link closed");
     // None of it stayed, and b still serves a.
     assert!(m.r("b").table().best(&n("m1")).is_none());
@@ -643,7 +678,8 @@ fn settled(m: &Mesh, want: &HashMap<(String, String), usize>) -> bool {
     m.routers.iter().filter(|(id, _)| want.contains_key(&(id.to_string(), id.to_string()))).all(|(id, r)| {
         let routes = r.table().routes();
         let reachable = want.keys().filter(|(from, _)| from == id).count();
-        routes.len() == reachable && routes.iter().all(|rt| want.get(&(id.clone(), rt.machine.to_string())) == Some(&rt.hops()))
+        routes.len() == reachable
+            && routes.iter().all(|rt| want.get(&(id.clone(), rt.machine.to_string())) == Some(&rt.hops()))
     })
 }
 
@@ -701,7 +737,10 @@ async fn removal(tag: &str, edges: &[(String, String)], victim: &str, root_cause
     m.until("mesh settled", |m| settled(m, &distances(edges, None))).await;
     let count = count_announcements(&m);
     m.r(victim).shutdown();
-    m.until("no route to the victim", |m| m.routers.iter().all(|(id, r)| id == victim || r.table().best(&n(victim)).is_none())).await;
+    m.until("no route to the victim", |m| {
+        m.routers.iter().all(|(id, r)| id == victim || r.table().best(&n(victim)).is_none())
+    })
+    .await;
     let without = distances(edges, Some(victim));
     m.until("settled without the victim", |m| settled(m, &without)).await;
     // Nothing more comes, reports of lost links expired or not.

@@ -31,7 +31,8 @@ impl Service for Echo {
 
 /// The numbers of a `LABEL N WORD B bytes` line of a status text.
 fn counts(status: &str, label: &str) -> (u64, u64) {
-    let line = status.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no {label:?} line in:\n{status}"));
+    let line =
+        status.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no {label:?} line in:\n{status}"));
     let nums: Vec<u64> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
     (nums[0], nums[1])
 }

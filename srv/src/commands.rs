@@ -74,7 +74,12 @@ pub async fn send(router: &DialString, path: &str, reply_to: &[String]) -> anyho
 
 /// Offers `name`, served by running `command` per conversation, until the
 /// router goes or `shutdown`.
-pub async fn serve(router: &DialString, name: &str, command: Vec<String>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    router: &DialString,
+    name: &str,
+    command: Vec<String>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let name = Name::new(name)?;
     let client = connect(router).await?;
     client.offer(name.clone(), Arc::new(Exec::new(command)?)).await;

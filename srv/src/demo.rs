@@ -56,17 +56,30 @@ pub async fn run(output: &Path) -> anyhow::Result<Report> {
             s.output = Some(output.clone());
         }
     }
-    let record = dep.pipelines.iter().find(|p| p.name == "record").cloned().ok_or_else(|| anyhow!("no record pipeline"))?;
+    let record =
+        dep.pipelines.iter().find(|p| p.name == "record").cloned().ok_or_else(|| anyhow!("no record pipeline"))?;
     let runtime = tempfile::tempdir().context("runtime directory")?;
     let stop = CancellationToken::new();
-    let opts = Options { socket_dir: Some(runtime.path().to_path_buf()), no_mount: true, no_pipelines: true, ..Default::default() };
+    let opts = Options {
+        socket_dir: Some(runtime.path().to_path_buf()),
+        no_mount: true,
+        no_pipelines: true,
+        ..Default::default()
+    };
     let started = Instant::now();
-    let machines = up::start(&dep, &opts, &stop).await.context("starting the built-in mesh (is `mesh up` running? it uses the same addresses)")?;
-    let home = crate::pipeline::home(&dep, &record).ok_or_else(|| anyhow!("record: no machine serves its first stage"))?;
+    let machines = up::start(&dep, &opts, &stop)
+        .await
+        .context("starting the built-in mesh (is `mesh up` running? it uses the same addresses)")?;
+    let home =
+        crate::pipeline::home(&dep, &record).ok_or_else(|| anyhow!("record: no machine serves its first stage"))?;
     let tree = machines.get(&home).ok_or_else(|| anyhow!("machine {home} not started"))?.tree.clone();
 
     let bar = ProgressBar::new(SCRIPT.len() as u64 + 2);
-    bar.set_style(ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}").expect("valid template").progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
     bar.set_message("waiting for routes");
     let slot = crate::pipeline::start(&tree, &record).await.map_err(|e| anyhow!(e))?;
     bar.inc(1);
@@ -75,7 +88,10 @@ pub async fn run(output: &Path) -> anyhow::Result<Report> {
         bar.set_message(format!("typing: {}", line.chars().take(40).collect::<String>()));
         for ch in line.chars().chain(std::iter::once('\r')) {
             let mut buf = [0u8; 4];
-            writer.send(Bytes::copy_from_slice(ch.encode_utf8(&mut buf).as_bytes())).await.map_err(|e| anyhow!("typing into the pty: {e}"))?;
+            writer
+                .send(Bytes::copy_from_slice(ch.encode_utf8(&mut buf).as_bytes()))
+                .await
+                .map_err(|e| anyhow!("typing into the pty: {e}"))?;
             tokio::time::sleep(KEY_DELAY).await;
         }
         tokio::time::sleep(Duration::from_millis(*pause)).await;
@@ -105,7 +121,8 @@ pub async fn run(output: &Path) -> anyhow::Result<Report> {
         Ok(Err(e)) => bail!("the pipeline failed: {e}"),
         Ok(Ok(())) => {}
     }
-    let bytes = std::fs::metadata(&output).map(|m| m.len()).with_context(|| format!("no recording at {}", output.display()))?;
+    let bytes =
+        std::fs::metadata(&output).map(|m| m.len()).with_context(|| format!("no recording at {}", output.display()))?;
     #[cfg(feature = "video")]
     let video = mesh_video::probe(&output).with_context(|| format!("reading back {}", output.display()))?;
     Ok(Report {

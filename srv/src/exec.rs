@@ -20,10 +20,10 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
+use nix::sys::signal::Signal;
 use ns::conv::{Conv, Msg, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
-use nix::sys::signal::Signal;
 use tracing::{debug, warn};
 
 fn signal(pid: Option<u32>, sig: Signal) {

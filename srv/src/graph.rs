@@ -141,7 +141,9 @@ pub async fn live(router: &DialString) -> anyhow::Result<Graph> {
             continue;
         }
         // A terminal that went since the listing is simply not drawn.
-        let (Ok(ctl), Ok(status)) = (ask(format!("cat /term/{name}/ctl")).await, ask(format!("cat /term/{name}/status")).await) else {
+        let (Ok(ctl), Ok(status)) =
+            (ask(format!("cat /term/{name}/ctl")).await, ask(format!("cat /term/{name}/status")).await)
+        else {
             continue;
         };
         terms.push(TermView { name, ctl, status });
@@ -213,7 +215,8 @@ impl Graph {
         let legend = "solid: this router's terminals; dashed: hops its routes cross";
         let mut g = Graph { title: title.to_string(), legend: legend.into(), ..Graph::default() };
         let here = v.machine.clone();
-        g.machines.insert(here.clone(), MachineNode { notes: vec!["this router".into()], here: true, ..Default::default() });
+        g.machines
+            .insert(here.clone(), MachineNode { notes: vec!["this router".into()], here: true, ..Default::default() });
         for m in &v.machines {
             g.machines.entry(m.clone()).or_default();
         }
@@ -238,12 +241,18 @@ impl Graph {
             let peer = t.name.strip_prefix("net-").unwrap_or(&t.name).to_string();
             // What follows the state, should a later ctl say more, is not ours.
             let head: Vec<&str> = t.ctl.split_whitespace().take(3).collect();
-            let [_kind, addr, state] = <[&str; 3]>::try_from(head).map_err(|_| GraphError::BadTermCtl { term: t.name.clone(), text: t.ctl.clone() })?;
+            let [_kind, addr, state] = <[&str; 3]>::try_from(head)
+                .map_err(|_| GraphError::BadTermCtl { term: t.name.clone(), text: t.ctl.clone() })?;
             let security = t.status.lines().find_map(|l| l.strip_prefix("security ")).unwrap_or("");
             let transport = addr.parse::<DialString>().map(|ds| net(&ds).to_string()).unwrap_or_default();
             // Security means something only on a link that is up.
             let secured = if state == "up" { security.split(' ').next().unwrap_or("") } else { "" };
-            let label = [transport.as_str(), secured, state].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(" ");
+            let label = [transport.as_str(), secured, state]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ");
             g.machines.entry(peer.clone()).or_default();
             drawn.insert(pair(&here, &peer));
             g.links.push(Link {
@@ -286,20 +295,38 @@ impl Graph {
         let w = &mut out;
         let _ = writeln!(w, "// {}: mesh graph; render with dot -Tsvg", self.title);
         let _ = writeln!(w, "digraph mesh {{");
-        let label = if self.legend.is_empty() { self.title.clone() } else { format!("{}\n{}", self.title, self.legend) };
-        let _ = writeln!(w, "  graph [label={}, labelloc=t, fontname=\"Helvetica\", fontsize=12, nodesep=0.4, ranksep=0.8];", q(&label));
+        let label =
+            if self.legend.is_empty() { self.title.clone() } else { format!("{}\n{}", self.title, self.legend) };
+        let _ = writeln!(
+            w,
+            "  graph [label={}, labelloc=t, fontname=\"Helvetica\", fontsize=12, nodesep=0.4, ranksep=0.8];",
+            q(&label)
+        );
         let _ = writeln!(w, "  node [fontname=\"Helvetica\", fontsize=10];");
-        let _ = writeln!(w, "  edge [fontname=\"Helvetica\", fontsize=9, labelfontsize=9, labeldistance=2.5, labelfontcolor=gray30];");
+        let _ = writeln!(
+            w,
+            "  edge [fontname=\"Helvetica\", fontsize=9, labelfontsize=9, labeldistance=2.5, labelfontcolor=gray30];"
+        );
         for (id, m) in &self.machines {
             let _ = writeln!(w, "  subgraph {} {{", q(&format!("cluster_{id}")));
             let _ = writeln!(w, "    graph [label=\"\", style=rounded, color=gray60];");
-            let label = std::iter::once(id.as_str()).chain(m.notes.iter().map(String::as_str)).collect::<Vec<_>>().join("\n");
-            let style = if m.here { "\"rounded,filled,bold\", fillcolor=lightyellow" } else { "\"rounded,filled\", fillcolor=gray95" };
+            let label =
+                std::iter::once(id.as_str()).chain(m.notes.iter().map(String::as_str)).collect::<Vec<_>>().join("\n");
+            let style = if m.here {
+                "\"rounded,filled,bold\", fillcolor=lightyellow"
+            } else {
+                "\"rounded,filled\", fillcolor=gray95"
+            };
             let _ = writeln!(w, "    {} [shape=box, style={style}, label={}];", q(id), q(&label));
             for (name, kind) in &m.services {
                 let label = if kind.is_empty() || kind == name { name.clone() } else { format!("{name}\n({kind})") };
                 let _ = writeln!(w, "    {} [shape=ellipse, label={}];", q(&service_id(id, name)), q(&label));
-                let _ = writeln!(w, "    {} -> {} [arrowhead=none, style=dotted, color=gray50];", q(id), q(&service_id(id, name)));
+                let _ = writeln!(
+                    w,
+                    "    {} -> {} [arrowhead=none, style=dotted, color=gray50];",
+                    q(id),
+                    q(&service_id(id, name))
+                );
             }
             let _ = writeln!(w, "  }}");
         }
@@ -330,7 +357,13 @@ impl Graph {
                 None => ", no path".to_string(),
             };
             let label = format!("{} {}{hops}", f.pipeline, f.step);
-            let _ = writeln!(w, "  {} -> {} [label={}, style=dashed, color=royalblue, fontcolor=royalblue, constraint=false];", q(&f.from), q(&f.to), q(&label));
+            let _ = writeln!(
+                w,
+                "  {} -> {} [label={}, style=dashed, color=royalblue, fontcolor=royalblue, constraint=false];",
+                q(&f.from),
+                q(&f.to),
+                q(&label)
+            );
         }
         let _ = writeln!(w, "}}");
         out
@@ -452,7 +485,13 @@ fn flows(dep: &Deployment, links: &[Link]) -> Vec<Flow> {
             let Some(machine) = machine else { break };
             let node = service_id(&machine, stage.service.as_str());
             if let Some(from) = prev {
-                out.push(Flow { pipeline: p.name.clone(), step: i, from, to: node.clone(), hops: dist.get(&machine).copied() });
+                out.push(Flow {
+                    pipeline: p.name.clone(),
+                    step: i,
+                    from,
+                    to: node.clone(),
+                    hops: dist.get(&machine).copied(),
+                });
             }
             prev = Some(node);
             at = machine;
@@ -486,7 +525,10 @@ mod tests {
     }
 
     fn line_with<'a>(dot: &'a str, start: &str) -> &'a str {
-        dot.lines().map(str::trim).find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no line starting {start:?} in\n{dot}"))
+        dot.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting {start:?} in\n{dot}"))
     }
 
     #[test]
@@ -498,7 +540,9 @@ mod tests {
             assert!(dot.contains(&format!("subgraph \"cluster_{m}\" {{")), "{m}");
             assert!(line_with(&dot, &format!("\"{m}\" [shape=box")).contains(&format!("label=\"{m}\\n")));
         }
-        assert!(line_with(&dot, "\"a\" [shape=box").contains("listen tcp!127.0.0.1!17001\\nmount /tmp/mesh/a\\nregistry b"));
+        assert!(
+            line_with(&dot, "\"a\" [shape=box").contains("listen tcp!127.0.0.1!17001\\nmount /tmp/mesh/a\\nregistry b")
+        );
         assert!(line_with(&dot, "\"b/svc/upper\" [").contains("label=\"upper\\n(exec)\""));
         assert!(line_with(&dot, "\"c/svc/gpu\" [").contains("label=\"gpu\""), "kind equal to name is said once");
         assert!(dot.contains("\"c\" -> \"c/svc/mp4-encoder\" [arrowhead=none"));
@@ -522,7 +566,8 @@ mod tests {
     #[test]
     fn builtin_pipeline_steps_carry_their_hops() {
         let dot = builtin();
-        let step = |from: &str, to: &str| line_with(&dot, &format!("\"{from}\" -> \"{to}\" [label=\"record")).to_string();
+        let step =
+            |from: &str, to: &str| line_with(&dot, &format!("\"{from}\" -> \"{to}\" [label=\"record")).to_string();
         assert!(step("a/svc/pty", "b/svc/parser").contains("record 1, 1 hop\""));
         assert!(step("b/svc/parser", "c/svc/gpu").contains("record 2, 1 hop\""));
         assert!(step("c/svc/gpu", "c/svc/mp4-encoder").contains("record 3, 0 hops\""));
@@ -557,7 +602,10 @@ stages = ["/svc/src", "/svc/echo"]
         assert!(yx.contains("label=\"tcp refused: one end insecure\""), "{yx}");
         assert!(yx.contains("color=red"), "{yx}");
         // Dialing what no machine of the file listens on.
-        assert!(dot.contains("\"ws!10.0.0.9!80\" [shape=box, style=dashed, label=\"ws!10.0.0.9!80\\nnot in the file\"]"), "{dot}");
+        assert!(
+            dot.contains("\"ws!10.0.0.9!80\" [shape=box, style=dashed, label=\"ws!10.0.0.9!80\\nnot in the file\"]"),
+            "{dot}"
+        );
         assert!(line_with(&dot, "\"y\" -> \"ws!10.0.0.9!80\" [").contains("label=\"ws\""));
         // unix links are local: no Noise.
         assert!(line_with(&dot, "\"z\" -> \"z\" [").contains("label=\"unix local\""));
@@ -572,8 +620,16 @@ stages = ["/svc/src", "/svc/echo"]
             routes: "display a local 0 a\nparser b net-b 1 a!b\ngpu c net-b 2 a!b!c\n".into(),
             machines: vec!["a".into(), "b".into(), "c".into(), "d".into()],
             terms: vec![
-                TermView { name: "net-b".into(), ctl: "net tcp!127.0.0.2!17002 up\n".into(), status: "in 1 envelopes 2 bytes\nsecurity noise 0123abcd (b)\n".into() },
-                TermView { name: "net-e".into(), ctl: "net ws!10.0.0.5!80 down\n".into(), status: "security insecure\n".into() },
+                TermView {
+                    name: "net-b".into(),
+                    ctl: "net tcp!127.0.0.2!17002 up\n".into(),
+                    status: "in 1 envelopes 2 bytes\nsecurity noise 0123abcd (b)\n".into(),
+                },
+                TermView {
+                    name: "net-e".into(),
+                    ctl: "net ws!10.0.0.5!80 down\n".into(),
+                    status: "security insecure\n".into(),
+                },
             ],
         }
     }
@@ -592,7 +648,7 @@ stages = ["/svc/src", "/svc/echo"]
         let bc = line_with(&dot, "\"b\" -> \"c\" [");
         assert!(bc.contains("style=dashed, color=gray40"), "{bc}");
         assert_eq!(dot.matches("\"a\" -> \"b\" [").count(), 1, "the hop a!b is the terminal, drawn once");
-        assert!(line_with(&dot, "\"a\" [shape=box").contains("label=\"a\\nthis router\"") );
+        assert!(line_with(&dot, "\"a\" [shape=box").contains("label=\"a\\nthis router\""));
         assert!(line_with(&dot, "\"c\" [shape=box").contains("label=\"c\\n2 hops via net-b\\na!b!c\""));
         assert!(line_with(&dot, "\"b\" [shape=box").contains("1 hop via net-b"));
         // d has a route but no services; it is still a machine.

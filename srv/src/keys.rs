@@ -36,7 +36,11 @@ pub fn scope(file: Option<&Path>) -> String {
     let Some(file) = file else { return "builtin".into() };
     let full = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
     // FNV-1a: a stable name, not a secret.
-    let hash = full.as_os_str().as_encoded_bytes().iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let hash = full
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("deploy");
     let stem: String = stem.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
     format!("{stem}-{hash:016x}")
@@ -65,7 +69,9 @@ fn host_key(dir: &Path, id: &str) -> anyhow::Result<Identity> {
             info!(machine = id, key = %key.public().fingerprint(), path = %path.display(), "made a machine key");
             Ok(key)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Identity::load(&path).with_context(|| format!("key of {id}")),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Identity::load(&path).with_context(|| format!("key of {id}"))
+        }
         Err(e) => Err(e).with_context(|| format!("saving {}", path.display())),
     }
 }

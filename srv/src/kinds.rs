@@ -65,11 +65,15 @@ pub fn build(spec: &ServiceSpec, router: &Router) -> Result<Built, KindError> {
             // The file checks that dir has a root; opening it here makes a
             // missing or unreadable directory a start-up error.
             let path = spec.root.as_deref().ok_or_else(|| bad(anyhow::anyhow!("kind dir needs root")))?;
-            let root = Arc::new(crate::fs::dir::Root::open(path).map_err(|e| bad(anyhow::anyhow!("root {}: {e}", path.display())))?);
+            let root = Arc::new(
+                crate::fs::dir::Root::open(path).map_err(|e| bad(anyhow::anyhow!("root {}: {e}", path.display())))?,
+            );
             let service = Arc::new(crate::fs::dir::DirService::new(root.clone(), spec.name.as_str()));
             Ok(Built { about: Some(format!("root {}", root.path().display())), root: Some(root), ..plain(service) })
         }
-        ServiceKind::Parser => Ok(plain(Arc::new(ParserService::new(size, spec.fps.unwrap_or(DEFAULT_FPS)).map_err(bad)?))),
+        ServiceKind::Parser => {
+            Ok(plain(Arc::new(ParserService::new(size, spec.fps.unwrap_or(DEFAULT_FPS)).map_err(bad)?)))
+        }
         #[cfg(feature = "gpu")]
         ServiceKind::Gpu => {
             let gpu = mesh_gpu::GpuService::new().map_err(|e| bad(e.into()))?;
@@ -100,7 +104,8 @@ pub fn build(spec: &ServiceSpec, router: &Router) -> Result<Built, KindError> {
             let out = std::path::absolute(&out).unwrap_or(out);
             let disp = mesh_video::DisplayService::new(out.clone());
             let (d1, d2) = (disp.clone(), disp.clone());
-            let png: FileFn = Arc::new(move || d1.latest_png().map(bytes::Bytes::from).ok_or_else(|| "no frame yet".to_string()));
+            let png: FileFn =
+                Arc::new(move || d1.latest_png().map(bytes::Bytes::from).ok_or_else(|| "no frame yet".to_string()));
             let status: FileFn = Arc::new(move || Ok(bytes::Bytes::from(d2.status())));
             Ok(Built {
                 about: Some(format!("output {}", out.display())),

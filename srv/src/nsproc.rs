@@ -59,7 +59,9 @@ pub async fn run(opts: Options) -> anyhow::Result<i32> {
         Some(f) => ns::nsfile::load(f).map_err(anyhow::Error::msg)?,
         None => Vec::new(),
     };
-    let client = ns::client::Client::connect(&opts.router).await.with_context(|| format!("cannot reach the router at {}", opts.router))?;
+    let client = ns::client::Client::connect(&opts.router)
+        .await
+        .with_context(|| format!("cannot reach the router at {}", opts.router))?;
     let mut conv = client.open(Addr::on(client.machine().clone(), ns::conv::reserved()), Vec::new());
     conv.tx.send(encode(&TreeReq::View)).await.map_err(anyhow::Error::msg)?;
     let (staging, mount) = match recv(&mut conv).await? {
@@ -79,7 +81,10 @@ pub async fn run(opts: Options) -> anyhow::Result<i32> {
         cmd.pre_exec(move || enter(&setup));
     }
     let status = tokio::task::spawn_blocking(move || cmd.status()).await?.with_context(|| {
-        format!("mesh ns: {}: cannot run it in its namespace (mesh ns needs CAP_SYS_ADMIN: run it as root)", opts.command[0])
+        format!(
+            "mesh ns: {}: cannot run it in its namespace (mesh ns needs CAP_SYS_ADMIN: run it as root)",
+            opts.command[0]
+        )
     })?;
     drop(conv);
     drop(client);
@@ -106,7 +111,10 @@ async fn apply(conv: &mut ns::Conv, setup: &mut Setup, mount: &Path, l: &Line) -
     };
     match &l.op {
         Op::Bind { .. } | Op::Mount { .. } | Op::Unmount { .. } => {
-            conv.tx.send(encode(&TreeReq::Write(l.text.as_bytes().to_vec()))).await.map_err(|e| anyhow::anyhow!(l.error(e)))?;
+            conv.tx
+                .send(encode(&TreeReq::Write(l.text.as_bytes().to_vec())))
+                .await
+                .map_err(|e| anyhow::anyhow!(l.error(e)))?;
             recv(conv).await.map_err(|e| anyhow::anyhow!(l.error(e)))?;
         }
         Op::HostBind { old, new } => {

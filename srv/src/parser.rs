@@ -27,8 +27,8 @@ use ns::conv::{Conv, ConvWriter, Msg, Service};
 use tokio::time::Instant;
 use tracing::debug;
 
-pub use screen::{resolve, xterm_color, DEFAULT_BG, DEFAULT_FG};
 use screen::Screen;
+pub use screen::{resolve, xterm_color, DEFAULT_BG, DEFAULT_FG};
 
 /// The largest side of a screen, as in the deployment file's `size`.
 pub const MAX_SIDE: u16 = 1000;
@@ -148,7 +148,8 @@ impl Paced {
             None => (0, at),
             Some((_, seq, pts)) => (seq + 1, at.max(pts + 1)),
         };
-        let snap = Snapshot { seq, pts_us, cols: screen.cols, rows: screen.rows, cells: screen.cells, cursor: screen.cursor };
+        let snap =
+            Snapshot { seq, pts_us, cols: screen.cols, rows: screen.rows, cells: screen.cells, cursor: screen.cursor };
         tx.send(mesh_frame::encode(&snap)).await?;
         self.next_at = Instant::now() + self.interval;
         let Snapshot { cols, rows, cells, cursor, .. } = snap;
@@ -167,7 +168,14 @@ mod tests {
         let cell = Cell('\u{10ffff}', [255; 3], [255; 3], 255);
         let cols = 1000u16;
         let rows = (MAX_CELLS / cols as usize) as u16;
-        let snap = Snapshot { seq: u64::MAX, pts_us: u64::MAX, cols, rows, cells: vec![cell; cols as usize * rows as usize], cursor: Some((cols - 1, rows - 1)) };
+        let snap = Snapshot {
+            seq: u64::MAX,
+            pts_us: u64::MAX,
+            cols,
+            rows,
+            cells: vec![cell; cols as usize * rows as usize],
+            cursor: Some((cols - 1, rows - 1)),
+        };
         let len = mesh_frame::encode(&snap).len();
         assert!(len <= ns::envelope::MAX_MSG, "{len}");
         assert!(ParserService::new((cols, rows), 30).is_ok());

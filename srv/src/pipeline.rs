@@ -47,7 +47,11 @@ pub async fn start(tree: &Arc<Namespace>, p: &Pipeline) -> Result<Arc<Slot>, Str
     while !routable(r, p) {
         if tokio::time::Instant::now() > deadline {
             let stages: Vec<String> = p.stages.iter().map(Addr::to_string).collect();
-            return Err(format!("pipeline {}: stages not all routable after {ROUTE_WAIT:?}: {}", p.name, stages.join(" ")));
+            return Err(format!(
+                "pipeline {}: stages not all routable after {ROUTE_WAIT:?}: {}",
+                p.name,
+                stages.join(" ")
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

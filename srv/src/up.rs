@@ -42,8 +42,13 @@ pub struct Running {
 }
 
 /// Starts the chosen machines of `dep`. They run until `shutdown`.
-pub async fn start(dep: &Deployment, opts: &Options, shutdown: &CancellationToken) -> anyhow::Result<BTreeMap<MachineId, Running>> {
-    let ids: Vec<MachineId> = if opts.machines.is_empty() { dep.machines.keys().cloned().collect() } else { opts.machines.clone() };
+pub async fn start(
+    dep: &Deployment,
+    opts: &Options,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<BTreeMap<MachineId, Running>> {
+    let ids: Vec<MachineId> =
+        if opts.machines.is_empty() { dep.machines.keys().cloned().collect() } else { opts.machines.clone() };
     if opts.mount.is_some() && ids.len() != 1 {
         anyhow::bail!("--mount needs exactly one machine (-m ID)");
     }
@@ -86,7 +91,12 @@ pub async fn start(dep: &Deployment, opts: &Options, shutdown: &CancellationToke
     Ok(out)
 }
 
-async fn start_machine(dep: &Deployment, m: &Machine, opts: &Options, shutdown: &CancellationToken) -> anyhow::Result<Running> {
+async fn start_machine(
+    dep: &Deployment,
+    m: &Machine,
+    opts: &Options,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Running> {
     let mut cfg = Config::new(m.id.clone());
     cfg.gossip = m.gossip;
     cfg.registry = m.registry.clone();
@@ -110,7 +120,10 @@ async fn start_machine(dep: &Deployment, m: &Machine, opts: &Options, shutdown: 
         match kinds::build(spec, &router) {
             Ok(built) => {
                 router.add_service(spec.name.clone(), built.service);
-                tree.set_kind(spec.name.as_str(), crate::fs::KindExtras { ctl: built.ctl, about: built.about, files: built.files, root: built.root });
+                tree.set_kind(
+                    spec.name.as_str(),
+                    crate::fs::KindExtras { ctl: built.ctl, about: built.about, files: built.files, root: built.root },
+                );
             }
             Err(e @ kinds::KindError::Unavailable { .. }) => warn!(machine = %m.id, "{e}; not offered"),
             Err(e) => return Err(e.into()),
@@ -121,7 +134,9 @@ async fn start_machine(dep: &Deployment, m: &Machine, opts: &Options, shutdown: 
     let mount = if opts.no_mount { None } else { opts.mount.clone().or_else(|| m.mount.clone()) };
     let mounted = match mount {
         Some(path) => {
-            let mounted = crate::fs::mount::mount(tree.clone(), &path, m.allow_other).await.with_context(|| format!("machine {}", m.id))?;
+            let mounted = crate::fs::mount::mount(tree.clone(), &path, m.allow_other)
+                .await
+                .with_context(|| format!("machine {}", m.id))?;
             tree.set_mounted_at(&path, m.allow_other);
             Some(mounted)
         }

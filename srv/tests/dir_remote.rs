@@ -103,7 +103,8 @@ async fn files_on_another_machine_change_from_here() {
     a.mkdir(&p("svc/files/root/d"), 0o755).await.unwrap();
     a.rename(&p("svc/files/root/hello"), &p("n/b/svc/files/root/d/moved"), false).await.unwrap();
     assert!(t.disk("d/moved").exists() && !t.disk("hello").exists());
-    let e = a.set_attr(&p("n/b/svc/files/root/d/moved"), None, Attrs { size: Some(5), ..Attrs::default() }).await.unwrap();
+    let e =
+        a.set_attr(&p("n/b/svc/files/root/d/moved"), None, Attrs { size: Some(5), ..Attrs::default() }).await.unwrap();
     assert_eq!(e.meta.map(|m| m.size), Some(5));
     assert_eq!(names(a.list(&p("n/b/svc/files/root/d")).await.unwrap()), ["moved"]);
     let err = a.remove(&p("n/b/svc/files/root/d"), true).await.unwrap_err();
@@ -180,7 +181,10 @@ async fn large_reads_come_back_whole_and_in_order() {
         let off = i * 700_001;
         let _ = tokio::time::timeout(Duration::from_micros(50 * i), a.read(&h, off, 1 << 20)).await;
         let b = a.read(&h, off + 3, 5000).await.unwrap();
-        assert!(b[..] == data[off as usize + 3..off as usize + 5003], "bytes differ after an interrupted read at {off}");
+        assert!(
+            b[..] == data[off as usize + 3..off as usize + 5003],
+            "bytes differ after an interrupted read at {off}"
+        );
     }
     // Reading at the end, then the file grows: the new bytes are read.
     let end = data.len() as u64;

@@ -179,7 +179,8 @@ async fn no_input_no_snapshots() {
 async fn sequences_split_across_messages() {
     let m = setup((10, 2), 30);
     let mut conv = m.open();
-    for part in [&b"\x1b["[..], b"3", b"2m", "é".as_bytes().split_at(1).0, "é".as_bytes().split_at(1).1, b"\x1b[0m!"] {
+    for part in [&b"\x1b["[..], b"3", b"2m", "é".as_bytes().split_at(1).0, "é".as_bytes().split_at(1).1, b"\x1b[0m!"]
+    {
         feed(&conv, part).await;
     }
     conv.tx.eof().await;

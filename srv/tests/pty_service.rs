@@ -133,7 +133,8 @@ async fn window_size_is_given_and_resize_reaches_the_command() {
 
 #[tokio::test]
 async fn ctl_size_sends_sigwinch() {
-    let s = setup(&["sh", "-c", "trap 'echo winch; stty size' WINCH; echo ready; while :; do sleep 0.05; done"], (80, 24));
+    let s =
+        setup(&["sh", "-c", "trap 'echo winch; stty size' WINCH; echo ready; while :; do sleep 0.05; done"], (80, 24));
     let mut conv = s.open();
     type_keys(&conv, "x").await; // the first message starts the conversation
     let mut out = String::new();
@@ -204,7 +205,10 @@ fn ctl_messages() {
         assert_eq!(parse_ctl(line), bad_size, "{line:?}");
     }
     assert_eq!(parse_ctl(""), Err("bad ctl message: empty".to_string()));
-    assert_eq!(parse_ctl("resize 1 2"), Err("bad ctl message: unknown command \"resize\"; pty takes: size COLS ROWS".to_string()));
+    assert_eq!(
+        parse_ctl("resize 1 2"),
+        Err("bad ctl message: unknown command \"resize\"; pty takes: size COLS ROWS".to_string())
+    );
 }
 
 #[test]

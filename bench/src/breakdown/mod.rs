@@ -66,9 +66,17 @@ async fn rpc_ladder(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     }
     // Per round trip: what the process spent, beside the baseline.
     for (label, (m, base, base_name)) in labels.iter().zip(&all) {
-        let per = |x: &Measured, f: fn(&Usage) -> f64| (!x.samples.is_empty()).then(|| f(&x.usage) / x.samples.len() as f64);
+        let per =
+            |x: &Measured, f: fn(&Usage) -> f64| (!x.samples.is_empty()).then(|| f(&x.usage) / x.samples.len() as f64);
         let cpu = |u: &Usage| u.cpu.as_secs_f64() * 1e6;
-        rows.push(Row::new("breakdown rpc CPU per round trip", *label, Unit::Micros, per(m, cpu), per(base, cpu), *base_name));
+        rows.push(Row::new(
+            "breakdown rpc CPU per round trip",
+            *label,
+            Unit::Micros,
+            per(m, cpu),
+            per(base, cpu),
+            *base_name,
+        ));
         rows.push(Row::new(
             "breakdown rpc sleeps per round trip",
             *label,
@@ -100,10 +108,21 @@ async fn one_thread(sz: Sizes) -> anyhow::Result<Vec<Measured>> {
 
 async fn bulk_ladder(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let sz = &ctx.sizes;
-    let chain = Chain::new(&[("a", "tcp!127.0.0.1!0".into()), ("b", "tcp!127.0.0.2!0".into()), ("c", "tcp!127.0.0.3!0".into())]).await?;
+    let chain = Chain::new(&[
+        ("a", "tcp!127.0.0.1!0".into()),
+        ("b", "tcp!127.0.0.2!0".into()),
+        ("c", "tcp!127.0.0.3!0".into()),
+    ])
+    .await?;
     let chunk = Bytes::from(vec![0xa5u8; 1 << 20]);
-    const LABELS: [&str; 6] =
-        ["raw TCP", "dial tcp link, 1 MiB frames", "+ envelope codec", "mesh tcp, 1 hop", "mesh tcp, 2 hops", "mesh tcp, 2 hops, 4 conversations"];
+    const LABELS: [&str; 6] = [
+        "raw TCP",
+        "dial tcp link, 1 MiB frames",
+        "+ envelope codec",
+        "mesh tcp, 1 hop",
+        "mesh tcp, 2 hops",
+        "mesh tcp, 2 hops, 4 conversations",
+    ];
     let one = |i: usize, total: usize| {
         let (chain, chunk, limit) = (&chain, &chunk, sz.phase_limit);
         async move {
@@ -133,15 +152,23 @@ async fn bulk_ladder(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for (l, t) in LABELS.iter().zip(&got).skip(1) {
         rows.push(
-            Row::new("breakdown bulk 1 MiB msgs", *l, Unit::MBps, t.mb_per_s(), got[0].mb_per_s(), "raw TCP").note(format!("{} MiB", t.bytes >> 20)),
+            Row::new("breakdown bulk 1 MiB msgs", *l, Unit::MBps, t.mb_per_s(), got[0].mb_per_s(), "raw TCP")
+                .note(format!("{} MiB", t.bytes >> 20)),
         );
     }
     // CPU per MiB: with every router on the same two cores, a path that
     // costs twice the CPU can move at most half as much.
     for (l, t) in LABELS.iter().zip(&got).skip(1) {
         rows.push(
-            Row::new("breakdown bulk CPU per MiB", *l, Unit::Micros, t.cpu_us_per_mib(), got[0].cpu_us_per_mib(), "raw TCP")
-                .note(t.usage.per_op(t.bytes >> 20).replace("per op", "per MiB")),
+            Row::new(
+                "breakdown bulk CPU per MiB",
+                *l,
+                Unit::Micros,
+                t.cpu_us_per_mib(),
+                got[0].cpu_us_per_mib(),
+                "raw TCP",
+            )
+            .note(t.usage.per_op(t.bytes >> 20).replace("per op", "per MiB")),
         );
     }
     // Page faults per MiB: a fresh buffer per large frame is touched page
@@ -175,8 +202,22 @@ fn codec(sz: &Sizes) -> anyhow::Result<Vec<Row>> {
     let (enc_small, copy_small) = streams::encode_cost(64, n, limit)?;
     let dec = streams::decode_cost(n, limit)?;
     Ok(vec![
-        Row::new("breakdown codec p50", "encode, 1 MiB payload", Unit::Micros, enc_big.p50(), copy_big.p50(), "copy 1 MiB"),
-        Row::new("breakdown codec p50", "encode, 64 B payload", Unit::Micros, enc_small.p50(), copy_small.p50(), "copy 64 B"),
+        Row::new(
+            "breakdown codec p50",
+            "encode, 1 MiB payload",
+            Unit::Micros,
+            enc_big.p50(),
+            copy_big.p50(),
+            "copy 1 MiB",
+        ),
+        Row::new(
+            "breakdown codec p50",
+            "encode, 64 B payload",
+            Unit::Micros,
+            enc_small.p50(),
+            copy_small.p50(),
+            "copy 64 B",
+        ),
         Row::new("breakdown codec p50", "decode, 64 B payload", Unit::Micros, dec.p50(), copy_small.p50(), "copy 64 B"),
     ])
 }

@@ -125,7 +125,12 @@ impl Rung {
                 }
             }
         });
-        Ok(Rung::Inline { sink, inbox, tasks: vec![reader, far_reader, echo], envelope: envelope(Bytes::from_static(&[0x5a; 64]))? })
+        Ok(Rung::Inline {
+            sink,
+            inbox,
+            tasks: vec![reader, far_reader, echo],
+            envelope: envelope(Bytes::from_static(&[0x5a; 64]))?,
+        })
     }
 }
 

@@ -17,7 +17,13 @@ use crate::stats::Samples;
 
 /// `chunk` as frames (or encoded envelopes) over a dial link to a reader
 /// that counts payload bytes and answers the count at end of stream.
-pub async fn framed(ip: &str, chunk: &Bytes, total: usize, limit: Duration, with_envelope: bool) -> anyhow::Result<(u64, Duration)> {
+pub async fn framed(
+    ip: &str,
+    chunk: &Bytes,
+    total: usize,
+    limit: Duration,
+    with_envelope: bool,
+) -> anyhow::Result<(u64, Duration)> {
     let (mut link, mut far) = link_pair(ip).await?;
     let reader = tokio::spawn(async move {
         let mut got: u64 = 0;
@@ -54,7 +60,14 @@ pub async fn framed(ip: &str, chunk: &Bytes, total: usize, limit: Duration, with
 /// The same bytes split over `n` conversations to the sink at `to`, at
 /// once: if this is much faster than one, one stream is held back by its
 /// flow-control window, not by the CPU.
-pub async fn parallel(chain: &Chain, to: &str, chunk: &Bytes, total: usize, n: usize, limit: Duration) -> anyhow::Result<(u64, Duration)> {
+pub async fn parallel(
+    chain: &Chain,
+    to: &str,
+    chunk: &Bytes,
+    total: usize,
+    n: usize,
+    limit: Duration,
+) -> anyhow::Result<(u64, Duration)> {
     let t = Instant::now();
     let each = (total / n).max(chunk.len());
     let all = futures::future::join_all((0..n).map(|_| mesh_transfer(chain.head(), to, chunk, each, limit))).await;

@@ -69,7 +69,8 @@ impl Graph {
             }
             second = cycle_edges(&rng.permutation(n));
         }
-        let mut edges: Vec<(usize, usize)> = taken.into_iter().chain(second).collect::<HashSet<_>>().into_iter().collect();
+        let mut edges: Vec<(usize, usize)> =
+            taken.into_iter().chain(second).collect::<HashSet<_>>().into_iter().collect();
         edges.sort_unstable();
         let mut adj = vec![Vec::new(); n];
         for (a, b) in edges {
@@ -89,7 +90,12 @@ impl Graph {
 
     /// Each edge once, as (smaller, larger).
     pub fn edges(&self) -> Vec<(usize, usize)> {
-        let mut v: Vec<_> = self.adj.iter().enumerate().flat_map(|(a, ns)| ns.iter().filter(move |&&b| a < b).map(move |&b| (a, b))).collect();
+        let mut v: Vec<_> = self
+            .adj
+            .iter()
+            .enumerate()
+            .flat_map(|(a, ns)| ns.iter().filter(move |&&b| a < b).map(move |&b| (a, b)))
+            .collect();
         v.sort_unstable();
         v
     }
@@ -128,7 +134,11 @@ mod tests {
     fn four_regular_connected_and_repeatable() {
         for n in [5, 50, 1000] {
             let g = Graph::random_4_regular(n, 7);
-            assert!(g.adj.iter().all(|a| a.len() == 4), "n={n}: degrees {:?}", g.adj.iter().map(Vec::len).collect::<Vec<_>>());
+            assert!(
+                g.adj.iter().all(|a| a.len() == 4),
+                "n={n}: degrees {:?}",
+                g.adj.iter().map(Vec::len).collect::<Vec<_>>()
+            );
             assert!(g.distances(0, None).iter().all(|&d| d != u32::MAX), "n={n}: connected");
             assert_eq!(g.edges().len(), 2 * n);
         }

@@ -52,7 +52,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
 /// fails when the mesh did not converge, with how far it got.
 async fn simulate(plan: Plan) -> anyhow::Result<Found> {
     let n = plan.n;
-    let f = tokio::task::spawn_blocking(move || sim::run(plan)).await.map_err(|e| anyhow!("simulation of {n} routers: {e}"))??;
+    let f = tokio::task::spawn_blocking(move || sim::run(plan))
+        .await
+        .map_err(|e| anyhow!("simulation of {n} routers: {e}"))??;
     if !f.settled.done {
         bail!(
             "{n} routers did not converge: after {:.1} periods ({:.1} s of wall time) every router reached every machine: {}; all on shortest paths: no",
@@ -62,7 +64,12 @@ async fn simulate(plan: Plan) -> anyhow::Result<Found> {
         );
     }
     if !f.withdrawn.done {
-        bail!("{n} routers: {} still routed to after {:.1} periods ({:.1} s wall)", f.victim, rounds(f.withdrawn.virt), f.withdrawn.wall.as_secs_f64());
+        bail!(
+            "{n} routers: {} still routed to after {:.1} periods ({:.1} s wall)",
+            f.victim,
+            rounds(f.withdrawn.virt),
+            f.withdrawn.wall.as_secs_f64()
+        );
     }
     Ok(f)
 }

@@ -131,7 +131,11 @@ pub fn run(plan: Plan) -> anyhow::Result<Found> {
         })?;
         (t, done_tx)
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().context("paused runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .context("paused runtime")?;
     let res = rt.block_on(simulate(&plan, stop.clone()));
     stop.cancel();
     // Routers' tasks end with the runtime.
@@ -262,7 +266,8 @@ async fn simulate(plan: &Plan, stop: CancellationToken) -> anyhow::Result<Found>
     let gone = Want::new(&g, &ids, Some(victim));
     let start = Start::now();
     routers[victim].shutdown();
-    found.withdrawn = until_all(&routers, Some(victim), plan, &stop, start, |_, r| r.table().best(&ids[victim]).is_none()).await;
+    found.withdrawn =
+        until_all(&routers, Some(victim), plan, &stop, start, |_, r| r.table().best(&ids[victim]).is_none()).await;
     found.resettled = until_all(&routers, Some(victim), plan, &stop, start, |i, r| gone.holds(i, r, true)).await;
     found.withdraw_announcements = counting.take().routes;
     drop(counting);
@@ -349,11 +354,21 @@ fn keepalive_bytes(from: &Router, to: &MachineId) -> (u64, u64) {
 
 /// What `r`'s whole table would take as one announcement.
 fn full_table_bytes(r: &Router) -> u64 {
-    let entries: Vec<RouteAd> =
-        r.table().routes().iter().map(|rt| RouteAd { machine: rt.machine.clone(), path: rt.path.clone(), services: rt.services.clone() }).collect();
+    let entries: Vec<RouteAd> = r
+        .table()
+        .routes()
+        .iter()
+        .map(|rt| RouteAd { machine: rt.machine.clone(), path: rt.path.clone(), services: rt.services.clone() })
+        .collect();
     let router = ns::conv::reserved();
     let a = Addr::on(r.id().clone(), router);
-    let env = Envelope::new(1 << 20, a.clone(), a, Kind::Routes(Announce { seq: 1, full: true, entries, lost: vec![] }), Bytes::new());
+    let env = Envelope::new(
+        1 << 20,
+        a.clone(),
+        a,
+        Kind::Routes(Announce { seq: 1, full: true, entries, lost: vec![] }),
+        Bytes::new(),
+    );
     framed(&env)
 }
 
@@ -370,11 +385,18 @@ fn estimate_per_route(routers: &[Router]) -> f64 {
     for r in routers.iter().step_by((routers.len() / 16).max(1)) {
         let neighbours = r.terms().iter().filter(|t| matches!(t.kind, TermKind::Net(_))).count();
         for rt in r.table().routes() {
-            let chosen = 2 * size_of::<usize>() + size_of::<ns::route::Route>() + rt.path.capacity() * name + rt.term.capacity() + rt.services.capacity() * name;
+            let chosen = 2 * size_of::<usize>()
+                + size_of::<ns::route::Route>()
+                + rt.path.capacity() * name
+                + rt.term.capacity()
+                + rt.services.capacity() * name;
             // An advert: path to the machine (one shorter than ours) and
             // services, keyed by machine, once received and once sent per
             // neighbour.
-            let advert = size_of::<ns::route::Advert>() + rt.path.len().saturating_sub(1) * name + rt.services.len() * name + name;
+            let advert = size_of::<ns::route::Advert>()
+                + rt.path.len().saturating_sub(1) * name
+                + rt.services.len() * name
+                + name;
             bytes += chosen + 2 * neighbours * advert + name + size_of::<usize>();
             count += 1;
         }

@@ -52,7 +52,11 @@ pub fn run(frames: u64, limit: Duration, out: &Path) -> anyhow::Result<Direct> {
     let mut frags = Fragments::default();
     // Frames in the open fragment: (parsing began, into the encoder).
     let mut open: std::collections::VecDeque<(Instant, Instant)> = Default::default();
-    let mut emit = |b: &[u8], file: &mut File, open: &mut std::collections::VecDeque<(Instant, Instant)>, d: &mut Direct| -> anyhow::Result<()> {
+    let mut emit = |b: &[u8],
+                    file: &mut File,
+                    open: &mut std::collections::VecDeque<(Instant, Instant)>,
+                    d: &mut Direct|
+     -> anyhow::Result<()> {
         file.write_all(b)?;
         file.flush()?;
         let now = Instant::now();
@@ -115,7 +119,12 @@ pub fn snapshot(s: &vt100::Screen, seq: u64, pts_us: u64) -> Snapshot {
                     if c.dim() {
                         fg = [0, 1, 2].map(|i| ((fg[i] as u16 + bg[i] as u16) / 2) as u8);
                     }
-                    let bits = [(c.bold(), attr::BOLD), (c.italic(), attr::ITALIC), (c.underline(), attr::UNDERLINE), (c.inverse(), attr::INVERSE)];
+                    let bits = [
+                        (c.bold(), attr::BOLD),
+                        (c.italic(), attr::ITALIC),
+                        (c.underline(), attr::UNDERLINE),
+                        (c.inverse(), attr::INVERSE),
+                    ];
                     Cell(ch, fg, bg, bits.iter().filter(|(on, _)| *on).fold(0, |a, (_, b)| a | b))
                 }
             });

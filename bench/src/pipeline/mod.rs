@@ -57,7 +57,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let tmp = ctx.tmp.path().to_path_buf();
     // The baseline first, on a quiet machine, then the mesh.
     let (frames, limit, out) = (sz.pipeline_frames, sz.phase_limit * 2, tmp.join("direct.mp4"));
-    let direct = tokio::task::spawn_blocking(move || direct::run(frames, limit, &out)).await.context("direct pipeline thread")??;
+    let direct = tokio::task::spawn_blocking(move || direct::run(frames, limit, &out))
+        .await
+        .context("direct pipeline thread")??;
     let secs = sz.pipeline_secs;
     let mesh = Mesh::start(&tmp, secs).await?;
     let paced = mesh.run(SEED_FPS, secs).await.context("pipeline at 30 fps")?;
@@ -82,7 +84,8 @@ fn rows(d: &Direct, paced: &Run, unpaced: &Run) -> Vec<Row> {
     ];
     let ms = |s: &Samples| s.p50().map(|us| us / 1e3);
     let lat = |stage: &str, m: &Samples, b: &Samples, what: &str, note: String| {
-        Row::new("pipeline latency p50", stage, Unit::Millis, ms(m), ms(b), what).note(format!("{} frames at {SEED_FPS}/s; {note}", m.len()))
+        Row::new("pipeline latency p50", stage, Unit::Millis, ms(m), ms(b), what)
+            .note(format!("{} frames at {SEED_FPS}/s; {note}", m.len()))
     };
     rows.push(lat(
         "pty -> parser (a -> b)",
@@ -91,7 +94,13 @@ fn rows(d: &Direct, paced: &Run, unpaced: &Run) -> Vec<Row> {
         "parse + snapshot, direct",
         format!("from the output leaving the pty to its snapshot leaving the parser, which merges output for up to 1/{SEED_FPS} s"),
     ));
-    rows.push(lat("parser -> gpu (b -> c)", &paced.gpu, &d.render, "render, direct", "from snapshot to frame, lavapipe".into()));
+    rows.push(lat(
+        "parser -> gpu (b -> c)",
+        &paced.gpu,
+        &d.render,
+        "render, direct",
+        "from snapshot to frame, lavapipe".into(),
+    ));
     rows.push(lat(
         "gpu -> encoder -> display (c -> b -> a)",
         &paced.encoder,
@@ -115,7 +124,11 @@ struct Mesh {
 
 impl Mesh {
     async fn start(tmp: &std::path::Path, secs: f64) -> anyhow::Result<Mesh> {
-        let nodes = [("a", "tcp!127.0.0.1!0".to_string()), ("b", "tcp!127.0.0.2!0".to_string()), ("c", "ws!127.0.0.3!0".to_string())];
+        let nodes = [
+            ("a", "tcp!127.0.0.1!0".to_string()),
+            ("b", "tcp!127.0.0.2!0".to_string()),
+            ("c", "ws!127.0.0.3!0".to_string()),
+        ];
         let chain = Chain::new_secure(&nodes).await?;
         let notes = Arc::new(Notes::default());
         let tap = |stage| Arc::new(Tap { stage, notes: notes.clone() });
@@ -132,7 +145,10 @@ impl Mesh {
         let gpu = tokio::task::spawn_blocking(mesh_gpu::GpuService::new).await.context("gpu thread")??;
         c.add_service(name("gpu")?, Arc::new(gpu));
         c.add_service(name("tap-gpu")?, tap(Stage::Gpu));
-        c.add_service(name("mp4-encoder")?, Arc::new(mesh_video::EncoderService::new(mesh_video::EncoderSettings::default())));
+        c.add_service(
+            name("mp4-encoder")?,
+            Arc::new(mesh_video::EncoderService::new(mesh_video::EncoderSettings::default())),
+        );
         Ok(Mesh { chain, notes, display_out })
     }
 
@@ -141,7 +157,11 @@ impl Mesh {
     async fn run(&self, fps: u32, secs: f64) -> anyhow::Result<Run> {
         let a = self.chain.head();
         let parser = format!("parser-{fps}");
-        let need = [("a", vec!["pty", "tap-pty", "display", "tap-display"]), ("b", vec!["tap-parser", &parser]), ("c", vec!["gpu", "tap-gpu", "mp4-encoder"])];
+        let need = [
+            ("a", vec!["pty", "tap-pty", "display", "tap-display"]),
+            ("b", vec!["tap-parser", &parser]),
+            ("c", vec!["gpu", "tap-gpu", "mp4-encoder"]),
+        ];
         wait_services(a, &need).await?;
         let stages = [
             "/n/a/svc/tap-pty".to_string(),

@@ -120,7 +120,10 @@ impl Fragments {
             if kind == b"moof" {
                 for (k, traf) in children(&self.buf[8..size]) {
                     if k == b"traf" {
-                        samples += children(traf).filter(|(k, _)| *k == b"trun").filter_map(|(_, trun)| be32(trun, 4)).sum::<u64>();
+                        samples += children(traf)
+                            .filter(|(k, _)| *k == b"trun")
+                            .filter_map(|(_, trun)| be32(trun, 4))
+                            .sum::<u64>();
                     }
                 }
             }
@@ -144,8 +147,12 @@ mod tests {
     #[test]
     fn counts_samples_of_whole_fragments_split_anyhow() {
         let trun = |n: u32| boxed(b"trun", &[[0u8; 4].as_slice(), &n.to_be_bytes(), &[0u8; 8]].concat());
-        let moof = boxed(b"moof", &[boxed(b"mfhd", &[0; 8]), boxed(b"traf", &[boxed(b"tfhd", &[0; 8]), trun(5)].concat())].concat());
-        let stream = [boxed(b"ftyp", b"isom"), boxed(b"moov", &[0; 16]), moof.clone(), boxed(b"mdat", &[7; 100]), moof].concat();
+        let moof = boxed(
+            b"moof",
+            &[boxed(b"mfhd", &[0; 8]), boxed(b"traf", &[boxed(b"tfhd", &[0; 8]), trun(5)].concat())].concat(),
+        );
+        let stream =
+            [boxed(b"ftyp", b"isom"), boxed(b"moov", &[0; 16]), moof.clone(), boxed(b"mdat", &[7; 100]), moof].concat();
         let mut f = Fragments::default();
         let mut total = 0;
         for part in stream.chunks(7) {

@@ -131,7 +131,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     plain.mounted.unmount().await;
     let version = ssh.as_ref().map(|s| s.version.clone()).unwrap_or_default();
     tokio::task::spawn_blocking(move || drop(ssh)).await.context("stopping sshfs")?;
-    let (r, paths) = res.map_err(|_| anyhow!("tree workload over its budget of {budget:?}"))?.context("tree workload thread")?;
+    let (r, paths) =
+        res.map_err(|_| anyhow!("tree workload over its budget of {budget:?}"))?.context("tree workload thread")?;
     r?;
     Ok(rows(&ctx.sizes, &name, &paths, &version, &why_not))
 }
@@ -155,10 +156,25 @@ fn rows(sz: &Sizes, name: &str, paths: &[Reader], version: &str, why_not: &str) 
     };
     let baseline_name = if base.is_some() { "sshfs over loopback" } else { "sshfs: baseline not available" };
     vec![
-        Row::new(name, "a/n/b/svc/files/root, tcp, encrypted", Unit::MBps, rate("mesh, encrypted"), base, baseline_name)
-            .target(Target::AtLeast(2.0))
-            .note(note("mesh, encrypted")),
-        Row::new(name, "a/n/b/svc/files/root, tcp, plaintext", Unit::MBps, rate("mesh, plaintext"), base, baseline_name).note(note("mesh, plaintext")),
+        Row::new(
+            name,
+            "a/n/b/svc/files/root, tcp, encrypted",
+            Unit::MBps,
+            rate("mesh, encrypted"),
+            base,
+            baseline_name,
+        )
+        .target(Target::AtLeast(2.0))
+        .note(note("mesh, encrypted")),
+        Row::new(
+            name,
+            "a/n/b/svc/files/root, tcp, plaintext",
+            Unit::MBps,
+            rate("mesh, plaintext"),
+            base,
+            baseline_name,
+        )
+        .note(note("mesh, plaintext")),
     ]
 }
 
@@ -167,7 +183,10 @@ fn rows(sz: &Sizes, name: &str, paths: &[Reader], version: &str, why_not: &str) 
 fn make_file(dir: &Path, path: &Path, n: usize) -> anyhow::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let mut f = std::io::BufWriter::with_capacity(READ, File::create(path).with_context(|| format!("create {}", path.display()))?);
+    let mut f = std::io::BufWriter::with_capacity(
+        READ,
+        File::create(path).with_context(|| format!("create {}", path.display()))?,
+    );
     let mut rng = crate::discovery::graph::Rng::new(0x7ee);
     let mut block = vec![0u8; READ];
     let mut left = n;
@@ -204,7 +223,8 @@ fn measure(sz: &Sizes, src: &Path, paths: &mut [Reader]) -> anyhow::Result<()> {
         for k in 0..paths.len() {
             let i = (k + round) % paths.len();
             let p = &mut paths[i];
-            let (bytes, took) = read_all(&p.path, &mut buf, sz.phase_limit).with_context(|| format!("{}: read", p.label))?;
+            let (bytes, took) =
+                read_all(&p.path, &mut buf, sz.phase_limit).with_context(|| format!("{}: read", p.label))?;
             if bytes != sz.tree_bytes as u64 && took < sz.phase_limit {
                 bail!("{}: read {bytes} bytes of {}", p.label, sz.tree_bytes);
             }

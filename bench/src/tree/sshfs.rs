@@ -105,7 +105,8 @@ impl Sshfs {
         std::fs::copy(work.join("id.pub"), work.join("authorized_keys")).context("authorized_keys")?;
         // SAFETY: geteuid cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
-        let mut me = Sshfs { sshd: None, sshfs: None, mount: mount.to_path_buf(), made_privsep: None, version: String::new() };
+        let mut me =
+            Sshfs { sshd: None, sshfs: None, mount: mount.to_path_buf(), made_privsep: None, version: String::new() };
         // sshd run as root checks its privilege separation directory
         // exists (Debian's service makes it at boot); make it if missing,
         // and remove it again at the end.
@@ -186,7 +187,11 @@ impl Sshfs {
         let version = run(Command::new(&sshfs_bin).arg("--version"), "sshfs --version").unwrap_or_default();
         let version = version.lines().find(|l| l.starts_with("SSHFS")).unwrap_or("sshfs").to_string();
         // `ssh -V` prints to standard error.
-        let ssh = Command::new("ssh").arg("-V").stdin(Stdio::null()).output().map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string());
+        let ssh = Command::new("ssh")
+            .arg("-V")
+            .stdin(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string());
         me.version = match ssh {
             Ok(s) if !s.is_empty() => format!("{version}, {s}"),
             _ => version,
@@ -208,7 +213,14 @@ impl Drop for Sshfs {
             // Lazy, so an open file cannot keep the mount; fusermount3 is
             // what sshfs 3 uses, fusermount the older name.
             let ok = ["fusermount3", "fusermount"].iter().any(|f| {
-                Command::new(f).arg("-u").arg("-z").arg(&self.mount).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+                Command::new(f)
+                    .arg("-u")
+                    .arg("-z")
+                    .arg(&self.mount)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
             });
             if !ok {
                 let _ = Command::new("umount").arg("-l").arg(&self.mount).status();

@@ -15,8 +15,6 @@ use sha2::{Digest, Sha256};
 use snow::params::DHChoice;
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 
-
-
 /// Bytes in a Curve25519 key, private or public.
 pub(crate) const KEY_LEN: usize = 32;
 
@@ -103,9 +101,7 @@ impl FromStr for PublicKey {
 /// Base64 of exactly 32 bytes, or why not. The reason never quotes the
 /// input, because the same code reads private keys.
 fn decode_key(s: &str) -> Result<[u8; KEY_LEN], &'static str> {
-    let bytes = BASE64
-        .decode(s.as_bytes())
-        .map_err(|_| "not base64 (standard alphabet, with padding)")?;
+    let bytes = BASE64.decode(s.as_bytes()).map_err(|_| "not base64 (standard alphabet, with padding)")?;
     <[u8; KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| "not 32 bytes (44 base64 characters)")
 }
 
@@ -129,9 +125,7 @@ pub struct Identity {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity")
-            .field("public", &self.public)
-            .finish_non_exhaustive()
+        f.debug_struct("Identity").field("public", &self.public).finish_non_exhaustive()
     }
 }
 
@@ -145,11 +139,8 @@ impl Identity {
     /// fails), which leaves nothing sensible to do.
     #[must_use]
     pub fn generate() -> Identity {
-        let kp = super::builder()
-            .generate_keypair()
-            .expect("the operating system's random number generator works");
-        let private = <[u8; KEY_LEN]>::try_from(kp.private.as_slice())
-            .expect("Curve25519 private keys are 32 bytes");
+        let kp = super::builder().generate_keypair().expect("the operating system's random number generator works");
+        let private = <[u8; KEY_LEN]>::try_from(kp.private.as_slice()).expect("Curve25519 private keys are 32 bytes");
         Identity::from_private(private)
     }
 
@@ -157,16 +148,10 @@ impl Identity {
     /// valid Curve25519 private key; the public key is derived).
     #[must_use]
     pub fn from_private(private: [u8; KEY_LEN]) -> Identity {
-        let mut dh = DefaultResolver
-            .resolve_dh(&DHChoice::Curve25519)
-            .expect("snow's default resolver has Curve25519");
+        let mut dh = DefaultResolver.resolve_dh(&DHChoice::Curve25519).expect("snow's default resolver has Curve25519");
         dh.set(&private);
-        let public =
-            <[u8; KEY_LEN]>::try_from(dh.pubkey()).expect("Curve25519 public keys are 32 bytes");
-        Identity {
-            private,
-            public: PublicKey(public),
-        }
+        let public = <[u8; KEY_LEN]>::try_from(dh.pubkey()).expect("Curve25519 public keys are 32 bytes");
+        Identity { private, public: PublicKey(public) }
     }
 
     /// This machine's public key, for the deployment file.
@@ -192,8 +177,7 @@ impl Identity {
     /// private key.
     pub fn load(path: impl AsRef<Path>) -> io::Result<Identity> {
         let path = path.as_ref();
-        let ctx =
-            |e: io::Error| crate::with_context(e, format_args!("key file {}", path.display()));
+        let ctx = |e: io::Error| crate::with_context(e, format_args!("key file {}", path.display()));
         let file = File::open(path).map_err(ctx)?;
         // The mode of the file we opened, not of whatever the path names
         // by the time we look again.
@@ -210,9 +194,7 @@ impl Identity {
             ));
         }
         let mut text = String::new();
-        file.take(KEY_FILE_MAX + 1)
-            .read_to_string(&mut text)
-            .map_err(ctx)?;
+        file.take(KEY_FILE_MAX + 1).read_to_string(&mut text).map_err(ctx)?;
         if text.len() as u64 > KEY_FILE_MAX {
             return Err(ctx(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -240,17 +222,13 @@ impl Identity {
                 "public" => &mut public,
                 other => {
                     let other: String = other.chars().take(32).collect();
-                    return Err(format!(
-                        "line {n}: unknown field {other:?} (want private or public)"
-                    ));
+                    return Err(format!("line {n}: unknown field {other:?} (want private or public)"));
                 }
             };
             if slot.is_some() {
                 return Err(format!("line {n}: second {field} line"));
             }
-            *slot = Some(
-                decode_key(value.trim()).map_err(|r| format!("line {n}: {field} key is {r}"))?,
-            );
+            *slot = Some(decode_key(value.trim()).map_err(|r| format!("line {n}: {field} key is {r}"))?);
         }
         let private = private.ok_or("no private line")?;
         let id = Identity::from_private(private);
@@ -272,8 +250,7 @@ impl Identity {
     /// Messages start with the path.
     pub fn save(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let path = path.as_ref();
-        let ctx =
-            |e: io::Error| crate::with_context(e, format_args!("key file {}", path.display()));
+        let ctx = |e: io::Error| crate::with_context(e, format_args!("key file {}", path.display()));
         let text = format!(
             "# mesh machine key (Noise, Curve25519): keep it secret, mode 0600\n\
              private {}\n\
@@ -284,12 +261,7 @@ impl Identity {
         // create_new: O_EXCL, so we never follow a planted link or clobber
         // an old key; the mode is set at creation, so the key is never on
         // disk with wider permissions, whatever the umask.
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(ctx)?;
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(ctx)?;
         file.write_all(text.as_bytes()).map_err(ctx)?;
         file.sync_all().map_err(ctx)
     }
@@ -336,11 +308,7 @@ impl Trust {
     pub fn pin(&mut self, machine: impl Into<String>, key: PublicKey) -> Result<(), PinError> {
         let machine = machine.into();
         match self.by_key.get(&key) {
-            Some(first) if *first != machine => Err(PinError {
-                key,
-                first: first.clone(),
-                second: machine,
-            }),
+            Some(first) if *first != machine => Err(PinError { key, first: first.clone(), second: machine }),
             Some(_) => Ok(()),
             None => {
                 self.by_key.insert(key, machine);

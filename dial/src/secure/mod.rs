@@ -263,9 +263,7 @@ impl SecureError {
     #[must_use]
     pub fn kind(&self) -> io::ErrorKind {
         match self {
-            SecureError::UnknownKey { .. } | SecureError::Refused { .. } => {
-                io::ErrorKind::PermissionDenied
-            }
+            SecureError::UnknownKey { .. } | SecureError::Refused { .. } => io::ErrorKind::PermissionDenied,
             SecureError::Timeout { .. } => io::ErrorKind::TimedOut,
             SecureError::BadMessage { .. } => io::ErrorKind::InvalidData,
             SecureError::Closed { .. } => io::ErrorKind::UnexpectedEof,
@@ -311,18 +309,11 @@ pub async fn secure(
             remote,
             source: io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "max_frame {} is too small for a secured link (at least {MIN_MAX_FRAME})",
-                    opts.max_frame
-                ),
+                format!("max_frame {} is too small for a secured link (at least {MIN_MAX_FRAME})", opts.max_frame),
             ),
         });
     }
-    let mut hs = Handshake {
-        link,
-        remote,
-        max_frame: opts.max_frame.min(u32::MAX as usize),
-    };
+    let mut hs = Handshake { link, remote, max_frame: opts.max_frame.min(u32::MAX as usize) };
     let done = tokio::time::timeout(HANDSHAKE_TIMEOUT, hs.run(me, trust, role)).await;
     let Handshake { link, remote, .. } = hs;
     // Logged at debug level only: the caller decides what a refusal is
@@ -339,23 +330,11 @@ pub async fn secure(
             return Err(e);
         }
     };
-    let Link {
-        tx,
-        rx,
-        remote,
-        local,
-        uid,
-    } = link;
+    let Link { tx, rx, remote, local, uid } = link;
     let secured = Arc::new(secured);
     let limit = opts.max_frame.min(u32::MAX as usize);
     let link = Link {
-        tx: Box::pin(SecureSink::new(
-            tx,
-            secured.clone(),
-            tx_nonce,
-            limit,
-            message_max,
-        )),
+        tx: Box::pin(SecureSink::new(tx, secured.clone(), tx_nonce, limit, message_max)),
         rx: Box::pin(SecureStream::new(rx, secured, rx_nonce, limit, message_max)),
         remote,
         local,
@@ -377,15 +356,8 @@ struct Handshake {
 }
 
 impl Handshake {
-    async fn run(
-        &mut self,
-        me: &Identity,
-        trust: &Trust,
-        role: Role,
-    ) -> Result<Finished, SecureError> {
-        let builder = builder()
-            .local_private_key(me.private_bytes())
-            .and_then(|b| b.prologue(PROLOGUE));
+    async fn run(&mut self, me: &Identity, trust: &Trust, role: Role) -> Result<Finished, SecureError> {
+        let builder = builder().local_private_key(me.private_bytes()).and_then(|b| b.prologue(PROLOGUE));
         let built = builder.and_then(|b| match role {
             Role::Initiator => b.build_initiator(),
             Role::Responder => b.build_responder(),
@@ -407,10 +379,7 @@ impl Handshake {
                 match secured.state.read_message(0, &verdict, &mut buf) {
                     Ok(1) if buf[0] == ACCEPTED => {}
                     Ok(1) if buf[0] == REFUSED => {
-                        return Err(SecureError::Refused {
-                            remote: self.remote.clone(),
-                            ours: me.public(),
-                        })
+                        return Err(SecureError::Refused { remote: self.remote.clone(), ours: me.public() })
                     }
                     Ok(_) => return Err(self.bad("verdict is not accept or refuse")),
                     Err(e) => return Err(self.bad(format!("verdict: {e}"))),
@@ -457,15 +426,11 @@ impl Handshake {
             [VERSION, a, b, c, d] => {
                 let max = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
                 if max < MIN_MAX_FRAME {
-                    return Err(
-                        self.bad(format!("peer's max_frame {max} is below {MIN_MAX_FRAME}"))
-                    );
+                    return Err(self.bad(format!("peer's max_frame {max} is below {MIN_MAX_FRAME}")));
                 }
                 Ok(max)
             }
-            [v, ..] if *v != VERSION => {
-                Err(self.bad(format!("peer speaks version {v}, we speak {VERSION}")))
-            }
+            [v, ..] if *v != VERSION => Err(self.bad(format!("peer speaks version {v}, we speak {VERSION}"))),
             _ => Err(self.bad(format!("hello of {} bytes, want {HELLO_LEN}", h.len()))),
         }
     }
@@ -484,14 +449,8 @@ impl Handshake {
             .map(PublicKey::from_bytes)
             .ok_or_else(|| self.bad("no static key"))?;
         match trust.machine(&key) {
-            Some(m) => Ok(PeerInfo {
-                machine: m.to_owned(),
-                key,
-            }),
-            None => Err(SecureError::UnknownKey {
-                remote: self.remote.clone(),
-                key,
-            }),
+            Some(m) => Ok(PeerInfo { machine: m.to_owned(), key }),
+            None => Err(SecureError::UnknownKey { remote: self.remote.clone(), key }),
         }
     }
 
@@ -504,9 +463,7 @@ impl Handshake {
     /// Writes the next handshake message with `payload` and sends it.
     async fn write(&mut self, hs: &mut HandshakeState, payload: &[u8]) -> Result<(), SecureError> {
         let mut msg = [0u8; HANDSHAKE_MSG_MAX];
-        let n = hs
-            .write_message(payload, &mut msg)
-            .map_err(|e| self.io(io::Error::other(format!("noise: {e}"))))?;
+        let n = hs.write_message(payload, &mut msg).map_err(|e| self.io(io::Error::other(format!("noise: {e}"))))?;
         self.send(Bytes::copy_from_slice(&msg[..n])).await
     }
 
@@ -515,14 +472,9 @@ impl Handshake {
         let msg = self.recv().await?;
         let mut payload = [0u8; HANDSHAKE_MSG_MAX];
         if msg.len() > HANDSHAKE_MSG_MAX {
-            return Err(self.bad(format!(
-                "{} bytes, too long for a handshake message",
-                msg.len()
-            )));
+            return Err(self.bad(format!("{} bytes, too long for a handshake message", msg.len())));
         }
-        let n = hs
-            .read_message(&msg, &mut payload)
-            .map_err(|e| self.bad(format!("{} bytes: {e}", msg.len())))?;
+        let n = hs.read_message(&msg, &mut payload).map_err(|e| self.bad(format!("{} bytes: {e}", msg.len())))?;
         Ok(payload[..n].to_vec())
     }
 
@@ -535,23 +487,15 @@ impl Handshake {
             Some(Ok(msg)) => Ok(msg),
             Some(Err(e)) if e.kind() == io::ErrorKind::InvalidData => Err(self.bad(e.to_string())),
             Some(Err(e)) => Err(self.io(e)),
-            None => Err(SecureError::Closed {
-                remote: self.remote.clone(),
-            }),
+            None => Err(SecureError::Closed { remote: self.remote.clone() }),
         }
     }
 
     fn bad(&self, reason: impl Into<String>) -> SecureError {
-        SecureError::BadMessage {
-            remote: self.remote.clone(),
-            reason: reason.into(),
-        }
+        SecureError::BadMessage { remote: self.remote.clone(), reason: reason.into() }
     }
 
     fn io(&self, source: io::Error) -> SecureError {
-        SecureError::Io {
-            remote: self.remote.clone(),
-            source,
-        }
+        SecureError::Io { remote: self.remote.clone(), source }
     }
 }

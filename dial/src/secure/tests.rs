@@ -31,10 +31,7 @@ fn public_key_text_round_trip() {
     assert_eq!(text.parse::<PublicKey>().unwrap(), k);
     assert_eq!(format!(" {text}\n").parse::<PublicKey>().unwrap(), k);
     let short = "AAAA".parse::<PublicKey>().unwrap_err();
-    assert_eq!(
-        short.to_string(),
-        "bad public key \"AAAA\": not 32 bytes (44 base64 characters)"
-    );
+    assert_eq!(short.to_string(), "bad public key \"AAAA\": not 32 bytes (44 base64 characters)");
     assert!("not base64!".parse::<PublicKey>().is_err());
 }
 
@@ -43,10 +40,7 @@ fn generated_identities_differ_and_derive_their_public_key() {
     let a = Identity::generate();
     let b = Identity::generate();
     assert_ne!(a.public(), b.public());
-    assert_eq!(
-        Identity::from_private(*a.private_bytes()).public(),
-        a.public()
-    );
+    assert_eq!(Identity::from_private(*a.private_bytes()).public(), a.public());
     // Debug shows the public key only.
     let private = data_encoding::BASE64.encode(a.private_bytes());
     let dbg = format!("{a:?}");
@@ -63,10 +57,7 @@ fn key_file_round_trip() {
     let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let text = fs::read_to_string(&path).unwrap();
-    assert!(
-        text.contains(&format!("\npublic {}\n", id.public())),
-        "{text}"
-    );
+    assert!(text.contains(&format!("\npublic {}\n", id.public())), "{text}");
     let back = Identity::load(&path).unwrap();
     assert_eq!(back.public(), id.public());
     assert_eq!(back.private_bytes(), id.private_bytes());
@@ -88,10 +79,7 @@ fn key_file_open_to_others_is_refused() {
         assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
         let msg = err.to_string();
         assert!(msg.contains(&format!("(mode {mode:04o})")), "{msg}");
-        assert!(
-            msg.contains(&format!("chmod 600 {}", path.display())),
-            "{msg}"
-        );
+        assert!(msg.contains(&format!("chmod 600 {}", path.display())), "{msg}");
     }
     fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
     Identity::load(&path).unwrap();
@@ -104,26 +92,11 @@ fn bad_key_files_say_what_and_where_without_quoting_the_key() {
     let b = Identity::generate();
     let private = data_encoding::BASE64.encode(a.private_bytes());
     let cases = [
-        (
-            format!("private {private}\npublic {}\n", b.public()),
-            "not the public key of the private line",
-        ),
-        (
-            format!("# c\n\nsecret {private}\n"),
-            "line 3: unknown field \"secret\"",
-        ),
-        (
-            format!("private {private}\nprivate {private}\n"),
-            "line 2: second private line",
-        ),
-        (
-            format!("private {}\n", &private[..20]),
-            "line 1: private key is not 32 bytes",
-        ),
-        (
-            format!("private {}!\n", &private[..43]),
-            "line 1: private key is not base64",
-        ),
+        (format!("private {private}\npublic {}\n", b.public()), "not the public key of the private line"),
+        (format!("# c\n\nsecret {private}\n"), "line 3: unknown field \"secret\""),
+        (format!("private {private}\nprivate {private}\n"), "line 2: second private line"),
+        (format!("private {}\n", &private[..20]), "line 1: private key is not 32 bytes"),
+        (format!("private {}!\n", &private[..43]), "line 1: private key is not base64"),
         ("public AAAA\n".to_owned(), "line 1: public key is not"),
         (format!("public {}\n", a.public()), "no private line"),
         ("private\n".to_owned(), "line 1: expected `private KEY`"),
@@ -136,15 +109,9 @@ fn bad_key_files_say_what_and_where_without_quoting_the_key() {
         let err = Identity::load(&path).unwrap_err();
         let msg = err.to_string();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{msg}");
-        assert!(
-            msg.starts_with(&format!("key file {}: ", path.display())),
-            "{msg}"
-        );
+        assert!(msg.starts_with(&format!("key file {}: ", path.display())), "{msg}");
         assert!(msg.contains(want), "{msg} should say {want}");
-        assert!(
-            !msg.contains(&private[..20]),
-            "{msg} quotes the private key"
-        );
+        assert!(!msg.contains(&private[..20]), "{msg} quotes the private key");
     }
     // A key without the public line is fine: it is derived.
     let path = dir.path().join("bare.key");
@@ -163,10 +130,7 @@ fn a_key_belongs_to_one_machine() {
     t.pin("a", k1).unwrap();
     t.pin("a", k2).unwrap(); // a second key for a, e.g. during a rollover
     let err = t.pin("b", k1).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!("key {} is pinned for both a and b", k1.fingerprint())
-    );
+    assert_eq!(err.to_string(), format!("key {} is pinned for both a and b", k1.fingerprint()));
     assert_eq!(t.machine(&k1), Some("a"));
     assert_eq!(t.machine(&k2), Some("a"));
     assert_eq!(t.len(), 2);
@@ -190,12 +154,7 @@ impl Pair {
         a_trusts.pin("b", b.public()).unwrap();
         let mut b_trusts = Trust::new();
         b_trusts.pin("a", a.public()).unwrap();
-        Pair {
-            a,
-            b,
-            a_trusts,
-            b_trusts,
-        }
+        Pair { a, b, a_trusts, b_trusts }
     }
 }
 
@@ -227,14 +186,8 @@ async fn secure_both(
     so: &LinkOptions,
     a: (&Identity, &Trust),
     b: (&Identity, &Trust),
-) -> (
-    Result<(Link, PeerInfo), SecureError>,
-    Result<(Link, PeerInfo), SecureError>,
-) {
-    tokio::join!(
-        secure(client, co, a.0, a.1, Role::Initiator),
-        secure(server, so, b.0, b.1, Role::Responder),
-    )
+) -> (Result<(Link, PeerInfo), SecureError>, Result<(Link, PeerInfo), SecureError>) {
+    tokio::join!(secure(client, co, a.0, a.1, Role::Initiator), secure(server, so, b.0, b.1, Role::Responder),)
 }
 
 async fn secured_pair(ds: &str, p: &Pair) -> (Link, Link) {
@@ -243,28 +196,13 @@ async fn secured_pair(ds: &str, p: &Pair) -> (Link, Link) {
     let (c, s) = secure_both(c, s, &o, &o, (&p.a, &p.a_trusts), (&p.b, &p.b_trusts)).await;
     let (c, c_peer) = c.unwrap();
     let (s, s_peer) = s.unwrap();
-    assert_eq!(
-        c_peer,
-        PeerInfo {
-            machine: "b".into(),
-            key: p.b.public()
-        }
-    );
-    assert_eq!(
-        s_peer,
-        PeerInfo {
-            machine: "a".into(),
-            key: p.a.public()
-        }
-    );
+    assert_eq!(c_peer, PeerInfo { machine: "b".into(), key: p.b.public() });
+    assert_eq!(s_peer, PeerInfo { machine: "a".into(), key: p.a.public() });
     (c, s)
 }
 
 fn pattern(len: usize, seed: u8) -> Bytes {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect::<Vec<u8>>()
-        .into()
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>().into()
 }
 
 /// Frames of every interesting size, both ways at once.
@@ -296,12 +234,8 @@ async fn exchange(c: Link, s: Link) {
     }
     let (ctx, crx) = (c.tx, c.rx);
     let (stx, srx) = (s.tx, s.rx);
-    let (_, _, _, _) = tokio::join!(
-        send(ctx, frames(1)),
-        recv(srx, frames(1)),
-        send(stx, frames(2)),
-        recv(crx, frames(2)),
-    );
+    let (_, _, _, _) =
+        tokio::join!(send(ctx, frames(1)), recv(srx, frames(1)), send(stx, frames(2)), recv(crx, frames(2)),);
 }
 
 #[tokio::test]
@@ -332,17 +266,11 @@ async fn close_ends_the_peers_stream() {
     let (mut c, mut s) = secured_pair("tcp!127.0.0.1!0", &p).await;
     c.tx.send(Bytes::from_static(b"last").into()).await.unwrap();
     c.tx.close().await.unwrap();
-    assert_eq!(
-        s.rx.next().await.unwrap().unwrap(),
-        Bytes::from_static(b"last")
-    );
+    assert_eq!(s.rx.next().await.unwrap().unwrap(), Bytes::from_static(b"last"));
     assert!(s.rx.next().await.is_none());
     // TCP: a half-close; the other way still works.
     s.tx.send(Bytes::from_static(b"reply").into()).await.unwrap();
-    assert_eq!(
-        c.rx.next().await.unwrap().unwrap(),
-        Bytes::from_static(b"reply")
-    );
+    assert_eq!(c.rx.next().await.unwrap().unwrap(), Bytes::from_static(b"reply"));
 }
 
 #[tokio::test]
@@ -386,14 +314,9 @@ async fn tiny_max_frame_cannot_be_secured() {
     let p = Pair::new();
     let o = opts(100);
     let (c, _s) = raw_pair(&unique_mem(), &o).await;
-    let err = secure(c, &o, &p.a, &p.a_trusts, Role::Initiator)
-        .await
-        .unwrap_err();
+    let err = secure(c, &o, &p.a, &p.a_trusts, Role::Initiator).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-    assert!(
-        err.to_string().contains("max_frame 100 is too small"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("max_frame 100 is too small"), "{err}");
 }
 
 #[tokio::test]
@@ -407,20 +330,13 @@ async fn responder_refuses_an_unknown_key_and_says_so() {
 
     let err = s.unwrap_err();
     assert!(matches!(&err, SecureError::UnknownKey { key, .. } if *key == p.a.public()));
-    assert_eq!(
-        err.to_string(),
-        format!("unknown key {} from {remote}", p.a.public().fingerprint())
-    );
+    assert_eq!(err.to_string(), format!("unknown key {} from {remote}", p.a.public().fingerprint()));
     assert_eq!(err.remote(), remote);
     assert_eq!(io::Error::from(err).kind(), io::ErrorKind::PermissionDenied);
 
     let err = c.unwrap_err();
     assert!(matches!(&err, SecureError::Refused { ours, .. } if *ours == p.a.public()));
-    assert!(
-        err.to_string()
-            .ends_with(&format!("refused our key {}", p.a.public().fingerprint())),
-        "{err}"
-    );
+    assert!(err.to_string().ends_with(&format!("refused our key {}", p.a.public().fingerprint())), "{err}");
 }
 
 #[tokio::test]
@@ -434,10 +350,7 @@ async fn initiator_refuses_an_unknown_key_without_showing_its_own() {
 
     let err = c.unwrap_err();
     assert!(matches!(&err, SecureError::UnknownKey { key, .. } if *key == p.b.public()));
-    assert_eq!(
-        err.to_string(),
-        format!("unknown key {} from {remote}", p.b.public().fingerprint())
-    );
+    assert_eq!(err.to_string(), format!("unknown key {} from {remote}", p.b.public().fingerprint()));
     // b never got a's key: the link closed after message 2.
     let err = s.unwrap_err();
     assert!(matches!(err, SecureError::Closed { .. }), "{err}");
@@ -463,9 +376,7 @@ async fn a_silent_peer_times_out() {
     let o = opts(BIG);
     let (_c, s) = raw_pair(&unique_mem(), &o).await;
     let t0 = tokio::time::Instant::now();
-    let err = secure(s, &o, &p.b, &p.b_trusts, Role::Responder)
-        .await
-        .unwrap_err();
+    let err = secure(s, &o, &p.b, &p.b_trusts, Role::Responder).await.unwrap_err();
     assert!(matches!(err, SecureError::Timeout { .. }), "{err}");
     assert!(err.to_string().ends_with("timed out after 10 s"), "{err}");
     assert_eq!(t0.elapsed(), HANDSHAKE_TIMEOUT);
@@ -476,12 +387,8 @@ async fn a_peer_that_does_not_speak_noise_is_refused() {
     let p = Pair::new();
     let o = opts(BIG);
     let (mut c, s) = raw_pair(&unique_mem(), &o).await;
-    c.tx.send(Frame::from(Bytes::from_static(b"HELLO I AM A ROUTER")))
-        .await
-        .unwrap();
-    let err = secure(s, &o, &p.b, &p.b_trusts, Role::Responder)
-        .await
-        .unwrap_err();
+    c.tx.send(Frame::from(Bytes::from_static(b"HELLO I AM A ROUTER"))).await.unwrap();
+    let err = secure(s, &o, &p.b, &p.b_trusts, Role::Responder).await.unwrap_err();
     assert!(matches!(err, SecureError::BadMessage { .. }), "{err}");
     assert_eq!(io::Error::from(err).kind(), io::ErrorKind::InvalidData);
 
@@ -524,17 +431,12 @@ async fn forward(mut rx: FrameStream, mut tx: FrameSink, tamper: Option<Tamper>)
 /// A raw tcp relay in front of `target`; returns its address.
 async fn relay(target: DialString, tamper: Tamper) -> DialString {
     let o = opts(BIG);
-    let mut l = listen(&"tcp!127.0.0.1!0".parse().unwrap(), &o)
-        .await
-        .unwrap();
+    let mut l = listen(&"tcp!127.0.0.1!0".parse().unwrap(), &o).await.unwrap();
     let addr = l.local_addr();
     tokio::spawn(async move {
         let client = l.accept().await.unwrap();
         let server = dial(&target, &o).await.unwrap();
-        tokio::join!(
-            forward(client.rx, server.tx, Some(tamper)),
-            forward(server.rx, client.tx, None),
-        );
+        tokio::join!(forward(client.rx, server.tx, Some(tamper)), forward(server.rx, client.tx, None),);
     });
     addr
 }
@@ -543,9 +445,7 @@ async fn relay(target: DialString, tamper: Tamper) -> DialString {
 async fn a_relay_sees_no_plaintext_and_cannot_tamper() {
     let p = Pair::new();
     let o = opts(BIG);
-    let mut server_l = listen(&"tcp!127.0.0.1!0".parse().unwrap(), &o)
-        .await
-        .unwrap();
+    let mut server_l = listen(&"tcp!127.0.0.1!0".parse().unwrap(), &o).await.unwrap();
     let secret = Bytes::from_static(b"the launch codes are 0000");
     let seen = Arc::new(Mutex::new(Vec::<Bytes>::new()));
     let log = seen.clone();
@@ -571,10 +471,7 @@ async fn a_relay_sees_no_plaintext_and_cannot_tamper() {
     let wire = seen.lock().unwrap().clone();
     assert_eq!(wire.len(), 3);
     for f in &wire {
-        assert!(
-            !f.windows(secret.len()).any(|w| w == secret),
-            "plaintext on the wire"
-        );
+        assert!(!f.windows(secret.len()).any(|w| w == secret), "plaintext on the wire");
     }
 
     c.tx.send(secret.clone().into()).await.unwrap();
@@ -587,9 +484,7 @@ async fn a_relay_sees_no_plaintext_and_cannot_tamper() {
     assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     // Dropping it closes the connection; the dialer sees the end.
     drop(s);
-    let end = tokio::time::timeout(Duration::from_secs(5), c.rx.next())
-        .await
-        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), c.rx.next()).await.unwrap();
     assert!(end.is_none_or(|r| r.is_err()));
 }
 
@@ -598,9 +493,7 @@ async fn a_relay_cannot_drop_or_replay_messages() {
     let p = Pair::new();
     let o = opts(BIG);
     for trick in ["drop", "replay"] {
-        let mut server_l = listen(&"tcp!127.0.0.1!0".parse().unwrap(), &o)
-            .await
-            .unwrap();
+        let mut server_l = listen(&"tcp!127.0.0.1!0".parse().unwrap(), &o).await.unwrap();
         let first = Arc::new(Mutex::new(None::<Bytes>));
         let tamper: Tamper = Arc::new(move |n, f: Bytes| match (trick, n) {
             (_, 2) => {
@@ -620,10 +513,7 @@ async fn a_relay_cannot_drop_or_replay_messages() {
         for i in 0..3u8 {
             c.tx.send(Frame::from(Bytes::from(vec![i; 10]))).await.unwrap();
         }
-        assert_eq!(
-            s.rx.next().await.unwrap().unwrap(),
-            Bytes::from(vec![0u8; 10])
-        );
+        assert_eq!(s.rx.next().await.unwrap().unwrap(), Bytes::from(vec![0u8; 10]));
         let err = s.rx.next().await.unwrap().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{trick}: {err}");
         assert!(s.rx.next().await.is_none(), "{trick}");

@@ -33,10 +33,7 @@ pub(crate) struct Secured {
 
 impl Secured {
     pub(crate) fn new(state: StatelessTransportState) -> Self {
-        Secured {
-            state,
-            broken: AtomicBool::new(false),
-        }
+        Secured { state, broken: AtomicBool::new(false) }
     }
 
     fn is_broken(&self) -> bool {
@@ -114,13 +111,7 @@ pub(crate) struct SecureSink {
 }
 
 impl SecureSink {
-    pub(crate) fn new(
-        inner: FrameSink,
-        shared: Arc<Secured>,
-        nonce: u64,
-        limit: usize,
-        message_max: usize,
-    ) -> Self {
+    pub(crate) fn new(inner: FrameSink, shared: Arc<Secured>, nonce: u64, limit: usize, message_max: usize) -> Self {
         SecureSink {
             inner: Some(inner),
             shared,
@@ -180,10 +171,7 @@ impl SecureSink {
             self.slab.reserve(SLAB.max(len));
         }
         self.slab.resize(len, 0);
-        let sealed = self
-            .shared
-            .state
-            .write_message(self.nonce, plain, &mut self.slab);
+        let sealed = self.shared.state.write_message(self.nonce, plain, &mut self.slab);
         let n = sealed.map_err(|e| io::Error::other(format!("noise: {e}")))?;
         self.nonce += 1;
         let msg = self.slab.split_to(n).freeze();
@@ -207,22 +195,12 @@ impl Sink<Frame> for SecureSink {
         let this = self.get_mut();
         this.inner()?;
         if frame.len() > this.limit {
-            return Err(too_large(
-                io::ErrorKind::InvalidInput,
-                frame.len(),
-                this.limit,
-            ));
+            return Err(too_large(io::ErrorKind::InvalidInput, frame.len(), this.limit));
         }
         if this.outgoing.is_some() {
-            return Err(io::Error::other(
-                "secure sink: start_send without poll_ready",
-            ));
+            return Err(io::Error::other("secure sink: start_send without poll_ready"));
         }
-        this.outgoing = Some(Outgoing {
-            frame,
-            sent: 0,
-            started: false,
-        });
+        this.outgoing = Some(Outgoing { frame, sent: 0, started: false });
         Ok(())
     }
 
@@ -261,22 +239,8 @@ pub(crate) struct SecureStream {
 }
 
 impl SecureStream {
-    pub(crate) fn new(
-        inner: FrameStream,
-        shared: Arc<Secured>,
-        nonce: u64,
-        limit: usize,
-        message_max: usize,
-    ) -> Self {
-        SecureStream {
-            inner: Some(inner),
-            shared,
-            nonce,
-            limit,
-            message_max,
-            frame: BytesMut::new(),
-            want: None,
-        }
+    pub(crate) fn new(inner: FrameStream, shared: Arc<Secured>, nonce: u64, limit: usize, message_max: usize) -> Self {
+        SecureStream { inner: Some(inner), shared, nonce, limit, message_max, frame: BytesMut::new(), want: None }
     }
 
     /// Ends the stream for good and tells the sink.
@@ -294,9 +258,7 @@ impl SecureStream {
         self.shared
             .state
             .read_message(self.nonce, msg, out)
-            .map_err(|_| {
-                invalid("secure link: a message failed to decrypt (tampered with, reordered or replayed)")
-            })?;
+            .map_err(|_| invalid("secure link: a message failed to decrypt (tampered with, reordered or replayed)"))?;
         self.nonce += 1;
         Ok(())
     }
@@ -314,9 +276,7 @@ impl SecureStream {
         let Some(want) = self.want else {
             // First message of a frame: the length, then data.
             if plain < HEADER_LEN {
-                return Err(invalid(
-                    "secure link: first message of a frame has no length",
-                ));
+                return Err(invalid("secure link: first message of a frame has no length"));
             }
             let mut buf = BytesMut::zeroed(msg.len());
             self.decrypt(msg, &mut buf)?;
@@ -327,9 +287,7 @@ impl SecureStream {
             }
             buf.advance(HEADER_LEN);
             if buf.len() > len {
-                return Err(invalid(
-                    "secure link: message runs past the end of its frame",
-                ));
+                return Err(invalid("secure link: message runs past the end of its frame"));
             }
             if buf.len() == len {
                 return Ok(Some(buf.freeze()));

@@ -33,9 +33,7 @@ pub fn parse(s: &str) -> DialString {
 /// Listens on `ds`, dials the bound address and accepts: (listener,
 /// client end, server end).
 pub async fn connected(ds: &DialString) -> (Listener, Link, Link) {
-    let mut listener = within("listen", dial::listen(ds, &opts()))
-        .await
-        .unwrap_or_else(|e| panic!("listen {ds}: {e}"));
+    let mut listener = within("listen", dial::listen(ds, &opts())).await.unwrap_or_else(|e| panic!("listen {ds}: {e}"));
     let addr = listener.local_addr();
     let (client, server) = dial_and_accept(&mut listener, &addr).await;
     (listener, client, server)
@@ -44,10 +42,8 @@ pub async fn connected(ds: &DialString) -> (Listener, Link, Link) {
 /// Dials `ds` and accepts on `listener` at once: (client end, server end).
 pub async fn dial_and_accept(listener: &mut Listener, ds: &DialString) -> (Link, Link) {
     let opts = opts();
-    let (client, server) = within("dial and accept", async {
-        tokio::join!(dial::dial(ds, &opts), listener.accept())
-    })
-    .await;
+    let (client, server) =
+        within("dial and accept", async { tokio::join!(dial::dial(ds, &opts), listener.accept()) }).await;
     let client = client.unwrap_or_else(|e| panic!("dial {ds}: {e}"));
     let server = server.unwrap_or_else(|e| panic!("accept for {ds}: {e}"));
     (client, server)
@@ -55,10 +51,7 @@ pub async fn dial_and_accept(listener: &mut Listener, ds: &DialString) -> (Link,
 
 /// A 1 MiB frame with a pattern that catches reordered or dropped chunks.
 pub fn big_frame() -> Bytes {
-    (0..1usize << 20)
-        .map(|i| (i % 251) as u8)
-        .collect::<Vec<u8>>()
-        .into()
+    (0..1usize << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into()
 }
 
 /// Sends `frames` on `from` while receiving them on `to`, concurrently so
@@ -86,12 +79,7 @@ pub async fn pass(from: &mut Link, to: &mut Link, frames: &[Bytes]) {
     let got = got.unwrap_or_else(|e| panic!("receive: {e}"));
     assert_eq!(got.len(), frames.len());
     for (i, (g, f)) in got.iter().zip(frames).enumerate() {
-        assert!(
-            g == f,
-            "frame {i} differs: got {} bytes, sent {}",
-            g.len(),
-            f.len()
-        );
+        assert!(g == f, "frame {i} differs: got {} bytes, sent {}", g.len(), f.len());
     }
 }
 
@@ -111,22 +99,16 @@ pub async fn exchange(a: &mut Link, b: &mut Link) {
 /// Feeds 1000 small frames without flushing, checks none arrived yet
 /// (the sink buffers), then flushes once and checks all arrive in order.
 pub async fn batching(a: &mut Link, b: &mut Link) {
-    let frames: Vec<Bytes> = (0..1000)
-        .map(|i| Bytes::from(format!("frame {i}")))
-        .collect();
+    let frames: Vec<Bytes> = (0..1000).map(|i| Bytes::from(format!("frame {i}"))).collect();
     within("feed", async {
         for f in &frames {
-            a.tx.feed(f.clone().into())
-                .await
-                .unwrap_or_else(|e| panic!("feed: {e}"));
+            a.tx.feed(f.clone().into()).await.unwrap_or_else(|e| panic!("feed: {e}"));
         }
     })
     .await;
     let early = tokio::time::timeout(Duration::from_millis(50), b.rx.next()).await;
     assert!(early.is_err(), "a frame arrived before flush: {early:?}");
-    within("flush", a.tx.flush())
-        .await
-        .unwrap_or_else(|e| panic!("flush: {e}"));
+    within("flush", a.tx.flush()).await.unwrap_or_else(|e| panic!("flush: {e}"));
     for (i, want) in frames.iter().enumerate() {
         let got = within("receive batch", b.rx.next()).await;
         match got {
@@ -143,18 +125,13 @@ pub async fn oversized_send(a: &mut Link, b: &mut Link) {
         .await
         .expect_err("oversized frame was accepted");
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-    assert_eq!(
-        err.to_string(),
-        format!("frame too large: {} bytes, limit {limit}", limit + 1)
-    );
+    assert_eq!(err.to_string(), format!("frame too large: {} bytes, limit {limit}", limit + 1));
     pass(a, b, &[Bytes::from_static(b"still fine")]).await;
 }
 
 /// Closing one side ends the other side's stream cleanly.
 pub async fn close_ends_stream(a: &mut Link, b: &mut Link) {
-    within("close", a.tx.close())
-        .await
-        .unwrap_or_else(|e| panic!("close: {e}"));
+    within("close", a.tx.close()).await.unwrap_or_else(|e| panic!("close: {e}"));
     match within("end of stream", b.rx.next()).await {
         None => {}
         other => panic!("expected end of stream, got {other:?}"),

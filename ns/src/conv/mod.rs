@@ -172,7 +172,10 @@ impl Shared {
                     let t = lock(&self.target);
                     match t.dst.conv {
                         Some(_) => env.src == t.dst,
-                        None => env.src.service == t.dst.service && (t.dst.machine.is_none() || t.dst.machine == env.src.machine),
+                        None => {
+                            env.src.service == t.dst.service
+                                && (t.dst.machine.is_none() || t.dst.machine == env.src.machine)
+                        }
                     }
                 };
                 if from_target {

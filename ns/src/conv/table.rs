@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::{lock, Conv, ConvReader, ConvWriter, Counters, HangupGuard, Outbox, Service, Shared, Target, INPUT_QUEUE, RESERVED, WINDOW};
+use super::{
+    lock, Conv, ConvReader, ConvWriter, Counters, HangupGuard, Outbox, Service, Shared, Target, INPUT_QUEUE, RESERVED,
+    WINDOW,
+};
 use crate::envelope::{Envelope, Kind};
 use crate::error;
 use crate::path::{Addr, MachineId, ServiceName};
@@ -113,7 +116,14 @@ impl ConvTable {
         lock(&self.convs).insert(n, shared.clone());
         let guard = Arc::new(HangupGuard { shared: shared.clone(), table: self.clone() });
         Conv {
-            rx: ConvReader { shared: shared.clone(), input: rx, owed: HashMap::new(), table: self.clone(), ended: false, _guard: guard.clone() },
+            rx: ConvReader {
+                shared: shared.clone(),
+                input: rx,
+                owed: HashMap::new(),
+                table: self.clone(),
+                ended: false,
+                _guard: guard.clone(),
+            },
             tx: ConvWriter { shared, table: self.clone(), _guard: guard },
         }
     }
@@ -264,4 +274,3 @@ pub struct ConvStatus {
     pub msgs_out: u64,
     pub bytes_out: u64,
 }
-

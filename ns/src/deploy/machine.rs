@@ -12,18 +12,8 @@ use crate::path::{MachineId, Name};
 
 const TOP_KEYS: &[&str] = &["machines", "pipelines"];
 
-const MACHINE_KEYS: &[&str] = &[
-    "listen",
-    "dial",
-    "mount",
-    "registry",
-    "gossip",
-    "key",
-    "peers",
-    "insecure",
-    "allow_other",
-    "services",
-];
+const MACHINE_KEYS: &[&str] =
+    &["listen", "dial", "mount", "registry", "gossip", "key", "peers", "insecure", "allow_other", "services"];
 
 /// Where a value was found, for errors that point back at an earlier one.
 struct Seen {
@@ -35,11 +25,7 @@ struct Seen {
 pub(super) fn document(src: &Src<'_>, root: Table<'_, '_>) -> Result<Deployment> {
     root.deny_unknown(TOP_KEYS)?;
     let Some(machines_node) = root.get("machines") else {
-        return Err(src.err(
-            "machines",
-            0,
-            "missing: a deployment has at least one machine",
-        ));
+        return Err(src.err("machines", 0, "missing: a deployment has at least one machine"));
     };
     let table = machines_node.table()?;
     let mut machines = BTreeMap::new();
@@ -65,17 +51,10 @@ pub(super) fn document(src: &Src<'_>, root: Table<'_, '_>) -> Result<Deployment>
         Some(node) => pipeline::pipelines(&node, &machines)?,
         None => Vec::new(),
     };
-    Ok(Deployment {
-        machines,
-        pipelines,
-    })
+    Ok(Deployment { machines, pipelines })
 }
 
-fn machine(
-    id: MachineId,
-    node: &Node<'_, '_>,
-    listens: &mut HashMap<DialString, Seen>,
-) -> Result<Machine> {
+fn machine(id: MachineId, node: &Node<'_, '_>, listens: &mut HashMap<DialString, Seen>) -> Result<Machine> {
     let t = node.table()?;
     t.deny_unknown(MACHINE_KEYS)?;
     let mut m = Machine {
@@ -122,18 +101,9 @@ fn listen(v: &Node<'_, '_>, listens: &mut HashMap<DialString, Seen>) -> Result<V
     for item in v.array()? {
         let ds: DialString = item.parse()?;
         if let Some(first) = listens.get(&ds) {
-            return Err(item.err(format!(
-                "{ds} is already listened on by {} (line {})",
-                first.path, first.line
-            )));
+            return Err(item.err(format!("{ds} is already listened on by {} (line {})", first.path, first.line)));
         }
-        listens.insert(
-            ds.clone(),
-            Seen {
-                path: item.path().to_string(),
-                line: item.line(),
-            },
-        );
+        listens.insert(ds.clone(), Seen { path: item.path().to_string(), line: item.line() });
         out.push(ds);
     }
     Ok(out)
@@ -143,13 +113,8 @@ fn dials(v: &Node<'_, '_>) -> Result<Vec<DialString>> {
     let mut out: Vec<DialString> = Vec::new();
     for item in v.array()? {
         let ds: DialString = item.parse()?;
-        if matches!(
-            ds,
-            DialString::Tcp(Host::Any, _) | DialString::Ws(Host::Any, _)
-        ) {
-            return Err(item.err(format!(
-                "cannot dial {ds}: '*' (all addresses) is only for listen"
-            )));
+        if matches!(ds, DialString::Tcp(Host::Any, _) | DialString::Ws(Host::Any, _)) {
+            return Err(item.err(format!("cannot dial {ds}: '*' (all addresses) is only for listen")));
         }
         if out.contains(&ds) {
             return Err(item.err(format!("{ds} is dialed twice")));
@@ -176,28 +141,20 @@ fn services(v: &Node<'_, '_>) -> Result<Vec<super::ServiceSpec>> {
     for item in v.array()? {
         let s = service::service(&item)?;
         if let Some(first) = out.iter().find(|f| f.name == s.name) {
-            return Err(item.err(format!(
-                "duplicate service name \"{}\" on this machine (first on line {})",
-                s.name, first.line
-            )));
+            return Err(item
+                .err(format!("duplicate service name \"{}\" on this machine (first on line {})", s.name, first.line)));
         }
         out.push(s);
     }
     Ok(out)
 }
 
-fn check_registry(
-    machines: &BTreeMap<MachineId, Machine>,
-    reg: &MachineId,
-    node: &Node<'_, '_>,
-) -> Result<()> {
+fn check_registry(machines: &BTreeMap<MachineId, Machine>, reg: &MachineId, node: &Node<'_, '_>) -> Result<()> {
     let Some(m) = machines.get(reg) else {
         return Err(node.err(format!("no machine \"{reg}\" in this file")));
     };
     if !m.services.iter().any(|s| s.kind == ServiceKind::Registry) {
-        return Err(node.err(format!(
-            "machine \"{reg}\" runs no service of kind registry"
-        )));
+        return Err(node.err(format!("machine \"{reg}\" runs no service of kind registry")));
     }
     Ok(())
 }

@@ -126,12 +126,7 @@ pub fn load(path: &Path) -> Result<Deployment, DeployError> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&text, &file),
-        Err(e) => Err(DeployError {
-            file,
-            line: 0,
-            key: "read".into(),
-            msg: e.to_string(),
-        }),
+        Err(e) => Err(DeployError { file, line: 0, key: "read".into(), msg: e.to_string() }),
     }
 }
 

@@ -23,9 +23,7 @@ pub enum ServiceKind {
 }
 
 /// Every key a service entry may have; which apply depends on the kind.
-const KEYS: &[&str] = &[
-    "name", "kind", "command", "output", "root", "fps", "bitrate", "size",
-];
+const KEYS: &[&str] = &["name", "kind", "command", "output", "root", "fps", "bitrate", "size"];
 
 /// Upper bound of each side of `size`: far beyond any real terminal, low
 /// enough that a typo cannot ask the parser for a gigantic screen.
@@ -76,9 +74,7 @@ impl ServiceKind {
     /// Keys this kind cannot do without, and why.
     fn required(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            ServiceKind::Exec | ServiceKind::Pty => {
-                &[("command", "kind exec and pty run a command")]
-            }
+            ServiceKind::Exec | ServiceKind::Pty => &[("command", "kind exec and pty run a command")],
             ServiceKind::Dir => &[("root", "kind dir serves the tree under root")],
             _ => &[],
         }
@@ -94,13 +90,10 @@ impl fmt::Display for ServiceKind {
 impl FromStr for ServiceKind {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        ServiceKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                let all: Vec<&str> = ServiceKind::ALL.iter().map(|k| k.as_str()).collect();
-                format!("unknown kind {s:?}; kinds: {}", all.join(", "))
-            })
+        ServiceKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            let all: Vec<&str> = ServiceKind::ALL.iter().map(|k| k.as_str()).collect();
+            format!("unknown kind {s:?}; kinds: {}", all.join(", "))
+        })
     }
 }
 
@@ -134,9 +127,7 @@ pub(super) fn service(node: &Node<'_, '_>) -> Result<ServiceSpec> {
             "output" => spec.output = Some(path(v)?),
             "root" => spec.root = Some(path(v)?),
             "fps" => spec.fps = Some(ranged(v, 1, 240, "1 to 240 a second")?),
-            "bitrate" => {
-                spec.bitrate = Some(ranged(v, 1, u32::MAX, "bits a second, 1 to 4294967295")?)
-            }
+            "bitrate" => spec.bitrate = Some(ranged(v, 1, u32::MAX, "bits a second, 1 to 4294967295")?),
             "size" => spec.size = Some(size(v)?),
             // deny_unknown and kind.keys() leave no other key.
             _ => return Err(t.key_err(&e, "unknown key")),
@@ -156,11 +147,7 @@ fn required<'a, 'i>(t: &Table<'a, 'i>, key: &str, why: &str) -> Result<Node<'a, 
 
 /// A program and its arguments: at least the program, which is not empty.
 fn command(v: &Node<'_, '_>) -> Result<Vec<String>> {
-    let argv = v
-        .array()?
-        .iter()
-        .map(|a| a.str().map(str::to_string))
-        .collect::<Result<Vec<_>>>()?;
+    let argv = v.array()?.iter().map(|a| a.str().map(str::to_string)).collect::<Result<Vec<_>>>()?;
     match argv.first() {
         None => Err(v.err("empty command: want [\"program\", \"arg\", ...]")),
         Some(p) if p.is_empty() => Err(v.err("empty program name")),
@@ -188,15 +175,10 @@ fn ranged(v: &Node<'_, '_>, lo: u32, hi: u32, want: &str) -> Result<u32> {
 /// `"COLSxROWS"`, like `"80x24"`.
 fn size(v: &Node<'_, '_>) -> Result<(u16, u16)> {
     let s = v.str()?;
-    let side = |d: &str| {
-        d.parse::<u16>()
-            .ok()
-            .filter(|n| (1..=MAX_SIDE).contains(n) && d.bytes().all(|b| b.is_ascii_digit()))
-    };
+    let side =
+        |d: &str| d.parse::<u16>().ok().filter(|n| (1..=MAX_SIDE).contains(n) && d.bytes().all(|b| b.is_ascii_digit()));
     match s.split_once('x').map(|(c, r)| (side(c), side(r))) {
         Some((Some(cols), Some(rows))) => Ok((cols, rows)),
-        _ => Err(v.err(format!(
-            "bad size {s:?}: want COLSxROWS, each 1 to {MAX_SIDE}, like \"80x24\""
-        ))),
+        _ => Err(v.err(format!("bad size {s:?}: want COLSxROWS, each 1 to {MAX_SIDE}, like \"80x24\""))),
     }
 }

@@ -29,19 +29,14 @@ fn fails(text: &str, key: &str, line: usize, msg: &str) {
 
 /// A machine with one service, for the rules about services.
 fn with_service(service: &str) -> String {
-    format!(
-        "[machines.a]\nservices = [\n  {{ name = \"s\", kind = \"registry\" }},\n  {service},\n]\n"
-    )
+    format!("[machines.a]\nservices = [\n  {{ name = \"s\", kind = \"registry\" }},\n  {service},\n]\n")
 }
 
 #[test]
 fn builtin_is_the_example() {
     let example = include_str!("../../../examples/abc.toml");
     assert_eq!(parse(example, "examples/abc.toml"), Ok(builtin()));
-    assert_eq!(
-        example, BUILTIN,
-        "examples/abc.toml must be a copy of ns/src/deploy/abc.toml"
-    );
+    assert_eq!(example, BUILTIN, "examples/abc.toml must be a copy of ns/src/deploy/abc.toml");
 }
 
 #[test]
@@ -49,16 +44,9 @@ fn builtin_mesh() {
     let d = builtin();
     let ids: Vec<&str> = d.machines.keys().map(|m| m.as_str()).collect();
     assert_eq!(ids, ["a", "b", "c"]);
-    let (a, b, c) = (
-        d.machine("a").unwrap(),
-        d.machine("b").unwrap(),
-        d.machine("c").unwrap(),
-    );
+    let (a, b, c) = (d.machine("a").unwrap(), d.machine("b").unwrap(), d.machine("c").unwrap());
     assert_eq!(a.listen, [ds("tcp!127.0.0.1!17001")]);
-    assert_eq!(
-        a.dial,
-        [ds("tcp!127.0.0.2!17002")]
-    );
+    assert_eq!(a.dial, [ds("tcp!127.0.0.2!17002")]);
     assert_eq!(b.listen, [ds("tcp!127.0.0.2!17002")]);
     assert_eq!(b.dial, [ds("ws!127.0.0.3!17003")]);
     assert_eq!(c.listen, [ds("ws!127.0.0.3!17003")]);
@@ -71,25 +59,12 @@ fn builtin_mesh() {
     assert_eq!((b.registry.as_ref(), c.registry.as_ref()), (None, None));
 
     let kinds = |m: &Machine| -> Vec<(String, ServiceKind)> {
-        m.services
-            .iter()
-            .map(|s| (s.name.to_string(), s.kind))
-            .collect()
+        m.services.iter().map(|s| (s.name.to_string(), s.kind)).collect()
     };
     use ServiceKind::*;
     assert_eq!(kinds(a), [("pty".into(), Pty), ("display".into(), Display)]);
-    assert_eq!(
-        kinds(b),
-        [
-            ("parser".into(), Parser),
-            ("registry".into(), Registry),
-            ("upper".into(), Exec)
-        ]
-    );
-    assert_eq!(
-        kinds(c),
-        [("gpu".into(), Gpu), ("mp4-encoder".into(), Encoder)]
-    );
+    assert_eq!(kinds(b), [("parser".into(), Parser), ("registry".into(), Registry), ("upper".into(), Exec)]);
+    assert_eq!(kinds(c), [("gpu".into(), Gpu), ("mp4-encoder".into(), Encoder)]);
     assert_eq!(a.services[0].command, ["bash", "--norc", "-i"]);
     assert_eq!(a.services[1].output, Some(PathBuf::from("out/demo.mp4")));
     assert_eq!(b.services[2].command, ["tr", "a-z", "A-Z"]);
@@ -101,16 +76,7 @@ fn builtin_mesh() {
     assert_eq!(p.name, "record");
     assert_eq!(p.line, line_of("[[pipelines]]"));
     let stages: Vec<String> = p.stages.iter().map(|s| s.to_string()).collect();
-    assert_eq!(
-        stages,
-        [
-            "/svc/pty",
-            "/svc/parser",
-            "/svc/gpu",
-            "/svc/mp4-encoder",
-            "/n/a/svc/display"
-        ]
-    );
+    assert_eq!(stages, ["/svc/pty", "/svc/parser", "/svc/gpu", "/svc/mp4-encoder", "/n/a/svc/display"]);
 }
 
 /// Every key of the format, with values unlike the defaults.
@@ -155,10 +121,7 @@ fn full_file() {
     let d = parse(FULL, "full.toml").unwrap_or_else(|e| panic!("{e}"));
     let x = d.machine("net.x").unwrap();
     assert_eq!(x.id, name("net.x"));
-    assert_eq!(
-        x.listen,
-        [ds("tcp!*!18001"), ds("unix!/run/mesh/x.sock"), ds("mem!x")]
-    );
+    assert_eq!(x.listen, [ds("tcp!*!18001"), ds("unix!/run/mesh/x.sock"), ds("mem!x")]);
     assert_eq!(x.dial, [ds("ws!y.example!18002")]);
     assert_eq!(x.mount, Some(PathBuf::from("/mnt/x")));
     assert_eq!(x.registry, Some(name("y")));
@@ -169,39 +132,21 @@ fn full_file() {
     let s = &x.services;
     assert_eq!(
         (s[0].kind, &s[0].command, s[0].size, s[0].line),
-        (
-            ServiceKind::Pty,
-            &vec!["sh".to_string()],
-            Some((132, 43)),
-            12
-        )
+        (ServiceKind::Pty, &vec!["sh".to_string()], Some((132, 43)), 12)
     );
-    assert_eq!(
-        (s[1].size, s[1].fps, s[1].bitrate),
-        (Some((80, 24)), Some(30), None)
-    );
+    assert_eq!((s[1].size, s[1].fps, s[1].bitrate), (Some((80, 24)), Some(30), None));
     assert_eq!((s[2].fps, s[2].bitrate), (Some(240), Some(4_000_000)));
-    assert_eq!(
-        (s[3].kind, s[3].root.as_deref()),
-        (ServiceKind::Dir, Some(std::path::Path::new("/srv/files")))
-    );
+    assert_eq!((s[3].kind, s[3].root.as_deref()), (ServiceKind::Dir, Some(std::path::Path::new("/srv/files"))));
 
     let y = d.machine("y").unwrap();
     assert!(y.gossip && !y.insecure && !y.allow_other && y.mount.is_none());
     assert_eq!(y.services.len(), 2);
     assert_eq!(
-        (
-            y.services[1].name.as_str(),
-            y.services[1].kind,
-            y.services[1].line
-        ),
+        (y.services[1].name.as_str(), y.services[1].kind, y.services[1].line),
         ("show", ServiceKind::Display, 28)
     );
     assert_eq!(y.services[1].output, None);
-    assert_eq!(
-        (d.pipelines[0].name.as_str(), d.pipelines[0].line),
-        ("p1", 32)
-    );
+    assert_eq!((d.pipelines[0].name.as_str(), d.pipelines[0].line), ("p1", 32));
 }
 
 /// Line numbers are the only thing `to_toml` cannot keep.
@@ -232,15 +177,9 @@ fn kinds_print_as_parsed() {
 #[test]
 fn error_display_and_load() {
     let e = parse("[machines.a]\nlisten = 3\n", "x.toml").unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "x.toml:2: machines.a.listen: expected an array, found integer"
-    );
+    assert_eq!(e.to_string(), "x.toml:2: machines.a.listen: expected an array, found integer");
     let e = load(std::path::Path::new("/nonexistent/mesh.toml")).unwrap_err();
-    assert_eq!(
-        (e.file.as_str(), e.line, e.key.as_str()),
-        ("/nonexistent/mesh.toml", 0, "read")
-    );
+    assert_eq!((e.file.as_str(), e.line, e.key.as_str()), ("/nonexistent/mesh.toml", 0, "read"));
     let dir = std::env::temp_dir().join(format!("deploy-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("abc.toml");
@@ -252,24 +191,14 @@ fn error_display_and_load() {
 #[test]
 fn syntax_errors_keep_their_line() {
     fails("[machines.a]\n\nlisten = [\"tcp!h!1\"\n", "syntax", 3, "");
-    fails(
-        "[machines.a]\nmount = \"/a\"\nmount = \"/b\"\n",
-        "syntax",
-        3,
-        "duplicate key `mount`",
-    );
+    fails("[machines.a]\nmount = \"/a\"\nmount = \"/b\"\n", "syntax", 3, "duplicate key `mount`");
     fails("[machines.a]\ngossip = yes\n", "syntax", 2, "column 10");
 }
 
 #[test]
 fn unknown_keys() {
     fails("[machines.a]\n[other]\n", "other", 2, "unknown key");
-    fails(
-        "[machines.a]\nlisten = []\nlistne = []\n",
-        "machines.a.listne",
-        3,
-        "unknown key",
-    );
+    fails("[machines.a]\nlisten = []\nlistne = []\n", "machines.a.listne", 3, "unknown key");
     fails(
         &with_service("{ name = \"x\", kind = \"gpu\", colour = 1 }"),
         "machines.a.services[1].colour",
@@ -286,82 +215,27 @@ fn unknown_keys() {
 
 #[test]
 fn wrong_types() {
-    fails(
-        "machines = 1\n",
-        "machines",
-        1,
-        "expected a table, found integer",
-    );
+    fails("machines = 1\n", "machines", 1, "expected a table, found integer");
     fails("[machines]\na = 1\n", "machines.a", 2, "expected a table");
-    fails(
-        "[machines.a]\ngossip = \"yes\"\n",
-        "machines.a.gossip",
-        2,
-        "expected true or false",
-    );
-    fails(
-        "[machines.a]\nlisten = [1]\n",
-        "machines.a.listen[0]",
-        2,
-        "expected a string",
-    );
-    fails(
-        "[machines.a]\nservices = [\"gpu\"]\n",
-        "machines.a.services[0]",
-        2,
-        "expected a table",
-    );
-    fails(
-        "[machines.a]\n[pipelines]\n",
-        "pipelines",
-        2,
-        "expected an array",
-    );
+    fails("[machines.a]\ngossip = \"yes\"\n", "machines.a.gossip", 2, "expected true or false");
+    fails("[machines.a]\nlisten = [1]\n", "machines.a.listen[0]", 2, "expected a string");
+    fails("[machines.a]\nservices = [\"gpu\"]\n", "machines.a.services[0]", 2, "expected a table");
+    fails("[machines.a]\n[pipelines]\n", "pipelines", 2, "expected an array");
 }
 
 #[test]
 fn needs_a_machine() {
     fails("", "machines", 1, "at least one machine");
-    fails(
-        "# nothing\n\n[machines]\n",
-        "machines",
-        3,
-        "at least one machine",
-    );
+    fails("# nothing\n\n[machines]\n", "machines", 3, "at least one machine");
 }
 
 #[test]
 fn names() {
-    fails(
-        "[machines.a]\n[machines.B]\n",
-        "machines.B",
-        2,
-        r#"bad name "B""#,
-    );
-    fails(
-        "[machines.\"x y\"]\n",
-        "machines.\"x y\"",
-        1,
-        r#"bad name "x y""#,
-    );
-    fails(
-        &with_service("{ name = \"Gpu\", kind = \"gpu\" }"),
-        "machines.a.services[1].name",
-        4,
-        r#"bad name "Gpu""#,
-    );
-    fails(
-        "[machines.a]\n[machines.a.peers]\n_b = \"k\"\n",
-        "machines.a.peers._b",
-        3,
-        r#"bad name "_b""#,
-    );
-    fails(
-        "[machines.a]\nregistry = \"\"\n",
-        "machines.a.registry",
-        2,
-        r#"bad name """#,
-    );
+    fails("[machines.a]\n[machines.B]\n", "machines.B", 2, r#"bad name "B""#);
+    fails("[machines.\"x y\"]\n", "machines.\"x y\"", 1, r#"bad name "x y""#);
+    fails(&with_service("{ name = \"Gpu\", kind = \"gpu\" }"), "machines.a.services[1].name", 4, r#"bad name "Gpu""#);
+    fails("[machines.a]\n[machines.a.peers]\n_b = \"k\"\n", "machines.a.peers._b", 3, r#"bad name "_b""#);
+    fails("[machines.a]\nregistry = \"\"\n", "machines.a.registry", 2, r#"bad name """#);
 }
 
 #[test]
@@ -372,18 +246,8 @@ fn dial_strings() {
         3,
         r#"bad dial string "tcp!h": missing port"#,
     );
-    fails(
-        "[machines.a]\ndial = [\"ws!*!1\"]\n",
-        "machines.a.dial[0]",
-        2,
-        "'*' (all addresses) is only for listen",
-    );
-    fails(
-        "[machines.a]\ndial = [\"tcp!h!1\", \"tcp!h!1\"]\n",
-        "machines.a.dial[1]",
-        2,
-        "dialed twice",
-    );
+    fails("[machines.a]\ndial = [\"ws!*!1\"]\n", "machines.a.dial[0]", 2, "'*' (all addresses) is only for listen");
+    fails("[machines.a]\ndial = [\"tcp!h!1\", \"tcp!h!1\"]\n", "machines.a.dial[1]", 2, "dialed twice");
     fails(
         "[machines.a]\nlisten = [\"tcp!h!1\"]\n[machines.b]\nlisten = [\"mem!m\", \"tcp!h!1\"]\n",
         "machines.b.listen[1]",
@@ -394,28 +258,13 @@ fn dial_strings() {
 
 #[test]
 fn mount_is_absolute() {
-    fails(
-        "[machines.a]\nmount = \"tmp/a\"\n",
-        "machines.a.mount",
-        2,
-        "not absolute",
-    );
-    fails(
-        "[machines.a]\nmount = \"\"\n",
-        "machines.a.mount",
-        2,
-        "empty path",
-    );
+    fails("[machines.a]\nmount = \"tmp/a\"\n", "machines.a.mount", 2, "not absolute");
+    fails("[machines.a]\nmount = \"\"\n", "machines.a.mount", 2, "empty path");
 }
 
 #[test]
 fn registry_must_exist() {
-    fails(
-        "[machines.a]\nregistry = \"z\"\n",
-        "machines.a.registry",
-        2,
-        r#"no machine "z" in this file"#,
-    );
+    fails("[machines.a]\nregistry = \"z\"\n", "machines.a.registry", 2, r#"no machine "z" in this file"#);
     fails(
         "[machines.a]\nregistry = \"b\"\n[machines.b]\n",
         "machines.a.registry",
@@ -424,10 +273,7 @@ fn registry_must_exist() {
     );
     // A machine may use its own registry.
     assert!(parse(
-        &format!(
-            "{}registry = \"a\"\n",
-            "[machines.a]\nservices = [{ name = \"r\", kind = \"registry\" }]\n"
-        ),
+        &format!("{}registry = \"a\"\n", "[machines.a]\nservices = [{ name = \"r\", kind = \"registry\" }]\n"),
         "t"
     )
     .is_ok());
@@ -435,24 +281,9 @@ fn registry_must_exist() {
 
 #[test]
 fn service_kinds() {
-    fails(
-        &with_service("{ name = \"x\", kind = \"tpu\" }"),
-        "machines.a.services[1].kind",
-        4,
-        r#"unknown kind "tpu""#,
-    );
-    fails(
-        &with_service("{ name = \"x\" }"),
-        "machines.a.services[1].kind",
-        4,
-        "missing",
-    );
-    fails(
-        &with_service("{ kind = \"gpu\" }"),
-        "machines.a.services[1].name",
-        4,
-        "missing",
-    );
+    fails(&with_service("{ name = \"x\", kind = \"tpu\" }"), "machines.a.services[1].kind", 4, r#"unknown kind "tpu""#);
+    fails(&with_service("{ name = \"x\" }"), "machines.a.services[1].kind", 4, "missing");
+    fails(&with_service("{ kind = \"gpu\" }"), "machines.a.services[1].name", 4, "missing");
     fails(
         &with_service("{ name = \"x\", kind = \"gpu\", command = [\"x\"] }"),
         "machines.a.services[1].command",
@@ -469,12 +300,7 @@ fn service_kinds() {
 
 #[test]
 fn service_requirements() {
-    fails(
-        &with_service("{ name = \"x\", kind = \"exec\" }"),
-        "machines.a.services[1].command",
-        4,
-        "missing",
-    );
+    fails(&with_service("{ name = \"x\", kind = \"exec\" }"), "machines.a.services[1].command", 4, "missing");
     fails(
         &with_service("{ name = \"x\", kind = \"pty\", command = [] }"),
         "machines.a.services[1].command",
@@ -487,12 +313,7 @@ fn service_requirements() {
         4,
         "empty program",
     );
-    fails(
-        &with_service("{ name = \"x\", kind = \"dir\" }"),
-        "machines.a.services[1].root",
-        4,
-        "missing",
-    );
+    fails(&with_service("{ name = \"x\", kind = \"dir\" }"), "machines.a.services[1].root", 4, "missing");
     fails(
         &with_service("{ name = \"x\", kind = \"display\", output = \"\" }"),
         "machines.a.services[1].output",
@@ -516,12 +337,7 @@ fn service_numbers() {
         4,
         "out of range: want 1 to 240",
     );
-    fails(
-        &with_service("{ name = \"x\", kind = \"encoder\", fps = 241 }"),
-        &format!("{at}.fps"),
-        4,
-        "out of range",
-    );
+    fails(&with_service("{ name = \"x\", kind = \"encoder\", fps = 241 }"), &format!("{at}.fps"), 4, "out of range");
     fails(
         &with_service("{ name = \"x\", kind = \"encoder\", fps = 2.5 }"),
         &format!("{at}.fps"),
@@ -542,24 +358,15 @@ fn service_numbers() {
     );
     for bad in ["80x0", "1001x2", "80*24", "80x", "x24", "+80x24", "80x24x1"] {
         fails(
-            &with_service(&format!(
-                "{{ name = \"x\", kind = \"parser\", size = \"{bad}\" }}"
-            )),
+            &with_service(&format!("{{ name = \"x\", kind = \"parser\", size = \"{bad}\" }}")),
             &format!("{at}.size"),
             4,
             "want COLSxROWS",
         );
     }
-    let d = parse(
-        &with_service("{ name = \"x\", kind = \"parser\", size = \"1000x1\", fps = 1 }"),
-        "t",
-    )
-    .unwrap();
+    let d = parse(&with_service("{ name = \"x\", kind = \"parser\", size = \"1000x1\", fps = 1 }"), "t").unwrap();
     assert_eq!(
-        (
-            d.machines[&name("a")].services[1].size,
-            d.machines[&name("a")].services[1].fps
-        ),
+        (d.machines[&name("a")].services[1].size, d.machines[&name("a")].services[1].fps),
         (Some((1000, 1)), Some(1))
     );
 }
@@ -578,55 +385,14 @@ fn duplicate_services() {
 
 #[test]
 fn pipelines() {
-    let file =
-        |stages: &str| format!("[machines.a]\n\n[[pipelines]]\nname = \"p\"\nstages = {stages}\n");
-    fails(
-        &file("[\"/svc/x\"]"),
-        "pipelines[0].stages",
-        5,
-        "at least 2 stages, this one has 1",
-    );
-    fails(
-        &file("[\"/svc/x\", \"svc/y\"]"),
-        "pipelines[0].stages[1]",
-        5,
-        r#"bad path "svc/y""#,
-    );
-    fails(
-        &file("[\"/svc/x\", \"/n/b/svc/y\"]"),
-        "pipelines[0].stages[1]",
-        5,
-        r#"no machine "b" in this file"#,
-    );
-    fails(
-        &file("[\"/svc/x\", \"/n/a/svc/y/3\"]"),
-        "pipelines[0].stages[1]",
-        5,
-        "not a conversation",
-    );
-    fails(
-        "[machines.a]\n[[pipelines]]\nstages = [\"/svc/x\", \"/svc/y\"]\n",
-        "pipelines[0].name",
-        2,
-        "missing",
-    );
-    fails(
-        "[machines.a]\n[[pipelines]]\nname = \"p\"\n",
-        "pipelines[0].stages",
-        2,
-        "missing",
-    );
-    fails(
-        "[machines.a]\n[[pipelines]]\nname = \"P q\"\nstages = []\n",
-        "pipelines[0].name",
-        3,
-        "bad name",
-    );
+    let file = |stages: &str| format!("[machines.a]\n\n[[pipelines]]\nname = \"p\"\nstages = {stages}\n");
+    fails(&file("[\"/svc/x\"]"), "pipelines[0].stages", 5, "at least 2 stages, this one has 1");
+    fails(&file("[\"/svc/x\", \"svc/y\"]"), "pipelines[0].stages[1]", 5, r#"bad path "svc/y""#);
+    fails(&file("[\"/svc/x\", \"/n/b/svc/y\"]"), "pipelines[0].stages[1]", 5, r#"no machine "b" in this file"#);
+    fails(&file("[\"/svc/x\", \"/n/a/svc/y/3\"]"), "pipelines[0].stages[1]", 5, "not a conversation");
+    fails("[machines.a]\n[[pipelines]]\nstages = [\"/svc/x\", \"/svc/y\"]\n", "pipelines[0].name", 2, "missing");
+    fails("[machines.a]\n[[pipelines]]\nname = \"p\"\n", "pipelines[0].stages", 2, "missing");
+    fails("[machines.a]\n[[pipelines]]\nname = \"P q\"\nstages = []\n", "pipelines[0].name", 3, "bad name");
     let two = "[machines.a]\n[[pipelines]]\nname = \"p\"\nstages = [\"/svc/x\", \"/svc/y\"]\n";
-    fails(
-        &format!("{two}{}", &two[13..]),
-        "pipelines[1].name",
-        6,
-        "duplicate pipeline name \"p\" (first on line 2)",
-    );
+    fails(&format!("{two}{}", &two[13..]), "pipelines[1].name", 6, "duplicate pipeline name \"p\" (first on line 2)");
 }

@@ -26,9 +26,7 @@ pub(super) struct Src<'t> {
 
 impl<'t> Src<'t> {
     pub fn new(text: &str, file: &'t str) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
         Src { file, line_starts }
     }
 
@@ -44,32 +42,19 @@ impl<'t> Src<'t> {
     }
 
     pub fn err(&self, key: &str, offset: usize, msg: impl Into<String>) -> DeployError {
-        DeployError {
-            file: self.file.to_string(),
-            line: self.line(offset),
-            key: key.to_string(),
-            msg: msg.into(),
-        }
+        DeployError { file: self.file.to_string(), line: self.line(offset), key: key.to_string(), msg: msg.into() }
     }
 
     /// Wraps the document root.
     pub fn root<'a, 'i>(&'a self, doc: &'a Spanned<DeTable<'i>>) -> Table<'a, 'i> {
-        Table {
-            src: self,
-            path: String::new(),
-            start: doc.span().start,
-            map: doc.get_ref(),
-        }
+        Table { src: self, path: String::new(), start: doc.span().start, map: doc.get_ref() }
     }
 }
 
 /// `key` as it must be written in a key path: bare when TOML allows it,
 /// quoted otherwise (a machine id may hold a `.`).
 pub(super) fn key_segment(key: &str) -> String {
-    let bare = !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if bare {
         key.to_string()
     } else {
@@ -108,10 +93,7 @@ impl<'a, 'i> Node<'a, 'i> {
     }
 
     fn expected(&self, what: &str) -> DeployError {
-        self.err(format!(
-            "expected {what}, found {}",
-            self.value.get_ref().type_str()
-        ))
+        self.err(format!("expected {what}, found {}", self.value.get_ref().type_str()))
     }
 
     pub fn str(&self) -> Result<&'a str> {
@@ -130,8 +112,9 @@ impl<'a, 'i> Node<'a, 'i> {
 
     pub fn int(&self) -> Result<i64> {
         match self.value.get_ref() {
-            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
-                .map_err(|_| self.err(format!("integer {i} is out of range"))),
+            DeValue::Integer(i) => {
+                i64::from_str_radix(i.as_str(), i.radix()).map_err(|_| self.err(format!("integer {i} is out of range")))
+            }
             _ => Err(self.expected("an integer")),
         }
     }
@@ -144,9 +127,7 @@ impl<'a, 'i> Node<'a, 'i> {
         T: FromStr,
         T::Err: Display,
     {
-        self.str()?
-            .parse()
-            .map_err(|e: T::Err| self.err(e.to_string()))
+        self.str()?.parse().map_err(|e: T::Err| self.err(e.to_string()))
     }
 
     pub fn array(&self) -> Result<Vec<Node<'a, 'i>>> {
@@ -154,11 +135,7 @@ impl<'a, 'i> Node<'a, 'i> {
             DeValue::Array(items) => Ok(items
                 .iter()
                 .enumerate()
-                .map(|(i, value)| Node {
-                    src: self.src,
-                    path: format!("{}[{i}]", self.path),
-                    value,
-                })
+                .map(|(i, value)| Node { src: self.src, path: format!("{}[{i}]", self.path), value })
                 .collect()),
             _ => Err(self.expected("an array")),
         }
@@ -166,12 +143,9 @@ impl<'a, 'i> Node<'a, 'i> {
 
     pub fn table(&self) -> Result<Table<'a, 'i>> {
         match self.value.get_ref() {
-            DeValue::Table(map) => Ok(Table {
-                src: self.src,
-                path: self.path.clone(),
-                start: self.value.span().start,
-                map,
-            }),
+            DeValue::Table(map) => {
+                Ok(Table { src: self.src, path: self.path.clone(), start: self.value.span().start, map })
+            }
             _ => Err(self.expected("a table")),
         }
     }
@@ -203,11 +177,7 @@ impl<'a, 'i> Table<'a, 'i> {
             .map(|(key, value)| Entry {
                 key: key.get_ref().as_ref(),
                 offset: key.span().start,
-                node: Node {
-                    src: self.src,
-                    path: child(&self.path, key.get_ref()),
-                    value,
-                },
+                node: Node { src: self.src, path: child(&self.path, key.get_ref()), value },
             })
             .collect();
         entries.sort_by_key(|e| e.offset);
@@ -215,11 +185,7 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     pub fn get(&self, key: &str) -> Option<Node<'a, 'i>> {
-        self.map.get_key_value(key).map(|(_, value)| Node {
-            src: self.src,
-            path: child(&self.path, key),
-            value,
-        })
+        self.map.get_key_value(key).map(|(_, value)| Node { src: self.src, path: child(&self.path, key), value })
     }
 
     /// An error about `entry`'s key (not its value), at the key's line.
@@ -229,19 +195,13 @@ impl<'a, 'i> Table<'a, 'i> {
 
     /// An error for a required `key` that is absent, at the table's line.
     pub fn missing(&self, key: &str, why: &str) -> DeployError {
-        self.src.err(
-            &child(&self.path, key),
-            self.start,
-            format!("missing: {why}"),
-        )
+        self.src.err(&child(&self.path, key), self.start, format!("missing: {why}"))
     }
 
     /// Fails on the first key, in file order, that is not in `known`.
     pub fn deny_unknown(&self, known: &[&str]) -> Result<()> {
         match self.entries().into_iter().find(|e| !known.contains(&e.key)) {
-            Some(e) => {
-                Err(self.key_err(&e, format!("unknown key; known keys: {}", known.join(", "))))
-            }
+            Some(e) => Err(self.key_err(&e, format!("unknown key; known keys: {}", known.join(", ")))),
             None => Ok(()),
         }
     }

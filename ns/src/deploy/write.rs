@@ -29,12 +29,7 @@ pub(super) fn deployment(d: &Deployment) -> String {
     }
     for p in &d.pipelines {
         // Writing to a String cannot fail.
-        let _ = writeln!(
-            out,
-            "[[pipelines]]\nname = {}\nstages = {}\n",
-            quote(&p.name),
-            list(&p.stages)
-        );
+        let _ = writeln!(out, "[[pipelines]]\nname = {}\nstages = {}\n", quote(&p.name), list(&p.stages));
     }
     out
 }
@@ -83,10 +78,7 @@ fn machine(out: &mut String, m: &Machine) {
 }
 
 fn service(s: &ServiceSpec) -> String {
-    let mut fields = vec![
-        format!("name = {}", quote(s.name.as_str())),
-        format!("kind = {}", quote(s.kind.as_str())),
-    ];
+    let mut fields = vec![format!("name = {}", quote(s.name.as_str())), format!("kind = {}", quote(s.kind.as_str()))];
     if !s.command.is_empty() {
         fields.push(format!("command = {}", list(&s.command)));
     }

@@ -55,11 +55,20 @@ impl RouteTable {
     /// Only the machines the update names are looked at, so the work is
     /// that of the update, not of the table; adverts for others crossing
     /// the link are replaced by their own neighbours' reports.
-    pub(super) fn link_lost(&mut self, peer: &MachineId, link: Link, until: Instant, machines: &[MachineId], touched: &mut BTreeSet<MachineId>) {
+    pub(super) fn link_lost(
+        &mut self,
+        peer: &MachineId,
+        link: Link,
+        until: Instant,
+        machines: &[MachineId],
+        touched: &mut BTreeSet<MachineId>,
+    ) {
         if link.0 == link.1 || self.suspect.contains_key(&link) || self.suspect.len() >= MAX_SUSPECT {
             return;
         }
-        let gave = |ads: &HashMap<MachineId, Advert>| machines.iter().any(|m| ads.get(m).is_some_and(|ad| link.crossed_by(&ad.path)));
+        let gave = |ads: &HashMap<MachineId, Advert>| {
+            machines.iter().any(|m| ads.get(m).is_some_and(|ad| link.crossed_by(&ad.path)))
+        };
         if !link.has_end(peer) && !self.peers.get(peer).is_some_and(gave) {
             return;
         }
@@ -116,7 +125,8 @@ impl RouteTable {
         let mut touched = BTreeSet::new();
         let mut aside = std::mem::take(&mut self.aside);
         for (p, ads) in &mut aside {
-            let back: Vec<MachineId> = ads.iter().filter(|(_, (_, l))| !self.suspect.contains_key(l)).map(|(m, _)| m.clone()).collect();
+            let back: Vec<MachineId> =
+                ads.iter().filter(|(_, (_, l))| !self.suspect.contains_key(l)).map(|(m, _)| m.clone()).collect();
             for m in back {
                 let Some((ad, _)) = ads.remove(&m) else { continue };
                 match self.suspect_crossed(&ad.path) {

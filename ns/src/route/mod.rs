@@ -156,8 +156,7 @@ impl RouteTable {
     /// A neighbour is up: it is reachable in one hop even before it says more.
     pub fn peer_up(&mut self, peer: &MachineId) -> Change {
         let ads = self.peers.entry(peer.clone()).or_default();
-        ads.entry(peer.clone())
-            .or_insert_with(|| Advert { path: vec![peer.clone()], services: Vec::new() });
+        ads.entry(peer.clone()).or_insert_with(|| Advert { path: vec![peer.clone()], services: Vec::new() });
         // Registry routes through it become usable.
         let mut touched: BTreeSet<MachineId> = self.via_registry(peer);
         touched.insert(peer.clone());
@@ -214,7 +213,10 @@ impl RouteTable {
         // withdraw.
         let mut last: HashMap<MachineId, Option<Advert>> = HashMap::new();
         for (m, ad) in ads {
-            let valid = !ad.path.is_empty() && ad.path.first() == Some(peer) && ad.path.last() == Some(&m) && !ad.path.contains(&me);
+            let valid = !ad.path.is_empty()
+                && ad.path.first() == Some(peer)
+                && ad.path.last() == Some(&m)
+                && !ad.path.contains(&me);
             last.insert(m, valid.then_some(ad));
         }
         // Checked before anything changes, so a refusal leaves the
@@ -222,7 +224,9 @@ impl RouteTable {
         let cur = self.peers.get(peer).filter(|_| !full);
         let held = self.aside.get(peer).filter(|_| !full);
         let has = |m: &MachineId| cur.is_some_and(|c| c.contains_key(m)) || held.is_some_and(|h| h.contains_key(m));
-        let len = cur.map_or(0, HashMap::len) + held.map_or(0, HashMap::len) + last.iter().filter(|(m, ad)| ad.is_some() && !has(m)).count()
+        let len = cur.map_or(0, HashMap::len)
+            + held.map_or(0, HashMap::len)
+            + last.iter().filter(|(m, ad)| ad.is_some() && !has(m)).count()
             - last.iter().filter(|(m, ad)| ad.is_none() && has(m)).count();
         if len > MAX_ROUTES_PER_PEER {
             return Err(len);
@@ -268,10 +272,8 @@ impl RouteTable {
     /// Replaces the routes learned from the registry.
     pub fn set_registry(&mut self, ads: HashMap<MachineId, Advert>) -> Change {
         let me = self.me.clone();
-        let new: HashMap<MachineId, Advert> = ads
-            .into_iter()
-            .filter(|(m, ad)| *m != me && !ad.path.is_empty() && !ad.path.contains(&me))
-            .collect();
+        let new: HashMap<MachineId, Advert> =
+            ads.into_iter().filter(|(m, ad)| *m != me && !ad.path.is_empty() && !ad.path.contains(&me)).collect();
         let mut touched: BTreeSet<MachineId> = new.keys().cloned().collect();
         touched.extend(std::mem::replace(&mut self.registry, new).into_keys());
         self.recompute(touched)
@@ -386,7 +388,13 @@ impl RouteTable {
             let mut path = Vec::with_capacity(ad.path.len() + 1);
             path.push(self.me.clone());
             path.extend(ad.path.iter().cloned());
-            v.push(Route { machine: m.clone(), term: format!("net-{}", ad.path[0]), path, services: ad.services.clone(), source });
+            v.push(Route {
+                machine: m.clone(),
+                term: format!("net-{}", ad.path[0]),
+                path,
+                services: ad.services.clone(),
+                source,
+            });
         };
         for ads in self.peers.values() {
             if let Some(ad) = ads.get(m) {
@@ -408,7 +416,13 @@ impl RouteTable {
     /// by id, then the registry), the first of equals winning.
     fn choose(&self, m: &MachineId) -> Option<Route> {
         if *m == self.me {
-            return Some(Route { machine: m.clone(), term: "local".into(), path: vec![m.clone()], services: self.local.clone(), source: "local" });
+            return Some(Route {
+                machine: m.clone(),
+                term: "local".into(),
+                path: vec![m.clone()],
+                services: self.local.clone(),
+                source: "local",
+            });
         }
         let key = |ad: &Advert, registry: bool| (ad.path.len(), registry, ad.path[0].clone());
         let mut win: Option<(&Advert, bool)> = None;

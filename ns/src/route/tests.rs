@@ -154,7 +154,11 @@ fn incremental_choice_matches_recomputing_everything() {
                 .cloned()
                 .collect();
             assert_eq!(change.changed, differ, "seed {seed} step {step}");
-            assert_eq!(change.lost, before.keys().filter(|m| !want.contains_key(*m)).cloned().collect(), "seed {seed} step {step}");
+            assert_eq!(
+                change.lost,
+                before.keys().filter(|m| !want.contains_key(*m)).cloned().collect(),
+                "seed {seed} step {step}"
+            );
             // The journal names every machine that changed.
             let journaled: BTreeSet<MachineId> = t.changed_since(seen).unwrap().cloned().collect();
             assert!(differ.is_subset(&journaled), "seed {seed} step {step}");
@@ -259,7 +263,8 @@ fn a_report_counts_only_from_who_gave_a_path_over_the_link() {
     t.peer_up(&n("d"));
     t.apply(&n("d"), false, [(n("v"), ad(&["d", "e", "v"], &["s"]))]).unwrap();
     // d neither ends b-v nor gave a path over it: ignored.
-    t.apply_lost(&n("d"), false, &[Link::new(n("b"), n("v"))], later(60), [(n("v"), ad(&["d", "e", "v"], &["s"]))]).unwrap();
+    t.apply_lost(&n("d"), false, &[Link::new(n("b"), n("v"))], later(60), [(n("v"), ad(&["d", "e", "v"], &["s"]))])
+        .unwrap();
     assert_eq!(t.best(&n("v")).unwrap().term, "net-b");
     assert!(t.next_expiry().is_none());
     // c gave one: it counts, and only d's path is left.
@@ -276,7 +281,8 @@ fn a_lost_neighbour_is_logged_and_set_aside_paths_count_against_the_cap() {
     // c's path over b is set aside once c's own report comes.
     let many = (0..MAX_ROUTES_PER_PEER - 2).map(|i| (n(&format!("m{i}")), ad(&["c", "b", &format!("m{i}")], &[])));
     t.apply(&n("c"), false, many).unwrap();
-    t.apply_lost(&n("c"), false, &[Link::new(n("b"), n("c"))], later(60), [(n("m0"), ad(&["c", "b", "m0"], &[]))]).unwrap();
+    t.apply_lost(&n("c"), false, &[Link::new(n("b"), n("c"))], later(60), [(n("m0"), ad(&["c", "b", "m0"], &[]))])
+        .unwrap();
     assert!(t.best(&n("m0")).is_none() && t.best(&n("m1")).is_some());
     // m0 is set aside, still counted: one more is one too many.
     assert!(t.apply(&n("c"), false, [(n("x"), ad(&["c", "x"], &[]))]).is_err());

@@ -124,7 +124,14 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let s = Snapshot { seq: 1, pts_us: 5, cols: 2, rows: 1, cells: vec![Cell('a', [1, 2, 3], [0, 0, 0], attr::BOLD); 2], cursor: Some((1, 0)) };
+        let s = Snapshot {
+            seq: 1,
+            pts_us: 5,
+            cols: 2,
+            rows: 1,
+            cells: vec![Cell('a', [1, 2, 3], [0, 0, 0], attr::BOLD); 2],
+            cursor: Some((1, 0)),
+        };
         assert_eq!(decode::<Snapshot>(&encode(&s)).unwrap(), s);
         let f = Frame { seq: 1, pts_us: 5, width: 1, height: 1, rgba: Bytes::from_static(&[1, 2, 3, 4]) };
         assert_eq!(decode::<Frame>(&encode(&f)).unwrap(), f);

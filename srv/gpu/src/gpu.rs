@@ -95,7 +95,9 @@ impl Gpu {
         let info = vk::InstanceCreateInfo::default().application_info(&app);
         // SAFETY: `info` and what it points to live across the call.
         let raw = unsafe { entry.create_instance(&info, None) }.map_err(|e| match e {
-            vk::Result::ERROR_INCOMPATIBLE_DRIVER => GpuError::NoDevice(format!("{e} (install mesa-vulkan-drivers for lavapipe)")),
+            vk::Result::ERROR_INCOMPATIBLE_DRIVER => {
+                GpuError::NoDevice(format!("{e} (install mesa-vulkan-drivers for lavapipe)"))
+            }
             e => GpuError::Vulkan { what: "create instance", result: e },
         })?;
         let instance = Instance { _entry: entry, raw };
@@ -108,9 +110,12 @@ impl Gpu {
             // SAFETY: `pd` comes from this instance.
             let props = unsafe { inst.get_physical_device_properties(pd) };
             let families = unsafe { inst.get_physical_device_queue_family_properties(pd) };
-            let family = families.iter().position(|f| f.queue_flags.contains(vk::QueueFlags::COMPUTE) && f.queue_count > 0);
+            let family =
+                families.iter().position(|f| f.queue_flags.contains(vk::QueueFlags::COMPUTE) && f.queue_count > 0);
             let (Some(family), true) = (family, props.api_version >= vk::API_VERSION_1_1) else { continue };
-            let name = props.device_name_as_c_str().map_or_else(|_| "unnamed device".into(), |s: &CStr| s.to_string_lossy().into_owned());
+            let name = props
+                .device_name_as_c_str()
+                .map_or_else(|_| "unnamed device".into(), |s: &CStr| s.to_string_lossy().into_owned());
             usable.push((pd, family as u32, props, Candidate { name, kind: props.device_type }));
         }
         let cands: Vec<Candidate> = usable.iter().map(|u| u.3.clone()).collect();
@@ -132,10 +137,19 @@ impl Gpu {
 
     /// A memory type allowed by `bits` with `need`, preferring one that
     /// also has `want`.
-    fn memory_type(&self, bits: u32, need: vk::MemoryPropertyFlags, want: vk::MemoryPropertyFlags) -> Option<(u32, vk::MemoryPropertyFlags)> {
+    fn memory_type(
+        &self,
+        bits: u32,
+        need: vk::MemoryPropertyFlags,
+        want: vk::MemoryPropertyFlags,
+    ) -> Option<(u32, vk::MemoryPropertyFlags)> {
         let types = &self.memory.memory_types[..self.memory.memory_type_count as usize];
         let find = |flags: vk::MemoryPropertyFlags| {
-            types.iter().enumerate().find(|(i, t)| bits >> i & 1 == 1 && t.property_flags.contains(flags)).map(|(i, t)| (i as u32, t.property_flags))
+            types
+                .iter()
+                .enumerate()
+                .find(|(i, t)| bits >> i & 1 == 1 && t.property_flags.contains(flags))
+                .map(|(i, t)| (i as u32, t.property_flags))
         };
         find(need | want).or_else(|| find(need))
     }
@@ -164,7 +178,13 @@ pub(crate) struct Buffer {
 
 impl Default for Buffer {
     fn default() -> Self {
-        Buffer { raw: vk::Buffer::null(), size: 0, mem: vk::DeviceMemory::null(), ptr: std::ptr::null_mut(), coherent: true }
+        Buffer {
+            raw: vk::Buffer::null(),
+            size: 0,
+            mem: vk::DeviceMemory::null(),
+            ptr: std::ptr::null_mut(),
+            coherent: true,
+        }
     }
 }
 
@@ -191,9 +211,9 @@ impl Buffer {
         // else can fail, so `destroy` frees it.
         self.raw = unsafe { d.create_buffer(&info, None) }.map_err(vkerr("create buffer"))?;
         let req = unsafe { d.get_buffer_memory_requirements(self.raw) };
-        let (index, flags) = gpu
-            .memory_type(req.memory_type_bits, vk::MemoryPropertyFlags::HOST_VISIBLE, want)
-            .ok_or(GpuError::Vulkan { what: "find host-visible memory", result: vk::Result::ERROR_OUT_OF_DEVICE_MEMORY })?;
+        let (index, flags) = gpu.memory_type(req.memory_type_bits, vk::MemoryPropertyFlags::HOST_VISIBLE, want).ok_or(
+            GpuError::Vulkan { what: "find host-visible memory", result: vk::Result::ERROR_OUT_OF_DEVICE_MEMORY },
+        )?;
         self.coherent = flags.contains(vk::MemoryPropertyFlags::HOST_COHERENT);
         let alloc = vk::MemoryAllocateInfo::default().allocation_size(req.size).memory_type_index(index);
         // SAFETY: as above; the memory type comes from this device.
@@ -201,7 +221,9 @@ impl Buffer {
         unsafe { d.bind_buffer_memory(self.raw, self.mem, 0) }.map_err(vkerr("bind memory"))?;
         // SAFETY: host-visible memory, not mapped yet; it stays mapped
         // until freed (freeing unmaps it).
-        self.ptr = unsafe { d.map_memory(self.mem, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()) }.map_err(vkerr("map memory"))?.cast();
+        self.ptr = unsafe { d.map_memory(self.mem, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()) }
+            .map_err(vkerr("map memory"))?
+            .cast();
         Ok(())
     }
 

@@ -36,7 +36,10 @@ pub fn pack(snap: &Snapshot, atlas: &Atlas, out: &mut [u32]) {
     let (width, height) = frame_size(snap.cols, snap.rows);
     out[..HEADER_WORDS].copy_from_slice(&[snap.cols as u32, width, height, 0]);
     // A cursor off the screen is not drawn.
-    let cursor = snap.cursor.filter(|&(c, r)| c < snap.cols && r < snap.rows).map(|(c, r)| r as usize * snap.cols as usize + c as usize);
+    let cursor = snap
+        .cursor
+        .filter(|&(c, r)| c < snap.cols && r < snap.rows)
+        .map(|(c, r)| r as usize * snap.cols as usize + c as usize);
     let cells = out[HEADER_WORDS..].chunks_exact_mut(CELL_WORDS);
     for (i, (cell, w)) in snap.cells.iter().zip(cells).enumerate() {
         let a = cell.attrs();
@@ -70,7 +73,11 @@ mod tests {
             pts_us: 0,
             cols: 3,
             rows: 1,
-            cells: vec![Cell('a', f, b, attr::BOLD | attr::UNDERLINE), Cell('b', f, b, attr::INVERSE), Cell('c', f, b, attr::INVERSE | attr::ITALIC)],
+            cells: vec![
+                Cell('a', f, b, attr::BOLD | attr::UNDERLINE),
+                Cell('b', f, b, attr::INVERSE),
+                Cell('c', f, b, attr::INVERSE | attr::ITALIC),
+            ],
             cursor: Some((2, 0)),
         };
         let mut out = vec![0; words(3, 1)];
@@ -85,7 +92,14 @@ mod tests {
     #[test]
     fn cursor_off_screen_is_ignored() {
         let atlas = Atlas::new();
-        let snap = Snapshot { seq: 0, pts_us: 0, cols: 2, rows: 1, cells: vec![Cell('x', [9; 3], [0; 3], 0); 2], cursor: Some((2, 0)) };
+        let snap = Snapshot {
+            seq: 0,
+            pts_us: 0,
+            cols: 2,
+            rows: 1,
+            cells: vec![Cell('x', [9; 3], [0; 3], 0); 2],
+            cursor: Some((2, 0)),
+        };
         let mut out = vec![0; words(2, 1)];
         pack(&snap, &atlas, &mut out);
         assert!(out[4..].chunks(4).all(|c| c[1] == 0x090909 && c[2] == 0));

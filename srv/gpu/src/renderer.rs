@@ -145,7 +145,8 @@ impl Renderer {
         self.set_layout = unsafe { d.create_descriptor_set_layout(&info, None) }.map_err(vkerr("create set layout"))?;
         let layouts = [self.set_layout];
         let info = vk::PipelineLayoutCreateInfo::default().set_layouts(&layouts);
-        self.pipeline_layout = unsafe { d.create_pipeline_layout(&info, None) }.map_err(vkerr("create pipeline layout"))?;
+        self.pipeline_layout =
+            unsafe { d.create_pipeline_layout(&info, None) }.map_err(vkerr("create pipeline layout"))?;
         self.pipeline = self.make_pipeline()?;
 
         let sizes = [vk::DescriptorPoolSize { ty: vk::DescriptorType::STORAGE_BUFFER, descriptor_count: 3 }];
@@ -184,7 +185,10 @@ impl Renderer {
         let info = vk::ShaderModuleCreateInfo::default().code(&code);
         // SAFETY: SPIR-V produced and validated by naga at build time.
         let module = unsafe { d.create_shader_module(&info, None) }.map_err(vkerr("create shader module"))?;
-        let stage = vk::PipelineShaderStageCreateInfo::default().stage(vk::ShaderStageFlags::COMPUTE).module(module).name(c"main");
+        let stage = vk::PipelineShaderStageCreateInfo::default()
+            .stage(vk::ShaderStageFlags::COMPUTE)
+            .module(module)
+            .name(c"main");
         let info = vk::ComputePipelineCreateInfo::default().stage(stage).layout(self.pipeline_layout);
         // SAFETY: valid infos; the module is no longer needed once the
         // pipeline exists (or failed), so it is destroyed either way.
@@ -223,7 +227,8 @@ impl Renderer {
         // Nothing is pending: every frame was waited for.
         self.grid_buf.destroy(d);
         self.frame_buf.destroy(d);
-        self.grid_buf = Buffer::new(&self.gpu, grid::words(cols, rows) as u64 * 4, vk::MemoryPropertyFlags::DEVICE_LOCAL)?;
+        self.grid_buf =
+            Buffer::new(&self.gpu, grid::words(cols, rows) as u64 * 4, vk::MemoryPropertyFlags::DEVICE_LOCAL)?;
         self.frame_buf = Buffer::new(&self.gpu, pixels * 4, vk::MemoryPropertyFlags::HOST_CACHED)?;
         self.bind(0, &self.grid_buf);
         self.bind(2, &self.frame_buf);
@@ -237,7 +242,9 @@ impl Renderer {
         let d = &self.gpu.device;
         let c = self.cmd;
         // Shader writes must reach the host before it reads the frame.
-        let to_host = vk::MemoryBarrier::default().src_access_mask(vk::AccessFlags::SHADER_WRITE).dst_access_mask(vk::AccessFlags::HOST_READ);
+        let to_host = vk::MemoryBarrier::default()
+            .src_access_mask(vk::AccessFlags::SHADER_WRITE)
+            .dst_access_mask(vk::AccessFlags::HOST_READ);
         // SAFETY: the command buffer is not pending (see `bind`); its pool
         // allows resetting, which begin does implicitly.
         unsafe {

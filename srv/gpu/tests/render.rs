@@ -14,12 +14,21 @@ const SCREEN: Rgb = [1, 2, 3];
 fn renderer() -> Renderer {
     match Renderer::new() {
         Ok(r) => r,
-        Err(e) => panic!("{e}: these tests need a Vulkan device; on Debian: apt-get install mesa-vulkan-drivers libvulkan1"),
+        Err(e) => {
+            panic!("{e}: these tests need a Vulkan device; on Debian: apt-get install mesa-vulkan-drivers libvulkan1")
+        }
     }
 }
 
 fn blank(cols: u16, rows: u16) -> Snapshot {
-    Snapshot { seq: 7, pts_us: 1234, cols, rows, cells: vec![Cell(' ', [255; 3], SCREEN, 0); cols as usize * rows as usize], cursor: None }
+    Snapshot {
+        seq: 7,
+        pts_us: 1234,
+        cols,
+        rows,
+        cells: vec![Cell(' ', [255; 3], SCREEN, 0); cols as usize * rows as usize],
+        cursor: None,
+    }
 }
 
 fn px(f: &Frame, x: u32, y: u32) -> [u8; 4] {

@@ -33,7 +33,8 @@ impl Namespace {
     pub async fn bind(&self, old: &[String], new: &[String], order: Order, create: bool) -> Result<(), String> {
         let b = self.bound();
         let (o, n) = (b.stat(old).await, b.stat(new).await);
-        let (o, n) = (o.map_err(|e| format!("bind: {}: {e}", show(old)))?, n.map_err(|e| format!("bind: {}: {e}", show(new)))?);
+        let (o, n) =
+            (o.map_err(|e| format!("bind: {}: {e}", show(old)))?, n.map_err(|e| format!("bind: {}: {e}", show(new)))?);
         if order != Order::Replace && (o.kind != super::FileKind::Dir || n.kind != super::FileKind::Dir) {
             return Err(format!("bind: a union needs two directories: {} {}", show(old), show(new)));
         }
@@ -114,7 +115,13 @@ impl Bound<'_> {
         Ok(p)
     }
 
-    pub async fn create(&self, path: &[String], mode: u32, access: Access, excl: bool) -> Result<(Entry, Handle), String> {
+    pub async fn create(
+        &self,
+        path: &[String],
+        mode: u32,
+        access: Access,
+        excl: bool,
+    ) -> Result<(Entry, Handle), String> {
         // An existing file opens where it is, as a lookup finds it.
         if !excl {
             if let Ok((c, _)) = self.find(path).await {

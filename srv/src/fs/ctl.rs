@@ -89,7 +89,10 @@ async fn router_ctl(ns: &super::Namespace, w: &[&str]) -> Result<(), String> {
         },
         ["mount", ds, place] => {
             let ds: DialString = ds.parse().map_err(|e| bad(format!("mount: {e}")))?;
-            let name = place.strip_prefix("/n/").filter(|n| !n.contains('/')).ok_or_else(|| bad(format!("mount: {place}: want /n/NAME")))?;
+            let name = place
+                .strip_prefix("/n/")
+                .filter(|n| !n.contains('/'))
+                .ok_or_else(|| bad(format!("mount: {place}: want /n/NAME")))?;
             let name: ns::MachineId = name.parse().map_err(|e| bad(format!("mount: {e}")))?;
             r.dial_expecting(ds.clone(), Some(&name)).await.map(|_| ()).map_err(|e| bad(format!("mount: {e}")))
         }
@@ -117,7 +120,11 @@ fn conv_ctl(ns: &super::Namespace, s: &str, n: u64, line: &str, w: &[&str]) -> R
     let r = ns.router();
     match w {
         ["replyto", paths @ ..] => {
-            let reply = paths.iter().map(|p| Addr::parse(p)).collect::<Result<Vec<_>, _>>().map_err(|e| bad(format!("replyto: {e}")))?;
+            let reply = paths
+                .iter()
+                .map(|p| Addr::parse(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(format!("replyto: {e}")))?;
             if reply.len() > ns::envelope::MAX_RETURN_PATH {
                 return Err(bad(format!("replyto: {} paths, limit {}", reply.len(), ns::envelope::MAX_RETURN_PATH)));
             }

@@ -98,7 +98,11 @@ impl Inodes {
     /// `path` and everything below it, as (path, inode).
     fn under(&self, path: &str) -> Vec<(String, u64)> {
         let prefix = format!("{path}/");
-        self.by_path.iter().filter(|(p, _)| *p == path || p.starts_with(&prefix)).map(|(p, &i)| (p.clone(), i)).collect()
+        self.by_path
+            .iter()
+            .filter(|(p, _)| *p == path || p.starts_with(&prefix))
+            .map(|(p, &i)| (p.clone(), i))
+            .collect()
     }
 
     /// `path` was removed: a file made there later is a new inode, while
@@ -317,7 +321,8 @@ impl Filesystem for MeshFs {
     async fn setattr(&self, _req: Request, inode: u64, fh: Option<u64>, set: SetAttr) -> FuseResult<ReplyAttr> {
         let path = self.path(inode)?;
         let ts = |t: Option<Timestamp>| t.map(|t| (t.sec, t.nsec));
-        let attrs = Attrs { size: set.size, mode: set.mode.map(|m| m & 0o7777), atime: ts(set.atime), mtime: ts(set.mtime) };
+        let attrs =
+            Attrs { size: set.size, mode: set.mode.map(|m| m & 0o7777), atime: ts(set.atime), mtime: ts(set.mtime) };
         let h = fh.and_then(|fh| self.handle(fh).ok());
         let e = self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e))?;
         Ok(ReplyAttr { ttl: TTL, attr: self.attr(inode, &e) })
@@ -325,15 +330,28 @@ impl Filesystem for MeshFs {
 
     async fn open(&self, _req: Request, inode: u64, flags: u32) -> FuseResult<ReplyOpen> {
         let path = self.path(inode)?;
-        let h = self.ns.bound().open_with(&components(&path), Access::from_flags(flags)).await.map_err(|e| errno(&e))?;
+        let h =
+            self.ns.bound().open_with(&components(&path), Access::from_flags(flags)).await.map_err(|e| errno(&e))?;
         let (fh, flags) = self.add_handle(h);
         Ok(ReplyOpen { fh, flags })
     }
 
-    async fn create(&self, _req: Request, parent: u64, name: &OsStr, mode: u32, flags: u32) -> FuseResult<ReplyCreated> {
+    async fn create(
+        &self,
+        _req: Request,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: u32,
+    ) -> FuseResult<ReplyCreated> {
         let path = self.child(parent, name)?;
         let excl = flags as i32 & libc::O_EXCL != 0;
-        let (e, h) = self.ns.bound().create(&components(&path), mode, Access::from_flags(flags), excl).await.map_err(|e| errno(&e))?;
+        let (e, h) = self
+            .ns
+            .bound()
+            .create(&components(&path), mode, Access::from_flags(flags), excl)
+            .await
+            .map_err(|e| errno(&e))?;
         let entry = self.made(&path, &e);
         let (fh, flags) = self.add_handle(h);
         Ok(ReplyCreated { ttl: TTL, attr: entry.attr, generation: 0, fh, flags })
@@ -359,12 +377,27 @@ impl Filesystem for MeshFs {
         Ok(())
     }
 
-    async fn rename(&self, req: Request, parent: u64, name: &OsStr, new_parent: u64, new_name: &OsStr) -> FuseResult<()> {
+    async fn rename(
+        &self,
+        req: Request,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+    ) -> FuseResult<()> {
         self.rename2(req, parent, name, new_parent, new_name, 0).await
     }
 
     /// RENAME_NOREPLACE is kept; RENAME_EXCHANGE and whiteouts are not.
-    async fn rename2(&self, _req: Request, parent: u64, name: &OsStr, new_parent: u64, new_name: &OsStr, flags: u32) -> FuseResult<()> {
+    async fn rename2(
+        &self,
+        _req: Request,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        flags: u32,
+    ) -> FuseResult<()> {
         if flags & !libc::RENAME_NOREPLACE != 0 {
             return Err(Errno::from(libc::EINVAL));
         }
@@ -387,7 +420,16 @@ impl Filesystem for MeshFs {
         Ok(ReplyData { data })
     }
 
-    async fn write(&self, _req: Request, _inode: u64, fh: u64, offset: u64, data: &[u8], _wf: u32, _flags: u32) -> FuseResult<ReplyWrite> {
+    async fn write(
+        &self,
+        _req: Request,
+        _inode: u64,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        _wf: u32,
+        _flags: u32,
+    ) -> FuseResult<ReplyWrite> {
         let h = self.handle(fh)?;
         let n = self.ns.write_at(&h, offset, data).await.map_err(|e| errno(&e))?;
         Ok(ReplyWrite { written: n as u32 })
@@ -397,7 +439,15 @@ impl Filesystem for MeshFs {
         Ok(())
     }
 
-    async fn release(&self, _req: Request, _inode: u64, fh: u64, _flags: u32, _lock_owner: u64, _flush: bool) -> FuseResult<()> {
+    async fn release(
+        &self,
+        _req: Request,
+        _inode: u64,
+        fh: u64,
+        _flags: u32,
+        _lock_owner: u64,
+        _flush: bool,
+    ) -> FuseResult<()> {
         let h = lock(&self.handles).remove(&fh);
         if let Some(h) = h.and_then(|h| Arc::try_unwrap(h).ok()) {
             self.ns.release(h).await;
@@ -422,7 +472,10 @@ impl Filesystem for MeshFs {
     ) -> FuseResult<ReplyDirectory<impl FutStream<Item = FuseResult<DirectoryEntry>> + Send + 'a>> {
         let path = self.path(parent)?;
         let entries = self.ns.bound().list(&components(&path)).await.map_err(|e| errno(&e))?;
-        let mut all = vec![(parent, FileType::Directory, OsString::from(".")), (parent, FileType::Directory, OsString::from(".."))];
+        let mut all = vec![
+            (parent, FileType::Directory, OsString::from(".")),
+            (parent, FileType::Directory, OsString::from("..")),
+        ];
         {
             let inodes = lock(&self.inodes);
             for e in entries {
@@ -460,11 +513,7 @@ impl Filesystem for MeshFs {
             .into_iter()
             .chain(entries.into_iter().map(|e| (e.name.clone(), e)));
         for (i, (name, e)) in all.enumerate().skip(offset as usize) {
-            let ino = if name == "." || name == ".." {
-                parent
-            } else {
-                inodes.get_or_add(&child(&path, &name))
-            };
+            let ino = if name == "." || name == ".." { parent } else { inodes.get_or_add(&child(&path, &name)) };
             let attr = self.attr(ino, &e);
             out.push(Ok(DirectoryEntryPlus {
                 inode: ino,
@@ -494,7 +543,16 @@ impl Filesystem for MeshFs {
         Ok(())
     }
 
-    async fn poll(&self, _req: Request, _inode: u64, fh: u64, kh: Option<u64>, _flags: u32, events: u32, notify: &Notify) -> FuseResult<ReplyPoll> {
+    async fn poll(
+        &self,
+        _req: Request,
+        _inode: u64,
+        fh: u64,
+        kh: Option<u64>,
+        _flags: u32,
+        events: u32,
+        notify: &Notify,
+    ) -> FuseResult<ReplyPoll> {
         let h = self.handle(fh)?;
         let readable = self.ns.poll(&h, kh, self.waker(notify));
         let mut revents = events & (libc::POLLOUT | libc::POLLWRNORM) as u32;

@@ -53,7 +53,11 @@ impl Stream {
             drop(q_tx);
             wake(&p);
         });
-        Arc::new(Stream { reader: tokio::sync::Mutex::new(Reader { q, partial: Bytes::new(), ended: false }), writer: tx, poller })
+        Arc::new(Stream {
+            reader: tokio::sync::Mutex::new(Reader { q, partial: Bytes::new(), ended: false }),
+            writer: tx,
+            poller,
+        })
     }
 
     /// The next message, or its next part; empty at the end.
@@ -155,7 +159,9 @@ impl Trace {
         if self.partial.is_empty() {
             self.partial = match self.rx.recv().await {
                 Ok(line) => Bytes::copy_from_slice(line.as_bytes()),
-                Err(broadcast::error::RecvError::Lagged(n)) => Bytes::from(format!("# {n} lines lost: reader too slow\n")),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    Bytes::from(format!("# {n} lines lost: reader too slow\n"))
+                }
                 Err(broadcast::error::RecvError::Closed) => return Bytes::new(),
             };
         }
@@ -177,7 +183,10 @@ pub enum Handle {
     /// alive.
     Clone(Mutex<Bytes>, Arc<Slot>),
     /// `svc/S/N/data`.
-    SlotData { slot: Arc<Slot>, writes: bool },
+    SlotData {
+        slot: Arc<Slot>,
+        writes: bool,
+    },
     Trace(tokio::sync::Mutex<Trace>),
     /// A file open on another machine.
     RemoteFile(super::remote::RemoteFile),

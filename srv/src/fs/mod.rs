@@ -99,7 +99,14 @@ struct Dynamic<'a>(&'a Namespace);
 
 impl tree::Convs for Dynamic<'_> {
     fn numbers(&self, service: &str) -> Vec<u64> {
-        self.0.router.convs().list().into_iter().filter(|c| c.path.service.as_str() == service).filter_map(|c| c.path.conv).collect()
+        self.0
+            .router
+            .convs()
+            .list()
+            .into_iter()
+            .filter(|c| c.path.service.as_str() == service)
+            .filter_map(|c| c.path.conv)
+            .collect()
     }
 
     fn files(&self, service: &str) -> Vec<String> {
@@ -122,7 +129,13 @@ pub fn components(path: &str) -> Vec<String> {
 
 impl Namespace {
     pub fn new(router: Router) -> Arc<Namespace> {
-        Arc::new(Namespace { router, slots: Default::default(), kinds: Default::default(), binds: Default::default(), mounted_at: Default::default() })
+        Arc::new(Namespace {
+            router,
+            slots: Default::default(),
+            kinds: Default::default(),
+            binds: Default::default(),
+            mounted_at: Default::default(),
+        })
     }
 
     /// A new namespace over the same router, starting with a copy of

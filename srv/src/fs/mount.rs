@@ -84,7 +84,10 @@ fn mesh_mounted(path: &Path) -> bool {
         let f: Vec<&str> = l.split(' ').collect();
         let sep = f.iter().position(|&x| x == "-");
         f.get(4) == Some(&want.as_ref())
-            && sep.is_some_and(|i| f.get(i + 1).is_some_and(|t| t.starts_with("fuse")) && f.get(i + 2).is_some_and(|s| s.starts_with("mesh")))
+            && sep.is_some_and(|i| {
+                f.get(i + 1).is_some_and(|t| t.starts_with("fuse"))
+                    && f.get(i + 2).is_some_and(|s| s.starts_with("mesh"))
+            })
     })
 }
 

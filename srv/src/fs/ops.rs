@@ -50,7 +50,13 @@ impl Namespace {
     }
 
     /// Creates a regular file (or opens it, unless `excl`), open as `access`.
-    pub async fn create(&self, path: &[String], mode: u32, access: Access, excl: bool) -> Result<(Entry, Handle), String> {
+    pub async fn create(
+        &self,
+        path: &[String],
+        mode: u32,
+        access: Access,
+        excl: bool,
+    ) -> Result<(Entry, Handle), String> {
         match self.place(path)? {
             Place::Here(root, rel) => {
                 let (f, e) = blocking(move || root.create(&rel, mode, access, excl)).await?;
@@ -79,8 +85,12 @@ impl Namespace {
     /// copies).
     pub async fn rename(&self, from: &[String], to: &[String], noreplace: bool) -> Result<(), String> {
         match (self.place(from)?, self.place(to)?) {
-            (Place::Here(a, f), Place::Here(b, t)) if Arc::ptr_eq(&a, &b) => blocking(move || a.rename(&f, &t, noreplace)).await,
-            (Place::There(m, f), Place::There(n, t)) if m == n => remote::rename(self.router(), &m, &f, &t, noreplace).await,
+            (Place::Here(a, f), Place::Here(b, t)) if Arc::ptr_eq(&a, &b) => {
+                blocking(move || a.rename(&f, &t, noreplace)).await
+            }
+            (Place::There(m, f), Place::There(n, t)) if m == n => {
+                remote::rename(self.router(), &m, &f, &t, noreplace).await
+            }
             _ => Err(EXDEV.into()),
         }
     }

@@ -150,7 +150,9 @@ pub fn resolve(r: &Router, convs: &dyn Convs, path: &[String]) -> Result<Node, S
         ["routes"] => Node::Routes,
         ["svc"] => Node::SvcDir,
         ["svc", s] if svc_exists(s) => Node::Svc(s.to_string()),
-        ["svc", s, "root", rest @ ..] if convs.has_root(s) => Node::Stored(s.to_string(), rest.iter().map(|c| c.to_string()).collect()),
+        ["svc", s, "root", rest @ ..] if convs.has_root(s) => {
+            Node::Stored(s.to_string(), rest.iter().map(|c| c.to_string()).collect())
+        }
         // A dir service elsewhere: its root is that of the replica this
         // machine would talk to. That machine serves it only if it is its
         // own (see remote::local_only), so this forwards once, never in

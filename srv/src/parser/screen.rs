@@ -72,10 +72,15 @@ fn cell(c: Option<&vt100::Cell>) -> Cell {
     if c.dim() {
         fg = mix(fg, bg);
     }
-    let attrs = [(c.bold(), attr::BOLD), (c.italic(), attr::ITALIC), (c.underline(), attr::UNDERLINE), (c.inverse(), attr::INVERSE)]
-        .iter()
-        .filter(|(on, _)| *on)
-        .fold(0, |a, (_, bit)| a | bit);
+    let attrs = [
+        (c.bold(), attr::BOLD),
+        (c.italic(), attr::ITALIC),
+        (c.underline(), attr::UNDERLINE),
+        (c.inverse(), attr::INVERSE),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |a, (_, bit)| a | bit);
     Cell(ch, fg, bg, attrs)
 }
 

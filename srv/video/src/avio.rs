@@ -51,7 +51,9 @@ impl Avio {
         // SAFETY: buf is a fresh av_malloc'd buffer of IO_BUFFER bytes;
         // no seek callback, so the context is non-seekable (what the
         // fragmented muxer and a streaming demuxer expect).
-        let ctx = unsafe { ffi::avio_alloc_context(buf, IO_BUFFER as c_int, write as c_int, opaque, read_packet, write_packet, None) };
+        let ctx = unsafe {
+            ffi::avio_alloc_context(buf, IO_BUFFER as c_int, write as c_int, opaque, read_packet, write_packet, None)
+        };
         if ctx.is_null() {
             // SAFETY: the buffer was not taken over.
             unsafe { ffi::av_free(buf as *mut c_void) };
@@ -142,12 +144,20 @@ impl Muxer {
             (*m.ctx).flags |= ffi::AVFMT_FLAG_CUSTOM_IO;
             let st = ffi::avformat_new_stream(m.ctx, ptr::null());
             if st.is_null() {
-                return Err(Error::ffmpeg("avformat_new_stream", ffmpeg::Error::Other { errno: ffmpeg::error::ENOMEM }));
+                return Err(Error::ffmpeg(
+                    "avformat_new_stream",
+                    ffmpeg::Error::Other { errno: ffmpeg::error::ENOMEM },
+                ));
             }
             check("avcodec_parameters_from_context", ffi::avcodec_parameters_from_context((*st).codecpar, enc))?;
             (*st).time_base = time_base;
             let mut opts: *mut ffi::AVDictionary = ptr::null_mut();
-            ffi::av_dict_set(&mut opts, c"movflags".as_ptr(), c"frag_keyframe+empty_moov+default_base_moof".as_ptr(), 0);
+            ffi::av_dict_set(
+                &mut opts,
+                c"movflags".as_ptr(),
+                c"frag_keyframe+empty_moov+default_base_moof".as_ptr(),
+                0,
+            );
             let ret = ffi::avformat_write_header(m.ctx, &mut opts);
             ffi::av_dict_free(&mut opts);
             check("avformat_write_header", ret)?;

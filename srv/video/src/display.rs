@@ -75,7 +75,9 @@ impl DisplayService {
     /// A display recording to `output`. Nothing is created until the first
     /// recording begins.
     pub fn new(output: PathBuf) -> DisplayService {
-        DisplayService { inner: Arc::new(Inner { output, file: tokio::sync::Mutex::new(None), state: Mutex::new(State::default()) }) }
+        DisplayService {
+            inner: Arc::new(Inner { output, file: tokio::sync::Mutex::new(None), state: Mutex::new(State::default()) }),
+        }
     }
 
     /// The file recordings go to.

@@ -198,7 +198,10 @@ impl Encoder {
     pub fn encode(&mut self, frame: &Frame) -> Result<Option<Bytes>, Error> {
         frame.validate().map_err(|e| Error::BadFrame(e.0))?;
         if frame.width < 2 || frame.height < 2 || frame.width > MAX_SIDE || frame.height > MAX_SIDE {
-            return Err(Error::BadFrame(format!("{}x{} frame: sides must be 2..={MAX_SIDE}", frame.width, frame.height)));
+            return Err(Error::BadFrame(format!(
+                "{}x{} frame: sides must be 2..={MAX_SIDE}",
+                frame.width, frame.height
+            )));
         }
         let t0 = Instant::now();
         if self.run.is_none() {
@@ -294,8 +297,16 @@ impl Run {
                 height: sh,
                 // Bilinear: smooth enough when sizes differ; at equal
                 // sizes only the chroma averaging uses it.
-                ctx: scaling::Context::get(Pixel::RGBA, sw, sh, Pixel::YUV420P, self.width, self.height, scaling::Flags::BILINEAR)
-                    .map_err(|e| Error::ffmpeg("sws_getContext", e))?,
+                ctx: scaling::Context::get(
+                    Pixel::RGBA,
+                    sw,
+                    sh,
+                    Pixel::YUV420P,
+                    self.width,
+                    self.height,
+                    scaling::Flags::BILINEAR,
+                )
+                .map_err(|e| Error::ffmpeg("sws_getContext", e))?,
                 src: frame::Video::new(Pixel::RGBA, sw, sh),
             },
         };

@@ -19,10 +19,14 @@ pub struct Probe {
 pub fn probe(path: &Path) -> Result<Probe, Error> {
     crate::init();
     let mut input = ffmpeg_next::format::input(&path).map_err(|e| Error::ffmpeg("open recording", e))?;
-    let stream = input.streams().best(ffmpeg_next::media::Type::Video).ok_or_else(|| Error::BadStream("no video stream".into()))?;
+    let stream = input
+        .streams()
+        .best(ffmpeg_next::media::Type::Video)
+        .ok_or_else(|| Error::BadStream("no video stream".into()))?;
     let index = stream.index();
     let tb = stream.time_base();
-    let params = ffmpeg_next::codec::context::Context::from_parameters(stream.parameters()).map_err(|e| Error::ffmpeg("codec parameters", e))?;
+    let params = ffmpeg_next::codec::context::Context::from_parameters(stream.parameters())
+        .map_err(|e| Error::ffmpeg("codec parameters", e))?;
     let video = params.decoder().video().map_err(|e| Error::ffmpeg("video parameters", e))?;
     let (width, height) = (video.width(), video.height());
     let (mut frames, mut first, mut end) = (0u64, i64::MAX, i64::MIN);
@@ -36,6 +40,7 @@ pub fn probe(path: &Path) -> Result<Probe, Error> {
             end = end.max(pts + packet.duration().max(0));
         }
     }
-    let seconds = if frames == 0 { 0.0 } else { (end - first) as f64 * tb.numerator() as f64 / tb.denominator() as f64 };
+    let seconds =
+        if frames == 0 { 0.0 } else { (end - first) as f64 * tb.numerator() as f64 / tb.denominator() as f64 };
     Ok(Probe { frames, seconds, width, height })
 }

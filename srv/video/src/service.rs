@@ -134,7 +134,11 @@ fn encode_thread(settings: EncoderSettings, mut cmds: mpsc::Receiver<Cmd>, out: 
         failed.get_or_insert(e);
     }
     if enc.frames() > 0 {
-        debug!(frames = enc.frames(), ms_per_frame = enc.busy().as_secs_f64() * 1e3 / enc.frames() as f64, "encoder: done");
+        debug!(
+            frames = enc.frames(),
+            ms_per_frame = enc.busy().as_secs_f64() * 1e3 / enc.frames() as f64,
+            "encoder: done"
+        );
     }
     if let Some(e) = failed {
         let _ = out.blocking_send(Out::Failed(e));

@@ -22,8 +22,16 @@ use tokio_util::sync::CancellationToken;
 const W: u32 = 640;
 const H: u32 = 384;
 
-const PALETTE: [[u8; 3]; 8] =
-    [[235, 235, 235], [230, 200, 30], [40, 200, 210], [40, 190, 40], [200, 40, 200], [210, 40, 40], [40, 40, 210], [16, 16, 16]];
+const PALETTE: [[u8; 3]; 8] = [
+    [235, 235, 235],
+    [230, 200, 30],
+    [40, 200, 210],
+    [40, 190, 40],
+    [200, 40, 200],
+    [210, 40, 40],
+    [40, 40, 210],
+    [16, 16, 16],
+];
 
 /// Colour bars 80 pixels wide, moving 4 pixels left each frame.
 fn bar_colour(x: u32, i: u64) -> [u8; 3] {
@@ -232,7 +240,17 @@ fn a_prefix_of_the_output_plays_while_recording() {
     let path = dir.path().join("torn.mp4");
     std::fs::write(&path, torn).unwrap();
     let out = Command::new("ffprobe")
-        .args(["-v", "quiet", "-select_streams", "v:0", "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "quiet",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(&path)
         .output()
         .unwrap();
@@ -463,8 +481,10 @@ async fn encoder_into_display_records_a_file_and_a_picture() {
         conv.tx.send(mesh_frame::encode(&bars(i, us(i, 30), W, H))).await.unwrap();
         if i == 40 {
             // Mid-recording: the file is there and plays as far as it got.
-            until("a fragment on disk", Duration::from_secs(10), || status_field(&display.status(), "fragments").is_some_and(|f| f != "0"))
-                .await;
+            until("a fragment on disk", Duration::from_secs(10), || {
+                status_field(&display.status(), "fragments").is_some_and(|f| f != "0")
+            })
+            .await;
             let p = probe(&out);
             assert_eq!(p.get("codec_name"), "h264");
             assert!(p.num("nb_read_frames") >= 1.0);
@@ -537,8 +557,12 @@ async fn display_refuses_what_is_not_mp4_and_a_new_recording_truncates() {
         conv.tx.send(Bytes::copy_from_slice(piece)).await.unwrap();
     }
     conv.tx.eof().await;
-    until("the first recording", Duration::from_secs(20), || status_field(&display.status(), "frames").as_deref() == Some("10")).await;
-    until("idle", Duration::from_secs(20), || status_field(&display.status(), "state").as_deref() == Some("idle")).await;
+    until("the first recording", Duration::from_secs(20), || {
+        status_field(&display.status(), "frames").as_deref() == Some("10")
+    })
+    .await;
+    until("idle", Duration::from_secs(20), || status_field(&display.status(), "state").as_deref() == Some("idle"))
+        .await;
     assert_eq!(std::fs::read(&out).unwrap(), whole);
     let first_png = display.latest_png().expect("picture");
 

@@ -115,7 +115,8 @@ fn walk(root: BorrowedFd<'_>, rel: &[String], flags: OFlag, mode: Mode) -> Resul
     let mut cur: Option<OwnedFd> = None;
     for d in dirs {
         let at = cur.as_ref().map_or(root, |f| f.as_fd());
-        let next = openat(at, d.as_str(), OFlag::O_PATH | OFlag::O_DIRECTORY | base, Mode::empty()).map_err(|e| link_or(at, d, e))?;
+        let next = openat(at, d.as_str(), OFlag::O_PATH | OFlag::O_DIRECTORY | base, Mode::empty())
+            .map_err(|e| link_or(at, d, e))?;
         cur = Some(next);
     }
     let at = cur.as_ref().map_or(root, |f| f.as_fd());

@@ -56,7 +56,12 @@ impl Access {
     pub fn from_flags(flags: u32) -> Access {
         let f = flags as i32;
         let acc = f & libc::O_ACCMODE;
-        Access { read: acc != libc::O_WRONLY, write: acc != libc::O_RDONLY, trunc: f & libc::O_TRUNC != 0, append: f & libc::O_APPEND != 0 }
+        Access {
+            read: acc != libc::O_WRONLY,
+            write: acc != libc::O_RDONLY,
+            trunc: f & libc::O_TRUNC != 0,
+            append: f & libc::O_APPEND != 0,
+        }
     }
 
     fn oflag(self) -> OFlag {
@@ -130,7 +135,8 @@ impl Root {
     /// Opens the directory to serve.
     pub fn open(path: &Path) -> Result<Root, String> {
         let what = path.display().to_string();
-        let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| errors::os(e, &what))?;
+        let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| errors::os(e, &what))?;
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let resolver = Resolver::probe(fd.as_fd());
         if resolver == Resolver::Walk {
@@ -241,7 +247,8 @@ impl Root {
 
     pub fn mkdir(&self, rel: &[String], mode: u32) -> Result<Entry, String> {
         let (dir, name) = self.parent(rel)?;
-        nix::sys::stat::mkdirat(&dir, name, Mode::from_bits_truncate(mode & 0o7777)).map_err(|e| errors::os(e, &beneath::join(rel)))?;
+        nix::sys::stat::mkdirat(&dir, name, Mode::from_bits_truncate(mode & 0o7777))
+            .map_err(|e| errors::os(e, &beneath::join(rel)))?;
         self.stat(rel)
     }
 
@@ -274,8 +281,13 @@ impl Root {
         let err = |e| errors::os(e, &what);
         if let Some(m) = a.mode {
             let p = proc_path(&fd);
-            nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, p.as_str(), Mode::from_bits_truncate(m & 0o7777), nix::sys::stat::FchmodatFlags::FollowSymlink)
-                .map_err(err)?;
+            nix::sys::stat::fchmodat(
+                nix::fcntl::AT_FDCWD,
+                p.as_str(),
+                Mode::from_bits_truncate(m & 0o7777),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )
+            .map_err(err)?;
         }
         if a.atime.is_some() || a.mtime.is_some() {
             let p = proc_path(&fd);

@@ -37,7 +37,10 @@ impl Service for DirService {
             // conversation fails while it is still there to see it.
             match conv.rx.recv().await {
                 Some(Msg::Data(_)) => {
-                    let why = error::detail(EBADPATH, format!("a dir service takes no messages; its files are under svc/{name}/root"));
+                    let why = error::detail(
+                        EBADPATH,
+                        format!("a dir service takes no messages; its files are under svc/{name}/root"),
+                    );
                     return conv.tx.send_error(&why).await;
                 }
                 Some(Msg::Eof) => {}

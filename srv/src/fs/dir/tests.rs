@@ -61,7 +61,10 @@ fn dot_dot_is_refused_everywhere() {
     // Even where it would stay inside.
     fails(r.stat(&p("sub/../sub/file")), libc::EACCES);
     fails(r.mkdir(&["..".into(), "made".into()], 0o755), libc::EACCES);
-    fails(r.create(&["..".into(), "made".into()], 0o644, Access { write: true, ..Access::default() }, true), libc::EACCES);
+    fails(
+        r.create(&["..".into(), "made".into()], 0o644, Access { write: true, ..Access::default() }, true),
+        libc::EACCES,
+    );
     fails(r.remove(&["..".into(), "outside".into(), "secret".into()], false), libc::EACCES);
     fails(r.rename(&p("sub/file"), &["..".into(), "stolen".into()], false), libc::EACCES);
     assert!(!f.base.join("made").exists() && !f.base.join("stolen").exists());
@@ -207,7 +210,9 @@ fn files_change_as_asked() {
     write_at(&fh, 0, b"hello world").unwrap();
     assert_eq!(read_at(&fh, 6, 100).unwrap(), b"world");
     fails(r.create(&p("new"), 0o640, rw, true), libc::EEXIST);
-    let e = r.set_attr(&p("new"), &Attrs { size: Some(5), mode: Some(0o600), mtime: Some((1_000_000_000, 5)), atime: None }).unwrap();
+    let e = r
+        .set_attr(&p("new"), &Attrs { size: Some(5), mode: Some(0o600), mtime: Some((1_000_000_000, 5)), atime: None })
+        .unwrap();
     assert_eq!((e.mode, e.meta.map(|m| (m.size, m.mtime))), (0o600, Some((5, (1_000_000_000, 5)))));
     let e = file_attr(&fh, &Attrs { size: Some(2), ..Attrs::default() }, "new", "new").unwrap();
     assert_eq!(e.meta.map(|m| m.size), Some(2));

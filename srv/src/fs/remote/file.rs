@@ -46,10 +46,12 @@ impl RemoteFile {
     pub async fn read(&self, offset: u64, size: usize) -> Result<Bytes, String> {
         match self {
             RemoteFile::Stream(s) => s.read(size).await,
-            RemoteFile::File(_, c) => match ask(&mut *c.lock().await, &TreeReq::Read { offset, size: size as u32 }).await? {
-                TreeResp::Data(d) => Ok(Bytes::from(d)),
-                other => Err(unexpected(other)),
-            },
+            RemoteFile::File(_, c) => {
+                match ask(&mut *c.lock().await, &TreeReq::Read { offset, size: size as u32 }).await? {
+                    TreeResp::Data(d) => Ok(Bytes::from(d)),
+                    other => Err(unexpected(other)),
+                }
+            }
             RemoteFile::Stored(p) => p.read(offset, size).await,
         }
     }

@@ -38,9 +38,15 @@ pub use server::TreeServer;
 pub enum TreeReq {
     Stat(Vec<String>),
     List(Vec<String>),
-    Open { path: Vec<String>, access: Access },
+    Open {
+        path: Vec<String>,
+        access: Access,
+    },
     /// On an open file: at most [`MAX_IO`] bytes at `offset`.
-    Read { offset: u64, size: u32 },
+    Read {
+        offset: u64,
+        size: u32,
+    },
     /// On an open stream or ctl file: one message.
     Write(#[serde(with = "serde_bytes")] Vec<u8>),
     /// On an open file of a served directory.
@@ -54,16 +60,34 @@ pub enum TreeReq {
     FileAttr(Attrs),
     /// On an open file of a served directory: flush it to its disk.
     Sync,
-    Create { path: Vec<String>, mode: u32, access: Access, excl: bool },
-    Mkdir { path: Vec<String>, mode: u32 },
+    Create {
+        path: Vec<String>,
+        mode: u32,
+        access: Access,
+        excl: bool,
+    },
+    Mkdir {
+        path: Vec<String>,
+        mode: u32,
+    },
     /// From a local client only (`mesh ns`): a private view of this
     /// machine's tree, mounted next to it for as long as the conversation
     /// lasts. Answered with `View`.
     View,
     /// Removes a file, or an empty directory when `dir`.
-    Remove { path: Vec<String>, dir: bool },
-    Rename { from: Vec<String>, to: Vec<String>, noreplace: bool },
-    SetAttr { path: Vec<String>, attrs: Attrs },
+    Remove {
+        path: Vec<String>,
+        dir: bool,
+    },
+    Rename {
+        from: Vec<String>,
+        to: Vec<String>,
+        noreplace: bool,
+    },
+    SetAttr {
+        path: Vec<String>,
+        attrs: Attrs,
+    },
 }
 
 /// An answer from a tree server.
@@ -79,7 +103,10 @@ pub enum TreeResp {
     Done,
     Err(String),
     /// A view is mounted at `staging`; the machine's tree is at `mount`.
-    View { staging: String, mount: String },
+    View {
+        staging: String,
+        mount: String,
+    },
 }
 
 /// The first byte of a message that carries file bytes without CBOR: a
@@ -188,7 +215,14 @@ pub async fn open(r: &Router, m: &MachineId, path: &[String], access: Access) ->
     }
 }
 
-pub async fn create(r: &Router, m: &MachineId, path: &[String], mode: u32, access: Access, excl: bool) -> Result<(Entry, Handle), String> {
+pub async fn create(
+    r: &Router,
+    m: &MachineId,
+    path: &[String],
+    mode: u32,
+    access: Access,
+    excl: bool,
+) -> Result<(Entry, Handle), String> {
     let mut conv = r.open(server(m), Vec::new());
     match ask(&mut conv, &TreeReq::Create { path: path.to_vec(), mode, access, excl }).await? {
         TreeResp::Created(e) => Ok((e, opened(conv, FileKind::Stored))),

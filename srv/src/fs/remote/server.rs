@@ -57,7 +57,9 @@ fn what(req: &TreeReq) -> &'static str {
 /// Refuses `svc/S/root/...` unless S is a dir service here.
 fn local_only(ns: &Namespace, path: &[String]) -> Result<(), String> {
     match path {
-        [svc, s, root, ..] if svc == "svc" && root == "root" && !ns.has_root(s) => Err(format!("'/{}' file does not exist", path.join("/"))),
+        [svc, s, root, ..] if svc == "svc" && root == "root" && !ns.has_root(s) => {
+            Err(format!("'/{}' file does not exist", path.join("/")))
+        }
         _ => Ok(()),
     }
 }
@@ -90,12 +92,18 @@ async fn serve(ns: Arc<Namespace>, mut conv: Conv) -> Result<(), String> {
     let h = match req {
         TreeReq::Stat(p) => return conv.tx.send(reply(ns.stat(&p).await.map(TreeResp::Entry))).await,
         TreeReq::List(p) => return conv.tx.send(reply(ns.list(&p).await.map(TreeResp::Entries))).await,
-        TreeReq::Mkdir { path, mode } => return conv.tx.send(reply(ns.mkdir(&path, mode).await.map(TreeResp::Entry))).await,
-        TreeReq::Remove { path, dir } => return conv.tx.send(reply(ns.remove(&path, dir).await.map(|_| TreeResp::Done))).await,
+        TreeReq::Mkdir { path, mode } => {
+            return conv.tx.send(reply(ns.mkdir(&path, mode).await.map(TreeResp::Entry))).await
+        }
+        TreeReq::Remove { path, dir } => {
+            return conv.tx.send(reply(ns.remove(&path, dir).await.map(|_| TreeResp::Done))).await
+        }
         TreeReq::Rename { from, to, noreplace } => {
             return conv.tx.send(reply(ns.rename(&from, &to, noreplace).await.map(|_| TreeResp::Done))).await
         }
-        TreeReq::SetAttr { path, attrs } => return conv.tx.send(reply(ns.set_attr(&path, None, attrs).await.map(TreeResp::Entry))).await,
+        TreeReq::SetAttr { path, attrs } => {
+            return conv.tx.send(reply(ns.set_attr(&path, None, attrs).await.map(TreeResp::Entry))).await
+        }
         TreeReq::Open { path, access } => match ns.open_with(&path, access).await {
             Ok(h) => {
                 conv.tx.send(reply(Ok(TreeResp::Opened(handle_kind(&h))))).await?;
@@ -134,7 +142,8 @@ async fn serve_view(ns: &Arc<Namespace>, conv: &mut Conv) -> Result<(), String> 
         return conv.tx.send(reply(Err(format!("machine {} has no mounted tree", ns.router().id())))).await;
     };
     let n = VIEWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let staging = ns::client::socket_dir().join("views").join(format!("{}.{}.{n}", ns.router().id(), std::process::id()));
+    let staging =
+        ns::client::socket_dir().join("views").join(format!("{}.{}.{n}", ns.router().id(), std::process::id()));
     let view = ns.view();
     let mounted = match crate::fs::mount::mount(view.clone(), &staging, allow_other).await {
         Ok(m) => m,
@@ -182,9 +191,13 @@ async fn answer(ns: &Namespace, h: &Handle, conv: &mut Conv) -> Result<(), Strin
                 }
                 Err(e) => Err(e),
             },
-            TreeReq::Read { offset, size } => ns.read(h, offset, size as usize).await.map(|d| TreeResp::Data(d.to_vec())),
+            TreeReq::Read { offset, size } => {
+                ns.read(h, offset, size as usize).await.map(|d| TreeResp::Data(d.to_vec()))
+            }
             TreeReq::Write(d) => ns.write(h, &d).await.map(|n| TreeResp::Written(n as u32)),
-            TreeReq::WriteAt { offset, data } => ns.write_at(h, offset, &data).await.map(|n| TreeResp::Written(n as u32)),
+            TreeReq::WriteAt { offset, data } => {
+                ns.write_at(h, offset, &data).await.map(|n| TreeResp::Written(n as u32))
+            }
             TreeReq::FileAttr(a) => ns.handle_attr(h, a).await.map(TreeResp::Entry),
             TreeReq::Sync => ns.sync(h).await.map(|_| TreeResp::Done),
             other => Err(format!("{} on an open file", what(&other))),
