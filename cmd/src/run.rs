@@ -96,9 +96,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let code = srv::nsproc::run(srv::nsproc::Options { file, router: router(&r)?, command }).await?;
             std::process::exit(code)
         }
-        Cmd::Routes { router: r } => srv::commands::query(&router(&r)?, "cat /routes").await,
-        Cmd::Ls { path, router: r } => srv::commands::query(&router(&r)?, &format!("ls {path}")).await,
-        Cmd::Cat { path, router: r } => srv::commands::query(&router(&r)?, &format!("cat {path}")).await,
+        Cmd::Routes { router: r } => srv::commands::cat(&router(&r)?, "/routes").await,
+        Cmd::Ls { path, router: r } => srv::commands::ls(&router(&r)?, &path).await,
+        Cmd::Cat { path, router: r } => srv::commands::cat(&router(&r)?, &path).await,
         Cmd::Graph { deploy, router: r } => {
             let graph = if r.given() {
                 srv::graph::live(&router(&r)?).await?

@@ -1,6 +1,8 @@
 //! The client commands: `mesh send`, `mesh serve`, `mesh routes`, `mesh ls`,
-//! `mesh cat`. Each talks to a running router over its Unix socket.
+//! `mesh cat`. Each talks to a running router over its Unix socket; `ls`,
+//! `cat` and `routes` read the tree through [`crate::browse`].
 
+use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
@@ -90,10 +92,24 @@ pub async fn serve(
     }
 }
 
-/// Prints the answer to `ls PATH` or `cat PATH`.
-pub async fn query(router: &DialString, q: &str) -> anyhow::Result<()> {
+/// Prints the names in directory `path` of the router's tree (another
+/// machine's under `/n/M`), one a line.
+pub async fn ls(router: &DialString, path: &str) -> anyhow::Result<()> {
     let client = connect(router).await?;
-    let text = client.query(q).await.map_err(|e| anyhow!(e))?;
-    print!("{text}");
+    let names = crate::browse::ls(&client, path).await.map_err(|e| anyhow!("ls {path}: {e}"))?;
+    let mut out = std::io::stdout();
+    for n in names {
+        writeln!(out, "{n}")?;
+    }
+    Ok(())
+}
+
+/// Copies file `path` of the router's tree to standard output.
+pub async fn cat(router: &DialString, path: &str) -> anyhow::Result<()> {
+    let client = connect(router).await?;
+    crate::browse::cat(&client, path, |b| std::io::stdout().write_all(b))
+        .await
+        .map_err(|e| anyhow!("cat {path}: {e}"))?;
+    std::io::stdout().flush()?;
     Ok(())
 }

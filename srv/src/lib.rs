@@ -2,6 +2,7 @@
 //!
 //! Modules:
 //!
+//! - [`browse`]: the whole tree without FUSE, for `mesh ls` and `mesh cat`.
 //! - [`commands`]: the client commands, over a router's Unix socket.
 //! - [`demo`]: `mesh demo`, the seed's scenario recorded to an MP4.
 //! - [`exec`]: the `exec` kind: one process per conversation, its standard
@@ -14,6 +15,7 @@
 //! - [`up`]: running the routers of a deployment file in one process, as
 //!   `mesh up` does.
 
+pub mod browse;
 pub mod commands;
 pub mod demo;
 pub mod exec;

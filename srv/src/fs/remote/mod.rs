@@ -162,9 +162,25 @@ async fn answer(conv: &mut Conv) -> Result<TreeResp, String> {
 }
 
 /// Sends one request on `conv` and waits for the answer.
-async fn ask(conv: &mut Conv, req: &TreeReq) -> Result<TreeResp, String> {
+pub(crate) async fn ask(conv: &mut Conv, req: &TreeReq) -> Result<TreeResp, String> {
     conv.tx.send(encode(req)).await?;
     answer(conv).await
+}
+
+/// One read on `conv`, an open text or stored file: a text file answers
+/// with `Data`, a stored one with [`RAW`] bytes.
+pub(crate) async fn read(conv: &mut Conv, offset: u64, size: u32) -> Result<Bytes, String> {
+    conv.tx.send(encode(&TreeReq::Read { offset, size })).await?;
+    match conv.rx.recv().await {
+        Some(Msg::Data(b)) if b.first() == Some(&RAW) => Ok(b.slice(1..)),
+        Some(Msg::Data(b)) => match decode(&b)? {
+            TreeResp::Data(d) => Ok(Bytes::from(d)),
+            TreeResp::Err(e) => Err(e),
+            other => Err(unexpected(other)),
+        },
+        Some(Msg::Error(e)) => Err(e),
+        _ => Err(ns::error::EHUNGUP.into()),
+    }
 }
 
 /// One request in a conversation of its own.
