@@ -143,7 +143,10 @@ pub enum Cmd {
         #[command(flatten)]
         router: RouterArg,
     },
-    /// List a directory of the namespace.
+    /// List a directory of the namespace, without FUSE.
+    ///
+    /// Any directory of mesh(4), other machines' trees under /n/M included,
+    /// over as many hops as it takes; the names are those the mount shows.
     Ls {
         /// A directory of mesh(4), relative to the router's tree.
         #[arg(default_value = "/", value_name = "PATH")]
@@ -151,10 +154,14 @@ pub enum Cmd {
         #[command(flatten)]
         router: RouterArg,
     },
-    /// Print a file of the namespace.
+    /// Print a file of the namespace, without FUSE.
+    ///
+    /// Any file of mesh(4) but the streams, other machines' under /n/M and
+    /// the files of served directories included. A stream file (data,
+    /// clone, a trace) is refused: talk to a service with mesh send.
     Cat {
-        /// A text file of mesh(4): routes, machine, ctl, svc/S/info,
-        /// term/T/ctl, term/T/status.
+        /// A file of mesh(4): routes, machine, ctl, svc/S/info,
+        /// term/T/status, n/M/..., svc/S/root/...
         #[arg(value_name = "PATH")]
         path: String,
         #[command(flatten)]
