@@ -11,14 +11,10 @@ use ns::registry::RegistryService;
 use ns::Router;
 
 use crate::exec::Exec;
+use crate::fs::dir::{DirService, Root};
+pub use crate::fs::{CtlHook, FileFn};
 use crate::parser::ParserService;
 use crate::pty::PtyService;
-
-/// Handles a kind's own ctl message for conversation `n`.
-pub type CtlHook = Arc<dyn Fn(u64, &str) -> Result<(), String> + Send + Sync>;
-
-/// Makes the contents of a kind's own file in its service directory.
-pub type FileFn = Arc<dyn Fn() -> Result<bytes::Bytes, String> + Send + Sync>;
 
 /// A built service, with what it adds to the tree.
 pub struct Built {
@@ -29,7 +25,7 @@ pub struct Built {
     /// Files of its own in `svc/S/` (the display's `frame.png`).
     pub files: Vec<(String, FileFn)>,
     /// The directory a dir service serves at `svc/S/root/`.
-    pub root: Option<Arc<crate::fs::dir::Root>>,
+    pub root: Option<Arc<Root>>,
 }
 
 /// Why a service of the deployment file is not offered.
@@ -65,10 +61,8 @@ pub fn build(spec: &ServiceSpec, router: &Router) -> Result<Built, KindError> {
             // The file checks that dir has a root; opening it here makes a
             // missing or unreadable directory a start-up error.
             let path = spec.root.as_deref().ok_or_else(|| bad(anyhow::anyhow!("kind dir needs root")))?;
-            let root = Arc::new(
-                crate::fs::dir::Root::open(path).map_err(|e| bad(anyhow::anyhow!("root {}: {e}", path.display())))?,
-            );
-            let service = Arc::new(crate::fs::dir::DirService::new(root.clone(), spec.name.as_str()));
+            let root = Arc::new(Root::open(path).map_err(|e| bad(anyhow::anyhow!("root {}: {e}", path.display())))?);
+            let service = Arc::new(DirService::new(root.clone(), spec.name.as_str()));
             Ok(Built { about: Some(format!("root {}", root.path().display())), root: Some(root), ..plain(service) })
         }
         ServiceKind::Parser => {

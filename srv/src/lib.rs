@@ -7,8 +7,12 @@
 //! - [`demo`]: `mesh demo`, the seed's scenario recorded to an MP4.
 //! - [`exec`]: the `exec` kind: one process per conversation, its standard
 //!   input and output being the conversation.
+//! - [`fs`]: the namespace as files, mounted through FUSE and served to
+//!   other machines. It knows service kinds only through
+//!   [`fs::KindExtras`]; [`kinds`] builds on it, never the other way.
 //! - [`keys`]: machine keys for network links, and `mesh keygen`.
-//! - [`kinds`]: what each `kind` of the deployment file becomes.
+//! - [`kinds`]: what each `kind` of the deployment file becomes, and what
+//!   it adds to the tree.
 //! - [`nsproc`]: `mesh ns`, a command in a namespace of its own.
 //! - [`pipeline`]: the deployment file's pipelines, started where their
 //!   first stage is served.

@@ -66,28 +66,24 @@ pub struct Frame {
     pub rgba: Bytes,
 }
 
-/// Why a message is not a snapshot or frame.
+/// Why a message is not a snapshot or frame: "bad message: ...".
 #[derive(Debug)]
 pub struct DecodeError(pub String);
 
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "bad message: {}", self.0)
+        f.write_str(&self.0)
     }
 }
 
 impl std::error::Error for DecodeError {}
 
 /// Encodes a snapshot or frame as one message.
-pub fn encode<T: Serialize>(v: &T) -> Bytes {
-    let mut buf = Vec::new();
-    ciborium::into_writer(v, &mut buf).expect("CBOR encoding to memory");
-    Bytes::from(buf)
-}
+pub use ns::cbor::encode;
 
 /// Decodes one message.
 pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, DecodeError> {
-    ciborium::from_reader(b).map_err(|e| DecodeError(e.to_string()))
+    ns::cbor::decode(b, "message").map_err(DecodeError)
 }
 
 impl Snapshot {
@@ -103,7 +99,12 @@ impl Snapshot {
     pub fn validate(&self) -> Result<(), DecodeError> {
         let want = self.cols as usize * self.rows as usize;
         if self.cols == 0 || self.rows == 0 || self.cells.len() != want {
-            return Err(DecodeError(format!("{}x{} snapshot with {} cells", self.cols, self.rows, self.cells.len())));
+            return Err(DecodeError(format!(
+                "bad message: {}x{} snapshot with {} cells",
+                self.cols,
+                self.rows,
+                self.cells.len()
+            )));
         }
         Ok(())
     }
@@ -112,7 +113,12 @@ impl Snapshot {
 impl Frame {
     pub fn validate(&self) -> Result<(), DecodeError> {
         if self.rgba.len() != self.width as usize * self.height as usize * 4 {
-            return Err(DecodeError(format!("{}x{} frame with {} bytes", self.width, self.height, self.rgba.len())));
+            return Err(DecodeError(format!(
+                "bad message: {}x{} frame with {} bytes",
+                self.width,
+                self.height,
+                self.rgba.len()
+            )));
         }
         Ok(())
     }

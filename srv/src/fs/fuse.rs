@@ -127,6 +127,15 @@ impl Inodes {
     }
 }
 
+/// What FUSE calls a tree file's kind.
+fn file_type(k: FileKind) -> FileType {
+    if k == FileKind::Dir {
+        FileType::Directory
+    } else {
+        FileType::RegularFile
+    }
+}
+
 /// `parent/name`.
 fn child(parent: &str, name: &str) -> String {
     if parent == "/" {
@@ -187,7 +196,7 @@ impl MeshFs {
 
     fn attr(&self, ino: u64, e: &Entry) -> FileAttr {
         let now = Timestamp::from(SystemTime::now());
-        let kind = if e.kind == FileKind::Dir { FileType::Directory } else { FileType::RegularFile };
+        let kind = file_type(e.kind);
         let ts = |(s, n): (i64, u32)| Timestamp::new(s, n);
         let (size, atime, mtime, ctime) = match &e.meta {
             Some(m) => (m.size, ts(m.atime), ts(m.mtime), ts(m.ctime)),
@@ -208,6 +217,32 @@ impl MeshFs {
             rdev: 0,
             blksize: if e.kind == FileKind::Stored { STORED_BLKSIZE } else { 4096 },
         }
+    }
+
+    /// The entries of directory `parent` from position `offset` on, `.`
+    /// and `..` first, as (the next entry's position, inode, name,
+    /// entry). readdir does not count as a lookup, so it does not `pin`
+    /// inodes (an entry not yet looked up gets none); readdirplus does.
+    async fn listing(&self, parent: u64, offset: u64, pin: bool) -> FuseResult<Vec<(i64, u64, OsString, Entry)>> {
+        let path = self.path(parent)?;
+        let entries = self.ns.bound().list(&components(&path)).await.map_err(|e| errno(&e))?;
+        let dot = Entry::new("", FileKind::Dir, 0o555);
+        let all = [(".".to_string(), dot.clone()), ("..".to_string(), dot)]
+            .into_iter()
+            .chain(entries.into_iter().map(|e| (e.name.clone(), e)));
+        let mut inodes = lock(&self.inodes);
+        let mut out = Vec::new();
+        for (i, (name, e)) in all.enumerate().skip(offset as usize) {
+            let ino = if name == "." || name == ".." {
+                parent
+            } else if pin {
+                inodes.get_or_add(&child(&path, &name))
+            } else {
+                inodes.by_path.get(&child(&path, &name)).copied().unwrap_or(u64::MAX)
+            };
+            out.push((i as i64 + 1, ino, OsString::from(name), e));
+        }
+        Ok(out)
     }
 
     /// The path of `name` in directory `parent`.
@@ -470,27 +505,11 @@ impl Filesystem for MeshFs {
         _fh: u64,
         offset: i64,
     ) -> FuseResult<ReplyDirectory<impl FutStream<Item = FuseResult<DirectoryEntry>> + Send + 'a>> {
-        let path = self.path(parent)?;
-        let entries = self.ns.bound().list(&components(&path)).await.map_err(|e| errno(&e))?;
-        let mut all = vec![
-            (parent, FileType::Directory, OsString::from(".")),
-            (parent, FileType::Directory, OsString::from("..")),
-        ];
-        {
-            let inodes = lock(&self.inodes);
-            for e in entries {
-                let p = child(&path, &e.name);
-                // readdir does not count as a lookup: do not pin the inode.
-                let ino = inodes.by_path.get(&p).copied().unwrap_or(u64::MAX);
-                let kind = if e.kind == FileKind::Dir { FileType::Directory } else { FileType::RegularFile };
-                all.push((ino, kind, OsString::from(e.name)));
-            }
-        }
-        let out: Vec<FuseResult<DirectoryEntry>> = all
+        let out: Vec<FuseResult<DirectoryEntry>> = self
+            .listing(parent, offset.max(0) as u64, false)
+            .await?
             .into_iter()
-            .enumerate()
-            .skip(offset.max(0) as usize)
-            .map(|(i, (inode, kind, name))| Ok(DirectoryEntry { inode, kind, name, offset: i as i64 + 1 }))
+            .map(|(offset, inode, name, e)| Ok(DirectoryEntry { inode, kind: file_type(e.kind), name, offset }))
             .collect();
         Ok(ReplyDirectory { entries: stream::iter(out) })
     }
@@ -504,28 +523,24 @@ impl Filesystem for MeshFs {
         offset: u64,
         _lock_owner: u64,
     ) -> FuseResult<ReplyDirectoryPlus<impl FutStream<Item = FuseResult<DirectoryEntryPlus>> + Send + 'a>> {
-        let path = self.path(parent)?;
-        let entries = self.ns.bound().list(&components(&path)).await.map_err(|e| errno(&e))?;
-        let dot = Entry::new("", FileKind::Dir, 0o555);
-        let mut out = Vec::new();
-        let mut inodes = lock(&self.inodes);
-        let all = [(".".to_string(), dot.clone()), ("..".to_string(), dot)]
+        let out: Vec<FuseResult<DirectoryEntryPlus>> = self
+            .listing(parent, offset, true)
+            .await?
             .into_iter()
-            .chain(entries.into_iter().map(|e| (e.name.clone(), e)));
-        for (i, (name, e)) in all.enumerate().skip(offset as usize) {
-            let ino = if name == "." || name == ".." { parent } else { inodes.get_or_add(&child(&path, &name)) };
-            let attr = self.attr(ino, &e);
-            out.push(Ok(DirectoryEntryPlus {
-                inode: ino,
-                generation: 0,
-                kind: attr.kind,
-                name: OsString::from(name),
-                offset: i as i64 + 1,
-                attr,
-                entry_ttl: TTL,
-                attr_ttl: TTL,
-            }));
-        }
+            .map(|(offset, inode, name, e)| {
+                let attr = self.attr(inode, &e);
+                Ok(DirectoryEntryPlus {
+                    inode,
+                    generation: 0,
+                    kind: attr.kind,
+                    name,
+                    offset,
+                    attr,
+                    entry_ttl: TTL,
+                    attr_ttl: TTL,
+                })
+            })
+            .collect();
         Ok(ReplyDirectoryPlus { entries: stream::iter(out) })
     }
 

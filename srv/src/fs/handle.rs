@@ -16,12 +16,15 @@ use tokio::sync::{broadcast, mpsc};
 /// Something that can wake a poller: the kernel's poll handle.
 pub type Waker = Box<dyn Fn(u64) + Send + Sync>;
 
+/// The poll handle waiting on a stream, if any, and how to wake it.
+type Poller = Mutex<Option<(u64, Arc<Waker>)>>;
+
 /// A stream of messages over a conversation.
 pub struct Stream {
     reader: tokio::sync::Mutex<Reader>,
     writer: ConvWriter,
     /// A poll handle to wake when a message arrives, and how.
-    poller: Arc<Mutex<Option<(u64, Arc<Waker>)>>>,
+    poller: Arc<Poller>,
 }
 
 struct Reader {
@@ -35,7 +38,7 @@ impl Stream {
     pub fn new(conv: Conv) -> Arc<Stream> {
         let Conv { mut rx, tx } = conv;
         let (q_tx, q) = mpsc::channel(1);
-        let poller: Arc<Mutex<Option<(u64, Arc<Waker>)>>> = Default::default();
+        let poller: Arc<Poller> = Default::default();
         let p = poller.clone();
         tokio::spawn(async move {
             loop {
@@ -113,7 +116,7 @@ impl Stream {
     }
 }
 
-fn wake(p: &Mutex<Option<(u64, Arc<Waker>)>>) {
+fn wake(p: &Poller) {
     if let Some((kh, w)) = p.lock().unwrap_or_else(|e| e.into_inner()).take() {
         w(kh);
     }

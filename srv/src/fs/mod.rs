@@ -82,15 +82,22 @@ pub struct Namespace {
     mounted_at: Mutex<Option<(std::path::PathBuf, bool)>>,
 }
 
-/// What a local service's kind adds to its directory.
+/// Handles a kind's own ctl message for conversation `n`.
+pub type CtlHook = Arc<dyn Fn(u64, &str) -> Result<(), String> + Send + Sync>;
+
+/// Makes the contents of a kind's own file in its service directory.
+pub type FileFn = Arc<dyn Fn() -> Result<Bytes, String> + Send + Sync>;
+
+/// What a local service's kind adds to its directory. The tree knows
+/// kinds only through this, which the kinds module fills in.
 #[derive(Default, Clone)]
 pub struct KindExtras {
     /// Its own conversation ctl messages.
-    pub ctl: Option<crate::kinds::CtlHook>,
+    pub ctl: Option<CtlHook>,
     /// A line for its `info` file.
     pub about: Option<String>,
     /// Files of its own.
-    pub files: Vec<(String, crate::kinds::FileFn)>,
+    pub files: Vec<(String, FileFn)>,
     /// The directory a dir service serves at `svc/S/root/`.
     pub root: Option<Arc<dir::Root>>,
 }
@@ -199,7 +206,7 @@ impl Namespace {
     }
 
     /// A local service's own ctl handler, if its kind has one.
-    pub fn kind_ctl(&self, service: &str) -> Option<crate::kinds::CtlHook> {
+    pub fn kind_ctl(&self, service: &str) -> Option<CtlHook> {
         self.extras(service).ctl
     }
 
