@@ -20,9 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::conv::{Conv, ConvTable, Delivery, Msg, Outbox, Service};
-use crate::envelope::{Envelope, Hello, Kind, VERSION};
+use crate::envelope::{link_options, Envelope, Hello, Kind, VERSION};
 use crate::error;
-use crate::link::link_options;
 use crate::outlet::LINK_QUEUE;
 use crate::path::{Addr, MachineId, Name, ServiceName};
 

@@ -21,6 +21,11 @@ pub const MAX_MSG: usize = 8 << 20;
 /// The largest frame a link accepts: a maximal payload plus its header.
 pub const MAX_FRAME: usize = MAX_MSG + (64 << 10);
 
+/// Link options every mesh link uses, a router's or a local client's.
+pub fn link_options() -> dial::LinkOptions {
+    dial::LinkOptions { max_frame: MAX_FRAME }
+}
+
 /// One message between two endpoints of the mesh.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Envelope {

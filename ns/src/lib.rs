@@ -1,35 +1,47 @@
 //! ns: the core of the mesh, below the file system.
 //!
-//! Modules, from the bottom up:
+//! Modules, from the bottom up, floor by floor: a module imports only
+//! from floors below its own (and `conv::lock`, a helper, from anywhere
+//! above conv). No two modules import each other.
 //!
-//! - [`path`]: machine and service names, and addresses (`/svc/S`,
-//!   `/n/M/svc/S`, `/n/M/svc/S/N`).
-//! - [`error`]: the error strings, Plan 9 style, and their errno table.
-//! - [`cbor`]: one CBOR message, encoded and decoded (the registry's, the
-//!   tree's, the pipeline's).
-//! - [`envelope`]: what every frame carries, and its CBOR encoding with
-//!   zero-copy payloads.
-//! - [`conv`]: conversation endpoints: ordered input, end-to-end credit,
-//!   end of input, hangup; the [`conv::Service`] trait.
-//! - [`route`]: the route table: best route per machine, nearest replica.
-//! - [`gossip`]: path-vector announcements, incremental and numbered,
-//!   naming the links lost.
-//! - [`registry`]: the registry protocol and the router's client of it.
-//! - [`term`]: terminals and their counters and traces; [`crossed`]: the
-//!   conversations that crossed a link, failed when it dies.
-//! - [`router`]: forwarding, resolution, local delivery, the gossip task.
-//! - [`link`]: handshakes, link readers, dialing, local clients;
-//!   [`outlet`]: a link's sending side, inline writes when it is idle,
-//!   else a bounded queue and the writer task.
-//! - [`client`]: the library a local process uses to reach its router.
-//! - [`bind`]: the mount table of a namespace: bind, unmount, unions;
-//!   [`nsfile`]: namespace files, the lines `mesh ns` builds one from.
-//! - [`query`]: the router's state as text files, without FUSE.
-//! - [`deploy`]: the deployment file.
+//! 1. [`path`]: machine and service names, and addresses (`/svc/S`,
+//!    `/n/M/svc/S`, `/n/M/svc/S/N`); [`error`]: the error strings, Plan 9
+//!    style, and their errno table; [`cbor`]: one CBOR message, encoded
+//!    and decoded (the registry's, the tree's, the pipeline's); [`bind`]: the mount table of a
+//!    namespace: bind, unmount, unions; [`deploy`]: the deployment file.
+//! 2. [`route`]: the route table: best route per machine, nearest replica;
+//!    [`nsfile`]: namespace files, the lines `mesh ns` builds one from.
+//! 3. [`gossip`]: path-vector announcements, incremental and numbered,
+//!    naming the links lost (the protocol; its I/O is in `peers`).
+//! 4. [`envelope`]: what every frame carries, and its CBOR encoding with
+//!    zero-copy payloads.
+//! 5. [`conv`]: conversation endpoints: ordered input, end-to-end credit,
+//!    end of input, hangup; the [`conv::Service`] trait; [`outlet`]: a
+//!    link's sending side, inline writes when it is idle, else a bounded
+//!    queue and the writer task, reporting to an [`outlet::Owner`].
+//! 6. [`crossed`]: the conversations that crossed a link, failed when it
+//!    dies; [`client`]: the library a local process uses to reach its
+//!    router.
+//! 7. [`term`]: terminals, their counters and traces, and the table of
+//!    them ([`term::Terms`]).
+//! 8. [`clients`]: the table of local clients; [`config`]: a router's
+//!    configuration and link security.
+//! 9. [`router`]: forwarding, resolution, local delivery, the tables; the
+//!    [`router::Routing`] and [`router::Discovery`] traits the parts
+//!    below plug in by.
+//! 10. [`query`]: the router's state as text files, without FUSE;
+//!     [`peers`]: gossip and keepalive over the links, the router's
+//!     `Routing`; [`registry`]: the registry protocol and service, and the
+//!     client that is the router's `Discovery`.
+//! 11. [`local`]: serving a local client's link.
+//! 12. [`link`]: handshakes, link readers, dialing.
+//! 13. [`start`]: `Router::new`, the router with its parts plugged in.
 
 pub mod bind;
 pub mod cbor;
 pub mod client;
+pub(crate) mod clients;
+pub mod config;
 pub mod conv;
 pub mod crossed;
 pub mod deploy;
@@ -37,13 +49,16 @@ pub mod envelope;
 pub mod error;
 pub mod gossip;
 pub mod link;
+mod local;
 pub mod nsfile;
 pub mod outlet;
 pub mod path;
+mod peers;
 pub mod query;
 pub mod registry;
 pub mod route;
 pub mod router;
+mod start;
 pub mod term;
 
 pub use conv::{Conv, Msg, Service};

@@ -1,41 +1,35 @@
-//! Links: handshakes, the reader and writer of each link, dialing with
-//! backoff, and local clients.
+//! Links: handshakes, the reader of each link to a neighbour, dialing
+//! with backoff.
 //!
 //! The dialer speaks first: `Hello` with its machine id (or, from a local
 //! client, a request for a block of conversation numbers); the acceptor
 //! answers with its own. A bad frame, a wrong first frame or a silent peer
 //! closes that link alone; the router keeps serving everyone else.
+//!
+//! A neighbour's envelopes are forwarded, or handed to the routing
+//! protocol ([`crate::router::Routing`]) when they are addressed to the
+//! router; a local client's link is served by [`crate::local`].
 
-use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dial::{DialString, Link, LinkOptions};
+use dial::{DialString, Link};
 use futures::{SinkExt, StreamExt};
 use tracing::{debug, info, warn};
 
+pub use crate::envelope::link_options;
+pub use crate::router::Security;
+pub use crate::term::now_us;
+
 use crate::conv::lock;
-use crate::envelope::{Envelope, Hello, Kind, MAX_FRAME, VERSION};
+use crate::envelope::{Envelope, Hello, Kind, VERSION};
 use crate::error;
-use crate::gossip::adverts;
 use crate::path::{Addr, MachineId};
-use crate::router::{warn_link, Router};
+use crate::router::Router;
 use crate::term::{Term, TermKind};
-
-/// This machine's key and the keys of the machines it accepts.
-pub struct Security {
-    pub identity: dial::Identity,
-    pub trust: dial::Trust,
-}
-
-impl std::fmt::Debug for Security {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Security {{ key {}, {} pinned }}", self.identity.public().fingerprint(), self.trust.len())
-    }
-}
 
 /// How a network link was secured: the peer machine its key belongs to,
 /// and the status line; or no check at all.
@@ -48,17 +42,6 @@ struct Secured {
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// Link options every mesh link uses.
-pub fn link_options() -> LinkOptions {
-    LinkOptions { max_frame: MAX_FRAME, ..LinkOptions::default() }
-}
-
-/// Microseconds on the runtime's clock (paused in tests).
-pub fn now_us() -> u64 {
-    static START: OnceLock<tokio::time::Instant> = OnceLock::new();
-    START.get_or_init(tokio::time::Instant::now).elapsed().as_micros() as u64
-}
 
 fn hello_env(from: &MachineId, client: Option<u32>) -> Envelope {
     let router = crate::conv::reserved();
@@ -99,7 +82,7 @@ impl Router {
         self.spawn(async move {
             loop {
                 tokio::select! {
-                    _ = r.0.shutdown.cancelled() => return,
+                    _ = r.shutdown_token().cancelled() => return,
                     res = listener.accept() => match res {
                         Ok(link) => { r.spawn(r.clone().accepted(link, clients_ok, network)); }
                         Err(e) => {
@@ -116,7 +99,7 @@ impl Router {
     /// Authenticates and encrypts a tcp or ws link, unless this router
     /// runs insecure. An unknown key is refused before anything is read.
     async fn secure(&self, link: Link, role: dial::Role) -> io::Result<(Link, Secured)> {
-        match &self.0.cfg.security {
+        match &self.config().security {
             Some(sec) => {
                 let (link, peer) = dial::secure(link, &link_options(), &sec.identity, &sec.trust, role).await?;
                 let status = format!("noise {} ({})", peer.key.fingerprint(), peer.machine);
@@ -157,9 +140,9 @@ impl Router {
                 warn!(%remote, uid = ?link.uid, "refused local client");
                 return;
             }
-            let k = self.0.next_client.fetch_add(1, Relaxed);
+            let k = self.clients().next_block();
             if send_frame(&mut link, &hello_env(self.id(), Some(k))).await.is_ok() {
-                self.run_client(link, k).await;
+                crate::local::serve(self, link, k).await;
             }
             return;
         }
@@ -217,8 +200,7 @@ impl Router {
     /// refused, with the refusals in its status.
     pub fn dial_machine(&self, ds: DialString, m: MachineId) {
         let name = format!("net-{m}");
-        let t = Term::placeholder(name.clone(), TermKind::Net(m.clone()), ds.to_string());
-        lock(&self.0.pending).entry(name).or_insert(t);
+        self.term_table().add_placeholder(Term::placeholder(name, TermKind::Net(m.clone()), ds.to_string()));
         self.redial(ds, None, Some(m));
     }
 
@@ -245,12 +227,12 @@ impl Router {
     fn redial(&self, ds: DialString, first: Option<tokio::task::JoinHandle<()>>, expect: Option<MachineId>) {
         let r = self.clone();
         // The terminal shown while the link is down, for an expected peer.
-        let placeholder = expect.as_ref().and_then(|m| lock(&self.0.pending).get(&format!("net-{m}")).cloned());
+        let placeholder = expect.as_ref().and_then(|m| self.term_table().placeholder(&format!("net-{m}")));
         self.spawn(async move {
             let mut backoff = BACKOFF_MIN;
             if let Some(task) = first {
                 tokio::select! {
-                    _ = r.0.shutdown.cancelled() => return,
+                    _ = r.shutdown_token().cancelled() => return,
                     _ = task => {}
                 }
             }
@@ -260,7 +242,7 @@ impl Router {
                         info!(%peer, addr = %ds, "dialed");
                         backoff = BACKOFF_MIN;
                         tokio::select! {
-                            _ = r.0.shutdown.cancelled() => return,
+                            _ = r.shutdown_token().cancelled() => return,
                             _ = task => {}
                         }
                         if let Some(t) = &placeholder {
@@ -283,7 +265,7 @@ impl Router {
                     }
                 }
                 tokio::select! {
-                    _ = r.0.shutdown.cancelled() => return,
+                    _ = r.shutdown_token().cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -291,58 +273,36 @@ impl Router {
         });
     }
 
-    /// Registers a terminal, keeping one link per neighbour: of two links
-    /// between the same pair, the one dialed by the smaller id stays.
-    fn register(&self, term: &Arc<Term>, peer: &MachineId) -> bool {
-        let mut terms = self.0.terms.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = terms.get(&term.name) {
-            let old_dialer_me = old.dialed;
-            let keep_new = {
-                let new_dialer = if term.dialed { self.id() } else { peer };
-                let old_dialer = if old_dialer_me { self.id() } else { peer };
-                new_dialer < old_dialer || old.is_hungup()
-            };
-            if !keep_new {
-                return false;
-            }
-            old.hangup();
-        }
-        terms.insert(term.name.clone(), term.clone());
-        true
-    }
-
     async fn run_peer(self, link: Link, peer: MachineId, dialed: bool, addr: String, security: String) {
         let Link { tx, rx: mut frames, .. } = link;
         let (term, writer) = Term::linked(format!("net-{peer}"), TermKind::Net(peer.clone()), addr, dialed, tx);
         *lock(&term.security) = security;
         // What kept the link down stays readable once it is up.
-        if let Some(p) = lock(&self.0.pending).get(&term.name) {
+        if let Some(p) = self.term_table().placeholder(&term.name) {
             for (line, n) in p.refusals() {
                 term.refused_times(line, n);
             }
         }
-        if !self.register(&term, &peer) {
+        if !self.term_table().link(&term, self.id(), &peer) {
             debug!(%peer, "duplicate link closed");
             return;
         }
         info!(%peer, term = %term.name, "link up");
         self.log_event(format!("link up {} {}", term.name, term.addr));
-        lock(&self.0.gossip).insert(peer.clone(), Default::default());
-        lock(&self.0.resync).insert(peer.clone());
-        let change = self.0.table.write().unwrap_or_else(|e| e.into_inner()).peer_up(&peer);
-        self.after_change(change);
-        self.0.changed.notify_one();
+        self.routing().link_up(&peer);
+        self.update_table(|t| t.peer_up(&peer));
+        self.routing().table_changed();
         let writer = self.spawn(writer);
         loop {
             let frame = tokio::select! {
-                _ = self.0.shutdown.cancelled() => break,
+                _ = self.shutdown_token().cancelled() => break,
                 _ = term.hungup() => break,
                 f = frames.next() => f,
             };
             let frame = match frame {
                 Some(Ok(f)) => f,
                 Some(Err(e)) => {
-                    warn_link(&term, "read", e);
+                    term.warn("read", e);
                     break;
                 }
                 None => break,
@@ -352,7 +312,7 @@ impl Router {
             let env = match Envelope::decode(frame) {
                 Ok(env) => env,
                 Err(e) => {
-                    warn_link(&term, "bad frame, closing link", e);
+                    term.warn("bad frame, closing link", e);
                     break;
                 }
             };
@@ -360,8 +320,8 @@ impl Router {
             if matches!(env.kind, Kind::Routes(_)) {
                 term.count_routes(true, len);
             }
-            if let Err(e) = self.from_peer(&term, &peer, env).await {
-                warn_link(&term, "protocol error, closing link", e);
+            if let Err(e) = self.receive_from_peer(&term, &peer, env).await {
+                term.warn("protocol error, closing link", e);
                 break;
             }
         }
@@ -372,73 +332,20 @@ impl Router {
     }
 
     fn unregister(&self, term: &Arc<Term>, peer: &MachineId) {
-        let mine = {
-            let mut terms = self.0.terms.write().unwrap_or_else(|e| e.into_inner());
-            let mine = terms.get(&term.name).is_some_and(|t| Arc::ptr_eq(t, term));
-            if mine {
-                terms.remove(&term.name);
-            }
-            mine
-        };
-        if !mine {
+        if !self.term_table().unlink(term) {
             return;
         }
         info!(%peer, term = %term.name, "link down");
         self.log_event(format!("link down {}", term.name));
-        lock(&self.0.gossip).remove(peer);
-        let change = self.0.table.write().unwrap_or_else(|e| e.into_inner()).peer_down(peer);
-        self.after_change(change);
+        self.routing().link_down(peer);
+        self.update_table(|t| t.peer_down(peer));
     }
 
     /// Handles one envelope from a neighbour.
-    async fn from_peer(&self, term: &Arc<Term>, peer: &MachineId, env: Envelope) -> Result<(), String> {
+    async fn receive_from_peer(&self, term: &Arc<Term>, peer: &MachineId, env: Envelope) -> Result<(), String> {
         match env.kind {
-            Kind::Routes(a) => {
-                if !self.0.cfg.gossip {
-                    return Ok(());
-                }
-                let accepted = lock(&self.0.gossip).get(peer).is_some_and(|g| g.accepts(&a));
-                if !accepted {
-                    debug!(%peer, seq = a.seq, "gap in announcements, asking for the full table");
-                    let _ = term.send(self.control(peer, Kind::Resync)).await;
-                    return Ok(());
-                }
-                let lost = if self.0.cfg.root_cause { &a.lost[..] } else { &[] };
-                let until = tokio::time::Instant::now() + self.0.cfg.lost_link_hold();
-                let res = self.0.table.write().unwrap_or_else(|e| e.into_inner()).apply_lost(
-                    peer,
-                    a.full,
-                    lost,
-                    until,
-                    adverts(&a),
-                );
-                match res {
-                    Ok(change) => {
-                        if let Some(g) = lock(&self.0.gossip).get_mut(peer) {
-                            g.seq_in = a.seq;
-                        }
-                        self.after_change(change);
-                        Ok(())
-                    }
-                    Err(n) => Err(format!("{n} routes, over the cap of {}", crate::route::MAX_ROUTES_PER_PEER)),
-                }
-            }
-            Kind::Resync => {
-                lock(&self.0.resync).insert(peer.clone());
-                self.0.changed.notify_one();
-                Ok(())
-            }
-            Kind::Ping { stamp, seq } => {
-                let _ = term.send(self.control(peer, Kind::Pong { stamp })).await;
-                let behind = self.0.cfg.gossip && lock(&self.0.gossip).get(peer).is_some_and(|g| seq > g.seq_in);
-                if behind {
-                    let _ = term.send(self.control(peer, Kind::Resync)).await;
-                }
-                Ok(())
-            }
-            Kind::Pong { stamp } => {
-                term.stats.rtt_us.store(now_us().saturating_sub(stamp), Relaxed);
-                Ok(())
+            Kind::Routes(_) | Kind::Resync | Kind::Ping { .. } | Kind::Pong { .. } => {
+                self.routing().receive(self, term, peer, env).await
             }
             Kind::Hello(_) | Kind::Offer(_) | Kind::Withdraw(_) | Kind::Query(_) => {
                 Err(format!("unexpected {} from a neighbour", crate::term::kind_name(&env.kind)))
@@ -460,7 +367,7 @@ impl Router {
                 // says it reaches (with gossip on: without it, neighbours
                 // advertise nothing to check against).
                 let src = src.expect("checked above").clone();
-                if self.0.cfg.gossip && !self.table().peer_reaches(peer, &src) {
+                if self.config().gossip && !self.table().peer_reaches(peer, &src) {
                     term.stats.errors.fetch_add(1, Relaxed);
                     warn!(%peer, source = %env.src, "refused: neighbour does not route to the source");
                     self.bounce(env, error::detail(error::EPERM, format!("{peer} does not route to {src}")));
@@ -470,134 +377,6 @@ impl Router {
                 Ok(())
             }
         }
-    }
-
-    /// Serves one local client process until it goes.
-    async fn run_client(self, link: Link, k: u32) {
-        let name = format!("client-{k}");
-        let Link { tx, rx: mut frames, remote, .. } = link;
-        let (term, writer) = Term::linked(name, TermKind::Client(k), remote, false, tx);
-        self.0.clients.write().unwrap_or_else(|e| e.into_inner()).insert(k, term.clone());
-        debug!(client = k, "local client up");
-        let writer = self.spawn(writer);
-        loop {
-            let frame = tokio::select! {
-                _ = self.0.shutdown.cancelled() => break,
-                f = frames.next() => f,
-            };
-            let env = match frame
-                .map(|f| f.map_err(|e| e.to_string()).and_then(|f| Envelope::decode(f).map_err(|e| e.to_string())))
-            {
-                Some(Ok(env)) => env,
-                Some(Err(e)) => {
-                    warn_link(&term, "local client, closing", e);
-                    break;
-                }
-                None => break,
-            };
-            self.from_client(&term, k, env).await;
-        }
-        writer.abort();
-        self.client_gone(k).await;
-    }
-
-    async fn from_client(&self, term: &Arc<Term>, k: u32, env: Envelope) {
-        let owned = env.src.machine.as_ref() == Some(self.id()) && env.src.conv.is_some_and(|n| n >> 32 == k as u64);
-        match &env.kind {
-            Kind::Offer(name) => {
-                let taken = self.0.convs.has_service(name.as_str()) || name.as_str() == crate::conv::RESERVED;
-                if taken {
-                    warn!(client = k, service = %name, "offer refused: served here already");
-                    return;
-                }
-                self.0.client_services.write().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), k);
-                info!(client = k, service = %name, "service offered by local client");
-                self.local_changed();
-            }
-            Kind::Withdraw(name) => {
-                let mut cs = self.0.client_services.write().unwrap_or_else(|e| e.into_inner());
-                if cs.get(name) == Some(&k) {
-                    cs.remove(name);
-                }
-                drop(cs);
-                self.local_changed();
-            }
-            Kind::Query(q) => {
-                let (kind, data) = match crate::query::answer(self, q) {
-                    Ok(text) => (Kind::Data, Bytes::from(text)),
-                    Err(e) => (Kind::Error(e), Bytes::new()),
-                };
-                let mut reply = Envelope::new(self.next_id(), env.dst.clone(), env.src.clone(), kind.clone(), data);
-                reply.via.push(self.id().clone());
-                let _ = term.send(reply.clone()).await;
-                if kind == Kind::Data {
-                    reply.kind = Kind::Eof;
-                    reply.data = Bytes::new();
-                    let _ = term.send(reply).await;
-                }
-            }
-            _ if !owned => {
-                let src = env.src.clone();
-                self.bounce(env, error::detail(error::EPERM, format!("client may not send as {src}")));
-            }
-            Kind::Hangup => {
-                if let Some(m) = lock(&self.0.client_convs).get_mut(&k) {
-                    m.remove(&env.src);
-                }
-                self.forward(env).await;
-            }
-            _ => {
-                {
-                    let mut cc = lock(&self.0.client_convs);
-                    let m = cc.entry(k).or_default();
-                    if !m.contains_key(&env.src) {
-                        m.insert(env.src.clone(), env.dst.clone());
-                    }
-                }
-                self.forward(env).await;
-            }
-        }
-    }
-
-    /// A local client went: withdraw its services and hang up for it.
-    async fn client_gone(&self, k: u32) {
-        debug!(client = k, "local client gone");
-        self.0.clients.write().unwrap_or_else(|e| e.into_inner()).remove(&k);
-        let had = {
-            let mut cs = self.0.client_services.write().unwrap_or_else(|e| e.into_inner());
-            let before = cs.len();
-            cs.retain(|_, c| *c != k);
-            before != cs.len()
-        };
-        if had {
-            self.local_changed();
-        }
-        let convs: HashMap<Addr, Addr> = lock(&self.0.client_convs).remove(&k).unwrap_or_default();
-        for (src, dst) in convs {
-            let env = Envelope::new(self.next_id(), src, dst, Kind::Hangup, Bytes::new());
-            self.forward(env).await;
-        }
-    }
-}
-
-/// Pings every neighbour and hangs up on those silent for two periods
-/// (four missed pings). A ping that finds the link's queue full is not
-/// sent: the link is busy, and whatever it delivers counts as alive.
-pub(crate) fn ping_all(r: &Router) {
-    let period = r.config().period;
-    let limit = 2 * period.as_micros() as u64;
-    for term in r.terms() {
-        let TermKind::Net(peer) = &term.kind else { continue };
-        let silent = now_us().saturating_sub(term.last_rx.load(Relaxed));
-        if silent > limit {
-            warn!(term = %term.name, silent_ms = silent / 1000, "neighbour silent, closing link");
-            r.log_event(format!("{} silent for {} ms", term.name, silent / 1000));
-            term.hangup();
-            continue;
-        }
-        let seq = lock(&r.0.gossip).get(peer).map(|g| g.seq_out).unwrap_or(0);
-        let env = r.control(peer, Kind::Ping { stamp: now_us(), seq });
-        term.try_send(env);
     }
 }
 

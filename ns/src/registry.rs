@@ -6,13 +6,16 @@
 //! its registry-learned routes. A name missing from the table is looked up
 //! at once. Entries live as long as the registering conversation, like
 //! Inferno's registry(4): when a router goes, so do its entries.
-//! [`RegistryService`] is the service itself, for the `registry` kind.
+//! The client plugs into forwarding as the router's [`Discovery`], so the
+//! router never names the registry. [`RegistryService`] is the service
+//! itself, for the `registry` kind.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, info};
@@ -20,8 +23,8 @@ use tracing::{debug, info};
 use crate::cbor;
 use crate::conv::{lock, Conv, Msg, Service};
 use crate::path::{Addr, MachineId, Name, ServiceName};
-use crate::route::Advert;
-use crate::router::Router;
+use crate::route::{Advert, Change};
+use crate::router::{Discovery, Router};
 
 /// A request to the registry, one CBOR message each.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,8 +48,14 @@ pub struct Entry {
 /// A lookup: one service, or `None` to refresh the whole list.
 type LookupReq = (Option<ServiceName>, oneshot::Sender<()>);
 
-/// The client's state inside a router.
-pub struct ClientState {
+/// The router's registry client: its state, its task, and the
+/// [`Discovery`] forwarding asks.
+///
+/// Lock order: `refreshed` and `lookups_rx` are each taken alone (the
+/// service's `entries`, below, is taken before the router's table).
+pub struct Client {
+    /// The registry's machine.
+    machine: MachineId,
     changed: Notify,
     reachable: AtomicBool,
     /// When the list last came: registry routes expire three periods on.
@@ -55,10 +64,12 @@ pub struct ClientState {
     lookups_rx: Mutex<Option<mpsc::Receiver<LookupReq>>>,
 }
 
-impl Default for ClientState {
-    fn default() -> Self {
+impl Client {
+    /// A client of the registry on `machine`; [`Client::run`] runs it.
+    pub(crate) fn new(machine: MachineId) -> Client {
         let (tx, rx) = mpsc::channel(64);
-        ClientState {
+        Client {
+            machine,
             changed: Notify::new(),
             reachable: AtomicBool::new(false),
             refreshed: Mutex::new(None),
@@ -66,131 +77,120 @@ impl Default for ClientState {
             lookups_rx: Mutex::new(Some(rx)),
         }
     }
-}
 
-impl ClientState {
-    pub(crate) fn local_changed(&self) {
-        self.changed.notify_one();
+    /// Runs the client until shutdown, reconnecting after failures, and
+    /// expires the registry's routes when no fresh list comes.
+    pub(crate) async fn run(self: Arc<Self>, r: Router) {
+        let Some(mut lookups) = lock(&self.lookups_rx).take() else { return };
+        r.spawn(self.clone().expiry(r.clone()));
+        let svc = Name::new("registry").expect("valid name");
+        let reg = self.machine.clone();
+        let period = r.config().period;
+        loop {
+            let mut conv = r.open(Addr::on(reg.clone(), svc.clone()), Vec::new());
+            let res = self.session(&r, &mut conv, &mut lookups).await;
+            if r.shutdown_token().is_cancelled() {
+                return;
+            }
+            let why = res.err().unwrap_or_default();
+            if self.reachable.swap(false, Relaxed) {
+                info!(registry = %reg, "registry unreachable: {why}");
+            }
+            r.log_event(format!("registry {reg} unreachable: {why}"));
+            drop(conv);
+            tokio::select! {
+                _ = r.shutdown_token().cancelled() => return,
+                _ = tokio::time::sleep(period.min(Duration::from_secs(1))) => {}
+            }
+        }
     }
 
-    /// Whether the last exchange with the registry succeeded.
-    pub fn reachable(&self) -> bool {
+    /// Every period, drops the registry's routes once three periods have
+    /// passed without a fresh list: a registry that died takes its routes
+    /// with it, late.
+    async fn expiry(self: Arc<Self>, r: Router) {
+        let period = r.config().period;
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = r.shutdown_token().cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let stale = lock(&self.refreshed).is_some_and(|t| t.elapsed() > period * 3);
+            if stale {
+                *lock(&self.refreshed) = None;
+                info!("registry routes expired");
+                r.log_event("registry routes expired".into());
+                r.update_table(|t| t.set_registry(HashMap::new()));
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        r: &Router,
+        conv: &mut Conv,
+        lookups: &mut mpsc::Receiver<LookupReq>,
+    ) -> Result<(), String> {
+        let period = r.config().period;
+        let mut tick = tokio::time::interval(period);
+        register(r, conv).await?;
+        loop {
+            tokio::select! {
+                _ = r.shutdown_token().cancelled() => return Ok(()),
+                _ = self.changed.notified() => register(r, conv).await?,
+                _ = tick.tick() => {
+                    let entries = ask(conv, None, period * 3).await?;
+                    self.reachable.store(true, Relaxed);
+                    *lock(&self.refreshed) = Some(tokio::time::Instant::now());
+                    let ads = adverts(r, &entries);
+                    r.update_table(|t| t.set_registry(ads));
+                }
+                Some((name, answer)) = lookups.recv() => {
+                    debug!(service = ?name, "registry lookup");
+                    let entries = ask(conv, name.clone(), period * 3).await?;
+                    let ads = adverts(r, &entries);
+                    r.update_table(|t| {
+                        if name.is_none() {
+                            return t.set_registry(ads);
+                        }
+                        let mut change = Change::default();
+                        for (m, ad) in ads {
+                            let c = t.add_registry(m, ad);
+                            change.changed.extend(c.changed);
+                            change.lost.extend(c.lost);
+                        }
+                        change
+                    });
+                    let _ = answer.send(());
+                }
+            }
+        }
+    }
+}
+
+impl Discovery for Client {
+    fn machine(&self) -> &MachineId {
+        &self.machine
+    }
+
+    fn reachable(&self) -> bool {
         self.reachable.load(Relaxed)
     }
-}
 
-impl Router {
-    /// Whether this router has a registry and last reached it.
-    pub fn registry_status(&self) -> Option<(MachineId, bool)> {
-        let r = self.config().registry.clone()?;
-        Some((r, self.0.registry.reachable()))
-    }
-}
-
-/// Drops the registry's routes once three periods have passed without a
-/// fresh list: a registry that died takes its routes with it, late.
-pub(crate) fn expire(r: &Router) {
-    let stale = lock(&r.0.registry.refreshed).is_some_and(|t| t.elapsed() > r.config().period * 3);
-    if stale {
-        *lock(&r.0.registry.refreshed) = None;
-        info!("registry routes expired");
-        r.log_event("registry routes expired".into());
-        let change = r.0.table.write().unwrap_or_else(|e| e.into_inner()).set_registry(HashMap::new());
-        r.after_change(change);
-    }
-}
-
-/// Looks up a service the table does not know, if there is a registry.
-pub(crate) async fn lookup(r: &Router, name: &ServiceName) -> Option<MachineId> {
-    ask_client(r, Some(name.clone())).await;
-    r.table().nearest(name.as_str()).map(|rt| rt.machine.clone())
-}
-
-/// Refreshes the registry routes at once; false without a registry.
-pub(crate) async fn refresh(r: &Router) -> bool {
-    ask_client(r, None).await
-}
-
-async fn ask_client(r: &Router, name: Option<ServiceName>) -> bool {
-    if r.config().registry.is_none() {
-        return false;
-    }
-    let (tx, rx) = oneshot::channel();
-    if r.0.registry.lookups.try_send((name, tx)).is_err() {
-        return false;
-    }
-    matches!(tokio::time::timeout(Duration::from_secs(2), rx).await, Ok(Ok(())))
-}
-
-/// Runs the registry client until shutdown, reconnecting after failures.
-pub(crate) async fn client_loop(r: Router) {
-    let Some(reg) = r.config().registry.clone() else { return };
-    let Some(mut lookups) = lock(&r.0.registry.lookups_rx).take() else { return };
-    let svc = Name::new("registry").expect("valid name");
-    let period = r.config().period;
-    loop {
-        let mut conv = r.open(Addr::on(reg.clone(), svc.clone()), Vec::new());
-        let res = session(&r, &mut conv, &mut lookups).await;
-        if r.0.shutdown.is_cancelled() {
-            return;
-        }
-        if r.0.registry.reachable.swap(false, Relaxed) {
-            info!(registry = %reg, "registry unreachable: {}", res.unwrap_err_or_default());
-        }
-        r.log_event(format!("registry {reg} unreachable: {}", res.unwrap_err_or_default()));
-        drop(conv);
-        tokio::select! {
-            _ = r.0.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(period.min(Duration::from_secs(1))) => {}
-        }
-    }
-}
-
-trait ErrOrDefault {
-    fn unwrap_err_or_default(&self) -> String;
-}
-impl ErrOrDefault for Result<(), String> {
-    fn unwrap_err_or_default(&self) -> String {
-        self.as_ref().err().cloned().unwrap_or_default()
-    }
-}
-
-async fn session(r: &Router, conv: &mut Conv, lookups: &mut mpsc::Receiver<LookupReq>) -> Result<(), String> {
-    let period = r.config().period;
-    let mut tick = tokio::time::interval(period);
-    register(r, conv).await?;
-    loop {
-        tokio::select! {
-            _ = r.0.shutdown.cancelled() => return Ok(()),
-            _ = r.0.registry.changed.notified() => register(r, conv).await?,
-            _ = tick.tick() => {
-                let entries = ask(conv, None, period * 3).await?;
-                r.0.registry.reachable.store(true, Relaxed);
-                *lock(&r.0.registry.refreshed) = Some(tokio::time::Instant::now());
-                let ads = adverts(r, &entries);
-                let change = r.0.table.write().unwrap_or_else(|e| e.into_inner()).set_registry(ads);
-                r.after_change(change);
+    fn ask(&self, service: Option<ServiceName>) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            if self.lookups.try_send((service, tx)).is_err() {
+                return false;
             }
-            Some((name, answer)) = lookups.recv() => {
-                debug!(service = ?name, "registry lookup");
-                let entries = ask(conv, name.clone(), period * 3).await?;
-                let ads = adverts(r, &entries);
-                let change = if name.is_some() {
-                    let mut t = r.0.table.write().unwrap_or_else(|e| e.into_inner());
-                    let mut change = crate::route::Change::default();
-                    for (m, ad) in ads {
-                        let c = t.add_registry(m, ad);
-                        change.changed.extend(c.changed);
-                        change.lost.extend(c.lost);
-                    }
-                    change
-                } else {
-                    r.0.table.write().unwrap_or_else(|e| e.into_inner()).set_registry(ads)
-                };
-                r.after_change(change);
-                let _ = answer.send(());
-            }
-        }
+            matches!(tokio::time::timeout(Duration::from_secs(2), rx).await, Ok(Ok(())))
+        })
+    }
+
+    fn local_changed(&self) {
+        self.changed.notify_one();
     }
 }
 
@@ -216,7 +216,7 @@ fn adverts(r: &Router, entries: &[Entry]) -> HashMap<MachineId, Advert> {
     let table = r.table();
     let mut out: HashMap<MachineId, Advert> = HashMap::new();
     for e in entries {
-        if e.machine == *r.id() || e.path.first().is_none() {
+        if e.machine == *r.id() || e.path.is_empty() {
             continue;
         }
         // A path this router knows without the registry (a neighbour, or
@@ -242,10 +242,14 @@ fn adverts(r: &Router, entries: &[Entry]) -> HashMap<MachineId, Advert> {
     out
 }
 
+/// What each registering conversation registered: its machine and the
+/// services there.
+type Entries = HashMap<Addr, (MachineId, Vec<ServiceName>)>;
+
 /// The registry service: entries by registering conversation.
 pub struct RegistryService {
     router: Router,
-    entries: Arc<Mutex<HashMap<Addr, (MachineId, Vec<ServiceName>)>>>,
+    entries: Arc<Mutex<Entries>>,
 }
 
 impl RegistryService {
@@ -254,11 +258,7 @@ impl RegistryService {
     }
 
     /// Entries for `name` (or all), with this machine's path to each.
-    fn lookup(
-        router: &Router,
-        entries: &HashMap<Addr, (MachineId, Vec<ServiceName>)>,
-        name: Option<&ServiceName>,
-    ) -> Vec<Entry> {
+    fn lookup(router: &Router, entries: &Entries, name: Option<&ServiceName>) -> Vec<Entry> {
         let table = router.table();
         let mut out = Vec::new();
         for (m, svcs) in entries.values() {

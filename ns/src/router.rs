@@ -1,140 +1,120 @@
-//! The router: forwards envelopes by destination and keeps the terminals.
+//! The router: forwards envelopes by destination and keeps the tables.
 //!
 //! Forwarding, for each envelope: count the hop (a loop or the hop limit is
 //! an error), resolve `/svc/S` to the nearest replica once per
 //! conversation (sticky), then deliver here or send on the terminal of the
 //! best route. Whatever cannot be delivered goes back to its source as an
 //! `Error` envelope: nothing is dropped silently.
+//!
+//! The router owns forwarding and its tables: routes, terminals
+//! ([`Terms`]), local clients ([`Clients`]), sticky replicas. The rest
+//! plugs in, and forwarding never names it: the routing protocol as a
+//! [`Routing`] (gossip, [`crate::peers`]), a way to find what the table
+//! misses as a [`Discovery`] (the registry client, [`crate::registry`]).
+//! [`crate::start`] builds a router with its parts.
+//!
+//! Lock order: `sticky`, then `table`, then the locks of [`Terms`] and
+//! [`Clients`] (each file says its own order); `log` is taken alone. No
+//! lock is held across an await.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, Instrument};
 
+pub use crate::config::{Config, Security};
+
+use crate::clients::Clients;
 use crate::conv::{lock, Conv, ConvTable, Delivery, Outbox, Service};
 use crate::envelope::{Envelope, Kind, HOP_LIMIT};
 use crate::error::{self, EHOPS, ENOROUTE, ENOSERVICE};
-use crate::gossip::PeerGossip;
 use crate::path::{Addr, MachineId, ServiceName};
-use crate::route::RouteTable;
-use crate::term::{Term, TermKind};
+use crate::route::{Change, RouteTable};
+use crate::term::{Term, Terms};
 
-/// How a router behaves.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub id: MachineId,
-    /// Exchange routes with neighbours by path-vector gossip.
-    pub gossip: bool,
-    /// The machine whose `registry` service to register with and ask.
-    pub registry: Option<MachineId>,
-    /// Gossip and registry period. Neighbours are pinged every half
-    /// period, and one silent for two periods is taken for dead.
-    pub period: Duration,
-    /// This machine's key and the keys it accepts, for tcp and ws links.
-    /// `None` leaves network links unauthenticated and unencrypted, which
-    /// is logged loudly: for benchmarks only.
-    pub security: Option<Arc<crate::link::Security>>,
-    /// Say which link was lost along with the changes it causes, and heed
-    /// neighbours who do (see [`crate::gossip`]). Off only to measure what
-    /// withdrawals cost without it.
-    pub root_cause: bool,
+/// A routing protocol, as forwarding sees it: told of links and of
+/// changes to the table, handed what neighbours say to it. Chosen once,
+/// when the router is built (zenoh's shape).
+pub trait Routing: Send + Sync {
+    /// A link to neighbour `peer` came up.
+    fn link_up(&self, peer: &MachineId);
+    /// The link to neighbour `peer` went.
+    fn link_down(&self, peer: &MachineId);
+    /// The route table changed: neighbours may need telling.
+    fn table_changed(&self);
+    /// A router-to-router envelope from neighbour `peer` on `term`
+    /// (routes, resync, ping, pong). An error closes the link.
+    fn receive<'a>(
+        &'a self,
+        r: &'a Router,
+        term: &'a Term,
+        peer: &'a MachineId,
+        env: Envelope,
+    ) -> BoxFuture<'a, Result<(), String>>;
 }
 
-impl Config {
-    pub fn new(id: MachineId) -> Config {
-        Config {
-            id,
-            gossip: true,
-            registry: None,
-            period: Duration::from_millis(500),
-            security: None,
-            root_cause: true,
-        }
-    }
-
-    /// How long paths over a link reported lost are set aside: long
-    /// enough for the report to cross the mesh and for every neighbour
-    /// that sent such a path to replace it (each does at once on hearing
-    /// of the loss), short next to the redial of a lost link (100 ms
-    /// backoff, then the handshake) and the period, so that paths over a
-    /// link that came back are used again soon.
-    pub fn lost_link_hold(&self) -> Duration {
-        self.period / 2
-    }
+/// A way to learn routes the table misses, asked by forwarding.
+pub trait Discovery: Send + Sync {
+    /// The machine asked; never asked about itself.
+    fn machine(&self) -> &MachineId;
+    /// Whether the last exchange with it succeeded.
+    fn reachable(&self) -> bool;
+    /// Asks about one service, or `None` about everything, and puts what
+    /// it learns in the table; false when no answer came.
+    fn ask(&self, service: Option<ServiceName>) -> BoxFuture<'_, bool>;
+    /// The services of this machine changed.
+    fn local_changed(&self);
 }
 
 /// A router; cloning gives another handle to the same one.
 #[derive(Clone)]
-pub struct Router(pub(crate) Arc<Inner>);
+pub struct Router(Arc<Inner>);
 
-pub(crate) struct Inner {
-    pub(crate) cfg: Config,
-    pub(crate) convs: Arc<ConvTable>,
-    pub(crate) table: RwLock<RouteTable>,
-    pub(crate) terms: RwLock<BTreeMap<String, Arc<Term>>>,
-    /// Terminals of neighbours dialed and not linked: shown in `term/`
-    /// while the real one is absent, with why the link is down.
-    pub(crate) pending: Mutex<BTreeMap<String, Arc<Term>>>,
-    /// Local client processes by their number block.
-    pub(crate) clients: RwLock<HashMap<u32, Arc<Term>>>,
-    /// Services offered by local clients, and which client serves each.
-    pub(crate) client_services: RwLock<HashMap<ServiceName, u32>>,
-    /// Conversations each client has open, to hang them up if it dies.
-    pub(crate) client_convs: Mutex<HashMap<u32, HashMap<Addr, Addr>>>,
+struct Inner {
+    cfg: Config,
+    convs: Arc<ConvTable>,
+    table: RwLock<RouteTable>,
+    terms: Terms,
+    clients: Clients,
     /// The replica each conversation talks to, by (source, service).
     sticky: Mutex<HashMap<(Addr, ServiceName), MachineId>>,
-    pub(crate) gossip: Mutex<HashMap<MachineId, PeerGossip>>,
-    /// Neighbours owed a full table.
-    pub(crate) resync: Mutex<HashSet<MachineId>>,
-    pub(crate) changed: Notify,
     next_id: AtomicU64,
-    pub(crate) next_client: AtomicU32,
-    pub(crate) shutdown: CancellationToken,
+    shutdown: CancellationToken,
     /// Recent ctl errors and events, for reading `ctl`.
-    pub(crate) log: Mutex<std::collections::VecDeque<String>>,
-    pub(crate) registry: crate::registry::ClientState,
+    log: Mutex<VecDeque<String>>,
+    routing: Arc<dyn Routing>,
+    discovery: Option<Arc<dyn Discovery>>,
 }
 
 impl Router {
-    /// Starts a router; it runs until `shutdown` is cancelled.
-    pub fn new(cfg: Config, shutdown: CancellationToken) -> Router {
+    /// A router with its parts, running until `shutdown` is cancelled;
+    /// [`crate::start`] starts their tasks.
+    pub(crate) fn with(
+        cfg: Config,
+        shutdown: CancellationToken,
+        routing: Arc<dyn Routing>,
+        discovery: Option<Arc<dyn Discovery>>,
+    ) -> Router {
         let convs = ConvTable::new(cfg.id.clone(), 0);
-        let mut terms = BTreeMap::new();
-        terms.insert("local".to_string(), Term::internal("local", TermKind::Local));
-        terms.insert("loopback".to_string(), Term::internal("loopback", TermKind::Loopback));
         let inner = Arc::new(Inner {
             table: RwLock::new(RouteTable::new(cfg.id.clone())),
             cfg,
             convs: convs.clone(),
-            terms: RwLock::new(terms),
-            pending: Default::default(),
-            clients: Default::default(),
-            client_services: Default::default(),
-            client_convs: Default::default(),
+            terms: Terms::new(),
+            clients: Clients::default(),
             sticky: Default::default(),
-            gossip: Default::default(),
-            resync: Default::default(),
-            changed: Notify::new(),
             next_id: AtomicU64::new(1),
-            next_client: AtomicU32::new(1),
             shutdown,
             log: Default::default(),
-            registry: Default::default(),
+            routing,
+            discovery,
         });
         convs.set_outbox(Arc::new(Forwarder(Arc::downgrade(&inner))));
-        let r = Router(inner);
-        r.spawn(r.clone().gossip_loop());
-        r.spawn(r.clone().keepalive_loop());
-        if r.0.cfg.registry.is_some() {
-            r.spawn(crate::registry::client_loop(r.clone()));
-        }
-        r
+        Router(inner)
     }
 
     /// Spawns a task of this router, in its span, so that every log line
@@ -191,40 +171,67 @@ impl Router {
         self.0.table.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Changes the route table; the caller acts on the change.
+    pub(crate) fn write_table<T>(&self, f: impl FnOnce(&mut RouteTable) -> T) -> T {
+        f(&mut self.0.table.write().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Changes the route table and acts on the change.
+    pub(crate) fn update_table(&self, f: impl FnOnce(&mut RouteTable) -> Change) {
+        let change = self.write_table(f);
+        self.after_change(change);
+    }
+
     /// The `routes` file.
     pub fn routes(&self) -> String {
         self.table().render()
     }
 
+    /// The terminal table.
+    pub fn term_table(&self) -> &Terms {
+        &self.0.terms
+    }
+
     /// The terminals, sorted by name.
     pub fn terms(&self) -> Vec<Arc<Term>> {
-        self.0.terms.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.0.terms.all()
     }
 
     pub fn term(&self, name: &str) -> Option<Arc<Term>> {
-        self.0.terms.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        self.0.terms.get(name)
     }
 
     /// The terminals to show: the linked ones, and the placeholders of
     /// neighbours dialed but not linked.
     pub fn shown_terms(&self) -> Vec<Arc<Term>> {
-        let mut all: BTreeMap<String, Arc<Term>> = lock(&self.0.pending).clone();
-        all.extend(self.0.terms.read().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())));
-        all.into_values().collect()
+        self.0.terms.shown()
     }
 
     /// A terminal to show: linked, else a placeholder.
     pub fn shown_term(&self, name: &str) -> Option<Arc<Term>> {
-        self.term(name).or_else(|| lock(&self.0.pending).get(name).cloned())
+        self.0.terms.shown_one(name)
+    }
+
+    /// The local clients.
+    pub(crate) fn clients(&self) -> &Clients {
+        &self.0.clients
+    }
+
+    /// The routing protocol.
+    pub(crate) fn routing(&self) -> &dyn Routing {
+        &*self.0.routing
+    }
+
+    /// Whether this router has a registry and last reached it.
+    pub fn registry_status(&self) -> Option<(MachineId, bool)> {
+        let d = self.0.discovery.as_ref()?;
+        Some((d.machine().clone(), d.reachable()))
     }
 
     /// Records a link refused to or by machine `m`, in the status of its
     /// terminal (linked or placeholder) and in `ctl`.
     pub fn note_refusal(&self, m: &MachineId, line: String) {
-        let name = format!("net-{m}");
-        for t in [self.term(&name), lock(&self.0.pending).get(&name).cloned()].into_iter().flatten() {
-            t.refused(line.clone());
-        }
+        self.0.terms.refused(&format!("net-{m}"), &line);
         self.log_event(format!("refused {line}"));
     }
 
@@ -245,15 +252,16 @@ impl Router {
     /// Recomputes local services after a change and tells the neighbours.
     pub(crate) fn local_changed(&self) {
         let mut svcs = self.0.convs.services();
-        svcs.extend(self.0.client_services.read().unwrap_or_else(|e| e.into_inner()).keys().cloned());
-        let change = self.0.table.write().unwrap_or_else(|e| e.into_inner()).set_local(svcs);
-        self.after_change(change);
-        self.0.registry.local_changed();
+        svcs.extend(self.0.clients.services());
+        self.update_table(|t| t.set_local(svcs));
+        if let Some(d) = &self.0.discovery {
+            d.local_changed();
+        }
     }
 
     /// Acts on a route change: ends conversations with lost machines and
-    /// wakes the gossip task.
-    pub(crate) fn after_change(&self, change: crate::route::Change) {
+    /// tells the routing protocol.
+    pub(crate) fn after_change(&self, change: Change) {
         if change.is_empty() {
             return;
         }
@@ -273,7 +281,7 @@ impl Router {
                 self.fail_endpoint(src, &why);
             }
         }
-        self.0.changed.notify_one();
+        self.0.routing.table_changed();
     }
 
     /// A link is gone: every conversation end whose envelopes crossed it
@@ -358,7 +366,7 @@ impl Router {
             match self.resolve(&env) {
                 Some(m) => env.dst.machine = Some(m),
                 None => {
-                    if let Some(m) = crate::registry::lookup(self, &env.dst.service).await {
+                    if let Some(m) = self.discover(&env.dst.service).await {
                         env.dst.machine = Some(m);
                     } else {
                         let svc = env.dst.service.clone();
@@ -377,9 +385,9 @@ impl Router {
         };
         let term = match term {
             Some(t) => Some(t),
-            // Routers with a registry ask it about machines they miss (not
-            // about the registry's own machine: that would ask itself).
-            None if self.0.cfg.registry.as_ref() != Some(&dst) && crate::registry::refresh(self).await => {
+            // Discovery (a registry) is asked about machines the table
+            // misses, but not about its own machine: that would ask itself.
+            None if self.refresh_for(&dst).await => {
                 let t = self.table();
                 t.best(&dst).and_then(|r| self.term(&r.term))
             }
@@ -391,6 +399,23 @@ impl Router {
         debug!(term = %term.name, "forward");
         if let Err(env) = term.send(env).await {
             self.bounce(env, error::detail(error::ELINK, &term.name));
+        }
+    }
+
+    /// Asks discovery about a service the table does not know.
+    async fn discover(&self, name: &ServiceName) -> Option<MachineId> {
+        if let Some(d) = &self.0.discovery {
+            d.ask(Some(name.clone())).await;
+        }
+        self.table().nearest(name.as_str()).map(|rt| rt.machine.clone())
+    }
+
+    /// Refreshes what discovery knows, for a machine the table misses;
+    /// false without discovery, or when it is the machine asked.
+    async fn refresh_for(&self, m: &MachineId) -> bool {
+        match &self.0.discovery {
+            Some(d) if d.machine() != m => d.ask(None).await,
+            _ => false,
         }
     }
 
@@ -420,7 +445,7 @@ impl Router {
                 lb.note("out", &env);
             }
         }
-        if let Some(client) = self.client_for(&env) {
+        if let Some(client) = self.0.clients.target(&env) {
             return match client {
                 Ok(term) => {
                     if let Err(env) = term.send(env).await {
@@ -442,22 +467,6 @@ impl Router {
                     None => error::detail(ENOSERVICE, &env.dst.service),
                 };
                 self.bounce(env, why)
-            }
-        }
-    }
-
-    /// The local client an envelope belongs to, if any.
-    fn client_for(&self, env: &Envelope) -> Option<Result<Arc<Term>, String>> {
-        let clients = self.0.clients.read().unwrap_or_else(|e| e.into_inner());
-        match env.dst.conv {
-            Some(n) if n >> 32 != 0 => {
-                let k = (n >> 32) as u32;
-                Some(clients.get(&k).cloned().ok_or_else(|| error::detail(error::ENOCONV, n)))
-            }
-            Some(_) => None,
-            None => {
-                let k = *self.0.client_services.read().unwrap_or_else(|e| e.into_inner()).get(&env.dst.service)?;
-                Some(clients.get(&k).cloned().ok_or_else(|| error::detail(ENOSERVICE, &env.dst.service)))
             }
         }
     }
@@ -501,86 +510,6 @@ impl Router {
         self.0.convs.fail_all(error::ESHUTDOWN);
         self.0.shutdown.cancel();
     }
-
-    /// Pings the neighbours and notices silent ones, in a task of its own
-    /// so that a link whose writer is stuck cannot delay the verdict.
-    async fn keepalive_loop(self) {
-        let mut tick = tokio::time::interval(self.0.cfg.period / 2);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = self.0.shutdown.cancelled() => return,
-                _ = tick.tick() => crate::link::ping_all(&self),
-            }
-        }
-    }
-
-    /// Sends updates to the neighbours, expires registry routes and
-    /// reports of lost links.
-    async fn gossip_loop(self) {
-        let period = self.0.cfg.period;
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let expiry = self.table().next_expiry();
-            tokio::select! {
-                _ = self.0.shutdown.cancelled() => return,
-                _ = self.0.changed.notified() => self.send_updates().await,
-                _ = sleep_until(expiry) => {
-                    let change = self.0.table.write().unwrap_or_else(|e| e.into_inner()).expire(tokio::time::Instant::now());
-                    self.after_change(change);
-                }
-                _ = tick.tick() => {
-                    self.send_updates().await;
-                    crate::registry::expire(&self);
-                }
-            }
-        }
-    }
-
-    /// Sends each neighbour what changed since it was last told.
-    async fn send_updates(&self) {
-        if !self.0.cfg.gossip {
-            return;
-        }
-        let peers: Vec<(MachineId, Arc<Term>)> = self
-            .terms()
-            .into_iter()
-            .filter_map(|t| match &t.kind {
-                TermKind::Net(m) => Some((m.clone(), t)),
-                _ => None,
-            })
-            .collect();
-        for (peer, term) in peers {
-            let full = lock(&self.0.resync).remove(&peer);
-            let ann = {
-                let table = self.table();
-                let mut g = lock(&self.0.gossip);
-                let g = g.entry(peer.clone()).or_default();
-                if full {
-                    Some(g.full(&table, &peer))
-                } else {
-                    g.update(&table, &peer)
-                }
-            };
-            if let Some(mut ann) = ann {
-                if !self.0.cfg.root_cause {
-                    ann.lost.clear();
-                }
-                debug!(%peer, seq = ann.seq, full = ann.full, entries = ann.entries.len(), lost = ann.lost.len(), "announce");
-                let env = self.control(&peer, Kind::Routes(ann));
-                let _ = term.send(env).await;
-            }
-        }
-    }
-}
-
-/// Sleeps until `t`, or for ever.
-async fn sleep_until(t: Option<tokio::time::Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The router as the outbox of its own conversations.
@@ -604,14 +533,4 @@ impl Outbox for Forwarder {
 fn _assert_send(r: Router, e: Envelope) {
     fn is_send<T: Send>(_: T) {}
     is_send(r.forward(e));
-}
-
-pub(crate) fn warn_link(term: &Term, what: &str, err: impl std::fmt::Display) {
-    term.stats.errors.fetch_add(1, Relaxed);
-    // A local client that exits mid-write is ordinary, not a fault.
-    if matches!(term.kind, TermKind::Client(_)) {
-        debug!(term = %term.name, "{what}: {err}");
-    } else {
-        warn!(term = %term.name, addr = %term.addr, "{what}: {err}");
-    }
 }

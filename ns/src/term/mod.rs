@@ -3,23 +3,37 @@
 //! `local` holds the services of this machine, in-process or in local
 //! client processes; `loopback` counts messages the router sends to itself;
 //! `net-M` is the link to neighbour M. Every terminal keeps counters and a
-//! live trace that costs nothing while nobody reads it.
+//! live trace that costs nothing while nobody reads it. [`Terms`] is the
+//! router's table of them.
 
 use std::collections::VecDeque;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
 
 use crate::conv::lock;
 use crate::crossed::Crossed;
 use crate::envelope::{Envelope, Kind};
-use crate::outlet::{write_link, Inline, Outlet};
+use crate::outlet::{self, write_link, Inline, Outlet};
 use crate::path::MachineId;
+
+mod table;
+#[cfg(test)]
+mod tests;
+
+pub use table::Terms;
+
+/// Microseconds on the runtime's clock (paused in tests): when frames
+/// arrive, and ping stamps.
+pub fn now_us() -> u64 {
+    static START: OnceLock<tokio::time::Instant> = OnceLock::new();
+    START.get_or_init(tokio::time::Instant::now).elapsed().as_micros() as u64
+}
 
 /// Refusals a terminal remembers.
 const MAX_REFUSALS: usize = 8;
@@ -73,7 +87,7 @@ pub struct Term {
     trace: broadcast::Sender<Arc<str>>,
     state: Mutex<String>,
     hangup: CancellationToken,
-    /// When a frame last arrived, in [`crate::link::now_us`] microseconds.
+    /// When a frame last arrived, in [`now_us`] microseconds.
     pub last_rx: AtomicU64,
     /// Links only: the conversations that crossed it, to fail if it dies.
     pub crossed: Option<Crossed>,
@@ -147,7 +161,7 @@ impl Term {
             trace: broadcast::channel(TRACE_QUEUE).0,
             state: Mutex::new("up".into()),
             hangup: CancellationToken::new(),
-            last_rx: AtomicU64::new(crate::link::now_us()),
+            last_rx: AtomicU64::new(now_us()),
             refusals: Default::default(),
         }
     }
@@ -167,7 +181,7 @@ impl Term {
             Inline::Failed(e) => {
                 // As when the writer task fails: the link goes, and what
                 // crossed it fails with `link lost`.
-                crate::router::warn_link(self, "write", e);
+                self.warn("write", e);
                 self.hangup();
                 Ok(())
             }
@@ -180,6 +194,17 @@ impl Term {
         let Some(out) = &self.outlet else { return false };
         self.note("out", &env);
         out.try_queue(env).is_ok()
+    }
+
+    /// Counts and logs a failure of the link.
+    pub fn warn(&self, what: &str, err: impl std::fmt::Display) {
+        self.stats.errors.fetch_add(1, Relaxed);
+        // A local client that exits mid-write is ordinary, not a fault.
+        if matches!(self.kind, TermKind::Client(_)) {
+            debug!(term = %self.name, "{what}: {err}");
+        } else {
+            warn!(term = %self.name, addr = %self.addr, "{what}: {err}");
+        }
     }
 
     /// Counts and traces an envelope crossing this terminal.
@@ -285,6 +310,24 @@ impl Term {
             let _ = writeln!(out, "crossing {} conversation ends, {} untracked", c.len(), c.untracked());
         }
         out
+    }
+}
+
+impl outlet::Owner for Term {
+    fn routes_out(&self, len: usize) {
+        self.count_routes(false, len);
+    }
+
+    fn write_failed(&self, e: std::io::Error) {
+        self.warn("write", e);
+    }
+
+    fn hangup(&self) {
+        Term::hangup(self);
+    }
+
+    fn hungup(&self) -> impl Future<Output = ()> + Send + '_ {
+        Term::hungup(self)
     }
 }
 

@@ -1,0 +1,105 @@
+//! Serving a local client's link, once `link` has accepted it and
+//! given it a number block: the envelopes it sends (offers, withdrawals,
+//! queries, conversations), and hanging up for it when it goes.
+//!
+//! The state lives in the router's [`Clients`](crate::clients::Clients)
+//! table; this is the I/O around it, above the router and [`crate::query`].
+
+use bytes::Bytes;
+use dial::Link;
+use futures::StreamExt;
+use tracing::{debug, info, warn};
+
+use crate::envelope::{Envelope, Kind};
+use crate::error;
+use crate::router::Router;
+use crate::term::{Term, TermKind};
+
+/// Serves local client `k` on `link` until it goes.
+pub(crate) async fn serve(r: Router, link: Link, k: u32) {
+    let name = format!("client-{k}");
+    let Link { tx, rx: mut frames, remote, .. } = link;
+    let (term, writer) = Term::linked(name, TermKind::Client(k), remote, false, tx);
+    r.clients().add(k, term.clone());
+    debug!(client = k, "local client up");
+    let writer = r.spawn(writer);
+    loop {
+        let frame = tokio::select! {
+            _ = r.shutdown_token().cancelled() => break,
+            f = frames.next() => f,
+        };
+        let env = match frame
+            .map(|f| f.map_err(|e| e.to_string()).and_then(|f| Envelope::decode(f).map_err(|e| e.to_string())))
+        {
+            Some(Ok(env)) => env,
+            Some(Err(e)) => {
+                term.warn("local client, closing", e);
+                break;
+            }
+            None => break,
+        };
+        receive(&r, &term, k, env).await;
+    }
+    writer.abort();
+    gone(&r, k).await;
+}
+
+/// Handles one envelope from client `k`.
+async fn receive(r: &Router, term: &Term, k: u32, env: Envelope) {
+    let owned = env.src.machine.as_ref() == Some(r.id()) && env.src.conv.is_some_and(|n| n >> 32 == k as u64);
+    match &env.kind {
+        Kind::Offer(name) => {
+            let taken = r.convs().has_service(name.as_str()) || name.as_str() == crate::conv::RESERVED;
+            if taken {
+                warn!(client = k, service = %name, "offer refused: served here already");
+                return;
+            }
+            r.clients().offer(name.clone(), k);
+            info!(client = k, service = %name, "service offered by local client");
+            r.local_changed();
+        }
+        Kind::Withdraw(name) => {
+            r.clients().withdraw(name, k);
+            r.local_changed();
+        }
+        Kind::Query(q) => {
+            let (kind, data) = match crate::query::answer(r, q) {
+                Ok(text) => (Kind::Data, Bytes::from(text)),
+                Err(e) => (Kind::Error(e), Bytes::new()),
+            };
+            let mut reply = Envelope::new(r.next_id(), env.dst.clone(), env.src.clone(), kind.clone(), data);
+            reply.via.push(r.id().clone());
+            let _ = term.send(reply.clone()).await;
+            if kind == Kind::Data {
+                reply.kind = Kind::Eof;
+                reply.data = Bytes::new();
+                let _ = term.send(reply).await;
+            }
+        }
+        _ if !owned => {
+            let src = env.src.clone();
+            r.bounce(env, error::detail(error::EPERM, format!("client may not send as {src}")));
+        }
+        Kind::Hangup => {
+            r.clients().hung_up(k, &env.src);
+            r.forward(env).await;
+        }
+        _ => {
+            r.clients().sent(k, &env.src, &env.dst);
+            r.forward(env).await;
+        }
+    }
+}
+
+/// Client `k` went: withdraw its services and hang up for it.
+async fn gone(r: &Router, k: u32) {
+    debug!(client = k, "local client gone");
+    let (had, convs) = r.clients().remove(k);
+    if had {
+        r.local_changed();
+    }
+    for (src, dst) in convs {
+        let env = Envelope::new(r.next_id(), src, dst, Kind::Hangup, Bytes::new());
+        r.forward(env).await;
+    }
+}
