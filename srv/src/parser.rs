@@ -11,18 +11,22 @@
 //! the next 1/fps is merged into one snapshot at the end of that interval.
 //! A snapshot is only sent when the screen looks different from the last
 //! one sent. At end of input the last changes go out (at the next allowed
-//! moment), then end of input.
+//! moment), then a [`mesh_frame::End`] stamped with the moment end of
+//! input came (the session's end: the last screen stays until then), then
+//! end of input. A conversation that showed nothing sends no `End`.
 //!
 //! `pts_us` counts microseconds from the conversation's first input to
 //! the arrival of the latest input a snapshot shows, so pauses in the
 //! session are kept; it strictly increases from one snapshot to the next.
+//! The session's time starts at its first output: a recording begins with
+//! a picture, not with blank time.
 
 mod screen;
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use mesh_frame::Snapshot;
+use mesh_frame::{End, Snapshot};
 use ns::conv::{Conv, ConvWriter, Msg, Service};
 use tokio::time::Instant;
 use tracing::debug;
@@ -97,10 +101,13 @@ async fn run(conv: Conv, (cols, rows): (u16, u16), interval: Duration) -> Result
                     }
                 }
                 Some(Msg::Eof) => {
+                    // The session ended now, not after the wait below.
+                    let end = out.since_start();
                     if out.pending.is_some() {
                         tokio::time::sleep_until(out.next_at).await;
                         out.emit(&tx).await?;
                     }
+                    out.end(&tx, end).await?;
                     tx.eof().await;
                     return Ok(());
                 }
@@ -135,6 +142,18 @@ impl Paced {
         let start = *self.start.get_or_insert(now);
         self.vt.process(bytes);
         self.pending = Some(now.duration_since(start).as_micros() as u64);
+    }
+
+    /// Microseconds since the first input; 0 before it.
+    fn since_start(&self) -> u64 {
+        self.start.map_or(0, |s| s.elapsed().as_micros() as u64)
+    }
+
+    /// Sends the session's [`End`] at `end_us`, after the last snapshot:
+    /// the last screen stays until then. Nothing when no snapshot went.
+    async fn end(&self, tx: &ConvWriter, end_us: u64) -> Result<(), String> {
+        let Some((_, _, pts)) = &self.last else { return Ok(()) };
+        tx.send(mesh_frame::encode(&End { end_us: end_us.max(*pts) })).await
     }
 
     /// Sends a snapshot of the screen if it changed since the last one.

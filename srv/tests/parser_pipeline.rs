@@ -27,6 +27,8 @@ async fn shell_output_becomes_coloured_snapshots() {
     let mut snaps = Vec::new();
     loop {
         match tokio::time::timeout(Duration::from_secs(10), conv.rx.recv()).await.expect("timed out") {
+            // The session's End closes the snapshots.
+            Some(Msg::Data(b)) if mesh_frame::end(&b).is_some() => {}
             Some(Msg::Data(b)) => {
                 let s: Snapshot = decode(&b).unwrap();
                 s.validate().unwrap();

@@ -40,9 +40,19 @@ async fn feed(conv: &Conv, bytes: &[u8]) {
     conv.tx.send(Bytes::copy_from_slice(bytes)).await.unwrap();
 }
 
-/// The next snapshot, or `None` at end of file.
+async fn recv(conv: &mut Conv) -> Option<Msg> {
+    tokio::time::timeout(Duration::from_secs(30), conv.rx.recv()).await.expect("timed out")
+}
+
+/// The next snapshot, or `None` at the end: the session's `End`, checked
+/// to come last, or end of file.
 async fn next(conv: &mut Conv) -> Option<Snapshot> {
-    match tokio::time::timeout(Duration::from_secs(30), conv.rx.recv()).await.expect("timed out") {
+    match recv(conv).await {
+        Some(Msg::Data(b)) if mesh_frame::end(&b).is_some() => {
+            let after = recv(conv).await;
+            assert!(matches!(after, Some(Msg::Eof) | None), "after End: {after:?}");
+            None
+        }
         Some(Msg::Data(b)) => {
             let s: Snapshot = decode(&b).unwrap();
             s.validate().unwrap();
@@ -150,6 +160,39 @@ async fn first_input_after_a_pause_comes_at_once_and_pauses_are_kept() {
     assert!(t.elapsed() < Duration::from_millis(10), "{:?}", t.elapsed());
     assert_eq!((s.seq, row_text(&s, 0).as_str()), (1, "ab"));
     assert!((2_000_000..2_050_000).contains(&s.pts_us), "{}", s.pts_us);
+}
+
+#[tokio::test(start_paused = true)]
+async fn end_of_input_is_the_end_of_the_session() {
+    let m = setup((10, 2), 30);
+    let mut conv = m.open();
+    feed(&conv, b"a").await;
+    assert_eq!(next(&mut conv).await.map(|s| s.pts_us), Some(0));
+    // The screen rests for 4 s, then the session ends.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    conv.tx.eof().await;
+    let Some(Msg::Data(b)) = recv(&mut conv).await else { panic!("no End") };
+    let end = mesh_frame::end(&b).expect("an End after the last snapshot").end_us;
+    assert!((4_000_000..4_050_000).contains(&end), "ended at {end} µs");
+    assert!(matches!(recv(&mut conv).await, Some(Msg::Eof) | None));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_end_comes_after_the_last_changes() {
+    let m = setup((10, 2), 10);
+    let mut conv = m.open();
+    feed(&conv, b"a").await;
+    assert!(next(&mut conv).await.is_some());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Within the interval: held back to its end, and end of input with it.
+    feed(&conv, b"b").await;
+    conv.tx.eof().await;
+    let s = next(&mut conv).await.expect("the last changes");
+    assert_eq!(row_text(&s, 0), "ab");
+    let Some(Msg::Data(b)) = recv(&mut conv).await else { panic!("no End") };
+    let end = mesh_frame::end(&b).expect("an End").end_us;
+    assert!(end >= s.pts_us, "End at {end} before the last screen at {}", s.pts_us);
+    assert!(end < 50_000, "End at {end}: when end of input came, not when the last snapshot went");
 }
 
 #[tokio::test(start_paused = true)]

@@ -5,7 +5,8 @@
 //! the seed's pipeline crosses stay the same; it adds one delivery inside
 //! a router (microseconds) per message. Frames are not kept (a megabyte
 //! each): only when they passed. Snapshots and MP4 chunks are kept to be
-//! read after the run (their `pts_us`; the MP4's fragments).
+//! read after the run (their `pts_us`; the MP4's fragments). A session's
+//! closing `End` (see mesh_frame) passes without a note.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -60,7 +61,12 @@ impl Service for Tap {
             while let Some(m) = conv.rx.recv().await {
                 match m {
                     Msg::Data(b) => {
-                        notes.note(stage, &b);
+                        // A session's End is no snapshot or frame: the
+                        // analysis pairs those by their order.
+                        let end = matches!(stage, Stage::Parser | Stage::Gpu) && mesh_frame::end(&b).is_some();
+                        if !end {
+                            notes.note(stage, &b);
+                        }
                         if conv.tx.send(b).await.is_err() {
                             break;
                         }

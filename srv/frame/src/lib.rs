@@ -5,6 +5,13 @@
 //! fragmented MP4. Each travels as one CBOR message. Times are
 //! microseconds since the session began, stamped where the output was
 //! seen, so a pause in the session is a pause in the video.
+//!
+//! A session's stream of snapshots, and of frames, closes with an [`End`]
+//! before its end of input: when the session ended, on the same clock.
+//! The last picture stays on screen until then, so a recording lasts as
+//! long as its session (a shell that prints and then waits for four
+//! seconds is four seconds of video, not one frame). A stage that does not
+//! make pictures passes it on; [`end`] tells it from a snapshot or frame.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -64,6 +71,25 @@ pub struct Frame {
     pub height: u32,
     /// `width * height * 4` bytes, RGBA, row by row from the top.
     pub rgba: Bytes,
+}
+
+/// The end of a session, sent after its last snapshot or frame: the last
+/// picture is shown until `end_us` (microseconds since the session began,
+/// as `pts_us`; never before the last picture's time).
+///
+/// On the wire a map with the one key `end_us`, which neither a snapshot
+/// nor a frame can be taken for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct End {
+    pub end_us: u64,
+}
+
+/// The [`End`] in `b`, if `b` is one; `None` for a snapshot, a frame or
+/// anything else (whose own decoding then says what is wrong with it).
+/// Cheap on a picture: decoding stops at its first key.
+pub fn end(b: &[u8]) -> Option<End> {
+    decode::<End>(b).ok()
 }
 
 /// Why a message is not a snapshot or frame: "bad message: ...".
@@ -142,5 +168,19 @@ mod tests {
         let f = Frame { seq: 1, pts_us: 5, width: 1, height: 1, rgba: Bytes::from_static(&[1, 2, 3, 4]) };
         assert_eq!(decode::<Frame>(&encode(&f)).unwrap(), f);
         assert!(decode::<Frame>(b"\x00").is_err());
+    }
+
+    #[test]
+    fn an_end_is_told_from_pictures() {
+        let e = End { end_us: 4_000_000 };
+        assert_eq!(end(&encode(&e)), Some(e));
+        let s =
+            Snapshot { seq: 0, pts_us: 0, cols: 1, rows: 1, cells: vec![Cell(' ', [0; 3], [0; 3], 0)], cursor: None };
+        assert_eq!(end(&encode(&s)), None);
+        let f = Frame { seq: 0, pts_us: 0, width: 1, height: 1, rgba: Bytes::from_static(&[0; 4]) };
+        assert_eq!(end(&encode(&f)), None);
+        assert!(decode::<Snapshot>(&encode(&e)).is_err());
+        assert!(decode::<Frame>(&encode(&e)).is_err());
+        assert_eq!(end(b"\x00"), None);
     }
 }

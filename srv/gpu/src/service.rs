@@ -1,6 +1,9 @@
 //! The `gpu` service: CBOR [`Snapshot`]s in, CBOR [`Frame`]s out, one
 //! frame per snapshot, in order.
 //!
+//! A session's [`mesh_frame::End`] is passed on as it is, after the last
+//! frame: the encoder holds that frame until the session's end.
+//!
 //! One [`Renderer`] serves every conversation. Vulkan objects and mapped
 //! memory stay on one thread of their own, fed through a small bounded
 //! queue: a conversation waits for its frame before reading its next
@@ -126,6 +129,15 @@ async fn serve(jobs: mpsc::Sender<Job>, conv: Conv) {
                 return;
             }
         };
+        if mesh_frame::end(&b).is_some() {
+            // The session's end: the last frame lasts until it. In order,
+            // since this loop sends each frame before reading on.
+            if let Err(e) = tx.send(b).await {
+                debug!(conv = %path, "gpu: {e}");
+                return;
+            }
+            continue;
+        }
         let snap = match mesh_frame::decode::<Snapshot>(&b) {
             Ok(s) => s,
             Err(e) => return fail(&tx, &format!("gpu: {e}")).await,

@@ -1,5 +1,6 @@
 //! The `gpu` service end to end through a real router: snapshots in,
-//! frames out, in order; end of input; bad messages.
+//! frames out, in order; the session's end passed on; end of input; bad
+//! messages.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,8 @@ async fn frames_in_order_then_eof() {
     for (i, &(c, w)) in sizes.iter().enumerate() {
         conv.tx.send(mesh_frame::encode(&snap(i as u64, c, w))).await.unwrap();
     }
+    let end = mesh_frame::End { end_us: 4_000_000 };
+    conv.tx.send(mesh_frame::encode(&end)).await.unwrap();
     conv.tx.eof().await;
     for (i, &(c, w)) in sizes.iter().enumerate() {
         let Some(Msg::Data(b)) = next(&mut conv).await else { panic!("frame {i} missing") };
@@ -46,6 +49,9 @@ async fn frames_in_order_then_eof() {
         // The cursor cell (0,0) is inverted: white background at its corner.
         assert_eq!(f.rgba[..4], [255, 255, 255, 255]);
     }
+    // The session's end passes on after the last frame, as it came.
+    let Some(Msg::Data(b)) = next(&mut conv).await else { panic!("End missing") };
+    assert_eq!(mesh_frame::end(&b), Some(end));
     assert_eq!(next(&mut conv).await, Some(Msg::Eof));
     stop.cancel();
 }

@@ -127,7 +127,8 @@ impl fmt::Display for EncoderSettings {
 /// Times: a frame's `pts_us`, less the first frame's, becomes its
 /// presentation time, so gaps between frames stay gaps in the video. A
 /// time that does not move forward is moved one tick past the previous
-/// frame, since H.264 in MP4 needs increasing times.
+/// frame, since H.264 in MP4 needs increasing times. The session's end,
+/// given to [`Encoder::hold_until`], holds the last picture until then.
 pub struct Encoder {
     settings: EncoderSettings,
     run: Option<Run>,
@@ -220,6 +221,24 @@ impl Encoder {
         let Some(run) = self.run.as_mut().filter(|r| r.pending) else { return Ok(None) };
         run.mux.cut()?;
         run.pending = false;
+        Ok(run.mux.take())
+    }
+
+    /// The session ended at `end_us`, on the frames' clock: the last frame
+    /// is shown until then, so the video lasts as long as the session.
+    /// Returns the bytes ready to go out, if any.
+    ///
+    /// The last frame may already be out, in a fragment whose samples'
+    /// durations are written, so it cannot be lengthened: its picture is
+    /// encoded once more (an unchanged picture costs a few bytes) to start
+    /// one nominal frame time before `end_us`, and so end at it. Nothing is
+    /// added when the last frame's own nominal time reaches `end_us`, or
+    /// before the first frame.
+    pub fn hold_until(&mut self, end_us: u64) -> Result<Option<Bytes>, Error> {
+        let Some(run) = self.run.as_mut() else { return Ok(None) };
+        let t0 = Instant::now();
+        run.hold_until(end_us, self.settings)?;
+        self.busy += t0.elapsed();
         Ok(run.mux.take())
     }
 
@@ -328,9 +347,33 @@ impl Run {
         }
         sc.ctx.run(&sc.src, &mut self.yuv).map_err(|e| Error::ffmpeg("sws_scale", e))?;
 
-        let rel = f.pts_us.saturating_sub(self.first_us);
-        // Rounded to the nearest tick: 1/30 s stays 3000 ticks, not 2999.
-        let mut pts = i64::try_from((rel as u128 * TIMESCALE as u128 + 500_000) / 1_000_000).unwrap_or(i64::MAX / 2);
+        let pts = self.ticks(f.pts_us);
+        self.send(pts, s)
+    }
+
+    /// Encodes the last picture again so that it ends at `end_us` (see
+    /// [`Encoder::hold_until`]).
+    fn hold_until(&mut self, end_us: u64, s: EncoderSettings) -> Result<(), Error> {
+        let Some(last) = self.last_pts else { return Ok(()) };
+        let nominal = nominal(s);
+        let end = self.ticks(end_us);
+        if end <= last + nominal {
+            return Ok(());
+        }
+        // `yuv` still holds the last picture: the encoder took its own
+        // reference to the buffers, and nothing wrote to them since.
+        self.send(end - nominal, s)
+    }
+
+    /// A time on the frames' clock in ticks from the first frame, rounded
+    /// to the nearest tick: 1/30 s stays 3000 ticks, not 2999.
+    fn ticks(&self, us: u64) -> i64 {
+        let rel = us.saturating_sub(self.first_us);
+        i64::try_from((rel as u128 * TIMESCALE as u128 + 500_000) / 1_000_000).unwrap_or(i64::MAX / 2)
+    }
+
+    /// Encodes the picture in `yuv` at `pts`, or just after the last frame.
+    fn send(&mut self, mut pts: i64, s: EncoderSettings) -> Result<(), Error> {
         if let Some(last) = self.last_pts {
             pts = pts.max(last + 1);
             // A sample's duration is 32 bits in MP4 (6.6 hours at 90 kHz);
@@ -351,7 +394,7 @@ impl Run {
     fn drain(&mut self, s: EncoderSettings) -> Result<(), Error> {
         // The last frame's duration: unknown until the next frame, so the
         // nominal one; the muxer uses it only for a fragment's last sample.
-        let nominal = (TIMESCALE as u32 / s.fps.max(1)).max(1) as i64;
+        let nominal = nominal(s);
         loop {
             match self.enc.receive_packet(&mut self.pkt) {
                 Ok(()) => {}
@@ -365,4 +408,9 @@ impl Run {
             self.pending = true;
         }
     }
+}
+
+/// One frame's time at the nominal rate, in ticks.
+fn nominal(s: EncoderSettings) -> i64 {
+    (TIMESCALE as u32 / s.fps.max(1)).max(1) as i64
 }

@@ -33,7 +33,12 @@
 //!   one tick on. A pause is a pause: inside a fragment the frame before
 //!   it lasts until the next; across a fragment boundary the next fragment
 //!   is marked discontinuous (`frag_discont`), so it starts at its own
-//!   time (tfdt) instead of where the muxer would put it.
+//!   time (tfdt) instead of where the muxer would put it. The end of the
+//!   session is the end of the video: the session's [`mesh_frame::End`]
+//!   brings the last picture once more, one nominal frame time before the
+//!   end, so a terminal that prints and then rests until it exits is shown
+//!   resting (as asciinema and VHS hold their last frame), not cut at its
+//!   last change.
 //! - Keyframes every `2 × fps` frames (and at scene changes): counted in
 //!   frames because the work a keyframe bounds (seeking, the display's
 //!   picture) is per frame. Fragments start at keyframes, and are also cut
@@ -52,7 +57,8 @@
 //!
 //! # Conversations
 //!
-//! `encoder`: each message is one CBOR [`mesh_frame::Frame`]; the replies
+//! `encoder`: each message is one CBOR [`mesh_frame::Frame`], or the
+//! session's [`mesh_frame::End`]; the replies
 //! are the MP4 bytes in order, the init segment first and alone, then
 //! whole fragments (split into several messages only above the mesh's
 //! message limit). End of input finishes the stream, then end of output.

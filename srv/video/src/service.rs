@@ -1,8 +1,9 @@
 //! [`EncoderService`]: the `encoder` service kind.
 //!
-//! Each conversation is one stream: CBOR [`Frame`]s in; MP4 out, the init
-//! segment first, then fragments, in order; end of input ends the stream
-//! (last fragment and index) and then the reply stream. The [`Encoder`]
+//! Each conversation is one stream: CBOR [`Frame`]s in, then the
+//! session's [`mesh_frame::End`] (the last frame is held until it); MP4
+//! out, the init segment first, then fragments, in order; end of input ends
+//! the stream (last fragment and index) and then the reply stream. The [`Encoder`]
 //! lives on a thread of the conversation's own, fed through a small
 //! bounded queue: FFmpeg objects cannot move between the runtime's
 //! threads, and encoding must not stall them. When the encoder falls
@@ -38,7 +39,8 @@ const QUEUE: usize = 4;
 
 /// Work for a conversation's encoder thread.
 enum Cmd {
-    /// One message: a CBOR frame, decoded on the encoder's thread.
+    /// One message: a CBOR frame or the session's end, decoded on the
+    /// encoder's thread.
     Frame(Bytes),
     /// Cut the open fragment.
     Cut,
@@ -117,9 +119,12 @@ fn encode_thread(settings: EncoderSettings, mut cmds: mpsc::Receiver<Cmd>, out: 
     let mut failed = None;
     while let Some(cmd) = cmds.blocking_recv() {
         let r = match cmd {
-            Cmd::Frame(b) => match mesh_frame::decode::<Frame>(&b) {
-                Ok(f) => send(enc.encode(&f)),
-                Err(e) => Err(e.to_string()),
+            Cmd::Frame(b) => match mesh_frame::end(&b) {
+                Some(end) => send(enc.hold_until(end.end_us)),
+                None => match mesh_frame::decode::<Frame>(&b) {
+                    Ok(f) => send(enc.encode(&f)),
+                    Err(e) => Err(e.to_string()),
+                },
             },
             Cmd::Cut => send(enc.cut()),
         };

@@ -212,6 +212,65 @@ fn a_pause_in_the_frames_is_a_pause_in_the_video() {
 }
 
 #[test]
+fn the_last_frame_is_held_until_the_session_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut enc = Encoder::new(EncoderSettings::default()).unwrap();
+    // Before any frame there is nothing to hold.
+    assert!(enc.hold_until(1_000_000).unwrap().is_none());
+    let base = 7_000_000;
+    let mut chunks = Vec::new();
+    chunks.extend(enc.encode(&typing(0, base)).unwrap());
+    chunks.extend(enc.encode(&typing(1, base + 500_000)).unwrap());
+    // The terminal rests: its screen goes out (as after MAX_LATENCY)...
+    chunks.extend(enc.cut().unwrap());
+    // ...and the session ends 4 s after it began.
+    chunks.extend(enc.hold_until(base + 4_000_000).unwrap());
+    chunks.extend(enc.finish().unwrap());
+    let path = write(dir.path(), "held.mp4", &chunks);
+    let p = probe(&path);
+    assert_eq!(p.stderr, "");
+    let d = p.num("duration");
+    assert!((d - 4.0).abs() < 0.01, "duration {d}");
+    let t = packet_times(&path);
+    assert_eq!(t.len(), 3, "{t:?}");
+    assert!((t[1] - 0.5).abs() < 0.001 && (t[2] - (4.0 - 1.0 / 30.0)).abs() < 0.001, "{t:?}");
+    // The held picture is the last one.
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&path)
+        .args(["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(out.status.success());
+    let n = (W * H) as usize;
+    assert_eq!(out.stdout.len(), 3 * n);
+    // In the cell where the second frame typed its glyph, the held
+    // picture looks like the second frame's source, not the first's.
+    let held = &out.stdout[2 * n..];
+    let grey = |f: &Frame, x: usize, y: usize| {
+        let o = (y * W as usize + x) * 4;
+        0.299 * f.rgba[o] as f32 + 0.587 * f.rgba[o + 1] as f32 + 0.114 * f.rgba[o + 2] as f32
+    };
+    let cell = |f: &Frame| -> f32 {
+        let (x0, y0) = (8, 20 * 16);
+        (y0..y0 + 16)
+            .flat_map(|y| (x0..x0 + 8).map(move |x| (x, y)))
+            .map(|(x, y)| (grey(f, x, y) - held[y * W as usize + x] as f32).abs())
+            .sum()
+    };
+    let (to_second, to_first) = (cell(&typing(1, 0)), cell(&typing(0, 0)));
+    assert!(to_second * 2.0 < to_first, "held picture: {to_second} from the last frame, {to_first} from the first");
+
+    // An end within the last frame's own nominal time adds nothing.
+    let mut enc = Encoder::new(EncoderSettings::default()).unwrap();
+    let mut chunks = Vec::new();
+    chunks.extend(enc.encode(&typing(0, 0)).unwrap());
+    chunks.extend(enc.hold_until(20_000).unwrap());
+    chunks.extend(enc.finish().unwrap());
+    assert_eq!(packet_times(&write(dir.path(), "short.mp4", &chunks)).len(), 1);
+}
+
+#[test]
 fn a_prefix_of_the_output_plays_while_recording() {
     let dir = tempfile::tempdir().unwrap();
     let mut enc = Encoder::new(EncoderSettings::default()).unwrap();
