@@ -4,8 +4,9 @@
 //! from floors below its own (and `conv::lock`, a helper, from anywhere
 //! above conv). No two modules import each other.
 //!
-//! 1. [`path`]: machine and service names, and addresses (`/svc/S`,
-//!    `/n/M/svc/S`, `/n/M/svc/S/N`); [`error`]: the error strings, Plan 9
+//! 1. [`path`]: machine and service names, addresses (`/svc/S`,
+//!    `/n/M/svc/S`, `/n/M/svc/S/N`) and terminal names
+//!    ([`path::TermName`]: `local`, `loopback`, `net-M`); [`error`]: the error strings, Plan 9
 //!    style, and their errno table; [`bind`]: the mount table of a
 //!    namespace: bind, unmount, unions; [`deploy`]: the deployment file.
 //! 2. [`route`]: the route table: best route per machine, nearest replica;

@@ -32,7 +32,7 @@ use crate::clients::Clients;
 use crate::conv::{lock, Conv, ConvTable, Delivery, Outbox, Service};
 use crate::envelope::{Envelope, Kind, HOP_LIMIT};
 use crate::error::{self, EHOPS, ENOROUTE, ENOSERVICE};
-use crate::path::{Addr, MachineId, ServiceName};
+use crate::path::{Addr, MachineId, ServiceName, TermName};
 use crate::route::{Change, RouteTable};
 use crate::term::{Term, Terms};
 
@@ -197,7 +197,7 @@ impl Router {
         self.0.terms.all()
     }
 
-    pub fn term(&self, name: &str) -> Option<Arc<Term>> {
+    pub fn term(&self, name: &TermName) -> Option<Arc<Term>> {
         self.0.terms.get(name)
     }
 
@@ -207,9 +207,10 @@ impl Router {
         self.0.terms.shown()
     }
 
-    /// A terminal to show: linked, else a placeholder.
+    /// A terminal to show, by its name in `term/`: linked, else a
+    /// placeholder; none for text that is no terminal name.
     pub fn shown_term(&self, name: &str) -> Option<Arc<Term>> {
-        self.0.terms.shown_one(name)
+        self.0.terms.shown_one(&name.parse().ok()?)
     }
 
     /// The local clients.
@@ -231,7 +232,7 @@ impl Router {
     /// Records a link refused to or by machine `m`, in the status of its
     /// terminal (linked or placeholder) and in `ctl`.
     pub fn note_refusal(&self, m: &MachineId, line: String) {
-        self.0.terms.refused(&format!("net-{m}"), &line);
+        self.0.terms.refused(&TermName::Net(m.clone()), &line);
         self.log_event(format!("refused {line}"));
     }
 
@@ -441,7 +442,7 @@ impl Router {
 
     async fn deliver_here(&self, env: Envelope) {
         if env.src.machine.as_ref() == Some(self.id()) {
-            if let Some(lb) = self.term("loopback") {
+            if let Some(lb) = self.term(&TermName::Loopback) {
                 lb.note("out", &env);
             }
         }
@@ -455,7 +456,7 @@ impl Router {
                 Err(e) => self.bounce(env, e),
             };
         }
-        if let Some(local) = self.term("local") {
+        if let Some(local) = self.term(&TermName::Local) {
             local.note("in", &env);
         }
         match self.0.convs.deliver(env) {
