@@ -8,7 +8,7 @@
 //!
 //! A neighbour's envelopes are forwarded, or handed to the routing
 //! protocol ([`crate::router::Routing`]) when they are addressed to the
-//! router; a local client's link is served by [`crate::local`].
+//! router; a local client's link is served by `local`.
 
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;

@@ -2,7 +2,7 @@
 //! given it a number block: the envelopes it sends (offers, withdrawals,
 //! queries, conversations), and hanging up for it when it goes.
 //!
-//! The state lives in the router's [`Clients`](crate::clients::Clients)
+//! The state lives in the router's `Clients`
 //! table; this is the I/O around it, above the router and [`crate::query`].
 
 use bytes::Bytes;

@@ -7,14 +7,14 @@
 //! `Error` envelope: nothing is dropped silently.
 //!
 //! The router owns forwarding and its tables: routes, terminals
-//! ([`Terms`]), local clients ([`Clients`]), sticky replicas. The rest
+//! ([`Terms`]), local clients (`Clients`), sticky replicas. The rest
 //! plugs in, and forwarding never names it: the routing protocol as a
-//! [`Routing`] (gossip, [`crate::peers`]), a way to find what the table
+//! [`Routing`] (gossip, `peers`), a way to find what the table
 //! misses as a [`Discovery`] (the registry client, [`crate::registry`]).
-//! [`crate::start`] builds a router with its parts.
+//! `start` builds a router with its parts.
 //!
 //! Lock order: `sticky`, then `table`, then the locks of [`Terms`] and
-//! [`Clients`] (each file says its own order); `log` is taken alone. No
+//! `Clients` (each file says its own order); `log` is taken alone. No
 //! lock is held across an await.
 
 use std::collections::{HashMap, VecDeque};
@@ -92,7 +92,7 @@ struct Inner {
 
 impl Router {
     /// A router with its parts, running until `shutdown` is cancelled;
-    /// [`crate::start`] starts their tasks.
+    /// `start` starts their tasks.
     pub(crate) fn with(
         cfg: Config,
         shutdown: CancellationToken,

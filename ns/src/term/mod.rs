@@ -51,25 +51,15 @@ pub enum TermKind {
     Client(u32),
 }
 
-impl TermKind {
-    /// The terminal's name in `term/`; local clients are not there.
-    pub fn name(&self) -> Option<TermName> {
-        match self {
-            TermKind::Local => Some(TermName::Local),
-            TermKind::Loopback => Some(TermName::Loopback),
-            TermKind::Net(m) => Some(TermName::Net(m.clone())),
-            TermKind::Client(_) => None,
-        }
-    }
-}
-
 impl std::fmt::Display for TermKind {
-    /// The terminal's name: its [`TermName`], or `client-K`.
+    /// The terminal's name: its [`TermName`] in `term/`, or `client-K` for
+    /// a local client (not in `term/`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self, self.name()) {
-            (_, Some(n)) => n.fmt(f),
-            (TermKind::Client(k), None) => write!(f, "client-{k}"),
-            (_, None) => Ok(()),
+        match self {
+            TermKind::Local => TermName::Local.fmt(f),
+            TermKind::Loopback => TermName::Loopback.fmt(f),
+            TermKind::Net(m) => write!(f, "{}", TermName::Net(m.clone())),
+            TermKind::Client(k) => write!(f, "client-{k}"),
         }
     }
 }
