@@ -1,14 +1,16 @@
 //! ns: the core of the mesh, below the file system.
 //!
 //! Modules, from the bottom up, floor by floor: a module imports only
-//! from floors below its own (and `conv::lock`, a helper, from anywhere
-//! above conv). No two modules import each other.
+//! from floors below its own, so no two modules import each other (check
+//! with `grep 'crate::' ns/src/**/*.rs`, comments aside).
 //!
-//! 1. [`path`]: machine and service names, and addresses (`/svc/S`,
-//!    `/n/M/svc/S`, `/n/M/svc/S/N`); [`error`]: the error strings, Plan 9
-//!    style, and their errno table; [`cbor`]: one CBOR message, encoded
-//!    and decoded (the registry's, the tree's, the pipeline's); [`bind`]: the mount table of a
-//!    namespace: bind, unmount, unions; [`deploy`]: the deployment file.
+//! 1. [`path`]: machine and service names, addresses (`/svc/S`,
+//!    `/n/M/svc/S`, `/n/M/svc/S/N`) and terminal names
+//!    ([`path::TermName`]: `local`, `loopback`, `net-M`); [`error`]: the
+//!    error strings, Plan 9 style, and their errno table; [`cbor`]: one
+//!    CBOR message, encoded and decoded (the registry's, the tree's, the
+//!    pipeline's); [`bind`]: the mount table of a namespace: bind,
+//!    unmount, unions; [`deploy`]: the deployment file.
 //! 2. [`route`]: the route table: best route per machine, nearest replica;
 //!    [`nsfile`]: namespace files, the lines `mesh ns` builds one from.
 //! 3. [`gossip`]: path-vector announcements, incremental and numbered,
@@ -24,18 +26,18 @@
 //!    router.
 //! 7. [`term`]: terminals, their counters and traces, and the table of
 //!    them ([`term::Terms`]).
-//! 8. [`clients`]: the table of local clients; [`config`]: a router's
+//! 8. `clients`: the table of local clients; [`config`]: a router's
 //!    configuration and link security.
 //! 9. [`router`]: forwarding, resolution, local delivery, the tables; the
 //!    [`router::Routing`] and [`router::Discovery`] traits the parts
-//!    below plug in by.
+//!    above plug in by.
 //! 10. [`query`]: the router's state as text files, without FUSE;
-//!     [`peers`]: gossip and keepalive over the links, the router's
+//!     `peers`: gossip and keepalive over the links, the router's
 //!     `Routing`; [`registry`]: the registry protocol and service, and the
 //!     client that is the router's `Discovery`.
-//! 11. [`local`]: serving a local client's link.
+//! 11. `local`: serving a local client's link.
 //! 12. [`link`]: handshakes, link readers, dialing.
-//! 13. [`start`]: `Router::new`, the router with its parts plugged in.
+//! 13. `start`: `Router::new`, the router with its parts plugged in.
 
 pub mod bind;
 pub mod cbor;

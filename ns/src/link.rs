@@ -8,7 +8,7 @@
 //!
 //! A neighbour's envelopes are forwarded, or handed to the routing
 //! protocol ([`crate::router::Routing`]) when they are addressed to the
-//! router; a local client's link is served by [`crate::local`].
+//! router; a local client's link is served by `local`.
 
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
@@ -27,7 +27,7 @@ pub use crate::term::now_us;
 use crate::conv::lock;
 use crate::envelope::{Envelope, Hello, Kind, VERSION};
 use crate::error;
-use crate::path::{Addr, MachineId};
+use crate::path::{Addr, MachineId, TermName};
 use crate::router::Router;
 use crate::term::{Term, TermKind};
 
@@ -199,8 +199,7 @@ impl Router {
     /// until the link is up, `term/net-M` shows it dialing, down or
     /// refused, with the refusals in its status.
     pub fn dial_machine(&self, ds: DialString, m: MachineId) {
-        let name = format!("net-{m}");
-        self.term_table().add_placeholder(Term::placeholder(name, TermKind::Net(m.clone()), ds.to_string()));
+        self.term_table().add_placeholder(&m, ds.to_string());
         self.redial(ds, None, Some(m));
     }
 
@@ -215,7 +214,7 @@ impl Router {
     pub async fn dial_expecting(&self, ds: DialString, expect: Option<&MachineId>) -> io::Result<MachineId> {
         let (peer, task) = self.connect(&ds).await?;
         if let Some(want) = expect.filter(|w| **w != peer) {
-            if let Some(t) = self.term(&format!("net-{peer}")) {
+            if let Some(t) = self.term(&TermName::Net(peer.clone())) {
                 t.hangup();
             }
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{ds} is machine {peer}, not {want}")));
@@ -227,7 +226,7 @@ impl Router {
     fn redial(&self, ds: DialString, first: Option<tokio::task::JoinHandle<()>>, expect: Option<MachineId>) {
         let r = self.clone();
         // The terminal shown while the link is down, for an expected peer.
-        let placeholder = expect.as_ref().and_then(|m| self.term_table().placeholder(&format!("net-{m}")));
+        let placeholder = expect.as_ref().and_then(|m| self.term_table().placeholder(&TermName::Net(m.clone())));
         self.spawn(async move {
             let mut backoff = BACKOFF_MIN;
             if let Some(task) = first {
@@ -275,10 +274,11 @@ impl Router {
 
     async fn run_peer(self, link: Link, peer: MachineId, dialed: bool, addr: String, security: String) {
         let Link { tx, rx: mut frames, .. } = link;
-        let (term, writer) = Term::linked(format!("net-{peer}"), TermKind::Net(peer.clone()), addr, dialed, tx);
+        let name = TermName::Net(peer.clone());
+        let (term, writer) = Term::linked(TermKind::Net(peer.clone()), addr, dialed, tx);
         *lock(&term.security) = security;
         // What kept the link down stays readable once it is up.
-        if let Some(p) = self.term_table().placeholder(&term.name) {
+        if let Some(p) = self.term_table().placeholder(&name) {
             for (line, n) in p.refusals() {
                 term.refused_times(line, n);
             }
@@ -332,7 +332,7 @@ impl Router {
     }
 
     fn unregister(&self, term: &Arc<Term>, peer: &MachineId) {
-        if !self.term_table().unlink(term) {
+        if !self.term_table().unlink(term, peer) {
             return;
         }
         info!(%peer, term = %term.name, "link down");

@@ -2,7 +2,7 @@
 //! given it a number block: the envelopes it sends (offers, withdrawals,
 //! queries, conversations), and hanging up for it when it goes.
 //!
-//! The state lives in the router's [`Clients`](crate::clients::Clients)
+//! The state lives in the router's `Clients`
 //! table; this is the I/O around it, above the router and [`crate::query`].
 
 use bytes::Bytes;
@@ -17,9 +17,8 @@ use crate::term::{Term, TermKind};
 
 /// Serves local client `k` on `link` until it goes.
 pub(crate) async fn serve(r: Router, link: Link, k: u32) {
-    let name = format!("client-{k}");
     let Link { tx, rx: mut frames, remote, .. } = link;
-    let (term, writer) = Term::linked(name, TermKind::Client(k), remote, false, tx);
+    let (term, writer) = Term::linked(TermKind::Client(k), remote, false, tx);
     r.clients().add(k, term.clone());
     debug!(client = k, "local client up");
     let writer = r.spawn(writer);

@@ -7,14 +7,14 @@
 //! `Error` envelope: nothing is dropped silently.
 //!
 //! The router owns forwarding and its tables: routes, terminals
-//! ([`Terms`]), local clients ([`Clients`]), sticky replicas. The rest
+//! ([`Terms`]), local clients (`Clients`), sticky replicas. The rest
 //! plugs in, and forwarding never names it: the routing protocol as a
-//! [`Routing`] (gossip, [`crate::peers`]), a way to find what the table
+//! [`Routing`] (gossip, `peers`), a way to find what the table
 //! misses as a [`Discovery`] (the registry client, [`crate::registry`]).
-//! [`crate::start`] builds a router with its parts.
+//! `start` builds a router with its parts.
 //!
 //! Lock order: `sticky`, then `table`, then the locks of [`Terms`] and
-//! [`Clients`] (each file says its own order); `log` is taken alone. No
+//! `Clients` (each file says its own order); `log` is taken alone. No
 //! lock is held across an await.
 
 use std::collections::{HashMap, VecDeque};
@@ -32,7 +32,7 @@ use crate::clients::Clients;
 use crate::conv::{lock, Conv, ConvTable, Delivery, Outbox, Service};
 use crate::envelope::{Envelope, Kind, HOP_LIMIT};
 use crate::error::{self, EHOPS, ENOROUTE, ENOSERVICE};
-use crate::path::{Addr, MachineId, ServiceName};
+use crate::path::{Addr, MachineId, ServiceName, TermName};
 use crate::route::{Change, RouteTable};
 use crate::term::{Term, Terms};
 
@@ -92,7 +92,7 @@ struct Inner {
 
 impl Router {
     /// A router with its parts, running until `shutdown` is cancelled;
-    /// [`crate::start`] starts their tasks.
+    /// `start` starts their tasks.
     pub(crate) fn with(
         cfg: Config,
         shutdown: CancellationToken,
@@ -197,7 +197,7 @@ impl Router {
         self.0.terms.all()
     }
 
-    pub fn term(&self, name: &str) -> Option<Arc<Term>> {
+    pub fn term(&self, name: &TermName) -> Option<Arc<Term>> {
         self.0.terms.get(name)
     }
 
@@ -207,9 +207,10 @@ impl Router {
         self.0.terms.shown()
     }
 
-    /// A terminal to show: linked, else a placeholder.
+    /// A terminal to show, by its name in `term/`: linked, else a
+    /// placeholder; none for text that is no terminal name.
     pub fn shown_term(&self, name: &str) -> Option<Arc<Term>> {
-        self.0.terms.shown_one(name)
+        self.0.terms.shown_one(&name.parse().ok()?)
     }
 
     /// The local clients.
@@ -231,7 +232,7 @@ impl Router {
     /// Records a link refused to or by machine `m`, in the status of its
     /// terminal (linked or placeholder) and in `ctl`.
     pub fn note_refusal(&self, m: &MachineId, line: String) {
-        self.0.terms.refused(&format!("net-{m}"), &line);
+        self.0.terms.refused(&TermName::Net(m.clone()), &line);
         self.log_event(format!("refused {line}"));
     }
 
@@ -441,7 +442,7 @@ impl Router {
 
     async fn deliver_here(&self, env: Envelope) {
         if env.src.machine.as_ref() == Some(self.id()) {
-            if let Some(lb) = self.term("loopback") {
+            if let Some(lb) = self.term(&TermName::Loopback) {
                 lb.note("out", &env);
             }
         }
@@ -455,7 +456,7 @@ impl Router {
                 Err(e) => self.bounce(env, e),
             };
         }
-        if let Some(local) = self.term("local") {
+        if let Some(local) = self.term(&TermName::Local) {
             local.note("in", &env);
         }
         match self.0.convs.deliver(env) {

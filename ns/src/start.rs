@@ -1,6 +1,6 @@
 //! Starting a router: the forwarding core of [`crate::router`] with its
 //! parts plugged in and their tasks running — gossip and keepalive
-//! ([`crate::peers`]) always, the registry client ([`crate::registry`])
+//! (`peers`) always, the registry client ([`crate::registry`])
 //! when [`Config::registry`] names a machine. The one place that names
 //! them all, as mini-redis's `server.rs` wires its parts.
 

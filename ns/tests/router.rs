@@ -9,11 +9,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use ns::conv::{Conv, Msg, Service};
+use ns::path::TermName;
+use ns::term::TermKind;
 use ns::{Addr, Config, Envelope, Kind, Name, Router};
 use tokio_util::sync::CancellationToken;
 
 fn n(s: &str) -> Name {
     s.parse().unwrap()
+}
+
+/// The terminal of the link to neighbour `s`.
+fn net(s: &str) -> TermName {
+    TermName::Net(n(s))
 }
 fn a(s: &str) -> Addr {
     Addr::parse(s).unwrap()
@@ -140,7 +147,7 @@ async fn hairpin_reply_crosses_back() {
     let mut conv = m.r("a").open(a("/svc/gpu"), vec![a("/n/a/svc/enc")]);
     assert_eq!(ask(&mut conv, "frame").await.unwrap(), ["enc@a(GPU@C(FRAME))"]);
     // The gpu's reply crossed c -> b -> a.
-    let c_out = m.r("c").term("net-b").unwrap().stats.envs_out.load(SeqCst);
+    let c_out = m.r("c").term(&net("b")).unwrap().stats.envs_out.load(SeqCst);
     assert!(c_out > 0);
 }
 
@@ -173,8 +180,8 @@ async fn fewer_hops_preferred_and_withdrawn_at_once() {
     m.serve("c", "upper");
     m.until("direct route", |m| hops(m.r("a"), "upper") == Some(("c".into(), 1))).await;
     // Cut a-c: the route moves through b.
-    m.r("a").term("net-c").unwrap().hangup();
-    m.until("route via b", |m| m.r("a").table().best(&n("c")).is_some_and(|r| r.term == "net-b")).await;
+    m.r("a").term(&net("c")).unwrap().hangup();
+    m.until("route via b", |m| m.r("a").table().best(&n("c")).is_some_and(|r| r.term == net("b"))).await;
     // No path in any table contains a machine twice.
     for r in m.routers.values() {
         for rt in r.table().routes() {
@@ -221,7 +228,7 @@ async fn losing_a_link_fails_its_conversations() {
     let mut conv = m.r("a").open(a("/svc/upper"), vec![]);
     conv.tx.send(Bytes::from("x")).await.unwrap();
     assert!(matches!(conv.rx.recv().await, Some(Msg::Data(_))));
-    m.r("b").term("net-c").unwrap().hangup();
+    m.r("b").term(&net("c")).unwrap().hangup();
     // b's dialer redials; until then a sees the loss. The conversation
     // on the lost route gets an error instead of hanging.
     let got = tokio::time::timeout(Duration::from_secs(5), conv.rx.recv()).await.unwrap();
@@ -270,15 +277,15 @@ async fn a_lost_link_fails_what_crossed_it_even_with_another_path() {
     m.r("c").add_service(n("echo"), Arc::new(Watch(failed.clone())));
     m.until("routes", |m| {
         hops(m.r("a"), "echo") == Some(("c".into(), 2))
-            && m.r("b").term("net-c").is_some()
-            && m.r("d").term("net-c").is_some()
+            && m.r("b").term(&net("c")).is_some()
+            && m.r("d").term(&net("c")).is_some()
     })
     .await;
     let mut conv = m.r("a").open(a("/svc/echo"), vec![]);
     conv.tx.send(Bytes::from("x")).await.unwrap();
     assert!(matches!(conv.rx.recv().await, Some(Msg::Data(_))));
     // Ties break by neighbour id: the conversation went through b.
-    let via_b = m.r("b").term("net-c").unwrap();
+    let via_b = m.r("b").term(&net("c")).unwrap();
     assert!(via_b.crossed.as_ref().is_some_and(|c| !c.is_empty()), "b remembers the conversation");
     via_b.hangup();
     let got = tokio::time::timeout(Duration::from_secs(2), conv.rx.recv()).await.unwrap();
@@ -520,7 +527,7 @@ async fn garbage_from_a_peer_closes_that_link_only() {
     let end =
         tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = bad.rx.next().await {} }).await;
     assert!(end.is_ok(), "bad link closed");
-    assert!(m.r("b").term("net-x").is_none());
+    assert!(m.r("b").term(&net("x")).is_none());
     // ...and keeps serving a.
     let mut conv = m.r("a").open(a("/svc/upper"), vec![]);
     assert_eq!(ask(&mut conv, "still").await.unwrap(), ["upper@b(STILL)"]);
@@ -598,7 +605,7 @@ async fn a_neighbour_speaks_only_for_what_it_routes() {
     x.tx.send(posing.encode().into()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(seen.load(SeqCst), 0, "no service saw either");
-    assert!(m.r("b").term("net-x").is_some_and(|t| t.stats.errors.load(SeqCst) == 1));
+    assert!(m.r("b").term(&net("x")).is_some_and(|t| t.stats.errors.load(SeqCst) == 1));
     // Its own messages are fine.
     let mut own = Envelope::new(3, a("/n/x/svc/count/7"), a("/n/b/svc/count"), Kind::Data, Bytes::from("own"));
     own.via = vec![n("x")];
@@ -687,7 +694,7 @@ fn settled(m: &Mesh, want: &HashMap<(String, String), usize>) -> bool {
 fn count_announcements(m: &Mesh) -> Arc<AtomicUsize> {
     let count = Arc::new(AtomicUsize::new(0));
     for r in m.routers.values() {
-        for t in r.terms().into_iter().filter(|t| t.name.starts_with("net-")) {
+        for t in r.terms().into_iter().filter(|t| matches!(t.kind, TermKind::Net(_))) {
             let (mut rx, count) = (t.subscribe(), count.clone());
             tokio::spawn(async move {
                 loop {
@@ -774,7 +781,7 @@ async fn a_lost_link_fails_over_to_the_long_way_and_back() {
     }
     let whole = distances(&edges, None);
     m.until("ring settled", |m| settled(m, &whole)).await;
-    m.r("a").term("net-b").unwrap().hangup();
+    m.r("a").term(&net("b")).unwrap().hangup();
     let cut: Vec<(String, String)> = edges[1..].to_vec();
     m.until("the long way round", |m| settled(m, &distances(&cut, None))).await;
     assert_eq!(m.r("a").table().best(&n("b")).unwrap().path, [n("a"), n("f"), n("e"), n("d"), n("c"), n("b")]);

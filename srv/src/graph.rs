@@ -29,6 +29,8 @@ use anyhow::Context;
 use dial::{DialString, Host};
 use ns::client::Client;
 use ns::deploy::Deployment;
+use ns::path::{bang_path, TermName};
+use ns::MachineId;
 
 /// What a router's texts could not be read as.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +41,9 @@ pub enum GraphError {
     /// A terminal's `ctl` that does not start `kind address state`.
     #[error("term/{term}/ctl: want `kind address state`, got {text:?}")]
     BadTermCtl { term: String, text: String },
+    /// A `machine` file that does not hold a machine id.
+    #[error("machine: want a machine id, got {text:?}")]
+    BadMachine { text: String },
 }
 
 /// The topology, ready to print.
@@ -82,8 +87,8 @@ struct Link {
     /// Transport and security.
     label: String,
     /// The terminal's name on `from` and on `to`.
-    tail: Option<String>,
-    head: Option<String>,
+    tail: Option<TermName>,
+    head: Option<TermName>,
     /// An arrow from the dialer; none when who dialed is unknown.
     directed: bool,
     look: Look,
@@ -114,10 +119,10 @@ pub struct View {
 }
 
 /// One terminal of a [`View`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TermView {
     /// `net-M`.
-    pub name: String,
+    pub name: TermName,
     /// `term/T/ctl`: `kind address state`.
     pub ctl: String,
     /// `term/T/status`, for its `security` line.
@@ -136,10 +141,10 @@ pub async fn live(router: &DialString) -> anyhow::Result<Graph> {
     let routes = ask("cat /routes".into()).await?;
     let machines = lines(ask("ls /n".into()).await?);
     let mut terms = Vec::new();
-    for name in lines(ask("ls /term".into()).await?) {
-        if !name.starts_with("net-") {
+    for line in lines(ask("ls /term".into()).await?) {
+        let Some(name) = line.parse::<TermName>().ok().filter(|n| n.machine().is_some()) else {
             continue;
-        }
+        };
         // A terminal that went since the listing is simply not drawn.
         let (Ok(ctl), Ok(status)) =
             (ask(format!("cat /term/{name}/ctl")).await, ask(format!("cat /term/{name}/status")).await)
@@ -181,8 +186,8 @@ impl Graph {
                             from: id.to_string(),
                             to: to.clone(),
                             label: format!("{} {security}", net(ds)),
-                            tail: Some(format!("net-{to}")),
-                            head: Some(format!("net-{id}")),
+                            tail: Some(TermName::Net(peer.id.clone())),
+                            head: Some(TermName::Net(id.clone())),
                             directed: true,
                             look: if ok { Look::Up } else { Look::Broken },
                             tooltip: ds.to_string(),
@@ -215,34 +220,36 @@ impl Graph {
         let legend = "solid: this router's terminals; dashed: hops its routes cross";
         let mut g = Graph { title: title.to_string(), legend: legend.into(), ..Graph::default() };
         let here = v.machine.clone();
+        let here_id: MachineId = here.parse().map_err(|_| GraphError::BadMachine { text: here.clone() })?;
         g.machines
             .insert(here.clone(), MachineNode { notes: vec!["this router".into()], here: true, ..Default::default() });
         for m in &v.machines {
             g.machines.entry(m.clone()).or_default();
         }
-        let mut paths: BTreeMap<String, (usize, String, Vec<String>)> = BTreeMap::new();
+        let mut paths: BTreeMap<String, (usize, TermName, Vec<MachineId>)> = BTreeMap::new();
         for (i, line) in v.routes.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let bad = || GraphError::BadRoute { line: i + 1, text: line.to_string() };
             let [service, machine, term, hops, path] = fields(line).ok_or_else(bad)?;
             let hops: usize = hops.parse().map_err(|_| bad())?;
-            let path: Vec<String> = path.split('!').map(str::to_string).collect();
+            let term: TermName = term.parse().map_err(|_| bad())?;
+            let path: Vec<MachineId> = path.split('!').map(str::parse).collect::<Result<_, _>>().map_err(|_| bad())?;
             g.machines.entry(machine.to_string()).or_default().services.insert(service.to_string(), String::new());
-            paths.insert(machine.to_string(), (hops, term.to_string(), path));
+            paths.insert(machine.to_string(), (hops, term, path));
         }
         for (m, (hops, term, path)) in &paths {
             if *m != here {
                 let node = g.machines.entry(m.clone()).or_default();
                 node.notes.push(format!("{hops} hop{} via {term}", if *hops == 1 { "" } else { "s" }));
-                node.notes.push(path.join("!"));
+                node.notes.push(bang_path(path));
             }
         }
         let mut drawn: BTreeSet<(String, String)> = BTreeSet::new();
         for t in &v.terms {
-            let peer = t.name.strip_prefix("net-").unwrap_or(&t.name).to_string();
+            let Some(peer) = t.name.machine().map(|m| m.to_string()) else { continue };
             // What follows the state, should a later ctl say more, is not ours.
             let head: Vec<&str> = t.ctl.split_whitespace().take(3).collect();
             let [_kind, addr, state] = <[&str; 3]>::try_from(head)
-                .map_err(|_| GraphError::BadTermCtl { term: t.name.clone(), text: t.ctl.clone() })?;
+                .map_err(|_| GraphError::BadTermCtl { term: t.name.to_string(), text: t.ctl.clone() })?;
             let security = t.status.lines().find_map(|l| l.strip_prefix("security ")).unwrap_or("");
             let transport = addr.parse::<DialString>().map(|ds| net(&ds).to_string()).unwrap_or_default();
             // Security means something only on a link that is up.
@@ -260,7 +267,7 @@ impl Graph {
                 to: peer,
                 label,
                 tail: Some(t.name.clone()),
-                head: Some(format!("net-{here}")),
+                head: Some(TermName::Net(here_id.clone())),
                 directed: false,
                 look: if state == "up" { Look::Up } else { Look::Broken },
                 tooltip: format!("{addr} {security}").trim().to_string(),
@@ -268,17 +275,17 @@ impl Graph {
         }
         for (_, _, path) in paths.values() {
             for hop in path.windows(2) {
-                let p = pair(&hop[0], &hop[1]);
+                let p = pair(hop[0].as_str(), hop[1].as_str());
                 if drawn.insert(p.clone()) {
                     for m in [&p.0, &p.1] {
                         g.machines.entry(m.clone()).or_default();
                     }
                     g.links.push(Link {
-                        from: hop[0].clone(),
-                        to: hop[1].clone(),
+                        from: hop[0].to_string(),
+                        to: hop[1].to_string(),
                         label: String::new(),
-                        tail: Some(format!("net-{}", hop[1])),
-                        head: Some(format!("net-{}", hop[0])),
+                        tail: Some(TermName::Net(hop[1].clone())),
+                        head: Some(TermName::Net(hop[0].clone())),
                         directed: false,
                         look: Look::Crossed,
                         tooltip: "a hop of a route from here".into(),
@@ -335,8 +342,8 @@ impl Graph {
         }
         for l in &self.links {
             let mut attrs = vec![format!("label={}", q(&l.label)), format!("tooltip={}", q(&l.tooltip))];
-            attrs.extend(l.tail.as_ref().map(|t| format!("taillabel={}", q(t))));
-            attrs.extend(l.head.as_ref().map(|h| format!("headlabel={}", q(h))));
+            attrs.extend(l.tail.as_ref().map(|t| format!("taillabel={}", q(&t.to_string()))));
+            attrs.extend(l.head.as_ref().map(|h| format!("headlabel={}", q(&h.to_string()))));
             if !l.directed {
                 attrs.push("dir=none".into());
             }
@@ -621,12 +628,12 @@ stages = ["/svc/src", "/svc/echo"]
             machines: vec!["a".into(), "b".into(), "c".into(), "d".into()],
             terms: vec![
                 TermView {
-                    name: "net-b".into(),
+                    name: "net-b".parse().expect("a terminal name"),
                     ctl: "net tcp!127.0.0.2!17002 up\n".into(),
                     status: "in 1 envelopes 2 bytes\nsecurity noise 0123abcd (b)\n".into(),
                 },
                 TermView {
-                    name: "net-e".into(),
+                    name: "net-e".parse().expect("a terminal name"),
                     ctl: "net ws!10.0.0.5!80 down\n".into(),
                     status: "security insecure\n".into(),
                 },
@@ -663,6 +670,18 @@ stages = ["/svc/src", "/svc/echo"]
         let e = Graph::from_view(&v, "live").unwrap_err();
         assert_eq!(e, GraphError::BadRoute { line: 2, text: "parser b net-b one a!b".into() });
         assert!(e.to_string().starts_with("routes line 2: want `service machine terminal hops path`"));
+        // A terminal, or a machine of the path, that is no name is bad text.
+        for line in ["parser b net-B 1 a!b", "parser b net-b 1 a!B", "parser b client-1 1 a!b"] {
+            let mut v = view();
+            v.routes = format!("{line}\n");
+            let e = Graph::from_view(&v, "live").unwrap_err();
+            assert_eq!(e, GraphError::BadRoute { line: 1, text: line.into() });
+        }
+        let mut v = view();
+        v.machine = "A!".into();
+        let e = Graph::from_view(&v, "live").unwrap_err();
+        assert_eq!(e, GraphError::BadMachine { text: "A!".into() });
+        assert_eq!(e.to_string(), "machine: want a machine id, got \"A!\"");
         let mut v = view();
         v.terms[0].ctl = "net\n".into();
         assert!(matches!(Graph::from_view(&v, "live"), Err(GraphError::BadTermCtl { term, .. }) if term == "net-b"));

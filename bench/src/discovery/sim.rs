@@ -373,8 +373,8 @@ fn full_table_bytes(r: &Router) -> u64 {
 }
 
 /// The route tables' bytes per route, from the sizes of what they hold:
-/// the chosen route (struct, its path, terminal name and services, behind
-/// an `Arc`) plus, per neighbour, the advert it sent (path and services)
+/// the chosen route (struct, its path and services, behind an `Arc`; the
+/// terminal name is a shared name inside the struct) plus, per neighbour, the advert it sent (path and services)
 /// and the advert it was sent (gossip's record of what it was told), both
 /// in hash maps. Names are shared (interned), so they count as pointers.
 /// An estimate: allocator overhead and hash-map slack are left out.
@@ -388,7 +388,6 @@ fn estimate_per_route(routers: &[Router]) -> f64 {
             let chosen = 2 * size_of::<usize>()
                 + size_of::<ns::route::Route>()
                 + rt.path.capacity() * name
-                + rt.term.capacity()
                 + rt.services.capacity() * name;
             // An advert: path to the machine (one shorter than ours) and
             // services, keyed by machine, once received and once sent per

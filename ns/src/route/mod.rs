@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::path::{bang_path, MachineId, ServiceName};
+use crate::path::{bang_path, MachineId, ServiceName, TermName};
 
 mod lost;
 
@@ -48,7 +48,7 @@ pub const MAX_ROUTES_PER_PEER: usize = 4096;
 pub struct Route {
     pub machine: MachineId,
     /// The terminal the first hop leaves by: `local` or `net-M`.
-    pub term: String,
+    pub term: TermName,
     /// Machines from here to the destination, both ends included.
     pub path: Vec<MachineId>,
     pub services: Vec<ServiceName>,
@@ -377,7 +377,7 @@ impl RouteTable {
         if *m == self.me {
             return vec![Route {
                 machine: m.clone(),
-                term: "local".into(),
+                term: TermName::Local,
                 path: vec![m.clone()],
                 services: self.local.clone(),
                 source: "local",
@@ -390,7 +390,7 @@ impl RouteTable {
             path.extend(ad.path.iter().cloned());
             v.push(Route {
                 machine: m.clone(),
-                term: format!("net-{}", ad.path[0]),
+                term: TermName::Net(ad.path[0].clone()),
                 path,
                 services: ad.services.clone(),
                 source,
@@ -418,7 +418,7 @@ impl RouteTable {
         if *m == self.me {
             return Some(Route {
                 machine: m.clone(),
-                term: "local".into(),
+                term: TermName::Local,
                 path: vec![m.clone()],
                 services: self.local.clone(),
                 source: "local",
@@ -452,7 +452,7 @@ impl RouteTable {
         let mut path = Vec::with_capacity(ad.path.len() + 1);
         path.push(self.me.clone());
         path.extend(ad.path.iter().cloned());
-        let term = format!("net-{}", ad.path[0]);
+        let term = TermName::Net(ad.path[0].clone());
         Some(Route { machine: m.clone(), term, path, services, source: if registry { "registry" } else { "gossip" } })
     }
 

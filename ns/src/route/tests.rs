@@ -5,6 +5,9 @@ use super::*;
 fn n(s: &str) -> MachineId {
     s.parse().unwrap()
 }
+fn net(s: &str) -> TermName {
+    TermName::Net(n(s))
+}
 fn ad(path: &[&str], svcs: &[&str]) -> Advert {
     Advert { path: path.iter().map(|s| n(s)).collect(), services: svcs.iter().map(|s| n(s)).collect() }
 }
@@ -19,7 +22,7 @@ fn registry_services_fill_a_silent_neighbour() {
     t.peer_up(&n("r"));
     t.set_registry(HashMap::from([(n("b"), ad(&["r", "b"], &["echo"]))]));
     let best = t.best(&n("b")).unwrap();
-    assert_eq!((best.term.as_str(), best.hops(), best.services.clone()), ("net-b", 1, vec![n("echo")]));
+    assert_eq!((best.term.clone(), best.hops(), best.services.clone()), (net("b"), 1, vec![n("echo")]));
     assert_eq!(t.nearest("echo").unwrap().machine, n("b"));
 }
 
@@ -33,11 +36,11 @@ fn fewer_hops_win_and_ties_break_by_neighbour() {
     assert_eq!(t.best(&n("d")).unwrap().path, vec![n("a"), n("b"), n("d")]);
     t.apply(&n("c"), false, [(n("d"), ad(&["c", "d"], &["gpu"]))]).unwrap();
     // Equal hops: neighbour b sorts before c.
-    assert_eq!(t.best(&n("d")).unwrap().term, "net-b");
+    assert_eq!(t.best(&n("d")).unwrap().term, net("b"));
     assert_eq!(t.alternatives(&n("d")).len(), 2);
     let ch = t.peer_down(&n("b"));
     assert!(ch.changed.contains(&n("d")) && ch.lost.contains(&n("b")));
-    assert_eq!(t.best(&n("d")).unwrap().term, "net-c");
+    assert_eq!(t.best(&n("d")).unwrap().term, net("c"));
 }
 
 #[test]
@@ -206,7 +209,7 @@ fn before_v_dies() -> RouteTable {
     t.peer_up(&n("c"));
     t.apply(&n("b"), false, [(n("v"), ad(&["b", "v"], &["s"]))]).unwrap();
     t.apply(&n("c"), false, [(n("v"), ad(&["c", "b", "v"], &["s"]))]).unwrap();
-    assert_eq!(t.best(&n("v")).unwrap().term, "net-b");
+    assert_eq!(t.best(&n("v")).unwrap().term, net("b"));
     t
 }
 
@@ -253,7 +256,7 @@ fn a_path_never_replaced_comes_back_when_the_report_expires() {
     assert!(t.expire(later(30)).is_empty(), "not yet");
     let ch = t.expire(until);
     assert!(ch.changed.contains(&n("v")));
-    assert_eq!(t.best(&n("v")).unwrap().term, "net-c");
+    assert_eq!(t.best(&n("v")).unwrap().term, net("c"));
     assert!(t.next_expiry().is_none());
 }
 
@@ -265,7 +268,7 @@ fn a_report_counts_only_from_who_gave_a_path_over_the_link() {
     // d neither ends b-v nor gave a path over it: ignored.
     t.apply_lost(&n("d"), false, &[Link::new(n("b"), n("v"))], later(60), [(n("v"), ad(&["d", "e", "v"], &["s"]))])
         .unwrap();
-    assert_eq!(t.best(&n("v")).unwrap().term, "net-b");
+    assert_eq!(t.best(&n("v")).unwrap().term, net("b"));
     assert!(t.next_expiry().is_none());
     // c gave one: it counts, and only d's path is left.
     t.apply_lost(&n("c"), false, &[Link::new(n("b"), n("v"))], later(60), [withdraw("v")]).unwrap();

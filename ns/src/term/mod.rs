@@ -20,7 +20,7 @@ use crate::conv::lock;
 use crate::crossed::Crossed;
 use crate::envelope::{Envelope, Kind};
 use crate::outlet::{self, write_link, Inline, Outlet};
-use crate::path::MachineId;
+use crate::path::{MachineId, TermName};
 
 mod table;
 #[cfg(test)]
@@ -51,6 +51,19 @@ pub enum TermKind {
     Client(u32),
 }
 
+impl std::fmt::Display for TermKind {
+    /// The terminal's name: its [`TermName`] in `term/`, or `client-K` for
+    /// a local client (not in `term/`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TermKind::Local => TermName::Local.fmt(f),
+            TermKind::Loopback => TermName::Loopback.fmt(f),
+            TermKind::Net(m) => write!(f, "{}", TermName::Net(m.clone())),
+            TermKind::Client(k) => write!(f, "client-{k}"),
+        }
+    }
+}
+
 /// Counters of one terminal.
 #[derive(Default, Debug)]
 pub struct TermStats {
@@ -71,6 +84,7 @@ pub struct TermStats {
 
 /// One terminal.
 pub struct Term {
+    /// The kind's name (see [`TermKind`]'s `Display`), for logs and files.
     pub name: String,
     pub kind: TermKind,
     /// How the link was made: the dial string dialed, or the address it
@@ -97,14 +111,14 @@ pub struct Term {
 
 impl Term {
     /// A terminal with no link (local, loopback).
-    pub fn internal(name: &str, kind: TermKind) -> Arc<Term> {
-        Arc::new(Term::make(name.into(), kind, String::new(), false, None))
+    pub fn internal(kind: TermKind) -> Arc<Term> {
+        Arc::new(Term::make(kind, String::new(), false, None))
     }
 
     /// The terminal of a neighbour dialed but not linked (yet): no link,
     /// state `dialing`, and the refusals that kept it down.
-    pub fn placeholder(name: String, kind: TermKind, addr: String) -> Arc<Term> {
-        let t = Term::make(name, kind, addr, true, None);
+    pub fn placeholder(kind: TermKind, addr: String) -> Arc<Term> {
+        let t = Term::make(kind, addr, true, None);
         t.set_state("dialing");
         *lock(&t.security) = "none (not linked)".into();
         Arc::new(t)
@@ -137,21 +151,20 @@ impl Term {
     /// A terminal on a link that sends into `sink`; returns the writer
     /// task to run, which ends when the link fails or is hung up.
     pub fn linked(
-        name: String,
         kind: TermKind,
         addr: String,
         dialed: bool,
         sink: dial::FrameSink,
     ) -> (Arc<Term>, impl Future<Output = ()> + Send + 'static) {
         let (outlet, rx) = Outlet::new(sink);
-        let term = Arc::new(Term::make(name, kind, addr, dialed, Some(outlet.clone())));
+        let term = Arc::new(Term::make(kind, addr, dialed, Some(outlet.clone())));
         (term.clone(), write_link(term, outlet, rx))
     }
 
-    fn make(name: String, kind: TermKind, addr: String, dialed: bool, outlet: Option<Arc<Outlet>>) -> Term {
+    fn make(kind: TermKind, addr: String, dialed: bool, outlet: Option<Arc<Outlet>>) -> Term {
         Term {
             crossed: matches!(kind, TermKind::Net(_)).then(Crossed::default),
-            name,
+            name: kind.to_string(),
             kind,
             addr,
             dialed,

@@ -10,6 +10,7 @@
 
 use dial::DialString;
 use ns::error::{self, EBADCTL};
+use ns::path::TermName;
 use ns::{Addr, Router};
 
 /// What a ctl file controls.
@@ -79,14 +80,17 @@ async fn router_ctl(ns: &super::Namespace, w: &[&str]) -> Result<(), String> {
             }
             r.dial_now(ds.clone()).await.map(|_| ()).map_err(|e| bad(format!("dial {ds}: {e}")))
         }
-        ["hangup", t] => match r.term(t) {
-            Some(term) if t.starts_with("net-") => {
-                term.hangup();
-                Ok(())
+        ["hangup", t] => {
+            let name: TermName = t.parse().map_err(|e| bad(format!("hangup: {e}")))?;
+            match r.term(&name) {
+                Some(term) if name.machine().is_some() => {
+                    term.hangup();
+                    Ok(())
+                }
+                Some(_) => Err(bad(format!("hangup: {name} is not a network terminal"))),
+                None => Err(bad(format!("hangup: no terminal {name}"))),
             }
-            Some(_) => Err(bad(format!("hangup: {t} is not a network terminal"))),
-            None => Err(bad(format!("hangup: no terminal {t}"))),
-        },
+        }
         ["mount", ds, place] => {
             let ds: DialString = ds.parse().map_err(|e| bad(format!("mount: {e}")))?;
             let name = place
@@ -102,15 +106,16 @@ async fn router_ctl(ns: &super::Namespace, w: &[&str]) -> Result<(), String> {
 }
 
 fn term_ctl(r: &Router, t: &str, w: &[&str]) -> Result<(), String> {
-    let term = r.shown_term(t).ok_or_else(|| bad(format!("no terminal {t}")))?;
+    let name: TermName = t.parse().map_err(bad)?;
+    let term = r.term_table().shown_one(&name).ok_or_else(|| bad(format!("no terminal {name}")))?;
     match w {
-        ["hangup"] | ["redial"] if t.starts_with("net-") => {
+        ["hangup"] | ["redial"] if name.machine().is_some() => {
             // A dialed link is redialed by its dialer with backoff; an
             // accepted one by the peer.
             term.hangup();
             Ok(())
         }
-        ["hangup"] | ["redial"] => Err(bad(format!("{t} is not a network terminal"))),
+        ["hangup"] | ["redial"] => Err(bad(format!("{name} is not a network terminal"))),
         [verb, ..] => Err(bad(format!("unknown message {verb:?} (want hangup or redial)"))),
         [] => Ok(()),
     }
@@ -147,5 +152,27 @@ fn conv_ctl(ns: &super::Namespace, s: &str, n: u64, line: &str, w: &[&str]) -> R
             None => Err(bad(format!("unknown message {verb:?} (want replyto or hangup)"))),
         },
         [] => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    /// A terminal's ctl parses its name once: text that is no terminal
+    /// name is refused naming the text; a real name that is not a link,
+    /// or not there, is told apart.
+    #[tokio::test]
+    async fn terminal_names_are_parsed_and_bad_ones_named() {
+        let stop = CancellationToken::new();
+        let r = Router::new(ns::Config::new("a".parse().expect("valid")), stop.clone());
+        let err = |t: &str| term_ctl(&r, t, &["hangup"]).expect_err(t);
+        assert!(err("bogus").contains("bad terminal name \"bogus\""), "{}", err("bogus"));
+        assert!(err("net-B").contains("bad terminal name \"net-B\""), "{}", err("net-B"));
+        assert!(err("local").ends_with("local is not a network terminal"), "{}", err("local"));
+        assert!(err("net-zz").ends_with("no terminal net-zz"), "{}", err("net-zz"));
+        stop.cancel();
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! A machine id and a service name are `[a-z0-9][a-z0-9._-]{0,62}`. An
 //! address ([`Addr`]) names a service or one conversation of it:
-//! `/svc/S`, `/n/M/svc/S`, `/n/M/svc/S/N`.
+//! `/svc/S`, `/n/M/svc/S`, `/n/M/svc/S/N`. A router's terminals are
+//! named by a [`TermName`]: `local`, `loopback`, `net-M`.
 //!
 //! Names are interned: decoding an envelope looks its names up in a small
 //! global table instead of allocating, so the forwarding path allocates no
@@ -14,6 +15,10 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+mod term;
+
+pub use term::{BadTermName, TermName};
 
 /// A machine id or a service name.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
