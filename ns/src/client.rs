@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::conv::{Conv, ConvTable, Delivery, Msg, Outbox, Service};
+use crate::conv::{Conv, ConvTable, Delivery, Outbox, Service};
 use crate::envelope::{link_options, Envelope, Hello, Kind, VERSION};
 use crate::error;
 use crate::outlet::LINK_QUEUE;
@@ -147,29 +147,6 @@ impl Client {
         let a = Addr::on(self.machine().clone(), name.clone());
         let env = Envelope::new(self.out.next_id(), a.clone(), a, Kind::Offer(name), Bytes::new());
         self.out.send(env).await;
-    }
-
-    /// Reads a file of the router's state: `ls PATH` or `cat PATH`.
-    pub async fn query(&self, q: &str) -> Result<String, String> {
-        let router = crate::conv::reserved();
-        let mut conv = self.table.open(Addr::on(self.machine().clone(), router), Vec::new());
-        let env = Envelope::new(
-            self.out.next_id(),
-            conv.rx.path().clone(),
-            conv.tx.target().dst,
-            Kind::Query(q.to_string()),
-            Bytes::new(),
-        );
-        self.out.send(env).await;
-        let mut text = Vec::new();
-        while let Some(m) = conv.rx.recv().await {
-            match m {
-                Msg::Data(b) => text.extend_from_slice(&b),
-                Msg::Eof => break,
-                Msg::Error(e) => return Err(e),
-            }
-        }
-        String::from_utf8(text).map_err(|_| "router sent invalid UTF-8".to_string())
     }
 
     /// Resolves when the link to the router is gone.

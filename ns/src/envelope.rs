@@ -76,9 +76,6 @@ pub enum Kind {
     Offer(ServiceName),
     /// A local client withdraws a service it offered.
     Withdraw(ServiceName),
-    /// A request to read the router's state without FUSE: `routes`, `ls`,
-    /// `cat PATH`. The answer comes back as Data, then Eof.
-    Query(String),
 }
 
 /// Introduces one side of a link.

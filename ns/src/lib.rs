@@ -31,7 +31,7 @@
 //! 9. [`router`]: forwarding, resolution, local delivery, the tables; the
 //!    [`router::Routing`] and [`router::Discovery`] traits the parts
 //!    above plug in by.
-//! 10. [`query`]: the router's state as text files, without FUSE;
+//! 10. [`text`]: the text of the router's `ctl` and `svc/S/info` files;
 //!     `peers`: gossip and keepalive over the links, the router's
 //!     `Routing`; [`registry`]: the registry protocol and service, and the
 //!     client that is the router's `Discovery`.
@@ -56,12 +56,12 @@ pub mod nsfile;
 pub mod outlet;
 pub mod path;
 mod peers;
-pub mod query;
 pub mod registry;
 pub mod route;
 pub mod router;
 mod start;
 pub mod term;
+pub mod text;
 
 pub use conv::{Conv, Msg, Service};
 pub use envelope::{Envelope, Kind};

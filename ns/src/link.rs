@@ -347,7 +347,7 @@ impl Router {
             Kind::Routes(_) | Kind::Resync | Kind::Ping { .. } | Kind::Pong { .. } => {
                 self.routing().receive(self, term, peer, env).await
             }
-            Kind::Hello(_) | Kind::Offer(_) | Kind::Withdraw(_) | Kind::Query(_) => {
+            Kind::Hello(_) | Kind::Offer(_) | Kind::Withdraw(_) => {
                 Err(format!("unexpected {} from a neighbour", crate::term::kind_name(&env.kind)))
             }
             Kind::Data | Kind::Eof | Kind::Hangup | Kind::Cancel | Kind::Error(_) | Kind::Credit(_) => {

@@ -1,9 +1,9 @@
 //! Serving a local client's link, once `link` has accepted it and
 //! given it a number block: the envelopes it sends (offers, withdrawals,
-//! queries, conversations), and hanging up for it when it goes.
+//! conversations), and hanging up for it when it goes.
 //!
 //! The state lives in the router's `Clients`
-//! table; this is the I/O around it, above the router and [`crate::query`].
+//! table; this is the I/O around it, above the router.
 
 use bytes::Bytes;
 use dial::Link;
@@ -37,14 +37,14 @@ pub(crate) async fn serve(r: Router, link: Link, k: u32) {
             }
             None => break,
         };
-        receive(&r, &term, k, env).await;
+        receive(&r, k, env).await;
     }
     writer.abort();
     gone(&r, k).await;
 }
 
 /// Handles one envelope from client `k`.
-async fn receive(r: &Router, term: &Term, k: u32, env: Envelope) {
+async fn receive(r: &Router, k: u32, env: Envelope) {
     let owned = env.src.machine.as_ref() == Some(r.id()) && env.src.conv.is_some_and(|n| n >> 32 == k as u64);
     match &env.kind {
         Kind::Offer(name) => {
@@ -60,20 +60,6 @@ async fn receive(r: &Router, term: &Term, k: u32, env: Envelope) {
         Kind::Withdraw(name) => {
             r.clients().withdraw(name, k);
             r.local_changed();
-        }
-        Kind::Query(q) => {
-            let (kind, data) = match crate::query::answer(r, q) {
-                Ok(text) => (Kind::Data, Bytes::from(text)),
-                Err(e) => (Kind::Error(e), Bytes::new()),
-            };
-            let mut reply = Envelope::new(r.next_id(), env.dst.clone(), env.src.clone(), kind.clone(), data);
-            reply.via.push(r.id().clone());
-            let _ = term.send(reply.clone()).await;
-            if kind == Kind::Data {
-                reply.kind = Kind::Eof;
-                reply.data = Bytes::new();
-                let _ = term.send(reply).await;
-            }
         }
         _ if !owned => {
             let src = env.src.clone();

@@ -476,7 +476,7 @@ impl Router {
     /// delivered. Errors about control messages are only logged: their
     /// sender is gone or does not wait for an answer.
     pub(crate) fn bounce(&self, env: Envelope, why: String) {
-        if !matches!(env.kind, Kind::Data | Kind::Eof | Kind::Query(_)) {
+        if !matches!(env.kind, Kind::Data | Kind::Eof) {
             debug!(src = %env.src, dst = %env.dst, kind = crate::term::kind_name(&env.kind), %why, "undeliverable control message");
             return;
         }

@@ -412,7 +412,7 @@ async fn registry_routes_expire_when_the_registry_dies() {
     let period = Config::new(n("a")).period;
     assert!(took >= period * 2 && took <= period * 6, "expired after {took:?}");
     assert_eq!(m.r("a").registry_status(), Some((n("b"), false)));
-    assert!(ns::query::ctl_text(m.r("a")).contains("registry b unreachable"));
+    assert!(ns::text::ctl_text(m.r("a")).contains("registry b unreachable"));
 }
 
 #[tokio::test(start_paused = true)]

@@ -38,7 +38,7 @@ fn counts(status: &str, label: &str) -> (u64, u64) {
 }
 
 fn status(r: &Router, term: &str) -> String {
-    ns::query::answer(r, &format!("cat /term/{term}/status")).unwrap()
+    r.term(&term.parse().unwrap()).unwrap().status_text()
 }
 
 #[tokio::test(start_paused = true)]

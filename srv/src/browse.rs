@@ -101,6 +101,17 @@ pub async fn cat(client: &Client, path: &str, mut out: impl FnMut(&[u8]) -> std:
     }
 }
 
+/// The whole of text file `path`.
+pub async fn text(client: &Client, path: &str) -> Result<String, String> {
+    let mut buf = Vec::new();
+    cat(client, path, |b| {
+        buf.extend_from_slice(b);
+        Ok(())
+    })
+    .await?;
+    String::from_utf8(buf).map_err(|_| format!("'{path}' is not UTF-8 text"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

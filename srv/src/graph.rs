@@ -132,22 +132,24 @@ pub struct TermView {
 /// Reads a running router's state over its Unix socket and draws it.
 pub async fn live(router: &DialString) -> anyhow::Result<Graph> {
     let client = Client::connect(router).await.with_context(|| format!("cannot reach the router at {router}"))?;
-    let ask = |q: String| {
+    let cat = |path: String| {
         let client = &client;
-        async move { client.query(&q).await.map_err(|e| anyhow::anyhow!("{q}: {e}")) }
+        async move { crate::browse::text(client, &path).await.map_err(|e| anyhow::anyhow!("cat {path}: {e}")) }
     };
-    let lines = |text: String| text.lines().map(str::to_string).filter(|l| !l.is_empty()).collect::<Vec<_>>();
-    let machine = ask("cat /machine".into()).await?.trim().to_string();
-    let routes = ask("cat /routes".into()).await?;
-    let machines = lines(ask("ls /n".into()).await?);
+    let ls = |path: &'static str| {
+        let client = &client;
+        async move { crate::browse::ls(client, path).await.map_err(|e| anyhow::anyhow!("ls {path}: {e}")) }
+    };
+    let machine = cat("/machine".into()).await?.trim().to_string();
+    let routes = cat("/routes".into()).await?;
+    let machines = ls("/n").await?;
     let mut terms = Vec::new();
-    for line in lines(ask("ls /term".into()).await?) {
+    for line in ls("/term").await? {
         let Some(name) = line.parse::<TermName>().ok().filter(|n| n.machine().is_some()) else {
             continue;
         };
         // A terminal that went since the listing is simply not drawn.
-        let (Ok(ctl), Ok(status)) =
-            (ask(format!("cat /term/{name}/ctl")).await, ask(format!("cat /term/{name}/status")).await)
+        let (Ok(ctl), Ok(status)) = (cat(format!("/term/{name}/ctl")).await, cat(format!("/term/{name}/status")).await)
         else {
             continue;
         };

@@ -360,6 +360,5 @@ pub fn kind_name(k: &Kind) -> &'static str {
         Kind::Pong { .. } => "pong",
         Kind::Offer(_) => "offer",
         Kind::Withdraw(_) => "withdraw",
-        Kind::Query(_) => "query",
     }
 }

@@ -294,12 +294,12 @@ impl Namespace {
             Node::Machine => text(format!("{}\n", r.id())),
             Node::Routes => text(r.routes()),
             Node::Ctl => {
-                let mut text = ns::query::ctl_text(r);
+                let mut text = ns::text::ctl_text(r);
                 text.push_str(&self.binds().lines());
                 Ok(Handle::Ctl(Bytes::from(text), ctl::Target::Router))
             }
             Node::SvcInfo(s) => {
-                let mut info = ns::query::info(r, &s)?;
+                let mut info = ns::text::info(r, &s)?;
                 if let Some(about) = self.extras(&s).about {
                     info.push_str(&about);
                     info.push('\n');
