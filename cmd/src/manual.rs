@@ -123,7 +123,7 @@ fn synopsis(cmd: &Command) -> String {
 }
 
 /// `mesh NAME` with its arguments: positionals, then options, then the
-/// arguments after `--`, as DESIGN.md writes them.
+/// arguments after `--`, as the synopsis of mesh(1) writes them.
 fn usage(sub: &Command) -> Vec<Inline> {
     let mut line = vec![bold(format!("mesh {}", sub.get_name()))];
     let args: Vec<&Arg> = sub.get_arguments().filter(|a| !a.is_hide_set()).collect();

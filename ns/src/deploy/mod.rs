@@ -1,5 +1,5 @@
 //! The deployment file: one TOML file that places every machine, service
-//! and pipeline of the mesh (DESIGN.md section 7, mesh.toml(5)).
+//! and pipeline of the mesh (mesh.toml(5)).
 //!
 //! [`parse`] turns the text into a [`Deployment`] and checks it whole:
 //! unknown keys, bad names, bad dial strings, keys that make no sense for a

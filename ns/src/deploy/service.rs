@@ -9,7 +9,7 @@ use super::tree::{Node, Result, Table};
 use super::ServiceSpec;
 use crate::path::ServiceName;
 
-/// What a service does; see DESIGN.md section 7 and mesh.toml(5).
+/// What a service does; see mesh.toml(5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServiceKind {
     Exec,
