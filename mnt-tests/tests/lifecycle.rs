@@ -1,0 +1,137 @@
+//! How `mesh up` and `mesh serve` start, stop and log, as a user meets
+//! them: Ctrl-C with the tree in use, a service whose background child
+//! holds its output, logs written to a file, a deployment file that is not
+//! there, a second `mesh up` of a running machine.
+//!
+//! The machines here listen on their Unix sockets only: no ports.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mnt_tests::{mounts_under, until, Mesh};
+use nix::sys::signal::Signal;
+
+const T: Duration = Duration::from_secs(20);
+
+/// Processes a test starts beside the mesh, killed however it ends.
+struct Kids(Vec<Child>);
+
+impl Drop for Kids {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A process whose pid a service command writes to a file, killed (if
+/// still there) however the test ends.
+struct Orphan(PathBuf);
+
+impl Orphan {
+    fn pid(&self) -> Option<i32> {
+        std::fs::read_to_string(&self.0).ok()?.trim().parse().ok()
+    }
+}
+
+impl Drop for Orphan {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Whether `pid` runs (a zombie waiting for its parent does not).
+fn alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // pid (comm) STATE ...: comm may hold spaces, the state follows its ')'.
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s != "Z")
+}
+
+/// Machine a, mounted at DIR/a, serving `slow` (a reader of its data
+/// waits); its router started.
+fn mounted(m: &mut Mesh) -> PathBuf {
+    let dir = m.dir.path().to_path_buf();
+    let text = format!(
+        "[machines.a]\nmount = \"{}/a\"\nservices = [ {{ name = \"slow\", kind = \"exec\", command = [\"sleep\", \"60\"] }} ]\n",
+        dir.display()
+    );
+    let deploy = m.file("a.toml", &text);
+    m.up(&deploy, "a");
+    let a = dir.join("a");
+    until("a's tree", T, || std::fs::read_to_string(a.join("machine")).is_ok_and(|s| s == "a\n"));
+    a
+}
+
+/// `sleep` with its working directory in `tree` and a file of it open.
+fn hold(tree: &Path) -> Child {
+    let open = std::fs::File::open(tree.join("machine")).expect("open machine");
+    Command::new("sleep").arg("60").current_dir(tree).stdin(open).stdout(Stdio::null()).spawn().expect("spawn sleep")
+}
+
+#[test]
+fn ctrl_c_ends_up_while_its_tree_is_in_use() {
+    let mut m = Mesh::new();
+    let a = mounted(&mut m);
+    let _kids = Kids(vec![hold(&a)]);
+    m.signal("a", Signal::SIGINT);
+    let st = m.wait_exit("a", Duration::from_secs(3));
+    assert!(st.is_some_and(|s| s.success()), "mesh up after Ctrl-C: {st:?}\n{}", m.log("a"));
+    assert_eq!(mounts_under(m.dir.path()), Vec::<PathBuf>::new(), "a mount is left");
+}
+
+#[test]
+fn a_second_ctrl_c_ends_up_at_once() {
+    let mut m = Mesh::new();
+    let a = mounted(&mut m);
+    let _kids = Kids(vec![hold(&a)]);
+    m.signal("a", Signal::SIGINT);
+    // Apart, or the kernel merges them into one.
+    std::thread::sleep(Duration::from_millis(20));
+    m.signal("a", Signal::SIGINT);
+    let st = m.wait_exit("a", Duration::from_secs(3));
+    assert!(st.is_some(), "mesh up ran on after two Ctrl-C\n{}", m.log("a"));
+    assert_eq!(mounts_under(m.dir.path()), Vec::<PathBuf>::new(), "a mount is left");
+}
+
+/// Machine b with no mount; `mesh serve` offers `bg`, whose command leaves
+/// a background `sleep` holding its output; a conversation with it open.
+fn serving_with_orphan(m: &mut Mesh) -> Orphan {
+    let deploy = m.file("b.toml", "[machines.b]\n");
+    m.up(&deploy, "b");
+    let sock = m.dir.path().join("mesh/b.sock");
+    until("b's socket", T, || sock.exists());
+    let orphan = Orphan(m.dir.path().join("bg.pid"));
+    let script = format!("sleep 300 & echo $! > {}.new && mv {0}.new {0}; cat", orphan.0.display());
+    m.spawn("serve", &["serve", "-m", "b", "bg", "--", "sh", "-c", &script]);
+    until("b routes to bg", T, || m.routes("b").contains("bg b local"));
+    // Its input ends at once: `cat` and `sh` exit, the sleep stays.
+    m.spawn("send", &["send", "-m", "b", "/svc/bg"]);
+    until("the background sleep", T, || orphan.pid().is_some_and(alive));
+    orphan
+}
+
+#[test]
+fn serve_exits_when_its_router_goes_and_kills_its_group() {
+    let mut m = Mesh::new();
+    let orphan = serving_with_orphan(&mut m);
+    m.signal("b", Signal::SIGKILL);
+    let st = m.wait_exit("serve", Duration::from_secs(5));
+    assert!(st.is_some(), "mesh serve ran on without its router\n{}", m.log("serve"));
+    let pid = orphan.pid().expect("pid");
+    until("the background sleep to go", Duration::from_secs(3), || !alive(pid));
+}
+
+#[test]
+fn serve_exits_on_sigterm_and_kills_its_group() {
+    let mut m = Mesh::new();
+    let orphan = serving_with_orphan(&mut m);
+    m.signal("serve", Signal::SIGTERM);
+    let st = m.wait_exit("serve", Duration::from_secs(5));
+    assert!(st.is_some(), "mesh serve ignored SIGTERM\n{}", m.log("serve"));
+    let pid = orphan.pid().expect("pid");
+    until("the background sleep to go", Duration::from_secs(3), || !alive(pid));
+}
