@@ -14,7 +14,7 @@ const SHUTDOWN: std::time::Duration = std::time::Duration::from_millis(200);
 /// Runs a parsed command line; the process's exit status.
 pub fn main(cli: Cli) -> ExitCode {
     let default = if matches!(cli.cmd, Cmd::Up { .. }) { "info" } else { "warn" };
-    init_logging(cli.verbose, default);
+    crate::logging::init(cli.verbose, default);
     let result = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| {
         let r = rt.block_on(run(cli.cmd));
         // A blocking read may never end: fuse3's read of /dev/fuse while a
@@ -30,22 +30,6 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(verbose: u8, default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let level = match verbose {
-        0 => default,
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = if verbose == 0 {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level))
-    } else {
-        EnvFilter::new(level)
-    };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 /// The first SIGINT or SIGTERM cancels `stop`: stop cleanly. A second one

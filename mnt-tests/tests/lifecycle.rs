@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use mnt_tests::{mounts_under, until, Mesh};
+use mnt_tests::{mesh_bin, mounts_under, until, Mesh};
 use nix::sys::signal::Signal;
 
 const T: Duration = Duration::from_secs(20);
@@ -134,4 +134,63 @@ fn serve_exits_on_sigterm_and_kills_its_group() {
     assert!(st.is_some(), "mesh serve ignored SIGTERM\n{}", m.log("serve"));
     let pid = orphan.pid().expect("pid");
     until("the background sleep to go", Duration::from_secs(3), || !alive(pid));
+}
+
+/// `mesh up -v` of a machine whose mount point cannot be made: it logs,
+/// then fails. Run by `script` on a terminal; what the terminal showed.
+fn up_on_a_terminal(m: &Mesh, no_color: Option<&str>) -> String {
+    m.file("file", "");
+    let text = format!("[machines.z]\nmount = \"{}/file/z\"\n", m.dir.path().display());
+    let deploy = m.file("z.toml", &text);
+    let line = format!("{} up {} -v", mesh_bin().display(), deploy.display());
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"])
+        .env("XDG_RUNTIME_DIR", m.dir.path())
+        .env("XDG_STATE_HOME", m.dir.path().join("state"))
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null());
+    if let Some(v) = no_color {
+        cmd.env("NO_COLOR", v);
+    }
+    let out = cmd.output().expect("run script");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn logs_are_coloured_only_on_a_terminal() {
+    let mut m = Mesh::new();
+    mounted(&mut m);
+    let log = m.log("a");
+    assert!(log.contains("INFO") && !log.contains('\x1b'), "colour in a log file:\n{log:?}");
+    let tty = up_on_a_terminal(&m, None);
+    assert!(tty.contains("INFO") && tty.contains('\x1b'), "no colour on a terminal:\n{tty:?}");
+    let tty = up_on_a_terminal(&m, Some("1"));
+    assert!(tty.contains("INFO") && !tty.contains('\x1b'), "colour despite NO_COLOR:\n{tty:?}");
+}
+
+#[test]
+fn an_interrupted_reader_is_no_warning() {
+    let mut m = Mesh::new();
+    let a = mounted(&mut m);
+    // fuse3's warning comes from a race (about one interrupt in three on
+    // the code before the fix): ten make its absence mean something.
+    for _ in 0..10 {
+        let mut kids = Kids(vec![Command::new("cat")
+            .arg(a.join("svc/slow/data"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn cat")]);
+        // Let its read reach the router and wait there.
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(kids.0[0].id() as i32), Signal::SIGINT);
+        let pid = kids.0[0].id() as i32;
+        until("cat to end on Ctrl-C", Duration::from_secs(5), || {
+            matches!(kids.0[0].try_wait(), Ok(Some(_))) || !alive(pid)
+        });
+    }
+    // Whatever the router logs about the interrupts has been written.
+    std::thread::sleep(Duration::from_millis(300));
+    let log = m.log("a");
+    assert!(!log.contains("WARN"), "a warning for an interrupted read:\n{log}");
 }
