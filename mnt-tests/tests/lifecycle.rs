@@ -194,3 +194,12 @@ fn an_interrupted_reader_is_no_warning() {
     let log = m.log("a");
     assert!(!log.contains("WARN"), "a warning for an interrupted read:\n{log}");
 }
+
+#[test]
+fn a_missing_deployment_file_is_named_without_a_line() {
+    let m = Mesh::new();
+    let missing = m.dir.path().join("missing.toml");
+    let err = m.fails(&["up", missing.to_str().expect("utf-8")], "");
+    assert!(err.contains(&format!("{}: file does not exist", missing.display())), "{err}");
+    assert!(!err.contains(":0:"), "{err}");
+}
