@@ -203,3 +203,18 @@ fn a_missing_deployment_file_is_named_without_a_line() {
     assert!(err.contains(&format!("{}: file does not exist", missing.display())), "{err}");
     assert!(!err.contains(":0:"), "{err}");
 }
+
+#[test]
+fn a_refused_second_up_is_no_refusal_at_the_first() {
+    let mut m = Mesh::new();
+    let deploy = m.file("b.toml", "[machines.b]\n");
+    m.up(&deploy, "b");
+    let sock = m.dir.path().join("mesh/b.sock");
+    until("b's socket", T, || sock.exists());
+    let err = m.fails(&["up", deploy.to_str().expect("utf-8"), "-m", "b"], "");
+    assert!(err.contains("another process is listening"), "{err}");
+    // The probe's connection has been seen and closed by now.
+    std::thread::sleep(Duration::from_millis(300));
+    let ctl = m.ok(&["cat", "-m", "b", "/ctl"], "");
+    assert!(!ctl.contains("refused"), "b's ctl after a second mesh up:\n{ctl}");
+}
