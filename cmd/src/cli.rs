@@ -64,6 +64,12 @@ pub enum Cmd {
     /// until interrupted. With no file, the built-in three-machine mesh of
     /// examples/abc.toml: a, b and c on 127.0.0.1, .2 and .3, mounted at
     /// /tmp/mesh/a, /tmp/mesh/b and /tmp/mesh/c.
+    ///
+    /// To stop it, Ctrl-C (SIGINT) or SIGTERM once: blocked readers get end
+    /// of file, each tree is unmounted (detached if a process still has a
+    /// file open or its working directory there; that process then gets
+    /// ENOTCONN), the routers stop and mesh up exits within a second. A
+    /// second Ctrl-C stops it at once.
     Up {
         /// The deployment file; the built-in three-machine mesh when absent.
         #[arg(value_name = "DEPLOY")]
@@ -109,6 +115,11 @@ pub enum Cmd {
     /// The service's messages are CMD's standard input, its standard output
     /// goes back as replies, and its exit ends the conversation, as for a
     /// service of kind exec. The service is withdrawn when mesh serve ends.
+    ///
+    /// Each CMD runs in a process group of its own. mesh serve ends when
+    /// its router goes, or on SIGINT or SIGTERM, and kills the process
+    /// groups of the conversations still running, background children
+    /// included.
     Serve {
         /// The service name.
         #[arg(value_name = "NAME")]

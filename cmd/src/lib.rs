@@ -6,9 +6,12 @@
 //! - [`cli`]: the clap definition of every subcommand and option.
 //! - [`manual`]: mesh(1), generated from [`cli`] plus hand-written
 //!   sections, committed as man/mesh.1.
+//! - [`logging`]: the logger on standard error (colour only on a
+//!   terminal; fuse3's interrupt warning at debug).
 //! - [`run`]: what each subcommand does: it parses nothing and decides
 //!   little, calling into the crates (`srv`, `ns`).
 
 pub mod cli;
+pub mod logging;
 pub mod manual;
 pub mod run;

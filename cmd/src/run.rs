@@ -8,11 +8,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Cmd, RouterArg};
 
+/// How long a command waits, once done, for blocking reads to finish.
+const SHUTDOWN: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Runs a parsed command line; the process's exit status.
 pub fn main(cli: Cli) -> ExitCode {
     let default = if matches!(cli.cmd, Cmd::Up { .. }) { "info" } else { "warn" };
-    init_logging(cli.verbose, default);
-    let result = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(run(cli.cmd)));
+    crate::logging::init(cli.verbose, default);
+    let result = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| {
+        let r = rt.block_on(run(cli.cmd));
+        // A blocking read may never end: fuse3's read of /dev/fuse while a
+        // detached mount is still in use, a pty read while a process that
+        // escaped its group holds the other end. Exiting ends them.
+        rt.shutdown_timeout(SHUTDOWN);
+        r
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -22,38 +32,30 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8, default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let level = match verbose {
-        0 => default,
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = if verbose == 0 {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level))
-    } else {
-        EnvFilter::new(level)
-    };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+/// The first SIGINT or SIGTERM cancels `stop`: stop cleanly. A second one
+/// cancels `now`: stop at once (`mesh up` detaches its mounts and exits).
+struct Signals {
+    stop: CancellationToken,
+    now: CancellationToken,
 }
 
-/// Cancelled on SIGINT or SIGTERM.
-fn on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
+fn on_signal() -> Signals {
+    let signals = Signals { stop: CancellationToken::new(), now: CancellationToken::new() };
+    let (stop, now) = (signals.stop.clone(), signals.now.clone());
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
             return;
         };
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
+        for token in [stop, now] {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            token.cancel();
         }
-        t.cancel();
     });
-    token
+    signals
 }
 
 fn router(r: &RouterArg) -> anyhow::Result<dial::DialString> {
@@ -77,7 +79,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let machines = machines.iter().map(|m| ns::Name::new(m)).collect::<Result<_, _>>()?;
             let key_scope = srv::keys::scope(deploy.as_deref());
             let opts = srv::up::Options { machines, mount, key_scope, ..Default::default() };
-            srv::up::run(&dep, &opts, on_signal()).await
+            let signals = on_signal();
+            srv::up::run(&dep, &opts, signals.stop, signals.now).await
         }
         Cmd::Demo { out } => {
             let rep = srv::demo::run(&out).await?;
@@ -90,7 +93,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Send { path, reply_to, router: r } => srv::commands::send(&router(&r)?, &path, &reply_to).await,
         Cmd::Serve { name, router: r, command } => {
-            srv::commands::serve(&router(&r)?, &name, command, on_signal()).await
+            srv::commands::serve(&router(&r)?, &name, command, on_signal().stop).await
         }
         Cmd::Ns { file, router: r, command } => {
             let code = srv::nsproc::run(srv::nsproc::Options { file, router: router(&r)?, command }).await?;

@@ -49,16 +49,16 @@ fn hello_env(from: &MachineId, client: Option<u32>) -> Envelope {
     Envelope::new(0, a.clone(), a, Kind::Hello(Hello { machine: from.clone(), version: VERSION, client }), Bytes::new())
 }
 
-/// Reads the other side's hello.
-async fn read_hello(link: &mut Link) -> io::Result<Hello> {
+/// Reads the other side's hello; `None` if it closed without a word.
+async fn read_hello(link: &mut Link) -> io::Result<Option<Hello>> {
     let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
     let frame = tokio::time::timeout(HELLO_TIMEOUT, link.rx.next())
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello"))?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed before hello"))??;
-    let env = Envelope::decode(frame).map_err(|e| bad(e.to_string()))?;
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello"))?;
+    let Some(frame) = frame else { return Ok(None) };
+    let env = Envelope::decode(frame?).map_err(|e| bad(e.to_string()))?;
     match env.kind {
-        Kind::Hello(h) if h.version == VERSION => Ok(h),
+        Kind::Hello(h) if h.version == VERSION => Ok(Some(h)),
         Kind::Hello(h) => Err(bad(format!("protocol version {} (want {VERSION})", h.version))),
         _ => Err(bad("first frame is not hello".into())),
     }
@@ -127,7 +127,13 @@ impl Router {
             (link, Secured { machine: None, status: "local".into() })
         };
         let hello = match read_hello(&mut link).await {
-            Ok(h) => h,
+            Ok(Some(h)) => h,
+            // Closed without a word: a probe (a second `mesh up` seeing
+            // whether this socket is alive), not a peer that was refused.
+            Ok(None) => {
+                debug!(%remote, "closed before hello");
+                return;
+            }
             Err(e) => {
                 warn!(%remote, "refused: {e}");
                 self.log_event(format!("refused {remote}: {e}"));
@@ -174,7 +180,9 @@ impl Router {
             (link, Secured { machine: None, status: "local".into() })
         };
         send_frame(&mut link, &hello_env(self.id(), None)).await?;
-        let hello = read_hello(&mut link).await?;
+        let hello = read_hello(&mut link)
+            .await?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed before hello"))?;
         if hello.machine == *self.id() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{ds} is this machine")));
         }

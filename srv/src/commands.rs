@@ -75,7 +75,9 @@ pub async fn send(router: &DialString, path: &str, reply_to: &[String]) -> anyho
 }
 
 /// Offers `name`, served by running `command` per conversation, until the
-/// router goes or `shutdown`.
+/// router goes or `shutdown`. The conversations still running are dropped
+/// with the runtime when the command returns, which kills their process
+/// groups ([`crate::exec`]).
 pub async fn serve(
     router: &DialString,
     name: &str,

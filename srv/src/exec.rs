@@ -9,6 +9,13 @@
 //! is dropped) for [`GRACE`]; then it gets SIGHUP, and SIGKILL a grace
 //! period later.
 //!
+//! Each process leads a process group of its own, and the signals go to
+//! the group: a background child of the command (`sleep 60 &`) is part of
+//! the conversation. While the conversation runs, the group is owned by a
+//! [`Group`]: when its task is dropped unfinished (the router or `mesh
+//! serve` stops) the whole group is killed, so that nothing is left
+//! holding the output and no process waits for a reader that never ends.
+//!
 //! Standard output is a pseudo-terminal in raw mode, not a pipe: C stdio
 //! then flushes each line, so `tr a-z A-Z` answers every line at once
 //! instead of when its input ends; raw mode keeps the bytes unchanged.
@@ -26,9 +33,27 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tracing::{debug, warn};
 
-fn signal(pid: Option<u32>, sig: Signal) {
-    if let Some(pid) = pid {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+/// The process group of a conversation's process, killed when dropped
+/// unless disarmed.
+struct Group(Option<nix::unistd::Pid>);
+
+impl Group {
+    fn signal(&self, sig: Signal) {
+        if let Some(pg) = self.0 {
+            let _ = nix::sys::signal::killpg(pg, sig);
+        }
+    }
+
+    /// Called before the leader is reaped: after that, its id (the
+    /// group's) may name another process's group.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.signal(Signal::SIGKILL);
     }
 }
 
@@ -80,6 +105,7 @@ fn spawn(command: &[String]) -> anyhow::Result<(Child, tokio::fs::File)> {
         .stdin(Stdio::piped())
         .stdout(Stdio::from(slave))
         .stderr(Stdio::inherit())
+        .process_group(0)
         .kill_on_drop(true);
     let child = cmd.spawn().map_err(|e| anyhow::anyhow!("{}: {e}", command[0]))?;
     nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
@@ -96,6 +122,7 @@ async fn run(command: &[String], conv: Conv) -> anyhow::Result<()> {
         }
     };
     let pid = child.id();
+    let mut group = Group(pid.map(|p| nix::unistd::Pid::from_raw(p as i32)));
     debug!(conv = %conv.rx.path(), ?pid, "exec started");
     let Conv { mut rx, tx } = conv;
     let rx_cancels = rx.cancels();
@@ -157,15 +184,15 @@ async fn run(command: &[String], conv: Conv) -> anyhow::Result<()> {
                 }
             }
             () = &mut output => break,
-            Ok(()) = cancels.changed() => signal(pid, Signal::SIGINT),
+            Ok(()) = cancels.changed() => group.signal(Signal::SIGINT),
             _ = tx.hung_up(), if deadline.is_none() => deadline = Some(tokio::time::Instant::now() + GRACE),
             _ = tokio::time::sleep_until(wait), if deadline.is_some() => {
                 if hung_up {
-                    let _ = child.start_kill();
+                    group.signal(Signal::SIGKILL);
                     break;
                 }
                 debug!(?pid, "exec: other end gone, hanging up the process");
-                signal(pid, Signal::SIGHUP);
+                group.signal(Signal::SIGHUP);
                 hung_up = true;
                 deadline = Some(tokio::time::Instant::now() + GRACE);
             }
@@ -174,7 +201,11 @@ async fn run(command: &[String], conv: Conv) -> anyhow::Result<()> {
     if tx.closed().is_none() {
         tx.eof().await;
     }
-    let status = child.wait().await?;
-    debug!(?pid, %status, "exec exited");
+    // Its output is closed: wait for the process itself to end. Dropped
+    // here (the router stops), the group is still killed.
+    let status = child.wait().await;
+    group.disarm();
+    debug!(?pid, ?status, "exec exited");
+    status?;
     Ok(())
 }

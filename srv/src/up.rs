@@ -146,8 +146,14 @@ async fn start_machine(
     Ok(Running { router, socket, mounted, tree })
 }
 
-/// Runs until `shutdown`, then stops every router.
-pub async fn run(dep: &Deployment, opts: &Options, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs until `shutdown`, then stops every router; `now` cuts that stop
+/// short (a second Ctrl-C): the mounts are detached and it returns.
+pub async fn run(
+    dep: &Deployment,
+    opts: &Options,
+    shutdown: CancellationToken,
+    now: CancellationToken,
+) -> anyhow::Result<()> {
     let running = start(dep, opts, &shutdown).await?;
     for (id, r) in &running {
         match &r.mounted {
@@ -156,15 +162,23 @@ pub async fn run(dep: &Deployment, opts: &Options, shutdown: CancellationToken) 
         }
     }
     shutdown.cancelled().await;
-    // Unmount first: blocked readers get end of file before the routers go.
-    for r in running.into_values() {
-        if let Some(m) = r.mounted {
-            m.unmount().await;
+    let stop = async {
+        // Unmount first: blocked readers get end of file before the routers
+        // go. A mount still in use is detached, never waited for.
+        for r in running.into_values() {
+            if let Some(m) = r.mounted {
+                m.unmount().await;
+            }
+            r.router.shutdown();
         }
-        r.router.shutdown();
+        // Let the links say goodbye and the listeners remove their sockets.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    tokio::select! {
+        () = stop => {}
+        // Dropping the stop detaches whatever it has not unmounted yet.
+        () = now.cancelled() => warn!("stopping at once"),
     }
-    // Let the links say goodbye and the listeners remove their sockets.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     Ok(())
 }
 

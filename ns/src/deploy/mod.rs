@@ -103,15 +103,31 @@ pub struct Pipeline {
 }
 
 /// Why a deployment file was refused. `line` is 0 when the file could not
-/// be read at all.
+/// be read at all: the message then names the file alone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {key}: {msg}")]
+#[error("{file}{}: {}", at_line(*line), about(key, msg))]
 pub struct DeployError {
     pub file: String,
     pub line: usize,
     /// The full key path, or `syntax` / `read` for errors below keys.
     pub key: String,
     pub msg: String,
+}
+
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(":{line}")
+    }
+}
+
+fn about(key: &str, msg: &str) -> String {
+    if key == "read" {
+        msg.to_string()
+    } else {
+        format!("{key}: {msg}")
+    }
 }
 
 /// Parses and checks a deployment file; `file` names it in errors.
@@ -126,7 +142,13 @@ pub fn load(path: &Path) -> Result<Deployment, DeployError> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&text, &file),
-        Err(e) => Err(DeployError { file, line: 0, key: "read".into(), msg: e.to_string() }),
+        Err(e) => {
+            let msg = match e.kind() {
+                std::io::ErrorKind::NotFound => "file does not exist".to_string(),
+                _ => format!("cannot read: {e}"),
+            };
+            Err(DeployError { file, line: 0, key: "read".into(), msg })
+        }
     }
 }
 

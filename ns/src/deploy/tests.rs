@@ -180,6 +180,7 @@ fn error_display_and_load() {
     assert_eq!(e.to_string(), "x.toml:2: machines.a.listen: expected an array, found integer");
     let e = load(std::path::Path::new("/nonexistent/mesh.toml")).unwrap_err();
     assert_eq!((e.file.as_str(), e.line, e.key.as_str()), ("/nonexistent/mesh.toml", 0, "read"));
+    assert_eq!(e.to_string(), "/nonexistent/mesh.toml: file does not exist");
     let dir = std::env::temp_dir().join(format!("deploy-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("abc.toml");

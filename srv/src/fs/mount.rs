@@ -4,7 +4,10 @@
 //! (ENOTCONN on every access); the next start detaches it and mounts
 //! afresh. A live mesh mount at the same place is an error, not stacked.
 //! Unmounting first ends every blocked read with end of file, then
-//! unmounts; if files are still open it detaches (MNT_DETACH).
+//! unmounts; if a process still has a file open or its working directory
+//! in the tree, it detaches (MNT_DETACH, or `fusermount3 -u -z` for a user
+//! who may not) and never waits for them: the kernel ends the connection
+//! when this process exits, and they see ENOTCONN.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +26,9 @@ pub struct Mounted {
     handle: Option<MountHandle>,
     path: PathBuf,
     stop: CancellationToken,
+    /// Still in the mount table: dropped, even half-way through
+    /// [`Mounted::unmount`], it detaches.
+    attached: bool,
 }
 
 /// Mounts `ns` at `path`, created if missing.
@@ -40,7 +46,7 @@ pub async fn mount(ns: Arc<Namespace>, path: &Path, allow_other: bool) -> anyhow
     let handle = if root { session.mount(fs, path).await } else { session.mount_with_unprivileged(fs, path).await }
         .with_context(|| format!("mount {}", path.display()))?;
     info!(machine = %id, path = %path.display(), "mounted");
-    Ok(Mounted { handle: Some(handle), path: path.to_path_buf(), stop })
+    Ok(Mounted { handle: Some(handle), path: path.to_path_buf(), stop, attached: true })
 }
 
 impl Mounted {
@@ -52,27 +58,41 @@ impl Mounted {
     pub async fn unmount(mut self) {
         self.stop.cancel();
         if let Some(h) = self.handle.take() {
-            if let Err(e) = h.unmount().await {
-                warn!(path = %self.path.display(), "unmount: {e}; detaching");
-                detach(&self.path);
+            match h.unmount().await {
+                Ok(()) => info!(path = %self.path.display(), "unmounted"),
+                Err(e) => {
+                    info!(path = %self.path.display(), "unmount: {e}; detaching");
+                    detach(&self.path);
+                }
             }
+            self.attached = false;
         }
-        info!(path = %self.path.display(), "unmounted");
     }
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
         self.stop.cancel();
-        if self.handle.take().is_some() {
+        if std::mem::take(&mut self.attached) {
             detach(&self.path);
         }
     }
 }
 
+/// Takes the mount at `path` out of the tree now, however busy it is.
 fn detach(path: &Path) {
-    if let Err(e) = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
-        warn!(path = %path.display(), "detach: {e}");
+    match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) => info!(path = %path.display(), "detached"),
+        // Not root: the setuid helper may (it detaches our own mounts).
+        Err(nix::errno::Errno::EPERM) => {
+            let helper = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(path).status();
+            match helper {
+                Ok(st) if st.success() => info!(path = %path.display(), "detached"),
+                Ok(st) => warn!(path = %path.display(), "detach: fusermount3 -u -z: {st}"),
+                Err(e) => warn!(path = %path.display(), "detach: fusermount3: {e}"),
+            }
+        }
+        Err(e) => warn!(path = %path.display(), "detach: {e}"),
     }
 }
 
