@@ -5,6 +5,8 @@
 //! - [`path`]: machine and service names, and addresses (`/svc/S`,
 //!   `/n/M/svc/S`, `/n/M/svc/S/N`).
 //! - [`error`]: the error strings, Plan 9 style, and their errno table.
+//! - [`cbor`]: one CBOR message, encoded and decoded (the registry's, the
+//!   tree's, the pipeline's).
 //! - [`envelope`]: what every frame carries, and its CBOR encoding with
 //!   zero-copy payloads.
 //! - [`conv`]: conversation endpoints: ordered input, end-to-end credit,
@@ -26,6 +28,7 @@
 //! - [`deploy`]: the deployment file.
 
 pub mod bind;
+pub mod cbor;
 pub mod client;
 pub mod conv;
 pub mod crossed;

@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, info};
 
+use crate::cbor;
 use crate::conv::{lock, Conv, Msg, Service};
 use crate::path::{Addr, MachineId, Name, ServiceName};
 use crate::route::Advert;
@@ -40,18 +40,6 @@ pub struct Entry {
     /// From the registry's machine to `machine`, both included.
     pub path: Vec<MachineId>,
     pub services: Vec<ServiceName>,
-}
-
-/// Encodes a registry message.
-pub fn encode<T: Serialize>(v: &T) -> Bytes {
-    let mut buf = Vec::new();
-    ciborium::into_writer(v, &mut buf).expect("CBOR encoding to memory");
-    Bytes::from(buf)
-}
-
-/// Decodes a registry message.
-pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
-    ciborium::from_reader(b).map_err(|e| format!("bad registry message: {e}"))
 }
 
 /// A lookup: one service, or `None` to refresh the whole list.
@@ -208,14 +196,14 @@ async fn session(r: &Router, conv: &mut Conv, lookups: &mut mpsc::Receiver<Looku
 
 async fn register(r: &Router, conv: &Conv) -> Result<(), String> {
     let svcs = r.table().best(r.id()).map(|rt| rt.services.clone()).unwrap_or_default();
-    conv.tx.send(encode(&Request::Register(svcs))).await
+    conv.tx.send(cbor::encode(&Request::Register(svcs))).await
 }
 
 async fn ask(conv: &mut Conv, name: Option<ServiceName>, wait: Duration) -> Result<Vec<Entry>, String> {
-    conv.tx.send(encode(&Request::Lookup(name))).await?;
+    conv.tx.send(cbor::encode(&Request::Lookup(name))).await?;
     match tokio::time::timeout(wait, conv.rx.recv()).await {
         Err(_) => Err("no answer".into()),
-        Ok(Some(Msg::Data(b))) => decode(&b),
+        Ok(Some(Msg::Data(b))) => cbor::decode(&b, "registry message"),
         Ok(Some(Msg::Error(e))) => Err(e),
         Ok(_) => Err(crate::error::EHUNGUP.into()),
     }
@@ -292,7 +280,7 @@ impl Service for RegistryService {
             let me = conv.rx.path().clone();
             let Some(machine) = conv.tx.peer().and_then(|p| p.machine.clone()) else { return };
             while let Some(Msg::Data(b)) = conv.rx.recv().await {
-                let reply = match decode::<Request>(&b) {
+                let reply = match cbor::decode::<Request>(&b, "registry message") {
                     Ok(Request::Register(svcs)) => {
                         debug!(%machine, services = svcs.len(), "registered");
                         lock(&entries).insert(me.clone(), (machine.clone(), svcs));
@@ -300,7 +288,7 @@ impl Service for RegistryService {
                     }
                     Ok(Request::Lookup(name)) => {
                         let found = Self::lookup(&router, &lock(&entries), name.as_ref());
-                        encode(&found)
+                        cbor::encode(&found)
                     }
                     Err(e) => {
                         debug!(%machine, "registry: {e}");

@@ -203,11 +203,9 @@ async fn large_reads_come_back_whole_and_in_order() {
 async fn raw(t: &Two, on: &str, req: &TreeReq) -> Result<TreeResp, String> {
     let r = if on == "b" { t.a.router() } else { t.b.router() };
     let mut c = r.open(Addr::on(on.parse().unwrap(), Name::new(RESERVED).unwrap()), vec![]);
-    let mut buf = Vec::new();
-    ciborium::into_writer(req, &mut buf).unwrap();
-    c.tx.send(Bytes::from(buf)).await?;
+    c.tx.send(ns::cbor::encode(req)).await?;
     match tokio::time::timeout(Duration::from_secs(10), c.rx.recv()).await.map_err(|_| "timeout")? {
-        Some(Msg::Data(b)) => match ciborium::from_reader(&b[..]).map_err(|e| e.to_string())? {
+        Some(Msg::Data(b)) => match ns::cbor::decode(&b, "tree message")? {
             TreeResp::Err(e) => Err(e),
             other => Ok(other),
         },

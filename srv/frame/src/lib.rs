@@ -79,15 +79,11 @@ impl std::fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 /// Encodes a snapshot or frame as one message.
-pub fn encode<T: Serialize>(v: &T) -> Bytes {
-    let mut buf = Vec::new();
-    ciborium::into_writer(v, &mut buf).expect("CBOR encoding to memory");
-    Bytes::from(buf)
-}
+pub use ns::cbor::encode;
 
 /// Decodes one message.
 pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, DecodeError> {
-    ciborium::from_reader(b).map_err(|e| DecodeError(e.to_string()))
+    ns::cbor::from_bytes(b).map_err(DecodeError)
 }
 
 impl Snapshot {

@@ -131,14 +131,11 @@ fn parse_raw_write(b: &Bytes) -> Result<(u64, Bytes), String> {
     Ok((u64::from_le_bytes(off), b.slice(9..)))
 }
 
-pub(crate) fn encode<T: Serialize>(v: &T) -> Bytes {
-    let mut buf = Vec::new();
-    ciborium::into_writer(v, &mut buf).expect("CBOR encoding to memory");
-    Bytes::from(buf)
-}
+pub(crate) use ns::cbor::encode;
 
+/// Decodes a [`TreeReq`] or [`TreeResp`].
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
-    ciborium::from_reader(b).map_err(|e| format!("bad tree message: {e}"))
+    ns::cbor::decode(b, "tree message")
 }
 
 fn server(m: &MachineId) -> Addr {
