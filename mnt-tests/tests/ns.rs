@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mnt_tests::{port, sh, sh_ok, until, Mesh};
+use mnt_tests::{sh, sh_ok, until, Deploy, Mesh};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -34,26 +34,14 @@ impl Ab {
 fn start() -> Ab {
     let mut m = Mesh::new();
     let dir = m.dir.path().to_path_buf();
-    let (pa, pb) = (port(), port());
-    let d = dir.display();
-    let deploy = m.file(
-        "ab.toml",
-        &format!(
-            r#"
-[machines.a]
-listen = ["tcp!127.0.0.1!{pa}"]
-dial = ["tcp!127.0.0.2!{pb}"]
-mount = "{d}/a"
-services = [ {{ name = "echo", kind = "exec", command = ["cat"] }} ]
-
-[machines.b]
-listen = ["tcp!127.0.0.2!{pb}"]
-services = [ {{ name = "upper", kind = "exec", command = ["tr", "a-z", "A-Z"] }} ]
-"#
-        ),
-    );
-    m.up(&deploy, "a");
-    m.up(&deploy, "b");
+    let deploy = Deploy::new()
+        .machine("a", 1)
+        .machine("b", 2)
+        .dial("a", "b")
+        .mount("a")
+        .service("a", r#"{ name = "echo", kind = "exec", command = ["cat"] }"#)
+        .service("b", r#"{ name = "upper", kind = "exec", command = ["tr", "a-z", "A-Z"] }"#);
+    m.start("ab.toml", &deploy);
     let ab = Ab { m, dir };
     let a = ab.a();
     until("a sees b", T, || a.join("svc/upper").exists() && a.join("n/b/term/net-a").exists());
