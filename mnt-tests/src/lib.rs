@@ -3,9 +3,13 @@
 //!
 //! Everything a test starts is owned by a guard: dropping it, on success
 //! or on panic, kills every child and removes every file, and a failing
-//! test prints the routers' logs.
+//! test prints the routers' logs. [`Deploy`] writes the deployment files
+//! and [`Mesh::start`] starts them, with ports that work (see [`deploy`]).
 
+pub mod deploy;
 pub mod relay;
+
+pub use deploy::{Deploy, Started};
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -33,11 +37,24 @@ pub fn mesh_bin() -> PathBuf {
     bin
 }
 
-/// Ports no other test of this run uses: each test process takes a block
-/// derived from its pid, each call the next port in it.
+/// The first port below the kernel's ephemeral range, and the first port
+/// we use: from 10000 up to the range, so outgoing connections (which take
+/// their ports from the range) never take a port a test picked.
+const PORTS_FROM: u16 = 10000;
+
+/// A port for a router to listen on, that no other test of this process
+/// uses: each test process takes a block of 100 derived from its pid, each
+/// call the next port in it, all below the kernel's ephemeral range.
+/// Another process may still bind it first: start routers with
+/// [`Mesh::start`] or [`Mesh::with_ports`], which try again with fresh ones.
 pub fn port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20000 + (std::process::id() % 400) as u16 * 100;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let blocks = (ephemeral.saturating_sub(PORTS_FROM) / 100).max(1);
+    let base = PORTS_FROM + (std::process::id() % blocks as u32) as u16 * 100;
     base + NEXT.fetch_add(1, Ordering::Relaxed) % 100
 }
 
@@ -175,6 +192,16 @@ impl Default for Mesh {
     }
 }
 
+/// Ends a child: SIGTERM, so a router unmounts, then SIGKILL at `deadline`.
+fn stop(c: &mut Child, deadline: Instant) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
 impl Drop for Mesh {
     fn drop(&mut self) {
         for (_, c) in &mut self.children {
@@ -183,11 +210,7 @@ impl Drop for Mesh {
         }
         let deadline = Instant::now() + Duration::from_secs(3);
         for (_, c) in &mut self.children {
-            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            stop(c, deadline);
         }
         if std::thread::panicking() {
             for (name, _) in &self.children {

@@ -2,7 +2,8 @@
 //! closing it. Frozen, it keeps every connection open but moves no byte
 //! either way and answers nothing, as a pulled cable or a dead switch
 //! would; new connections are accepted and then ignored the same way.
-//! Dropping it closes everything.
+//! Dropping it closes everything. It listens on a port the kernel picks
+//! (port 0), so no test ever races another for it.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -13,16 +14,18 @@ use std::time::Duration;
 
 const TICK: Duration = Duration::from_millis(20);
 
-/// A running relay from `listen` to `target`.
+/// A running relay from a port of 127.0.0.1 to `target`.
 pub struct Relay {
+    port: u16,
     frozen: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Relay {
-    pub fn start(listen: SocketAddr, target: SocketAddr) -> Relay {
-        let l = TcpListener::bind(listen).expect("relay bind");
+    pub fn start(target: SocketAddr) -> Relay {
+        let l = TcpListener::bind("127.0.0.1:0").expect("relay bind");
+        let port = l.local_addr().expect("relay address").port();
         l.set_nonblocking(true).expect("relay nonblocking");
         let frozen = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
@@ -48,7 +51,12 @@ impl Relay {
                 let _ = p.join();
             }
         });
-        Relay { frozen, stop, thread: Some(thread) }
+        Relay { port, frozen, stop, thread: Some(thread) }
+    }
+
+    /// The port it listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Stops moving bytes, keeping every connection open.

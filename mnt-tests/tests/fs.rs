@@ -5,14 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mnt_tests::{port, sh, sh_ok, until, Mesh};
+use mnt_tests::{sh, sh_ok, until, Deploy, Mesh, Started};
 
 const T: Duration = Duration::from_secs(20);
 
 struct Abc {
     m: Mesh,
     dir: PathBuf,
-    ports: [u16; 4],
+    started: Started,
 }
 
 impl Abc {
@@ -25,46 +25,27 @@ impl Abc {
 }
 
 /// a -tcp- b -ws- c, each mounted under the test directory. b serves
-/// upper; c serves slow, count, sink and echo.
+/// upper; c serves slow, count, sink and echo. d, on 127.0.0.4, runs
+/// linked to nobody until a test dials it through a's ctl.
 fn start() -> Abc {
     let mut m = Mesh::new();
     let dir = m.dir.path().to_path_buf();
-    let (pa, pb, pc, pd) = (port(), port(), port(), port());
     let d = dir.display();
-    let text = format!(
-        r#"
-# d is started only by the test that dials it through a's ctl.
-[machines.d]
-listen = ["tcp!127.0.0.4!{pd}"]
-services = [ {{ name = "dsvc", kind = "exec", command = ["cat"] }} ]
-
-[machines.a]
-listen = ["tcp!127.0.0.1!{pa}"]
-dial = ["tcp!127.0.0.2!{pb}"]
-mount = "{d}/a"
-
-[machines.b]
-listen = ["tcp!127.0.0.2!{pb}"]
-dial = ["ws!127.0.0.3!{pc}"]
-mount = "{d}/b"
-services = [ {{ name = "upper", kind = "exec", command = ["tr", "a-z", "A-Z"] }} ]
-
-[machines.c]
-listen = ["ws!127.0.0.3!{pc}"]
-mount = "{d}/c"
-services = [
-  {{ name = "echo", kind = "exec", command = ["cat"] }},
-  {{ name = "count", kind = "exec", command = ["printf", "one\ntwo\n"] }},
-  {{ name = "sink", kind = "exec", command = ["sh", "-c", "cat > {d}/sink.out"] }},
-  {{ name = "slow", kind = "exec", command = ["sh", "-c", "trap '' HUP; trap 'echo interrupted > {d}/slow.mark; exit 0' INT; while :; do sleep 0.05; done"] }},
-]
-"#
-    );
-    let deploy = m.file("abc.toml", &text);
-    for id in ["a", "b", "c"] {
-        m.up(&deploy, id);
-    }
-    let abc = Abc { m, dir, ports: [pa, pb, pc, pd] };
+    let slow =
+        format!("trap '' HUP; trap 'echo interrupted > {d}/slow.mark; exit 0' INT; while :; do sleep 0.05; done");
+    let deploy = Deploy::abc()
+        .mount("a")
+        .mount("b")
+        .mount("c")
+        .service("b", r#"{ name = "upper", kind = "exec", command = ["tr", "a-z", "A-Z"] }"#)
+        .service("c", r#"{ name = "echo", kind = "exec", command = ["cat"] }"#)
+        .service("c", r#"{ name = "count", kind = "exec", command = ["printf", "one\ntwo\n"] }"#)
+        .service("c", &format!(r#"{{ name = "sink", kind = "exec", command = ["sh", "-c", "cat > {d}/sink.out"] }}"#))
+        .service("c", &format!(r#"{{ name = "slow", kind = "exec", command = ["sh", "-c", "{slow}"] }}"#))
+        .machine("d", 4)
+        .service("d", r#"{ name = "dsvc", kind = "exec", command = ["cat"] }"#);
+    let started = m.start("abc.toml", &deploy);
+    let abc = Abc { m, dir, started };
     let a = abc.mnt("a");
     until("a's tree shows every service", T, || {
         std::fs::read_dir(a.join("svc")).map(|d| d.count() == 5).unwrap_or(false)
@@ -113,7 +94,7 @@ fn the_tree_as_a_user_sees_it() {
     assert!(!st.success() && err.contains("Permission denied"), "another user read the tree: {err}");
     // Terminal state.
     let ctl = sh_ok(&format!("cat {a}/term/net-b/ctl"), T);
-    assert_eq!(ctl, format!("net tcp!127.0.0.2!{} up\n", abc.ports[1]));
+    assert_eq!(ctl, format!("net tcp!127.0.0.2!{} up\n", abc.started.port("b")));
     assert!(sh_ok(&format!("cat {a}/term/net-b/status"), T).contains("errors 0"));
 }
 
@@ -166,16 +147,17 @@ fn interrupts_end_blocked_reads() {
     let (st, _, _) = sh(&format!("timeout -s INT 1 cat {a}/svc/slow/data"), T);
     let took = t0.elapsed();
     assert!(!st.success());
-    assert!(took < Duration::from_millis(2500), "cat took {took:?} to die");
+    // Ended by the interrupt at 1 s, not by the 20 s limit of sh.
+    assert!(took < Duration::from_secs(10), "cat took {took:?} to die");
     // The service was told: slow traps SIGINT.
-    until("slow saw the interrupt", Duration::from_secs(5), || Path::new(&format!("{d}/slow.mark")).exists());
+    until("slow saw the interrupt", T, || Path::new(&format!("{d}/slow.mark")).exists());
     std::fs::remove_file(format!("{d}/slow.mark")).unwrap();
     // The same through c's own tree, read from a: the remote read is
     // released and the cancel reaches the service.
     let t0 = Instant::now();
     let (st, _, _) = sh(&format!("timeout -s INT 1 cat {a}/n/c/svc/slow/data"), T);
-    assert!(!st.success() && t0.elapsed() < Duration::from_millis(2500), "remote cat took {:?}", t0.elapsed());
-    until("slow saw the remote interrupt", Duration::from_secs(5), || Path::new(&format!("{d}/slow.mark")).exists());
+    assert!(!st.success() && t0.elapsed() < Duration::from_secs(10), "remote cat took {:?}", t0.elapsed());
+    until("slow saw the remote interrupt", T, || Path::new(&format!("{d}/slow.mark")).exists());
     // A program that handles it: Python gets KeyboardInterrupt and goes on.
     let py = format!(
         "import os, signal, threading, time\n\
@@ -229,7 +211,9 @@ fn hundred_blocked_readers_block_nobody() {
     );
     let ms: u64 = out.trim().parse().unwrap();
     eprintln!("ls + cat routes + remote cat with 100 blocked readers: {ms} ms");
-    assert!(ms < 1000, "took {ms} ms");
+    // Blocked readers that held up the others would make these wait
+    // forever; a bound of seconds, not a speed (about 10 ms when idle).
+    assert!(ms < 10_000, "took {ms} ms");
 }
 
 #[test]
@@ -238,29 +222,21 @@ fn the_tree_changes_live() {
     let a = abc.a();
     abc.m.spawn("late", &["serve", "-m", "c", "late", "--", "cat"]);
     let t0 = Instant::now();
-    until("late in a/svc", Duration::from_secs(5), || Path::new(&format!("{a}/svc/late")).exists());
-    let took = t0.elapsed();
-    eprintln!("late visible at a after {took:?}");
-    assert!(took < Duration::from_millis(1500), "{took:?}");
+    until("late in a/svc", T, || Path::new(&format!("{a}/svc/late")).exists());
+    eprintln!("late visible at a after {:?}", t0.elapsed());
     abc.m.signal("late", nix::sys::signal::Signal::SIGTERM);
-    until("late gone from a/svc", Duration::from_secs(5), || !Path::new(&format!("{a}/svc/late")).exists());
+    until("late gone from a/svc", T, || !Path::new(&format!("{a}/svc/late")).exists());
     // A new peer, dialed through ctl: its services appear.
-    let pd = abc.ports[3];
-    let deploy = abc.dir.join("abc.toml");
-    abc.m.up(&deploy, "d");
-    until("d listening", T, || std::net::TcpStream::connect(("127.0.0.4", pd)).is_ok());
+    let pd = abc.started.port("d");
     sh_ok(&format!("echo 'dial tcp!127.0.0.4!{pd}' > {a}/ctl"), T);
-    until("dsvc in a/svc", Duration::from_secs(5), || Path::new(&format!("{a}/svc/dsvc")).exists());
+    until("dsvc in a/svc", T, || Path::new(&format!("{a}/svc/dsvc")).exists());
     assert_eq!(sh_ok(&format!("ls {a}/term"), T), "local\nloopback\nnet-b\nnet-d\n");
     assert!(sh_ok(&format!("cat {a}/term/net-d/status"), T).contains("security noise "));
     let (st, _, err) = sh(&format!("echo 'dial tcp!127.0.0.4!1' > {a}/ctl"), T);
     assert!(!st.success(), "{err}");
     // A router of another deployment has a key nobody pinned: refused,
     // and the refusal names the key.
-    let pe = port();
-    let e = abc.m.file("e.toml", &format!("[machines.e]\nlisten = [\"tcp!127.0.0.5!{pe}\"]\n"));
-    abc.m.up(&e, "e");
-    until("e listening", T, || std::net::TcpStream::connect(("127.0.0.5", pe)).is_ok());
+    let pe = abc.m.start("e.toml", &Deploy::new().machine("e", 5)).port("e");
     let (st, _, _) = sh(&format!("echo 'dial tcp!127.0.0.5!{pe}' > {a}/ctl"), T);
     assert!(!st.success(), "a stranger was accepted");
     let ctl = sh_ok(&format!("cat {a}/ctl"), T);
@@ -280,7 +256,7 @@ fn unmount_on_signals_and_stale_mounts() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     abc.m.signal("b", nix::sys::signal::Signal::SIGTERM);
-    assert!(abc.m.wait_exit("b", Duration::from_secs(5)).is_some_and(|s| s.success()), "{}", abc.m.log("b"));
+    assert!(abc.m.wait_exit("b", T).is_some_and(|s| s.success()), "{}", abc.m.log("b"));
     assert!(mnt_tests::mounts_under(&b).is_empty(), "b still mounted");
     let mut reader = reader;
     let _ = reader.kill();
@@ -288,15 +264,15 @@ fn unmount_on_signals_and_stale_mounts() {
     // c killed hard leaves a dead mount; the next start replaces it.
     let c = abc.mnt("c");
     abc.m.signal("c", nix::sys::signal::Signal::SIGKILL);
-    abc.m.wait_exit("c", Duration::from_secs(5));
+    abc.m.wait_exit("c", T);
     assert!(std::fs::metadata(&c).is_err(), "dead mount answers");
-    let deploy = abc.dir.join("abc.toml");
+    let deploy = abc.started.file.clone();
     abc.m.up(&deploy, "c");
     until("c mounted again", T, || std::fs::read_to_string(c.join("machine")).is_ok_and(|s| s == "c\n"));
     assert_eq!(mnt_tests::mounts_under(&c).len(), 1);
     // SIGINT unmounts too.
     abc.m.signal("a", nix::sys::signal::Signal::SIGINT);
-    assert!(abc.m.wait_exit("a", Duration::from_secs(5)).is_some_and(|s| s.success()));
+    assert!(abc.m.wait_exit("a", T).is_some_and(|s| s.success()));
     assert!(mnt_tests::mounts_under(&abc.mnt("a")).is_empty());
 }
 

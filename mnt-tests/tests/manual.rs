@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use mnt_tests::{mesh_bin, port, until, Mesh};
+use mnt_tests::{mesh_bin, until, Deploy, Mesh};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
@@ -170,26 +170,8 @@ fn graph_of_the_builtin_mesh() {
 #[test]
 fn graph_of_a_running_mesh() {
     let mut m = Mesh::new();
-    let (pa, pb, pc) = (port(), port(), port());
-    let deploy = m.file(
-        "line.toml",
-        &format!(
-            r#"
-[machines.a]
-listen = ["tcp!127.0.0.1!{pa}"]
-dial = ["tcp!127.0.0.2!{pb}"]
-[machines.b]
-listen = ["tcp!127.0.0.2!{pb}"]
-dial = ["ws!127.0.0.3!{pc}"]
-[machines.c]
-listen = ["ws!127.0.0.3!{pc}"]
-services = [ {{ name = "upper", kind = "exec", command = ["tr", "a-z", "A-Z"] }} ]
-"#
-        ),
-    );
-    for id in ["a", "b", "c"] {
-        m.up(&deploy, id);
-    }
+    let deploy = Deploy::abc().service("c", r#"{ name = "upper", kind = "exec", command = ["tr", "a-z", "A-Z"] }"#);
+    let deploy = m.start("line.toml", &deploy).file;
     until("a routes to upper over two hops", Duration::from_secs(15), || {
         m.routes("a").contains("upper c net-b 2 a!b!c\n")
     });

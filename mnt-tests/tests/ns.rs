@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mnt_tests::{port, sh, sh_ok, until, Mesh};
+use mnt_tests::{sh, sh_ok, until, Deploy, Mesh};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -34,26 +34,14 @@ impl Ab {
 fn start() -> Ab {
     let mut m = Mesh::new();
     let dir = m.dir.path().to_path_buf();
-    let (pa, pb) = (port(), port());
-    let d = dir.display();
-    let deploy = m.file(
-        "ab.toml",
-        &format!(
-            r#"
-[machines.a]
-listen = ["tcp!127.0.0.1!{pa}"]
-dial = ["tcp!127.0.0.2!{pb}"]
-mount = "{d}/a"
-services = [ {{ name = "echo", kind = "exec", command = ["cat"] }} ]
-
-[machines.b]
-listen = ["tcp!127.0.0.2!{pb}"]
-services = [ {{ name = "upper", kind = "exec", command = ["tr", "a-z", "A-Z"] }} ]
-"#
-        ),
-    );
-    m.up(&deploy, "a");
-    m.up(&deploy, "b");
+    let deploy = Deploy::new()
+        .machine("a", 1)
+        .machine("b", 2)
+        .dial("a", "b")
+        .mount("a")
+        .service("a", r#"{ name = "echo", kind = "exec", command = ["cat"] }"#)
+        .service("b", r#"{ name = "upper", kind = "exec", command = ["tr", "a-z", "A-Z"] }"#);
+    m.start("ab.toml", &deploy);
     let ab = Ab { m, dir };
     let a = ab.a();
     until("a sees b", T, || a.join("svc/upper").exists() && a.join("n/b/term/net-a").exists());
@@ -81,7 +69,7 @@ fn union_lookups_and_readdir_order() {
     assert_eq!(ls(&term), "local\nloopback\nnet-b\n");
     // After: a's entries, then b's new ones; a name both have is a's.
     sh_ok(&format!("echo 'bind -a /n/b/term /term' > {}", ctl.display()), T);
-    until("union listed", Duration::from_secs(3), || ls(&term) == "local\nloopback\nnet-b\nnet-a\n");
+    until("union listed", T, || ls(&term) == "local\nloopback\nnet-b\nnet-a\n");
     assert!(
         sh_ok(&format!("cat {}/net-a/ctl", term.display()), T).starts_with("net "),
         "b's net-a, found through the union"
@@ -93,9 +81,9 @@ fn union_lookups_and_readdir_order() {
     assert!(sh_ok(&format!("cat {}", ctl.display()), T).contains("bind -a /n/b/term /term\n"), "ctl lists the binds");
     // Before: b's first.
     sh_ok(&format!("echo 'unmount /term' > {0}; echo 'bind -b /n/b/term /term' > {0}", ctl.display()), T);
-    until("b first", Duration::from_secs(3), || ls(&term) == "local\nloopback\nnet-a\nnet-b\n");
+    until("b first", T, || ls(&term) == "local\nloopback\nnet-a\nnet-b\n");
     sh_ok(&format!("echo 'unmount /n/b/term /term' > {}", ctl.display()), T);
-    until("union undone", Duration::from_secs(3), || ls(&term) == "local\nloopback\nnet-b\n");
+    until("union undone", T, || ls(&term) == "local\nloopback\nnet-b\n");
     // A replacing bind of a service: /svc/echo is now b's upper.
     sh_ok(&format!("echo 'bind /n/b/svc/upper /svc/echo' > {}", ctl.display()), T);
     let out = sh_ok(&format!("exec 3<>{}/svc/echo/data; echo bound >&3; head -n1 <&3 2>/dev/null", a.display()), T);
@@ -159,7 +147,7 @@ fn mesh_ns_views_are_private_to_their_process() {
     assert_eq!(s2, "local loopback net-a \nx\n");
     // Gone with them: no bind in a's ctl, no view mounted anywhere.
     assert!(!sh_ok(&format!("cat {}/ctl", a.display()), T).contains("bind "));
-    until("views unmounted", Duration::from_secs(5), || view_mounts() == 0);
+    until("views unmounted", T, || view_mounts() == 0);
     assert_eq!(ls(&a.join("term")), "local\nloopback\nnet-b\n");
 }
 
@@ -189,5 +177,5 @@ fn mesh_ns_binds_onto_host_paths_and_reports_bad_lines() {
     let (st, _, err) = ab.ns("missing.ns", "bind /n/b/svc /no/such/dir\n", "true");
     assert!(!st.success() && err.contains("missing.ns:1: /no/such/dir"), "{err}");
     assert!(!ab.dir.join("ran").exists() && !Path::new("ran").exists());
-    until("views unmounted", Duration::from_secs(5), || view_mounts() == 0);
+    until("views unmounted", T, || view_mounts() == 0);
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use mesh_frame::{Cell, Snapshot};
-use mnt_tests::{port, sh_ok, until, Mesh};
+use mnt_tests::{sh_ok, until, Deploy, Mesh};
 
 const T: Duration = Duration::from_secs(30);
 const COLS: u16 = 80;
@@ -116,39 +116,25 @@ fn a_terminal_on_a_recorded_through_b_and_c() {
     let mut m = Mesh::new();
     let dir = m.dir.path().to_path_buf();
     let d = dir.display();
-    let (pa, pb, pc) = (port(), port(), port());
-    let text = format!(
-        r#"
-[machines.a]
-listen = ["tcp!127.0.0.1!{pa}"]
-dial = ["tcp!127.0.0.2!{pb}"]
-mount = "{d}/a"
-services = [
-  {{ name = "pty", kind = "pty", command = ["bash", "--norc", "--noprofile", "-i"], size = "{COLS}x{ROWS}" }},
-  {{ name = "display", kind = "display", output = "{d}/out.mp4" }},
-]
-
-[machines.b]
-listen = ["tcp!127.0.0.2!{pb}"]
-dial = ["ws!127.0.0.3!{pc}"]
-services = [ {{ name = "parser", kind = "parser", size = "{COLS}x{ROWS}", fps = 30 }} ]
-
-[machines.c]
-listen = ["ws!127.0.0.3!{pc}"]
-services = [
-  {{ name = "gpu", kind = "gpu" }},
-  {{ name = "mp4-encoder", kind = "encoder", fps = 30 }},
-]
-
-[[pipelines]]
+    let deploy = Deploy::abc()
+        .mount("a")
+        .service(
+            "a",
+            &format!(
+                r#"{{ name = "pty", kind = "pty", command = ["bash", "--norc", "--noprofile", "-i"], size = "{COLS}x{ROWS}" }}"#
+            ),
+        )
+        .service("a", &format!(r#"{{ name = "display", kind = "display", output = "{d}/out.mp4" }}"#))
+        .service("b", &format!(r#"{{ name = "parser", kind = "parser", size = "{COLS}x{ROWS}", fps = 30 }}"#))
+        .service("c", r#"{ name = "gpu", kind = "gpu" }"#)
+        .service("c", r#"{ name = "mp4-encoder", kind = "encoder", fps = 30 }"#)
+        .tail(
+            r#"[[pipelines]]
 name = "record"
 stages = ["/svc/pty", "/svc/parser", "/svc/gpu", "/svc/mp4-encoder", "/n/a/svc/display"]
-"#
-    );
-    let deploy = m.file("abc.toml", &text);
-    for id in ["a", "b", "c"] {
-        m.up(&deploy, id);
-    }
+"#,
+        );
+    m.start("abc.toml", &deploy);
     let a = dir.join("a");
     // The pipeline's conversation shows in a's tree once it has started.
     let mut n = String::new();

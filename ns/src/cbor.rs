@@ -20,7 +20,13 @@ pub fn encode<T: Serialize + ?Sized>(v: &T) -> Bytes {
 
 /// Decodes one message; `what` names it in the error ("bad `what`: ...").
 pub fn decode<T: DeserializeOwned>(b: &[u8], what: &str) -> Result<T, String> {
-    ciborium::from_reader(b).map_err(|e| format!("bad {what}: {e}"))
+    from_bytes(b).map_err(|e| format!("bad {what}: {e}"))
+}
+
+/// Decodes one message; the error is only what was wrong, for callers
+/// with an error type of their own.
+pub fn from_bytes<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+    ciborium::from_reader(b).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

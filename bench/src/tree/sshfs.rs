@@ -23,6 +23,8 @@ use anyhow::{anyhow, bail, Context};
 
 /// Longest wait for sshd to listen and for the mount to appear.
 const START_WAIT: Duration = Duration::from_secs(10);
+/// Starts of sshd tried, each on a fresh port, when its port was taken.
+const SSHD_ATTEMPTS: usize = 5;
 
 /// Why the baseline cannot run here: a program is missing.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +62,8 @@ fn run(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A loopback port nobody listens on now (the kernel's choice).
+/// A loopback port nobody listens on now (the kernel's choice), for sshd
+/// to bind: taken in between, sshd fails and is started again.
 fn free_port() -> anyhow::Result<u16> {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
     Ok(l.local_addr()?.port())
@@ -115,46 +118,44 @@ impl Sshfs {
             std::fs::create_dir_all(&privsep).context("create /run/sshd for sshd")?;
             me.made_privsep = Some(privsep);
         }
-        let port = free_port()?;
         let user = user()?;
         let config = work.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "ListenAddress 127.0.0.1:{port}\nHostKey {}\nPidFile none\nAuthorizedKeysFile {}\nAllowUsers {user}\n\
-                 StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
-                 PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nLogLevel ERROR\n",
-                host.display(),
-                work.join("authorized_keys").display()
-            ),
-        )
-        .context("sshd_config")?;
-        me.sshd = Some(
-            Command::new(&sshd_bin)
-                .arg("-D")
-                .arg("-e")
-                .arg("-f")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .context("starting sshd")?,
-        );
-        let until = Instant::now() + START_WAIT;
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-            if let Some(st) = me.sshd.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                let mut err = String::new();
-                if let Some(e) = me.sshd.as_mut().and_then(|c| c.stderr.as_mut()) {
-                    let _ = e.read_to_string(&mut err);
-                }
-                bail!("sshd exited ({st}): {}", err.trim());
+        // sshd binds the port itself, so it is picked first: a connection
+        // may take it in between (it is in the ephemeral range). Then sshd
+        // exits saying so, and it starts again on another.
+        let mut port = 0;
+        for attempt in 1..=SSHD_ATTEMPTS {
+            port = free_port()?;
+            std::fs::write(
+                &config,
+                format!(
+                    "ListenAddress 127.0.0.1:{port}\nHostKey {}\nPidFile none\nAuthorizedKeysFile {}\nAllowUsers {user}\n\
+                     StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+                     PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nLogLevel ERROR\n",
+                    host.display(),
+                    work.join("authorized_keys").display()
+                ),
+            )
+            .context("sshd_config")?;
+            me.sshd = Some(
+                Command::new(&sshd_bin)
+                    .arg("-D")
+                    .arg("-e")
+                    .arg("-f")
+                    .arg(&config)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .context("starting sshd")?,
+            );
+            match me.wait_sshd(port) {
+                Ok(()) => break,
+                Err(e) if attempt < SSHD_ATTEMPTS && e.contains("Address already in use") => continue,
+                Err(e) => bail!("{e}"),
             }
-            if Instant::now() > until {
-                bail!("sshd not listening on 127.0.0.1:{port} after {START_WAIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
+        let until = Instant::now() + START_WAIT;
         let opts = format!(
             "IdentityFile={},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,BatchMode=yes,LogLevel=ERROR",
             id.display()
@@ -201,6 +202,27 @@ impl Sshfs {
 }
 
 impl Sshfs {
+    /// Waits for the sshd just started to listen on `port`; if it exits
+    /// first, says why (its standard error).
+    fn wait_sshd(&mut self, port: u16) -> Result<(), String> {
+        let until = Instant::now() + START_WAIT;
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            if let Some(st) = self.sshd.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                let mut err = String::new();
+                if let Some(e) = self.sshd.as_mut().and_then(|c| c.stderr.as_mut()) {
+                    let _ = e.read_to_string(&mut err);
+                }
+                self.sshd = None;
+                return Err(format!("sshd exited ({st}): {}", err.trim()));
+            }
+            if Instant::now() > until {
+                return Err(format!("sshd not listening on 127.0.0.1:{port} after {START_WAIT:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     /// Where the directory is mounted.
     pub fn mount(&self) -> &Path {
         &self.mount

@@ -92,13 +92,13 @@ pub fn end(b: &[u8]) -> Option<End> {
     decode::<End>(b).ok()
 }
 
-/// Why a message is not a snapshot or frame: "bad message: ...".
+/// Why a message is not a snapshot or frame.
 #[derive(Debug)]
 pub struct DecodeError(pub String);
 
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        write!(f, "bad message: {}", self.0)
     }
 }
 
@@ -109,7 +109,7 @@ pub use ns::cbor::encode;
 
 /// Decodes one message.
 pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, DecodeError> {
-    ns::cbor::decode(b, "message").map_err(DecodeError)
+    ns::cbor::from_bytes(b).map_err(DecodeError)
 }
 
 impl Snapshot {
@@ -125,12 +125,7 @@ impl Snapshot {
     pub fn validate(&self) -> Result<(), DecodeError> {
         let want = self.cols as usize * self.rows as usize;
         if self.cols == 0 || self.rows == 0 || self.cells.len() != want {
-            return Err(DecodeError(format!(
-                "bad message: {}x{} snapshot with {} cells",
-                self.cols,
-                self.rows,
-                self.cells.len()
-            )));
+            return Err(DecodeError(format!("{}x{} snapshot with {} cells", self.cols, self.rows, self.cells.len())));
         }
         Ok(())
     }
@@ -139,12 +134,7 @@ impl Snapshot {
 impl Frame {
     pub fn validate(&self) -> Result<(), DecodeError> {
         if self.rgba.len() != self.width as usize * self.height as usize * 4 {
-            return Err(DecodeError(format!(
-                "bad message: {}x{} frame with {} bytes",
-                self.width,
-                self.height,
-                self.rgba.len()
-            )));
+            return Err(DecodeError(format!("{}x{} frame with {} bytes", self.width, self.height, self.rgba.len())));
         }
         Ok(())
     }

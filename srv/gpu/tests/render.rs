@@ -164,6 +164,7 @@ fn speed_80x24() {
         assert_eq!(f.seq, i);
     }
     let ms = t.elapsed().as_secs_f64() * 1000.0 / n as f64;
+    // Measured, not asserted: a speed belongs in the benchmarks (bench
+    // pipeline), and a busy machine must not fail a test.
     eprintln!("gpu: {ms:.2} ms per 80x24 frame on {}", r.device_name());
-    assert!(ms < 500.0, "{ms} ms per frame");
 }
