@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use mnt_tests::{port, until, Mesh};
+use mnt_tests::deploy::Deploy;
+use mnt_tests::{until, Mesh};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -16,32 +17,16 @@ fn ls_and_cat_reach_other_machines_over_two_hops() {
     std::fs::create_dir_all(dir.join("files/sub")).unwrap();
     std::fs::write(dir.join("files/sub/hello.txt"), "hello from c\n").unwrap();
     // A line: a - b - c; a has no link to c.
-    let (pa, pb, pc) = (port(), port(), port());
-    let deploy = m.file(
-        "line.toml",
-        &format!(
-            r#"
-[machines.a]
-listen = ["tcp!127.0.0.1!{pa}"]
-dial = ["tcp!127.0.0.2!{pb}"]
-mount = "{d}/a"
-
-[machines.b]
-listen = ["tcp!127.0.0.2!{pb}"]
-
-[machines.c]
-listen = ["tcp!127.0.0.3!{pc}"]
-dial = ["tcp!127.0.0.2!{pb}"]
-services = [
-  {{ name = "upper", kind = "exec", command = ["tr", "a-z", "A-Z"] }},
-  {{ name = "files", kind = "dir", root = "{d}/files" }},
-]
-"#
-        ),
-    );
-    for id in ["a", "b", "c"] {
-        m.up(&deploy, id);
-    }
+    let deploy = Deploy::new()
+        .machine("a", 1)
+        .machine("b", 2)
+        .machine("c", 3)
+        .dial("a", "b")
+        .dial("c", "b")
+        .mount("a")
+        .service("c", r#"{ name = "upper", kind = "exec", command = ["tr", "a-z", "A-Z"] }"#)
+        .service("c", &format!(r#"{{ name = "files", kind = "dir", root = "{d}/files" }}"#));
+    m.start("line.toml", &deploy);
     until("upper two hops from a", T, || m.routes("a").contains("upper c net-b 2"));
 
     // The same names as through a's mount.
