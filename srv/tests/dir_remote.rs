@@ -146,8 +146,11 @@ async fn next(c: &mut ns::Conv) -> Option<Msg> {
 /// grows.
 #[tokio::test]
 async fn large_reads_come_back_whole_and_in_order() {
-    let t = two("dir-large").await;
+    // Made before the routers start: on this test's one thread, seconds of
+    // work in an unoptimised build would starve their keepalives, and a
+    // neighbour silent for two periods is taken for dead.
     let data: Vec<u8> = (0..20u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let t = two("dir-large").await;
     std::fs::write(t.disk("big"), &data).unwrap();
     let a = &t.a;
     for chunk in [128 << 10, 1 << 20, 300_000] {
