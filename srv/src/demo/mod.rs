@@ -55,8 +55,8 @@ pub struct Report {
     pub output: PathBuf,
     pub bytes: u64,
     pub elapsed: Duration,
-    /// The first screen with text on it, as the parser saw it: the
-    /// shell's prompt, before anything was typed.
+    /// The first screen with text on it, from the same bytes the parser
+    /// got: the shell's prompt, before anything was typed.
     pub first_screen: String,
     /// The recording's frames, duration and size, read back from the file.
     #[cfg(feature = "video")]
