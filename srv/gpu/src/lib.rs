@@ -1,6 +1,6 @@
 //! The `gpu` service kind: screen [`Snapshot`](mesh_frame::Snapshot)s in,
 //! RGBA [`Frame`](mesh_frame::Frame)s out, rendered on a Vulkan device
-//! through ash.
+//! through ash. A session's [`End`](mesh_frame::End) passes through.
 //!
 //! Any Vulkan 1.1 device with a compute queue works: Mesa's lavapipe
 //! (Debian: `mesa-vulkan-drivers`, with `libvulkan1`), or a real GPU. The

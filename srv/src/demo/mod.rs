@@ -2,20 +2,32 @@
 //!
 //! It starts the built-in three machines (examples/abc.toml) in this
 //! process, starts the `record` pipeline on a (pty on a, parser on b, gpu
-//! and mp4-encoder on c, display back on a), types a short scripted
-//! session into the pty, and waits for the recording to end: the shell's
-//! exit ends the pty's output, which ends each stage in turn, down to the
-//! display closing the MP4.
+//! and mp4-encoder on c, display back on a), waits for the shell's prompt,
+//! types a short scripted session into the pty, and waits for the
+//! recording to end: the shell's exit ends the pty's output, which ends
+//! each stage in turn, down to the display closing the MP4.
+//!
+//! The prompt is seen through [`tap`], a pass-through stage after the pty;
+//! keystrokes sent before it would be echoed ahead of the prompt.
+//! [`record`] runs the same with any deployment that has a `record`
+//! pipeline, and any script (the tests use their own addresses).
+
+mod tap;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
+use ns::deploy::{Deployment, ServiceKind};
+use ns::Addr;
 use tokio_util::sync::CancellationToken;
 
 use crate::up::{self, Options};
+
+pub use tap::SETTLE;
 
 /// What the demo types, one line at a time, and how long it then waits.
 const SCRIPT: &[(&str, u64)] = &[
@@ -31,6 +43,10 @@ const SCRIPT: &[(&str, u64)] = &[
 
 /// Delay between typed characters, so the video shows typing.
 const KEY_DELAY: Duration = Duration::from_millis(12);
+/// How long the shell may take to show its prompt.
+pub const PROMPT_WAIT: Duration = Duration::from_secs(15);
+/// The pass-through stage the demo puts after the pty, on its machine.
+const TAP: &str = "demo-tap";
 /// How long the recording may take to end after the shell exits.
 const END_WAIT: Duration = Duration::from_secs(60);
 
@@ -39,24 +55,33 @@ pub struct Report {
     pub output: PathBuf,
     pub bytes: u64,
     pub elapsed: Duration,
+    /// The first screen with text on it, from the same bytes the parser
+    /// got: the shell's prompt, before anything was typed.
+    pub first_screen: String,
     /// The recording's frames, duration and size, read back from the file.
     #[cfg(feature = "video")]
     pub video: mesh_video::Probe,
 }
 
-/// Runs the demo, writing the MP4 to `output`.
+/// Runs the demo on the built-in mesh, writing the MP4 to `output`.
 pub async fn run(output: &Path) -> anyhow::Result<Report> {
+    record(ns::deploy::builtin(), SCRIPT, output).await
+}
+
+/// Runs `dep`'s machines in this process and its `record` pipeline, types
+/// `script` (lines, each with the pause after it) once the shell shows its
+/// prompt, and writes the recording to `output`, whatever the file says.
+pub async fn record(mut dep: Deployment, script: &[(&str, u64)], output: &Path) -> anyhow::Result<Report> {
     let output = std::path::absolute(output).context("output path")?;
     if let Some(dir) = output.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut dep = ns::deploy::builtin();
     for m in dep.machines.values_mut() {
-        for s in m.services.iter_mut().filter(|s| s.kind == ns::deploy::ServiceKind::Display) {
+        for s in m.services.iter_mut().filter(|s| s.kind == ServiceKind::Display) {
             s.output = Some(output.clone());
         }
     }
-    let record =
+    let mut record =
         dep.pipelines.iter().find(|p| p.name == "record").cloned().ok_or_else(|| anyhow!("no record pipeline"))?;
     let runtime = tempfile::tempdir().context("runtime directory")?;
     let stop = CancellationToken::new();
@@ -69,22 +94,64 @@ pub async fn run(output: &Path) -> anyhow::Result<Report> {
     let started = Instant::now();
     let machines = up::start(&dep, &opts, &stop)
         .await
-        .context("starting the built-in mesh (is `mesh up` running? it uses the same addresses)")?;
+        .context("starting the mesh (is `mesh up` of the same file running? it uses the same addresses)")?;
     let home =
         crate::pipeline::home(&dep, &record).ok_or_else(|| anyhow!("record: no machine serves its first stage"))?;
     let tree = machines.get(&home).ok_or_else(|| anyhow!("machine {home} not started"))?.tree.clone();
+    // The tap after the pty, on its machine, sized as its terminal.
+    let size = dep
+        .machine(home.as_str())
+        .and_then(|m| m.services.iter().find(|s| record.stages.first().is_some_and(|f| f.service == s.name)))
+        .and_then(|s| s.size)
+        .unwrap_or(crate::kinds::DEFAULT_SIZE);
+    let (tap, mut seen) = tap::Tap::new(size);
+    tree.router().add_service(TAP.parse().map_err(|e| anyhow!("{TAP}: {e}"))?, Arc::new(tap));
+    record.stages.insert(1, Addr::parse(&format!("/svc/{TAP}")).map_err(|e| anyhow!("{TAP}: {e}"))?);
 
-    let bar = ProgressBar::new(SCRIPT.len() as u64 + 2);
+    let bar = ProgressBar::new(script.len() as u64 + 3);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
             .expect("valid template")
             .progress_chars("=> "),
     );
+    let typed = type_script(&tree, &record, script, &mut seen, &bar).await;
+    bar.finish_and_clear();
+    stop.cancel();
+    for r in machines.into_values() {
+        r.router.shutdown();
+    }
+    let first_screen = typed?;
+    let bytes =
+        std::fs::metadata(&output).map(|m| m.len()).with_context(|| format!("no recording at {}", output.display()))?;
+    #[cfg(feature = "video")]
+    let video = mesh_video::probe(&output).with_context(|| format!("reading back {}", output.display()))?;
+    Ok(Report {
+        output,
+        bytes,
+        elapsed: started.elapsed(),
+        first_screen,
+        #[cfg(feature = "video")]
+        video,
+    })
+}
+
+/// Starts the pipeline, types the script at the prompt and waits for the
+/// recording to end; returns the first screen shown.
+async fn type_script(
+    tree: &Arc<crate::fs::Namespace>,
+    record: &ns::deploy::Pipeline,
+    script: &[(&str, u64)],
+    seen: &mut tokio::sync::watch::Receiver<tap::Seen>,
+    bar: &ProgressBar,
+) -> anyhow::Result<String> {
     bar.set_message("waiting for routes");
-    let slot = crate::pipeline::start(&tree, &record).await.map_err(|e| anyhow!(e))?;
+    let slot = crate::pipeline::start(tree, record).await.map_err(|e| anyhow!(e))?;
+    bar.inc(1);
+    bar.set_message("waiting for the shell's prompt");
+    tap::prompt(seen, PROMPT_WAIT).await.map_err(|e| anyhow!(e))?;
     bar.inc(1);
     let writer = slot.stream.writer();
-    for (line, pause) in SCRIPT {
+    for (line, pause) in script {
         bar.set_message(format!("typing: {}", line.chars().take(40).collect::<String>()));
         for ch in line.chars().chain(std::iter::once('\r')) {
             let mut buf = [0u8; 4];
@@ -111,27 +178,12 @@ pub async fn run(output: &Path) -> anyhow::Result<Report> {
     })
     .await;
     bar.inc(1);
-    bar.finish_and_clear();
-    stop.cancel();
-    for r in machines.into_values() {
-        r.router.shutdown();
-    }
     match ended {
         Err(_) => bail!("the recording did not end within {END_WAIT:?}"),
         Ok(Err(e)) => bail!("the pipeline failed: {e}"),
         Ok(Ok(())) => {}
     }
-    let bytes =
-        std::fs::metadata(&output).map(|m| m.len()).with_context(|| format!("no recording at {}", output.display()))?;
-    #[cfg(feature = "video")]
-    let video = mesh_video::probe(&output).with_context(|| format!("reading back {}", output.display()))?;
-    Ok(Report {
-        output,
-        bytes,
-        elapsed: started.elapsed(),
-        #[cfg(feature = "video")]
-        video,
-    })
+    Ok(seen.borrow().first.clone().unwrap_or_default())
 }
 
 impl Report {
