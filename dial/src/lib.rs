@@ -36,6 +36,8 @@
 //! - `unix`: Unix sockets; the listener owns its socket file (mode 0600,
 //!   stale files replaced, removed on drop) and reports peer uids.
 //! - `tcp`: TCP with `TCP_NODELAY`, name resolution, bounded connect time.
+//! - `preauth`: the limits on accepted connections that have not
+//!   authenticated yet (see [`listen_secure`]).
 //! - `ws`: WebSocket over TCP (tokio-tungstenite), one binary message per
 //!   frame; handshakes run off the accept path so one bad client cannot
 //!   stall or end a listener.
@@ -55,8 +57,16 @@
 //!
 //! Every buffer is bounded: frames by `max_frame`, a sink's write buffer
 //! by 256 KiB (plus one frame), accept queues and in-flight ws handshakes
-//! by fixed small counts; every name lookup, connect and ws handshake by a
-//! 10 s timeout. Waiting for frames on an established link is the
+//! by fixed small counts (a new ws connection evicts the oldest pending
+//! handshake rather than wait); every name lookup, connect and ws
+//! handshake by a 10 s timeout.
+//!
+//! Nothing unauthenticated can make a listener hold memory or slots that
+//! a pinned peer needs: [`listen_secure`] holds each accepted network
+//! link to small limits until [`secure`] authenticates it (`preauth`:
+//! handshake-sized frames, 16 KiB read in all, a bounded number of
+//! pending connections per listener and per source address, the oldest
+//! evicted by newer ones). Waiting for frames on an established link is the
 //! caller's business.
 //!
 //! `tx.close()` ends the peer's stream. On the byte-stream transports that
@@ -68,6 +78,7 @@ mod addr;
 mod link;
 mod listener;
 mod mem;
+mod preauth;
 mod secure;
 mod tcp;
 mod unix;
@@ -80,6 +91,7 @@ use std::io;
 pub use addr::{DialError, DialString, Host};
 pub use link::{framed, Frame, FrameSink, FrameStream, Link, LinkOptions, DEFAULT_MAX_FRAME, WRITE_BUFFER};
 pub use listener::Listener;
+pub use preauth::{MAX_PENDING, MAX_PENDING_PER_IP, PREAUTH_BYTES, PREAUTH_FRAME_MAX};
 pub use secure::{
     secure, Identity, KeyError, PeerInfo, PinError, PublicKey, Role, SecureError, Trust, HANDSHAKE_TIMEOUT,
     MIN_MAX_FRAME,
@@ -118,8 +130,30 @@ pub async fn listen(ds: &DialString, opts: &LinkOptions) -> io::Result<Listener>
     Ok(match ds {
         DialString::Mem(name) => Listener::mem(mem::listen(name, opts)?),
         DialString::Unix(path) => Listener::unix(unix::listen(path, opts).await?),
-        DialString::Tcp(host, port) => Listener::tcp(tcp::listen(host, *port, opts).await?),
-        DialString::Ws(host, port) => Listener::ws(ws::listen(host, *port, opts).await?),
+        DialString::Tcp(host, port) => Listener::tcp(tcp::listen(host, *port, opts, false).await?),
+        DialString::Ws(host, port) => Listener::ws(ws::listen(host, *port, opts, false).await?),
+    })
+}
+
+/// Like [`listen`], for links the caller will [`secure`]: each tcp or ws
+/// link is accepted under the pre-authentication limits, which
+/// [`secure`] lifts once the peer proved a pinned key (or the caller
+/// with [`Link::authenticated`]). Until then at most 256 connections
+/// of the listener (32 of one source address) wait, a newer one evicting
+/// the oldest; a frame is at most a handshake message's size (an
+/// oversized length prefix fails the link at once) and 16 KiB in all may
+/// be read. So a flood of unauthenticated connections costs a bounded,
+/// small amount of memory and cannot keep a pinned peer out. mem and unix
+/// listeners are as with [`listen`].
+///
+/// # Errors
+///
+/// As [`listen`].
+pub async fn listen_secure(ds: &DialString, opts: &LinkOptions) -> io::Result<Listener> {
+    Ok(match ds {
+        DialString::Tcp(host, port) => Listener::tcp(tcp::listen(host, *port, opts, true).await?),
+        DialString::Ws(host, port) => Listener::ws(ws::listen(host, *port, opts, true).await?),
+        _ => listen(ds, opts).await?,
     })
 }
 

@@ -15,6 +15,8 @@ use futures::{Sink, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Decoder, FramedRead, LengthDelimitedCodec};
 
+use crate::preauth::{Gate, PREAUTH_FRAME_MAX};
+
 /// Sending half of a link. Frames are buffered: `feed` many, then `flush`
 /// once to write them together.
 pub type FrameSink = Pin<Box<dyn Sink<Frame, Error = io::Error> + Send>>;
@@ -107,6 +109,24 @@ pub struct Link {
     pub local: String,
     /// The peer's uid, known only for Unix sockets (`SO_PEERCRED`).
     pub uid: Option<u32>,
+    /// Pre-authentication limits, on links accepted by
+    /// [`listen_secure`](crate::listen_secure) until the peer is
+    /// authenticated (see `preauth`).
+    pub(crate) gate: Option<Gate>,
+}
+
+impl Link {
+    /// Lifts the pre-authentication limits of a link accepted by
+    /// [`listen_secure`](crate::listen_secure) (frames of a handshake's
+    /// size, 16 KiB in all, a slot that newer connections can take):
+    /// the caller has authenticated the peer. [`secure`](crate::secure)
+    /// calls it on success; a caller that trusts the link some other way
+    /// calls it itself. Does nothing on other links.
+    pub fn authenticated(&self) {
+        if let Some(g) = &self.gate {
+            g.open();
+        }
+    }
 }
 
 impl fmt::Debug for Link {
@@ -115,6 +135,7 @@ impl fmt::Debug for Link {
             .field("remote", &self.remote)
             .field("local", &self.local)
             .field("uid", &self.uid)
+            .field("authenticated", &self.gate.as_ref().is_none_or(Gate::is_open))
             .finish_non_exhaustive()
     }
 }
@@ -142,11 +163,21 @@ pub(crate) fn too_large(kind: io::ErrorKind, len: usize, limit: usize) -> io::Er
 /// Wraps any byte stream in length-delimited frames (4-byte big-endian
 /// length). Used for mem, unix, tcp, and later by a security layer.
 pub fn framed<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, opts: &LinkOptions) -> (FrameSink, FrameStream) {
+    framed_gated(s, opts, None)
+}
+
+/// [`framed`], with frames held to [`PREAUTH_FRAME_MAX`] while `gate` is
+/// shut.
+pub(crate) fn framed_gated<S: AsyncRead + AsyncWrite + Send + 'static>(
+    s: S,
+    opts: &LinkOptions,
+    gate: Option<Gate>,
+) -> (FrameSink, FrameStream) {
     let limit = opts.max_frame.min(LENGTH_PREFIX_MAX);
     let (r, w) = tokio::io::split(s);
     let write = crate::writer::FrameWriter::new(w, limit, WRITE_BUFFER);
     // `FramedRead` yields `BytesMut`; freeze it so receivers can share it.
-    let read = FramedRead::new(r, FrameCodec::new(limit)).map(|r| r.map(BytesMut::freeze));
+    let read = FramedRead::new(r, FrameCodec::new(limit, gate)).map(|r| r.map(BytesMut::freeze));
     (Box::pin(write), Box::pin(read))
 }
 
@@ -163,13 +194,15 @@ struct FrameCodec {
     at_head: bool,
     /// The length of the frame whose prefix was read, while `!at_head`.
     want: usize,
+    /// While shut, frames are held to [`PREAUTH_FRAME_MAX`].
+    gate: Option<Gate>,
 }
 
 impl FrameCodec {
-    fn new(limit: usize) -> Self {
+    fn new(limit: usize, gate: Option<Gate>) -> Self {
         let inner =
             LengthDelimitedCodec::builder().length_field_length(4).big_endian().max_frame_length(limit).new_codec();
-        FrameCodec { inner, limit, at_head: true, want: 0 }
+        FrameCodec { inner, limit, at_head: true, want: 0, gate }
     }
 }
 
@@ -185,6 +218,14 @@ impl Decoder for FrameCodec {
             let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
             if len > self.limit {
                 return Err(too_large(io::ErrorKind::InvalidData, len, self.limit));
+            }
+            // Checked before the inner codec reserves room for the body,
+            // so an unauthenticated peer cannot make us allocate it.
+            if len > PREAUTH_FRAME_MAX && self.gate.as_ref().is_some_and(|g| !g.is_open()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("frame too large: {len} bytes before authenticating, limit {PREAUTH_FRAME_MAX}"),
+                ));
             }
             // The inner codec consumes the prefix on this call.
             self.at_head = false;

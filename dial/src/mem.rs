@@ -82,7 +82,7 @@ pub(crate) async fn dial(name: &str, opts: &LinkOptions) -> io::Result<Link> {
     // if the listener went away meanwhile.
     tx.send(Pending { stream: theirs, id }).await.map_err(|_| refused())?;
     let (tx, rx) = framed(ours, opts);
-    Ok(Link { tx, rx, remote: format!("mem!{name}"), local: format!("mem!{name}#{id}"), uid: None })
+    Ok(Link { tx, rx, remote: format!("mem!{name}"), local: format!("mem!{name}#{id}"), uid: None, gate: None })
 }
 
 impl MemListener {
@@ -96,7 +96,14 @@ impl MemListener {
             ));
         };
         let (tx, rx) = framed(stream, &self.opts);
-        Ok(Link { tx, rx, remote: format!("mem!{}#{id}", self.name), local: format!("mem!{}", self.name), uid: None })
+        Ok(Link {
+            tx,
+            rx,
+            remote: format!("mem!{}#{id}", self.name),
+            local: format!("mem!{}", self.name),
+            uid: None,
+            gate: None,
+        })
     }
 
     pub(crate) fn name(&self) -> &str {

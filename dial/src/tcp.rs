@@ -6,12 +6,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener as TokioTcpListener, TcpStream};
 
 use crate::addr::Host;
-use crate::link::{framed, Link, LinkOptions};
+use crate::link::{framed, framed_gated, Link, LinkOptions};
+use crate::preauth::{Admission, Gate, Gated};
 use crate::with_context;
 
 /// Longest we wait for a name lookup or one connection attempt. The
@@ -92,20 +94,25 @@ pub(crate) async fn accept_stream(listener: &TokioTcpListener, ds: &str) -> io::
 pub(crate) async fn dial(host: &str, port: u16, opts: &LinkOptions) -> io::Result<Link> {
     let ds = format!("tcp!{host}!{port}");
     let stream = connect(host, port, &ds).await?;
-    Ok(link(stream, opts))
+    Ok(link(stream, opts, None))
 }
 
-/// Frames an established TCP stream.
-fn link(stream: TcpStream, opts: &LinkOptions) -> Link {
+/// Frames an established TCP stream; with a gate, under the
+/// pre-authentication limits.
+fn link(stream: TcpStream, opts: &LinkOptions, gate: Option<Gate>) -> Link {
     let remote = stream.peer_addr().map(|a| describe("tcp", a));
     let local = stream.local_addr().map(|a| describe("tcp", a));
-    let (tx, rx) = framed(stream, opts);
+    let (tx, rx) = match &gate {
+        Some(g) => framed_gated(Gated::new(stream, g.clone()), opts, gate.clone()),
+        None => framed(stream, opts),
+    };
     Link {
         tx,
         rx,
         remote: remote.unwrap_or_else(|e| format!("tcp!? ({e})")),
         local: local.unwrap_or_else(|e| format!("tcp!? ({e})")),
         uid: None,
+        gate,
     }
 }
 
@@ -116,20 +123,26 @@ pub(crate) struct TcpListener {
     local: SocketAddr,
     ds: String,
     opts: LinkOptions,
+    /// For links to be secured: the pending connections.
+    admission: Option<Arc<Admission>>,
 }
 
-pub(crate) async fn listen(host: &Host, port: u16, opts: &LinkOptions) -> io::Result<TcpListener> {
+/// Listens on `host!port`; with `guarded`, accepted links are under the
+/// pre-authentication limits until secured.
+pub(crate) async fn listen(host: &Host, port: u16, opts: &LinkOptions, guarded: bool) -> io::Result<TcpListener> {
     let ds = format!("tcp!{host}!{port}");
     let listener = bind(host, port, &ds).await?;
     let local = listener.local_addr().map_err(|e| with_context(e, format_args!("{ds}: local address")))?;
-    Ok(TcpListener { listener, local, ds, opts: opts.clone() })
+    let admission = guarded.then(Arc::default);
+    Ok(TcpListener { listener, local, ds, opts: opts.clone(), admission })
 }
 
 impl TcpListener {
     /// Cancel-safe: no await after the connection is taken.
     pub(crate) async fn accept(&mut self) -> io::Result<Link> {
-        let (stream, _) = accept_stream(&self.listener, &self.ds).await?;
-        Ok(link(stream, &self.opts))
+        let (stream, peer) = accept_stream(&self.listener, &self.ds).await?;
+        let gate = self.admission.as_ref().map(|a| a.admit(peer.ip()));
+        Ok(link(stream, &self.opts, gate))
     }
 
     pub(crate) fn local_addr(&self) -> SocketAddr {

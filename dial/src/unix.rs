@@ -33,7 +33,14 @@ pub(crate) async fn dial(path: &Path, opts: &LinkOptions) -> io::Result<Link> {
         _ => with_context(e, format_args!("{ds}: connect")),
     })?;
     let (tx, rx) = framed(stream, opts);
-    Ok(Link { tx, rx, remote: ds.clone(), local: format!("{ds} (client pid {})", std::process::id()), uid: None })
+    Ok(Link {
+        tx,
+        rx,
+        remote: ds.clone(),
+        local: format!("{ds} (client pid {})", std::process::id()),
+        uid: None,
+        gate: None,
+    })
 }
 
 /// A listening socket and the file that names it.
@@ -121,7 +128,7 @@ impl UnixListener {
             }
         };
         let (tx, rx) = framed(stream, &self.opts);
-        Ok(Link { tx, rx, remote, local: ds, uid })
+        Ok(Link { tx, rx, remote, local: ds, uid, gate: None })
     }
 
     pub(crate) fn path(&self) -> &Path {

@@ -8,15 +8,23 @@
 //! The WebSocket handshake is a network round trip that a slow or hostile
 //! client can stall, so it is kept off the accept path: an acceptor task
 //! takes TCP connections and handshakes each in its own task under a
-//! timeout, at most [`MAX_HANDSHAKES`] at once, and finished links wait in
-//! a bounded queue for `accept`. One bad client costs a debug log line,
-//! not the listener. As with the other transports, a dial completes even
-//! before the listener's owner calls `accept`.
+//! timeout, and finished links wait in a bounded queue for `accept`. The
+//! acceptor never waits for handshakes to finish: each connection is
+//! admitted through the listener's `preauth::Admission`, which bounds
+//! the handshakes in flight by evicting the oldest (of the same address
+//! first), so a flood of idle connections cannot lock a pinned peer out.
+//! Handshake reads go through a `preauth::Gated` socket (16 KiB at most
+//! before authentication). On a plain listener the gate opens after the
+//! WebSocket handshake; on one from `listen_secure` it stays shut until
+//! [`secure`](crate::secure) succeeds. One bad client costs a debug log
+//! line, not the listener. As with the other transports, a dial completes
+//! even before the listener's owner calls `accept`.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -37,6 +45,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::addr::Host;
 use crate::link::{too_large, Frame, FrameSink, FrameStream, Link, LinkOptions, WRITE_BUFFER};
+use crate::preauth::{Admission, Gate, Gated};
 use crate::tcp::{self, CONNECT_TIMEOUT};
 
 /// The one HTTP path a mesh WebSocket lives on.
@@ -44,10 +53,6 @@ const PATH: &str = "/mesh";
 
 /// Longest a client may take over its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handshakes in progress (or finished and waiting for room in the
-/// queue) at once; further connections wait in the kernel's backlog.
-const MAX_HANDSHAKES: usize = 64;
 
 /// Handshaken links waiting for `accept`.
 const READY_QUEUE: usize = 16;
@@ -190,6 +195,7 @@ pub(crate) async fn dial(host: &str, port: u16, opts: &LinkOptions) -> io::Resul
         remote: remote.unwrap_or_else(|_| ds.clone()),
         local: local.unwrap_or_else(|e| format!("ws!? ({e})")),
         uid: None,
+        gate: None,
     })
 }
 
@@ -208,7 +214,9 @@ pub(crate) struct WsListener {
     socket: OwnedFd,
 }
 
-pub(crate) async fn listen(host: &Host, port: u16, opts: &LinkOptions) -> io::Result<WsListener> {
+/// Listens on `host!port`; with `guarded`, accepted links stay under the
+/// pre-authentication limits until secured.
+pub(crate) async fn listen(host: &Host, port: u16, opts: &LinkOptions, guarded: bool) -> io::Result<WsListener> {
     let ds = format!("ws!{host}!{port}");
     let ctx = |what: &'static str| {
         let ds = &ds;
@@ -218,7 +226,7 @@ pub(crate) async fn listen(host: &Host, port: u16, opts: &LinkOptions) -> io::Re
     let local = listener.local_addr().map_err(ctx("local address"))?;
     let socket = listener.as_fd().try_clone_to_owned().map_err(ctx("dup"))?;
     let (tx, ready) = mpsc::channel(READY_QUEUE);
-    let acceptor = tokio::spawn(acceptor(listener, ds.clone(), opts.clone(), tx));
+    let acceptor = tokio::spawn(acceptor(listener, ds.clone(), opts.clone(), guarded, tx));
     Ok(WsListener { ready, local, ds, acceptor, socket })
 }
 
@@ -251,22 +259,29 @@ impl Drop for WsListener {
     }
 }
 
-/// Accepts TCP connections and starts a handshake task for each, at most
-/// [`MAX_HANDSHAKES`] at once; finished links go to `ready`.
-async fn acceptor(listener: TokioTcpListener, ds: String, opts: LinkOptions, ready: mpsc::Sender<io::Result<Link>>) {
+/// Accepts TCP connections and starts a handshake task for each, never
+/// waiting for one to finish (admission bounds them); finished links go
+/// to `ready`.
+async fn acceptor(
+    listener: TokioTcpListener,
+    ds: String,
+    opts: LinkOptions,
+    guarded: bool,
+    ready: mpsc::Sender<io::Result<Link>>,
+) {
+    let admission = Arc::new(Admission::default());
     let mut handshakes = JoinSet::new();
     loop {
+        // Reap finished tasks; evicted ones end at their next read.
         while handshakes.try_join_next().is_some() {}
-        while handshakes.len() >= MAX_HANDSHAKES {
-            handshakes.join_next().await;
-        }
         let accepted = tokio::select! {
             accepted = tcp::accept_stream(&listener, &ds) => accepted,
             () = ready.closed() => return,
         };
         match accepted {
             Ok((stream, peer)) => {
-                handshakes.spawn(handshake(stream, peer, opts.clone(), ready.clone()));
+                let gate = admission.admit(peer.ip());
+                handshakes.spawn(handshake(stream, peer, gate, guarded, opts.clone(), ready.clone()));
             }
             Err(e) => {
                 // The listener's own trouble (e.g. out of descriptors):
@@ -282,9 +297,17 @@ async fn acceptor(listener: TokioTcpListener, ds: String, opts: LinkOptions, rea
 
 /// Server side of one handshake; failures are the client's problem and
 /// only logged.
-async fn handshake(stream: TcpStream, peer: SocketAddr, opts: LinkOptions, ready: mpsc::Sender<io::Result<Link>>) {
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    gate: Gate,
+    guarded: bool,
+    opts: LinkOptions,
+    ready: mpsc::Sender<io::Result<Link>>,
+) {
     let remote = tcp::describe("ws", peer);
     let local = stream.local_addr().map(|a| tcp::describe("ws", a));
+    let stream = Gated::new(stream, gate.clone());
     let accept = tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(config(&opts)));
     let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
         Ok(Ok(ws)) => ws,
@@ -297,8 +320,14 @@ async fn handshake(stream: TcpStream, peer: SocketAddr, opts: LinkOptions, ready
             return;
         }
     };
+    let gate = if guarded {
+        Some(gate)
+    } else {
+        gate.open();
+        None
+    };
     let (tx, rx) = frames(ws, opts.max_frame);
-    let link = Link { tx, rx, remote, local: local.unwrap_or_else(|e| format!("ws!? ({e})")), uid: None };
+    let link = Link { tx, rx, remote, local: local.unwrap_or_else(|e| format!("ws!? ({e})")), uid: None, gate };
     // Waits while the queue is full (the owner is not accepting); fails
     // only when the listener is gone, and the link just closes then.
     let _ = ready.send(Ok(link)).await;

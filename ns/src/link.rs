@@ -5,6 +5,10 @@
 //! client, a request for a block of conversation numbers); the acceptor
 //! answers with its own. A bad frame, a wrong first frame or a silent peer
 //! closes that link alone; the router keeps serving everyone else.
+//! Network listeners of a secured router come from `dial::listen_secure`:
+//! until a peer proves a pinned key it gets a handshake's worth of frames
+//! and bytes and a slot that newer connections can take, so nothing
+//! unauthenticated holds memory or slots a pinned peer needs.
 //!
 //! A neighbour's envelopes are forwarded, or handed to the routing
 //! protocol ([`crate::router::Routing`]) when they are addressed to the
@@ -72,10 +76,17 @@ impl Router {
     /// Listens on `ds` for neighbours and, on `unix!` and `mem!`, for local
     /// clients. Returns the address actually bound.
     pub async fn listen(&self, ds: &DialString) -> io::Result<DialString> {
-        let mut listener = dial::listen(ds, &link_options()).await?;
-        let bound = listener.local_addr();
         let clients_ok = matches!(ds, DialString::Unix(_) | DialString::Mem(_));
         let network = ds.is_network();
+        // Links to be secured are held to dial's pre-authentication
+        // limits until `secure` lifts them, so that nothing
+        // unauthenticated holds memory or slots a pinned peer needs.
+        let mut listener = if network && self.config().security.is_some() {
+            dial::listen_secure(ds, &link_options()).await?
+        } else {
+            dial::listen(ds, &link_options()).await?
+        };
+        let bound = listener.local_addr();
         info!(addr = %bound, "listening");
         let r = self.clone();
         let addr = bound.clone();

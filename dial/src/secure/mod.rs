@@ -154,7 +154,7 @@ pub const MIN_MAX_FRAME: usize = 256;
 
 /// Largest handshake message we ever send: msg 2 is two keys, two tags
 /// and the hello.
-const HANDSHAKE_MSG_MAX: usize = 2 * KEY_LEN + 2 * TAG_LEN + HELLO_LEN;
+pub(crate) const HANDSHAKE_MSG_MAX: usize = 2 * KEY_LEN + 2 * TAG_LEN + HELLO_LEN;
 
 pub(crate) fn params() -> NoiseParams {
     PROTOCOL.parse().expect("a valid Noise protocol name")
@@ -330,7 +330,9 @@ pub async fn secure(
             return Err(e);
         }
     };
-    let Link { tx, rx, remote, local, uid } = link;
+    // The peer is pinned: lift the pre-authentication limits.
+    link.authenticated();
+    let Link { tx, rx, remote, local, uid, gate } = link;
     let secured = Arc::new(secured);
     let limit = opts.max_frame.min(u32::MAX as usize);
     let link = Link {
@@ -339,6 +341,7 @@ pub async fn secure(
         remote,
         local,
         uid,
+        gate,
     };
     Ok((link, peer))
 }

@@ -148,3 +148,5 @@ pub async fn suite(ds: &DialString) {
     oversized_send(&mut server, &mut client).await;
     close_ends_stream(&mut client, &mut server).await;
 }
+
+pub mod attack;
