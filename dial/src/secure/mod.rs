@@ -43,6 +43,10 @@
 //! a handshake that looked complete. The whole exchange has
 //! [`HANDSHAKE_TIMEOUT`]; an unknown key is refused before [`secure`]
 //! returns, so no application frame from an unknown peer is ever read.
+//! On a link from [`listen_secure`](crate::listen_secure) the handshake
+//! runs under the pre-authentication limits (frames of at most
+//! [`HANDSHAKE_MSG_MAX`] bytes, 16 KiB in all, a slot newer connections
+//! may take); [`secure`] lifts them once the peer's key is pinned.
 //!
 //! # Frames on a secured link
 //!
