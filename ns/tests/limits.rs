@@ -164,3 +164,39 @@ async fn an_envelope_at_the_hop_limit_comes_back_as_an_error() {
     let got = tokio::time::timeout(Duration::from_secs(5), conv.rx.recv()).await.unwrap();
     assert_eq!(got, Some(Msg::Data(Bytes::from("end"))));
 }
+
+/// The `crossing N conversation ends` count of a terminal's status.
+fn crossing(r: &Router, peer: &str) -> usize {
+    let status = r.term(&TermName::Net(n(peer))).map(|t| t.status_text()).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("crossing ")).unwrap_or_else(|| panic!("no crossing in {status}"));
+    line.split(' ').nth(1).and_then(|w| w.parse().ok()).unwrap()
+}
+
+// Real threads: the order in which a runtime with several workers runs
+// the messages that end a conversation is what the record must survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_links_record_of_crossed_conversations_shrinks_as_they_end() {
+    let line = Line::new("crossed", 2).await;
+    let (a, b) = (&line.routers[0], &line.routers[1]);
+    b.add_service(n("once"), Arc::new(Once("once".into())));
+    line.until("route", 30, |l| l.routers[0].table().nearest("once").is_some()).await;
+    for _ in 0..2000 {
+        // One request, its answer, then both ends go: a tree operation.
+        assert_eq!(ask(a, "/n/r1/svc/once").await, Ok("once".into()));
+    }
+    for _ in 0..200 {
+        if crossing(a, "r1") == 0 && crossing(b, "r0") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // On failure, which ends were left: their addresses say who talked.
+    let ends = |r: &Router, p: &str| r.term(&TermName::Net(n(p))).and_then(|t| t.crossed.as_ref().map(|c| c.take()));
+    assert_eq!(
+        (crossing(a, "r1"), crossing(b, "r0")),
+        (0, 0),
+        "ends remembered after every conversation ended: {:?} {:?}",
+        ends(a, "r1"),
+        ends(b, "r0")
+    );
+}
