@@ -6,7 +6,16 @@
 //! every network terminal remembers the conversation ends whose envelopes
 //! crossed it; when the link goes, each of those ends gets `link lost`
 //! (see `Router::link_lost`). An end leaves the set when its conversation
-//! hangs up or fails across the link.
+//! hangs up or fails across the link, so the set holds what is open.
+//!
+//! Each end is kept with the address it talks to. An end that opened a
+//! service by name (`/n/M/svc/S`, `/svc/S`) writes to that name for its
+//! whole life, hangup included, so the first answer from a conversation
+//! of S (`/n/M/svc/S/N`) replaces the name with that end: then either
+//! end's hangup, whichever crosses first, clears both. A conversation's
+//! ends send their last messages in order, hangup last (see
+//! `ConvTable::send_controls`), so no `Eof` arrives after its hangup to
+//! bring an end back.
 //!
 //! The set is bounded: past [`MAX_CROSSED`] ends, new ones are counted as
 //! untracked (shown in the terminal's status) rather than growing memory.
@@ -30,6 +39,15 @@ pub struct Crossed {
     untracked: AtomicU64,
 }
 
+/// Whether writing to `to` reaches end `end`: its own address, or the
+/// name of its service (on its machine, or on any).
+fn names(to: &Addr, end: &Addr) -> bool {
+    to == end
+        || (to.conv.is_none()
+            && to.service == end.service
+            && to.machine.as_ref().is_none_or(|m| end.machine.as_ref() == Some(m)))
+}
+
 impl Crossed {
     /// Notes an envelope crossing the link, either way.
     pub fn note(&self, env: &Envelope) {
@@ -41,8 +59,15 @@ impl Crossed {
                 let mut ends = lock(&self.ends);
                 // The common case, a known end talking to the same peer,
                 // costs one lookup and no allocation.
-                if ends.get(&env.src) == Some(&env.dst) {
+                if ends.get(&env.src).is_some_and(|p| names(&env.dst, p)) {
                     return;
+                }
+                // The first answer of a service: the end that opened it by
+                // name learns which end it talks to.
+                if env.dst.conv.is_some() {
+                    if let Some(p) = ends.get_mut(&env.dst).filter(|p| p.conv.is_none() && names(p, &env.src)) {
+                        *p = env.src.clone();
+                    }
                 }
                 if ends.len() >= MAX_CROSSED && !ends.contains_key(&env.src) {
                     self.untracked.fetch_add(1, Relaxed);
@@ -107,6 +132,43 @@ mod tests {
         c.note(&env(Kind::Credit(1), "/n/a/svc/y/2", "/n/c/svc/upper/8"));
         assert_eq!(c.len(), 2);
         c.note(&env(Kind::Hangup, "/n/a/svc/x/1", "/n/c/svc/upper/7"));
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn either_hangup_clears_a_conversation_opened_by_name() {
+        // A tree operation: one request to the router's tree server, its
+        // answer, then each end hangs up; the asker's hangup is addressed
+        // to the service's name, not to the end that answered.
+        for first in ["asker", "server"] {
+            let c = Crossed::default();
+            c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/router"));
+            c.note(&env(Kind::Data, "/n/c/svc/router/7", "/n/a/svc/x/1"));
+            let asker = [
+                env(Kind::Eof, "/n/a/svc/x/1", "/n/c/svc/router"),
+                env(Kind::Hangup, "/n/a/svc/x/1", "/n/c/svc/router"),
+            ];
+            let server = [
+                env(Kind::Eof, "/n/c/svc/router/7", "/n/a/svc/x/1"),
+                env(Kind::Hangup, "/n/c/svc/router/7", "/n/a/svc/x/1"),
+            ];
+            let (one, two) = if first == "asker" { (asker, server) } else { (server, asker) };
+            c.note(&one[0]);
+            c.note(&one[1]);
+            assert!(c.is_empty(), "{first} hung up first");
+            // What the other end says last, before its hangup, is
+            // remembered only until that hangup.
+            c.note(&two[0]);
+            c.note(&two[1]);
+            assert!(c.is_empty(), "both hung up, {first} first");
+        }
+        // By service name alone, and more data after the answer.
+        let c = Crossed::default();
+        c.note(&env(Kind::Data, "/n/a/svc/x/2", "/svc/upper"));
+        c.note(&env(Kind::Data, "/n/c/svc/upper/9", "/n/a/svc/x/2"));
+        c.note(&env(Kind::Data, "/n/a/svc/x/2", "/svc/upper"));
+        assert_eq!(c.len(), 2);
+        c.note(&env(Kind::Hangup, "/n/a/svc/x/2", "/svc/upper"));
         assert!(c.is_empty());
     }
 

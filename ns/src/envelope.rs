@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::gossip::Announce;
 use crate::path::{Addr, MachineId, ServiceName};
 
-/// At most this many machines crossed; the next hop is an error.
-pub const HOP_LIMIT: usize = 32;
+pub use crate::path::HOP_LIMIT;
 /// The longest return path accepted.
 pub const MAX_RETURN_PATH: usize = 32;
 /// The largest message payload. Larger writes are refused with

@@ -6,7 +6,10 @@
 //! sent, at once on any change. Pings carry the latest number, so a
 //! neighbour that missed one asks for the full table (`Resync`). A router
 //! never advertises a path back through the neighbour it would go to
-//! (split horizon), and refuses paths that contain itself (loops). Once
+//! (split horizon), and refuses paths that contain itself (loops). Nor
+//! does it advertise a path that, with the neighbour in front, would be
+//! longer than the hop limit ([`crate::path::HOP_LIMIT`]): the neighbour
+//! could only fail over it, and its own neighbours farther still. Once
 //! converged, the only periodic traffic is the ping: announcement bytes
 //! grow with changes, not with the size of the table.
 //!
@@ -49,7 +52,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::path::{MachineId, ServiceName};
+use crate::path::{MachineId, ServiceName, HOP_LIMIT};
 use crate::route::{Advert, Link, Route, RouteTable};
 
 /// One announcement from a neighbour.
@@ -94,9 +97,10 @@ pub struct PeerGossip {
 }
 
 /// What `peer` is told of route `r`: nothing when the path goes through
-/// `peer` itself (split horizon).
+/// `peer` itself (split horizon), or when, with `peer` in front, it would
+/// be longer than the hop limit allows (the peer could not use it).
 fn advert_of<'a>(r: Option<&'a Arc<Route>>, peer: &MachineId) -> Option<&'a Arc<Route>> {
-    r.filter(|r| !r.path.contains(peer))
+    r.filter(|r| !r.path.contains(peer) && r.path.len() < HOP_LIMIT)
 }
 
 /// Whether two routes give the same advert (path and services).

@@ -6,6 +6,12 @@
 //! best route. Whatever cannot be delivered goes back to its source as an
 //! `Error` envelope: nothing is dropped silently.
 //!
+//! The hop limit: an envelope that has crossed [`HOP_LIMIT`] machines,
+//! this one included, is delivered if it is here and stops here if not.
+//! Its error then goes back over no more machines than it came by, so it
+//! fits the limit too (stopping it one machine later, the error would
+//! need one machine more than the limit allows, and be lost).
+//!
 //! The router owns forwarding and its tables: routes, terminals
 //! ([`Terms`]), local clients (`Clients`), sticky replicas. The rest
 //! plugs in, and forwarding never names it: the routing protocol as a
@@ -32,7 +38,7 @@ use crate::clients::Clients;
 use crate::conv::{lock, Conv, ConvTable, Delivery, Outbox, Service};
 use crate::envelope::{Envelope, Kind, HOP_LIMIT};
 use crate::error::{self, EHOPS, ENOROUTE, ENOSERVICE};
-use crate::path::{Addr, MachineId, ServiceName, TermName};
+use crate::path::{bang_path, Addr, MachineId, ServiceName, TermName};
 use crate::route::{Change, RouteTable};
 use crate::term::{Term, Terms};
 
@@ -361,6 +367,7 @@ impl Router {
         }
         env.via.push(me.clone());
         if env.via.len() > HOP_LIMIT {
+            debug!(path = %bang_path(&env.via), "hop limit passed");
             return self.bounce(env, EHOPS.to_string());
         }
         if env.dst.machine.is_none() {
@@ -397,6 +404,12 @@ impl Router {
         let Some(term) = term else {
             return self.bounce(env, error::detail(ENOROUTE, dst));
         };
+        if env.via.len() >= HOP_LIMIT {
+            // Counted where it would have left, for the terminal's status.
+            term.stats.errors.fetch_add(1, Relaxed);
+            debug!(term = %term.name, path = %bang_path(&env.via), "hop limit reached");
+            return self.bounce(env, EHOPS.to_string());
+        }
         debug!(term = %term.name, "forward");
         if let Err(env) = term.send(env).await {
             self.bounce(env, error::detail(error::ELINK, &term.name));

@@ -1,7 +1,8 @@
 //! A dir service on machine b, used from machine a through the tree
 //! protocol, with two in-process routers linked over `mem!`: the
-//! operations, the streaming of large reads, and requests from a hostile
-//! peer that try to leave the root.
+//! operations, the streaming of large reads, requests from a hostile
+//! peer that try to leave the root, and the links' record of the
+//! conversations that crossed them, which must not outlive them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,6 +118,44 @@ async fn files_on_another_machine_change_from_here() {
     assert_eq!(srv::fs::errors::errno(&err), libc::EACCES, "{err}");
     let err = a.rename(&p("n/b/svc/files/root/sub"), &p("n/a/machine"), false).await.unwrap_err();
     assert_ne!(srv::fs::errors::errno(&err), 0);
+}
+
+/// The `crossing N conversation ends` count of `r`'s link to `peer`.
+fn crossing(r: &Router, peer: &str) -> usize {
+    let status = r.term(&ns::path::TermName::Net(peer.parse().unwrap())).map(|t| t.status_text()).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("crossing ")).unwrap_or_else(|| panic!("no crossing in {status}"));
+    line.split(' ').nth(1).and_then(|w| w.parse().ok()).unwrap()
+}
+
+// Real threads, as in `mesh up`: the order in which the runtime runs the
+// messages that end each conversation is what the record must survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_tree_operations_leave_no_crossed_ends() {
+    let t = two("dir-crossed").await;
+    let a = &t.a;
+    // Each is a short conversation with b's tree server, or two.
+    for i in 0..400 {
+        let f = format!("n/b/svc/files/root/f{}", i % 4);
+        let (_, h) = a.create(&p(&f), 0o644, RW, false).await.unwrap();
+        a.write_at(&h, 0, b"x").await.unwrap();
+        a.release(h).await;
+        a.stat(&p(&f)).await.unwrap();
+        a.list(&p("n/b/svc/files/root")).await.unwrap();
+        assert_eq!(read_all(a, &f).await.unwrap(), b"x");
+        a.remove(&p(&f), false).await.unwrap();
+    }
+    let (ra, rb) = (a.router(), t.b.router());
+    // Wait for a count that stays at zero: the last hangups may still be
+    // on their way.
+    let mut zero = 0;
+    for _ in 0..100 {
+        zero = if crossing(ra, "b") == 0 && crossing(rb, "a") == 0 { zero + 1 } else { 0 };
+        if zero == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((crossing(ra, "b"), crossing(rb, "a")), (0, 0), "ends remembered after 2,000 tree operations ended");
 }
 
 #[tokio::test]

@@ -368,10 +368,11 @@ impl Drop for HangupGuard {
         let s = &self.shared;
         self.table.forget(s);
         let target = lock(&s.target).dst.clone();
+        let mut msgs = Vec::with_capacity(3);
         if !s.eof_sent.swap(true, Relaxed) && lock(&s.closed).is_none() {
-            self.table.send_control(&s.path, target.clone(), Kind::Eof);
+            msgs.push((target.clone(), Kind::Eof));
         }
-        self.table.send_control(&s.path, target.clone(), Kind::Hangup);
+        msgs.push((target.clone(), Kind::Hangup));
         // Upstream learns why this end went: a failure downstream is passed
         // back as the error itself, like a broken pipe that says why.
         if let Some(peer) = s.peer.as_ref().filter(|p| **p != target) {
@@ -379,8 +380,10 @@ impl Drop for HangupGuard {
                 Some(why) if why != EHUNGUP => Kind::Error(why),
                 _ => Kind::Hangup,
             };
-            self.table.send_control(&s.path, peer.clone(), kind);
+            msgs.push((peer.clone(), kind));
         }
+        // In order: the hangup is the last this end says.
+        self.table.send_controls(&s.path, msgs);
     }
 }
 

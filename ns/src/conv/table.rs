@@ -242,13 +242,29 @@ impl ConvTable {
     }
 
     pub(super) fn send_control(&self, src: &Addr, dst: Addr, kind: Kind) {
+        self.send_controls(src, vec![(dst, kind)]);
+    }
+
+    /// Sends control messages from `src`, in order: one task sends them
+    /// all, since separate tasks may run in any order (a multi-threaded
+    /// runtime runs the task spawned last first), and an `Eof` that
+    /// overtook its own `Hangup` would leave the end remembered on every
+    /// link it crossed (see [`crate::crossed`]).
+    pub(super) fn send_controls(&self, src: &Addr, msgs: Vec<(Addr, Kind)>) {
         if tokio::runtime::Handle::try_current().is_err() {
             return; // the runtime is gone: so are the peers' tasks
         }
-        let env = Envelope::new(self.outbox().next_id(), src.clone(), dst, kind, Bytes::new());
         let outbox = self.outbox().clone();
+        let envs: Vec<Envelope> = msgs
+            .into_iter()
+            .map(|(dst, kind)| Envelope::new(outbox.next_id(), src.clone(), dst, kind, Bytes::new()))
+            .collect();
         // Control messages are tiny and must not wait behind the caller.
-        tokio::spawn(async move { outbox.send(env).await });
+        tokio::spawn(async move {
+            for env in envs {
+                outbox.send(env).await;
+            }
+        });
     }
 
     pub(super) fn forget(&self, shared: &Shared) {

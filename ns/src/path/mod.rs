@@ -221,6 +221,12 @@ impl<'de> Deserialize<'de> for Addr {
     }
 }
 
+/// At most this many machines crossed by one envelope, its sender's and
+/// its receiver's routers included; the next hop is an error. A route is
+/// kept, and advertised, only while its path (both ends included) is no
+/// longer: a request over it and the reply or error back then both fit.
+pub const HOP_LIMIT: usize = 32;
+
 /// Formats a machine path the way `routes` shows it: `a!b!c`.
 pub fn bang_path(path: &[MachineId]) -> String {
     let mut s = String::new();

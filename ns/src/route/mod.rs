@@ -5,7 +5,9 @@
 //! registry adds routes of its own. The best route to a machine has the
 //! fewest hops, ties broken by the neighbour's id; the nearest replica of a
 //! service is the machine with the best route, ties broken by machine id.
-//! Both rules are deterministic, so every router agrees on them.
+//! Both rules are deterministic, so every router agrees on them. A path
+//! longer than the hop limit is refused, from neighbours and registry
+//! alike: what is sent over it could only fail.
 //!
 //! Work is proportional to what changed, not to the table: an update
 //! touching k machines re-chooses the best route of those k only, and the
@@ -33,7 +35,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::path::{bang_path, MachineId, ServiceName, TermName};
+use crate::path::{bang_path, MachineId, ServiceName, TermName, HOP_LIMIT};
 
 mod lost;
 
@@ -213,10 +215,10 @@ impl RouteTable {
         // withdraw.
         let mut last: HashMap<MachineId, Option<Advert>> = HashMap::new();
         for (m, ad) in ads {
-            let valid = !ad.path.is_empty()
-                && ad.path.first() == Some(peer)
+            let valid = ad.path.first() == Some(peer)
                 && ad.path.last() == Some(&m)
-                && !ad.path.contains(&me);
+                && !ad.path.contains(&me)
+                && within_reach(&ad);
             last.insert(m, valid.then_some(ad));
         }
         // Checked before anything changes, so a refusal leaves the
@@ -273,7 +275,7 @@ impl RouteTable {
     pub fn set_registry(&mut self, ads: HashMap<MachineId, Advert>) -> Change {
         let me = self.me.clone();
         let new: HashMap<MachineId, Advert> =
-            ads.into_iter().filter(|(m, ad)| *m != me && !ad.path.is_empty() && !ad.path.contains(&me)).collect();
+            ads.into_iter().filter(|(m, ad)| *m != me && !ad.path.contains(&me) && within_reach(ad)).collect();
         let mut touched: BTreeSet<MachineId> = new.keys().cloned().collect();
         touched.extend(std::mem::replace(&mut self.registry, new).into_keys());
         self.recompute(touched)
@@ -281,7 +283,7 @@ impl RouteTable {
 
     /// Adds one route learned from the registry.
     pub fn add_registry(&mut self, m: MachineId, ad: Advert) -> Change {
-        if m != self.me && !ad.path.is_empty() && !ad.path.contains(&self.me) {
+        if m != self.me && !ad.path.contains(&self.me) && within_reach(&ad) {
             self.registry.insert(m.clone(), ad);
         }
         self.recompute([m])
@@ -491,6 +493,15 @@ impl RouteTable {
         }
         change
     }
+}
+
+/// Whether a route over an advert's path (from the first hop on) is
+/// within the hop limit with this machine in front: a request over it
+/// crosses at most [`HOP_LIMIT`] machines, and so does the reply or error
+/// back. Longer paths are refused like invalid ones: an envelope sent
+/// over them could only fail.
+fn within_reach(ad: &Advert) -> bool {
+    !ad.path.is_empty() && ad.path.len() < HOP_LIMIT
 }
 
 /// Fewer hops first; then gossip over registry; then the neighbour's id.
