@@ -163,6 +163,18 @@ impl Router {
             }
             return;
         }
+        // A router on the local socket has no key to prove who it is: it
+        // is taken only from this user (or root), whose processes could run
+        // this router's machines anyway. Another user given access to the
+        // socket may be a client, never a machine of the mesh.
+        if let Some(uid) = link.uid.filter(|&u| !network && u != 0 && u != nix_uid()) {
+            warn!(%remote, uid, machine = %hello.machine, "refused: a router from another user on the local socket");
+            self.log_event(format!(
+                "refused {remote}: machine {} from uid {uid}, not this router's user",
+                hello.machine
+            ));
+            return;
+        }
         if hello.machine == *self.id() {
             warn!(%remote, "refused: peer claims to be this machine");
             return;
