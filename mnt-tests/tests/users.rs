@@ -63,8 +63,15 @@ services = [ {{ name = "cat", kind = "exec", command = ["cat"] }} ]
     }
     let log = std::fs::File::create(dir.join("zz.log")).unwrap();
     open_to_all(&dir.join("zz.log"), 0o666);
+    // A copy of the binary the other user can run wherever the checkout
+    // lies (a home directory of mode 0700, say).
+    let bin = dir.join("mesh");
+    std::fs::copy(mnt_tests::mesh_bin(), &bin).unwrap();
+    open_to_all(&bin, 0o755);
     let _zz = Killed(
-        m.cmd(&["up", deploy.to_str().unwrap(), "-m", "zz", "-v"])
+        std::process::Command::new(&bin)
+            .args(["up", deploy.to_str().unwrap(), "-m", "zz", "-v"])
+            .env_remove("RUST_LOG")
             .env("XDG_RUNTIME_DIR", &run)
             .env("XDG_STATE_HOME", &state)
             .uid(NOBODY)
