@@ -65,7 +65,7 @@ services = [ {{ name = "cat", kind = "exec", command = ["cat"] }} ]
     open_to_all(&dir.join("zz.log"), 0o666);
     // A copy of the binary the other user can run wherever the checkout
     // lies (a home directory of mode 0700, say).
-    let bin = dir.join("mesh");
+    let bin = dir.join("mesh-for-nobody");
     std::fs::copy(mnt_tests::mesh_bin(), &bin).unwrap();
     open_to_all(&bin, 0o755);
     let _zz = Killed(
