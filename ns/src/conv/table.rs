@@ -241,8 +241,16 @@ impl ConvTable {
         }
     }
 
+    /// Sends one control message from `src` (a credit, on the hot path:
+    /// no list to build).
     pub(super) fn send_control(&self, src: &Addr, dst: Addr, kind: Kind) {
-        self.send_controls(src, vec![(dst, kind)]);
+        if tokio::runtime::Handle::try_current().is_err() {
+            return; // the runtime is gone: so are the peers' tasks
+        }
+        let outbox = self.outbox().clone();
+        let env = Envelope::new(outbox.next_id(), src.clone(), dst, kind, Bytes::new());
+        // Control messages are tiny and must not wait behind the caller.
+        tokio::spawn(async move { outbox.send(env).await });
     }
 
     /// Sends control messages from `src`, in order: one task sends them
@@ -259,7 +267,6 @@ impl ConvTable {
             .into_iter()
             .map(|(dst, kind)| Envelope::new(outbox.next_id(), src.clone(), dst, kind, Bytes::new()))
             .collect();
-        // Control messages are tiny and must not wait behind the caller.
         tokio::spawn(async move {
             for env in envs {
                 outbox.send(env).await;
