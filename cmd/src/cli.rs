@@ -83,6 +83,10 @@ pub enum Cmd {
     },
     /// The seed's scenario on one host: a terminal session on a, parsed on b,
     /// rendered on c's GPU, encoded on c, recorded on a as an MP4.
+    ///
+    /// The script is typed once the shell shows its prompt (an error after
+    /// 15 s without one); the video lasts as long as the session, the last
+    /// screen held until its end.
     Demo {
         /// Where to write the recording.
         #[arg(long, short, default_value = "out/demo.mp4", value_name = "FILE")]
