@@ -1,0 +1,1 @@
+//! See the suite's `main.rs`.
