@@ -82,7 +82,9 @@ pub async fn cat(client: &Client, path: &str, mut out: impl FnMut(&[u8]) -> std:
     match e.kind {
         FileKind::Dir => return Err(format!("'{path}' is a directory")),
         FileKind::Stream => return Err(stream_refusal(path)),
-        FileKind::File | FileKind::Stored => {}
+        FileKind::Fifo | FileKind::Socket => return Err(format!("'{path}' is a fifo or a socket: nothing to read")),
+        // Opened, a link is followed beneath its root.
+        FileKind::File | FileKind::Stored | FileKind::Link => {}
     }
     let mut conv = server(client);
     let access = Access { read: true, ..Access::default() };

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 
 use ns::bind::{show, Order};
 
-use super::dir::{Access, Attrs};
+use super::dir::{Access, Attrs, StatFs};
 use super::handle::Handle;
 use super::tree::Entry;
 use super::Namespace;
@@ -138,6 +138,32 @@ impl Bound<'_> {
     pub async fn mkdir(&self, path: &[String], mode: u32) -> Result<Entry, String> {
         let p = self.create_path(path)?;
         self.0.mkdir(&p, mode).await
+    }
+
+    pub async fn symlink(&self, path: &[String], target: &str) -> Result<Entry, String> {
+        let p = self.create_path(path)?;
+        self.0.symlink(&p, target).await
+    }
+
+    pub async fn mknod(&self, path: &[String], mode: u32) -> Result<Entry, String> {
+        let p = self.create_path(path)?;
+        self.0.mknod(&p, mode).await
+    }
+
+    pub async fn readlink(&self, path: &[String]) -> Result<String, String> {
+        let (c, _) = self.find(path).await?;
+        self.0.readlink(&c).await
+    }
+
+    pub async fn link(&self, from: &[String], to: &[String]) -> Result<Entry, String> {
+        let (f, _) = self.find(from).await?;
+        let t = self.create_path(to)?;
+        self.0.link(&f, &t).await
+    }
+
+    pub async fn statfs(&self, path: &[String]) -> Result<StatFs, String> {
+        let (c, _) = self.find(path).await?;
+        self.0.statfs(&c).await
     }
 
     pub async fn remove(&self, path: &[String], dir: bool) -> Result<(), String> {

@@ -21,6 +21,8 @@ pub const EBUSY: &str = "file in use";
 pub const ELOOP: &str = "symbolic link loop";
 pub const ENOTSUP: &str = "operation not supported";
 pub const EIO: &str = "i/o error";
+/// EPERM, not EACCES: what no mode bit would allow (a device, chown).
+pub const ENOTPERM: &str = "operation not permitted";
 
 /// The path leaves the served directory: `..`, an absolute symbolic link,
 /// a link leading out. Worded as `permission denied` so it maps to EACCES
@@ -29,10 +31,9 @@ pub fn escapes() -> String {
     error::detail(EPERM, "path escapes the root")
 }
 
-/// Files that are neither directories nor regular files (devices, fifos,
-/// sockets) are not served.
+/// Devices are not served.
 pub fn not_served() -> String {
-    error::detail(EPERM, "not a regular file or directory")
+    error::detail(EPERM, "a device")
 }
 
 const TABLE: &[(&str, i32)] = &[
@@ -49,6 +50,7 @@ const TABLE: &[(&str, i32)] = &[
     (EBUSY, libc::EBUSY),
     (ELOOP, libc::ELOOP),
     (ENOTSUP, libc::EOPNOTSUPP),
+    (ENOTPERM, libc::EPERM),
 ];
 
 /// An OS error of a served directory as a mesh error string, naming the
@@ -70,7 +72,8 @@ pub fn os(e: nix::errno::Errno, what: &str) -> String {
         // a path that would leave the root.
         E::EXDEV => return escapes(),
         E::ELOOP => ELOOP,
-        E::EACCES | E::EPERM => EPERM,
+        E::EACCES => EPERM,
+        E::EPERM => ENOTPERM,
         E::EOPNOTSUPP | E::ENOSYS => ENOTSUP,
         E::EINVAL => error::EBADPATH,
         other => return error::detail(EIO, format!("{what}: {}", other.desc())),
@@ -114,6 +117,7 @@ mod tests {
             (nix::errno::Errno::ENOTEMPTY, libc::ENOTEMPTY),
             (nix::errno::Errno::EXDEV, libc::EACCES),
             (nix::errno::Errno::EACCES, libc::EACCES),
+            (nix::errno::Errno::EPERM, libc::EPERM),
             (nix::errno::Errno::EINVAL, libc::EINVAL),
             (nix::errno::Errno::EIO, libc::EIO),
         ] {

@@ -25,7 +25,7 @@ use fuse3::{Errno, Result as FuseResult, Timestamp};
 use futures::stream::{self, Stream as FutStream};
 use tokio_util::sync::CancellationToken;
 
-use super::dir::{Access, Attrs};
+use super::dir::{Access, Attrs, StatFs};
 use super::handle::{Handle, Waker};
 use super::tree::{Entry, FileKind};
 use super::{components, Namespace};
@@ -129,10 +129,12 @@ impl Inodes {
 
 /// What FUSE calls a tree file's kind.
 fn file_type(k: FileKind) -> FileType {
-    if k == FileKind::Dir {
-        FileType::Directory
-    } else {
-        FileType::RegularFile
+    match k {
+        FileKind::Dir => FileType::Directory,
+        FileKind::Link => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::File | FileKind::Stream | FileKind::Stored => FileType::RegularFile,
     }
 }
 
@@ -198,9 +200,9 @@ impl MeshFs {
         let now = Timestamp::from(SystemTime::now());
         let kind = file_type(e.kind);
         let ts = |(s, n): (i64, u32)| Timestamp::new(s, n);
-        let (size, atime, mtime, ctime) = match &e.meta {
-            Some(m) => (m.size, ts(m.atime), ts(m.mtime), ts(m.ctime)),
-            None => (0, now, now, now),
+        let (size, atime, mtime, ctime, nlink) = match &e.meta {
+            Some(m) => (m.size, ts(m.atime), ts(m.mtime), ts(m.ctime), m.nlink.max(1)),
+            None => (0, now, now, now, if kind == FileType::Directory { 2 } else { 1 }),
         };
         FileAttr {
             ino,
@@ -211,7 +213,7 @@ impl MeshFs {
             ctime,
             kind,
             perm: e.mode,
-            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            nlink,
             uid: self.uid,
             gid: self.gid,
             rdev: 0,
@@ -444,6 +446,33 @@ impl Filesystem for MeshFs {
         Ok(())
     }
 
+    async fn readlink(&self, _req: Request, inode: u64) -> FuseResult<ReplyData> {
+        let path = self.path(inode)?;
+        let target = self.ns.bound().readlink(&components(&path)).await.map_err(|e| errno(&e))?;
+        Ok(ReplyData { data: Bytes::from(target) })
+    }
+
+    async fn symlink(&self, _req: Request, parent: u64, name: &OsStr, link: &OsStr) -> FuseResult<ReplyEntry> {
+        let path = self.child(parent, name)?;
+        let target = link.to_str().ok_or_else(|| Errno::from(libc::EINVAL))?;
+        let e = self.ns.bound().symlink(&components(&path), target).await.map_err(|e| errno(&e))?;
+        Ok(self.made(&path, &e))
+    }
+
+    async fn link(&self, _req: Request, inode: u64, new_parent: u64, new_name: &OsStr) -> FuseResult<ReplyEntry> {
+        let from = self.path(inode)?;
+        let to = self.child(new_parent, new_name)?;
+        let e = self.ns.bound().link(&components(&from), &components(&to)).await.map_err(|e| errno(&e))?;
+        Ok(self.made(&to, &e))
+    }
+
+    /// Fifos and sockets are made on the serving machine; a device never.
+    async fn mknod(&self, _req: Request, parent: u64, name: &OsStr, mode: u32, _rdev: u32) -> FuseResult<ReplyEntry> {
+        let path = self.child(parent, name)?;
+        let e = self.ns.bound().mknod(&components(&path), mode).await.map_err(|e| errno(&e))?;
+        Ok(self.made(&path, &e))
+    }
+
     async fn fsync(&self, _req: Request, _inode: u64, fh: u64, _datasync: bool) -> FuseResult<()> {
         let h = self.handle(fh)?;
         self.ns.sync(&h).await.map_err(|e| errno(&e))
@@ -577,7 +606,21 @@ impl Filesystem for MeshFs {
         Ok(ReplyPoll { revents })
     }
 
-    async fn statfs(&self, _req: Request, _inode: u64) -> FuseResult<ReplyStatFs> {
-        Ok(ReplyStatFs { blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 })
+    /// A served directory's is its file system's (`df` works there); the
+    /// tree's own has no blocks.
+    async fn statfs(&self, _req: Request, inode: u64) -> FuseResult<ReplyStatFs> {
+        let path = self.path(inode)?;
+        let served = self.ns.bound().statfs(&components(&path)).await.ok();
+        let s = served.unwrap_or(StatFs { bsize: 4096, namelen: 255, frsize: 4096, ..StatFs::default() });
+        Ok(ReplyStatFs {
+            blocks: s.blocks,
+            bfree: s.bfree,
+            bavail: s.bavail,
+            files: s.files,
+            ffree: s.ffree,
+            bsize: s.bsize,
+            namelen: s.namelen,
+            frsize: s.frsize,
+        })
     }
 }

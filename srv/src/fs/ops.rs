@@ -1,5 +1,6 @@
-//! Changing the tree: create, mkdir, remove, rename, setattr, and writes
-//! at offsets. Only served directories (`svc/S/root/...`, here or on other
+//! Changing the tree: create, mkdir, symlink, link, mknod, remove,
+//! rename, setattr, and writes at offsets; readlink and statfs, which
+//! only served directories answer. Only served directories (`svc/S/root/...`, here or on other
 //! machines) change; everywhere else these are refused, and setattr is
 //! accepted and means nothing (a shell's `>` truncates a ctl file first).
 
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use ns::error::{self, EPERM};
 use ns::MachineId;
 
-use super::dir::{self, Access, Attrs, Root};
+use super::dir::{self, Access, Attrs, Root, StatFs};
 use super::errors::EXDEV;
 use super::handle::Handle;
 use super::remote::{self, RemoteFile};
@@ -70,6 +71,49 @@ impl Namespace {
         match self.place(path)? {
             Place::Here(root, rel) => blocking(move || root.mkdir(&rel, mode)).await,
             Place::There(m, rest) => remote::mkdir(self.router(), &m, &rest, mode).await,
+        }
+    }
+
+    /// Makes symbolic link `path` to `target`.
+    pub async fn symlink(&self, path: &[String], target: &str) -> Result<Entry, String> {
+        let target = target.to_string();
+        match self.place(path)? {
+            Place::Here(root, rel) => blocking(move || root.symlink(&rel, &target)).await,
+            Place::There(m, rest) => remote::symlink(self.router(), &m, &rest, &target).await,
+        }
+    }
+
+    /// The target of symbolic link `path`.
+    pub async fn readlink(&self, path: &[String]) -> Result<String, String> {
+        match self.place(path)? {
+            Place::Here(root, rel) => blocking(move || root.readlink(&rel)).await,
+            Place::There(m, rest) => remote::readlink(self.router(), &m, &rest).await,
+        }
+    }
+
+    /// Gives file `from` the further name `to`, in the same served
+    /// directory (across two, EXDEV, as between file systems).
+    pub async fn link(&self, from: &[String], to: &[String]) -> Result<Entry, String> {
+        match (self.place(from)?, self.place(to)?) {
+            (Place::Here(a, f), Place::Here(b, t)) if Arc::ptr_eq(&a, &b) => blocking(move || a.link(&f, &t)).await,
+            (Place::There(m, f), Place::There(n, t)) if m == n => remote::link(self.router(), &m, &f, &t).await,
+            _ => Err(EXDEV.into()),
+        }
+    }
+
+    /// Makes a fifo, a socket or an empty regular file.
+    pub async fn mknod(&self, path: &[String], mode: u32) -> Result<Entry, String> {
+        match self.place(path)? {
+            Place::Here(root, rel) => blocking(move || root.mknod(&rel, mode)).await,
+            Place::There(m, rest) => remote::mknod(self.router(), &m, &rest, mode).await,
+        }
+    }
+
+    /// The file system of the served directory `path` is in.
+    pub async fn statfs(&self, path: &[String]) -> Result<StatFs, String> {
+        match self.place(path)? {
+            Place::Here(root, _) => blocking(move || root.statfs()).await,
+            Place::There(m, rest) => remote::statfs(self.router(), &m, &rest).await,
         }
     }
 

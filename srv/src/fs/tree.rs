@@ -19,6 +19,13 @@ pub enum FileKind {
     /// A regular file of a served directory (`svc/S/root/...`): real
     /// contents and size, read and written at offsets.
     Stored,
+    /// A symbolic link of a served directory: its target is read with
+    /// readlink and followed by the opener's kernel, as on NFS.
+    Link,
+    /// A fifo or a socket of a served directory: made there, but what it
+    /// carries stays on the opener's machine (the kernel serves it).
+    Fifo,
+    Socket,
 }
 
 /// One row of a directory.
@@ -47,6 +54,13 @@ pub struct Meta {
     pub atime: (i64, u32),
     pub mtime: (i64, u32),
     pub ctime: (i64, u32),
+    /// Names the file has (hard links).
+    #[serde(default = "one")]
+    pub nlink: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 type Row = (&'static str, FileKind, u16);

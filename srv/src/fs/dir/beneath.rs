@@ -12,7 +12,9 @@
 //!
 //! Where `openat2` is missing (Linux before 5.6, or a seccomp filter that
 //! answers ENOSYS), [`Resolver::Walk`] opens one component at a time with
-//! `O_NOFOLLOW` and refuses every symbolic link, which is stricter.
+//! `O_NOFOLLOW` and refuses to follow any symbolic link, which is
+//! stricter. Either way a caller's own `O_NOFOLLOW` opens a link that is
+//! the last name as itself.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -121,8 +123,10 @@ fn walk(root: BorrowedFd<'_>, rel: &[String], flags: OFlag, mode: Mode) -> Resul
     }
     let at = cur.as_ref().map_or(root, |f| f.as_fd());
     let fd = openat(at, last.as_str(), flags | base, mode).map_err(|e| link_or(at, last, e))?;
-    // With O_PATH, O_NOFOLLOW opens a link itself instead of failing.
-    if flags.contains(OFlag::O_PATH) && is_link(&fstat(&fd)?) {
+    // With O_PATH, O_NOFOLLOW opens a link itself instead of failing:
+    // what a caller that asked for O_NOFOLLOW wants (lstat), and for any
+    // other, a link it may not follow.
+    if flags.contains(OFlag::O_PATH) && !flags.contains(OFlag::O_NOFOLLOW) && is_link(&fstat(&fd)?) {
         return Err(Errno::EXDEV);
     }
     Ok(fd)

@@ -5,10 +5,13 @@
 //! the service starts, and does every operation relative to it through
 //! [`beneath`], so nothing outside can be named: `..` is refused outright,
 //! and a symbolic link is followed only while it stays beneath the root
-//! (see [`beneath`] for the rule and the fallback). Only directories and
-//! regular files are served; other files (devices, fifos, sockets) and
-//! links that lead out or nowhere are left out of listings and refused.
-//! Names that are not UTF-8 are left out too: the tree's paths are text.
+//! (see [`beneath`] for the rule and the fallback). Directories, regular
+//! files, symbolic links, fifos and sockets are served; devices are left
+//! out of listings and refused, and cannot be made. A symbolic link is
+//! served as itself: its opener's kernel reads its target and follows it
+//! in the opener's tree, as NFS does; followed here (opening it by its
+//! path), it must stay beneath the root. Names that are not UTF-8 are left
+//! out too: the tree's paths are text.
 //!
 //! Every call here blocks (it is file I/O): the [`super::Namespace`] runs
 //! them on tokio's blocking pool.
@@ -31,7 +34,7 @@ use nix::unistd::UnlinkatFlags;
 use ns::error::{self, EBADPATH};
 use serde::{Deserialize, Serialize};
 
-use super::errors::{self, EISDIR};
+use super::errors::{self, EISDIR, ENOTPERM};
 use super::tree::{Entry, FileKind, Meta};
 use beneath::Resolver;
 pub use service::DirService;
@@ -91,6 +94,19 @@ pub struct Attrs {
     pub mtime: Option<(i64, u32)>,
 }
 
+/// What statfs says of the file system a served directory is on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
 /// A served directory.
 pub struct Root {
     fd: OwnedFd,
@@ -103,6 +119,9 @@ pub fn entry(name: &str, st: &FileStat) -> Option<Entry> {
     let kind = match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
         SFlag::S_IFDIR => FileKind::Dir,
         SFlag::S_IFREG => FileKind::Stored,
+        SFlag::S_IFLNK => FileKind::Link,
+        SFlag::S_IFIFO => FileKind::Fifo,
+        SFlag::S_IFSOCK => FileKind::Socket,
         _ => return None,
     };
     let t = |s: i64, ns: i64| (s, ns.clamp(0, 999_999_999) as u32);
@@ -111,6 +130,7 @@ pub fn entry(name: &str, st: &FileStat) -> Option<Entry> {
         atime: t(st.st_atime, st.st_atime_nsec),
         mtime: t(st.st_mtime, st.st_mtime_nsec),
         ctime: t(st.st_ctime, st.st_ctime_nsec),
+        nlink: st.st_nlink as u32,
     };
     Some(Entry { name: name.to_string(), kind, mode: (st.st_mode & 0o7777) as u16, meta: Some(meta) })
 }
@@ -170,12 +190,13 @@ impl Root {
         Ok((self.at(dirs, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())?, last))
     }
 
+    /// What `rel` is; a symbolic link is itself (lstat).
     pub fn stat(&self, rel: &[String]) -> Result<Entry, String> {
-        let fd = self.at(rel, OFlag::O_PATH, Mode::empty())?;
+        let fd = self.at(rel, OFlag::O_PATH | OFlag::O_NOFOLLOW, Mode::empty())?;
         fd_entry(rel.last().map_or("", |s| s), fd, &beneath::join(rel))
     }
 
-    /// The directories and regular files in a directory, by name.
+    /// The files in a directory that are served, by name.
     pub fn list(&self, rel: &[String]) -> Result<Vec<Entry>, String> {
         let what = beneath::join(rel);
         let fd = self.at(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())?;
@@ -192,17 +213,7 @@ impl Root {
                 continue;
             }
             let Ok(st) = fstatat(&stat_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) else { continue };
-            let e = match entry(name, &st) {
-                Some(e) => Some(e),
-                // A link: shown as what it leads to, if that is beneath.
-                None if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits() => {
-                    let mut p = rel.to_vec();
-                    p.push(name.to_string());
-                    self.stat(&p).ok()
-                }
-                None => None,
-            };
-            out.extend(e);
+            out.extend(entry(name, &st));
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -217,8 +228,10 @@ impl Root {
         let st = fstat(&probe).map_err(|e| errors::os(e, &what))?;
         match entry("", &st).map(|e| e.kind) {
             Some(FileKind::Stored) => {}
-            Some(_) => return Err(error::detail(EISDIR, &what)),
-            None => return Err(errors::not_served()),
+            Some(FileKind::Dir) => return Err(error::detail(EISDIR, &what)),
+            // A fifo or socket opened through a mount never gets here:
+            // the opener's kernel serves it.
+            Some(_) | None => return Err(error::detail(ENOTPERM, format!("{what}: not a regular file"))),
         }
         let fd = self.at(rel, access.oflag() | OFlag::O_NONBLOCK, Mode::empty())?;
         same_file(&fd, &st, &what)?;
@@ -265,6 +278,61 @@ impl Root {
         let (td, tname) = self.parent(to)?;
         let flags = if noreplace { RenameFlags::RENAME_NOREPLACE } else { RenameFlags::empty() };
         nix::fcntl::renameat2(&fd, fname, &td, tname, flags).map_err(|e| errors::os(e, &beneath::join(from)))
+    }
+
+    /// The target of symbolic link `rel`.
+    pub fn readlink(&self, rel: &[String]) -> Result<String, String> {
+        let (dir, name) = self.parent(rel)?;
+        let t = nix::fcntl::readlinkat(&dir, name).map_err(|e| errors::os(e, &beneath::join(rel)))?;
+        t.into_string().map_err(|_| error::detail(EBADPATH, format!("{}: target not UTF-8", beneath::join(rel))))
+    }
+
+    /// Makes symbolic link `rel` to `target`. The target is only text
+    /// here; it is resolved where the link is followed.
+    pub fn symlink(&self, rel: &[String], target: &str) -> Result<Entry, String> {
+        if target.is_empty() || target.contains('\0') || target.len() > beneath::PATH_MAX {
+            return Err(error::detail(EBADPATH, format!("link target {target:?}")));
+        }
+        let (dir, name) = self.parent(rel)?;
+        nix::unistd::symlinkat(target, &dir, name).map_err(|e| errors::os(e, &beneath::join(rel)))?;
+        self.stat(rel)
+    }
+
+    /// Gives file `from` the further name `to` (a hard link); both are
+    /// beneath the root, and `from` is not followed if it is a link.
+    pub fn link(&self, from: &[String], to: &[String]) -> Result<Entry, String> {
+        let (fd, fname) = self.parent(from)?;
+        let (td, tname) = self.parent(to)?;
+        nix::unistd::linkat(&fd, fname, &td, tname, AtFlags::empty())
+            .map_err(|e| errors::os(e, &beneath::join(from)))?;
+        self.stat(to)
+    }
+
+    /// Makes a regular file, a fifo or a socket; never a device.
+    pub fn mknod(&self, rel: &[String], mode: u32) -> Result<Entry, String> {
+        let kind = SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits());
+        if ![SFlag::S_IFREG, SFlag::S_IFIFO, SFlag::S_IFSOCK].contains(&kind) && kind != SFlag::empty() {
+            return Err(error::detail(ENOTPERM, format!("{}: only files, fifos and sockets", beneath::join(rel))));
+        }
+        let (dir, name) = self.parent(rel)?;
+        let perm = Mode::from_bits_truncate(mode & 0o7777);
+        nix::sys::stat::mknodat(&dir, name, kind, perm, 0).map_err(|e| errors::os(e, &beneath::join(rel)))?;
+        self.stat(rel)
+    }
+
+    /// The file system the root is on.
+    pub fn statfs(&self) -> Result<StatFs, String> {
+        let v = nix::sys::statvfs::fstatvfs(&self.fd).map_err(|e| errors::os(e, &self.path.display().to_string()))?;
+        Ok(StatFs {
+            blocks: v.blocks() as u64,
+            bfree: v.blocks_free() as u64,
+            bavail: v.blocks_available() as u64,
+            files: v.files() as u64,
+            ffree: v.files_free() as u64,
+            bsize: v.block_size() as u32,
+            namelen: v.name_max().min(beneath::NAME_MAX as _) as u32,
+            frsize: v.fragment_size() as u32,
+        })
     }
 
     /// Changes size, mode or times of a file by its path.

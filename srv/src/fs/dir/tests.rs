@@ -91,7 +91,11 @@ fn absolute_symlinks_are_refused() {
     // Absolute even when it names a file inside: the root's own path is
     // no business of the link's.
     fails(read_all(&f.root, "abs-in"), libc::EACCES);
-    assert_eq!(names(&f.root, ""), ["sub"], "links that lead out are not listed");
+    // Listed as what they are: links, whose targets the opener's kernel
+    // follows in its own tree, never here.
+    assert_eq!(names(&f.root, ""), ["abs-in", "etc", "passwd", "sub"]);
+    assert_eq!(f.root.stat(&p("passwd")).unwrap().kind, FileKind::Link);
+    assert_eq!(f.root.readlink(&p("passwd")).unwrap(), "/etc/passwd");
 }
 
 #[test]
@@ -106,7 +110,7 @@ fn relative_symlinks_leading_out_are_refused() {
     fails(f.root.set_attr(&p("up"), &Attrs { mode: Some(0o777), ..Attrs::default() }), libc::EACCES);
     fails(f.root.set_attr(&p("up"), &Attrs { size: Some(0), ..Attrs::default() }), libc::EACCES);
     assert_eq!(std::fs::read_to_string(f.base.join("outside/secret")).unwrap(), "secret\n");
-    assert_eq!(names(&f.root, "sub"), ["file"]);
+    assert_eq!(names(&f.root, "sub"), ["file", "out"]);
 }
 
 #[test]
@@ -132,8 +136,9 @@ fn symlinks_that_stay_inside_are_followed() {
     assert_eq!(read_all(&f.root, "link").unwrap(), "inside\n");
     assert_eq!(read_all(&f.root, "dirlink/file").unwrap(), "inside\n");
     assert_eq!(read_all(&f.root, "sub/self").unwrap(), "inside\n");
-    let e = f.root.stat(&p("dirlink")).unwrap();
-    assert_eq!(e.kind, FileKind::Dir);
+    // stat is lstat: the link itself; what is beneath it is reached.
+    assert_eq!(f.root.stat(&p("dirlink")).unwrap().kind, FileKind::Link);
+    assert_eq!(f.root.stat(&p("dirlink/file")).unwrap().kind, FileKind::Stored);
     assert_eq!(names(&f.root, ""), ["dirlink", "link", "sub"]);
 }
 
@@ -148,9 +153,11 @@ fn without_openat2_every_symlink_is_refused() {
     fails(read_all(&root, "link"), libc::EACCES);
     fails(read_all(&root, "dirlink/file"), libc::EACCES);
     fails(read_all(&root, "passwd"), libc::EACCES);
-    fails(root.stat(&p("link")), libc::EACCES);
+    fails(root.stat(&p("dirlink/file")), libc::EACCES);
     fails(root.create(&p("passwd"), 0o644, Access { write: true, ..Access::default() }, false), libc::EACCES);
-    assert_eq!(names(&root, ""), ["sub"]);
+    // A link is still seen as itself.
+    assert_eq!(root.stat(&p("link")).unwrap().kind, FileKind::Link);
+    assert_eq!(names(&root, ""), ["dirlink", "link", "passwd", "sub"]);
 }
 
 #[test]
@@ -185,19 +192,66 @@ fn names_that_are_not_utf8_are_left_out() {
 }
 
 #[test]
-fn only_files_and_directories_are_served() {
+fn fifos_and_sockets_are_served_but_never_opened_here_and_devices_not_at_all() {
     let f = fixture();
     let fifo = f.base.join("root/fifo");
     nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o644)).unwrap();
     std::os::unix::net::UnixListener::bind(f.base.join("root/sock")).unwrap();
     symlink("/dev/null", f.base.join("root/null")).unwrap();
-    assert_eq!(names(&f.root, ""), ["sub"]);
-    // Opening the fifo would block until a writer came: it is refused
-    // without opening it.
-    fails(read_all(&f.root, "fifo"), libc::EACCES);
-    fails(f.root.stat(&p("sock")), libc::EACCES);
-    fails(f.root.create(&p("fifo"), 0o644, Access { write: true, ..Access::default() }, false), libc::EACCES);
+    let root_user = nix::unistd::geteuid().is_root();
+    if root_user {
+        let dev = f.base.join("root/dev");
+        nix::sys::stat::mknod(&dev, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(1, 3))
+            .unwrap();
+        fails(f.root.stat(&p("dev")), libc::EACCES);
+        fails(read_all(&f.root, "dev"), libc::EPERM);
+    }
+    assert_eq!(names(&f.root, ""), ["fifo", "null", "sock", "sub"]);
+    assert_eq!(f.root.stat(&p("fifo")).unwrap().kind, FileKind::Fifo);
+    assert_eq!(f.root.stat(&p("sock")).unwrap().kind, FileKind::Socket);
+    // Opening the fifo here would block until a writer came: refused
+    // without opening it (through a mount the opener's kernel serves it).
+    fails(read_all(&f.root, "fifo"), libc::EPERM);
+    fails(f.root.create(&p("fifo"), 0o644, Access { write: true, ..Access::default() }, false), libc::EPERM);
+    fails(read_all(&f.root, "null"), libc::EACCES);
     fails(read_all(&f.root, "sub"), libc::EISDIR);
+    // Made here too; a device never, even by root.
+    assert_eq!(f.root.mknod(&p("fifo2"), libc::S_IFIFO | 0o600).unwrap().kind, FileKind::Fifo);
+    assert_eq!(f.root.mknod(&p("sub/sock2"), libc::S_IFSOCK | 0o600).unwrap().kind, FileKind::Socket);
+    assert_eq!(f.root.mknod(&p("plain"), libc::S_IFREG | 0o600).unwrap().kind, FileKind::Stored);
+    fails(f.root.mknod(&p("dev2"), libc::S_IFCHR | 0o666), libc::EPERM);
+    fails(f.root.mknod(&p("blk"), libc::S_IFBLK | 0o666), libc::EPERM);
+    assert!(!f.base.join("root/dev2").exists() && !f.base.join("root/blk").exists());
+}
+
+#[test]
+fn symlinks_hard_links_and_statfs() {
+    let f = fixture();
+    let r = &f.root;
+    let e = r.symlink(&p("to-file"), "sub/file").unwrap();
+    assert_eq!((e.kind, e.meta.map(|m| m.size)), (FileKind::Link, Some(8)));
+    assert_eq!(r.readlink(&p("to-file")).unwrap(), "sub/file");
+    assert_eq!(read_all(r, "to-file").unwrap(), "inside\n");
+    // Any text is a target: it is resolved where the link is followed.
+    r.symlink(&p("sub/far"), "/etc/passwd").unwrap();
+    assert_eq!(std::fs::read_link(f.base.join("root/sub/far")).unwrap(), Path::new("/etc/passwd"));
+    fails(read_all(r, "sub/far"), libc::EACCES);
+    fails(r.symlink(&p("to-file"), "x"), libc::EEXIST);
+    fails(r.symlink(&["..".into(), "planted".into()], "x"), libc::EACCES);
+    fails(r.readlink(&p("sub/file")), libc::EINVAL);
+    // A hard link is the same file under two names.
+    let e = r.link(&p("sub/file"), &p("again")).unwrap();
+    assert_eq!(e.meta.map(|m| m.nlink), Some(2));
+    assert_eq!(read_all(r, "again").unwrap(), "inside\n");
+    // Linking a symbolic link links the link, not what it names.
+    assert_eq!(r.link(&p("sub/far"), &p("far2")).unwrap().kind, FileKind::Link);
+    fails(r.link(&p("sub/file"), &["..".into(), "outside".into(), "stolen".into()]), libc::EACCES);
+    fails(r.link(&["..".into(), "outside".into(), "secret".into()], &p("stolen")), libc::EACCES);
+    assert!(!f.base.join("outside/stolen").exists() && !f.base.join("root/stolen").exists());
+    let s = r.statfs().unwrap();
+    let v = nix::sys::statvfs::statvfs(&f.base).unwrap();
+    assert_eq!((s.blocks, s.bsize), (v.blocks() as u64, v.block_size() as u32));
+    assert!(s.blocks > 0 && s.namelen > 0);
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //! Every router serves its own tree to the others as the reserved service
 //! `router` ([`server`]). Each operation is one conversation with
 //! `/n/M/svc/router`, over as many hops as it takes: the first message is
-//! a [`TreeReq`]. `Stat`, `List` and the changes to a served directory
-//! (`Mkdir`, `Remove`, `Rename`, `SetAttr`) get one [`TreeResp`] and end.
+//! a [`TreeReq`]. `Stat`, `List`, `Readlink`, `StatFs` and the changes to
+//! a served directory (`Mkdir`, `Symlink`, `Link`, `Mknod`, `Remove`,
+//! `Rename`, `SetAttr`) get one [`TreeResp`] and end.
 //! `Open` gets `Opened` and `Create` gets `Created`; then the conversation
 //! is the open file ([`file`]):
 //!
@@ -27,7 +28,7 @@ use ns::conv::{Conv, Msg};
 use ns::{Addr, MachineId, Router};
 use serde::{Deserialize, Serialize};
 
-use super::dir::{Access, Attrs, MAX_IO};
+use super::dir::{Access, Attrs, StatFs, MAX_IO};
 use super::handle::{Handle, Stream};
 use super::tree::{Entry, FileKind};
 pub use file::RemoteFile;
@@ -88,6 +89,22 @@ pub enum TreeReq {
         path: Vec<String>,
         attrs: Attrs,
     },
+    Symlink {
+        path: Vec<String>,
+        target: String,
+    },
+    /// Answered with `Target`.
+    Readlink(Vec<String>),
+    Link {
+        from: Vec<String>,
+        to: Vec<String>,
+    },
+    Mknod {
+        path: Vec<String>,
+        mode: u32,
+    },
+    /// Answered with `StatFs`.
+    StatFs(Vec<String>),
 }
 
 /// An answer from a tree server.
@@ -101,6 +118,8 @@ pub enum TreeResp {
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
     Written(u32),
     Done,
+    Target(String),
+    StatFs(StatFs),
     Err(String),
     /// A view is mounted at `staging`; the machine's tree is at `mount`.
     View {
@@ -257,4 +276,30 @@ pub async fn rename(r: &Router, m: &MachineId, from: &[String], to: &[String], n
 
 pub async fn set_attr(r: &Router, m: &MachineId, path: &[String], attrs: Attrs) -> Result<Entry, String> {
     entry(r, m, &TreeReq::SetAttr { path: path.to_vec(), attrs }).await
+}
+
+pub async fn symlink(r: &Router, m: &MachineId, path: &[String], target: &str) -> Result<Entry, String> {
+    entry(r, m, &TreeReq::Symlink { path: path.to_vec(), target: target.to_string() }).await
+}
+
+pub async fn readlink(r: &Router, m: &MachineId, path: &[String]) -> Result<String, String> {
+    match once(r, m, &TreeReq::Readlink(path.to_vec())).await? {
+        TreeResp::Target(t) => Ok(t),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn link(r: &Router, m: &MachineId, from: &[String], to: &[String]) -> Result<Entry, String> {
+    entry(r, m, &TreeReq::Link { from: from.to_vec(), to: to.to_vec() }).await
+}
+
+pub async fn mknod(r: &Router, m: &MachineId, path: &[String], mode: u32) -> Result<Entry, String> {
+    entry(r, m, &TreeReq::Mknod { path: path.to_vec(), mode }).await
+}
+
+pub async fn statfs(r: &Router, m: &MachineId, path: &[String]) -> Result<StatFs, String> {
+    match once(r, m, &TreeReq::StatFs(path.to_vec())).await? {
+        TreeResp::StatFs(s) => Ok(s),
+        other => Err(unexpected(other)),
+    }
 }

@@ -51,6 +51,11 @@ fn what(req: &TreeReq) -> &'static str {
         TreeReq::Rename { .. } => "rename",
         TreeReq::SetAttr { .. } => "setattr",
         TreeReq::View => "view",
+        TreeReq::Symlink { .. } => "symlink",
+        TreeReq::Readlink(_) => "readlink",
+        TreeReq::Link { .. } => "link",
+        TreeReq::Mknod { .. } => "mknod",
+        TreeReq::StatFs(_) => "statfs",
     }
 }
 
@@ -80,8 +85,9 @@ async fn serve(ns: Arc<Namespace>, mut conv: Conv) -> Result<(), String> {
         return serve_view(&ns, &mut conv).await;
     }
     let paths: Vec<&Vec<String>> = match &req {
-        TreeReq::Rename { from, to, .. } => vec![from, to],
-        TreeReq::Stat(p) | TreeReq::List(p) => vec![p],
+        TreeReq::Rename { from, to, .. } | TreeReq::Link { from, to } => vec![from, to],
+        TreeReq::Stat(p) | TreeReq::List(p) | TreeReq::Readlink(p) | TreeReq::StatFs(p) => vec![p],
+        TreeReq::Symlink { path, .. } | TreeReq::Mknod { path, .. } => vec![path],
         TreeReq::Open { path, .. } | TreeReq::Create { path, .. } | TreeReq::Mkdir { path, .. } => vec![path],
         TreeReq::Remove { path, .. } | TreeReq::SetAttr { path, .. } => vec![path],
         _ => vec![],
@@ -104,6 +110,15 @@ async fn serve(ns: Arc<Namespace>, mut conv: Conv) -> Result<(), String> {
         TreeReq::SetAttr { path, attrs } => {
             return conv.tx.send(reply(ns.set_attr(&path, None, attrs).await.map(TreeResp::Entry))).await
         }
+        TreeReq::Symlink { path, target } => {
+            return conv.tx.send(reply(ns.symlink(&path, &target).await.map(TreeResp::Entry))).await
+        }
+        TreeReq::Readlink(p) => return conv.tx.send(reply(ns.readlink(&p).await.map(TreeResp::Target))).await,
+        TreeReq::Link { from, to } => return conv.tx.send(reply(ns.link(&from, &to).await.map(TreeResp::Entry))).await,
+        TreeReq::Mknod { path, mode } => {
+            return conv.tx.send(reply(ns.mknod(&path, mode).await.map(TreeResp::Entry))).await
+        }
+        TreeReq::StatFs(p) => return conv.tx.send(reply(ns.statfs(&p).await.map(TreeResp::StatFs))).await,
         TreeReq::Open { path, access } => match ns.open_with(&path, access).await {
             Ok(h) => {
                 conv.tx.send(reply(Ok(TreeResp::Opened(handle_kind(&h))))).await?;
