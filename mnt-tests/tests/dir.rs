@@ -182,7 +182,7 @@ fn nothing_outside_the_root_is_reachable() {
 }
 
 #[test]
-fn links_fifos_and_df_on_a_directory_of_another_machine() {
+fn links_fifos_attributes_and_df_on_a_directory_of_another_machine() {
     let ab = start();
     let (f, disk) = (ab.remote(), ab.files());
     // Symbolic links: made on b, read back as written, followed here.
@@ -218,7 +218,33 @@ fn links_fifos_and_df_on_a_directory_of_another_machine() {
     let blocks = |p: &str| sh_ok(&format!("stat -f -c '%b %S' {p}"), T);
     assert_eq!(blocks(&f), blocks(&disk));
     assert_ne!(blocks(&f), "0 4096\n");
+    // user.* attributes, kept on b; the kernel's own namespaces are not
+    // asked of b (and refused).
+    let py = format!(
+        "import os, errno\n\
+         p = '{f}/hello.txt'\n\
+         os.setxattr(p, 'user.origin', b'machine b')\n\
+         print(os.getxattr(p, 'user.origin').decode(), os.listxattr(p))\n\
+         try:\n    os.setxattr(p, 'trusted.x', b'1')\n\
+         except OSError as e:\n    print(errno.errorcode[e.errno])\n"
+    );
+    assert_eq!(sh_ok(&format!("python3 -c \"{py}\""), T), "machine b ['user.origin']\nENOTSUP\n");
+    let on_b = format!("python3 -c \"import os; print(os.getxattr('{disk}/hello.txt', 'user.origin').decode())\"");
+    assert_eq!(sh_ok(&on_b, T), "machine b\n");
+    // renameat2 with RENAME_EXCHANGE swaps two names on b.
+    let py = format!(
+        "import ctypes, os\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         r = libc.renameat2(-100, b'{f}/hello.txt', -100, b'{f}/sub/deep.txt', 2)\n\
+         print(r, os.strerror(ctypes.get_errno()) if r else '')\n"
+    );
+    assert_eq!(sh_ok(&format!("python3 -c \"{py}\""), T), "0 \n");
+    assert_eq!(std::fs::read_to_string(format!("{disk}/hello.txt")).unwrap(), "deep\n");
+    assert_eq!(sh_ok(&format!("cat {f}/sub/deep.txt"), T), "hello from b\nmore\n");
+    // fallocate reserves space in the file on b.
+    sh_ok(&format!("fallocate -l 1M {f}/space"), T);
+    assert_eq!(std::fs::metadata(format!("{disk}/space")).unwrap().len(), 1 << 20);
     // And all of it goes like files do.
-    sh_ok(&format!("rm {f}/deep {f}/dangling {f}/pipe {f}/sub/hello-again"), T);
+    sh_ok(&format!("rm {f}/deep {f}/dangling {f}/pipe {f}/sub/hello-again {f}/space"), T);
     assert_eq!(sh_ok(&format!("ls {f}"), T), "hello.txt\nsub\n");
 }

@@ -102,7 +102,7 @@ async fn files_on_another_machine_change_from_here() {
     let e = a.stat(&p("svc/files/root/hello")).await.unwrap();
     assert_eq!((e.name.as_str(), e.meta.map(|m| m.size)), ("hello", Some(13)));
     a.mkdir(&p("svc/files/root/d"), 0o755).await.unwrap();
-    a.rename(&p("svc/files/root/hello"), &p("n/b/svc/files/root/d/moved"), false).await.unwrap();
+    a.rename(&p("svc/files/root/hello"), &p("n/b/svc/files/root/d/moved"), 0).await.unwrap();
     assert!(t.disk("d/moved").exists() && !t.disk("hello").exists());
     let e =
         a.set_attr(&p("n/b/svc/files/root/d/moved"), None, Attrs { size: Some(5), ..Attrs::default() }).await.unwrap();
@@ -116,7 +116,7 @@ async fn files_on_another_machine_change_from_here() {
     // Only served directories change.
     let err = a.mkdir(&p("svc/files/x"), 0o755).await.unwrap_err();
     assert_eq!(srv::fs::errors::errno(&err), libc::EACCES, "{err}");
-    let err = a.rename(&p("n/b/svc/files/root/sub"), &p("n/a/machine"), false).await.unwrap_err();
+    let err = a.rename(&p("n/b/svc/files/root/sub"), &p("n/a/machine"), 0).await.unwrap_err();
     assert_ne!(srv::fs::errors::errno(&err), 0);
 }
 
@@ -272,7 +272,7 @@ async fn hostile_requests_stay_in_the_root() {
     abs.push("/etc/passwd".into());
     assert_eq!(errno(raw(&t, "b", &TreeReq::Open { path: abs, access: R }).await), libc::EINVAL);
     let to = p("svc/files/root/../stolen");
-    let req = TreeReq::Rename { from: p("svc/files/root/sub"), to, noreplace: false };
+    let req = TreeReq::Rename { from: p("svc/files/root/sub"), to, flags: 0 };
     assert_eq!(errno(raw(&t, "b", &req).await), libc::EACCES);
     let req = TreeReq::Create { path: p("svc/files/root/../planted"), mode: 0o644, access: RW, excl: true };
     assert_eq!(errno(raw(&t, "b", &req).await), libc::EACCES);

@@ -161,6 +161,26 @@ impl Bound<'_> {
         self.0.link(&f, &t).await
     }
 
+    pub async fn getxattr(&self, path: &[String], name: &str) -> Result<Vec<u8>, String> {
+        let (c, _) = self.find(path).await?;
+        self.0.getxattr(&c, name).await
+    }
+
+    pub async fn setxattr(&self, path: &[String], name: &str, value: &[u8], flags: u32) -> Result<(), String> {
+        let (c, _) = self.find(path).await?;
+        self.0.setxattr(&c, name, value, flags).await
+    }
+
+    pub async fn listxattr(&self, path: &[String]) -> Result<Vec<String>, String> {
+        let (c, _) = self.find(path).await?;
+        self.0.listxattr(&c).await
+    }
+
+    pub async fn removexattr(&self, path: &[String], name: &str) -> Result<(), String> {
+        let (c, _) = self.find(path).await?;
+        self.0.removexattr(&c, name).await
+    }
+
     pub async fn statfs(&self, path: &[String]) -> Result<StatFs, String> {
         let (c, _) = self.find(path).await?;
         self.0.statfs(&c).await
@@ -171,13 +191,13 @@ impl Bound<'_> {
         self.0.remove(&c, dir).await
     }
 
-    pub async fn rename(&self, from: &[String], to: &[String], noreplace: bool) -> Result<(), String> {
+    pub async fn rename(&self, from: &[String], to: &[String], flags: u32) -> Result<(), String> {
         let (f, _) = self.find(from).await?;
         let t = match self.find(to).await {
             Ok((t, _)) => t,
             Err(_) => self.create_path(to)?,
         };
-        self.0.rename(&f, &t, noreplace).await
+        self.0.rename(&f, &t, flags).await
     }
 
     pub async fn set_attr(&self, path: &[String], h: Option<&Handle>, attrs: Attrs) -> Result<Entry, String> {

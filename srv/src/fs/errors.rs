@@ -21,6 +21,8 @@ pub const EBUSY: &str = "file in use";
 pub const ELOOP: &str = "symbolic link loop";
 pub const ENOTSUP: &str = "operation not supported";
 pub const EIO: &str = "i/o error";
+pub const ENOATTR: &str = "no such attribute";
+pub const ERANGE: &str = "buffer too small";
 /// EPERM, not EACCES: what no mode bit would allow (a device, chown).
 pub const ENOTPERM: &str = "operation not permitted";
 
@@ -51,6 +53,8 @@ const TABLE: &[(&str, i32)] = &[
     (ELOOP, libc::ELOOP),
     (ENOTSUP, libc::EOPNOTSUPP),
     (ENOTPERM, libc::EPERM),
+    (ENOATTR, libc::ENODATA),
+    (ERANGE, libc::ERANGE),
 ];
 
 /// An OS error of a served directory as a mesh error string, naming the
@@ -74,6 +78,8 @@ pub fn os(e: nix::errno::Errno, what: &str) -> String {
         E::ELOOP => ELOOP,
         E::EACCES => EPERM,
         E::EPERM => ENOTPERM,
+        E::ENODATA => ENOATTR,
+        E::ERANGE | E::E2BIG => ERANGE,
         E::EOPNOTSUPP | E::ENOSYS => ENOTSUP,
         E::EINVAL => error::EBADPATH,
         other => return error::detail(EIO, format!("{what}: {}", other.desc())),

@@ -116,14 +116,40 @@ impl Inodes {
     /// `from` is now `to`, and so is everything below it.
     fn rename(&mut self, from: &str, to: &str) {
         self.detach(to);
-        for (p, ino) in self.under(from) {
+        let moved = self.under(from);
+        self.move_all(moved, from, to);
+    }
+
+    /// `a` and `b` swapped places, each with everything below it.
+    fn exchange(&mut self, a: &str, b: &str) {
+        let (under_a, under_b) = (self.under(a), self.under(b));
+        self.detach(a);
+        self.detach(b);
+        self.move_all(under_a, a, b);
+        self.move_all(under_b, b, a);
+    }
+
+    /// Gives each (path, inode) of `moved`, below `from`, its place below `to`.
+    fn move_all(&mut self, moved: Vec<(String, u64)>, from: &str, to: &str) {
+        for (p, ino) in moved {
             let np = format!("{to}{}", &p[from.len()..]);
-            self.by_path.remove(&p);
+            if self.by_path.get(&p) == Some(&ino) {
+                self.by_path.remove(&p);
+            }
             self.by_path.insert(np.clone(), ino);
             if let Some(e) = self.by_ino.get_mut(&ino) {
                 e.0 = np;
             }
         }
+    }
+}
+
+/// An attribute's value, or its size when the caller asks with none.
+fn xattr_reply(v: Vec<u8>, size: u32) -> FuseResult<ReplyXAttr> {
+    match size {
+        0 => Ok(ReplyXAttr::Size(v.len() as u32)),
+        n if (n as usize) < v.len() => Err(Errno::from(libc::ERANGE)),
+        _ => Ok(ReplyXAttr::Data(Bytes::from(v))),
     }
 }
 
@@ -425,7 +451,7 @@ impl Filesystem for MeshFs {
         self.rename2(req, parent, name, new_parent, new_name, 0).await
     }
 
-    /// RENAME_NOREPLACE is kept; RENAME_EXCHANGE and whiteouts are not.
+    /// RENAME_NOREPLACE and RENAME_EXCHANGE are kept; whiteouts are not.
     async fn rename2(
         &self,
         _req: Request,
@@ -435,15 +461,71 @@ impl Filesystem for MeshFs {
         new_name: &OsStr,
         flags: u32,
     ) -> FuseResult<()> {
-        if flags & !libc::RENAME_NOREPLACE != 0 {
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
             return Err(Errno::from(libc::EINVAL));
         }
         let from = self.child(parent, name)?;
         let to = self.child(new_parent, new_name)?;
-        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
-        self.ns.bound().rename(&components(&from), &components(&to), noreplace).await.map_err(|e| errno(&e))?;
-        lock(&self.inodes).rename(&from, &to);
+        self.ns.bound().rename(&components(&from), &components(&to), flags).await.map_err(|e| errno(&e))?;
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            lock(&self.inodes).exchange(&from, &to);
+        } else {
+            lock(&self.inodes).rename(&from, &to);
+        }
         Ok(())
+    }
+
+    async fn fallocate(
+        &self,
+        _req: Request,
+        _inode: u64,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: u32,
+    ) -> FuseResult<()> {
+        let h = self.handle(fh)?;
+        self.ns.allocate(&h, offset, length, mode).await.map_err(|e| errno(&e))
+    }
+
+    /// `user.*` attributes of served files; the kernel's own (`security.`,
+    /// `system.`) are answered here at once (see dir::xattr).
+    async fn getxattr(&self, _req: Request, inode: u64, name: &OsStr, size: u32) -> FuseResult<ReplyXAttr> {
+        let path = self.path(inode)?;
+        let name = name.to_str().ok_or_else(|| Errno::from(libc::ENODATA))?;
+        let v = self.ns.bound().getxattr(&components(&path), name).await.map_err(|e| errno(&e))?;
+        xattr_reply(v, size)
+    }
+
+    async fn setxattr(
+        &self,
+        _req: Request,
+        inode: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: u32,
+        _position: u32,
+    ) -> FuseResult<()> {
+        let path = self.path(inode)?;
+        let name = name.to_str().ok_or_else(|| Errno::from(libc::EOPNOTSUPP))?;
+        self.ns.bound().setxattr(&components(&path), name, value, flags).await.map_err(|e| errno(&e))
+    }
+
+    async fn listxattr(&self, _req: Request, inode: u64, size: u32) -> FuseResult<ReplyXAttr> {
+        let path = self.path(inode)?;
+        let names = self.ns.bound().listxattr(&components(&path)).await.map_err(|e| errno(&e))?;
+        let mut v = Vec::new();
+        for n in names {
+            v.extend_from_slice(n.as_bytes());
+            v.push(0);
+        }
+        xattr_reply(v, size)
+    }
+
+    async fn removexattr(&self, _req: Request, inode: u64, name: &OsStr) -> FuseResult<()> {
+        let path = self.path(inode)?;
+        let name = name.to_str().ok_or_else(|| Errno::from(libc::ENODATA))?;
+        self.ns.bound().removexattr(&components(&path), name).await.map_err(|e| errno(&e))
     }
 
     async fn readlink(&self, _req: Request, inode: u64) -> FuseResult<ReplyData> {

@@ -10,7 +10,7 @@ use ns::error::{self, EPERM};
 use ns::MachineId;
 
 use super::dir::{self, Access, Attrs, Root, StatFs};
-use super::errors::EXDEV;
+use super::errors::{ENOATTR, ENOTSUP, EXDEV};
 use super::handle::Handle;
 use super::remote::{self, RemoteFile};
 use super::tree::{Entry, Node};
@@ -109,6 +109,64 @@ impl Namespace {
         }
     }
 
+    /// Extended attribute `name` (`user.*`) of a file of a served
+    /// directory; other names and other files have none.
+    pub async fn getxattr(&self, path: &[String], name: &str) -> Result<Vec<u8>, String> {
+        let name = name.to_string();
+        match self.xattr_place(path, &name, ENOATTR)? {
+            Place::Here(root, rel) => blocking(move || root.getxattr(&rel, &name)).await,
+            Place::There(m, rest) => remote::getxattr(self.router(), &m, &rest, &name).await,
+        }
+    }
+
+    pub async fn setxattr(&self, path: &[String], name: &str, value: &[u8], flags: u32) -> Result<(), String> {
+        let (name, value) = (name.to_string(), value.to_vec());
+        match self.xattr_place(path, &name, ENOTSUP)? {
+            Place::Here(root, rel) => blocking(move || root.setxattr(&rel, &name, &value, flags)).await,
+            Place::There(m, rest) => remote::setxattr(self.router(), &m, &rest, &name, value, flags).await,
+        }
+    }
+
+    /// The `user.*` attribute names of a file; none off served directories.
+    pub async fn listxattr(&self, path: &[String]) -> Result<Vec<String>, String> {
+        match self.place(path) {
+            Ok(Place::Here(root, rel)) => blocking(move || root.listxattr(&rel)).await,
+            Ok(Place::There(m, rest)) => remote::listxattr(self.router(), &m, &rest).await,
+            Err(_) => self.stat(path).await.map(|_| Vec::new()),
+        }
+    }
+
+    pub async fn removexattr(&self, path: &[String], name: &str) -> Result<(), String> {
+        let name = name.to_string();
+        match self.xattr_place(path, &name, ENOATTR)? {
+            Place::Here(root, rel) => blocking(move || root.removexattr(&rel, &name)).await,
+            Place::There(m, rest) => remote::removexattr(self.router(), &m, &rest, &name).await,
+        }
+    }
+
+    /// Where attribute `name` of `path` is kept: only `user.*` names of
+    /// files of served directories are asked for; the rest are answered
+    /// here, at once, with `other` (see [`dir::xattr`]).
+    fn xattr_place(&self, path: &[String], name: &str, other: &str) -> Result<Place, String> {
+        if dir::xattr::check(name).is_err() {
+            return Err(error::detail(other, name));
+        }
+        self.place(path).map_err(|_| error::detail(ENOTSUP, "attributes off served directories"))
+    }
+
+    /// Allocates, punches or zeroes a range of an open file of a served
+    /// directory (fallocate(2)).
+    pub async fn allocate(&self, h: &Handle, offset: u64, len: u64, mode: u32) -> Result<(), String> {
+        match h {
+            Handle::Stored(f) => {
+                let f = f.clone();
+                blocking(move || dir::allocate(&f, offset, len, mode)).await
+            }
+            Handle::RemoteFile(RemoteFile::Stored(p)) => p.allocate(offset, len, mode).await,
+            _ => Err(error::detail(ENOTSUP, "fallocate off served directories")),
+        }
+    }
+
     /// The file system of the served directory `path` is in.
     pub async fn statfs(&self, path: &[String]) -> Result<StatFs, String> {
         match self.place(path)? {
@@ -126,14 +184,14 @@ impl Namespace {
     }
 
     /// Renames within one served directory; across two, EXDEV (so `mv`
-    /// copies).
-    pub async fn rename(&self, from: &[String], to: &[String], noreplace: bool) -> Result<(), String> {
+    /// copies). `flags` as renameat2(2)'s.
+    pub async fn rename(&self, from: &[String], to: &[String], flags: u32) -> Result<(), String> {
         match (self.place(from)?, self.place(to)?) {
             (Place::Here(a, f), Place::Here(b, t)) if Arc::ptr_eq(&a, &b) => {
-                blocking(move || a.rename(&f, &t, noreplace)).await
+                blocking(move || a.rename(&f, &t, flags)).await
             }
             (Place::There(m, f), Place::There(n, t)) if m == n => {
-                remote::rename(self.router(), &m, &f, &t, noreplace).await
+                remote::rename(self.router(), &m, &f, &t, flags).await
             }
             _ => Err(EXDEV.into()),
         }

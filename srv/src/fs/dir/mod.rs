@@ -13,6 +13,8 @@
 //! path), it must stay beneath the root. Names that are not UTF-8 are left
 //! out too: the tree's paths are text.
 //!
+//! Extended attributes in the `user.` namespace are kept ([`xattr`]).
+//!
 //! Every call here blocks (it is file I/O): the [`super::Namespace`] runs
 //! them on tokio's blocking pool.
 
@@ -20,6 +22,7 @@ pub mod beneath;
 mod service;
 #[cfg(test)]
 mod tests;
+pub mod xattr;
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -272,12 +275,38 @@ impl Root {
         nix::unistd::unlinkat(&at, name, how).map_err(|e| errors::os(e, &beneath::join(rel)))
     }
 
-    /// Renames within the root; `noreplace` fails if `to` exists.
-    pub fn rename(&self, from: &[String], to: &[String], noreplace: bool) -> Result<(), String> {
+    /// Renames within the root; `flags` as renameat2(2)'s:
+    /// `RENAME_NOREPLACE` and `RENAME_EXCHANGE`.
+    pub fn rename(&self, from: &[String], to: &[String], flags: u32) -> Result<(), String> {
+        let known = RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE;
+        let flags = RenameFlags::from_bits(flags)
+            .filter(|f| known.contains(*f))
+            .ok_or_else(|| error::detail(EBADPATH, format!("rename flags {flags:#x}")))?;
         let (fd, fname) = self.parent(from)?;
         let (td, tname) = self.parent(to)?;
-        let flags = if noreplace { RenameFlags::RENAME_NOREPLACE } else { RenameFlags::empty() };
         nix::fcntl::renameat2(&fd, fname, &td, tname, flags).map_err(|e| errors::os(e, &beneath::join(from)))
+    }
+
+    /// Extended attribute `name` of `rel` (`user.*` only; see [`xattr`]).
+    pub fn getxattr(&self, rel: &[String], name: &str) -> Result<Vec<u8>, String> {
+        let fd = self.at(rel, OFlag::O_PATH, Mode::empty())?;
+        xattr::get(&proc_path(&fd), name).map_err(|e| errors::os(e, &beneath::join(rel)))
+    }
+
+    pub fn setxattr(&self, rel: &[String], name: &str, value: &[u8], flags: u32) -> Result<(), String> {
+        let fd = self.at(rel, OFlag::O_PATH, Mode::empty())?;
+        xattr::set(&proc_path(&fd), name, value, flags).map_err(|e| errors::os(e, &beneath::join(rel)))
+    }
+
+    /// The names of `rel`'s `user.*` attributes.
+    pub fn listxattr(&self, rel: &[String]) -> Result<Vec<String>, String> {
+        let fd = self.at(rel, OFlag::O_PATH, Mode::empty())?;
+        xattr::list(&proc_path(&fd)).map_err(|e| errors::os(e, &beneath::join(rel)))
+    }
+
+    pub fn removexattr(&self, rel: &[String], name: &str) -> Result<(), String> {
+        let fd = self.at(rel, OFlag::O_PATH, Mode::empty())?;
+        xattr::remove(&proc_path(&fd), name).map_err(|e| errors::os(e, &beneath::join(rel)))
     }
 
     /// The target of symbolic link `rel`.
@@ -389,6 +418,16 @@ pub fn file_attr(f: &File, a: &Attrs, name: &str, what: &str) -> Result<Entry, S
         nix::sys::stat::futimens(f, &timespec(a.atime), &timespec(a.mtime)).map_err(err)?;
     }
     fd_entry(name, f, what)
+}
+
+/// Allocates (or, with `mode`'s flags, punches or zeroes) a range of an
+/// open file, as fallocate(2).
+pub fn allocate(f: &File, offset: u64, len: u64, mode: u32) -> Result<(), String> {
+    let flags = nix::fcntl::FallocateFlags::from_bits(mode as i32)
+        .ok_or_else(|| error::detail(errors::ENOTSUP, format!("fallocate mode {mode:#x}")))?;
+    let (off, len) = (i64::try_from(offset), i64::try_from(len));
+    let (Ok(off), Ok(len)) = (off, len) else { return Err(error::detail(errors::EFBIG, "fallocate")) };
+    nix::fcntl::fallocate(f, flags, off, len).map_err(|e| errors::os(e, "fallocate"))
 }
 
 /// Reads up to `size` bytes at `offset`, fewer only at the end.

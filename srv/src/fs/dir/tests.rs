@@ -66,7 +66,7 @@ fn dot_dot_is_refused_everywhere() {
         libc::EACCES,
     );
     fails(r.remove(&["..".into(), "outside".into(), "secret".into()], false), libc::EACCES);
-    fails(r.rename(&p("sub/file"), &["..".into(), "stolen".into()], false), libc::EACCES);
+    fails(r.rename(&p("sub/file"), &["..".into(), "stolen".into()], 0), libc::EACCES);
     assert!(!f.base.join("made").exists() && !f.base.join("stolen").exists());
     assert!(f.base.join("outside/secret").exists());
 }
@@ -279,10 +279,10 @@ fn files_change_as_asked() {
     assert_eq!(read_all(r, "new").unwrap(), "");
     r.mkdir(&p("d"), 0o755).unwrap();
     fails(r.mkdir(&p("d"), 0o755), libc::EEXIST);
-    r.rename(&p("new"), &p("d/moved"), false).unwrap();
+    r.rename(&p("new"), &p("d/moved"), 0).unwrap();
     fails(r.stat(&p("new")), libc::ENOENT);
     std::fs::write(f.base.join("root/other"), "o").unwrap();
-    fails(r.rename(&p("other"), &p("d/moved"), true), libc::EEXIST);
+    fails(r.rename(&p("other"), &p("d/moved"), libc::RENAME_NOREPLACE), libc::EEXIST);
     fails(r.remove(&p("d"), true), libc::ENOTEMPTY);
     fails(r.remove(&p("d"), false), libc::EISDIR);
     r.remove(&p("d/moved"), false).unwrap();
@@ -296,4 +296,35 @@ fn the_root_must_be_a_directory() {
     let f = fixture();
     fails(Root::open(&f.base.join("outside/secret")).map(|_| ()), libc::ENOTDIR);
     fails(Root::open(Path::new("/nonexistent/dir")).map(|_| ()), libc::ENOENT);
+}
+
+#[test]
+fn exchange_attributes_and_allocation() {
+    let f = fixture();
+    let r = &f.root;
+    std::fs::write(f.base.join("root/one"), "1").unwrap();
+    r.rename(&p("one"), &p("sub/file"), libc::RENAME_EXCHANGE).unwrap();
+    assert_eq!((read_all(r, "one").unwrap(), read_all(r, "sub/file").unwrap()), ("inside\n".into(), "1".into()));
+    fails(r.rename(&p("one"), &p("nothing"), libc::RENAME_EXCHANGE), libc::ENOENT);
+    fails(r.rename(&p("one"), &p("sub/file"), libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE), libc::EINVAL);
+    fails(r.rename(&p("one"), &p("two"), libc::RENAME_WHITEOUT), libc::EINVAL);
+    // user.* attributes are kept; other namespaces are not served.
+    r.setxattr(&p("one"), "user.colour", b"blue", 0).unwrap();
+    assert_eq!(r.getxattr(&p("one"), "user.colour").unwrap(), b"blue");
+    assert_eq!(r.listxattr(&p("one")).unwrap(), ["user.colour"]);
+    fails(r.setxattr(&p("one"), "user.colour", b"red", libc::XATTR_CREATE as u32), libc::EEXIST);
+    fails(r.setxattr(&p("one"), "trusted.x", b"1", 0), libc::EOPNOTSUPP);
+    fails(r.getxattr(&p("one"), "user.none"), libc::ENODATA);
+    r.removexattr(&p("one"), "user.colour").unwrap();
+    assert!(r.listxattr(&p("one")).unwrap().is_empty());
+    fails(r.setxattr(&["..".into(), "outside".into(), "secret".into()], "user.x", b"1", 0), libc::EACCES);
+    // fallocate: space, then a hole punched in it.
+    let rw = Access { read: true, write: true, ..Access::default() };
+    let fh = r.open_file(&p("one"), rw).unwrap();
+    allocate(&fh, 0, 1 << 20, 0).unwrap();
+    assert_eq!(r.stat(&p("one")).unwrap().meta.map(|m| m.size), Some(1 << 20));
+    let keep = (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE) as u32;
+    allocate(&fh, 0, 4096, keep).unwrap();
+    assert_eq!(read_at(&fh, 0, 7).unwrap(), [0u8; 7]);
+    fails(allocate(&fh, 0, 1, 0x4000_0000), libc::EOPNOTSUPP);
 }

@@ -155,6 +155,13 @@ impl Pipe {
         }
     }
 
+    pub async fn allocate(&self, offset: u64, len: u64, mode: u32) -> Result<(), String> {
+        match self.ask(encode(&TreeReq::Allocate { offset, len, mode })).await? {
+            TreeResp::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub async fn sync(&self) -> Result<(), String> {
         match self.ask(encode(&TreeReq::Sync)).await? {
             TreeResp::Done => Ok(()),

@@ -15,8 +15,8 @@
 //!   input is its close.
 //! - a text or ctl file answers `Read` and `Write` requests one by one,
 //!   so a bad ctl message fails the opener's write, as it would locally.
-//! - a file of a served directory answers `Read`, `WriteAt`, `FileAttr`
-//!   and `Sync` in order; reads are at most [`MAX_IO`] each and answered
+//! - a file of a served directory answers `Read`, `WriteAt`, `FileAttr`,
+//!   `Allocate` and `Sync` in order; reads are at most [`MAX_IO`] each and answered
 //!   as [`RAW`] bytes, and the opener keeps several in flight when it reads
 //!   sequentially.
 
@@ -80,10 +80,11 @@ pub enum TreeReq {
         path: Vec<String>,
         dir: bool,
     },
+    /// `flags` as renameat2(2)'s.
     Rename {
         from: Vec<String>,
         to: Vec<String>,
-        noreplace: bool,
+        flags: u32,
     },
     SetAttr {
         path: Vec<String>,
@@ -105,6 +106,30 @@ pub enum TreeReq {
     },
     /// Answered with `StatFs`.
     StatFs(Vec<String>),
+    /// Answered with `Data`.
+    GetXattr {
+        path: Vec<String>,
+        name: String,
+    },
+    SetXattr {
+        path: Vec<String>,
+        name: String,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        flags: u32,
+    },
+    /// Answered with `Names`.
+    ListXattr(Vec<String>),
+    RemoveXattr {
+        path: Vec<String>,
+        name: String,
+    },
+    /// On an open file of a served directory: fallocate(2).
+    Allocate {
+        offset: u64,
+        len: u64,
+        mode: u32,
+    },
 }
 
 /// An answer from a tree server.
@@ -120,6 +145,7 @@ pub enum TreeResp {
     Done,
     Target(String),
     StatFs(StatFs),
+    Names(Vec<String>),
     Err(String),
     /// A view is mounted at `staging`; the machine's tree is at `mount`.
     View {
@@ -270,8 +296,8 @@ pub async fn remove(r: &Router, m: &MachineId, path: &[String], dir: bool) -> Re
     done(r, m, &TreeReq::Remove { path: path.to_vec(), dir }).await
 }
 
-pub async fn rename(r: &Router, m: &MachineId, from: &[String], to: &[String], noreplace: bool) -> Result<(), String> {
-    done(r, m, &TreeReq::Rename { from: from.to_vec(), to: to.to_vec(), noreplace }).await
+pub async fn rename(r: &Router, m: &MachineId, from: &[String], to: &[String], flags: u32) -> Result<(), String> {
+    done(r, m, &TreeReq::Rename { from: from.to_vec(), to: to.to_vec(), flags }).await
 }
 
 pub async fn set_attr(r: &Router, m: &MachineId, path: &[String], attrs: Attrs) -> Result<Entry, String> {
@@ -302,4 +328,33 @@ pub async fn statfs(r: &Router, m: &MachineId, path: &[String]) -> Result<StatFs
         TreeResp::StatFs(s) => Ok(s),
         other => Err(unexpected(other)),
     }
+}
+
+pub async fn getxattr(r: &Router, m: &MachineId, path: &[String], name: &str) -> Result<Vec<u8>, String> {
+    match once(r, m, &TreeReq::GetXattr { path: path.to_vec(), name: name.to_string() }).await? {
+        TreeResp::Data(d) => Ok(d),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn setxattr(
+    r: &Router,
+    m: &MachineId,
+    path: &[String],
+    name: &str,
+    value: Vec<u8>,
+    flags: u32,
+) -> Result<(), String> {
+    done(r, m, &TreeReq::SetXattr { path: path.to_vec(), name: name.to_string(), value, flags }).await
+}
+
+pub async fn listxattr(r: &Router, m: &MachineId, path: &[String]) -> Result<Vec<String>, String> {
+    match once(r, m, &TreeReq::ListXattr(path.to_vec())).await? {
+        TreeResp::Names(n) => Ok(n),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn removexattr(r: &Router, m: &MachineId, path: &[String], name: &str) -> Result<(), String> {
+    done(r, m, &TreeReq::RemoveXattr { path: path.to_vec(), name: name.to_string() }).await
 }

@@ -56,6 +56,11 @@ fn what(req: &TreeReq) -> &'static str {
         TreeReq::Link { .. } => "link",
         TreeReq::Mknod { .. } => "mknod",
         TreeReq::StatFs(_) => "statfs",
+        TreeReq::GetXattr { .. } => "getxattr",
+        TreeReq::SetXattr { .. } => "setxattr",
+        TreeReq::ListXattr(_) => "listxattr",
+        TreeReq::RemoveXattr { .. } => "removexattr",
+        TreeReq::Allocate { .. } => "fallocate",
     }
 }
 
@@ -86,7 +91,12 @@ async fn serve(ns: Arc<Namespace>, mut conv: Conv) -> Result<(), String> {
     }
     let paths: Vec<&Vec<String>> = match &req {
         TreeReq::Rename { from, to, .. } | TreeReq::Link { from, to } => vec![from, to],
-        TreeReq::Stat(p) | TreeReq::List(p) | TreeReq::Readlink(p) | TreeReq::StatFs(p) => vec![p],
+        TreeReq::Stat(p) | TreeReq::List(p) | TreeReq::Readlink(p) | TreeReq::StatFs(p) | TreeReq::ListXattr(p) => {
+            vec![p]
+        }
+        TreeReq::GetXattr { path, .. } | TreeReq::SetXattr { path, .. } | TreeReq::RemoveXattr { path, .. } => {
+            vec![path]
+        }
         TreeReq::Symlink { path, .. } | TreeReq::Mknod { path, .. } => vec![path],
         TreeReq::Open { path, .. } | TreeReq::Create { path, .. } | TreeReq::Mkdir { path, .. } => vec![path],
         TreeReq::Remove { path, .. } | TreeReq::SetAttr { path, .. } => vec![path],
@@ -104,8 +114,19 @@ async fn serve(ns: Arc<Namespace>, mut conv: Conv) -> Result<(), String> {
         TreeReq::Remove { path, dir } => {
             return conv.tx.send(reply(ns.remove(&path, dir).await.map(|_| TreeResp::Done))).await
         }
-        TreeReq::Rename { from, to, noreplace } => {
-            return conv.tx.send(reply(ns.rename(&from, &to, noreplace).await.map(|_| TreeResp::Done))).await
+        TreeReq::Rename { from, to, flags } => {
+            return conv.tx.send(reply(ns.rename(&from, &to, flags).await.map(|_| TreeResp::Done))).await
+        }
+        TreeReq::GetXattr { path, name } => {
+            return conv.tx.send(reply(ns.getxattr(&path, &name).await.map(TreeResp::Data))).await
+        }
+        TreeReq::SetXattr { path, name, value, flags } => {
+            let done = ns.setxattr(&path, &name, &value, flags).await.map(|_| TreeResp::Done);
+            return conv.tx.send(reply(done)).await;
+        }
+        TreeReq::ListXattr(p) => return conv.tx.send(reply(ns.listxattr(&p).await.map(TreeResp::Names))).await,
+        TreeReq::RemoveXattr { path, name } => {
+            return conv.tx.send(reply(ns.removexattr(&path, &name).await.map(|_| TreeResp::Done))).await
         }
         TreeReq::SetAttr { path, attrs } => {
             return conv.tx.send(reply(ns.set_attr(&path, None, attrs).await.map(TreeResp::Entry))).await
@@ -215,6 +236,7 @@ async fn answer(ns: &Namespace, h: &Handle, conv: &mut Conv) -> Result<(), Strin
             }
             TreeReq::FileAttr(a) => ns.handle_attr(h, a).await.map(TreeResp::Entry),
             TreeReq::Sync => ns.sync(h).await.map(|_| TreeResp::Done),
+            TreeReq::Allocate { offset, len, mode } => ns.allocate(h, offset, len, mode).await.map(|_| TreeResp::Done),
             other => Err(format!("{} on an open file", what(&other))),
         };
         conv.tx.send(reply(resp)).await?;
