@@ -203,8 +203,6 @@ fn links_fifos_attributes_and_df_on_a_directory_of_another_machine() {
     assert_eq!(ino(&format!("{disk}/hello.txt")), ino(&format!("{disk}/sub/hello-again")));
     sh_ok(&format!("echo more >> {f}/sub/hello-again"), T);
     assert_eq!(sh_ok(&format!("cat {f}/hello.txt"), T), "hello from b\nmore\n");
-    // Counted once the attribute cache (1 s) has let go.
-    std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(sh_ok(&format!("stat -c %h {f}/hello.txt"), T), "2\n");
     // A fifo is made on b; what goes through it stays on this machine.
     sh_ok(&format!("mkfifo {f}/pipe"), T);
@@ -247,4 +245,65 @@ fn links_fifos_attributes_and_df_on_a_directory_of_another_machine() {
     // And all of it goes like files do.
     sh_ok(&format!("rm {f}/deep {f}/dangling {f}/pipe {f}/sub/hello-again {f}/space"), T);
     assert_eq!(sh_ok(&format!("ls {f}"), T), "hello.txt\nsub\n");
+}
+
+#[test]
+fn record_locks_are_held_on_the_serving_machine() {
+    let ab = start();
+    let (f, d, disk) = (ab.remote(), ab.d(), ab.files());
+    let local = format!("{d}/b/svc/files/root");
+    std::fs::write(format!("{disk}/db"), "").unwrap();
+    // A process on a holds a write lock through a's tree until told to go.
+    let holder = format!(
+        "import fcntl, sys, time\n\
+         f = open('{f}/db', 'r+')\n\
+         fcntl.lockf(f, fcntl.LOCK_EX)\n\
+         open('{d}/held', 'w').close()\n\
+         while not __import__('os').path.exists('{d}/release'): time.sleep(0.02)\n"
+    );
+    std::fs::write(format!("{d}/holder.py"), holder).unwrap();
+    let (hd, hd2) = (d.clone(), d.clone());
+    let holder = std::thread::spawn(move || sh(&format!("python3 {hd}/holder.py"), T));
+    until("a holds the lock", T, || PathBuf::from(format!("{hd2}/held")).exists());
+    let try_lock = |path: &str| {
+        let py = format!(
+            "import fcntl, errno\nf = open('{path}', 'r+')\ntry:\n    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n    \
+             print('locked')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])"
+        );
+        sh_ok(&format!("python3 -c \"{py}\""), T)
+    };
+    // Refused on b through b's tree, and to a process using b's disk.
+    assert_eq!(try_lock(&format!("{local}/db")), "EAGAIN\n");
+    assert_eq!(try_lock(&format!("{disk}/db")), "EAGAIN\n");
+    // A waiting lock on b is taken once a's process lets go.
+    let waiter = format!(
+        "import fcntl, time\nf = open('{local}/db', 'r+')\nt = time.time()\nfcntl.lockf(f, fcntl.LOCK_EX)\n\
+         print('waited %.1f' % (time.time() - t))"
+    );
+    let (wd, release) = (d.clone(), format!("{d}/release"));
+    let waiter = std::thread::spawn(move || sh(&format!("python3 -c \"{waiter}\""), T));
+    std::thread::sleep(Duration::from_millis(700));
+    std::fs::write(&release, "").unwrap();
+    let (st, out, err) = waiter.join().unwrap();
+    assert!(st.success() && out.starts_with("waited "), "{out}{err}");
+    holder.join().unwrap();
+    drop(wd);
+    // sqlite from two machines at once (rollback journal): every
+    // increment is kept.
+    let counter = |path: &str, n: usize| {
+        format!(
+            "import sqlite3\nc = sqlite3.connect('{path}', timeout=30, isolation_level=None)\n\
+             for i in range({n}):\n    c.execute('BEGIN IMMEDIATE')\n    \
+             c.execute('UPDATE n SET v = v + 1')\n    c.execute('COMMIT')\n"
+        )
+    };
+    sh_ok(&format!("python3 -c \"import sqlite3; c = sqlite3.connect('{disk}/count.db'); c.execute('CREATE TABLE n (v)'); c.execute('INSERT INTO n VALUES (0)'); c.commit()\""), T);
+    let (ca, cb) = (counter(&format!("{f}/count.db"), 100), counter(&format!("{local}/count.db"), 100));
+    let a = std::thread::spawn(move || sh(&format!("python3 -c \"{ca}\""), T * 3));
+    let b = std::thread::spawn(move || sh(&format!("python3 -c \"{cb}\""), T * 3));
+    for (who, r) in [("a", a.join().unwrap()), ("b", b.join().unwrap())] {
+        assert!(r.0.success(), "{who}: {}{}", r.1, r.2);
+    }
+    let total = sh_ok(&format!("python3 -c \"import sqlite3; print(sqlite3.connect('{disk}/count.db').execute('SELECT v FROM n').fetchone()[0])\""), T);
+    assert_eq!(total, "200\n");
 }

@@ -22,6 +22,8 @@ pub const ELOOP: &str = "symbolic link loop";
 pub const ENOTSUP: &str = "operation not supported";
 pub const EIO: &str = "i/o error";
 pub const ENOATTR: &str = "no such attribute";
+/// A record lock conflicts (EAGAIN, as fcntl F_SETLK says it).
+pub const ELOCKED: &str = "locked by another owner";
 pub const ERANGE: &str = "buffer too small";
 /// EPERM, not EACCES: what no mode bit would allow (a device, chown).
 pub const ENOTPERM: &str = "operation not permitted";
@@ -54,6 +56,7 @@ const TABLE: &[(&str, i32)] = &[
     (ENOTSUP, libc::EOPNOTSUPP),
     (ENOTPERM, libc::EPERM),
     (ENOATTR, libc::ENODATA),
+    (ELOCKED, libc::EAGAIN),
     (ERANGE, libc::ERANGE),
 ];
 
@@ -79,6 +82,7 @@ pub fn os(e: nix::errno::Errno, what: &str) -> String {
         E::EACCES => EPERM,
         E::EPERM => ENOTPERM,
         E::ENODATA => ENOATTR,
+        E::EAGAIN => ELOCKED,
         E::ERANGE | E::E2BIG => ERANGE,
         E::EOPNOTSUPP | E::ENOSYS => ENOTSUP,
         E::EINVAL => error::EBADPATH,

@@ -25,12 +25,27 @@ use fuse3::{Errno, Result as FuseResult, Timestamp};
 use futures::stream::{self, Stream as FutStream};
 use tokio_util::sync::CancellationToken;
 
+use super::dir::locks::Lock;
 use super::dir::{Access, Attrs, StatFs};
 use super::handle::{Handle, Waker};
 use super::tree::{Entry, FileKind};
 use super::{components, Namespace};
 
 const TTL: Duration = Duration::from_secs(1);
+
+/// How long the kernel may keep what an entry says. The tree's own files
+/// change only by this router: a second. Files of served directories
+/// change on their machine, by anyone: not at all, so that every machine
+/// sees a name made, removed or grown elsewhere at its next use (two
+/// machines running sqlite on one file depend on it) until the serving
+/// machine can tell the others what changed.
+fn ttl(e: &Entry) -> Duration {
+    if e.meta.is_some() {
+        Duration::ZERO
+    } else {
+        TTL
+    }
+}
 const ROOT: u64 = 1;
 const FOPEN_DIRECT_IO: u32 = 1 << 0;
 const FOPEN_NONSEEKABLE: u32 = 1 << 2;
@@ -46,6 +61,10 @@ const STORED_OPEN: u32 = FOPEN_DIRECT_IO;
 /// The block size files of served directories report: `cat` and `cp` read
 /// and write in blocks of it, and the kernel's largest request is 1 MiB.
 const STORED_BLKSIZE: u32 = 1 << 20;
+/// How often a waiting lock asks again: soon at first, then every
+/// quarter second at most.
+const LOCK_RETRY_MIN: Duration = Duration::from_millis(5);
+const LOCK_RETRY_MAX: Duration = Duration::from_millis(250);
 /// Interrupts remembered for requests not yet registered.
 const EARLY_INTERRUPTS: usize = 256;
 
@@ -185,6 +204,9 @@ pub struct MeshFs {
     inodes: Mutex<Inodes>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
+    /// Open files that took record locks: their owners' locks go when a
+    /// descriptor is closed (flush).
+    locked: Mutex<std::collections::HashSet<u64>>,
     /// Blocked reads by request, so an interrupt can end them.
     pending: Mutex<HashMap<u64, CancellationToken>>,
     early: Mutex<VecDeque<u64>>,
@@ -210,6 +232,7 @@ impl MeshFs {
             inodes: Default::default(),
             handles: Default::default(),
             next_fh: AtomicU64::new(1),
+            locked: Default::default(),
             pending: Default::default(),
             early: Default::default(),
             uid,
@@ -281,7 +304,7 @@ impl MeshFs {
     /// Answers for a file just made at `path`: it counts as a lookup.
     fn made(&self, path: &str, e: &Entry) -> ReplyEntry {
         let ino = lock(&self.inodes).get_or_add(path);
-        ReplyEntry { ttl: TTL, attr: self.attr(ino, e), generation: 0 }
+        ReplyEntry { ttl: ttl(e), attr: self.attr(ino, e), generation: 0 }
     }
 
     fn add_handle(&self, h: Handle) -> (u64, u32) {
@@ -306,8 +329,10 @@ impl MeshFs {
         lock(&self.handles).get(&fh).cloned().ok_or_else(|| Errno::from(libc::EBADF))
     }
 
-    /// Runs a blocking read so that an interrupt or shutdown ends it.
-    async fn interruptible(&self, unique: u64, h: &Handle, offset: u64, size: usize) -> FuseResult<Bytes> {
+    /// A token an interrupt of request `unique` cancels (already
+    /// cancelled if the interrupt came first); the caller removes it from
+    /// `pending` when done.
+    fn register(&self, unique: u64) -> CancellationToken {
         let token = CancellationToken::new();
         {
             let mut early = lock(&self.early);
@@ -317,6 +342,12 @@ impl MeshFs {
             }
         }
         lock(&self.pending).insert(unique, token.clone());
+        token
+    }
+
+    /// Runs a blocking read so that an interrupt or shutdown ends it.
+    async fn interruptible(&self, unique: u64, h: &Handle, offset: u64, size: usize) -> FuseResult<Bytes> {
+        let token = self.register(unique);
         let res = tokio::select! {
             r = self.ns.read(h, offset, size) => r.map_err(|e| errno(&e)),
             _ = token.cancelled() => {
@@ -353,7 +384,7 @@ impl Filesystem for MeshFs {
         let path = child(&self.path(parent)?, name);
         let e = self.stat(&path).await?;
         let ino = lock(&self.inodes).get_or_add(&path);
-        Ok(ReplyEntry { ttl: TTL, attr: self.attr(ino, &e), generation: 0 })
+        Ok(ReplyEntry { ttl: ttl(&e), attr: self.attr(ino, &e), generation: 0 })
     }
 
     async fn forget(&self, _req: Request, inode: u64, nlookup: u64) {
@@ -375,7 +406,7 @@ impl Filesystem for MeshFs {
             Some(h) => self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e))?,
             None => self.stat(&path).await?,
         };
-        Ok(ReplyAttr { ttl: TTL, attr: self.attr(inode, &e) })
+        Ok(ReplyAttr { ttl: ttl(&e), attr: self.attr(inode, &e) })
     }
 
     /// Size, mode and times change files of served directories; ownership
@@ -388,7 +419,7 @@ impl Filesystem for MeshFs {
             Attrs { size: set.size, mode: set.mode.map(|m| m & 0o7777), atime: ts(set.atime), mtime: ts(set.mtime) };
         let h = fh.and_then(|fh| self.handle(fh).ok());
         let e = self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e))?;
-        Ok(ReplyAttr { ttl: TTL, attr: self.attr(inode, &e) })
+        Ok(ReplyAttr { ttl: ttl(&e), attr: self.attr(inode, &e) })
     }
 
     async fn open(&self, _req: Request, inode: u64, flags: u32) -> FuseResult<ReplyOpen> {
@@ -417,7 +448,7 @@ impl Filesystem for MeshFs {
             .map_err(|e| errno(&e))?;
         let entry = self.made(&path, &e);
         let (fh, flags) = self.add_handle(h);
-        Ok(ReplyCreated { ttl: TTL, attr: entry.attr, generation: 0, fh, flags })
+        Ok(ReplyCreated { ttl: entry.ttl, attr: entry.attr, generation: 0, fh, flags })
     }
 
     async fn mkdir(&self, _req: Request, parent: u64, name: &OsStr, mode: u32, _umask: u32) -> FuseResult<ReplyEntry> {
@@ -581,8 +612,67 @@ impl Filesystem for MeshFs {
         Ok(ReplyWrite { written: n as u32 })
     }
 
-    async fn flush(&self, _req: Request, _inode: u64, _fh: u64, _lock_owner: u64) -> FuseResult<()> {
+    /// A descriptor closed: its process's record locks on the file end.
+    async fn flush(&self, _req: Request, _inode: u64, fh: u64, lock_owner: u64) -> FuseResult<()> {
+        if lock(&self.locked).contains(&fh) {
+            let h = self.handle(fh)?;
+            self.ns.unlock_owner(&h, lock_owner).await;
+        }
         Ok(())
+    }
+
+    async fn getlk(
+        &self,
+        _req: Request,
+        _inode: u64,
+        fh: u64,
+        lock_owner: u64,
+        start: u64,
+        end: u64,
+        r#type: u32,
+        _pid: u32,
+    ) -> FuseResult<ReplyLock> {
+        let h = self.handle(fh)?;
+        let l = Lock { start, end, typ: r#type as i32, pid: 0 };
+        let got = self.ns.lock(&h, lock_owner, l, true).await.map_err(|e| errno(&e))?;
+        Ok(ReplyLock { start: got.start, end: got.end, r#type: got.typ as u32, pid: got.pid })
+    }
+
+    /// Locks are held on the serving machine (see dir::locks). A waiting
+    /// lock asks again, more slowly each time up to [`LOCK_RETRY_MAX`],
+    /// until it is taken, interrupted or the tree unmounted.
+    async fn setlk(
+        &self,
+        req: Request,
+        _inode: u64,
+        fh: u64,
+        lock_owner: u64,
+        start: u64,
+        end: u64,
+        r#type: u32,
+        _pid: u32,
+        block: bool,
+    ) -> FuseResult<()> {
+        let h = self.handle(fh)?;
+        let l = Lock { start, end, typ: r#type as i32, pid: 0 };
+        if l.typ != libc::F_UNLCK {
+            lock(&self.locked).insert(fh);
+        }
+        let token = self.register(req.unique);
+        let mut wait = LOCK_RETRY_MIN;
+        let res = loop {
+            match self.ns.lock(&h, lock_owner, l, false).await {
+                Err(e) if block && errno(&e) == Errno::from(libc::EAGAIN) => {}
+                other => break other.map(drop).map_err(|e| errno(&e)),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => wait = (wait * 2).min(LOCK_RETRY_MAX),
+                _ = token.cancelled() => break Err(Errno::from(libc::EINTR)),
+                _ = self.shutdown.cancelled() => break Err(Errno::from(libc::EINTR)),
+            }
+        };
+        lock(&self.pending).remove(&req.unique);
+        res
     }
 
     async fn release(
@@ -594,6 +684,7 @@ impl Filesystem for MeshFs {
         _lock_owner: u64,
         _flush: bool,
     ) -> FuseResult<()> {
+        lock(&self.locked).remove(&fh);
         let h = lock(&self.handles).remove(&fh);
         if let Some(h) = h.and_then(|h| Arc::try_unwrap(h).ok()) {
             self.ns.release(h).await;
@@ -639,7 +730,7 @@ impl Filesystem for MeshFs {
             .await?
             .into_iter()
             .map(|(offset, inode, name, e)| {
-                let attr = self.attr(inode, &e);
+                let (attr, ttl) = (self.attr(inode, &e), ttl(&e));
                 Ok(DirectoryEntryPlus {
                     inode,
                     generation: 0,
@@ -647,8 +738,8 @@ impl Filesystem for MeshFs {
                     name,
                     offset,
                     attr,
-                    entry_ttl: TTL,
-                    attr_ttl: TTL,
+                    entry_ttl: ttl,
+                    attr_ttl: ttl,
                 })
             })
             .collect();

@@ -80,6 +80,9 @@ pub struct Namespace {
     binds: std::sync::RwLock<ns::bind::MountTable>,
     /// Where the router's own tree is mounted, and whether for all users.
     mounted_at: Mutex<Option<(std::path::PathBuf, bool)>>,
+    /// Record locks on this machine's served files, whoever takes them;
+    /// shared with views.
+    locks: Arc<dir::locks::Locks>,
 }
 
 /// Handles a kind's own ctl message for conversation `n`.
@@ -142,6 +145,7 @@ impl Namespace {
             kinds: Default::default(),
             binds: Default::default(),
             mounted_at: Default::default(),
+            locks: Default::default(),
         })
     }
 
@@ -154,6 +158,7 @@ impl Namespace {
             kinds: self.kinds.clone(),
             binds: std::sync::RwLock::new(self.binds().clone()),
             mounted_at: Default::default(),
+            locks: self.locks.clone(),
         })
     }
 

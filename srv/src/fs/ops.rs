@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ns::error::{self, EPERM};
 use ns::MachineId;
 
+use super::dir::locks::{Lock, Owner};
 use super::dir::{self, Access, Attrs, Root, StatFs};
 use super::errors::{ENOATTR, ENOTSUP, EXDEV};
 use super::handle::Handle;
@@ -164,6 +165,53 @@ impl Namespace {
             }
             Handle::RemoteFile(RemoteFile::Stored(p)) => p.allocate(offset, len, mode).await,
             _ => Err(error::detail(ENOTSUP, "fallocate off served directories")),
+        }
+    }
+
+    /// Takes, changes or drops (`F_UNLCK`) `owner`'s record lock on an
+    /// open file of a served directory, without waiting (a conflict is
+    /// EAGAIN); with `get`, says what would conflict instead. `owner` is
+    /// FUSE's lock owner on this machine; from another machine's tree
+    /// server, [`Namespace::lock_for`] names the machine too.
+    pub async fn lock(&self, h: &Handle, owner: u64, l: Lock, get: bool) -> Result<Lock, String> {
+        match h {
+            Handle::RemoteFile(RemoteFile::Stored(p)) => p.lock(owner, l, get).await,
+            _ => self.lock_for(h, (self.router().id().to_string(), owner), l, get).await,
+        }
+    }
+
+    /// [`Namespace::lock`] for an owner on any machine, on a file here.
+    pub async fn lock_for(&self, h: &Handle, owner: Owner, l: Lock, get: bool) -> Result<Lock, String> {
+        let Handle::Stored(f) = h else { return Err(error::detail(ENOTSUP, "locks off served directories")) };
+        let (f, locks) = (f.clone(), self.locks.clone());
+        blocking(move || {
+            let what = |e| super::errors::os(e, "lock");
+            if get {
+                locks.get(&f, &owner, &l).map_err(what)
+            } else {
+                locks.set(&f, &owner, &l).map(|_| l).map_err(what)
+            }
+        })
+        .await
+    }
+
+    /// Drops every lock of `owner` (FUSE's, on this machine) on an open
+    /// file of a served directory, here or there: its process closed a
+    /// descriptor of the file, which ends its POSIX locks.
+    pub async fn unlock_owner(&self, h: &Handle, owner: u64) {
+        let all = Lock { start: 0, end: u64::MAX, typ: libc::F_UNLCK, pid: 0 };
+        match h {
+            Handle::RemoteFile(RemoteFile::Stored(p)) => {
+                let _ = p.lock(owner, all, false).await;
+            }
+            _ => self.unlock_all(h, &(self.router().id().to_string(), owner)),
+        }
+    }
+
+    /// Drops `owner`'s locks on an open file of a served directory here.
+    pub fn unlock_all(&self, h: &Handle, owner: &Owner) {
+        if let Handle::Stored(f) = h {
+            self.locks.drop_owner(f, owner);
         }
     }
 

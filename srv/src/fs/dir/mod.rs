@@ -13,12 +13,15 @@
 //! path), it must stay beneath the root. Names that are not UTF-8 are left
 //! out too: the tree's paths are text.
 //!
-//! Extended attributes in the `user.` namespace are kept ([`xattr`]).
+//! Extended attributes in the `user.` namespace are kept ([`xattr`]), and
+//! record locks are held on the serving machine for whichever machine
+//! takes them ([`locks`], kept by the [`super::Namespace`]).
 //!
 //! Every call here blocks (it is file I/O): the [`super::Namespace`] runs
 //! them on tokio's blocking pool.
 
 pub mod beneath;
+pub mod locks;
 mod service;
 #[cfg(test)]
 mod tests;

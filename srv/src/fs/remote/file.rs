@@ -16,6 +16,7 @@ use ns::conv::Conv;
 use ns::conv::Msg;
 
 use super::{answer, ask, decode, encode, raw_write, unexpected, TreeReq, TreeResp, MAX_IO, RAW};
+use crate::fs::dir::locks::Lock;
 use crate::fs::dir::Attrs;
 use crate::fs::handle::Stream;
 use crate::fs::tree::{Entry, FileKind};
@@ -151,6 +152,13 @@ impl Pipe {
     pub async fn attr(&self, attrs: Attrs) -> Result<Entry, String> {
         match self.ask(encode(&TreeReq::FileAttr(attrs))).await? {
             TreeResp::Entry(e) => Ok(e),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn lock(&self, owner: u64, lock: Lock, get: bool) -> Result<Lock, String> {
+        match self.ask(encode(&TreeReq::Lock { owner, lock, get })).await? {
+            TreeResp::Lock(l) => Ok(l),
             other => Err(unexpected(other)),
         }
     }

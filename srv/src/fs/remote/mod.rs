@@ -16,7 +16,7 @@
 //! - a text or ctl file answers `Read` and `Write` requests one by one,
 //!   so a bad ctl message fails the opener's write, as it would locally.
 //! - a file of a served directory answers `Read`, `WriteAt`, `FileAttr`,
-//!   `Allocate` and `Sync` in order; reads are at most [`MAX_IO`] each and answered
+//!   `Allocate`, `Lock` and `Sync` in order; reads are at most [`MAX_IO`] each and answered
 //!   as [`RAW`] bytes, and the opener keeps several in flight when it reads
 //!   sequentially.
 
@@ -28,6 +28,7 @@ use ns::conv::{Conv, Msg};
 use ns::{Addr, MachineId, Router};
 use serde::{Deserialize, Serialize};
 
+use super::dir::locks::Lock;
 use super::dir::{Access, Attrs, StatFs, MAX_IO};
 use super::handle::{Handle, Stream};
 use super::tree::{Entry, FileKind};
@@ -124,6 +125,14 @@ pub enum TreeReq {
         path: Vec<String>,
         name: String,
     },
+    /// On an open file of a served directory: take, change or drop a
+    /// record lock of the opener's `owner`, or with `get` say what would
+    /// conflict. Answered with `Lock`.
+    Lock {
+        owner: u64,
+        lock: Lock,
+        get: bool,
+    },
     /// On an open file of a served directory: fallocate(2).
     Allocate {
         offset: u64,
@@ -146,6 +155,7 @@ pub enum TreeResp {
     Target(String),
     StatFs(StatFs),
     Names(Vec<String>),
+    Lock(Lock),
     Err(String),
     /// A view is mounted at `staging`; the machine's tree is at `mount`.
     View {

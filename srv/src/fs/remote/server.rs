@@ -15,6 +15,7 @@ use ns::envelope::MAX_MSG;
 use tracing::debug;
 
 use super::{decode, encode, parse_raw_write, TreeReq, TreeResp, RAW};
+use crate::fs::dir::locks::Owner;
 use crate::fs::handle::Handle;
 use crate::fs::tree::FileKind;
 use crate::fs::{handle_kind, Namespace};
@@ -61,6 +62,7 @@ fn what(req: &TreeReq) -> &'static str {
         TreeReq::ListXattr(_) => "listxattr",
         TreeReq::RemoveXattr { .. } => "removexattr",
         TreeReq::Allocate { .. } => "fallocate",
+        TreeReq::Lock { .. } => "lock",
     }
 }
 
@@ -209,8 +211,25 @@ async fn serve_view(ns: &Arc<Namespace>, conv: &mut Conv) -> Result<(), String> 
     res
 }
 
-/// Text, ctl and stored files: one answer per request, in order.
+/// Text, ctl and stored files: one answer per request, in order. Locks
+/// the opener took are dropped when it closes the file or is gone.
 async fn answer(ns: &Namespace, h: &Handle, conv: &mut Conv) -> Result<(), String> {
+    let machine = conv.tx.peer().and_then(|p| p.machine.as_ref()).map_or_else(String::new, |m| m.to_string());
+    let mut owners = Vec::new();
+    let res = answer_all(ns, h, conv, &machine, &mut owners).await;
+    for o in &owners {
+        ns.unlock_all(h, o);
+    }
+    res
+}
+
+async fn answer_all(
+    ns: &Namespace,
+    h: &Handle,
+    conv: &mut Conv,
+    machine: &str,
+    owners: &mut Vec<Owner>,
+) -> Result<(), String> {
     let stored = handle_kind(h) == FileKind::Stored;
     while let Some(Msg::Data(b)) = conv.rx.recv().await {
         if stored && b.first() == Some(&RAW) {
@@ -237,6 +256,13 @@ async fn answer(ns: &Namespace, h: &Handle, conv: &mut Conv) -> Result<(), Strin
             TreeReq::FileAttr(a) => ns.handle_attr(h, a).await.map(TreeResp::Entry),
             TreeReq::Sync => ns.sync(h).await.map(|_| TreeResp::Done),
             TreeReq::Allocate { offset, len, mode } => ns.allocate(h, offset, len, mode).await.map(|_| TreeResp::Done),
+            TreeReq::Lock { owner, lock, get } => {
+                let owner = (machine.to_string(), owner);
+                if !get && !owners.contains(&owner) {
+                    owners.push(owner.clone());
+                }
+                ns.lock_for(h, owner, lock, get).await.map(TreeResp::Lock)
+            }
             other => Err(format!("{} on an open file", what(&other))),
         };
         conv.tx.send(reply(resp)).await?;
