@@ -17,6 +17,12 @@
 //! `ConvTable::send_controls`), so no `Eof` arrives after its hangup to
 //! bring an end back.
 //!
+//! When the link goes, both ends of each remembered conversation hear of
+//! it, the remembered end and the one it talks to (see [`Crossed::take`]):
+//! with another path between the two machines, a conversation's envelopes
+//! may cross the link one way only, and an end that never crossed it may
+//! be the one waiting for what was lost on it.
+//!
 //! The set is bounded: past [`MAX_CROSSED`] ends, new ones are counted as
 //! untracked (shown in the terminal's status) rather than growing memory.
 
@@ -89,11 +95,28 @@ impl Crossed {
         }
     }
 
-    /// Takes every remembered end: the link is gone.
+    /// Takes every remembered end, and every end they talk to, once
+    /// each: the link is gone.
+    ///
+    /// The partners count because an envelope lost with the link was on
+    /// its way to one, and that end need never have crossed the link
+    /// itself: its own envelopes may go another way (a reply goes the
+    /// replier's route, a request the asker's). Partners known only by a
+    /// service's name are left out: there is no end to address, and the
+    /// router across the link, which saw every envelope that reached that
+    /// service, holds the end it talks to and fails it when it loses the
+    /// link too.
     pub fn take(&self) -> Vec<Addr> {
         let mut ends = lock(&self.ends);
-        let mut v: Vec<Addr> = ends.drain().map(|(a, _)| a).collect();
+        let mut v: Vec<Addr> = Vec::with_capacity(ends.len() * 2);
+        for (end, partner) in ends.drain() {
+            v.push(end);
+            if partner.conv.is_some() && partner.machine.is_some() {
+                v.push(partner);
+            }
+        }
         v.sort();
+        v.dedup();
         v
     }
 
@@ -172,12 +195,40 @@ mod tests {
         assert!(c.is_empty());
     }
 
+    fn addrs(v: &[&str]) -> Vec<Addr> {
+        v.iter().map(|s| Addr::parse(s).unwrap()).collect()
+    }
+
     #[test]
     fn take_empties_the_set() {
         let c = Crossed::default();
         c.note(&env(Kind::Eof, "/n/a/svc/x/1", "/n/c/svc/upper"));
         c.note(&env(Kind::Data, "/n/b/svc/y/3", "/n/c/svc/upper"));
-        assert_eq!(c.take(), vec![Addr::parse("/n/a/svc/x/1").unwrap(), Addr::parse("/n/b/svc/y/3").unwrap()]);
+        // Partners known by name only are not ends to address.
+        assert_eq!(c.take(), addrs(&["/n/a/svc/x/1", "/n/b/svc/y/3"]));
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn take_gives_the_partner_of_an_end_that_crossed_one_way() {
+        // The triangle a-b-c: a asks by way of b, c answers over the
+        // direct link (c's route to a). Only c's end crossed the link,
+        // but a's end waits for what was on it.
+        let c = Crossed::default();
+        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
+        assert_eq!(c.take(), addrs(&["/n/a/svc/x/1", "/n/c/svc/cat/7"]));
+        // The other way: a's request crossed, c's answer went by b (its
+        // route to a). c's end waits for the request lost on the link.
+        let c = Crossed::default();
+        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/cat/7"));
+        assert_eq!(c.take(), addrs(&["/n/a/svc/x/1", "/n/c/svc/cat/7"]));
+        // Both ways: each end once.
+        let c = Crossed::default();
+        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/cat"));
+        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
+        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/cat/7"));
+        c.note(&env(Kind::Data, "/n/a/svc/x/2", "/svc/cat"));
+        assert_eq!(c.take(), addrs(&["/n/a/svc/x/1", "/n/a/svc/x/2", "/n/c/svc/cat/7"]));
         assert!(c.is_empty());
     }
 

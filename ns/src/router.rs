@@ -291,10 +291,12 @@ impl Router {
         self.0.routing.table_changed();
     }
 
-    /// A link is gone: every conversation end whose envelopes crossed it
-    /// hears `link lost`, since some of them may have gone with it. Ends
-    /// here fail at once; ends elsewhere are told through the routes that
-    /// remain (their own routers fail them too when they see the loss).
+    /// A link is gone: every conversation end whose envelopes crossed it,
+    /// and every end those talk to, hears `link lost`, since some of their
+    /// envelopes may have gone with it (see [`crate::crossed`]). Ends here
+    /// fail at once; ends elsewhere are told through the routes that
+    /// remain: an end whose own envelopes go another way would otherwise
+    /// wait for ever for what was lost.
     pub(crate) fn link_lost(&self, term: &Term) {
         let Some(crossed) = &term.crossed else { return };
         let ends = crossed.take();
