@@ -44,6 +44,38 @@ impl Service for Echo {
     }
 }
 
+/// Answers the first message with itself and ends at once: its answer,
+/// `Eof` and hangup go out together.
+struct Once;
+
+impl Service for Once {
+    fn serve(&self, mut conv: Conv) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if let Some(Msg::Data(b)) = conv.rx.recv().await {
+                let _ = conv.tx.send(b).await;
+            }
+        })
+    }
+}
+
+/// Answers the first message with itself, then says `Eof` once its
+/// writer fails (as an `exec` service does when its command exits).
+struct EofAfter;
+
+impl Service for EofAfter {
+    fn serve(&self, mut conv: Conv) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if let Some(Msg::Data(b)) = conv.rx.recv().await {
+                let _ = conv.tx.send(b).await;
+            }
+            conv.tx.hung_up().await;
+            conv.tx.eof().await;
+            // Keep the end a while, so that only what eof said goes out.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        })
+    }
+}
+
 /// A relay of frames from `mem!FROM` to `mem!TO` that can go silent.
 struct Cable {
     /// Frames flow towards the dialer, and towards the listener.
@@ -156,9 +188,11 @@ impl Triangle {
         rb.dial(format!("mem!{tag}-c").parse().unwrap());
         ra.dial(format!("mem!{tag}-cable").parse().unwrap());
         rc.add_service(n("echo"), Arc::new(Echo));
+        rc.add_service(n("once"), Arc::new(Once));
+        rc.add_service(n("eofafter"), Arc::new(EofAfter));
         let t = Triangle { a: ra, b: rb, c: rc, cable, stop };
         t.until("the direct link both ways", |t| t.hops(&t.a, "c") == Some(1) && t.hops(&t.c, "a") == Some(1)).await;
-        t.until("echo known at a", |t| t.a.table().nearest("echo").is_some()).await;
+        t.until("services known at a", |t| t.a.table().nearest("eofafter").is_some()).await;
         assert_eq!(t.hops(&t.b, "c"), Some(1));
         t
     }
@@ -184,29 +218,66 @@ async fn first(conv: &mut Conv, limit: Duration) -> Option<Msg> {
     tokio::time::timeout(limit, conv.rx.recv()).await.ok().flatten()
 }
 
+impl Triangle {
+    /// Cuts a-c so that a notices first and goes round by b while c, not
+    /// knowing yet, still answers a over the direct link.
+    async fn cut_a_first(&self) {
+        self.cable.silence_to_dialer();
+        self.until("a goes round by b", |t| t.hops(&t.a, "c") == Some(2)).await;
+        self.cable.silence();
+        assert!(self.c.term(&TermName::Net(n("a"))).is_some(), "c has not noticed the cut yet");
+        assert_eq!(self.hops(&self.c, "a"), Some(1), "c answers a over the direct link");
+    }
+
+    /// Asks `service` of c from a, through the cut; returns the first
+    /// thing a reads and how long it took.
+    async fn ask_through_the_cut(&self, service: &str) -> (Option<Msg>, Duration) {
+        let opened = Instant::now();
+        let mut conv = self.a.open(a(&format!("/n/c/svc/{service}")), vec![]);
+        conv.tx.send(Bytes::from("x")).await.unwrap();
+        let got = first(&mut conv, Duration::from_secs(10)).await;
+        (got, opened.elapsed())
+    }
+}
+
+/// Whether `got` is the `link lost` error, within c's detection time:
+/// two periods of silence, checked every half period.
+fn link_lost_in_time(got: &Option<Msg>, took: Duration) -> bool {
+    matches!(got, Some(Msg::Error(e)) if e.starts_with(ns::error::ELINK)) && took <= Config::new(n("a")).period * 3
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_answer_lost_on_a_cut_link_fails_the_asker_that_never_crossed_it() {
-    // a hears c no more and goes round by b; c still hears a and answers
-    // over the direct link, into the cut. Only c's end crossed that link,
-    // but a's end is the one waiting.
+    // a's request goes round by b, c's answer into the cut. Only c's end
+    // crossed that link, but a's end is the one waiting.
     let t = Triangle::new("lostanswer").await;
-    t.cable.silence_to_dialer();
-    t.until("a goes round by b", |t| t.hops(&t.a, "c") == Some(2)).await;
-    t.cable.silence();
-    assert!(t.c.term(&TermName::Net(n("a"))).is_some(), "c has not noticed the cut yet");
-    assert_eq!(t.hops(&t.c, "a"), Some(1), "c answers a over the direct link");
-    let opened = Instant::now();
-    let mut conv = t.a.open(a("/n/c/svc/echo"), vec![]);
-    conv.tx.send(Bytes::from("x")).await.unwrap();
-    let got = first(&mut conv, Duration::from_secs(10)).await;
-    let took = opened.elapsed();
-    assert!(matches!(&got, Some(Msg::Error(e)) if e.starts_with(ns::error::ELINK)), "{got:?} after {took:?}");
-    // Within c's detection time: two periods of silence, checked every
-    // half period.
-    assert!(took <= Config::new(n("a")).period * 3, "the error came after {took:?}");
+    t.cut_a_first().await;
+    let (got, took) = t.ask_through_the_cut("echo").await;
+    assert!(link_lost_in_time(&got, took), "{got:?} after {took:?}");
     // c has noticed too, and a new conversation goes round both ways.
     t.until("c goes round by b", |t| t.hops(&t.c, "a") == Some(2)).await;
     let mut again = t.a.open(a("/n/c/svc/echo"), vec![]);
     again.tx.send(Bytes::from("y")).await.unwrap();
     assert_eq!(first(&mut again, Duration::from_secs(5)).await, Some(Msg::Data(Bytes::from("y"))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_conversation_that_ended_into_a_cut_fails_its_asker() {
+    // c's answer, Eof and hangup all go into the cut: the conversation has
+    // ended as far as c knows, yet a waits.
+    let t = Triangle::new("endedcut").await;
+    t.cut_a_first().await;
+    let (got, took) = t.ask_through_the_cut("once").await;
+    assert!(link_lost_in_time(&got, took), "{got:?} after {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_end_that_failed_says_no_eof_another_way() {
+    // c's answer goes into the cut; when c notices, its end fails, and
+    // the service, seeing its writer fail, says Eof. By the new route, an
+    // Eof would end a's read cleanly with the answer missing.
+    let t = Triangle::new("eofafter").await;
+    t.cut_a_first().await;
+    let (got, took) = t.ask_through_the_cut("eofafter").await;
+    assert!(link_lost_in_time(&got, took), "{got:?} after {took:?}");
 }
