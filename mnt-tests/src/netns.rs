@@ -37,8 +37,9 @@ fn ip(args: &[&str]) {
 }
 
 impl Netns {
-    /// Why namespaces cannot be made here (not root, or no `ip` or
-    /// `nsenter`), or `None` when they can.
+    /// Why namespaces cannot be made here (not root, no `ip` or
+    /// `nsenter`, or a container that forbids them), or `None` when they
+    /// can.
     pub fn unavailable() -> Option<String> {
         if !nix::unistd::geteuid().is_root() {
             return Some("network namespaces need root".into());
@@ -49,7 +50,14 @@ impl Netns {
                 return Some(format!("`{tool}` is missing (iproute2, util-linux)"));
             }
         }
-        None
+        let probe = format!("{PREFIX}{}-probe", std::process::id());
+        let out = Command::new("ip").args(["netns", "add", &probe]).stdin(Stdio::null()).output();
+        let _ = Command::new("ip").args(["netns", "del", &probe]).stderr(Stdio::null()).status();
+        match out {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(format!("ip netns add: {}", String::from_utf8_lossy(&o.stderr).trim())),
+            Err(e) => Some(format!("ip netns add: {e}")),
+        }
     }
 
     /// A namespace for each of `machines`, loopback up in each.
