@@ -5,8 +5,11 @@
 //! or on panic, kills every child and removes every file, and a failing
 //! test prints the routers' logs. [`Deploy`] writes the deployment files
 //! and [`Mesh::start`] starts them, with ports that work (see [`deploy`]).
+//! [`netns`] puts machines in network namespaces of their own, for links
+//! cut for real.
 
 pub mod deploy;
+pub mod netns;
 pub mod relay;
 
 pub use deploy::{Deploy, Started};
@@ -79,24 +82,30 @@ impl Mesh {
     /// A `mesh` command in this group's environment.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(mesh_bin());
-        // Sockets and host-made keys stay inside the test's directory.
-        c.args(args)
-            .env("XDG_RUNTIME_DIR", self.dir.path())
+        c.args(args);
+        self.env(&mut c);
+        c
+    }
+
+    /// Sockets and host-made keys stay inside the test's directory.
+    fn env(&self, c: &mut Command) {
+        c.env("XDG_RUNTIME_DIR", self.dir.path())
             .env("XDG_STATE_HOME", self.dir.path().join("state"))
             .env_remove("RUST_LOG");
-        c
     }
 
     /// Starts `mesh ARGS` in the background; its output goes to a log file.
     pub fn spawn(&mut self, name: &str, args: &[&str]) {
+        self.spawn_command(name, self.cmd(args));
+    }
+
+    /// Starts `c` (which runs `mesh`) in the background in this group's
+    /// environment, as child `name`; its output goes to a log file.
+    pub fn spawn_command(&mut self, name: &str, mut c: Command) {
         let log = std::fs::File::create(self.log_path(name)).expect("log file");
-        let child = self
-            .cmd(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn mesh");
+        self.env(&mut c);
+        let child =
+            c.stdin(Stdio::null()).stdout(log.try_clone().expect("log file")).stderr(log).spawn().expect("spawn mesh");
         self.children.push((name.to_string(), child));
     }
 

@@ -5,8 +5,16 @@
 //! conversation may lose a message without its ends hearing of it, so
 //! every network terminal remembers the conversation ends whose envelopes
 //! crossed it; when the link goes, each of those ends gets `link lost`
-//! (see `Router::link_lost`). An end leaves the set when its conversation
+//! (see `Router::link_lost_here`). An end leaves the set when its conversation
 //! hangs up or fails across the link, so the set holds what is open.
+//!
+//! What is sent is not yet delivered, though: a conversation's last
+//! answer, its `Eof` and its hangup may all go into a link already cut
+//! and not yet known to be, leaving the other end waiting. So an ended
+//! conversation lingers for as long as a cut can take to be noticed
+//! ([`Crossed::set_linger`]: a few keepalive periods) and a link lost
+//! in that time tells its ends too; telling an end that is gone does
+//! nothing.
 //!
 //! Each end is kept with the address it talks to. An end that opened a
 //! service by name (`/n/M/svc/S`, `/svc/S`) writes to that name for its
@@ -17,26 +25,57 @@
 //! `ConvTable::send_controls`), so no `Eof` arrives after its hangup to
 //! bring an end back.
 //!
+//! When the link goes, both ends of each remembered conversation hear of
+//! it, the remembered end and the one it talks to (see [`Crossed::take`]):
+//! with another path between the two machines, a conversation's envelopes
+//! may cross the link one way only, and an end that never crossed it may
+//! be the one waiting for what was lost on it.
+//!
 //! The set is bounded: past [`MAX_CROSSED`] ends, new ones are counted as
 //! untracked (shown in the terminal's status) rather than growing memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::conv::lock;
 use crate::envelope::{Envelope, Kind};
 use crate::path::Addr;
 
-/// Conversation ends remembered per link.
+/// Conversation ends remembered per link, open ones and ended ones each.
 pub const MAX_CROSSED: usize = 1 << 16;
+
+/// How long ended conversations linger unless told otherwise: four
+/// periods of the default configuration.
+const DEFAULT_LINGER: Duration = Duration::from_secs(2);
 
 /// The ends of conversations that crossed one link, each with the last
 /// address it talked to (so that a hangup clears both ends).
-#[derive(Default)]
 pub struct Crossed {
-    ends: Mutex<HashMap<Addr, Addr>>,
+    ends: Mutex<Ends>,
     untracked: AtomicU64,
+    /// How long an ended conversation lingers, in microseconds.
+    linger_us: AtomicU64,
+}
+
+#[derive(Default)]
+struct Ends {
+    open: HashMap<Addr, Addr>,
+    /// Ended conversations, oldest first: when, and the two ends.
+    ended: VecDeque<(Instant, Addr, Addr)>,
+}
+
+impl Default for Crossed {
+    fn default() -> Crossed {
+        Crossed {
+            ends: Default::default(),
+            untracked: AtomicU64::new(0),
+            linger_us: AtomicU64::new(DEFAULT_LINGER.as_micros() as u64),
+        }
+    }
 }
 
 /// Whether writing to `to` reaches end `end`: its own address, or the
@@ -56,7 +95,8 @@ impl Crossed {
                 if env.src.conv.is_none() {
                     return;
                 }
-                let mut ends = lock(&self.ends);
+                let mut guard = lock(&self.ends);
+                let ends = &mut guard.open;
                 // The common case, a known end talking to the same peer,
                 // costs one lookup and no allocation.
                 if ends.get(&env.src).is_some_and(|p| names(&env.dst, p)) {
@@ -76,30 +116,71 @@ impl Crossed {
                 ends.insert(env.src.clone(), env.dst.clone());
             }
             Kind::Hangup | Kind::Error(_) => {
-                let mut ends = lock(&self.ends);
+                let mut guard = lock(&self.ends);
+                let Ends { open, ended } = &mut *guard;
+                let now = Instant::now();
                 for a in [&env.src, &env.dst] {
-                    if let Some(partner) = ends.remove(a) {
-                        if ends.get(&partner) == Some(a) {
-                            ends.remove(&partner);
+                    if let Some(partner) = open.remove(a) {
+                        if open.get(&partner) == Some(a) {
+                            open.remove(&partner);
                         }
+                        ended.push_back((now, a.clone(), partner));
                     }
+                }
+                let linger = self.linger();
+                while ended.front().is_some_and(|e| now.duration_since(e.0) > linger) || ended.len() > MAX_CROSSED {
+                    ended.pop_front();
                 }
             }
             _ => {}
         }
     }
 
-    /// Takes every remembered end: the link is gone.
+    /// Sets how long ended conversations linger: longer than a cut of
+    /// the link can take to be noticed.
+    pub fn set_linger(&self, d: Duration) {
+        self.linger_us.store(d.as_micros() as u64, Relaxed);
+    }
+
+    fn linger(&self) -> Duration {
+        Duration::from_micros(self.linger_us.load(Relaxed))
+    }
+
+    /// Takes every remembered end, and every end they talk to, once
+    /// each: the link is gone.
+    ///
+    /// The partners count because an envelope lost with the link was on
+    /// its way to one, and that end need never have crossed the link
+    /// itself: its own envelopes may go another way (a reply goes the
+    /// replier's route, a request the asker's). Partners known only by a
+    /// service's name are left out: there is no end to address, and the
+    /// router across the link, which saw every envelope that reached that
+    /// service, holds the end it talks to and fails it when it loses the
+    /// link too.
+    ///
+    /// Conversations that ended lately count too: their last envelopes
+    /// may have been lost with the link.
     pub fn take(&self) -> Vec<Addr> {
-        let mut ends = lock(&self.ends);
-        let mut v: Vec<Addr> = ends.drain().map(|(a, _)| a).collect();
+        let mut guard = lock(&self.ends);
+        let Ends { open, ended } = &mut *guard;
+        let (now, linger) = (Instant::now(), self.linger());
+        let lately = ended.drain(..).filter(|e| now.duration_since(e.0) <= linger).map(|(_, a, p)| (a, p));
+        let all: Vec<(Addr, Addr)> = open.drain().chain(lately).collect();
+        let mut v: Vec<Addr> = Vec::with_capacity(all.len() * 2);
+        for (end, partner) in all {
+            v.push(end);
+            if partner.conv.is_some() && partner.machine.is_some() {
+                v.push(partner);
+            }
+        }
         v.sort();
+        v.dedup();
         v
     }
 
-    /// How many ends are remembered now.
+    /// How many ends of open conversations are remembered now.
     pub fn len(&self) -> usize {
-        lock(&self.ends).len()
+        lock(&self.ends).open.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -172,13 +253,62 @@ mod tests {
         assert!(c.is_empty());
     }
 
+    fn addrs(v: &[&str]) -> Vec<Addr> {
+        v.iter().map(|s| Addr::parse(s).unwrap()).collect()
+    }
+
     #[test]
     fn take_empties_the_set() {
         let c = Crossed::default();
         c.note(&env(Kind::Eof, "/n/a/svc/x/1", "/n/c/svc/upper"));
         c.note(&env(Kind::Data, "/n/b/svc/y/3", "/n/c/svc/upper"));
-        assert_eq!(c.take(), vec![Addr::parse("/n/a/svc/x/1").unwrap(), Addr::parse("/n/b/svc/y/3").unwrap()]);
+        // Partners known by name only are not ends to address.
+        assert_eq!(c.take(), addrs(&["/n/a/svc/x/1", "/n/b/svc/y/3"]));
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn take_gives_the_partner_of_an_end_that_crossed_one_way() {
+        // The triangle a-b-c: a asks by way of b, c answers over the
+        // direct link (c's route to a). Only c's end crossed the link,
+        // but a's end waits for what was on it.
+        let c = Crossed::default();
+        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
+        assert_eq!(c.take(), addrs(&["/n/a/svc/x/1", "/n/c/svc/cat/7"]));
+        // The other way: a's request crossed, c's answer went by b (its
+        // route to a). c's end waits for the request lost on the link.
+        let c = Crossed::default();
+        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/cat/7"));
+        assert_eq!(c.take(), addrs(&["/n/a/svc/x/1", "/n/c/svc/cat/7"]));
+        // Both ways: each end once.
+        let c = Crossed::default();
+        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/cat"));
+        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
+        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/cat/7"));
+        c.note(&env(Kind::Data, "/n/a/svc/x/2", "/svc/cat"));
+        assert_eq!(c.take(), addrs(&["/n/a/svc/x/1", "/n/a/svc/x/2", "/n/c/svc/cat/7"]));
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn an_ended_conversation_lingers_for_a_loss_noticed_late() {
+        // An answer, its Eof and its hangup may all have gone into a cut
+        // not noticed yet: the asker still waits.
+        let c = Crossed::default();
+        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/cat"));
+        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
+        c.note(&env(Kind::Eof, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
+        c.note(&env(Kind::Hangup, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
+        assert!(c.is_empty(), "nothing open");
+        assert_eq!(c.take(), addrs(&["/n/a/svc/x/1", "/n/c/svc/cat/7"]));
+        assert!(c.take().is_empty(), "taken once");
+        // Past the linger, forgotten.
+        let c = Crossed::default();
+        c.set_linger(Duration::from_millis(1));
+        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
+        c.note(&env(Kind::Hangup, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(c.take().is_empty());
     }
 
     #[test]

@@ -307,6 +307,11 @@ impl Router {
         let Link { tx, rx: mut frames, .. } = link;
         let name = TermName::Net(peer.clone());
         let (term, writer) = Term::linked(TermKind::Net(peer.clone()), addr, dialed, tx);
+        if let Some(c) = &term.crossed {
+            // A cut is noticed within two periods and a half (see
+            // `peers`); what ended before may have been lost in it.
+            c.set_linger(self.config().period * 4);
+        }
         *lock(&term.security) = security;
         // What kept the link down stays readable once it is up.
         if let Some(p) = self.term_table().placeholder(&name) {
@@ -358,8 +363,9 @@ impl Router {
         }
         term.hangup();
         writer.abort();
+        let far = self.link_lost_here(&term);
         self.unregister(&term, &peer);
-        self.link_lost(&term);
+        self.tell_link_lost(&term, far);
     }
 
     fn unregister(&self, term: &Arc<Term>, peer: &MachineId) {

@@ -291,15 +291,19 @@ impl Router {
         self.0.routing.table_changed();
     }
 
-    /// A link is gone: every conversation end whose envelopes crossed it
-    /// hears `link lost`, since some of them may have gone with it. Ends
-    /// here fail at once; ends elsewhere are told through the routes that
-    /// remain (their own routers fail them too when they see the loss).
-    pub(crate) fn link_lost(&self, term: &Term) {
-        let Some(crossed) = &term.crossed else { return };
+    /// A link is gone: every conversation end whose envelopes crossed it,
+    /// and every end those talk to, hears `link lost`, since some of their
+    /// envelopes may have gone with it (see [`crate::crossed`]). Ends here
+    /// fail at once, before the routes change: none of them may then say
+    /// `Eof` another way after what it said was lost. The ends elsewhere
+    /// are returned, for [`Router::tell_link_lost`] once the routes have
+    /// changed: an end whose own envelopes go another way would otherwise
+    /// wait for ever for what was lost.
+    pub(crate) fn link_lost_here(&self, term: &Term) -> Vec<Addr> {
+        let Some(crossed) = &term.crossed else { return Vec::new() };
         let ends = crossed.take();
         if ends.is_empty() {
-            return;
+            return Vec::new();
         }
         let why = error::detail(error::ELINK, &term.name);
         info!(term = %term.name, ends = ends.len(), "failing the conversations that crossed a lost link");
@@ -309,6 +313,17 @@ impl Router {
         for a in here {
             self.fail_endpoint(a, &why);
         }
+        far
+    }
+
+    /// Tells the ends elsewhere that crossed lost link `term` (from
+    /// [`Router::link_lost_here`]), by the routes that remain.
+    pub(crate) fn tell_link_lost(&self, term: &Term, far: Vec<Addr>) {
+        if far.is_empty() {
+            return;
+        }
+        let why = error::detail(error::ELINK, &term.name);
+        let me = self.id().clone();
         let r = self.clone();
         self.spawn(async move {
             for a in far {

@@ -296,8 +296,13 @@ impl ConvWriter {
         Ok(())
     }
 
-    /// Ends this side's output: the peer reads end of file.
+    /// Ends this side's output: the peer reads end of file. Not once the
+    /// conversation has failed or the peer hung up: what this end wrote
+    /// may be lost, and an `Eof` would say that it all arrived.
     pub async fn eof(&self) {
+        if lock(&self.shared.closed).is_some() {
+            return;
+        }
         if !self.shared.eof_sent.swap(true, Relaxed) {
             let env = self.envelope(Kind::Eof, Bytes::new());
             self.table.outbox().send(env).await;
