@@ -75,6 +75,37 @@ impl Filesystem for NullFs {
 
     async fn destroy(&self, _req: Request) {}
 
+    // Record locks are the kernel's own here (the workspace builds fuse3
+    // with them, for the mesh's served files).
+    async fn getlk(
+        &self,
+        _req: Request,
+        _inode: u64,
+        _fh: u64,
+        _lock_owner: u64,
+        _start: u64,
+        _end: u64,
+        _type: u32,
+        _pid: u32,
+    ) -> FuseResult<ReplyLock> {
+        Err(Errno::from(libc::ENOSYS))
+    }
+
+    async fn setlk(
+        &self,
+        _req: Request,
+        _inode: u64,
+        _fh: u64,
+        _lock_owner: u64,
+        _start: u64,
+        _end: u64,
+        _type: u32,
+        _pid: u32,
+        _block: bool,
+    ) -> FuseResult<()> {
+        Err(Errno::from(libc::ENOSYS))
+    }
+
     async fn lookup(&self, _req: Request, parent: u64, name: &OsStr) -> FuseResult<ReplyEntry> {
         if parent != ROOT || name != FILE {
             return Err(Errno::from(libc::ENOENT));
