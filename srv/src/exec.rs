@@ -20,6 +20,11 @@
 //! then flushes each line, so `tr a-z A-Z` answers every line at once
 //! instead of when its input ends; raw mode keeps the bytes unchanged.
 //! Standard input stays a pipe, so closing it is a clean end of file.
+//!
+//! A conversation first takes a place among the service's live processes
+//! ([`Slots`]: at most 256 alive, others wait in order up to 10 s, 1,024
+//! of them at most, then `service busy`), and the process starts on the
+//! blocking pool, a few at a time, never on the router's workers.
 
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
@@ -32,6 +37,8 @@ use ns::conv::{Conv, Msg, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tracing::{debug, warn};
+
+use crate::slots::{Limits, Slots};
 
 /// The process group of a conversation's process, killed when dropped
 /// unless disarmed.
@@ -65,22 +72,28 @@ pub const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Runs `command` once per conversation.
 pub struct Exec {
     command: Arc<Vec<String>>,
+    slots: Arc<Slots>,
 }
 
 impl Exec {
     /// `command` is the program and its arguments; it must not be empty.
     pub fn new(command: Vec<String>) -> anyhow::Result<Exec> {
+        Exec::with_limits(command, Limits::default())
+    }
+
+    /// [`Exec::new`] with bounds of its own on the processes.
+    pub fn with_limits(command: Vec<String>, limits: Limits) -> anyhow::Result<Exec> {
         anyhow::ensure!(!command.is_empty(), "exec: empty command");
-        Ok(Exec { command: Arc::new(command) })
+        Ok(Exec { command: Arc::new(command), slots: Arc::new(Slots::new(limits)) })
     }
 }
 
 impl Service for Exec {
     fn serve(&self, conv: Conv) -> BoxFuture<'static, ()> {
-        let command = self.command.clone();
+        let (command, slots) = (self.command.clone(), self.slots.clone());
         Box::pin(async move {
             let path = conv.rx.path().clone();
-            if let Err(e) = run(&command, conv).await {
+            if let Err(e) = run(&command, &slots, conv).await {
                 warn!(conv = %path, command = ?command, "exec: {e}");
             }
         })
@@ -112,8 +125,24 @@ fn spawn(command: &[String]) -> anyhow::Result<(Child, tokio::fs::File)> {
     Ok((child, tokio::fs::File::from_std(std::fs::File::from(master))))
 }
 
-async fn run(command: &[String], conv: Conv) -> anyhow::Result<()> {
-    let (mut child, mut out) = match spawn(command) {
+async fn run(command: &Arc<Vec<String>>, slots: &Slots, conv: Conv) -> anyhow::Result<()> {
+    // A place first. A caller gone meanwhile needs no process; one refused
+    // learns why, as for a process that cannot start.
+    let service = conv.rx.path().service.to_string();
+    let slot = tokio::select! {
+        s = slots.enter(&service) => s,
+        _ = conv.tx.hung_up() => return Ok(()),
+    };
+    let _slot = match slot {
+        Ok(s) => s,
+        Err(why) => {
+            conv.tx.send_error(&why).await;
+            anyhow::bail!(why);
+        }
+    };
+    let cmd = command.clone();
+    let spawned = slots.start(move || spawn(&cmd)).await.map_err(anyhow::Error::from).and_then(|r| r);
+    let (mut child, mut out) = match spawned {
         Ok(x) => x,
         Err(e) => {
             // The asker learns why, rather than reading an empty reply.

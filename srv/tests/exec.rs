@@ -8,6 +8,7 @@ use bytes::Bytes;
 use ns::conv::{Conv, Msg};
 use ns::{Addr, Config, Router};
 use srv::exec::Exec;
+use srv::slots::Limits;
 use tokio_util::sync::CancellationToken;
 
 fn router(cmd: &[&str]) -> Router {
@@ -90,4 +91,54 @@ async fn a_missing_program_is_an_error() {
         Some(Msg::Error(e)) => assert!(e.contains("/nonexistent/program"), "{e}"),
         other => panic!("{other:?}"),
     }
+}
+
+/// A router whose `x` runs `cat` with at most one process alive.
+fn one_at_a_time(queue: usize, wait: Duration) -> Router {
+    let r = Router::new(Config::new("a".parse().unwrap()), CancellationToken::new());
+    let limits = Limits { alive: 1, starting: 1, queue, wait };
+    r.add_service("x".parse().unwrap(), Arc::new(Exec::with_limits(vec!["cat".into()], limits).unwrap()));
+    r
+}
+
+#[tokio::test]
+async fn past_its_bounds_a_service_is_busy_and_callers_wait_their_turn() {
+    let r = one_at_a_time(1, Duration::from_secs(30));
+    let mut first = r.open(Addr::parse("/svc/x").unwrap(), vec![]);
+    first.tx.send(Bytes::from("1\n")).await.unwrap();
+    assert_eq!(next(&mut first).await, Some(Msg::Data(Bytes::from("1\n"))));
+    // The second waits for the first's place; the third finds the queue full.
+    let mut second = r.open(Addr::parse("/svc/x").unwrap(), vec![]);
+    second.tx.send(Bytes::from("2\n")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = r.open(Addr::parse("/svc/x").unwrap(), vec![]);
+    third.tx.send(Bytes::from("3\n")).await.unwrap();
+    match next(&mut third).await {
+        Some(Msg::Error(e)) => {
+            assert!(e.starts_with(ns::error::EBUSY), "{e}");
+            assert_eq!(ns::error::errno(&e), libc::EBUSY);
+        }
+        other => panic!("the third is refused: {other:?}"),
+    }
+    // The first ends: the second's process starts and answers.
+    first.tx.eof().await;
+    assert_eq!(next(&mut first).await, Some(Msg::Eof));
+    assert_eq!(next(&mut second).await, Some(Msg::Data(Bytes::from("2\n"))));
+}
+
+#[tokio::test]
+async fn a_wait_for_a_place_ends_busy() {
+    let r = one_at_a_time(8, Duration::from_millis(300));
+    let mut first = r.open(Addr::parse("/svc/x").unwrap(), vec![]);
+    first.tx.send(Bytes::from("1\n")).await.unwrap();
+    assert_eq!(next(&mut first).await, Some(Msg::Data(Bytes::from("1\n"))));
+    let mut second = r.open(Addr::parse("/svc/x").unwrap(), vec![]);
+    second.tx.send(Bytes::from("2\n")).await.unwrap();
+    match next(&mut second).await {
+        Some(Msg::Error(e)) => assert!(e.starts_with("service busy: x: 1 running, none ended in 300ms"), "{e}"),
+        other => panic!("the second is refused after its wait: {other:?}"),
+    }
+    // Writing fails too, with the same error.
+    let e = second.tx.send(Bytes::from("again\n")).await.expect_err("writing fails");
+    assert!(e.starts_with(ns::error::EBUSY), "{e}");
 }
