@@ -24,7 +24,10 @@
 //! A conversation first takes a place among the service's live processes
 //! ([`Slots`]: at most 256 alive, others wait in order up to 10 s, 1,024
 //! of them at most, then `service busy`), and the process starts on the
-//! blocking pool, a few at a time, never on the router's workers.
+//! blocking pool, a few at a time, never on the router's workers. Its
+//! output is read through the reactor: a live process holds no thread
+//! (a blocking read each used to take one of the pool's 512 threads, and
+//! the 513th process waited for ever).
 
 use std::os::fd::OwnedFd;
 use std::process::Stdio;

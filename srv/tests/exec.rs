@@ -142,3 +142,26 @@ async fn a_wait_for_a_place_ends_busy() {
     let e = second.tx.send(Bytes::from("again\n")).await.expect_err("writing fails");
     assert!(e.starts_with(ns::error::EBUSY), "{e}");
 }
+
+/// Live processes hold no thread: on a runtime with 4 blocking threads,
+/// 16 conversations held open each get their echo.
+#[test]
+fn live_processes_hold_no_thread() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = router(&["cat"]);
+        let mut held = Vec::new();
+        for i in 0..16 {
+            let mut c = r.open(Addr::parse("/svc/x").unwrap(), vec![]);
+            let line = Bytes::from(format!("{i}\n"));
+            c.tx.send(line.clone()).await.unwrap();
+            assert_eq!(next(&mut c).await, Some(Msg::Data(line)), "conversation {i}");
+            held.push(c);
+        }
+    });
+}
