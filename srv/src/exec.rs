@@ -153,14 +153,12 @@ async fn read(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 async fn run(command: &Arc<Vec<String>>, slots: &Slots, conv: Conv) -> anyhow::Result<()> {
-    // A place first. A caller gone meanwhile needs no process; one refused
-    // learns why, as for a process that cannot start.
+    // A place first; one refused learns why, as for a process that cannot
+    // start. A caller gone meanwhile still waits its turn: what it wrote
+    // before it went (`echo x > data`) is read, as it would have been at
+    // once.
     let service = conv.rx.path().service.to_string();
-    let slot = tokio::select! {
-        s = slots.enter(&service) => s,
-        _ = conv.tx.hung_up() => return Ok(()),
-    };
-    let _slot = match slot {
+    let _slot = match slots.enter(&service).await {
         Ok(s) => s,
         Err(why) => {
             conv.tx.send_error(&why).await;

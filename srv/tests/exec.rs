@@ -165,3 +165,32 @@ fn live_processes_hold_no_thread() {
         }
     });
 }
+
+/// A caller that writes and goes while its conversation waits for a place
+/// still has its input read: nothing it sent is dropped unseen.
+#[tokio::test]
+async fn input_sent_while_waiting_is_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let r = Router::new(Config::new("a".parse().unwrap()), CancellationToken::new());
+    let limits = Limits { alive: 1, starting: 1, queue: 8, wait: Duration::from_secs(30) };
+    let command = vec!["sh".into(), "-c".into(), format!("cat >> {}", out.display())];
+    r.add_service("x".parse().unwrap(), Arc::new(Exec::with_limits(command, limits).unwrap()));
+    let first = r.open(Addr::parse("/svc/x").unwrap(), vec![]);
+    first.tx.send(Bytes::from("first\n")).await.unwrap();
+    let second = r.open(Addr::parse("/svc/x").unwrap(), vec![]);
+    second.tx.send(Bytes::from("second\n")).await.unwrap();
+    second.tx.eof().await;
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(first);
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.contains("second") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(text, "first\nsecond\n");
+}
