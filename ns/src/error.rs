@@ -15,6 +15,12 @@ pub const EBADPATH: &str = "bad path";
 pub const ESHUTDOWN: &str = "router shutting down";
 pub const EPERM: &str = "permission denied";
 pub const ELINK: &str = "link lost";
+/// A service refused a conversation it has no room for now: its bound on
+/// processes is reached and its queue full, or the wait for a place
+/// ended. Mapped to EBUSY, not EAGAIN: data files block, and a program
+/// reads EAGAIN on a blocking file as "poll and try again" (a busy loop,
+/// or Python's BlockingIOError), where this is a final answer.
+pub const EBUSY: &str = "service busy";
 
 /// The errno for an error string. Strings carrying detail after a colon
 /// (`no such service: gpu`) map by their leading constant.
@@ -32,6 +38,7 @@ pub fn errno(err: &str) -> i32 {
         (ESHUTDOWN, libc::ESHUTDOWN),
         (EPERM, libc::EACCES),
         (ELINK, libc::ECONNRESET),
+        (EBUSY, libc::EBUSY),
     ];
     TABLE.iter().find(|(s, _)| err.starts_with(s)).map(|&(_, e)| e).unwrap_or(libc::EIO)
 }
@@ -50,6 +57,7 @@ mod tests {
         assert_eq!(errno("no such service: gpu"), libc::ENOENT);
         assert_eq!(errno(ENOROUTE), libc::EHOSTUNREACH);
         assert_eq!(errno(EHOPS), libc::ELOOP);
+        assert_eq!(errno("service busy: cat: 256 running and 1024 waiting"), libc::EBUSY);
         assert_eq!(errno("something else"), libc::EIO);
     }
 }

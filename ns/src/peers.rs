@@ -5,7 +5,10 @@
 //! [`Gossip`] owns the per-neighbour gossip state and the two tasks: one
 //! sends each neighbour what changed (at once on a change, and every
 //! period) and expires reports of lost links; the other pings every half
-//! period and closes links silent for two. It plugs into forwarding as the
+//! period and closes links silent for two. Silence is counted in its own
+//! rounds too ([`Quiet`]): a round that comes late because this router's
+//! runtime was starved does not make the neighbour's frames, waiting
+//! unread meanwhile, look missing. It plugs into forwarding as the
 //! router's [`Routing`], so the router never names the protocol.
 //!
 //! Lock order: the router's route table before `peers`; `resync` is
@@ -73,10 +76,11 @@ impl Gossip {
     pub(crate) async fn keepalive(self: Arc<Self>, r: Router) {
         let mut tick = tokio::time::interval(r.config().period / 2);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut quiet = HashMap::new();
         loop {
             tokio::select! {
                 _ = r.shutdown_token().cancelled() => return,
-                _ = tick.tick() => self.ping_all(&r),
+                _ = tick.tick() => self.ping_all(&r, &mut quiet),
             }
         }
     }
@@ -121,13 +125,16 @@ impl Gossip {
     }
 
     /// Pings every neighbour and hangs up on those silent for two periods
-    /// (four missed pings). A ping that finds the link's queue full is not
-    /// sent: the link is busy, and whatever it delivers counts as alive.
-    fn ping_all(&self, r: &Router) {
+    /// and [`ROUNDS`] rounds (four missed pings). A ping that finds the
+    /// link's queue full is not sent: the link is busy, and whatever it
+    /// delivers counts as alive.
+    fn ping_all(&self, r: &Router, quiet: &mut HashMap<MachineId, Quiet>) {
         let limit = 2 * r.config().period.as_micros() as u64;
-        for (peer, term) in Self::linked(r) {
-            let silent = now_us().saturating_sub(term.last_rx.load(Relaxed));
-            if silent > limit {
+        let linked = Self::linked(r);
+        quiet.retain(|m, _| linked.iter().any(|(p, _)| p == m));
+        for (peer, term) in linked {
+            let verdict = quiet.entry(peer.clone()).or_default().round(term.last_rx.load(Relaxed), now_us(), limit);
+            if let Some(silent) = verdict {
                 warn!(term = %term.name, silent_ms = silent / 1000, "neighbour silent, closing link");
                 r.log_event(format!("{} silent for {} ms", term.name, silent / 1000));
                 term.hangup();
@@ -212,10 +219,88 @@ impl Routing for Gossip {
     }
 }
 
+/// Keepalive rounds in a row that heard nothing from a neighbour before
+/// it may be taken for dead: two periods' worth when rounds are on time.
+const ROUNDS: u32 = 4;
+
+/// What the keepalive heard from one neighbour, round by round.
+///
+/// Silence alone, as time since the last frame, also counts the time this
+/// router could not read: a runtime starved for a second (a thousand
+/// process starts) finds every neighbour "silent" when its round finally
+/// runs, though their frames wait unread in the socket. Counting rounds as
+/// well means a late round counts once however late, and the link's reader
+/// gets to run before the next: a real cut is still found after two
+/// periods when the router keeps time, and after [`ROUNDS`] of its rounds
+/// when it is slow, never falsely after one stall.
+#[derive(Default)]
+pub(crate) struct Quiet {
+    /// The neighbour's last frame, as of the last round.
+    rx: u64,
+    /// Rounds since that changed.
+    rounds: u32,
+}
+
+impl Quiet {
+    /// One round at `now` (microseconds, as `last_rx`): the silence, when
+    /// the neighbour last heard at `last_rx` is to be taken for dead.
+    pub(crate) fn round(&mut self, last_rx: u64, now: u64, limit: u64) -> Option<u64> {
+        if last_rx != self.rx {
+            *self = Quiet { rx: last_rx, rounds: 0 };
+        } else {
+            self.rounds = self.rounds.saturating_add(1);
+        }
+        let silent = now.saturating_sub(last_rx);
+        (silent > limit && self.rounds >= ROUNDS).then_some(silent)
+    }
+}
+
 /// Sleeps until `t`, or for ever.
 async fn sleep_until(t: Option<tokio::time::Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1000;
+    /// Two periods of 500 ms, as by default.
+    const LIMIT: u64 = 1000 * MS;
+
+    /// Rounds every 250 ms from `from`, nothing heard after `rx`: when the
+    /// neighbour is taken for dead.
+    fn dead_at(q: &mut Quiet, rx: u64, from: u64) -> u64 {
+        (0..100).map(|i| from + i * 250 * MS).find(|&t| q.round(rx, t, LIMIT).is_some()).expect("a verdict")
+    }
+
+    #[test]
+    fn a_cut_is_found_after_two_periods_when_rounds_keep_time() {
+        let mut q = Quiet::default();
+        assert_eq!(q.round(0, 100 * MS, LIMIT), None);
+        // The last frame at 200 ms; the link is cut then.
+        assert_eq!(q.round(200 * MS, 350 * MS, LIMIT), None);
+        let t = dead_at(&mut q, 200 * MS, 600 * MS);
+        assert_eq!(t, 1350 * MS, "the first round past the limit");
+    }
+
+    #[test]
+    fn a_late_round_is_not_the_neighbours_silence() {
+        let mut q = Quiet::default();
+        assert_eq!(q.round(0, 0, LIMIT), None);
+        assert_eq!(q.round(200 * MS, 250 * MS, LIMIT), None);
+        // Starved for 1.5 s: the next round sees the old frame only.
+        assert_eq!(q.round(200 * MS, 1750 * MS, LIMIT), None);
+        // The reader ran meanwhile: frames that waited are heard.
+        assert_eq!(q.round(1760 * MS, 2000 * MS, LIMIT), None);
+        // Starved again, twice in a row, then on time: still alive until
+        // four rounds have heard nothing.
+        assert_eq!(q.round(1760 * MS, 3500 * MS, LIMIT), None);
+        assert_eq!(q.round(1760 * MS, 5000 * MS, LIMIT), None);
+        assert_eq!(q.round(1760 * MS, 5250 * MS, LIMIT), None);
+        assert_eq!(q.round(1760 * MS, 5500 * MS, LIMIT), Some(5500 * MS - 1760 * MS), "four silent rounds");
     }
 }

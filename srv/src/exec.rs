@@ -20,18 +20,29 @@
 //! then flushes each line, so `tr a-z A-Z` answers every line at once
 //! instead of when its input ends; raw mode keeps the bytes unchanged.
 //! Standard input stays a pipe, so closing it is a clean end of file.
+//!
+//! A conversation first takes a place among the service's live processes
+//! ([`Slots`]: at most 256 alive, others wait in order up to 10 s, 1,024
+//! of them at most, then `service busy`), and the process starts on the
+//! blocking pool, a few at a time, never on the router's workers. Its
+//! output is read through the reactor: a live process holds no thread
+//! (a blocking read each used to take one of the pool's 512 threads, and
+//! the 513th process waited for ever).
 
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use nix::sys::signal::Signal;
 use ns::conv::{Conv, Msg, Service};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::unix::AsyncFd;
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tracing::{debug, warn};
+
+use crate::slots::{Limits, Slots};
 
 /// The process group of a conversation's process, killed when dropped
 /// unless disarmed.
@@ -65,41 +76,59 @@ pub const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Runs `command` once per conversation.
 pub struct Exec {
     command: Arc<Vec<String>>,
+    slots: Arc<Slots>,
 }
 
 impl Exec {
     /// `command` is the program and its arguments; it must not be empty.
     pub fn new(command: Vec<String>) -> anyhow::Result<Exec> {
+        Exec::with_limits(command, Limits::default())
+    }
+
+    /// [`Exec::new`] with bounds of its own on the processes.
+    pub fn with_limits(command: Vec<String>, limits: Limits) -> anyhow::Result<Exec> {
         anyhow::ensure!(!command.is_empty(), "exec: empty command");
-        Ok(Exec { command: Arc::new(command) })
+        Ok(Exec { command: Arc::new(command), slots: Arc::new(Slots::new(limits)) })
     }
 }
 
 impl Service for Exec {
     fn serve(&self, conv: Conv) -> BoxFuture<'static, ()> {
-        let command = self.command.clone();
+        let (command, slots) = (self.command.clone(), self.slots.clone());
         Box::pin(async move {
             let path = conv.rx.path().clone();
-            if let Err(e) = run(&command, conv).await {
+            if let Err(e) = run(&command, &slots, conv).await {
                 warn!(conv = %path, command = ?command, "exec: {e}");
             }
         })
     }
 }
 
-/// A pty in raw mode: (master, slave).
+/// A pty in raw mode: (master, slave). Both close on exec from the start
+/// (not openpty(3), which leaves a window): a process started meanwhile on
+/// another thread must not inherit them, or this master would not read
+/// EIO while that process lives. The master is non-blocking, read through
+/// the reactor: a live process holds no thread.
 fn raw_pty() -> nix::Result<(OwnedFd, OwnedFd)> {
-    let pty = nix::pty::openpty(None, None)?;
-    let mut t = nix::sys::termios::tcgetattr(&pty.slave)?;
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master = nix::pty::posix_openpt(flags | OFlag::O_NONBLOCK)?;
+    nix::pty::grantpt(&master)?;
+    nix::pty::unlockpt(&master)?;
+    let name = nix::pty::ptsname_r(&master)?;
+    let slave = nix::fcntl::open(name.as_str(), flags, nix::sys::stat::Mode::empty())?;
+    let mut t = nix::sys::termios::tcgetattr(&slave)?;
     nix::sys::termios::cfmakeraw(&mut t);
-    nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t)?;
-    Ok((pty.master, pty.slave))
+    nix::sys::termios::tcsetattr(&slave, nix::sys::termios::SetArg::TCSANOW, &t)?;
+    Ok((OwnedFd::from(master), slave))
 }
 
-fn spawn(command: &[String]) -> anyhow::Result<(Child, tokio::fs::File)> {
+/// Starts `command` with a raw pty as standard output: (child, master).
+/// Blocking: run it through [`Slots::start`].
+fn spawn(command: &[String]) -> anyhow::Result<(Child, OwnedFd)> {
     let (master, slave) = raw_pty()?;
     // Our copy of the slave must close once the child has it, or reading
-    // the master never ends.
+    // the master never ends: `cmd` owns it, and goes at the end.
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..])
         .stdin(Stdio::piped())
@@ -108,12 +137,40 @@ fn spawn(command: &[String]) -> anyhow::Result<(Child, tokio::fs::File)> {
         .process_group(0)
         .kill_on_drop(true);
     let child = cmd.spawn().map_err(|e| anyhow::anyhow!("{}: {e}", command[0]))?;
-    nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
-    Ok((child, tokio::fs::File::from_std(std::fs::File::from(master))))
+    Ok((child, master))
 }
 
-async fn run(command: &[String], conv: Conv) -> anyhow::Result<()> {
-    let (mut child, mut out) = match spawn(command) {
+/// Reads what the process wrote, at most [`CHUNK`] bytes; 0 at its end.
+async fn read(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        let mut ready = fd.readable().await?;
+        match ready.try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(std::io::Error::from)) {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Ok(r) => return r,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+async fn run(command: &Arc<Vec<String>>, slots: &Slots, conv: Conv) -> anyhow::Result<()> {
+    // A place first; one refused learns why, as for a process that cannot
+    // start. A caller gone meanwhile still waits its turn: what it wrote
+    // before it went (`echo x > data`) is read, as it would have been at
+    // once.
+    let service = conv.rx.path().service.to_string();
+    let _slot = match slots.enter(&service).await {
+        Ok(s) => s,
+        Err(why) => {
+            conv.tx.send_error(&why).await;
+            anyhow::bail!(why);
+        }
+    };
+    let cmd = command.clone();
+    let spawned = slots.start(move || spawn(&cmd)).await.map_err(anyhow::Error::from).and_then(|r| r);
+    // SAFETY: an OwnedFd stays open, and the same descriptor, until the
+    // AsyncFd that owns it is dropped.
+    let spawned = spawned.and_then(|(child, master)| Ok((child, unsafe { AsyncFd::register(master) }?)));
+    let (mut child, out) = match spawned {
         Ok(x) => x,
         Err(e) => {
             // The asker learns why, rather than reading an empty reply.
@@ -151,15 +208,14 @@ async fn run(command: &[String], conv: Conv) -> anyhow::Result<()> {
     // Once they cannot be delivered they are read and dropped, so that the
     // process can still finish its input.
     let output = async {
-        let mut buf = BytesMut::with_capacity(CHUNK);
+        let mut buf = vec![0u8; CHUNK];
         let mut deliver = true;
         loop {
-            buf.reserve(CHUNK);
-            match out.read_buf(&mut buf).await {
+            match read(&out, &mut buf).await {
                 // EIO from a pty master means the slave side is closed.
                 Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    let chunk: Bytes = buf.split().freeze();
+                Ok(n) => {
+                    let chunk = Bytes::copy_from_slice(&buf[..n]);
                     if deliver && tx.send(chunk).await.is_err() {
                         deliver = false;
                     }

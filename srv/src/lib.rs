@@ -16,6 +16,8 @@
 //! - [`nsproc`]: `mesh ns`, a command in a namespace of its own.
 //! - [`pipeline`]: the deployment file's pipelines, started where their
 //!   first stage is served.
+//! - [`slots`]: bounds on a service's processes (starting, alive,
+//!   waiting), and starts off the router's workers; [`exec`] uses it.
 //! - [`up`]: running the routers of a deployment file in one process, as
 //!   `mesh up` does.
 
@@ -31,4 +33,5 @@ pub mod nsproc;
 pub mod parser;
 pub mod pipeline;
 pub mod pty;
+pub mod slots;
 pub mod up;
