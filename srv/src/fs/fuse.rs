@@ -5,6 +5,16 @@
 //! its process in D state (fuser 0.18 answers FUSE_INTERRUPT with ENOSYS).
 //! Every request runs in its own task: a blocked read blocks nobody else.
 //!
+//! Every request that can wait on the mesh answers an interrupt with EINTR
+//! and the unmount with ESHUTDOWN (a read: end of file), since the kernel
+//! waits for that answer uninterruptibly once it has sent the request,
+//! even for `kill -9`. A write interrupted while it waits for the
+//! conversation's credit sent nothing; one that had its credit is sent
+//! whole (see `ns::conv`). A change to a served directory on another
+//! machine, interrupted, may still be made there, as with NFS's `intr`.
+//! Files of this machine's served directories are not interrupted: their
+//! writes end on the blocking pool anyway, and are answered for.
+//!
 //! Inodes are handed out per path and kept while the kernel holds a
 //! lookup on them; a rename moves them. Stream files open with direct I/O,
 //! non-seekable and as streams; text files with direct I/O, since their
@@ -14,6 +24,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -151,13 +162,28 @@ fn utf8(name: &OsStr) -> FuseResult<&str> {
     name.to_str().ok_or_else(|| Errno::from(libc::EINVAL))
 }
 
+/// Why a request's work was stopped before it ended.
+enum Stopped {
+    Interrupted,
+    Unmounting,
+}
+
+/// Forgets a request's interrupt token when its work ends, however it ends.
+struct Pending<'a>(&'a Mutex<HashMap<u64, CancellationToken>>, u64);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        lock(self.0).remove(&self.1);
+    }
+}
+
 /// The file system fuse3 serves.
 pub struct MeshFs {
     ns: Arc<Namespace>,
     inodes: Mutex<Inodes>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
-    /// Blocked reads by request, so an interrupt can end them.
+    /// Requests that may block, so an interrupt can end them.
     pending: Mutex<HashMap<u64, CancellationToken>>,
     early: Mutex<VecDeque<u64>>,
     uid: u32,
@@ -278,8 +304,13 @@ impl MeshFs {
         lock(&self.handles).get(&fh).cloned().ok_or_else(|| Errno::from(libc::EBADF))
     }
 
-    /// Runs a blocking read so that an interrupt or shutdown ends it.
-    async fn interruptible(&self, unique: u64, h: &Handle, offset: u64, size: usize) -> FuseResult<Bytes> {
+    /// Runs `work` for request `unique` until it ends, or an interrupt of
+    /// that request or the unmount stops it (dropping it).
+    async fn interruptible<T>(
+        &self,
+        unique: u64,
+        work: impl Future<Output = FuseResult<T>>,
+    ) -> Result<FuseResult<T>, Stopped> {
         let token = CancellationToken::new();
         {
             let mut early = lock(&self.early);
@@ -289,17 +320,22 @@ impl MeshFs {
             }
         }
         lock(&self.pending).insert(unique, token.clone());
-        let res = tokio::select! {
-            r = self.ns.read(h, offset, size) => r.map_err(|e| errno(&e)),
-            _ = token.cancelled() => {
-                self.ns.cancel(h).await;
-                Err(Errno::from(libc::EINTR))
-            }
-            // Unmounting: readers see end of file.
-            _ = self.shutdown.cancelled() => Ok(Bytes::new()),
-        };
-        lock(&self.pending).remove(&unique);
-        res
+        let _pending = Pending(&self.pending, unique);
+        tokio::select! {
+            r = work => Ok(r),
+            _ = token.cancelled() => Err(Stopped::Interrupted),
+            _ = self.shutdown.cancelled() => Err(Stopped::Unmounting),
+        }
+    }
+
+    /// [`MeshFs::interruptible`] for a request with nothing to tell
+    /// anyone when stopped.
+    async fn stoppable<T>(&self, unique: u64, work: impl Future<Output = FuseResult<T>>) -> FuseResult<T> {
+        match self.interruptible(unique, work).await {
+            Ok(r) => r,
+            Err(Stopped::Interrupted) => Err(Errno::from(libc::EINTR)),
+            Err(Stopped::Unmounting) => Err(Errno::from(libc::ESHUTDOWN)),
+        }
     }
 
     /// Wakes the kernel's poll handle from outside any request handler
@@ -320,10 +356,10 @@ impl Filesystem for MeshFs {
 
     async fn destroy(&self, _req: Request) {}
 
-    async fn lookup(&self, _req: Request, parent: u64, name: &OsStr) -> FuseResult<ReplyEntry> {
+    async fn lookup(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<ReplyEntry> {
         let name = name.to_str().ok_or_else(|| Errno::from(libc::ENOENT))?;
         let path = child(&self.path(parent)?, name);
-        let e = self.stat(&path).await?;
+        let e = self.stoppable(req.unique, self.stat(&path)).await?;
         let ino = lock(&self.inodes).get_or_add(&path);
         Ok(ReplyEntry { ttl: TTL, attr: self.attr(ino, &e), generation: 0 })
     }
@@ -339,13 +375,13 @@ impl Filesystem for MeshFs {
         }
     }
 
-    async fn getattr(&self, _req: Request, inode: u64, fh: Option<u64>, _flags: u32) -> FuseResult<ReplyAttr> {
+    async fn getattr(&self, req: Request, inode: u64, fh: Option<u64>, _flags: u32) -> FuseResult<ReplyAttr> {
         let path = self.path(inode)?;
         // A local open file answers for itself, even once removed.
         let open = fh.and_then(|fh| self.handle(fh).ok()).filter(|h| matches!(**h, Handle::Stored(_)));
         let e = match open {
             Some(h) => self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e))?,
-            None => self.stat(&path).await?,
+            None => self.stoppable(req.unique, self.stat(&path)).await?,
         };
         Ok(ReplyAttr { ttl: TTL, attr: self.attr(inode, &e) })
     }
@@ -353,61 +389,63 @@ impl Filesystem for MeshFs {
     /// Size, mode and times change files of served directories; ownership
     /// is not kept (machines do not share users). On the tree's own files
     /// it is accepted and means nothing: `echo x > ctl` truncates first.
-    async fn setattr(&self, _req: Request, inode: u64, fh: Option<u64>, set: SetAttr) -> FuseResult<ReplyAttr> {
+    async fn setattr(&self, req: Request, inode: u64, fh: Option<u64>, set: SetAttr) -> FuseResult<ReplyAttr> {
         let path = self.path(inode)?;
         let ts = |t: Option<Timestamp>| t.map(|t| (t.sec, t.nsec));
         let attrs =
             Attrs { size: set.size, mode: set.mode.map(|m| m & 0o7777), atime: ts(set.atime), mtime: ts(set.mtime) };
         let h = fh.and_then(|fh| self.handle(fh).ok());
-        let e = self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e))?;
+        let set =
+            async { self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e)) };
+        let e = self.stoppable(req.unique, set).await?;
         Ok(ReplyAttr { ttl: TTL, attr: self.attr(inode, &e) })
     }
 
-    async fn open(&self, _req: Request, inode: u64, flags: u32) -> FuseResult<ReplyOpen> {
+    async fn open(&self, req: Request, inode: u64, flags: u32) -> FuseResult<ReplyOpen> {
         let path = self.path(inode)?;
-        let h =
-            self.ns.bound().open_with(&components(&path), Access::from_flags(flags)).await.map_err(|e| errno(&e))?;
+        let open = async {
+            self.ns.bound().open_with(&components(&path), Access::from_flags(flags)).await.map_err(|e| errno(&e))
+        };
+        let h = self.stoppable(req.unique, open).await?;
         let (fh, flags) = self.add_handle(h);
         Ok(ReplyOpen { fh, flags })
     }
 
-    async fn create(
-        &self,
-        _req: Request,
-        parent: u64,
-        name: &OsStr,
-        mode: u32,
-        flags: u32,
-    ) -> FuseResult<ReplyCreated> {
+    async fn create(&self, req: Request, parent: u64, name: &OsStr, mode: u32, flags: u32) -> FuseResult<ReplyCreated> {
         let path = self.child(parent, name)?;
         let excl = flags as i32 & libc::O_EXCL != 0;
-        let (e, h) = self
-            .ns
-            .bound()
-            .create(&components(&path), mode, Access::from_flags(flags), excl)
-            .await
-            .map_err(|e| errno(&e))?;
+        let create = async {
+            self.ns
+                .bound()
+                .create(&components(&path), mode, Access::from_flags(flags), excl)
+                .await
+                .map_err(|e| errno(&e))
+        };
+        let (e, h) = self.stoppable(req.unique, create).await?;
         let entry = self.made(&path, &e);
         let (fh, flags) = self.add_handle(h);
         Ok(ReplyCreated { ttl: TTL, attr: entry.attr, generation: 0, fh, flags })
     }
 
-    async fn mkdir(&self, _req: Request, parent: u64, name: &OsStr, mode: u32, _umask: u32) -> FuseResult<ReplyEntry> {
+    async fn mkdir(&self, req: Request, parent: u64, name: &OsStr, mode: u32, _umask: u32) -> FuseResult<ReplyEntry> {
         let path = self.child(parent, name)?;
-        let e = self.ns.bound().mkdir(&components(&path), mode).await.map_err(|e| errno(&e))?;
+        let mkdir = async { self.ns.bound().mkdir(&components(&path), mode).await.map_err(|e| errno(&e)) };
+        let e = self.stoppable(req.unique, mkdir).await?;
         Ok(self.made(&path, &e))
     }
 
-    async fn unlink(&self, _req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
+    async fn unlink(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.child(parent, name)?;
-        self.ns.bound().remove(&components(&path), false).await.map_err(|e| errno(&e))?;
+        let remove = async { self.ns.bound().remove(&components(&path), false).await.map_err(|e| errno(&e)) };
+        self.stoppable(req.unique, remove).await?;
         lock(&self.inodes).detach(&path);
         Ok(())
     }
 
-    async fn rmdir(&self, _req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
+    async fn rmdir(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.child(parent, name)?;
-        self.ns.bound().remove(&components(&path), true).await.map_err(|e| errno(&e))?;
+        let remove = async { self.ns.bound().remove(&components(&path), true).await.map_err(|e| errno(&e)) };
+        self.stoppable(req.unique, remove).await?;
         lock(&self.inodes).detach(&path);
         Ok(())
     }
@@ -426,7 +464,7 @@ impl Filesystem for MeshFs {
     /// RENAME_NOREPLACE is kept; RENAME_EXCHANGE and whiteouts are not.
     async fn rename2(
         &self,
-        _req: Request,
+        req: Request,
         parent: u64,
         name: &OsStr,
         new_parent: u64,
@@ -439,25 +477,44 @@ impl Filesystem for MeshFs {
         let from = self.child(parent, name)?;
         let to = self.child(new_parent, new_name)?;
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
-        self.ns.bound().rename(&components(&from), &components(&to), noreplace).await.map_err(|e| errno(&e))?;
+        let rename = async {
+            self.ns.bound().rename(&components(&from), &components(&to), noreplace).await.map_err(|e| errno(&e))
+        };
+        self.stoppable(req.unique, rename).await?;
         lock(&self.inodes).rename(&from, &to);
         Ok(())
     }
 
-    async fn fsync(&self, _req: Request, _inode: u64, fh: u64, _datasync: bool) -> FuseResult<()> {
+    async fn fsync(&self, req: Request, _inode: u64, fh: u64, _datasync: bool) -> FuseResult<()> {
         let h = self.handle(fh)?;
-        self.ns.sync(&h).await.map_err(|e| errno(&e))
+        let sync = async { self.ns.sync(&h).await.map_err(|e| errno(&e)) };
+        match *h {
+            Handle::Stored(_) => sync.await,
+            _ => self.stoppable(req.unique, sync).await,
+        }
     }
 
     async fn read(&self, req: Request, _inode: u64, fh: u64, offset: u64, size: u32) -> FuseResult<ReplyData> {
         let h = self.handle(fh)?;
-        let data = self.interruptible(req.unique, &h, offset, size as usize).await?;
+        let read = async { self.ns.read(&h, offset, size as usize).await.map_err(|e| errno(&e)) };
+        let data = match self.interruptible(req.unique, read).await {
+            Ok(r) => r?,
+            // The service is told, so that it can stop the work.
+            Err(Stopped::Interrupted) => {
+                self.ns.cancel(&h).await;
+                return Err(Errno::from(libc::EINTR));
+            }
+            // Unmounting: readers see end of file.
+            Err(Stopped::Unmounting) => Bytes::new(),
+        };
         Ok(ReplyData { data })
     }
 
+    /// A write to a stream is one message: interrupted while it waits for
+    /// the conversation's credit, it sent nothing.
     async fn write(
         &self,
-        _req: Request,
+        req: Request,
         _inode: u64,
         fh: u64,
         offset: u64,
@@ -466,7 +523,11 @@ impl Filesystem for MeshFs {
         _flags: u32,
     ) -> FuseResult<ReplyWrite> {
         let h = self.handle(fh)?;
-        let n = self.ns.write_at(&h, offset, data).await.map_err(|e| errno(&e))?;
+        let write = async { self.ns.write_at(&h, offset, data).await.map_err(|e| errno(&e)) };
+        let n = match *h {
+            Handle::Stored(_) => write.await?,
+            _ => self.stoppable(req.unique, write).await?,
+        };
         Ok(ReplyWrite { written: n as u32 })
     }
 
@@ -500,13 +561,13 @@ impl Filesystem for MeshFs {
 
     async fn readdir<'a>(
         &'a self,
-        _req: Request,
+        req: Request,
         parent: u64,
         _fh: u64,
         offset: i64,
     ) -> FuseResult<ReplyDirectory<impl FutStream<Item = FuseResult<DirectoryEntry>> + Send + 'a>> {
         let out: Vec<FuseResult<DirectoryEntry>> = self
-            .listing(parent, offset.max(0) as u64, false)
+            .stoppable(req.unique, self.listing(parent, offset.max(0) as u64, false))
             .await?
             .into_iter()
             .map(|(offset, inode, name, e)| Ok(DirectoryEntry { inode, kind: file_type(e.kind), name, offset }))
@@ -517,14 +578,14 @@ impl Filesystem for MeshFs {
     /// Like readdir with attributes; each entry counts as a lookup.
     async fn readdirplus<'a>(
         &'a self,
-        _req: Request,
+        req: Request,
         parent: u64,
         _fh: u64,
         offset: u64,
         _lock_owner: u64,
     ) -> FuseResult<ReplyDirectoryPlus<impl FutStream<Item = FuseResult<DirectoryEntryPlus>> + Send + 'a>> {
         let out: Vec<FuseResult<DirectoryEntryPlus>> = self
-            .listing(parent, offset, true)
+            .stoppable(req.unique, self.listing(parent, offset, true))
             .await?
             .into_iter()
             .map(|(offset, inode, name, e)| {
@@ -581,3 +642,6 @@ impl Filesystem for MeshFs {
         Ok(ReplyStatFs { blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 })
     }
 }
+
+#[cfg(test)]
+mod tests;
