@@ -151,10 +151,10 @@ fn one_conv(mnt: &Path) -> String {
     convs(mnt).remove(0)
 }
 
-/// Both ends gone from both trees.
-fn ended(a: &Path, c: &Path, what: &str) -> Duration {
+/// Both ends gone from both trees, within `limit`.
+fn ended(a: &Path, c: &Path, what: &str, limit: Duration) -> Duration {
     let t0 = Instant::now();
-    until(&format!("{what}: the conversation gone from a's and c's trees"), T, || {
+    until(&format!("{what}: the conversation gone from a's and c's trees"), limit, || {
         convs(a).is_empty() && convs(c).is_empty()
     });
     t0.elapsed()
@@ -185,7 +185,7 @@ fn blocked_writers_die_on_kill_and_interrupt_and_hangup_ends_both_ends() {
         format_args!("blocked after {mib} MiB; reaped {took:?} after kill -9, states seen {states:?}"),
     );
     assert!(took.is_some(), "a writer blocked on svc/stuck/data outlived kill -9 by {PROMPT:?} (states {states:?})");
-    let gone = ended(&a, &c, "killed writer");
+    let gone = ended(&a, &c, "killed writer", T);
     measured("kill -9 of a blocked writer", format_args!("both ends gone {gone:?} after"));
 
     // SIGINT to a writer that handles it: the blocked write fails with
@@ -208,7 +208,7 @@ fn blocked_writers_die_on_kill_and_interrupt_and_hangup_ends_both_ends() {
     let took = t0.elapsed();
     assert_eq!(w.errors(), ["4", "32"], "{}", w.output());
     assert!(w.exited(PROMPT).0.is_some(), "the writer did not end after EPIPE");
-    let gone = ended(&a, &c, "hangup on a");
+    let gone = ended(&a, &c, "hangup on a", T);
     measured("hangup on a", format_args!("EPIPE after {took:?}; both ends gone {gone:?} after"));
 
     // hangup on c, the service's end of a conversation opened from a.
@@ -221,6 +221,22 @@ fn blocked_writers_die_on_kill_and_interrupt_and_hangup_ends_both_ends() {
     let took = t0.elapsed();
     assert_eq!(w.errors(), ["32"], "{}", w.output());
     assert!(w.exited(PROMPT).0.is_some(), "the writer did not end after EPIPE");
-    let gone = ended(&a, &c, "hangup on c");
+    let gone = ended(&a, &c, "hangup on c", T);
     measured("hangup on c", format_args!("EPIPE on a after {took:?}; both ends gone {gone:?} after"));
+
+    // kill -9 of a writer through c's own tree: its write on a ends at
+    // once; c's relay of the file gives the service that stopped reading
+    // 10 s (srv's remote::server ORPHANED), then lets go, and the
+    // service's process goes 2 s later. Before, both stayed for ever.
+    let far = a.join("n/c/svc/stuck/data");
+    let mut w = Writer::spawn(&m, "killed-far", &far);
+    let mib = w.blocked();
+    kill(w.pid(), Signal::SIGKILL).expect("kill -9");
+    let (took, states) = w.exited(PROMPT);
+    assert!(took.is_some(), "a writer blocked on n/c/svc/stuck/data outlived kill -9 by {PROMPT:?} ({states:?})");
+    let gone = ended(&a, &c, "kill -9 through n/c", 3 * T);
+    measured(
+        "kill -9 of a writer through n/c",
+        format_args!("blocked after {mib} MiB; reaped {took:?} after, states {states:?}; c's ends gone {gone:?} after"),
+    );
 }
