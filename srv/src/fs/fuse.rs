@@ -185,6 +185,8 @@ pub struct MeshFs {
     next_fh: AtomicU64,
     /// Requests that may block, so an interrupt can end them.
     pending: Mutex<HashMap<u64, CancellationToken>>,
+    /// Interrupts of requests not registered yet. Lock order: `pending`,
+    /// then `early`; the other locks here are never held together.
     early: Mutex<VecDeque<u64>>,
     uid: u32,
     gid: u32,
@@ -312,6 +314,10 @@ impl MeshFs {
         work: impl Future<Output = FuseResult<T>>,
     ) -> Result<FuseResult<T>, Stopped> {
         let token = CancellationToken::new();
+        lock(&self.pending).insert(unique, token.clone());
+        let _pending = Pending(&self.pending, unique);
+        // Looked for after registering: `interrupt` holds `pending` while
+        // it adds to `early`, so an interrupt is found in one or the other.
         {
             let mut early = lock(&self.early);
             if let Some(i) = early.iter().position(|&u| u == unique) {
@@ -319,8 +325,6 @@ impl MeshFs {
                 token.cancel();
             }
         }
-        lock(&self.pending).insert(unique, token.clone());
-        let _pending = Pending(&self.pending, unique);
         tokio::select! {
             r = work => Ok(r),
             _ = token.cancelled() => Err(Stopped::Interrupted),
@@ -606,7 +610,8 @@ impl Filesystem for MeshFs {
     }
 
     async fn interrupt(&self, _req: Request, unique: u64) -> FuseResult<()> {
-        match lock(&self.pending).get(&unique) {
+        let pending = lock(&self.pending);
+        match pending.get(&unique) {
             Some(t) => t.cancel(),
             None => {
                 let mut early = lock(&self.early);
