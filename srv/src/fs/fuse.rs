@@ -11,9 +11,10 @@
 //! even for `kill -9`. A write interrupted while it waits for the
 //! conversation's credit sent nothing; one that had its credit is sent
 //! whole (see `ns::conv`). A change to a served directory on another
-//! machine, interrupted, may still be made there, as with NFS's `intr`.
-//! Files of this machine's served directories are not interrupted: their
-//! writes end on the blocking pool anyway, and are answered for.
+//! machine, interrupted, may still be made there, as with NFS's `intr`
+//! (so may one here, done on the blocking pool). Writes and fsyncs of
+//! files open in this machine's served directories are not interrupted:
+//! they end on the blocking pool anyway, and are answered for.
 //!
 //! Inodes are handed out per path and kept while the kernel holds a
 //! lookup on them; a rename moves them. Stream files open with direct I/O,

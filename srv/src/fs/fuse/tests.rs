@@ -15,8 +15,8 @@ use tokio_util::sync::DropGuard;
 
 use super::*;
 
-/// How long a write that is not blocked takes at most, and how long an
-/// ended one may take to answer: generous, the machine may be busy.
+/// How long a blocked write is watched not ending, and how long a write
+/// that must end may take: generous, the machine may be busy.
 const QUICK: Duration = Duration::from_millis(300);
 const ANSWER: Duration = Duration::from_secs(5);
 
@@ -86,18 +86,17 @@ impl Fixture {
     }
 
     /// Opens `svc/stall/data` and writes 1 MiB at a time until a write
-    /// blocks: the file, the blocked write and its request.
+    /// blocks, as the one past the window must (nothing is read): the
+    /// file, the blocked write and its request.
     async fn blocked(&self) -> ((u64, u64), JoinHandle<FuseResult<ReplyWrite>>, u64) {
         let file = self.open("svc/stall/data").await;
-        for _ in 0..16 {
-            let unique = self.next();
-            let mut w = self.write(unique, file, 1 << 20);
-            match tokio::time::timeout(QUICK, &mut w).await {
-                Ok(done) => assert_eq!(done.expect("write task").expect("write").written, 1 << 20),
-                Err(_) => return (file, w, unique),
-            }
+        for _ in 0..ns::conv::WINDOW >> 20 {
+            assert_eq!(ended(self.write(self.next(), file, 1 << 20)).await, Ok(1 << 20));
         }
-        panic!("16 MiB written to a service that reads nothing");
+        let unique = self.next();
+        let mut w = self.write(unique, file, 1 << 20);
+        assert!(tokio::time::timeout(QUICK, &mut w).await.is_err(), "wrote past the window");
+        (file, w, unique)
     }
 
     /// The conversation numbers listed under `svc/stall/`: (the opener's
@@ -105,7 +104,7 @@ impl Fixture {
     fn ends(&self) -> (u64, u64) {
         let list = self.ns.router().convs().list();
         let end = |service_side: bool| {
-            // The newest: those of earlier tests stay while their files are open.
+            // The newest: those of earlier rounds stay while their files are open.
             list.iter()
                 .filter(|c| c.path.service.as_str() == "stall" && c.peer.is_some() == service_side)
                 .filter_map(|c| c.path.conv)
