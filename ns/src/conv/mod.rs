@@ -13,10 +13,23 @@
 //!
 //! Signals: `Eof` travels with the data (no more from me), `Hangup` against
 //! it (I am gone, stop writing to me), `Error` ends both directions.
+//!
+//! A send may be abandoned (an interrupted write drops it): while it waits
+//! for credit, nothing is spent and nothing sent; once it has its credit,
+//! the message goes whole, finished in a task of its own if need be, and
+//! everything this end sends after it waits its turn (see [`Sending`]). So
+//! a conversation never holds half a message, nor loses credit.
+//!
+//! Locks: `target`, `closed` and the table's maps are held only for a
+//! moment and never two at once; `turn` (async) is held while an end's
+//! envelopes go out, and no other lock is taken under it.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -116,6 +129,9 @@ struct Shared {
     cancels: watch::Sender<u64>,
     /// Cancelled when writing fails, so an idle service notices.
     hung_up: tokio_util::sync::CancellationToken,
+    /// Held while this end's envelopes go out, so they leave in order even
+    /// when a send was abandoned half-way (see [`Sending`]).
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// One endpoint, as handed to a service or opened by a client.
@@ -276,50 +292,97 @@ impl ConvReader {
     }
 }
 
+/// Envelopes of one end going out in order, with the end's turn held.
+/// Dropped before it is done (its sender gave up waiting), it finishes in
+/// a task of its own: what has spent its credit is sent whole.
+struct Sending(Option<futures::future::BoxFuture<'static, ()>>);
+
+impl Sending {
+    fn new(outbox: Arc<dyn Outbox>, turn: tokio::sync::OwnedMutexGuard<()>, envs: Vec<Envelope>) -> Sending {
+        Sending(Some(Box::pin(async move {
+            for env in envs {
+                outbox.send(env).await;
+            }
+            drop(turn);
+        })))
+    }
+}
+
+impl Future for Sending {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(f) = self.0.as_mut() else { return Poll::Ready(()) };
+        let done = f.as_mut().poll(cx);
+        if done.is_ready() {
+            self.0 = None;
+        }
+        done
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if let (Some(f), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(f);
+        }
+    }
+}
+
 impl ConvWriter {
     /// Sends one message, waiting for credit. Fails once the peer has hung
-    /// up or the conversation failed, with the reason.
+    /// up or the conversation failed, with the reason. Abandoned while it
+    /// waits for credit, it sends nothing; once it has credit, the message
+    /// goes whole (see the module's doc).
     pub async fn send(&self, data: Bytes) -> Result<(), String> {
         if data.len() > MAX_MSG {
             return Err(error::detail(error::ETOOBIG, format!("{} bytes, limit {MAX_MSG}", data.len())));
         }
         let need = cost(data.len());
-        match self.shared.credit.acquire_many(need).await {
-            Ok(p) => p.forget(),
-            Err(_) => return Err(self.closed_reason()),
-        }
+        let Ok(credit) = self.shared.credit.acquire_many(need).await else {
+            return Err(self.closed_reason());
+        };
+        // Dropped while waiting here, the credit goes back.
+        let turn = self.shared.turn.clone().lock_owned().await;
+        credit.forget();
         let c = &self.shared.counters;
         c.msgs_out.fetch_add(1, Relaxed);
         c.bytes_out.fetch_add(data.len() as u64, Relaxed);
         let env = self.envelope(Kind::Data, data);
-        self.table.outbox().send(env).await;
+        Sending::new(self.table.outbox().clone(), turn, vec![env]).await;
         Ok(())
+    }
+
+    /// Sends one control envelope in this end's turn.
+    async fn control(&self, kind: Kind) {
+        let turn = self.shared.turn.clone().lock_owned().await;
+        let env = self.envelope(kind, Bytes::new());
+        Sending::new(self.table.outbox().clone(), turn, vec![env]).await;
     }
 
     /// Ends this side's output: the peer reads end of file. Not once the
     /// conversation has failed or the peer hung up: what this end wrote
     /// may be lost, and an `Eof` would say that it all arrived.
     pub async fn eof(&self) {
+        let turn = self.shared.turn.clone().lock_owned().await;
         if lock(&self.shared.closed).is_some() {
             return;
         }
         if !self.shared.eof_sent.swap(true, Relaxed) {
             let env = self.envelope(Kind::Eof, Bytes::new());
-            self.table.outbox().send(env).await;
+            Sending::new(self.table.outbox().clone(), turn, vec![env]).await;
         }
     }
 
     /// Fails the conversation at the other end with `why`: its reader
     /// sees the error. For a service that cannot do its work.
     pub async fn send_error(&self, why: &str) {
-        let env = self.envelope(Kind::Error(why.to_string()), Bytes::new());
-        self.table.outbox().send(env).await;
+        self.control(Kind::Error(why.to_string())).await
     }
 
     /// Tells the other end that a reader here was interrupted.
     pub async fn cancel(&self) {
-        let env = self.envelope(Kind::Cancel, Bytes::new());
-        self.table.outbox().send(env).await;
+        self.control(Kind::Cancel).await
     }
 
     /// Ends this endpoint with an error its reader and writer see.
@@ -388,7 +451,7 @@ impl Drop for HangupGuard {
             msgs.push((peer.clone(), kind));
         }
         // In order: the hangup is the last this end says.
-        self.table.send_controls(&s.path, msgs);
+        self.table.send_controls(s, msgs);
     }
 }
 
@@ -397,3 +460,6 @@ impl Drop for HangupGuard {
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests;

@@ -112,6 +112,7 @@ impl ConvTable {
             eof_sent: AtomicBool::new(false),
             cancels: watch::channel(0).0,
             hung_up: Default::default(),
+            turn: Default::default(),
         });
         lock(&self.convs).insert(n, shared.clone());
         let guard = Arc::new(HangupGuard { shared: shared.clone(), table: self.clone() });
@@ -210,6 +211,22 @@ impl ConvTable {
         }
     }
 
+    /// Hangs up conversation `n` from this end (its ctl's `hangup`): its
+    /// reader and writer here, a writer blocked for credit included, get
+    /// `conversation hung up`, and so does the other end, told by an
+    /// error envelope. False if `n` is not here.
+    pub fn hangup(&self, n: u64) -> bool {
+        let Some(s) = lock(&self.convs).get(&n).cloned() else { return false };
+        s.fail(error::EHUNGUP);
+        let target = lock(&s.target).dst.clone();
+        let mut msgs = vec![(target.clone(), Kind::Error(error::EHUNGUP.into()))];
+        if let Some(peer) = s.peer.as_ref().filter(|p| **p != target) {
+            msgs.push((peer.clone(), Kind::Error(error::EHUNGUP.into())));
+        }
+        self.send_controls(&s, msgs);
+        true
+    }
+
     /// Fails every endpoint (shutdown).
     pub fn fail_all(&self, why: &str) {
         let convs: Vec<_> = lock(&self.convs).values().cloned().collect();
@@ -253,21 +270,24 @@ impl ConvTable {
         tokio::spawn(async move { outbox.send(env).await });
     }
 
-    /// Sends control messages from `src`, in order: one task sends them
-    /// all, since separate tasks may run in any order (a multi-threaded
-    /// runtime runs the task spawned last first), and an `Eof` that
-    /// overtook its own `Hangup` would leave the end remembered on every
-    /// link it crossed (see [`crate::crossed`]).
-    pub(super) fn send_controls(&self, src: &Addr, msgs: Vec<(Addr, Kind)>) {
+    /// Sends control messages from end `s`, in order and after what it
+    /// is still sending (its turn): one task sends them all, since
+    /// separate tasks may run in any order (a multi-threaded runtime runs
+    /// the task spawned last first), and an `Eof` that overtook its own
+    /// `Hangup` would leave the end remembered on every link it crossed
+    /// (see [`crate::crossed`]).
+    pub(super) fn send_controls(&self, s: &Shared, msgs: Vec<(Addr, Kind)>) {
         if tokio::runtime::Handle::try_current().is_err() {
             return; // the runtime is gone: so are the peers' tasks
         }
         let outbox = self.outbox().clone();
         let envs: Vec<Envelope> = msgs
             .into_iter()
-            .map(|(dst, kind)| Envelope::new(outbox.next_id(), src.clone(), dst, kind, Bytes::new()))
+            .map(|(dst, kind)| Envelope::new(outbox.next_id(), s.path.clone(), dst, kind, Bytes::new()))
             .collect();
+        let turn = s.turn.clone();
         tokio::spawn(async move {
+            let _turn = turn.lock().await;
             for env in envs {
                 outbox.send(env).await;
             }

@@ -2,11 +2,12 @@
 //!
 //! Router `ctl`: `dial DIALSTRING`, `hangup TERMINAL`,
 //! `mount DIALSTRING /n/NAME`, `bind [-a|-b|-c] OLD NEW`, `unmount [OLD] NEW`. Terminal `ctl`: `hangup`, `redial`.
-//! Conversation `ctl`: `replyto PATH...`, `hangup`, and what the service's
-//! kind takes (a pty: `size COLS ROWS`). A service's own `ctl`, for kinds
-//! with settings: the encoder's `fps N`, `bitrate N`. Several messages per
-//! write are allowed, one per line; the first bad one fails the write with
-//! `bad ctl message: ...`, which is also logged and shown in `M/ctl`.
+//! Conversation `ctl`: `replyto PATH...`, `hangup` (on either end's ctl,
+//! for both ends), and what the service's kind takes (a pty: `size COLS
+//! ROWS`). A service's own `ctl`, for kinds with settings: the encoder's
+//! `fps N`, `bitrate N`. Several messages per write are allowed, one per
+//! line; the first bad one fails the write with `bad ctl message: ...`,
+//! which is also logged and shown in `M/ctl`.
 
 use dial::DialString;
 use ns::error::{self, EBADCTL};
@@ -139,11 +140,14 @@ fn conv_ctl(ns: &super::Namespace, s: &str, n: u64, line: &str, w: &[&str]) -> R
                 Err(bad(format!("replyto: no conversation {s}/{n}")))
             }
         }
+        // Any conversation listed under svc/S: opened here through clone or
+        // data, or the service's end of one opened from elsewhere.
         ["hangup"] => {
-            if ns.slots.hangup(n) {
+            let listed = r.convs().status(n).is_some_and(|c| c.path.service.as_str() == s);
+            if listed && r.convs().hangup(n) {
                 Ok(())
             } else {
-                Err(bad(format!("hangup: conversation {s}/{n} is not open here")))
+                Err(bad(format!("hangup: no conversation {s}/{n}")))
             }
         }
         // The service's kind may take messages of its own (a pty: size).

@@ -5,6 +5,17 @@
 //! its process in D state (fuser 0.18 answers FUSE_INTERRUPT with ENOSYS).
 //! Every request runs in its own task: a blocked read blocks nobody else.
 //!
+//! Every request that can wait on the mesh answers an interrupt with EINTR
+//! and the unmount with ESHUTDOWN (a read: end of file), since the kernel
+//! waits for that answer uninterruptibly once it has sent the request,
+//! even for `kill -9`. A write interrupted while it waits for the
+//! conversation's credit sent nothing; one that had its credit is sent
+//! whole (see `ns::conv`). A change to a served directory on another
+//! machine, interrupted, may still be made there, as with NFS's `intr`
+//! (so may one here, done on the blocking pool). Writes and fsyncs of
+//! files open in this machine's served directories are not interrupted:
+//! they end on the blocking pool anyway, and are answered for.
+//!
 //! Inodes are handed out per path and kept while the kernel holds a
 //! lookup on them; a rename moves them. Stream files open with direct I/O,
 //! non-seekable and as streams; text files with direct I/O, since their
@@ -14,6 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -198,6 +210,21 @@ fn utf8(name: &OsStr) -> FuseResult<&str> {
     name.to_str().ok_or_else(|| Errno::from(libc::EINVAL))
 }
 
+/// Why a request's work was stopped before it ended.
+enum Stopped {
+    Interrupted,
+    Unmounting,
+}
+
+/// Forgets a request's interrupt token when its work ends, however it ends.
+struct Pending<'a>(&'a Mutex<HashMap<u64, CancellationToken>>, u64);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        lock(self.0).remove(&self.1);
+    }
+}
+
 /// The file system fuse3 serves.
 pub struct MeshFs {
     ns: Arc<Namespace>,
@@ -207,8 +234,10 @@ pub struct MeshFs {
     /// Open files that took record locks: their owners' locks go when a
     /// descriptor is closed (flush).
     locked: Mutex<std::collections::HashSet<u64>>,
-    /// Blocked reads by request, so an interrupt can end them.
+    /// Requests that may block, so an interrupt can end them.
     pending: Mutex<HashMap<u64, CancellationToken>>,
+    /// Interrupts of requests not registered yet. Lock order: `pending`,
+    /// then `early`; the other locks here are never held together.
     early: Mutex<VecDeque<u64>>,
     uid: u32,
     gid: u32,
@@ -329,11 +358,18 @@ impl MeshFs {
         lock(&self.handles).get(&fh).cloned().ok_or_else(|| Errno::from(libc::EBADF))
     }
 
-    /// A token an interrupt of request `unique` cancels (already
-    /// cancelled if the interrupt came first); the caller removes it from
-    /// `pending` when done.
-    fn register(&self, unique: u64) -> CancellationToken {
+    /// Runs `work` for request `unique` until it ends, or an interrupt of
+    /// that request or the unmount stops it (dropping it).
+    async fn interruptible<T>(
+        &self,
+        unique: u64,
+        work: impl Future<Output = FuseResult<T>>,
+    ) -> Result<FuseResult<T>, Stopped> {
         let token = CancellationToken::new();
+        lock(&self.pending).insert(unique, token.clone());
+        let _pending = Pending(&self.pending, unique);
+        // Looked for after registering: `interrupt` holds `pending` while
+        // it adds to `early`, so an interrupt is found in one or the other.
         {
             let mut early = lock(&self.early);
             if let Some(i) = early.iter().position(|&u| u == unique) {
@@ -341,24 +377,21 @@ impl MeshFs {
                 token.cancel();
             }
         }
-        lock(&self.pending).insert(unique, token.clone());
-        token
+        tokio::select! {
+            r = work => Ok(r),
+            _ = token.cancelled() => Err(Stopped::Interrupted),
+            _ = self.shutdown.cancelled() => Err(Stopped::Unmounting),
+        }
     }
 
-    /// Runs a blocking read so that an interrupt or shutdown ends it.
-    async fn interruptible(&self, unique: u64, h: &Handle, offset: u64, size: usize) -> FuseResult<Bytes> {
-        let token = self.register(unique);
-        let res = tokio::select! {
-            r = self.ns.read(h, offset, size) => r.map_err(|e| errno(&e)),
-            _ = token.cancelled() => {
-                self.ns.cancel(h).await;
-                Err(Errno::from(libc::EINTR))
-            }
-            // Unmounting: readers see end of file.
-            _ = self.shutdown.cancelled() => Ok(Bytes::new()),
-        };
-        lock(&self.pending).remove(&unique);
-        res
+    /// [`MeshFs::interruptible`] for a request with nothing to tell
+    /// anyone when stopped.
+    async fn stoppable<T>(&self, unique: u64, work: impl Future<Output = FuseResult<T>>) -> FuseResult<T> {
+        match self.interruptible(unique, work).await {
+            Ok(r) => r,
+            Err(Stopped::Interrupted) => Err(Errno::from(libc::EINTR)),
+            Err(Stopped::Unmounting) => Err(Errno::from(libc::ESHUTDOWN)),
+        }
     }
 
     /// Wakes the kernel's poll handle from outside any request handler
@@ -379,10 +412,10 @@ impl Filesystem for MeshFs {
 
     async fn destroy(&self, _req: Request) {}
 
-    async fn lookup(&self, _req: Request, parent: u64, name: &OsStr) -> FuseResult<ReplyEntry> {
+    async fn lookup(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<ReplyEntry> {
         let name = name.to_str().ok_or_else(|| Errno::from(libc::ENOENT))?;
         let path = child(&self.path(parent)?, name);
-        let e = self.stat(&path).await?;
+        let e = self.stoppable(req.unique, self.stat(&path)).await?;
         let ino = lock(&self.inodes).get_or_add(&path);
         Ok(ReplyEntry { ttl: ttl(&e), attr: self.attr(ino, &e), generation: 0 })
     }
@@ -398,13 +431,13 @@ impl Filesystem for MeshFs {
         }
     }
 
-    async fn getattr(&self, _req: Request, inode: u64, fh: Option<u64>, _flags: u32) -> FuseResult<ReplyAttr> {
+    async fn getattr(&self, req: Request, inode: u64, fh: Option<u64>, _flags: u32) -> FuseResult<ReplyAttr> {
         let path = self.path(inode)?;
         // A local open file answers for itself, even once removed.
         let open = fh.and_then(|fh| self.handle(fh).ok()).filter(|h| matches!(**h, Handle::Stored(_)));
         let e = match open {
             Some(h) => self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e))?,
-            None => self.stat(&path).await?,
+            None => self.stoppable(req.unique, self.stat(&path)).await?,
         };
         Ok(ReplyAttr { ttl: ttl(&e), attr: self.attr(inode, &e) })
     }
@@ -412,61 +445,63 @@ impl Filesystem for MeshFs {
     /// Size, mode and times change files of served directories; ownership
     /// is not kept (machines do not share users). On the tree's own files
     /// it is accepted and means nothing: `echo x > ctl` truncates first.
-    async fn setattr(&self, _req: Request, inode: u64, fh: Option<u64>, set: SetAttr) -> FuseResult<ReplyAttr> {
+    async fn setattr(&self, req: Request, inode: u64, fh: Option<u64>, set: SetAttr) -> FuseResult<ReplyAttr> {
         let path = self.path(inode)?;
         let ts = |t: Option<Timestamp>| t.map(|t| (t.sec, t.nsec));
         let attrs =
             Attrs { size: set.size, mode: set.mode.map(|m| m & 0o7777), atime: ts(set.atime), mtime: ts(set.mtime) };
         let h = fh.and_then(|fh| self.handle(fh).ok());
-        let e = self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e))?;
+        let set =
+            async { self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e)) };
+        let e = self.stoppable(req.unique, set).await?;
         Ok(ReplyAttr { ttl: ttl(&e), attr: self.attr(inode, &e) })
     }
 
-    async fn open(&self, _req: Request, inode: u64, flags: u32) -> FuseResult<ReplyOpen> {
+    async fn open(&self, req: Request, inode: u64, flags: u32) -> FuseResult<ReplyOpen> {
         let path = self.path(inode)?;
-        let h =
-            self.ns.bound().open_with(&components(&path), Access::from_flags(flags)).await.map_err(|e| errno(&e))?;
+        let open = async {
+            self.ns.bound().open_with(&components(&path), Access::from_flags(flags)).await.map_err(|e| errno(&e))
+        };
+        let h = self.stoppable(req.unique, open).await?;
         let (fh, flags) = self.add_handle(h);
         Ok(ReplyOpen { fh, flags })
     }
 
-    async fn create(
-        &self,
-        _req: Request,
-        parent: u64,
-        name: &OsStr,
-        mode: u32,
-        flags: u32,
-    ) -> FuseResult<ReplyCreated> {
+    async fn create(&self, req: Request, parent: u64, name: &OsStr, mode: u32, flags: u32) -> FuseResult<ReplyCreated> {
         let path = self.child(parent, name)?;
         let excl = flags as i32 & libc::O_EXCL != 0;
-        let (e, h) = self
-            .ns
-            .bound()
-            .create(&components(&path), mode, Access::from_flags(flags), excl)
-            .await
-            .map_err(|e| errno(&e))?;
+        let create = async {
+            self.ns
+                .bound()
+                .create(&components(&path), mode, Access::from_flags(flags), excl)
+                .await
+                .map_err(|e| errno(&e))
+        };
+        let (e, h) = self.stoppable(req.unique, create).await?;
         let entry = self.made(&path, &e);
         let (fh, flags) = self.add_handle(h);
         Ok(ReplyCreated { ttl: entry.ttl, attr: entry.attr, generation: 0, fh, flags })
     }
 
-    async fn mkdir(&self, _req: Request, parent: u64, name: &OsStr, mode: u32, _umask: u32) -> FuseResult<ReplyEntry> {
+    async fn mkdir(&self, req: Request, parent: u64, name: &OsStr, mode: u32, _umask: u32) -> FuseResult<ReplyEntry> {
         let path = self.child(parent, name)?;
-        let e = self.ns.bound().mkdir(&components(&path), mode).await.map_err(|e| errno(&e))?;
+        let mkdir = async { self.ns.bound().mkdir(&components(&path), mode).await.map_err(|e| errno(&e)) };
+        let e = self.stoppable(req.unique, mkdir).await?;
         Ok(self.made(&path, &e))
     }
 
-    async fn unlink(&self, _req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
+    async fn unlink(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.child(parent, name)?;
-        self.ns.bound().remove(&components(&path), false).await.map_err(|e| errno(&e))?;
+        let remove = async { self.ns.bound().remove(&components(&path), false).await.map_err(|e| errno(&e)) };
+        self.stoppable(req.unique, remove).await?;
         lock(&self.inodes).detach(&path);
         Ok(())
     }
 
-    async fn rmdir(&self, _req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
+    async fn rmdir(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.child(parent, name)?;
-        self.ns.bound().remove(&components(&path), true).await.map_err(|e| errno(&e))?;
+        let remove = async { self.ns.bound().remove(&components(&path), true).await.map_err(|e| errno(&e)) };
+        self.stoppable(req.unique, remove).await?;
         lock(&self.inodes).detach(&path);
         Ok(())
     }
@@ -485,7 +520,7 @@ impl Filesystem for MeshFs {
     /// RENAME_NOREPLACE and RENAME_EXCHANGE are kept; whiteouts are not.
     async fn rename2(
         &self,
-        _req: Request,
+        req: Request,
         parent: u64,
         name: &OsStr,
         new_parent: u64,
@@ -497,7 +532,9 @@ impl Filesystem for MeshFs {
         }
         let from = self.child(parent, name)?;
         let to = self.child(new_parent, new_name)?;
-        self.ns.bound().rename(&components(&from), &components(&to), flags).await.map_err(|e| errno(&e))?;
+        let rename =
+            async { self.ns.bound().rename(&components(&from), &components(&to), flags).await.map_err(|e| errno(&e)) };
+        self.stoppable(req.unique, rename).await?;
         if flags & libc::RENAME_EXCHANGE != 0 {
             lock(&self.inodes).exchange(&from, &to);
         } else {
@@ -508,7 +545,7 @@ impl Filesystem for MeshFs {
 
     async fn fallocate(
         &self,
-        _req: Request,
+        req: Request,
         _inode: u64,
         fh: u64,
         offset: u64,
@@ -516,21 +553,23 @@ impl Filesystem for MeshFs {
         mode: u32,
     ) -> FuseResult<()> {
         let h = self.handle(fh)?;
-        self.ns.allocate(&h, offset, length, mode).await.map_err(|e| errno(&e))
+        let allocate = async { self.ns.allocate(&h, offset, length, mode).await.map_err(|e| errno(&e)) };
+        self.stoppable(req.unique, allocate).await
     }
 
     /// `user.*` attributes of served files; the kernel's own (`security.`,
     /// `system.`) are answered here at once (see dir::xattr).
-    async fn getxattr(&self, _req: Request, inode: u64, name: &OsStr, size: u32) -> FuseResult<ReplyXAttr> {
+    async fn getxattr(&self, req: Request, inode: u64, name: &OsStr, size: u32) -> FuseResult<ReplyXAttr> {
         let path = self.path(inode)?;
         let name = name.to_str().ok_or_else(|| Errno::from(libc::ENODATA))?;
-        let v = self.ns.bound().getxattr(&components(&path), name).await.map_err(|e| errno(&e))?;
+        let get = async { self.ns.bound().getxattr(&components(&path), name).await.map_err(|e| errno(&e)) };
+        let v = self.stoppable(req.unique, get).await?;
         xattr_reply(v, size)
     }
 
     async fn setxattr(
         &self,
-        _req: Request,
+        req: Request,
         inode: u64,
         name: &OsStr,
         value: &[u8],
@@ -539,12 +578,15 @@ impl Filesystem for MeshFs {
     ) -> FuseResult<()> {
         let path = self.path(inode)?;
         let name = name.to_str().ok_or_else(|| Errno::from(libc::EOPNOTSUPP))?;
-        self.ns.bound().setxattr(&components(&path), name, value, flags).await.map_err(|e| errno(&e))
+        let set =
+            async { self.ns.bound().setxattr(&components(&path), name, value, flags).await.map_err(|e| errno(&e)) };
+        self.stoppable(req.unique, set).await
     }
 
-    async fn listxattr(&self, _req: Request, inode: u64, size: u32) -> FuseResult<ReplyXAttr> {
+    async fn listxattr(&self, req: Request, inode: u64, size: u32) -> FuseResult<ReplyXAttr> {
         let path = self.path(inode)?;
-        let names = self.ns.bound().listxattr(&components(&path)).await.map_err(|e| errno(&e))?;
+        let list = async { self.ns.bound().listxattr(&components(&path)).await.map_err(|e| errno(&e)) };
+        let names = self.stoppable(req.unique, list).await?;
         let mut v = Vec::new();
         for n in names {
             v.extend_from_slice(n.as_bytes());
@@ -553,53 +595,74 @@ impl Filesystem for MeshFs {
         xattr_reply(v, size)
     }
 
-    async fn removexattr(&self, _req: Request, inode: u64, name: &OsStr) -> FuseResult<()> {
+    async fn removexattr(&self, req: Request, inode: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.path(inode)?;
         let name = name.to_str().ok_or_else(|| Errno::from(libc::ENODATA))?;
-        self.ns.bound().removexattr(&components(&path), name).await.map_err(|e| errno(&e))
+        let remove = async { self.ns.bound().removexattr(&components(&path), name).await.map_err(|e| errno(&e)) };
+        self.stoppable(req.unique, remove).await
     }
 
-    async fn readlink(&self, _req: Request, inode: u64) -> FuseResult<ReplyData> {
+    async fn readlink(&self, req: Request, inode: u64) -> FuseResult<ReplyData> {
         let path = self.path(inode)?;
-        let target = self.ns.bound().readlink(&components(&path)).await.map_err(|e| errno(&e))?;
+        let read = async { self.ns.bound().readlink(&components(&path)).await.map_err(|e| errno(&e)) };
+        let target = self.stoppable(req.unique, read).await?;
         Ok(ReplyData { data: Bytes::from(target) })
     }
 
-    async fn symlink(&self, _req: Request, parent: u64, name: &OsStr, link: &OsStr) -> FuseResult<ReplyEntry> {
+    async fn symlink(&self, req: Request, parent: u64, name: &OsStr, link: &OsStr) -> FuseResult<ReplyEntry> {
         let path = self.child(parent, name)?;
         let target = link.to_str().ok_or_else(|| Errno::from(libc::EINVAL))?;
-        let e = self.ns.bound().symlink(&components(&path), target).await.map_err(|e| errno(&e))?;
+        let make = async { self.ns.bound().symlink(&components(&path), target).await.map_err(|e| errno(&e)) };
+        let e = self.stoppable(req.unique, make).await?;
         Ok(self.made(&path, &e))
     }
 
-    async fn link(&self, _req: Request, inode: u64, new_parent: u64, new_name: &OsStr) -> FuseResult<ReplyEntry> {
+    async fn link(&self, req: Request, inode: u64, new_parent: u64, new_name: &OsStr) -> FuseResult<ReplyEntry> {
         let from = self.path(inode)?;
         let to = self.child(new_parent, new_name)?;
-        let e = self.ns.bound().link(&components(&from), &components(&to)).await.map_err(|e| errno(&e))?;
+        let make = async { self.ns.bound().link(&components(&from), &components(&to)).await.map_err(|e| errno(&e)) };
+        let e = self.stoppable(req.unique, make).await?;
         Ok(self.made(&to, &e))
     }
 
     /// Fifos and sockets are made on the serving machine; a device never.
-    async fn mknod(&self, _req: Request, parent: u64, name: &OsStr, mode: u32, _rdev: u32) -> FuseResult<ReplyEntry> {
+    async fn mknod(&self, req: Request, parent: u64, name: &OsStr, mode: u32, _rdev: u32) -> FuseResult<ReplyEntry> {
         let path = self.child(parent, name)?;
-        let e = self.ns.bound().mknod(&components(&path), mode).await.map_err(|e| errno(&e))?;
+        let make = async { self.ns.bound().mknod(&components(&path), mode).await.map_err(|e| errno(&e)) };
+        let e = self.stoppable(req.unique, make).await?;
         Ok(self.made(&path, &e))
     }
 
-    async fn fsync(&self, _req: Request, _inode: u64, fh: u64, _datasync: bool) -> FuseResult<()> {
+    async fn fsync(&self, req: Request, _inode: u64, fh: u64, _datasync: bool) -> FuseResult<()> {
         let h = self.handle(fh)?;
-        self.ns.sync(&h).await.map_err(|e| errno(&e))
+        let sync = async { self.ns.sync(&h).await.map_err(|e| errno(&e)) };
+        match *h {
+            Handle::Stored(_) => sync.await,
+            _ => self.stoppable(req.unique, sync).await,
+        }
     }
 
     async fn read(&self, req: Request, _inode: u64, fh: u64, offset: u64, size: u32) -> FuseResult<ReplyData> {
         let h = self.handle(fh)?;
-        let data = self.interruptible(req.unique, &h, offset, size as usize).await?;
+        let read = async { self.ns.read(&h, offset, size as usize).await.map_err(|e| errno(&e)) };
+        let data = match self.interruptible(req.unique, read).await {
+            Ok(r) => r?,
+            // The service is told, so that it can stop the work.
+            Err(Stopped::Interrupted) => {
+                self.ns.cancel(&h).await;
+                return Err(Errno::from(libc::EINTR));
+            }
+            // Unmounting: readers see end of file.
+            Err(Stopped::Unmounting) => Bytes::new(),
+        };
         Ok(ReplyData { data })
     }
 
+    /// A write to a stream is one message: interrupted while it waits for
+    /// the conversation's credit, it sent nothing.
     async fn write(
         &self,
-        _req: Request,
+        req: Request,
         _inode: u64,
         fh: u64,
         offset: u64,
@@ -608,7 +671,11 @@ impl Filesystem for MeshFs {
         _flags: u32,
     ) -> FuseResult<ReplyWrite> {
         let h = self.handle(fh)?;
-        let n = self.ns.write_at(&h, offset, data).await.map_err(|e| errno(&e))?;
+        let write = async { self.ns.write_at(&h, offset, data).await.map_err(|e| errno(&e)) };
+        let n = match *h {
+            Handle::Stored(_) => write.await?,
+            _ => self.stoppable(req.unique, write).await?,
+        };
         Ok(ReplyWrite { written: n as u32 })
     }
 
@@ -623,7 +690,7 @@ impl Filesystem for MeshFs {
 
     async fn getlk(
         &self,
-        _req: Request,
+        req: Request,
         _inode: u64,
         fh: u64,
         lock_owner: u64,
@@ -634,7 +701,8 @@ impl Filesystem for MeshFs {
     ) -> FuseResult<ReplyLock> {
         let h = self.handle(fh)?;
         let l = Lock { start, end, typ: r#type as i32, pid: 0 };
-        let got = self.ns.lock(&h, lock_owner, l, true).await.map_err(|e| errno(&e))?;
+        let get = async { self.ns.lock(&h, lock_owner, l, true).await.map_err(|e| errno(&e)) };
+        let got = self.stoppable(req.unique, get).await?;
         Ok(ReplyLock { start: got.start, end: got.end, r#type: got.typ as u32, pid: got.pid })
     }
 
@@ -658,21 +726,18 @@ impl Filesystem for MeshFs {
         if l.typ != libc::F_UNLCK {
             lock(&self.locked).insert(fh);
         }
-        let token = self.register(req.unique);
-        let mut wait = LOCK_RETRY_MIN;
-        let res = loop {
-            match self.ns.lock(&h, lock_owner, l, false).await {
-                Err(e) if block && errno(&e) == Errno::from(libc::EAGAIN) => {}
-                other => break other.map(drop).map_err(|e| errno(&e)),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => wait = (wait * 2).min(LOCK_RETRY_MAX),
-                _ = token.cancelled() => break Err(Errno::from(libc::EINTR)),
-                _ = self.shutdown.cancelled() => break Err(Errno::from(libc::EINTR)),
+        let take = async {
+            let mut wait = LOCK_RETRY_MIN;
+            loop {
+                match self.ns.lock(&h, lock_owner, l, false).await {
+                    Err(e) if block && errno(&e) == Errno::from(libc::EAGAIN) => {}
+                    other => return other.map(drop).map_err(|e| errno(&e)),
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(LOCK_RETRY_MAX);
             }
         };
-        lock(&self.pending).remove(&req.unique);
-        res
+        self.stoppable(req.unique, take).await
     }
 
     async fn release(
@@ -702,13 +767,13 @@ impl Filesystem for MeshFs {
 
     async fn readdir<'a>(
         &'a self,
-        _req: Request,
+        req: Request,
         parent: u64,
         _fh: u64,
         offset: i64,
     ) -> FuseResult<ReplyDirectory<impl FutStream<Item = FuseResult<DirectoryEntry>> + Send + 'a>> {
         let out: Vec<FuseResult<DirectoryEntry>> = self
-            .listing(parent, offset.max(0) as u64, false)
+            .stoppable(req.unique, self.listing(parent, offset.max(0) as u64, false))
             .await?
             .into_iter()
             .map(|(offset, inode, name, e)| Ok(DirectoryEntry { inode, kind: file_type(e.kind), name, offset }))
@@ -719,14 +784,14 @@ impl Filesystem for MeshFs {
     /// Like readdir with attributes; each entry counts as a lookup.
     async fn readdirplus<'a>(
         &'a self,
-        _req: Request,
+        req: Request,
         parent: u64,
         _fh: u64,
         offset: u64,
         _lock_owner: u64,
     ) -> FuseResult<ReplyDirectoryPlus<impl FutStream<Item = FuseResult<DirectoryEntryPlus>> + Send + 'a>> {
         let out: Vec<FuseResult<DirectoryEntryPlus>> = self
-            .listing(parent, offset, true)
+            .stoppable(req.unique, self.listing(parent, offset, true))
             .await?
             .into_iter()
             .map(|(offset, inode, name, e)| {
@@ -747,7 +812,8 @@ impl Filesystem for MeshFs {
     }
 
     async fn interrupt(&self, _req: Request, unique: u64) -> FuseResult<()> {
-        match lock(&self.pending).get(&unique) {
+        let pending = lock(&self.pending);
+        match pending.get(&unique) {
             Some(t) => t.cancel(),
             None => {
                 let mut early = lock(&self.early);
@@ -781,9 +847,10 @@ impl Filesystem for MeshFs {
 
     /// A served directory's is its file system's (`df` works there); the
     /// tree's own has no blocks.
-    async fn statfs(&self, _req: Request, inode: u64) -> FuseResult<ReplyStatFs> {
+    async fn statfs(&self, req: Request, inode: u64) -> FuseResult<ReplyStatFs> {
         let path = self.path(inode)?;
-        let served = self.ns.bound().statfs(&components(&path)).await.ok();
+        let ask = async { Ok(self.ns.bound().statfs(&components(&path)).await.ok()) };
+        let served = self.stoppable(req.unique, ask).await?;
         let s = served.unwrap_or(StatFs { bsize: 4096, namelen: 255, frsize: 4096, ..StatFs::default() });
         Ok(ReplyStatFs {
             blocks: s.blocks,
@@ -797,3 +864,6 @@ impl Filesystem for MeshFs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

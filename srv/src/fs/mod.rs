@@ -55,17 +55,6 @@ impl Slots {
         m.retain(|_, w| w.strong_count() > 0);
         m.insert(slot.n, Arc::downgrade(slot));
     }
-
-    /// Ends conversation `n`: readers see an error, writers fail.
-    pub fn hangup(&self, n: u64) -> bool {
-        match self.get(n) {
-            Some(slot) => {
-                slot.stream.writer().fail(ns::error::EHUNGUP);
-                true
-            }
-            None => false,
-        }
-    }
 }
 
 /// One router's tree, as one namespace sees it: the router's own, or a

@@ -31,8 +31,17 @@ const BEHIND: u64 = 2 * MAX_IO as u64;
 /// A file open on another machine.
 pub enum RemoteFile {
     Stream(Arc<Stream>),
-    File(FileKind, tokio::sync::Mutex<Conv>),
+    /// A text or ctl file: one request, one answer, each run to its end
+    /// in a task of its own (see [`Pipe`] for why).
+    File(FileKind, Arc<tokio::sync::Mutex<Conv>>),
     Stored(Pipe),
+}
+
+/// Asks `req` on a text or ctl file, uninterrupted.
+async fn ask_file(c: &Arc<tokio::sync::Mutex<Conv>>, req: TreeReq) -> Result<TreeResp, String> {
+    let c = c.clone();
+    let task = tokio::spawn(async move { ask(&mut *c.lock().await, &req).await });
+    task.await.map_err(|e| e.to_string())?
 }
 
 impl RemoteFile {
@@ -47,12 +56,10 @@ impl RemoteFile {
     pub async fn read(&self, offset: u64, size: usize) -> Result<Bytes, String> {
         match self {
             RemoteFile::Stream(s) => s.read(size).await,
-            RemoteFile::File(_, c) => {
-                match ask(&mut *c.lock().await, &TreeReq::Read { offset, size: size as u32 }).await? {
-                    TreeResp::Data(d) => Ok(Bytes::from(d)),
-                    other => Err(unexpected(other)),
-                }
-            }
+            RemoteFile::File(_, c) => match ask_file(c, TreeReq::Read { offset, size: size as u32 }).await? {
+                TreeResp::Data(d) => Ok(Bytes::from(d)),
+                other => Err(unexpected(other)),
+            },
             RemoteFile::Stored(p) => p.read(offset, size).await,
         }
     }
@@ -60,7 +67,7 @@ impl RemoteFile {
     pub async fn write(&self, data: &[u8]) -> Result<usize, String> {
         match self {
             RemoteFile::Stream(s) => s.write(data).await,
-            RemoteFile::File(_, c) => match ask(&mut *c.lock().await, &TreeReq::Write(data.to_vec())).await? {
+            RemoteFile::File(_, c) => match ask_file(c, TreeReq::Write(data.to_vec())).await? {
                 TreeResp::Written(n) => Ok(n as usize),
                 other => Err(unexpected(other)),
             },

@@ -271,7 +271,7 @@ fn opened(conv: Conv, kind: FileKind) -> Handle {
     Handle::RemoteFile(match kind {
         FileKind::Stream => RemoteFile::Stream(Stream::new(conv)),
         FileKind::Stored => RemoteFile::Stored(file::Pipe::new(conv)),
-        kind => RemoteFile::File(kind, tokio::sync::Mutex::new(conv)),
+        kind => RemoteFile::File(kind, std::sync::Arc::new(tokio::sync::Mutex::new(conv))),
     })
 }
 

@@ -270,14 +270,35 @@ async fn answer_all(
     Ok(())
 }
 
-/// Stream files: messages both ways until the opener closes.
+/// How long a write to a stream may wait for the service once the opener
+/// has gone (closed, or killed while its own write was blocked): what it
+/// wrote is still delivered while the service takes it, but a service
+/// that has stopped reading would otherwise hold this conversation, and
+/// its own, for ever. A local opener's service is told at once instead.
+const ORPHANED: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Stream files: messages both ways until the opener closes, and what it
+/// wrote is delivered (see [`ORPHANED`]).
 async fn pump(ns: &Namespace, h: &Handle, conv: &mut Conv) -> Result<(), String> {
     let mut cancels = conv.rx.cancels();
     let mut reading = true;
     loop {
         tokio::select! {
             m = conv.rx.recv() => match m {
-                Some(Msg::Data(b)) => { ns.write(h, &b).await?; }
+                Some(Msg::Data(b)) => {
+                    let write = ns.write(h, &b);
+                    tokio::pin!(write);
+                    tokio::select! {
+                        r = &mut write => r?,
+                        () = conv.tx.hung_up() => match tokio::time::timeout(ORPHANED, write).await {
+                            Ok(r) => r?,
+                            Err(_) => {
+                                debug!("the opener is gone and the service stopped reading: closing");
+                                return Ok(());
+                            }
+                        },
+                    };
+                }
                 // The opener closed the file, or failed.
                 _ => return Ok(()),
             },
