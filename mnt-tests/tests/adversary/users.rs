@@ -82,6 +82,13 @@ fn another_user_gets_what_the_modes_allow() {
         std::fs::write(&p, format!("{name}\n")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
+    // A file of the user's own, and a directory anyone may write to.
+    let theirs = dir.join("files/theirs.txt");
+    std::fs::write(&theirs, "theirs\n").unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(user.uid), Some(user.uid)).unwrap();
+    std::fs::create_dir(dir.join("files/shared")).unwrap();
+    std::fs::set_permissions(dir.join("files/shared"), std::fs::Permissions::from_mode(0o1777)).unwrap();
     // The other user must reach the mount points.
     for p in [dir.as_path(), &dir.join("files")] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -117,6 +124,8 @@ os.write(fd, b\"hello\n\")
 print(os.read(fd, 100).decode().strip())
 "'
 try private 'ls {d}/b'
+try theirs 'cat {remote}/theirs.txt'
+try made 'echo made > {remote}/shared/made.txt && stat -c %u {remote}/shared/made.txt'
 "#
     );
     let (_, out, err) = user.run(&dir, &script);
@@ -136,6 +145,12 @@ try private 'ls {d}/b'
     assert_eq!(verdict("public"), "ok public.txt");
     assert!(verdict("routes").starts_with("ok"), "{}", verdict("routes"));
     assert_eq!(verdict("service"), "ok hello");
+    // Served files keep their owners: the user's own file is the user's,
+    // and what the user makes is the user's on b's disk too.
+    assert_eq!(verdict("theirs"), "ok theirs");
+    assert_eq!(verdict("made"), format!("ok {}", user.uid));
+    let made = std::fs::metadata(dir.join("files/shared/made.txt")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&made), user.uid);
     // Nothing the other user tried changed anything.
     assert!(!dir.join("files/mine.txt").exists());
     let mode = std::fs::metadata(dir.join("files/public.txt")).unwrap().permissions().mode() & 0o777;

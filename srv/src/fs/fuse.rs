@@ -38,7 +38,7 @@ use futures::stream::{self, Stream as FutStream};
 use tokio_util::sync::CancellationToken;
 
 use super::dir::locks::Lock;
-use super::dir::{Access, Attrs, StatFs};
+use super::dir::{Access, Attrs, Id, StatFs};
 use super::handle::{Handle, Waker};
 use super::tree::{Entry, FileKind};
 use super::{components, Namespace};
@@ -270,6 +270,28 @@ impl MeshFs {
         }
     }
 
+    /// A user or group as the serving machine is told it: this mount's own
+    /// is the serving router's.
+    fn id(&self, n: u32, own: u32) -> Id {
+        if n == own {
+            Id::Router
+        } else {
+            Id::Num(n)
+        }
+    }
+
+    /// Gives a file just made by another user of this machine to that
+    /// user, where the serving router may (it is root); else it stays the
+    /// router's. A mount's own user's files are the router's already.
+    async fn own(&self, req: &Request, path: &str, e: Entry) -> Entry {
+        if req.uid == self.uid && req.gid == self.gid {
+            return e;
+        }
+        let attrs =
+            Attrs { uid: Some(self.id(req.uid, self.uid)), gid: Some(self.id(req.gid, self.gid)), ..Attrs::default() };
+        self.ns.bound().set_attr(&components(path), None, attrs).await.unwrap_or(e)
+    }
+
     fn path(&self, ino: u64) -> FuseResult<String> {
         lock(&self.inodes).path(ino).ok_or_else(|| Errno::from(libc::ENOENT))
     }
@@ -282,7 +304,9 @@ impl MeshFs {
             Some(m) => (m.size, ts(m.atime), ts(m.mtime), ts(m.ctime), m.nlink.max(1)),
             None => (0, now, now, now, if kind == FileType::Directory { 2 } else { 1 }),
         };
+        let m = e.meta.as_ref();
         FileAttr {
+            // fuse3 takes this as the node id too: one per path.
             ino,
             size,
             blocks: size.div_ceil(512),
@@ -292,8 +316,8 @@ impl MeshFs {
             kind,
             perm: e.mode,
             nlink,
-            uid: self.uid,
-            gid: self.gid,
+            uid: m.and_then(|m| m.uid).unwrap_or(self.uid),
+            gid: m.and_then(|m| m.gid).unwrap_or(self.gid),
             rdev: 0,
             blksize: if e.kind == FileKind::Stored { STORED_BLKSIZE } else { 4096 },
         }
@@ -434,10 +458,18 @@ impl Filesystem for MeshFs {
     async fn getattr(&self, req: Request, inode: u64, fh: Option<u64>, _flags: u32) -> FuseResult<ReplyAttr> {
         let path = self.path(inode)?;
         // A local open file answers for itself, even once removed.
-        let open = fh.and_then(|fh| self.handle(fh).ok()).filter(|h| matches!(**h, Handle::Stored(_)));
+        let open = fh.and_then(|fh| self.handle(fh).ok());
         let e = match open {
-            Some(h) => self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e))?,
-            None => self.stoppable(req.unique, self.stat(&path)).await?,
+            Some(h) if matches!(*h, Handle::Stored(_)) => {
+                self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e))?
+            }
+            // An open file of another machine answers over its own
+            // conversation, removed or not.
+            Some(h) if matches!(*h, Handle::RemoteFile(super::remote::RemoteFile::Stored(_))) => {
+                let attr = async { self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e)) };
+                self.stoppable(req.unique, attr).await?
+            }
+            _ => self.stoppable(req.unique, self.stat(&path)).await?,
         };
         Ok(ReplyAttr { ttl: ttl(&e), attr: self.attr(inode, &e) })
     }
@@ -448,8 +480,14 @@ impl Filesystem for MeshFs {
     async fn setattr(&self, req: Request, inode: u64, fh: Option<u64>, set: SetAttr) -> FuseResult<ReplyAttr> {
         let path = self.path(inode)?;
         let ts = |t: Option<Timestamp>| t.map(|t| (t.sec, t.nsec));
-        let attrs =
-            Attrs { size: set.size, mode: set.mode.map(|m| m & 0o7777), atime: ts(set.atime), mtime: ts(set.mtime) };
+        let attrs = Attrs {
+            size: set.size,
+            mode: set.mode.map(|m| m & 0o7777),
+            atime: ts(set.atime),
+            mtime: ts(set.mtime),
+            uid: set.uid.map(|u| self.id(u, self.uid)),
+            gid: set.gid.map(|g| self.id(g, self.gid)),
+        };
         let h = fh.and_then(|fh| self.handle(fh).ok());
         let set =
             async { self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e)) };
@@ -478,6 +516,7 @@ impl Filesystem for MeshFs {
                 .map_err(|e| errno(&e))
         };
         let (e, h) = self.stoppable(req.unique, create).await?;
+        let e = self.own(&req, &path, e).await;
         let entry = self.made(&path, &e);
         let (fh, flags) = self.add_handle(h);
         Ok(ReplyCreated { ttl: entry.ttl, attr: entry.attr, generation: 0, fh, flags })
@@ -487,6 +526,7 @@ impl Filesystem for MeshFs {
         let path = self.child(parent, name)?;
         let mkdir = async { self.ns.bound().mkdir(&components(&path), mode).await.map_err(|e| errno(&e)) };
         let e = self.stoppable(req.unique, mkdir).await?;
+        let e = self.own(&req, &path, e).await;
         Ok(self.made(&path, &e))
     }
 
@@ -614,6 +654,7 @@ impl Filesystem for MeshFs {
         let target = link.to_str().ok_or_else(|| Errno::from(libc::EINVAL))?;
         let make = async { self.ns.bound().symlink(&components(&path), target).await.map_err(|e| errno(&e)) };
         let e = self.stoppable(req.unique, make).await?;
+        let e = self.own(&req, &path, e).await;
         Ok(self.made(&path, &e))
     }
 
@@ -630,6 +671,7 @@ impl Filesystem for MeshFs {
         let path = self.child(parent, name)?;
         let make = async { self.ns.bound().mknod(&components(&path), mode).await.map_err(|e| errno(&e)) };
         let e = self.stoppable(req.unique, make).await?;
+        let e = self.own(&req, &path, e).await;
         Ok(self.made(&path, &e))
     }
 

@@ -39,10 +39,10 @@ pub async fn mount(ns: Arc<Namespace>, path: &Path, allow_other: bool) -> anyhow
     let stop = CancellationToken::new();
     let fs = MeshFs::new(ns, stop.clone());
     let mut opts = MountOptions::default();
-    // Shared with other users, the tree's modes are enforced by the
-    // kernel: everything is shown as the router's user's, so the others
-    // get what the modes give anyone (see mesh(4), PERMISSIONS).
-    opts.fs_name(format!("mesh-{id}")).allow_other(allow_other).default_permissions(allow_other).nonempty(true);
+    // The kernel checks every access against the modes and owners the
+    // tree shows (see mesh(4), PERMISSIONS): shared with other users, they
+    // get what the modes give them; served files keep their owners.
+    opts.fs_name(format!("mesh-{id}")).allow_other(allow_other).default_permissions(true).nonempty(true);
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let session = Session::new(opts);

@@ -57,6 +57,13 @@ pub struct Meta {
     /// Names the file has (hard links).
     #[serde(default = "one")]
     pub nlink: u32,
+    /// Its owner and group on the serving machine; `None` for the serving
+    /// router's own user and group, which each machine shows as its own
+    /// mount's (as sshfs's `idmap=user`).
+    #[serde(default)]
+    pub uid: Option<u32>,
+    #[serde(default)]
+    pub gid: Option<u32>,
 }
 
 fn one() -> u32 {

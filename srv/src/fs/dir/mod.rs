@@ -98,6 +98,40 @@ pub struct Attrs {
     /// Seconds and nanoseconds since the epoch.
     pub atime: Option<(i64, u32)>,
     pub mtime: Option<(i64, u32)>,
+    /// A new owner and group (chown), applied as the serving router may.
+    #[serde(default)]
+    pub uid: Option<Id>,
+    #[serde(default)]
+    pub gid: Option<Id>,
+}
+
+/// A user or group as machines tell each other: the serving router's
+/// own (which each machine shows as its mount's), or a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Id {
+    Router,
+    Num(u32),
+}
+
+impl Id {
+    /// The number on this, the serving, machine.
+    fn here(self, own: u32) -> u32 {
+        match self {
+            Id::Router => own,
+            Id::Num(n) => n,
+        }
+    }
+}
+
+/// Changes the owner or group of the file `fd` is open on (any kind, a
+/// link itself included); a router that may not gets EPERM.
+fn chown(fd: &OwnedFd, a: &Attrs, what: &str) -> Result<(), String> {
+    if a.uid.is_none() && a.gid.is_none() {
+        return Ok(());
+    }
+    let uid = a.uid.map(|u| nix::unistd::Uid::from_raw(u.here(nix::unistd::geteuid().as_raw())));
+    let gid = a.gid.map(|g| nix::unistd::Gid::from_raw(g.here(nix::unistd::getegid().as_raw())));
+    nix::unistd::fchownat(fd, "", uid, gid, AtFlags::AT_EMPTY_PATH).map_err(|e| errors::os(e, what))
 }
 
 /// What statfs says of the file system a served directory is on.
@@ -131,12 +165,15 @@ pub fn entry(name: &str, st: &FileStat) -> Option<Entry> {
         _ => return None,
     };
     let t = |s: i64, ns: i64| (s, ns.clamp(0, 999_999_999) as u32);
+    let own = |id: u32, mine: u32| (id != mine).then_some(id);
     let meta = Meta {
         size: st.st_size.max(0) as u64,
         atime: t(st.st_atime, st.st_atime_nsec),
         mtime: t(st.st_mtime, st.st_mtime_nsec),
         ctime: t(st.st_ctime, st.st_ctime_nsec),
         nlink: st.st_nlink as u32,
+        uid: own(st.st_uid, nix::unistd::geteuid().as_raw()),
+        gid: own(st.st_gid, nix::unistd::getegid().as_raw()),
     };
     Some(Entry { name: name.to_string(), kind, mode: (st.st_mode & 0o7777) as u16, meta: Some(meta) })
 }
@@ -375,6 +412,11 @@ impl Root {
             let f = self.open_file(rel, Access { write: true, ..Access::default() })?;
             return file_attr(&f, a, rel.last().map_or("", |s| s), &what);
         }
+        // Ownership is the name's own: a link itself changes (lchown).
+        if a.uid.is_some() || a.gid.is_some() {
+            let fd = self.at(rel, OFlag::O_PATH | OFlag::O_NOFOLLOW, Mode::empty())?;
+            chown(&fd, a, &what)?;
+        }
         let fd = self.at(rel, OFlag::O_PATH, Mode::empty())?;
         let name = rel.last().map_or("", |s| s);
         let st = fd_entry(name, &fd, &what)?;
@@ -400,8 +442,12 @@ impl Root {
             )
             .map_err(err)?;
         }
-        if a.mode.is_none() && a.atime.is_none() && a.mtime.is_none() {
+        if a.mode.is_none() && a.atime.is_none() && a.mtime.is_none() && a.uid.is_none() && a.gid.is_none() {
             return Ok(st);
+        }
+        if a.uid.is_some() || a.gid.is_some() {
+            // What the name is now, a link included.
+            return self.stat(rel);
         }
         fd_entry(name, &fd, &what)
     }
@@ -419,6 +465,10 @@ pub fn file_attr(f: &File, a: &Attrs, name: &str, what: &str) -> Result<Entry, S
     }
     if a.atime.is_some() || a.mtime.is_some() {
         nix::sys::stat::futimens(f, &timespec(a.atime), &timespec(a.mtime)).map_err(err)?;
+    }
+    if a.uid.is_some() || a.gid.is_some() {
+        let fd = f.try_clone().map(OwnedFd::from).map_err(|e| errors::io(&e, what))?;
+        chown(&fd, a, what)?;
     }
     fd_entry(name, f, what)
 }

@@ -265,7 +265,16 @@ fn files_change_as_asked() {
     assert_eq!(read_at(&fh, 6, 100).unwrap(), b"world");
     fails(r.create(&p("new"), 0o640, rw, true), libc::EEXIST);
     let e = r
-        .set_attr(&p("new"), &Attrs { size: Some(5), mode: Some(0o600), mtime: Some((1_000_000_000, 5)), atime: None })
+        .set_attr(
+            &p("new"),
+            &Attrs {
+                size: Some(5),
+                mode: Some(0o600),
+                mtime: Some((1_000_000_000, 5)),
+                atime: None,
+                ..Attrs::default()
+            },
+        )
         .unwrap();
     assert_eq!((e.mode, e.meta.map(|m| (m.size, m.mtime))), (0o600, Some((5, (1_000_000_000, 5)))));
     let e = file_attr(&fh, &Attrs { size: Some(2), ..Attrs::default() }, "new", "new").unwrap();
@@ -327,4 +336,31 @@ fn exchange_attributes_and_allocation() {
     allocate(&fh, 0, 4096, keep).unwrap();
     assert_eq!(read_at(&fh, 0, 7).unwrap(), [0u8; 7]);
     fails(allocate(&fh, 0, 1, 0x4000_0000), libc::EOPNOTSUPP);
+}
+
+#[test]
+fn owners_are_kept_and_given_away_by_root() {
+    let f = fixture();
+    let r = &f.root;
+    let me = nix::unistd::geteuid().as_raw();
+    let e = r.stat(&p("sub/file")).unwrap();
+    let m = e.meta.unwrap();
+    // The serving router's own files are shown as the router's.
+    assert_eq!((m.uid, m.gid), (None, None));
+    if me != 0 {
+        fails(r.set_attr(&p("sub/file"), &Attrs { uid: Some(Id::Num(me + 1)), ..Attrs::default() }), libc::EPERM);
+        return;
+    }
+    // Root may give a file away, a link itself included.
+    let e =
+        r.set_attr(&p("sub/file"), &Attrs { uid: Some(Id::Num(4242)), gid: Some(Id::Num(4343)), ..Attrs::default() });
+    let m = e.unwrap().meta.unwrap();
+    assert_eq!((m.uid, m.gid), (Some(4242), Some(4343)));
+    std::os::unix::fs::symlink("sub/file", f.base.join("root/ln")).unwrap();
+    let e = r.set_attr(&p("ln"), &Attrs { uid: Some(Id::Num(77)), ..Attrs::default() }).unwrap();
+    assert_eq!((e.kind, e.meta.unwrap().uid), (FileKind::Link, Some(77)));
+    assert_eq!(r.stat(&p("sub/file")).unwrap().meta.unwrap().uid, Some(4242));
+    // And back to the router's own.
+    let e = r.set_attr(&p("sub/file"), &Attrs { uid: Some(Id::Router), gid: Some(Id::Router), ..Attrs::default() });
+    assert_eq!(e.unwrap().meta.map(|m| (m.uid, m.gid)), Some((None, None)));
 }
