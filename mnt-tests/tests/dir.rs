@@ -242,6 +242,15 @@ fn links_fifos_attributes_and_df_on_a_directory_of_another_machine() {
     // fallocate reserves space in the file on b.
     sh_ok(&format!("fallocate -l 1M {f}/space"), T);
     assert_eq!(std::fs::metadata(format!("{disk}/space")).unwrap().len(), 1 << 20);
+    // A file removed while open is still the opener's, here and on b.
+    for root in [f.clone(), format!("{}/b/svc/files/root", ab.d())] {
+        let py = format!(
+            "import os\np = '{root}/gone'\nfd = os.open(p, os.O_CREAT | os.O_RDWR, 0o644)\nos.unlink(p)\n\
+             os.write(fd, b'hello')\nos.fchmod(fd, 0o600)\nos.ftruncate(fd, 2)\nst = os.fstat(fd)\n\
+             print(st.st_size, oct(st.st_mode & 0o777))"
+        );
+        assert_eq!(sh_ok(&format!("python3 -c \"{py}\""), T), "2 0o600\n", "{root}");
+    }
     // And all of it goes like files do.
     sh_ok(&format!("rm {f}/deep {f}/dangling {f}/pipe {f}/sub/hello-again {f}/space"), T);
     assert_eq!(sh_ok(&format!("ls {f}"), T), "hello.txt\nsub\n");

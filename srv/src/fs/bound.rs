@@ -200,7 +200,11 @@ impl Bound<'_> {
         self.0.rename(&f, &t, flags).await
     }
 
+    /// Through `h` when the file is open (it may be gone from `path`).
     pub async fn set_attr(&self, path: &[String], h: Option<&Handle>, attrs: Attrs) -> Result<Entry, String> {
+        if let Some(h) = h.filter(|h| super::handle_kind(h) == super::FileKind::Stored) {
+            return self.0.set_attr(path, Some(h), attrs).await;
+        }
         let (c, _) = self.find(path).await?;
         self.0.set_attr(&c, h, attrs).await
     }

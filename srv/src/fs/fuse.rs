@@ -234,6 +234,8 @@ pub struct MeshFs {
     /// Open files that took record locks: their owners' locks go when a
     /// descriptor is closed (flush).
     locked: Mutex<std::collections::HashSet<u64>>,
+    /// The inode each open file was opened by.
+    open_inos: Mutex<HashMap<u64, u64>>,
     /// Requests that may block, so an interrupt can end them.
     pending: Mutex<HashMap<u64, CancellationToken>>,
     /// Interrupts of requests not registered yet. Lock order: `pending`,
@@ -262,6 +264,7 @@ impl MeshFs {
             handles: Default::default(),
             next_fh: AtomicU64::new(1),
             locked: Default::default(),
+            open_inos: Default::default(),
             pending: Default::default(),
             early: Default::default(),
             uid,
@@ -360,7 +363,7 @@ impl MeshFs {
         ReplyEntry { ttl: ttl(e), attr: self.attr(ino, e), generation: 0 }
     }
 
-    fn add_handle(&self, h: Handle) -> (u64, u32) {
+    fn add_handle(&self, h: Handle, ino: u64) -> (u64, u32) {
         let flags = match super::handle_kind(&h) {
             FileKind::Stream => FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_STREAM,
             FileKind::Stored => STORED_OPEN,
@@ -368,7 +371,18 @@ impl MeshFs {
         };
         let fh = self.next_fh.fetch_add(1, Relaxed);
         lock(&self.handles).insert(fh, Arc::new(h));
+        lock(&self.open_inos).insert(fh, ino);
         (fh, flags)
+    }
+
+    /// An open file of a served directory that inode `ino` names: the
+    /// kernel asks fstat by inode, without the descriptor, and a removed
+    /// file has no path left to ask by.
+    fn open_stored(&self, ino: u64) -> Option<Arc<Handle>> {
+        let fhs: Vec<u64> = lock(&self.open_inos).iter().filter(|(_, &i)| i == ino).map(|(&fh, _)| fh).collect();
+        fhs.into_iter()
+            .filter_map(|fh| self.handle(fh).ok())
+            .find(|h| matches!(**h, Handle::Stored(_) | Handle::RemoteFile(super::remote::RemoteFile::Stored(_))))
     }
 
     async fn stat(&self, path: &str) -> FuseResult<Entry> {
@@ -469,7 +483,17 @@ impl Filesystem for MeshFs {
                 let attr = async { self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e)) };
                 self.stoppable(req.unique, attr).await?
             }
-            _ => self.stoppable(req.unique, self.stat(&path)).await?,
+            _ => match self.stoppable(req.unique, self.stat(&path)).await {
+                // Removed while open (fstat asks without its descriptor).
+                Err(e) if e == Errno::from(libc::ENOENT) => match self.open_stored(inode) {
+                    Some(h) => {
+                        let attr = async { self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e)) };
+                        self.stoppable(req.unique, attr).await?
+                    }
+                    None => return Err(e),
+                },
+                other => other?,
+            },
         };
         Ok(ReplyAttr { ttl: ttl(&e), attr: self.attr(inode, &e) })
     }
@@ -488,7 +512,9 @@ impl Filesystem for MeshFs {
             uid: set.uid.map(|u| self.id(u, self.uid)),
             gid: set.gid.map(|g| self.id(g, self.gid)),
         };
-        let h = fh.and_then(|fh| self.handle(fh).ok());
+        // fchmod and futimens come without the descriptor: any open file
+        // of the inode will do, and works once the file is removed.
+        let h = fh.and_then(|fh| self.handle(fh).ok()).or_else(|| self.open_stored(inode));
         let set =
             async { self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e)) };
         let e = self.stoppable(req.unique, set).await?;
@@ -501,7 +527,7 @@ impl Filesystem for MeshFs {
             self.ns.bound().open_with(&components(&path), Access::from_flags(flags)).await.map_err(|e| errno(&e))
         };
         let h = self.stoppable(req.unique, open).await?;
-        let (fh, flags) = self.add_handle(h);
+        let (fh, flags) = self.add_handle(h, inode);
         Ok(ReplyOpen { fh, flags })
     }
 
@@ -518,7 +544,7 @@ impl Filesystem for MeshFs {
         let (e, h) = self.stoppable(req.unique, create).await?;
         let e = self.own(&req, &path, e).await;
         let entry = self.made(&path, &e);
-        let (fh, flags) = self.add_handle(h);
+        let (fh, flags) = self.add_handle(h, entry.attr.ino);
         Ok(ReplyCreated { ttl: entry.ttl, attr: entry.attr, generation: 0, fh, flags })
     }
 
@@ -792,6 +818,7 @@ impl Filesystem for MeshFs {
         _flush: bool,
     ) -> FuseResult<()> {
         lock(&self.locked).remove(&fh);
+        lock(&self.open_inos).remove(&fh);
         let h = lock(&self.handles).remove(&fh);
         if let Some(h) = h.and_then(|h| Arc::try_unwrap(h).ok()) {
             self.ns.release(h).await;
