@@ -304,7 +304,7 @@ impl MeshFs {
         let kind = file_type(e.kind);
         let ts = |(s, n): (i64, u32)| Timestamp::new(s, n);
         let (size, atime, mtime, ctime, nlink) = match &e.meta {
-            Some(m) => (m.size, ts(m.atime), ts(m.mtime), ts(m.ctime), m.nlink.max(1)),
+            Some(m) => (m.size, ts(m.atime), ts(m.mtime), ts(m.ctime), m.nlink),
             None => (0, now, now, now, if kind == FileType::Directory { 2 } else { 1 }),
         };
         let m = e.meta.as_ref();

@@ -412,16 +412,18 @@ impl Root {
             let f = self.open_file(rel, Access { write: true, ..Access::default() })?;
             return file_attr(&f, a, rel.last().map_or("", |s| s), &what);
         }
-        // Ownership is the name's own: a link itself changes (lchown).
-        if a.uid.is_some() || a.gid.is_some() {
-            let fd = self.at(rel, OFlag::O_PATH | OFlag::O_NOFOLLOW, Mode::empty())?;
-            chown(&fd, a, &what)?;
-        }
-        let fd = self.at(rel, OFlag::O_PATH, Mode::empty())?;
+        // The name itself: the kernel has followed whatever link it had
+        // to follow, so a link here is the link (lchown, lutimes).
+        let fd = self.at(rel, OFlag::O_PATH | OFlag::O_NOFOLLOW, Mode::empty())?;
         let name = rel.last().map_or("", |s| s);
         let st = fd_entry(name, &fd, &what)?;
+        let link = st.kind == FileKind::Link;
         let err = |e| errors::os(e, &what);
+        chown(&fd, a, &what)?;
         if let Some(m) = a.mode {
+            if link {
+                return Err(errors::os(Errno::EOPNOTSUPP, &what));
+            }
             let p = proc_path(&fd);
             nix::sys::stat::fchmodat(
                 nix::fcntl::AT_FDCWD,
@@ -432,22 +434,19 @@ impl Root {
             .map_err(err)?;
         }
         if a.atime.is_some() || a.mtime.is_some() {
-            let p = proc_path(&fd);
-            nix::sys::stat::utimensat(
-                nix::fcntl::AT_FDCWD,
-                p.as_str(),
-                &timespec(a.atime),
-                &timespec(a.mtime),
-                nix::sys::stat::UtimensatFlags::FollowSymlink,
-            )
-            .map_err(err)?;
+            let (atime, mtime) = (timespec(a.atime), timespec(a.mtime));
+            if link {
+                let (dir, last) = self.parent(rel)?;
+                nix::sys::stat::utimensat(&dir, last, &atime, &mtime, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
+                    .map_err(err)?;
+            } else {
+                let p = proc_path(&fd);
+                let follow = nix::sys::stat::UtimensatFlags::FollowSymlink;
+                nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, p.as_str(), &atime, &mtime, follow).map_err(err)?;
+            }
         }
-        if a.mode.is_none() && a.atime.is_none() && a.mtime.is_none() && a.uid.is_none() && a.gid.is_none() {
+        if *a == Attrs::default() {
             return Ok(st);
-        }
-        if a.uid.is_some() || a.gid.is_some() {
-            // What the name is now, a link included.
-            return self.stat(rel);
         }
         fd_entry(name, &fd, &what)
     }

@@ -1,0 +1,145 @@
+//! pjdfstest, the POSIX file system suite (its Rust port from crates.io,
+//! installed with `cargo install`), against a `dir` service of machine b
+//! seen from machine a's tree, one tcp hop away, mounted with
+//! `allow_other` so the suite's other users reach it.
+//!
+//! What may still fail is listed here and, with the reasons, in mesh(4)
+//! (POSIX): device files, which a served directory never makes, and the
+//! inode numbers of hard links. Anything else failing fails the test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use mnt_tests::{until, Deploy, Mesh};
+
+const T: Duration = Duration::from_secs(30);
+/// The suite's version, pinned so that its count means the same each run.
+const VERSION: &str = "0.2.2";
+
+/// Why a failure is allowed (see mesh(4), BUGS), or `None`.
+fn allowed(test: &str) -> Option<&'static str> {
+    // Device files: refused by design (EPERM), so every case that makes
+    // one fails at its start.
+    if test.ends_with("::block") || test.ends_with("::char") || test.contains("device_files") {
+        return Some("device");
+    }
+    // Inode numbers: each path is a node of its own (fuse3 replies with
+    // the node id as st_ino), so two names of a file show two numbers.
+    let inode = ["link::share_metadata::", "link::remove_link::", "rename::preserve_metadata::"];
+    if inode.iter().any(|p| test.starts_with(p)) {
+        return Some("inode number");
+    }
+    (test == "rename::write_access_required_subdir").then_some("rename as another user")
+}
+
+/// The suite's binary, installed once under target/ if missing.
+fn pjdfstest() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pjdfstest");
+    let bin = root.join("bin/pjdfstest");
+    if bin.exists() {
+        return Some(bin);
+    }
+    let ok = Command::new(env!("CARGO"))
+        .args(["install", "--quiet", "--locked", "pjdfstest", "--version", VERSION, "--root"])
+        .arg(&root)
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(bin)
+}
+
+/// The local user `tests` the suite needs; made for the run (and removed
+/// after) unless it is there already.
+struct TestsUser(bool);
+
+impl TestsUser {
+    fn ensure() -> Option<TestsUser> {
+        if nix::unistd::User::from_name("tests").ok().flatten().is_some() {
+            return Some(TestsUser(false));
+        }
+        let made = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", "tests"])
+            .status()
+            .is_ok_and(|s| s.success());
+        made.then_some(TestsUser(true))
+    }
+}
+
+impl Drop for TestsUser {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = Command::new("userdel").arg("tests").status();
+        }
+    }
+}
+
+#[test]
+fn pjdfstest_on_a_directory_of_another_machine() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: pjdfstest runs as root");
+        return;
+    }
+    let Some(bin) = pjdfstest() else {
+        eprintln!("skipped: cargo install pjdfstest {VERSION} failed");
+        return;
+    };
+    let Some(_user) = TestsUser::ensure() else {
+        eprintln!("skipped: cannot make the user `tests`");
+        return;
+    };
+    let mut m = Mesh::new();
+    let dir = m.dir.path().to_path_buf();
+    let d = dir.display();
+    std::fs::create_dir(dir.join("files")).unwrap();
+    // The suite's other users must reach its directory.
+    for p in [dir.as_path(), &dir.join("files")] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    }
+    let deploy = Deploy::new()
+        .machine("a", 1)
+        .machine("b", 2)
+        .dial("a", "b")
+        .mount("a")
+        .set("a", "allow_other = true")
+        .service("b", &format!(r#"{{ name = "files", kind = "dir", root = "{d}/files" }}"#));
+    m.start("pjdfstest.toml", &deploy);
+    let remote = dir.join("a/n/b/svc/files/root");
+    until("a reaches b's files", T, || std::fs::read_dir(&remote).is_ok());
+    // The opt-in features Linux and the tree have.
+    let config = m.file(
+        "pjdfstest.toml",
+        "[features]\nposix_fallocate = {}\nutimensat = {}\nutime_now = {}\nrename_ctime = {}\n\n\
+         [settings]\nnaptime = 0.001\n",
+    );
+    let out = Command::new("timeout")
+        .arg("900")
+        .arg(&bin)
+        .arg("-c")
+        .arg(&config)
+        .arg("-p")
+        .arg(&remote)
+        .current_dir(&remote)
+        .output()
+        .expect("run pjdfstest");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let summary = text.lines().find(|l| l.starts_with("Summary:")).unwrap_or_else(|| panic!("no summary:\n{text}"));
+    let failed: Vec<&str> =
+        text.lines().filter(|l| l.trim_end().ends_with("FAILED")).filter_map(|l| l.split_whitespace().next()).collect();
+    let unexpected: Vec<&&str> = failed.iter().filter(|t| allowed(t).is_none()).collect();
+    let mut why = std::collections::BTreeMap::new();
+    for r in failed.iter().filter_map(|t| allowed(t)) {
+        *why.entry(r).or_insert(0) += 1;
+    }
+    measured(&format!("pjdfstest {VERSION} on b's dir through a's tree: {summary}; allowed failures: {why:?}"));
+    assert!(unexpected.is_empty(), "unexpected failures: {unexpected:?}\n{text}");
+}
+
+/// Prints a measurement where CI shows it (as the adversarial suite does).
+fn measured(line: &str) {
+    use std::io::Write;
+    eprintln!("measured: {line}");
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("adversary-measured.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(file) {
+        let _ = writeln!(f, "measured: {line}");
+    }
+}
