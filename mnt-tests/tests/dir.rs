@@ -257,7 +257,7 @@ fn links_fifos_attributes_and_df_on_a_directory_of_another_machine() {
 }
 
 #[test]
-fn record_locks_are_held_on_the_serving_machine() {
+fn record_locks_mappings_and_sqlite_across_machines() {
     let ab = start();
     let (f, d, disk) = (ab.remote(), ab.d(), ab.files());
     let local = format!("{d}/b/svc/files/root");
@@ -315,4 +315,22 @@ fn record_locks_are_held_on_the_serving_machine() {
     }
     let total = sh_ok(&format!("python3 -c \"import sqlite3; print(sqlite3.connect('{disk}/count.db').execute('SELECT v FROM n').fetchone()[0])\""), T);
     assert_eq!(total, "200\n");
+    // A shared mapping of a file on b, written on a: on b's disk after
+    // msync. And sqlite's WAL mode, which maps its index shared.
+    let py = format!(
+        "import mmap, os, sqlite3\n\
+         with open('{f}/mapped', 'wb') as w: w.write(bytes(8192))\n\
+         fd = os.open('{f}/mapped', os.O_RDWR)\n\
+         m = mmap.mmap(fd, 8192, mmap.MAP_SHARED)\n\
+         m[4096:4101] = b'hello'\nm.flush()\n\
+         c = sqlite3.connect('{f}/wal.db')\n\
+         print(c.execute('PRAGMA journal_mode=WAL').fetchone()[0])\n\
+         c.execute('CREATE TABLE t (x)')\n\
+         c.executemany('INSERT INTO t VALUES (?)', [(i,) for i in range(500)])\n\
+         c.commit()\nprint(c.execute('SELECT sum(x) FROM t').fetchone()[0])\n"
+    );
+    assert_eq!(sh_ok(&format!("python3 -c \"{py}\""), T), "wal\n124750\n");
+    assert_eq!(&std::fs::read(format!("{disk}/mapped")).unwrap()[4096..4101], b"hello");
+    let on_b = format!("python3 -c \"import sqlite3; print(sqlite3.connect('{disk}/wal.db').execute('SELECT count(*) FROM t').fetchone()[0])\"");
+    assert_eq!(sh_ok(&on_b, T), "500\n");
 }

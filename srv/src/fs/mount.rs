@@ -49,6 +49,7 @@ pub async fn mount(ns: Arc<Namespace>, path: &Path, allow_other: bool) -> anyhow
     let handle = if root { session.mount(fs, path).await } else { session.mount_with_unprivileged(fs, path).await }
         .with_context(|| format!("mount {}", path.display()))?;
     info!(machine = %id, path = %path.display(), "mounted");
+    raise_readahead(path);
     Ok(Mounted { handle: Some(handle), path: path.to_path_buf(), stop, attached: true })
 }
 
@@ -79,6 +80,20 @@ impl Drop for Mounted {
         if std::mem::take(&mut self.attached) {
             detach(&self.path);
         }
+    }
+}
+
+/// Readahead for the tree: served files are read through the page cache,
+/// and the kernel's default of 128 KiB asks another machine for too
+/// little at a time. Only root may raise it; others keep the default.
+const READAHEAD_KB: u32 = 4096;
+
+fn raise_readahead(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dev) = std::fs::metadata(path).map(|m| m.dev()) else { return };
+    let bdi = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+    if let Err(e) = std::fs::write(&bdi, READAHEAD_KB.to_string()) {
+        tracing::debug!(%bdi, "readahead stays the kernel's: {e}");
     }
 }
 
