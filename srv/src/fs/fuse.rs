@@ -246,6 +246,8 @@ pub struct MeshFs {
     uid: u32,
     gid: u32,
     shutdown: CancellationToken,
+    mounted_at: Option<std::path::PathBuf>,
+    tuned: std::sync::Once,
 }
 
 fn errno(e: &str) -> Errno {
@@ -272,6 +274,22 @@ impl MeshFs {
             uid,
             gid,
             shutdown,
+            mounted_at: None,
+            tuned: std::sync::Once::new(),
+        }
+    }
+
+    /// Where this file system is mounted: tuned there once the kernel has
+    /// taken its INIT answer (see `mount::raise_readahead`).
+    pub fn mounted_at(mut self, path: &std::path::Path) -> MeshFs {
+        self.mounted_at = Some(path.to_path_buf());
+        self
+    }
+
+    /// Called by requests that come after INIT.
+    fn tune(&self) {
+        if let Some(p) = &self.mounted_at {
+            self.tuned.call_once(|| super::mount::raise_readahead(p));
         }
     }
 
@@ -453,6 +471,7 @@ impl Filesystem for MeshFs {
     async fn destroy(&self, _req: Request) {}
 
     async fn lookup(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<ReplyEntry> {
+        self.tune();
         let name = name.to_str().ok_or_else(|| Errno::from(libc::ENOENT))?;
         let path = child(&self.path(parent)?, name);
         let e = self.stoppable(req.unique, self.stat(&path)).await?;
@@ -472,6 +491,7 @@ impl Filesystem for MeshFs {
     }
 
     async fn getattr(&self, req: Request, inode: u64, fh: Option<u64>, _flags: u32) -> FuseResult<ReplyAttr> {
+        self.tune();
         let path = self.path(inode)?;
         // A local open file answers for itself, even once removed.
         let open = fh.and_then(|fh| self.handle(fh).ok());

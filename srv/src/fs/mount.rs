@@ -37,7 +37,7 @@ pub async fn mount(ns: Arc<Namespace>, path: &Path, allow_other: bool) -> anyhow
     std::fs::create_dir_all(path).with_context(|| format!("mount point {}", path.display()))?;
     let id = ns.router().id().to_string();
     let stop = CancellationToken::new();
-    let fs = MeshFs::new(ns, stop.clone());
+    let fs = MeshFs::new(ns, stop.clone()).mounted_at(path);
     let mut opts = MountOptions::default();
     // The kernel checks every access against the modes and owners the
     // tree shows (see mesh(4), PERMISSIONS): shared with other users, they
@@ -49,7 +49,6 @@ pub async fn mount(ns: Arc<Namespace>, path: &Path, allow_other: bool) -> anyhow
     let handle = if root { session.mount(fs, path).await } else { session.mount_with_unprivileged(fs, path).await }
         .with_context(|| format!("mount {}", path.display()))?;
     info!(machine = %id, path = %path.display(), "mounted");
-    raise_readahead(path);
     Ok(Mounted { handle: Some(handle), path: path.to_path_buf(), stop, attached: true })
 }
 
@@ -88,10 +87,16 @@ impl Drop for Mounted {
 /// little at a time. Only root may raise it; others keep the default.
 const READAHEAD_KB: u32 = 4096;
 
-fn raise_readahead(path: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(dev) = std::fs::metadata(path).map(|m| m.dev()) else { return };
-    let bdi = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+/// Raises the readahead of the tree mounted at `path`; after the kernel
+/// took the INIT answer, which would set it back.
+pub(super) fn raise_readahead(path: &Path) {
+    // The device from the mount table: a stat of the mount point would be
+    // a request to this very process, which may be serving none yet.
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = path.to_string_lossy();
+    let dev = info.lines().map(|l| l.split(' ').collect::<Vec<_>>()).rfind(|f| f.get(4) == Some(&want.as_ref()));
+    let Some(dev) = dev.and_then(|f| f.get(2).map(|d| d.to_string())) else { return };
+    let bdi = format!("/sys/class/bdi/{dev}/read_ahead_kb");
     if let Err(e) = std::fs::write(&bdi, READAHEAD_KB.to_string()) {
         tracing::debug!(%bdi, "readahead stays the kernel's: {e}");
     }
