@@ -17,11 +17,13 @@
 //! they end on the blocking pool anyway, and are answered for.
 //!
 //! Inodes are handed out per path and kept while the kernel holds a
-//! lookup on them; a rename moves them. Stream files open with direct I/O,
+//! lookup on them ([`inodes`]). Stream files open with direct I/O,
 //! non-seekable and as streams; text files with direct I/O, since their
 //! size is not known; files of served directories through the page
-//! cache, with their real sizes (see [`STORED_OPEN`]). Errors become errno in one
-//! place, [`super::errors::errno`].
+//! cache, with their real sizes (see [`STORED_OPEN`]). Record locks are
+//! held where the file is served (`dir::locks`), the kernel's checks of
+//! modes and owners are its own (`default_permissions`). Errors become
+//! errno in one place, [`super::errors::errno`].
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -42,6 +44,7 @@ use super::dir::{Access, Attrs, Id, StatFs};
 use super::handle::{Handle, Waker};
 use super::tree::{Entry, FileKind};
 use super::{components, Namespace};
+use inodes::Inodes;
 
 const TTL: Duration = Duration::from_secs(1);
 
@@ -58,7 +61,6 @@ fn ttl(e: &Entry) -> Duration {
         TTL
     }
 }
-const ROOT: u64 = 1;
 const FOPEN_DIRECT_IO: u32 = 1 << 0;
 const FOPEN_NONSEEKABLE: u32 = 1 << 2;
 const FOPEN_STREAM: u32 = 1 << 4;
@@ -81,101 +83,6 @@ const LOCK_RETRY_MIN: Duration = Duration::from_millis(5);
 const LOCK_RETRY_MAX: Duration = Duration::from_millis(250);
 /// Interrupts remembered for requests not yet registered.
 const EARLY_INTERRUPTS: usize = 256;
-
-/// Paths by inode and back; an inode lives while the kernel looks it up.
-#[derive(Default)]
-struct Inodes {
-    by_ino: HashMap<u64, (String, u64)>,
-    by_path: HashMap<String, u64>,
-    next: u64,
-}
-
-impl Inodes {
-    fn path(&self, ino: u64) -> Option<String> {
-        if ino == ROOT {
-            return Some("/".into());
-        }
-        self.by_ino.get(&ino).map(|(p, _)| p.clone())
-    }
-
-    fn get_or_add(&mut self, path: &str) -> u64 {
-        if path == "/" {
-            return ROOT;
-        }
-        if let Some(&ino) = self.by_path.get(path) {
-            if let Some(e) = self.by_ino.get_mut(&ino) {
-                e.1 += 1;
-            }
-            return ino;
-        }
-        self.next = self.next.max(ROOT) + 1;
-        let ino = self.next;
-        self.by_ino.insert(ino, (path.to_string(), 1));
-        self.by_path.insert(path.to_string(), ino);
-        ino
-    }
-
-    fn forget(&mut self, ino: u64, n: u64) {
-        if let Some(e) = self.by_ino.get_mut(&ino) {
-            e.1 = e.1.saturating_sub(n);
-            if e.1 == 0 {
-                let (p, _) = self.by_ino.remove(&ino).unwrap_or_default();
-                // The path may name a newer inode by now (removed, created).
-                if self.by_path.get(&p) == Some(&ino) {
-                    self.by_path.remove(&p);
-                }
-            }
-        }
-    }
-
-    /// `path` and everything below it, as (path, inode).
-    fn under(&self, path: &str) -> Vec<(String, u64)> {
-        let prefix = format!("{path}/");
-        self.by_path
-            .iter()
-            .filter(|(p, _)| *p == path || p.starts_with(&prefix))
-            .map(|(p, &i)| (p.clone(), i))
-            .collect()
-    }
-
-    /// `path` was removed: a file made there later is a new inode, while
-    /// the kernel may still hold the old one (an open file).
-    fn detach(&mut self, path: &str) {
-        for (p, _) in self.under(path) {
-            self.by_path.remove(&p);
-        }
-    }
-
-    /// `from` is now `to`, and so is everything below it.
-    fn rename(&mut self, from: &str, to: &str) {
-        self.detach(to);
-        let moved = self.under(from);
-        self.move_all(moved, from, to);
-    }
-
-    /// `a` and `b` swapped places, each with everything below it.
-    fn exchange(&mut self, a: &str, b: &str) {
-        let (under_a, under_b) = (self.under(a), self.under(b));
-        self.detach(a);
-        self.detach(b);
-        self.move_all(under_a, a, b);
-        self.move_all(under_b, b, a);
-    }
-
-    /// Gives each (path, inode) of `moved`, below `from`, its place below `to`.
-    fn move_all(&mut self, moved: Vec<(String, u64)>, from: &str, to: &str) {
-        for (p, ino) in moved {
-            let np = format!("{to}{}", &p[from.len()..]);
-            if self.by_path.get(&p) == Some(&ino) {
-                self.by_path.remove(&p);
-            }
-            self.by_path.insert(np.clone(), ino);
-            if let Some(e) = self.by_ino.get_mut(&ino) {
-                e.0 = np;
-            }
-        }
-    }
-}
 
 /// An attribute's value, or its size when the caller asks with none.
 fn xattr_reply(v: Vec<u8>, size: u32) -> FuseResult<ReplyXAttr> {
@@ -365,7 +272,7 @@ impl MeshFs {
             } else if pin {
                 inodes.get_or_add(&child(&path, &name))
             } else {
-                inodes.by_path.get(&child(&path, &name)).copied().unwrap_or(u64::MAX)
+                inodes.node(&child(&path, &name)).unwrap_or(u64::MAX)
             };
             out.push((i as i64 + 1, ino, OsString::from(name), e));
         }
@@ -956,5 +863,6 @@ impl Filesystem for MeshFs {
     }
 }
 
+mod inodes;
 #[cfg(test)]
 mod tests;

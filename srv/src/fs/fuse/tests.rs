@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::DropGuard;
 
+use super::inodes::ROOT;
 use super::*;
 
 /// How long a blocked write is watched not ending, and how long a write
