@@ -193,6 +193,11 @@ fn a_silent_link_cut_fails_what_crossed_it_and_reroutes() {
     // Routes move to b, and new conversations go through it.
     until("echo through b", T, || m.routes("a").contains("echo c net-b 2"));
     let rerouted = t0.elapsed();
+    // Until c notices the cut too, its answers still take the dead link,
+    // and a conversation opened meanwhile fails with `link lost` when c
+    // does (adversary::cut checks that window); after, they go round.
+    let c_up = || std::fs::read_to_string(c.join("term/net-a/ctl")).is_ok_and(|t| t.contains(" up"));
+    until("c notices the cut", T, || !c_up());
     let out = mnt_tests::sh_ok(&format!("exec 3<>{}/svc/echo/data; echo z >&3; head -n1 <&3", a.display()), T);
     assert_eq!(out, "z\n");
     // c's end of the old conversation is gone too.
