@@ -11,10 +11,12 @@
 //! What is sent is not yet delivered, though: a conversation's last
 //! answer, its `Eof` and its hangup may all go into a link already cut
 //! and not yet known to be, leaving the other end waiting. So an ended
-//! conversation lingers for as long as a cut can take to be noticed
-//! ([`Crossed::set_linger`]: a few keepalive periods) and a link lost
-//! in that time tells its ends too; telling an end that is gone does
-//! nothing.
+//! conversation lingers until the link is known to have carried what it
+//! sent: a pong for a ping sent after it ended ([`Crossed::confirmed`];
+//! the ping went the same way, after it). A link lost before that tells
+//! its ends too; telling an end that is gone does nothing. However long
+//! a loaded router takes to notice a cut, an ended conversation waits
+//! for it; [`Crossed::set_linger`] only bounds the wait.
 //!
 //! Each end is kept with the address it talks to. An end that opened a
 //! service by name (`/n/M/svc/S`, `/svc/S`) writes to that name for its
@@ -48,9 +50,9 @@ use crate::path::Addr;
 /// Conversation ends remembered per link, open ones and ended ones each.
 pub const MAX_CROSSED: usize = 1 << 16;
 
-/// How long ended conversations linger unless told otherwise: four
-/// periods of the default configuration.
-const DEFAULT_LINGER: Duration = Duration::from_secs(2);
+/// The most an ended conversation lingers unconfirmed, unless told
+/// otherwise: far longer than any cut takes to be noticed.
+const DEFAULT_LINGER: Duration = Duration::from_secs(60);
 
 /// The ends of conversations that crossed one link, each with the last
 /// address it talked to (so that a hangup clears both ends).
@@ -115,29 +117,44 @@ impl Crossed {
                 }
                 ends.insert(env.src.clone(), env.dst.clone());
             }
-            Kind::Hangup | Kind::Error(_) => {
-                let mut guard = lock(&self.ends);
-                let Ends { open, ended } = &mut *guard;
-                let now = Instant::now();
-                for a in [&env.src, &env.dst] {
-                    if let Some(partner) = open.remove(a) {
-                        if open.get(&partner) == Some(a) {
-                            open.remove(&partner);
-                        }
-                        ended.push_back((now, a.clone(), partner));
-                    }
-                }
-                let linger = self.linger();
-                while ended.front().is_some_and(|e| now.duration_since(e.0) > linger) || ended.len() > MAX_CROSSED {
-                    ended.pop_front();
-                }
-            }
+            Kind::Hangup | Kind::Error(_) => self.ended(&env.src, &env.dst),
             _ => {}
         }
     }
 
-    /// Sets how long ended conversations linger: longer than a cut of
-    /// the link can take to be noticed.
+    /// A conversation's end `src` said its last to `dst` (a hangup or an
+    /// error): its record moves to the ended ones. Called once that last
+    /// envelope is queued on the link, so that a ping queued later also
+    /// goes after it (see [`Crossed::confirmed`]).
+    pub fn ended(&self, src: &Addr, dst: &Addr) {
+        let mut guard = lock(&self.ends);
+        let Ends { open, ended } = &mut *guard;
+        let now = Instant::now();
+        for a in [src, dst] {
+            if let Some(partner) = open.remove(a) {
+                if open.get(&partner) == Some(a) {
+                    open.remove(&partner);
+                }
+                ended.push_back((now, a.clone(), partner));
+            }
+        }
+        let linger = self.linger();
+        while ended.front().is_some_and(|e| now.duration_since(e.0) > linger) || ended.len() > MAX_CROSSED {
+            ended.pop_front();
+        }
+    }
+
+    /// The link carried everything sent before `sent` (a pong answered a
+    /// ping sent then): conversations that ended before need not linger.
+    pub fn confirmed(&self, sent: Instant) {
+        let mut guard = lock(&self.ends);
+        while guard.ended.front().is_some_and(|e| e.0 < sent) {
+            guard.ended.pop_front();
+        }
+    }
+
+    /// Sets the most ended conversations linger unconfirmed: longer than
+    /// a cut of the link can take to be noticed.
     pub fn set_linger(&self, d: Duration) {
         self.linger_us.store(d.as_micros() as u64, Relaxed);
     }
@@ -308,6 +325,24 @@ mod tests {
         c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
         c.note(&env(Kind::Hangup, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
         std::thread::sleep(Duration::from_millis(5));
+        assert!(c.take().is_empty());
+    }
+
+    #[test]
+    fn an_ended_conversation_goes_once_the_link_is_known_to_have_carried_it() {
+        let c = Crossed::default();
+        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
+        c.note(&env(Kind::Hangup, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
+        // A pong for a ping sent before it ended proves nothing of it.
+        c.confirmed(Instant::now() - Duration::from_secs(1));
+        let kept = Crossed::default();
+        kept.note(&env(Kind::Data, "/n/c/svc/cat/8", "/n/a/svc/x/2"));
+        kept.note(&env(Kind::Hangup, "/n/c/svc/cat/8", "/n/a/svc/x/2"));
+        kept.confirmed(Instant::now() - Duration::from_secs(1));
+        assert_eq!(kept.take(), addrs(&["/n/a/svc/x/2", "/n/c/svc/cat/8"]));
+        // One for a ping sent after: it was carried, nothing lingers.
+        std::thread::sleep(Duration::from_millis(2));
+        c.confirmed(Instant::now());
         assert!(c.take().is_empty());
     }
 

@@ -307,11 +307,6 @@ impl Router {
         let Link { tx, rx: mut frames, .. } = link;
         let name = TermName::Net(peer.clone());
         let (term, writer) = Term::linked(TermKind::Net(peer.clone()), addr, dialed, tx);
-        if let Some(c) = &term.crossed {
-            // A cut is noticed within two periods and a half (see
-            // `peers`); what ended before may have been lost in it.
-            c.set_linger(self.config().period * 4);
-        }
         *lock(&term.security) = security;
         // What kept the link down stays readable once it is up.
         if let Some(p) = self.term_table().placeholder(&name) {

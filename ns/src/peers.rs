@@ -186,6 +186,11 @@ impl Gossip {
                 Ok(())
             }
             Kind::Pong { stamp } => {
+                // Everything sent before the ping has been read across.
+                if let Some(c) = &term.crossed {
+                    let ago = std::time::Duration::from_micros(now_us().saturating_sub(stamp));
+                    c.confirmed(tokio::time::Instant::now() - ago);
+                }
                 term.stats.rtt_us.store(now_us().saturating_sub(stamp), Relaxed);
                 Ok(())
             }

@@ -42,6 +42,10 @@ use crate::path::{bang_path, Addr, MachineId, ServiceName, TermName};
 use crate::route::{Change, RouteTable};
 use crate::term::{Term, Terms};
 
+/// How long a lost link's news waits for a way round to the far ends it
+/// must reach (see `Router::tell_link_lost`): a few announcement periods.
+const TELL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A routing protocol, as forwarding sees it: told of links and of
 /// changes to the table, handed what neighbours say to it. Chosen once,
 /// when the router is built (zenoh's shape).
@@ -326,7 +330,19 @@ impl Router {
         let me = self.id().clone();
         let r = self.clone();
         self.spawn(async move {
+            // The way round may not be known yet: the routes over the lost
+            // link are gone at once, another path's come with the
+            // neighbours' next announcements. Told before, an end would be
+            // told nothing. One wait in all, not one per end.
+            let until = tokio::time::Instant::now() + TELL_WAIT;
             for a in far {
+                while let Some(m) = a.machine.as_ref() {
+                    let known = m == r.id() || r.table().best(m).is_some();
+                    if known || tokio::time::Instant::now() >= until {
+                        break;
+                    }
+                    tokio::time::sleep(TELL_WAIT / 100).await;
+                }
                 let env = Envelope::new(
                     r.next_id(),
                     Addr::on(me.clone(), crate::conv::reserved()),

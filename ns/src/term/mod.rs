@@ -20,6 +20,7 @@ use crate::conv::lock;
 use crate::crossed::Crossed;
 use crate::envelope::{Envelope, Kind};
 use crate::outlet::{self, write_link, Inline, Outlet};
+use crate::path::Addr;
 use crate::path::{MachineId, TermName};
 
 mod table;
@@ -189,24 +190,41 @@ impl Term {
             return Err(env);
         }
         self.note("out", &env);
-        match out.try_inline(self, env) {
+        let last = self.last_words(&env);
+        let res = match out.try_inline(self, env) {
             Inline::Sent => Ok(()),
             Inline::Failed(e) => {
                 // As when the writer task fails: the link goes, and what
                 // crossed it fails with `link lost`.
                 self.warn("write", e);
                 self.hangup();
-                Ok(())
+                return Ok(());
             }
             Inline::Busy(env) => out.queue(env).await,
+        };
+        if let (Ok(()), Some((c, src, dst))) = (&res, last) {
+            c.ended(&src, &dst);
         }
+        res
     }
 
     /// Queues an envelope if there is room now; says whether it did.
     pub fn try_send(&self, env: Envelope) -> bool {
         let Some(out) = &self.outlet else { return false };
         self.note("out", &env);
-        out.try_queue(env).is_ok()
+        let last = self.last_words(&env);
+        let queued = out.try_queue(env).is_ok();
+        if let (true, Some((c, src, dst))) = (queued, last) {
+            c.ended(&src, &dst);
+        }
+        queued
+    }
+
+    /// A conversation end's last envelope out (hangup, error): its record
+    /// ends only once the envelope is queued (see `Crossed::ended`).
+    fn last_words(&self, env: &Envelope) -> Option<(&Crossed, Addr, Addr)> {
+        let c = self.crossed.as_ref()?;
+        matches!(env.kind, Kind::Hangup | Kind::Error(_)).then(|| (c, env.src.clone(), env.dst.clone()))
     }
 
     /// Counts and logs a failure of the link.
@@ -229,7 +247,9 @@ impl Term {
         };
         n.fetch_add(1, Relaxed);
         b.fetch_add(env.data.len() as u64, Relaxed);
-        if let Some(c) = &self.crossed {
+        // An end's last words out are noted once queued (see `send`).
+        let last_out = dir == "out" && matches!(env.kind, Kind::Hangup | Kind::Error(_));
+        if let Some(c) = self.crossed.as_ref().filter(|_| !last_out) {
             c.note(env);
         }
         if self.trace.receiver_count() > 0 {
