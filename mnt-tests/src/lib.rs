@@ -11,6 +11,7 @@
 pub mod deploy;
 pub mod netns;
 pub mod relay;
+pub mod users;
 
 pub use deploy::{Deploy, Started};
 
@@ -241,6 +242,21 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
         info.lines().filter_map(|l| l.split(' ').nth(4)).map(PathBuf::from).filter(|p| p.starts_with(dir)).collect();
     v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     v
+}
+
+/// Prints a measurement, and appends it to `target/tmp/adversary-measured.txt`,
+/// which CI prints after the tests.
+pub fn measured(line: &str) {
+    eprintln!("measured: {line}");
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/TEST -> target/tmp
+    let Some(target) = exe.ancestors().nth(3) else { return };
+    let _ = std::fs::create_dir_all(target.join("tmp"));
+    if let Ok(mut f) =
+        std::fs::OpenOptions::new().create(true).append(true).open(target.join("tmp/adversary-measured.txt"))
+    {
+        let _ = writeln!(f, "measured: {line}");
+    }
 }
 
 /// Runs `bash -c SCRIPT` with a time limit; returns (status, stdout, stderr).

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use mnt_tests::users::LocalUser;
 use mnt_tests::{until, Deploy, Mesh};
 
 const T: Duration = Duration::from_secs(30);
@@ -48,31 +49,6 @@ fn pjdfstest() -> Option<PathBuf> {
     ok.then_some(bin)
 }
 
-/// The local user `tests` the suite needs; made for the run (and removed
-/// after) unless it is there already.
-struct TestsUser(bool);
-
-impl TestsUser {
-    fn ensure() -> Option<TestsUser> {
-        if nix::unistd::User::from_name("tests").ok().flatten().is_some() {
-            return Some(TestsUser(false));
-        }
-        let made = Command::new("useradd")
-            .args(["--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", "tests"])
-            .status()
-            .is_ok_and(|s| s.success());
-        made.then_some(TestsUser(true))
-    }
-}
-
-impl Drop for TestsUser {
-    fn drop(&mut self) {
-        if self.0 {
-            let _ = Command::new("userdel").arg("tests").status();
-        }
-    }
-}
-
 #[test]
 fn pjdfstest_on_a_directory_of_another_machine() {
     if !nix::unistd::getuid().is_root() {
@@ -83,7 +59,8 @@ fn pjdfstest_on_a_directory_of_another_machine() {
         eprintln!("skipped: cargo install pjdfstest {VERSION} failed");
         return;
     };
-    let Some(_user) = TestsUser::ensure() else {
+    // The suite's second user.
+    let Some(_user) = LocalUser::ensure("tests") else {
         eprintln!("skipped: cannot make the user `tests`");
         return;
     };
@@ -130,16 +107,8 @@ fn pjdfstest_on_a_directory_of_another_machine() {
     for r in failed.iter().filter_map(|t| allowed(t)) {
         *why.entry(r).or_insert(0) += 1;
     }
-    measured(&format!("pjdfstest {VERSION} on b's dir through a's tree: {summary}; allowed failures: {why:?}"));
+    mnt_tests::measured(&format!(
+        "pjdfstest {VERSION} on b's dir through a's tree: {summary}; allowed failures: {why:?}"
+    ));
     assert!(unexpected.is_empty(), "unexpected failures: {unexpected:?}\n{text}");
-}
-
-/// Prints a measurement where CI shows it (as the adversarial suite does).
-fn measured(line: &str) {
-    use std::io::Write;
-    eprintln!("measured: {line}");
-    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("adversary-measured.txt");
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(file) {
-        let _ = writeln!(f, "measured: {line}");
-    }
 }

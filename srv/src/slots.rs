@@ -158,12 +158,12 @@ mod tests {
     async fn places_go_first_come_first_served() {
         let s = Arc::new(Slots::new(limits(1, 8, 10_000)));
         let first = s.enter("x").await.unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         for i in 0..4 {
             let (s, tx) = (s.clone(), tx.clone());
             tokio::spawn(async move {
                 let slot = s.enter("x").await.unwrap();
-                tx.send(i).unwrap();
+                tx.send(i).await.unwrap();
                 drop(slot);
             });
             // Each has queued before the next arrives.

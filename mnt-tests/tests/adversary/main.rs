@@ -19,11 +19,5 @@ mod users;
 
 /// Prints one measurement, and keeps it where CI shows it.
 pub fn measured(case: &str, what: std::fmt::Arguments) {
-    use std::io::Write;
-    let line = format!("measured: {case}: {what}\n");
-    eprint!("{line}");
-    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("adversary-measured.txt");
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(file) {
-        let _ = f.write_all(line.as_bytes());
-    }
+    mnt_tests::measured(&format!("{case}: {what}"));
 }

@@ -17,50 +17,24 @@
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use mnt_tests::users::LocalUser;
 use mnt_tests::{sh, until, Deploy, Mesh};
 
 const T: Duration = Duration::from_secs(20);
 /// nobody, on every Debian machine.
 const NOBODY: u32 = 65534;
 
-/// A user made for the test; dropping it removes the user.
-struct TestUser {
-    name: String,
-    uid: u32,
-}
-
-impl TestUser {
-    fn add() -> Option<TestUser> {
-        let name = format!("meshadv{}", std::process::id() % 100_000);
-        let made = Command::new("useradd")
-            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !made {
-            return None;
-        }
-        let user = nix::unistd::User::from_name(&name).ok().flatten()?;
-        Some(TestUser { name, uid: user.uid.as_raw() })
-    }
-
-    /// Runs `script` with bash as this user; returns (success, stdout, stderr).
-    fn run(&self, dir: &Path, script: &str) -> (bool, String, String) {
-        let file = dir.join(format!("as-{}.sh", self.name));
-        std::fs::write(&file, script).unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let (st, out, err) =
-            sh(&format!("setpriv --reuid={0} --regid={0} --clear-groups bash {1}", self.uid, file.display()), T);
-        (st.success(), out, err)
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).status();
-    }
+/// Runs `script` with bash as `user`; returns (success, stdout, stderr).
+fn run_as(user: &LocalUser, dir: &Path, script: &str) -> (bool, String, String) {
+    let file = dir.join(format!("as-{}.sh", user.name));
+    std::fs::write(&file, script).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (st, out, err) =
+        sh(&format!("setpriv --reuid={0} --regid={0} --clear-groups bash {1}", user.uid, file.display()), T);
+    (st.success(), out, err)
 }
 
 #[test]
@@ -69,7 +43,7 @@ fn another_user_gets_what_the_modes_allow() {
         eprintln!("skipped: making a user needs root");
         return;
     }
-    let Some(user) = TestUser::add() else {
+    let Some(user) = LocalUser::ensure(&format!("meshadv{}", std::process::id() % 100_000)) else {
         eprintln!("skipped: useradd failed");
         return;
     };
@@ -128,7 +102,7 @@ try theirs 'cat {remote}/theirs.txt'
 try made 'echo made > {remote}/shared/made.txt && stat -c %u {remote}/shared/made.txt'
 "#
     );
-    let (_, out, err) = user.run(&dir, &script);
+    let (_, out, err) = run_as(&user, &dir, &script);
     eprintln!("as {} (uid {}):\n{out}{err}", user.name, user.uid);
     let verdict = |what: &str| {
         out.lines()

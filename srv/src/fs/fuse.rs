@@ -134,17 +134,22 @@ impl Drop for Pending<'_> {
     }
 }
 
+/// An open file.
+struct Open {
+    h: Arc<Handle>,
+    /// The inode it was opened by (fstat asks by inode; see `open_stored`).
+    ino: u64,
+    /// It took record locks: its owners' go when a descriptor is closed
+    /// (flush).
+    locked: bool,
+}
+
 /// The file system fuse3 serves.
 pub struct MeshFs {
     ns: Arc<Namespace>,
     inodes: Mutex<Inodes>,
-    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    handles: Mutex<HashMap<u64, Open>>,
     next_fh: AtomicU64,
-    /// Open files that took record locks: their owners' locks go when a
-    /// descriptor is closed (flush).
-    locked: Mutex<std::collections::HashSet<u64>>,
-    /// The inode each open file was opened by.
-    open_inos: Mutex<HashMap<u64, u64>>,
     /// Requests that may block, so an interrupt can end them.
     pending: Mutex<HashMap<u64, CancellationToken>>,
     /// Interrupts of requests not registered yet. Lock order: `pending`,
@@ -174,8 +179,6 @@ impl MeshFs {
             inodes: Default::default(),
             handles: Default::default(),
             next_fh: AtomicU64::new(1),
-            locked: Default::default(),
-            open_inos: Default::default(),
             pending: Default::default(),
             early: Default::default(),
             uid,
@@ -297,8 +300,7 @@ impl MeshFs {
             _ => FOPEN_DIRECT_IO,
         };
         let fh = self.next_fh.fetch_add(1, Relaxed);
-        lock(&self.handles).insert(fh, Arc::new(h));
-        lock(&self.open_inos).insert(fh, ino);
+        lock(&self.handles).insert(fh, Open { h: Arc::new(h), ino, locked: false });
         (fh, flags)
     }
 
@@ -306,10 +308,9 @@ impl MeshFs {
     /// kernel asks fstat by inode, without the descriptor, and a removed
     /// file has no path left to ask by.
     fn open_stored(&self, ino: u64) -> Option<Arc<Handle>> {
-        let fhs: Vec<u64> = lock(&self.open_inos).iter().filter(|(_, &i)| i == ino).map(|(&fh, _)| fh).collect();
-        fhs.into_iter()
-            .filter_map(|fh| self.handle(fh).ok())
-            .find(|h| matches!(**h, Handle::Stored(_) | Handle::RemoteFile(super::remote::RemoteFile::Stored(_))))
+        let stored =
+            |h: &Handle| matches!(h, Handle::Stored(_) | Handle::RemoteFile(super::remote::RemoteFile::Stored(_)));
+        lock(&self.handles).values().find(|o| o.ino == ino && stored(&o.h)).map(|o| o.h.clone())
     }
 
     async fn stat(&self, path: &str) -> FuseResult<Entry> {
@@ -320,7 +321,7 @@ impl MeshFs {
     }
 
     fn handle(&self, fh: u64) -> FuseResult<Arc<Handle>> {
-        lock(&self.handles).get(&fh).cloned().ok_or_else(|| Errno::from(libc::EBADF))
+        lock(&self.handles).get(&fh).map(|o| o.h.clone()).ok_or_else(|| Errno::from(libc::EBADF))
     }
 
     /// Runs `work` for request `unique` until it ends, or an interrupt of
@@ -678,8 +679,8 @@ impl Filesystem for MeshFs {
 
     /// A descriptor closed: its process's record locks on the file end.
     async fn flush(&self, _req: Request, _inode: u64, fh: u64, lock_owner: u64) -> FuseResult<()> {
-        if lock(&self.locked).contains(&fh) {
-            let h = self.handle(fh)?;
+        let locked = lock(&self.handles).get(&fh).filter(|o| o.locked).map(|o| o.h.clone());
+        if let Some(h) = locked {
             self.ns.unlock_owner(&h, lock_owner).await;
         }
         Ok(())
@@ -721,7 +722,9 @@ impl Filesystem for MeshFs {
         let h = self.handle(fh)?;
         let l = Lock { start, end, typ: r#type as i32, pid: 0 };
         if l.typ != libc::F_UNLCK {
-            lock(&self.locked).insert(fh);
+            if let Some(o) = lock(&self.handles).get_mut(&fh) {
+                o.locked = true;
+            }
         }
         let take = async {
             let mut wait = LOCK_RETRY_MIN;
@@ -746,10 +749,8 @@ impl Filesystem for MeshFs {
         _lock_owner: u64,
         _flush: bool,
     ) -> FuseResult<()> {
-        lock(&self.locked).remove(&fh);
-        lock(&self.open_inos).remove(&fh);
-        let h = lock(&self.handles).remove(&fh);
-        if let Some(h) = h.and_then(|h| Arc::try_unwrap(h).ok()) {
+        let open = lock(&self.handles).remove(&fh);
+        if let Some(h) = open.and_then(|o| Arc::try_unwrap(o.h).ok()) {
             self.ns.release(h).await;
         }
         Ok(())

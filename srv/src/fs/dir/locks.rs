@@ -78,12 +78,16 @@ fn reopen(f: &File) -> Result<OwnedFd, Errno> {
 }
 
 impl Locks {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, u64, Owner), OwnedFd>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Takes, changes or drops (`F_UNLCK`) `owner`'s lock on a range of
     /// the file `f` is open on, without waiting: a conflict is EAGAIN.
     pub fn set(&self, f: &File, owner: &Owner, l: &Lock) -> Result<(), Errno> {
         let st = fstat(f)?;
         let key = (st.st_dev, st.st_ino, owner.clone());
-        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.held();
         if !held.contains_key(&key) {
             if l.typ == libc::F_UNLCK {
                 return Ok(());
@@ -102,7 +106,7 @@ impl Locks {
         let key = (st.st_dev, st.st_ino, owner.clone());
         let mut fl = flock(l)?;
         {
-            let held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let held = self.held();
             match held.get(&key) {
                 Some(fd) => fcntl(fd, libc::F_OFD_GETLK, &mut fl)?,
                 None => fcntl(&reopen(f)?, libc::F_OFD_GETLK, &mut fl)?,
@@ -119,13 +123,13 @@ impl Locks {
     /// Drops every lock of `owner` on the file `f` is open on.
     pub fn drop_owner(&self, f: &File, owner: &Owner) {
         if let Ok(st) = fstat(f) {
-            self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&(st.st_dev, st.st_ino, owner.clone()));
+            self.held().remove(&(st.st_dev, st.st_ino, owner.clone()));
         }
     }
 
     /// Descriptions held now.
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.held().len()
     }
 
     pub fn is_empty(&self) -> bool {
