@@ -21,6 +21,9 @@
 //!   mount (`n/b/svc/files/root/big`), links encrypted and plaintext,
 //!   against the same file through sshfs from an sshd the bench starts on
 //!   loopback (rows say "baseline not available" without sshfs or sshd).
+//! - `remote-fs`: fio, `git add` + `commit`, `tar x` and `rm -rf` on a
+//!   directory of machine b through a's mount, against sshfs and a local
+//!   directory in the same run.
 //! - `discovery`: 1,000 routers on mem in a random graph of degree 4, on
 //!   a paused clock: rounds and wall time to converge against diameter +
 //!   2, idle traffic per router (against 250 routers: it must not grow),
@@ -35,7 +38,7 @@
 //!
 //! Modules: [`stats`] (percentiles, resident memory), [`mesh`] (routers
 //! and the echo and sink services), [`raw`] (the TCP baselines), [`rpc`],
-//! [`bulk`], [`nullfs`] and [`files`], [`tree`], [`discovery`],
+//! [`bulk`], [`nullfs`] and [`files`], [`tree`], [`remotefs`], [`discovery`],
 //! [`pipeline`], [`breakdown`] (the workloads), [`report`] (tables,
 //! Markdown) and [`chart`] (SVG), [`machine`] (what ran it).
 //!
@@ -52,6 +55,7 @@ pub mod mesh;
 pub mod nullfs;
 pub mod pipeline;
 pub mod raw;
+pub mod remotefs;
 pub mod report;
 pub mod rpc;
 pub mod stats;
@@ -171,6 +175,7 @@ pub const WORKLOADS: &[(&str, bool, Workload)] = &[
     ("bulk", true, |c| Box::pin(bulk::run(c))),
     ("fuse", true, |c| Box::pin(files::run(c))),
     ("tree", true, |c| Box::pin(tree::run(c))),
+    ("remote-fs", true, |c| Box::pin(remotefs::run(c))),
     ("discovery", true, |c| Box::pin(discovery::run(c))),
     ("pipeline", true, |c| Box::pin(pipeline::run(c))),
     ("breakdown", false, |c| Box::pin(breakdown::run(c))),

@@ -23,6 +23,8 @@ pub enum Unit {
     Bytes,
     /// Frames per second: higher is better.
     Fps,
+    /// I/O operations per second: higher is better.
+    Iops,
 }
 
 impl Unit {
@@ -35,6 +37,7 @@ impl Unit {
             Unit::Bytes if v >= 10_000.0 => format!("{:.1} KB", v / 1e3),
             Unit::Bytes => format!("{v:.0} B"),
             Unit::Fps => format!("{v:.1} frames/s"),
+            Unit::Iops => format!("{v:.0} IOPS"),
         }
     }
 }

@@ -48,7 +48,9 @@ fn start() -> Ab {
         .dial("a", "b")
         .mount("a")
         .mount("b")
-        .service("b", &format!(r#"{{ name = "files", kind = "dir", root = "{d}/files" }}"#));
+        // Root on a is root on b: these check what root may do; squashing is
+        // the adversarial suite's (users.rs).
+        .service("b", &format!(r#"{{ name = "files", kind = "dir", root = "{d}/files", squash = "none" }}"#));
     m.start("ab.toml", &deploy);
     let ab = Ab { _m: m, dir };
     let probe = PathBuf::from(format!("{}/hello.txt", ab.remote()));
@@ -333,4 +335,58 @@ fn record_locks_mappings_and_sqlite_across_machines() {
     assert_eq!(&std::fs::read(format!("{disk}/mapped")).unwrap()[4096..4101], b"hello");
     let on_b = format!("python3 -c \"import sqlite3; print(sqlite3.connect('{disk}/wal.db').execute('SELECT count(*) FROM t').fetchone()[0])\"");
     assert_eq!(sh_ok(&on_b, T), "500\n");
+}
+
+/// Unmounts a test's small file system when the test ends, passed or not.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes to another machine go ahead of their answers; one that fails
+/// there (its disk is full) still fails the writer, at a later write or
+/// at close, and nothing is taken for written that was not.
+#[test]
+fn a_write_that_fails_there_fails_the_writer() {
+    let ab = start();
+    let small = PathBuf::from(format!("{}/small", ab.files()));
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "mesh-test-small"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    let _tmpfs = Tmpfs(small.clone());
+    let f = format!("{}/small", ab.remote());
+    // dd: 4 MiB in 64 KiB writes into 1 MiB.
+    let (st, _, err) = sh(&format!("dd if=/dev/zero of={f}/dd bs=64k count=64"), T);
+    assert!(!st.success() && err.contains("No space left on device"), "dd: {err}");
+    // Small writes, then close: the error comes at a write or at close.
+    let script = format!(
+        r#"
+import errno, os
+fd = os.open("{f}/py", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+try:
+    for i in range(1024):
+        os.write(fd, b"x" * 4096)
+    os.close(fd)
+    print("no error")
+except OSError as e:
+    print(errno.errorcode[e.errno], "at", "close" if i == 1023 else "write")
+"#
+    );
+    let out = sh_ok(&format!("python3 -c '{}'", script.replace('\'', "'\\''")), T);
+    assert!(out.starts_with("ENOSPC at"), "{out}");
+    // What is there is what was written, no more than the disk holds.
+    let size = std::fs::metadata(small.join("py")).unwrap().len();
+    assert!(size <= 1 << 20, "{size}");
+    let seen = sh_ok(&format!("stat -c %s {f}/py"), T);
+    assert_eq!(seen.trim(), size.to_string());
 }

@@ -78,7 +78,9 @@ fn pjdfstest_on_a_directory_of_another_machine() {
         .dial("a", "b")
         .mount("a")
         .set("a", "allow_other = true")
-        .service("b", &format!(r#"{{ name = "files", kind = "dir", root = "{d}/files" }}"#));
+        // Root on a is root on b: these check what root may do; squashing is
+        // the adversarial suite's (users.rs).
+        .service("b", &format!(r#"{{ name = "files", kind = "dir", root = "{d}/files", squash = "none" }}"#));
     m.start("pjdfstest.toml", &deploy);
     let remote = dir.join("a/n/b/svc/files/root");
     until("a reaches b's files", T, || std::fs::read_dir(&remote).is_ok());

@@ -16,7 +16,7 @@ use ns::conv::Conv;
 use ns::Addr;
 
 use crate::fs::dir::{Access, MAX_IO};
-use crate::fs::remote::{ask, TreeReq, TreeResp};
+use crate::fs::remote::{begin, TreeReq, TreeResp};
 use crate::fs::tree::{Entry, FileKind};
 
 /// The components of `path` ("/n/c/svc" -> ["n", "c", "svc"]).
@@ -35,7 +35,7 @@ fn unexpected(path: &str, resp: TreeResp) -> String {
 
 /// What `path` is.
 pub async fn stat(client: &Client, path: &str) -> Result<Entry, String> {
-    match ask(&mut server(client), &TreeReq::Stat(split(path))).await? {
+    match begin(&mut server(client), &TreeReq::Stat(split(path))).await? {
         TreeResp::Entry(e) => Ok(e),
         other => Err(unexpected(path, other)),
     }
@@ -48,7 +48,7 @@ pub async fn ls(client: &Client, path: &str) -> Result<Vec<String>, String> {
     if e.kind != FileKind::Dir {
         return Ok(vec![split(path).pop().unwrap_or_else(|| "/".into())]);
     }
-    match ask(&mut server(client), &TreeReq::List(split(path))).await? {
+    match begin(&mut server(client), &TreeReq::List(split(path))).await? {
         TreeResp::Entries(mut v) => {
             v.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(v.into_iter().map(|e| e.name).collect())
@@ -88,7 +88,7 @@ pub async fn cat(client: &Client, path: &str, mut out: impl FnMut(&[u8]) -> std:
     }
     let mut conv = server(client);
     let access = Access { read: true, ..Access::default() };
-    match ask(&mut conv, &TreeReq::Open { path: split(path), access }).await? {
+    match begin(&mut conv, &TreeReq::Open { path: split(path), access }).await? {
         TreeResp::Opened(_) => {}
         other => return Err(unexpected(path, other)),
     }

@@ -61,9 +61,11 @@ pub fn build(spec: &ServiceSpec, router: &Router) -> Result<Built, KindError> {
             // The file checks that dir has a root; opening it here makes a
             // missing or unreadable directory a start-up error.
             let path = spec.root.as_deref().ok_or_else(|| bad(anyhow::anyhow!("kind dir needs root")))?;
-            let root = Arc::new(Root::open(path).map_err(|e| bad(anyhow::anyhow!("root {}: {e}", path.display())))?);
+            let root = Root::open(path).map_err(|e| bad(anyhow::anyhow!("root {}: {e}", path.display())))?;
+            let root = Arc::new(root.squashing(spec.squash));
             let service = Arc::new(DirService::new(root.clone(), spec.name.as_str()));
-            Ok(Built { about: Some(format!("root {}", root.path().display())), root: Some(root), ..plain(service) })
+            let about = format!("root {}\nsquash {}", root.path().display(), root.squash().as_str());
+            Ok(Built { about: Some(about), root: Some(root), ..plain(service) })
         }
         ServiceKind::Parser => {
             Ok(plain(Arc::new(ParserService::new(size, spec.fps.unwrap_or(DEFAULT_FPS)).map_err(bad)?)))

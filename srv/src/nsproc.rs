@@ -26,7 +26,7 @@ use ns::conv::Msg;
 use ns::nsfile::{Line, Op, Place};
 use ns::Addr;
 
-use crate::fs::remote::{decode, encode, TreeReq, TreeResp};
+use crate::fs::remote::{decode, encode, first, TreeReq, TreeResp};
 
 /// What `mesh ns` was asked to do.
 pub struct Options {
@@ -63,7 +63,7 @@ pub async fn run(opts: Options) -> anyhow::Result<i32> {
         .await
         .with_context(|| format!("cannot reach the router at {}", opts.router))?;
     let mut conv = client.open(Addr::on(client.machine().clone(), ns::conv::reserved()), Vec::new());
-    conv.tx.send(encode(&TreeReq::View)).await.map_err(anyhow::Error::msg)?;
+    conv.tx.send(first(&TreeReq::View)).await.map_err(anyhow::Error::msg)?;
     let (staging, mount) = match recv(&mut conv).await? {
         TreeResp::View { staging, mount } => (PathBuf::from(staging), PathBuf::from(mount)),
         other => bail!("unexpected answer to a view: {other:?}"),

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ns::conv::{Msg, RESERVED};
+use ns::deploy::Squash;
 use ns::{Addr, Config, Name, Router};
+use srv::fs::caller::Caller;
 use srv::fs::dir::{Access, Attrs, DirService, Root};
 use srv::fs::remote::{TreeReq, TreeResp, TreeServer};
 use srv::fs::tree::FileKind;
@@ -53,7 +55,9 @@ async fn two(tag: &str) -> Two {
         trees.push(ns);
     }
     let (a, b) = (trees[0].clone(), trees[1].clone());
-    let root = Arc::new(Root::open(&dir.path().join("files")).unwrap());
+    // Root of a is root here: these tests are about the operations;
+    // squashing is users.rs's (mnt-tests) and dir/tests.rs's.
+    let root = Arc::new(Root::open(&dir.path().join("files")).unwrap().squashing(Squash::None));
     b.router().add_service("files".parse().unwrap(), Arc::new(DirService::new(root.clone(), "files")));
     b.set_kind("files", KindExtras { root: Some(root), ..KindExtras::default() });
     a.router().dial(format!("mem!{tag}-b").parse().unwrap());
@@ -245,7 +249,7 @@ async fn large_reads_come_back_whole_and_in_order() {
 async fn raw(t: &Two, on: &str, req: &TreeReq) -> Result<TreeResp, String> {
     let r = if on == "b" { t.a.router() } else { t.b.router() };
     let mut c = r.open(Addr::on(on.parse().unwrap(), Name::new(RESERVED).unwrap()), vec![]);
-    c.tx.send(ns::cbor::encode(req)).await?;
+    c.tx.send(ns::cbor::encode(&(Caller::router(), req))).await?;
     match tokio::time::timeout(Duration::from_secs(10), c.rx.recv()).await.map_err(|_| "timeout")? {
         Some(Msg::Data(b)) => match ns::cbor::decode(&b, "tree message")? {
             TreeResp::Err(e) => Err(e),

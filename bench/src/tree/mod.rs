@@ -44,13 +44,13 @@ const READ: usize = 1 << 20;
 const VISIBLE_WAIT: Duration = Duration::from_secs(15);
 
 /// Machines a and b, b serving `dir` as `files`, a's tree mounted.
-struct Remote {
+pub(crate) struct Remote {
     _chain: Chain,
-    mounted: Mounted,
+    pub(crate) mounted: Mounted,
 }
 
 impl Remote {
-    async fn start(dir: &Path, mount: &Path, secure: bool) -> anyhow::Result<Remote> {
+    pub(crate) async fn start(dir: &Path, mount: &Path, secure: bool) -> anyhow::Result<Remote> {
         let nodes = [("a", "tcp!127.0.0.1!0".to_string()), ("b", "tcp!127.0.0.2!0".to_string())];
         let chain = if secure { Chain::new_secure(&nodes).await? } else { Chain::new(&nodes).await? };
         let b = chain.router(1)?;
@@ -64,9 +64,14 @@ impl Remote {
         Ok(Remote { _chain: chain, mounted })
     }
 
+    /// b's served directory as a sees it.
+    pub(crate) fn root(&self) -> PathBuf {
+        self.mounted.path().join("n/b/svc/files/root")
+    }
+
     /// b's file as a sees it.
     fn file(&self) -> PathBuf {
-        self.mounted.path().join("n/b/svc/files/root/big")
+        self.root().join("big")
     }
 }
 
@@ -180,7 +185,7 @@ fn rows(sz: &Sizes, name: &str, paths: &[Reader], version: &str, why_not: &str) 
 
 /// Fills `path` with `n` pseudo-random bytes (not zeros, which some
 /// layers could treat specially), creating `dir`.
-fn make_file(dir: &Path, path: &Path, n: usize) -> anyhow::Result<()> {
+pub(crate) fn make_file(dir: &Path, path: &Path, n: usize) -> anyhow::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let mut f = std::io::BufWriter::with_capacity(

@@ -129,8 +129,79 @@ try made 'echo made > {remote}/shared/made.txt && stat -c %u {remote}/shared/mad
     assert!(!dir.join("files/mine.txt").exists());
     let mode = std::fs::metadata(dir.join("files/public.txt")).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644);
-    // The owner still has it all.
-    assert_eq!(std::fs::read_to_string(format!("{remote}/secret.txt")).unwrap(), "secret.txt\n");
+    // The owner still has it all on b; root of a is nobody there.
+    let secret = "svc/files/root/secret.txt";
+    assert_eq!(std::fs::read_to_string(format!("{d}/b/{secret}")).unwrap(), "secret.txt\n");
+    let squashed = std::fs::read_to_string(format!("{d}/a/n/b/{secret}")).map_err(|e| e.kind());
+    assert_eq!(squashed, Err(std::io::ErrorKind::PermissionDenied));
+    drop(m);
+}
+
+/// Root of a reaching b's served directories: the kernel of a lets root
+/// do anything, so what stops it is b, which takes root of another
+/// machine for `nobody` unless the service says `squash = "none"`, and
+/// everyone for `nobody` with `squash = "all"`.
+#[test]
+fn root_of_another_machine_is_squashed_where_the_files_are() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: owners need root");
+        return;
+    }
+    let Some(user) = LocalUser::ensure(&format!("meshsq{}", std::process::id() % 100_000)) else {
+        eprintln!("skipped: useradd failed");
+        return;
+    };
+    let mut m = Mesh::new();
+    let dir = m.dir.path().to_path_buf();
+    let d = dir.display();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for s in ["squashed", "trusted", "all"] {
+        let root = dir.join(s);
+        std::fs::create_dir_all(root.join("shared")).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(root.join("shared"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::write(root.join("secret.txt"), "secret\n").unwrap();
+        std::fs::set_permissions(root.join("secret.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let deploy = Deploy::new()
+        .machine("a", 1)
+        .machine("b", 2)
+        .dial("a", "b")
+        .mount("a")
+        .set("a", "allow_other = true")
+        .service("b", &format!(r#"{{ name = "squashed", kind = "dir", root = "{d}/squashed" }}"#))
+        .service("b", &format!(r#"{{ name = "trusted", kind = "dir", root = "{d}/trusted", squash = "none" }}"#))
+        .service("b", &format!(r#"{{ name = "all", kind = "dir", root = "{d}/all", squash = "all" }}"#));
+    m.start("squash.toml", &deploy);
+    let there = |s: &str, f: &str| format!("{d}/a/n/b/svc/{s}/root/{f}");
+    until("a reaches b's files", T, || std::fs::metadata(there("all", "shared")).is_ok());
+    let owner =
+        |s: &str, f: &str| std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir.join(s).join(f)).unwrap());
+    let denied = |r: std::io::Result<()>| r.map_err(|e| e.kind()) == Err(std::io::ErrorKind::PermissionDenied);
+
+    // Default: root of a is nobody on b.
+    assert!(denied(std::fs::read(there("squashed", "secret.txt")).map(drop)));
+    assert!(denied(std::fs::write(there("squashed", "new.txt"), "x")));
+    assert!(denied(std::fs::set_permissions(there("squashed", "secret.txt"), std::fs::Permissions::from_mode(0o644))));
+    std::fs::write(there("squashed", "shared/root.txt"), "x").unwrap();
+    assert_eq!(owner("squashed", "shared/root.txt"), NOBODY);
+    crate::measured(
+        "users",
+        format_args!("squash root: root of a reads b's 0600 file: EACCES; makes files as {NOBODY}"),
+    );
+    // squash = "none": root is root.
+    assert_eq!(std::fs::read_to_string(there("trusted", "secret.txt")).unwrap(), "secret\n");
+    std::fs::write(there("trusted", "new.txt"), "x").unwrap();
+    assert_eq!(owner("trusted", "new.txt"), 0);
+    // squash = "all": everyone is nobody, the other user too.
+    let (ok, out, err) =
+        run_as(&user, &dir, &format!("echo x > {0} && stat -c %u {0}", there("all", "shared/theirs.txt")));
+    assert!(ok, "{out}{err}");
+    assert_eq!(owner("all", "shared/theirs.txt"), NOBODY);
+    // And the other user is themselves where only root is squashed.
+    let (ok, out, err) = run_as(&user, &dir, &format!("echo x > {}", there("squashed", "shared/theirs.txt")));
+    assert!(ok, "{out}{err}");
+    assert_eq!(owner("squashed", "shared/theirs.txt"), user.uid);
     drop(m);
 }
 

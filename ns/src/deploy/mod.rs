@@ -31,7 +31,7 @@ use dial::DialString;
 
 use crate::path::{Addr, MachineId, ServiceName};
 
-pub use service::ServiceKind;
+pub use service::{ServiceKind, Squash};
 
 /// The built-in deployment: machines a, b and c on 127.0.0.1-3.
 pub const BUILTIN: &str = include_str!("abc.toml");
@@ -88,6 +88,8 @@ pub struct ServiceSpec {
     pub bitrate: Option<u32>,
     /// Terminal size as (columns, rows), from `"80x24"` (pty, parser).
     pub size: Option<(u16, u16)>,
+    /// Who callers from other machines are taken to be (dir).
+    pub squash: Squash,
     /// 1-based line of the file where the service is declared.
     pub line: usize,
 }

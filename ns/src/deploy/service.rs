@@ -22,8 +22,44 @@ pub enum ServiceKind {
     Dir,
 }
 
+/// Who a dir service takes callers from other machines to be (`squash`),
+/// as NFS's root_squash, no_root_squash and all_squash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Squash {
+    /// Root of another machine is `nobody` here; other users are
+    /// themselves (`"root"`, the default).
+    #[default]
+    Root,
+    /// Everyone is themselves, root included (`"none"`).
+    None,
+    /// Everyone from another machine is `nobody` (`"all"`).
+    All,
+}
+
+impl Squash {
+    pub const ALL: [Squash; 3] = [Squash::Root, Squash::None, Squash::All];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Squash::Root => "root",
+            Squash::None => "none",
+            Squash::All => "all",
+        }
+    }
+}
+
+impl FromStr for Squash {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Squash::ALL
+            .into_iter()
+            .find(|q| q.as_str() == s)
+            .ok_or_else(|| format!("unknown squash {s:?}: want \"root\", \"none\" or \"all\""))
+    }
+}
+
 /// Every key a service entry may have; which apply depends on the kind.
-const KEYS: &[&str] = &["name", "kind", "command", "output", "root", "fps", "bitrate", "size"];
+const KEYS: &[&str] = &["name", "kind", "command", "output", "root", "fps", "bitrate", "size", "squash"];
 
 /// Upper bound of each side of `size`: far beyond any real terminal, low
 /// enough that a typo cannot ask the parser for a gigantic screen.
@@ -66,7 +102,8 @@ impl ServiceKind {
             ServiceKind::Parser => &["size", "fps"],
             ServiceKind::Encoder => &["fps", "bitrate"],
             ServiceKind::Display => &["output"],
-            ServiceKind::Dir => &["root"],
+            // Who callers from other machines are taken to be.
+            ServiceKind::Dir => &["root", "squash"],
             ServiceKind::Gpu | ServiceKind::Registry => &[],
         }
     }
@@ -112,6 +149,7 @@ pub(super) fn service(node: &Node<'_, '_>) -> Result<ServiceSpec> {
         fps: None,
         bitrate: None,
         size: None,
+        squash: Squash::default(),
         line: node.line(),
     };
     for e in t.entries() {
@@ -129,6 +167,7 @@ pub(super) fn service(node: &Node<'_, '_>) -> Result<ServiceSpec> {
             "fps" => spec.fps = Some(ranged(v, 1, 240, "1 to 240 a second")?),
             "bitrate" => spec.bitrate = Some(ranged(v, 1, u32::MAX, "bits a second, 1 to 4294967295")?),
             "size" => spec.size = Some(size(v)?),
+            "squash" => spec.squash = v.str()?.parse().map_err(|e: String| v.err(e))?,
             // deny_unknown and kind.keys() leave no other key.
             _ => return Err(t.key_err(&e, "unknown key")),
         }

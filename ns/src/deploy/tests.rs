@@ -94,7 +94,7 @@ services = [
   { name = "sh", kind = "pty", command = ["sh"], size = "132x43" },
   { name = "screen", kind = "parser", size = "80x24", fps = 30 },
   { name = "enc", kind = "encoder", fps = 240, bitrate = 4000000 },
-  { name = "files", kind = "dir", root = "/srv/files" },
+  { name = "files", kind = "dir", root = "/srv/files", squash = "none" },
 ]
 
 [machines."net.x".peers]
@@ -137,6 +137,7 @@ fn full_file() {
     assert_eq!((s[1].size, s[1].fps, s[1].bitrate), (Some((80, 24)), Some(30), None));
     assert_eq!((s[2].fps, s[2].bitrate), (Some(240), Some(4_000_000)));
     assert_eq!((s[3].kind, s[3].root.as_deref()), (ServiceKind::Dir, Some(std::path::Path::new("/srv/files"))));
+    assert_eq!((s[3].squash, s[2].squash), (crate::deploy::Squash::None, crate::deploy::Squash::Root));
 
     let y = d.machine("y").unwrap();
     assert!(y.gossip && !y.insecure && !y.allow_other && y.mount.is_none());
@@ -315,6 +316,18 @@ fn service_requirements() {
         "empty program",
     );
     fails(&with_service("{ name = \"x\", kind = \"dir\" }"), "machines.a.services[1].root", 4, "missing");
+    fails(
+        &with_service("{ name = \"x\", kind = \"dir\", root = \"/srv\", squash = \"nobody\" }"),
+        "machines.a.services[1].squash",
+        4,
+        "want \"root\", \"none\" or \"all\"",
+    );
+    fails(
+        &with_service("{ name = \"x\", kind = \"exec\", command = [\"cat\"], squash = \"all\" }"),
+        "machines.a.services[1].squash",
+        4,
+        "not a key of kind exec",
+    );
     fails(
         &with_service("{ name = \"x\", kind = \"display\", output = \"\" }"),
         "machines.a.services[1].output",

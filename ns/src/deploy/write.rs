@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use super::tree::key_segment;
-use super::{Deployment, Machine, ServiceSpec};
+use super::{Deployment, Machine, ServiceSpec, Squash};
 
 /// A TOML string literal, escaped by toml itself.
 fn quote(s: &str) -> String {
@@ -96,6 +96,9 @@ fn service(s: &ServiceSpec) -> String {
     }
     if let Some((cols, rows)) = s.size {
         fields.push(format!("size = \"{cols}x{rows}\""));
+    }
+    if s.squash != Squash::default() {
+        fields.push(format!("squash = {}", quote(s.squash.as_str())));
     }
     format!("{{ {} }}", fields.join(", "))
 }

@@ -39,6 +39,7 @@ use fuse3::{Errno, Result as FuseResult, Timestamp};
 use futures::stream::{self, Stream as FutStream};
 use tokio_util::sync::CancellationToken;
 
+use super::caller::Caller;
 use super::dir::locks::Lock;
 use super::dir::{Access, Attrs, Id, StatFs};
 use super::handle::{Handle, Waker};
@@ -213,18 +214,6 @@ impl MeshFs {
         }
     }
 
-    /// Gives a file just made by another user of this machine to that
-    /// user, where the serving router may (it is root); else it stays the
-    /// router's. A mount's own user's files are the router's already.
-    async fn own(&self, req: &Request, path: &str, e: Entry) -> Entry {
-        if req.uid == self.uid && req.gid == self.gid {
-            return e;
-        }
-        let attrs =
-            Attrs { uid: Some(self.id(req.uid, self.uid)), gid: Some(self.id(req.gid, self.gid)), ..Attrs::default() };
-        self.ns.bound().set_attr(&components(path), None, attrs).await.unwrap_or(e)
-    }
-
     fn path(&self, ino: u64) -> FuseResult<String> {
         lock(&self.inodes).path(ino).ok_or_else(|| Errno::from(libc::ENOENT))
     }
@@ -320,17 +309,28 @@ impl MeshFs {
         self.ns.bound().stat(&components(path)).await.map_err(|e| errno(&e))
     }
 
+    /// [`MeshFs::stat`], once the writes sent ahead on an open file of the
+    /// inode have their answers: its size includes them.
+    async fn stat_settled(&self, ino: u64, path: &str) -> FuseResult<Entry> {
+        if let Some(h) = self.open_stored(ino) {
+            self.ns.settle_writes(&h, false).await.map_err(|e| errno(&e))?;
+        }
+        self.stat(path).await
+    }
+
     fn handle(&self, fh: u64) -> FuseResult<Arc<Handle>> {
         lock(&self.handles).get(&fh).map(|o| o.h.clone()).ok_or_else(|| Errno::from(libc::EBADF))
     }
 
-    /// Runs `work` for request `unique` until it ends, or an interrupt of
-    /// that request or the unmount stops it (dropping it).
+    /// Runs `work` for request `req`, as its caller, until it ends, or an
+    /// interrupt of that request or the unmount stops it (dropping it).
     async fn interruptible<T>(
         &self,
-        unique: u64,
+        req: &Request,
         work: impl Future<Output = FuseResult<T>>,
     ) -> Result<FuseResult<T>, Stopped> {
+        let unique = req.unique;
+        let work = Caller::local(req.uid, req.gid, req.pid).scope(work);
         let token = CancellationToken::new();
         lock(&self.pending).insert(unique, token.clone());
         let _pending = Pending(&self.pending, unique);
@@ -352,8 +352,8 @@ impl MeshFs {
 
     /// [`MeshFs::interruptible`] for a request with nothing to tell
     /// anyone when stopped.
-    async fn stoppable<T>(&self, unique: u64, work: impl Future<Output = FuseResult<T>>) -> FuseResult<T> {
-        match self.interruptible(unique, work).await {
+    async fn stoppable<T>(&self, req: &Request, work: impl Future<Output = FuseResult<T>>) -> FuseResult<T> {
+        match self.interruptible(req, work).await {
             Ok(r) => r,
             Err(Stopped::Interrupted) => Err(Errno::from(libc::EINTR)),
             Err(Stopped::Unmounting) => Err(Errno::from(libc::ESHUTDOWN)),
@@ -382,7 +382,7 @@ impl Filesystem for MeshFs {
         self.tune();
         let name = name.to_str().ok_or_else(|| Errno::from(libc::ENOENT))?;
         let path = child(&self.path(parent)?, name);
-        let e = self.stoppable(req.unique, self.stat(&path)).await?;
+        let e = self.stoppable(&req, self.stat(&path)).await?;
         let ino = lock(&self.inodes).get_or_add(&path);
         Ok(ReplyEntry { ttl: ttl(&e), attr: self.attr(ino, &e), generation: 0 })
     }
@@ -411,14 +411,14 @@ impl Filesystem for MeshFs {
             // conversation, removed or not.
             Some(h) if matches!(*h, Handle::RemoteFile(super::remote::RemoteFile::Stored(_))) => {
                 let attr = async { self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e)) };
-                self.stoppable(req.unique, attr).await?
+                self.stoppable(&req, attr).await?
             }
-            _ => match self.stoppable(req.unique, self.stat(&path)).await {
+            _ => match self.stoppable(&req, self.stat_settled(inode, &path)).await {
                 // Removed while open (fstat asks without its descriptor).
                 Err(e) if e == Errno::from(libc::ENOENT) => match self.open_stored(inode) {
                     Some(h) => {
                         let attr = async { self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e)) };
-                        self.stoppable(req.unique, attr).await?
+                        self.stoppable(&req, attr).await?
                     }
                     None => return Err(e),
                 },
@@ -447,7 +447,7 @@ impl Filesystem for MeshFs {
         let h = fh.and_then(|fh| self.handle(fh).ok()).or_else(|| self.open_stored(inode));
         let set =
             async { self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e)) };
-        let e = self.stoppable(req.unique, set).await?;
+        let e = self.stoppable(&req, set).await?;
         Ok(ReplyAttr { ttl: ttl(&e), attr: self.attr(inode, &e) })
     }
 
@@ -456,7 +456,7 @@ impl Filesystem for MeshFs {
         let open = async {
             self.ns.bound().open_with(&components(&path), Access::from_flags(flags)).await.map_err(|e| errno(&e))
         };
-        let h = self.stoppable(req.unique, open).await?;
+        let h = self.stoppable(&req, open).await?;
         let (fh, flags) = self.add_handle(h, inode);
         Ok(ReplyOpen { fh, flags })
     }
@@ -471,8 +471,7 @@ impl Filesystem for MeshFs {
                 .await
                 .map_err(|e| errno(&e))
         };
-        let (e, h) = self.stoppable(req.unique, create).await?;
-        let e = self.own(&req, &path, e).await;
+        let (e, h) = self.stoppable(&req, create).await?;
         let entry = self.made(&path, &e);
         let (fh, flags) = self.add_handle(h, entry.attr.ino);
         Ok(ReplyCreated { ttl: entry.ttl, attr: entry.attr, generation: 0, fh, flags })
@@ -481,15 +480,14 @@ impl Filesystem for MeshFs {
     async fn mkdir(&self, req: Request, parent: u64, name: &OsStr, mode: u32, _umask: u32) -> FuseResult<ReplyEntry> {
         let path = self.child(parent, name)?;
         let mkdir = async { self.ns.bound().mkdir(&components(&path), mode).await.map_err(|e| errno(&e)) };
-        let e = self.stoppable(req.unique, mkdir).await?;
-        let e = self.own(&req, &path, e).await;
+        let e = self.stoppable(&req, mkdir).await?;
         Ok(self.made(&path, &e))
     }
 
     async fn unlink(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.child(parent, name)?;
         let remove = async { self.ns.bound().remove(&components(&path), false).await.map_err(|e| errno(&e)) };
-        self.stoppable(req.unique, remove).await?;
+        self.stoppable(&req, remove).await?;
         lock(&self.inodes).detach(&path);
         Ok(())
     }
@@ -497,7 +495,7 @@ impl Filesystem for MeshFs {
     async fn rmdir(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.child(parent, name)?;
         let remove = async { self.ns.bound().remove(&components(&path), true).await.map_err(|e| errno(&e)) };
-        self.stoppable(req.unique, remove).await?;
+        self.stoppable(&req, remove).await?;
         lock(&self.inodes).detach(&path);
         Ok(())
     }
@@ -530,7 +528,7 @@ impl Filesystem for MeshFs {
         let to = self.child(new_parent, new_name)?;
         let rename =
             async { self.ns.bound().rename(&components(&from), &components(&to), flags).await.map_err(|e| errno(&e)) };
-        self.stoppable(req.unique, rename).await?;
+        self.stoppable(&req, rename).await?;
         if flags & libc::RENAME_EXCHANGE != 0 {
             lock(&self.inodes).exchange(&from, &to);
         } else {
@@ -550,7 +548,7 @@ impl Filesystem for MeshFs {
     ) -> FuseResult<()> {
         let h = self.handle(fh)?;
         let allocate = async { self.ns.allocate(&h, offset, length, mode).await.map_err(|e| errno(&e)) };
-        self.stoppable(req.unique, allocate).await
+        self.stoppable(&req, allocate).await
     }
 
     /// `user.*` attributes of served files; the kernel's own (`security.`,
@@ -559,7 +557,7 @@ impl Filesystem for MeshFs {
         let path = self.path(inode)?;
         let name = name.to_str().ok_or_else(|| Errno::from(libc::ENODATA))?;
         let get = async { self.ns.bound().getxattr(&components(&path), name).await.map_err(|e| errno(&e)) };
-        let v = self.stoppable(req.unique, get).await?;
+        let v = self.stoppable(&req, get).await?;
         xattr_reply(v, size)
     }
 
@@ -576,13 +574,13 @@ impl Filesystem for MeshFs {
         let name = name.to_str().ok_or_else(|| Errno::from(libc::EOPNOTSUPP))?;
         let set =
             async { self.ns.bound().setxattr(&components(&path), name, value, flags).await.map_err(|e| errno(&e)) };
-        self.stoppable(req.unique, set).await
+        self.stoppable(&req, set).await
     }
 
     async fn listxattr(&self, req: Request, inode: u64, size: u32) -> FuseResult<ReplyXAttr> {
         let path = self.path(inode)?;
         let list = async { self.ns.bound().listxattr(&components(&path)).await.map_err(|e| errno(&e)) };
-        let names = self.stoppable(req.unique, list).await?;
+        let names = self.stoppable(&req, list).await?;
         let mut v = Vec::new();
         for n in names {
             v.extend_from_slice(n.as_bytes());
@@ -595,13 +593,13 @@ impl Filesystem for MeshFs {
         let path = self.path(inode)?;
         let name = name.to_str().ok_or_else(|| Errno::from(libc::ENODATA))?;
         let remove = async { self.ns.bound().removexattr(&components(&path), name).await.map_err(|e| errno(&e)) };
-        self.stoppable(req.unique, remove).await
+        self.stoppable(&req, remove).await
     }
 
     async fn readlink(&self, req: Request, inode: u64) -> FuseResult<ReplyData> {
         let path = self.path(inode)?;
         let read = async { self.ns.bound().readlink(&components(&path)).await.map_err(|e| errno(&e)) };
-        let target = self.stoppable(req.unique, read).await?;
+        let target = self.stoppable(&req, read).await?;
         Ok(ReplyData { data: Bytes::from(target) })
     }
 
@@ -609,8 +607,7 @@ impl Filesystem for MeshFs {
         let path = self.child(parent, name)?;
         let target = link.to_str().ok_or_else(|| Errno::from(libc::EINVAL))?;
         let make = async { self.ns.bound().symlink(&components(&path), target).await.map_err(|e| errno(&e)) };
-        let e = self.stoppable(req.unique, make).await?;
-        let e = self.own(&req, &path, e).await;
+        let e = self.stoppable(&req, make).await?;
         Ok(self.made(&path, &e))
     }
 
@@ -618,7 +615,7 @@ impl Filesystem for MeshFs {
         let from = self.path(inode)?;
         let to = self.child(new_parent, new_name)?;
         let make = async { self.ns.bound().link(&components(&from), &components(&to)).await.map_err(|e| errno(&e)) };
-        let e = self.stoppable(req.unique, make).await?;
+        let e = self.stoppable(&req, make).await?;
         Ok(self.made(&to, &e))
     }
 
@@ -626,8 +623,7 @@ impl Filesystem for MeshFs {
     async fn mknod(&self, req: Request, parent: u64, name: &OsStr, mode: u32, _rdev: u32) -> FuseResult<ReplyEntry> {
         let path = self.child(parent, name)?;
         let make = async { self.ns.bound().mknod(&components(&path), mode).await.map_err(|e| errno(&e)) };
-        let e = self.stoppable(req.unique, make).await?;
-        let e = self.own(&req, &path, e).await;
+        let e = self.stoppable(&req, make).await?;
         Ok(self.made(&path, &e))
     }
 
@@ -636,14 +632,14 @@ impl Filesystem for MeshFs {
         let sync = async { self.ns.sync(&h).await.map_err(|e| errno(&e)) };
         match *h {
             Handle::Stored(_) => sync.await,
-            _ => self.stoppable(req.unique, sync).await,
+            _ => self.stoppable(&req, sync).await,
         }
     }
 
     async fn read(&self, req: Request, _inode: u64, fh: u64, offset: u64, size: u32) -> FuseResult<ReplyData> {
         let h = self.handle(fh)?;
         let read = async { self.ns.read(&h, offset, size as usize).await.map_err(|e| errno(&e)) };
-        let data = match self.interruptible(req.unique, read).await {
+        let data = match self.interruptible(&req, read).await {
             Ok(r) => r?,
             // The service is told, so that it can stop the work.
             Err(Stopped::Interrupted) => {
@@ -672,18 +668,20 @@ impl Filesystem for MeshFs {
         let write = async { self.ns.write_at(&h, offset, data).await.map_err(|e| errno(&e)) };
         let n = match *h {
             Handle::Stored(_) => write.await?,
-            _ => self.stoppable(req.unique, write).await?,
+            _ => self.stoppable(&req, write).await?,
         };
         Ok(ReplyWrite { written: n as u32 })
     }
 
     /// A descriptor closed: its process's record locks on the file end.
-    async fn flush(&self, _req: Request, _inode: u64, fh: u64, lock_owner: u64) -> FuseResult<()> {
+    async fn flush(&self, req: Request, _inode: u64, fh: u64, lock_owner: u64) -> FuseResult<()> {
         let locked = lock(&self.handles).get(&fh).filter(|o| o.locked).map(|o| o.h.clone());
         if let Some(h) = locked {
             self.ns.unlock_owner(&h, lock_owner).await;
         }
-        Ok(())
+        // A write sent ahead that failed is told here, at close.
+        let h = self.handle(fh)?;
+        self.stoppable(&req, async { self.ns.settle_writes(&h, true).await.map_err(|e| errno(&e)) }).await
     }
 
     async fn getlk(
@@ -700,7 +698,7 @@ impl Filesystem for MeshFs {
         let h = self.handle(fh)?;
         let l = Lock { start, end, typ: r#type as i32, pid: 0 };
         let get = async { self.ns.lock(&h, lock_owner, l, true).await.map_err(|e| errno(&e)) };
-        let got = self.stoppable(req.unique, get).await?;
+        let got = self.stoppable(&req, get).await?;
         Ok(ReplyLock { start: got.start, end: got.end, r#type: got.typ as u32, pid: got.pid })
     }
 
@@ -737,7 +735,7 @@ impl Filesystem for MeshFs {
                 wait = (wait * 2).min(LOCK_RETRY_MAX);
             }
         };
-        self.stoppable(req.unique, take).await
+        self.stoppable(&req, take).await
     }
 
     async fn release(
@@ -772,7 +770,7 @@ impl Filesystem for MeshFs {
         offset: i64,
     ) -> FuseResult<ReplyDirectory<impl FutStream<Item = FuseResult<DirectoryEntry>> + Send + 'a>> {
         let out: Vec<FuseResult<DirectoryEntry>> = self
-            .stoppable(req.unique, self.listing(parent, offset.max(0) as u64, false))
+            .stoppable(&req, self.listing(parent, offset.max(0) as u64, false))
             .await?
             .into_iter()
             .map(|(offset, inode, name, e)| Ok(DirectoryEntry { inode, kind: file_type(e.kind), name, offset }))
@@ -790,7 +788,7 @@ impl Filesystem for MeshFs {
         _lock_owner: u64,
     ) -> FuseResult<ReplyDirectoryPlus<impl FutStream<Item = FuseResult<DirectoryEntryPlus>> + Send + 'a>> {
         let out: Vec<FuseResult<DirectoryEntryPlus>> = self
-            .stoppable(req.unique, self.listing(parent, offset, true))
+            .stoppable(&req, self.listing(parent, offset, true))
             .await?
             .into_iter()
             .map(|(offset, inode, name, e)| {
@@ -849,7 +847,7 @@ impl Filesystem for MeshFs {
     async fn statfs(&self, req: Request, inode: u64) -> FuseResult<ReplyStatFs> {
         let path = self.path(inode)?;
         let ask = async { Ok(self.ns.bound().statfs(&components(&path)).await.ok()) };
-        let served = self.stoppable(req.unique, ask).await?;
+        let served = self.stoppable(&req, ask).await?;
         let s = served.unwrap_or(StatFs { bsize: 4096, namelen: 255, frsize: 4096, ..StatFs::default() });
         Ok(ReplyStatFs {
             blocks: s.blocks,

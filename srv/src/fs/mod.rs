@@ -8,6 +8,7 @@
 //!   FUSE serves), and `bind`/`unmount` themselves.
 //! - [`dir`]: the `dir` kind: a local directory served at `svc/S/root/`,
 //!   confined to it; [`ops`] changes it (create, mkdir, rename...).
+//! - [`caller`]: who each request is for; its file I/O runs as them.
 //! - [`errors`]: file-system errors and the errno table of the tree.
 //! - [`handle`]: open files: streams over conversations, text, traces.
 //! - [`ctl`]: the messages `ctl` files take.
@@ -20,6 +21,7 @@
 //! server and the tree server for other machines both call it.
 
 pub mod bound;
+pub mod caller;
 pub mod ctl;
 pub mod dir;
 pub mod errors;
@@ -210,6 +212,22 @@ impl Namespace {
 
     fn resolve(&self, path: &[String]) -> Result<Node, String> {
         tree::resolve(&self.router, &Dynamic(self), path)
+    }
+
+    /// Who `caller`, of another machine when `remote`, is taken to be for
+    /// `path`: a served directory of this machine squashes as its service
+    /// says; anywhere else the caller goes on as it is.
+    pub fn caller_for(&self, path: &[String], caller: caller::Caller, remote: bool) -> caller::Caller {
+        // A name still to be made is in its directory's service.
+        let node = self.resolve(path).or_else(|e| path.split_last().map_or(Err(e), |(_, dir)| self.resolve(dir)));
+        match node {
+            Ok(Node::Stored(s, _)) if remote => match self.root(&s) {
+                Ok(root) => caller.squashed(root.squash()),
+                Err(_) => caller::Caller::nobody(),
+            },
+            Ok(Node::Remote(m, rest)) if m == *self.router.id() => self.caller_for(&rest, caller, remote),
+            _ => caller,
+        }
     }
 
     /// The entry a path names.
@@ -421,9 +439,11 @@ impl Namespace {
     }
 }
 
-/// Runs file I/O on tokio's blocking pool.
+/// Runs file I/O on tokio's blocking pool, as the request's caller.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ns::error::detail(errors::EIO, e))?
+    let who = caller::Caller::current();
+    let work = move || caller::as_caller(who.as_ref(), f);
+    tokio::task::spawn_blocking(work).await.map_err(|e| ns::error::detail(errors::EIO, e))?
 }
 
 fn name(s: &str) -> Result<Name, String> {

@@ -312,6 +312,17 @@ impl Namespace {
         }
     }
 
+    /// Takes the answers of writes sent ahead on an open file of another
+    /// machine; with `tell`, says the first error among them (a flush),
+    /// else keeps it for the writer (a look at the file).
+    pub async fn settle_writes(&self, h: &Handle, tell: bool) -> Result<(), String> {
+        match h {
+            Handle::RemoteFile(RemoteFile::Stored(p)) if tell => p.settle_writes().await,
+            Handle::RemoteFile(RemoteFile::Stored(p)) => p.drain().await,
+            _ => Ok(()),
+        }
+    }
+
     /// Flushes an open file of a served directory to its disk.
     pub async fn sync(&self, h: &Handle) -> Result<(), String> {
         match h {

@@ -37,6 +37,7 @@ use nix::fcntl::{AtFlags, OFlag, RenameFlags};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 use nix::sys::time::TimeSpec;
 use nix::unistd::UnlinkatFlags;
+use ns::deploy::Squash;
 use ns::error::{self, EBADPATH};
 use serde::{Deserialize, Serialize};
 
@@ -115,7 +116,7 @@ pub enum Id {
 
 impl Id {
     /// The number on this, the serving, machine.
-    fn here(self, own: u32) -> u32 {
+    pub(crate) fn here(self, own: u32) -> u32 {
         match self {
             Id::Router => own,
             Id::Num(n) => n,
@@ -152,6 +153,8 @@ pub struct Root {
     fd: OwnedFd,
     path: PathBuf,
     resolver: Resolver,
+    /// Who callers from other machines are taken to be.
+    squash: Squash,
 }
 
 /// The entry for a file with status `st`; `None` for what is not served.
@@ -205,7 +208,17 @@ impl Root {
         if resolver == Resolver::Walk {
             tracing::warn!(root = %path.display(), "no openat2 here: symbolic links under the root are refused");
         }
-        Ok(Root { fd, path, resolver })
+        Ok(Root { fd, path, resolver, squash: Squash::default() })
+    }
+
+    /// The same root, taking callers from other machines as `squash` says.
+    pub fn squashing(mut self, squash: Squash) -> Root {
+        self.squash = squash;
+        self
+    }
+
+    pub fn squash(&self) -> Squash {
+        self.squash
     }
 
     /// The same root resolved the fallback way (tests).

@@ -370,3 +370,67 @@ fn owners_are_kept_and_given_away_by_root() {
     let e = r.set_attr(&p("sub/file"), &Attrs { uid: Some(Id::Router), gid: Some(Id::Router), ..Attrs::default() });
     assert_eq!(e.unwrap().meta.map(|m| (m.uid, m.gid)), Some((None, None)));
 }
+
+/// Work done for a caller is done as them: the serving kernel answers
+/// every permission question, and new files are theirs.
+#[test]
+fn callers_act_as_themselves() {
+    use crate::fs::caller::{as_caller, Caller, NOBODY};
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    let r = &f.root;
+    let me = nix::unistd::geteuid().as_raw();
+    let user = Caller { uid: Id::Num(4242), gid: Id::Num(4242), groups: vec![4343] };
+    if me != 0 {
+        // A router that is not root serves its own user alone.
+        fails(as_caller(Some(&user), || r.stat(&p("sub/file"))), libc::EACCES);
+        assert!(as_caller(Some(&Caller::router()), || r.stat(&p("sub/file"))).is_ok());
+        return;
+    }
+    let mode = |path: &str, m: u32| std::fs::set_permissions(f.base.join(path), std::fs::Permissions::from_mode(m));
+    for (path, m) in [("", 0o755), ("root", 0o755), ("root/sub", 0o700), ("root/sub/file", 0o644)] {
+        mode(path, m).unwrap();
+    }
+    std::fs::create_dir(f.base.join("root/tmp")).unwrap();
+    mode("root/tmp", 0o1777).unwrap();
+    std::fs::create_dir(f.base.join("root/team")).unwrap();
+    mode("root/team", 0o770).unwrap();
+    nix::unistd::chown(&f.base.join("root/team"), None, Some(nix::unistd::Gid::from_raw(4343))).unwrap();
+
+    // Search permission on the way, checked by the kernel.
+    fails(as_caller(Some(&user), || r.stat(&p("sub/file"))), libc::EACCES);
+    fails(as_caller(Some(&user), || r.mkdir(&p("new"), 0o755)), libc::EACCES);
+    // A new file is its maker's, group and all.
+    let e = as_caller(Some(&user), || r.mkdir(&p("tmp/mine"), 0o755)).unwrap().meta.unwrap();
+    assert_eq!((e.uid, e.gid), (Some(4242), Some(4242)));
+    // Supplementary groups count.
+    as_caller(Some(&user), || r.create(&p("team/shared"), 0o644, Access::default(), true)).unwrap();
+    let nogroups = Caller { groups: vec![], ..user.clone() };
+    fails(as_caller(Some(&nogroups), || r.stat(&p("team/shared"))), libc::EACCES);
+    // The sticky directory: nobody removes another's file.
+    fails(as_caller(Some(&Caller::nobody()), || r.remove(&p("tmp/mine"), true)), libc::EPERM);
+    assert_eq!(as_caller(Some(&Caller::nobody()), || r.statfs()).map(|_| ()), Ok(()));
+    // The thread is the router again after, and root can do anything.
+    assert!(r.stat(&p("sub/file")).is_ok());
+    // SAFETY: asking with an impossible id only reads the current one.
+    assert_eq!(unsafe { (libc::setfsuid(u32::MAX), libc::setfsgid(u32::MAX)) }, (0, 0));
+    assert!(as_caller(None, || r.stat(&p("sub/file"))).is_ok());
+    assert_eq!(Caller::nobody().uid, Id::Num(NOBODY));
+}
+
+/// Root of another machine is nobody unless the service says otherwise.
+#[test]
+fn squash_maps_root_and_everyone() {
+    use crate::fs::caller::Caller;
+    use ns::deploy::Squash;
+    let me = nix::unistd::geteuid().as_raw();
+    let root = Caller { uid: Id::Num(0), gid: Id::Num(0), groups: vec![1] };
+    let user = Caller { uid: Id::Num(1000), gid: Id::Num(1000), groups: vec![] };
+    assert_eq!(root.clone().squashed(Squash::Root), Caller::nobody());
+    assert_eq!(root.clone().squashed(Squash::None), root);
+    assert_eq!(user.clone().squashed(Squash::Root), user);
+    assert_eq!(user.clone().squashed(Squash::All), Caller::nobody());
+    // The calling router's own user is root here when this router is.
+    let router = Caller::router().squashed(Squash::Root);
+    assert_eq!(router == Caller::nobody(), me == 0);
+}

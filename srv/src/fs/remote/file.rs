@@ -6,6 +6,14 @@
 //! [`AHEAD`] bytes requested past where it reads, so a large file streams
 //! at the speed of the link instead of one round trip per read; a reader
 //! that jumps about gets exactly what it asks for and nothing more.
+//!
+//! Writes are pipelined too, as sshfs's and NFS's unstable writes are: a
+//! write returns once it is sent, and its answer is taken before the next
+//! request of any other kind, at most [`WRITES_AHEAD`] writes or
+//! [`WRITE_BYTES_AHEAD`] bytes behind. A write that failed there fails the
+//! next write, or the fsync or flush (close) that follows: the error reaches the writer, at the latest
+//! when it closes. Any other request waits for the writes' answers, so
+//! what it sees includes them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,6 +35,11 @@ pub const AHEAD: u64 = 4 * MAX_IO as u64;
 /// Data kept behind the reader, for the kernel's reads that arrive a
 /// little out of order (readahead runs several at once).
 const BEHIND: u64 = 2 * MAX_IO as u64;
+/// Writes sent whose answers are not yet taken, at most: as many as a
+/// queue depth of 16 with some room, and a megabyte's worth of pages.
+pub const WRITES_AHEAD: usize = 64;
+/// Bytes of those writes, at most: the conversation's window.
+pub const WRITE_BYTES_AHEAD: usize = 4 * MAX_IO;
 
 /// A file open on another machine.
 pub enum RemoteFile {
@@ -93,7 +106,12 @@ impl RemoteFile {
         match self {
             RemoteFile::Stream(s) => s.writer().eof().await,
             RemoteFile::File(_, c) => c.lock().await.tx.eof().await,
-            RemoteFile::Stored(p) => p.0.lock().await.conv.tx.eof().await,
+            RemoteFile::Stored(p) => {
+                let mut st = p.0.lock().await;
+                // Told at flush, if anyone was there to hear it.
+                let _ = st.settle_writes().await;
+                st.conv.tx.eof().await
+            }
         }
     }
 }
@@ -118,6 +136,12 @@ struct State {
     chunks: VecDeque<Chunk>,
     /// Where the last read ended: a read starting there is sequential.
     last_end: u64,
+    /// Lengths of the writes whose answers are still due, oldest first;
+    /// they come before any read's.
+    writes: VecDeque<usize>,
+    writing: usize,
+    /// The first error a pipelined write met, not yet told.
+    failed: Option<String>,
 }
 
 /// A file of a served directory open on another machine.
@@ -130,7 +154,14 @@ pub struct Pipe(Arc<tokio::sync::Mutex<State>>);
 
 impl Pipe {
     pub fn new(conv: Conv) -> Pipe {
-        Pipe(Arc::new(tokio::sync::Mutex::new(State { conv, chunks: VecDeque::new(), last_end: 0 })))
+        Pipe(Arc::new(tokio::sync::Mutex::new(State {
+            conv,
+            chunks: VecDeque::new(),
+            last_end: 0,
+            writes: VecDeque::new(),
+            writing: 0,
+            failed: None,
+        })))
     }
 
     /// Sends `msg` (an encoded request) on the file, uninterrupted, and
@@ -148,11 +179,19 @@ impl Pipe {
         task.await.map_err(|e| e.to_string())?
     }
 
+    /// Sends a write and returns; see the module's doc for its error.
     pub async fn write_at(&self, offset: u64, data: &[u8]) -> Result<usize, String> {
-        match self.ask(raw_write(offset, data)).await? {
-            TreeResp::Written(n) => Ok(n as usize),
-            other => Err(unexpected(other)),
-        }
+        let (st, msg, len) = (self.0.clone(), raw_write(offset, data), data.len());
+        let task = tokio::spawn(async move { st.lock().await.write(msg, len).await });
+        task.await.map_err(|e| e.to_string())?
+    }
+
+    /// Takes the answers of the writes sent: their error, if one failed
+    /// (at flush, which close(2) makes).
+    pub async fn settle_writes(&self) -> Result<(), String> {
+        let st = self.0.clone();
+        let task = tokio::spawn(async move { st.lock().await.settle_writes().await });
+        task.await.map_err(|e| e.to_string())?
     }
 
     /// Changes the open file (or, with nothing set, says what it is).
@@ -177,15 +216,69 @@ impl Pipe {
         }
     }
 
+    /// Flushes the file to its disk; the first error of a write sent
+    /// ahead comes first.
     pub async fn sync(&self) -> Result<(), String> {
+        self.settle_writes().await?;
         match self.ask(encode(&TreeReq::Sync)).await? {
             TreeResp::Done => Ok(()),
             other => Err(unexpected(other)),
         }
     }
+
+    /// Takes the answers of the writes sent, keeping their error for the
+    /// writer: before a look at the file's size by its name.
+    pub async fn drain(&self) -> Result<(), String> {
+        let st = self.0.clone();
+        let task = tokio::spawn(async move { st.lock().await.settle().await });
+        task.await.map_err(|e| e.to_string())?
+    }
 }
 
 impl State {
+    /// Takes the oldest write's answer, keeping its error for later.
+    async fn take_write(&mut self) {
+        let Some(len) = self.writes.pop_front() else { return };
+        self.writing -= len;
+        let res = match answer(&mut self.conv).await {
+            Ok(TreeResp::Written(n)) if n as usize == len => Ok(()),
+            Ok(TreeResp::Written(n)) => Err(ns::error::detail(crate::fs::errors::EIO, format!("wrote {n} of {len}"))),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(e),
+        };
+        // The first error is the one told; a conversation that failed
+        // fails everything after anyway.
+        if let Err(e) = res {
+            self.failed.get_or_insert(e);
+        }
+    }
+
+    /// Takes every write's answer, and says the first error among them.
+    async fn settle_writes(&mut self) -> Result<(), String> {
+        while !self.writes.is_empty() {
+            self.take_write().await;
+        }
+        self.failed.take().map_or(Ok(()), Err)
+    }
+
+    async fn write(&mut self, msg: Bytes, len: usize) -> Result<usize, String> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        // What was read may be what this changes.
+        self.settle().await?;
+        while self.writes.len() >= WRITES_AHEAD || (!self.writes.is_empty() && self.writing + len > WRITE_BYTES_AHEAD) {
+            self.take_write().await;
+        }
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.conv.tx.send(msg).await?;
+        self.writes.push_back(len);
+        self.writing += len;
+        Ok(len)
+    }
+
     /// Asks for `len` bytes at `offset`, without waiting.
     async fn request(&mut self, offset: u64, len: usize) -> Result<(), String> {
         self.conv.tx.send(encode(&TreeReq::Read { offset, size: len as u32 })).await?;
@@ -217,6 +310,9 @@ impl State {
     /// any other request, whose answer comes after theirs, and which may
     /// change the file.
     async fn settle(&mut self) -> Result<(), String> {
+        while !self.writes.is_empty() {
+            self.take_write().await;
+        }
         if !self.chunks.is_empty() {
             self.fill(self.chunks.len() - 1).await?;
         }
@@ -241,6 +337,9 @@ impl State {
     }
 
     async fn read(&mut self, offset: u64, size: usize) -> Result<Bytes, String> {
+        if !self.writes.is_empty() {
+            self.settle().await?;
+        }
         let end = offset.saturating_add(size as u64);
         let sequential = offset == self.last_end;
         let held = match (self.chunks.front(), self.chunks.back()) {

@@ -3,7 +3,7 @@
 //! Every router serves its own tree to the others as the reserved service
 //! `router` ([`server`]). Each operation is one conversation with
 //! `/n/M/svc/router`, over as many hops as it takes: the first message is
-//! a [`TreeReq`]. `Stat`, `List`, `Readlink`, `StatFs` and the changes to
+//! the [`Caller`] it is for and a [`TreeReq`]. `Stat`, `List`, `Readlink`, `StatFs` and the changes to
 //! a served directory (`Mkdir`, `Symlink`, `Link`, `Mknod`, `Remove`,
 //! `Rename`, `SetAttr`) get one [`TreeResp`] and end.
 //! `Open` gets `Opened` and `Create` gets `Created`; then the conversation
@@ -28,6 +28,7 @@ use ns::conv::{Conv, Msg};
 use ns::{Addr, MachineId, Router};
 use serde::{Deserialize, Serialize};
 
+use super::caller::Caller;
 use super::dir::locks::Lock;
 use super::dir::{Access, Attrs, StatFs, MAX_IO};
 use super::handle::{Handle, Stream};
@@ -213,6 +214,19 @@ async fn answer(conv: &mut Conv) -> Result<TreeResp, String> {
     }
 }
 
+/// The first message of a conversation with a tree server: who asks
+/// (the request's caller, else the router itself), then the request.
+pub(crate) fn first(req: &TreeReq) -> Bytes {
+    encode(&(Caller::current().unwrap_or_else(Caller::router), req))
+}
+
+/// Opens a conversation with `req`, its first request, and waits for the
+/// answer.
+pub(crate) async fn begin(conv: &mut Conv, req: &TreeReq) -> Result<TreeResp, String> {
+    conv.tx.send(first(req)).await?;
+    answer(conv).await
+}
+
 /// Sends one request on `conv` and waits for the answer.
 pub(crate) async fn ask(conv: &mut Conv, req: &TreeReq) -> Result<TreeResp, String> {
     conv.tx.send(encode(req)).await?;
@@ -238,7 +252,7 @@ pub(crate) async fn read(conv: &mut Conv, offset: u64, size: u32) -> Result<Byte
 /// One request in a conversation of its own.
 async fn once(r: &Router, m: &MachineId, req: &TreeReq) -> Result<TreeResp, String> {
     let mut conv = r.open(server(m), Vec::new());
-    ask(&mut conv, req).await
+    begin(&mut conv, req).await
 }
 
 async fn entry(r: &Router, m: &MachineId, req: &TreeReq) -> Result<Entry, String> {
@@ -277,7 +291,7 @@ fn opened(conv: Conv, kind: FileKind) -> Handle {
 
 pub async fn open(r: &Router, m: &MachineId, path: &[String], access: Access) -> Result<Handle, String> {
     let mut conv = r.open(server(m), Vec::new());
-    match ask(&mut conv, &TreeReq::Open { path: path.to_vec(), access }).await? {
+    match begin(&mut conv, &TreeReq::Open { path: path.to_vec(), access }).await? {
         TreeResp::Opened(kind) => Ok(opened(conv, kind)),
         other => Err(unexpected(other)),
     }
@@ -292,7 +306,7 @@ pub async fn create(
     excl: bool,
 ) -> Result<(Entry, Handle), String> {
     let mut conv = r.open(server(m), Vec::new());
-    match ask(&mut conv, &TreeReq::Create { path: path.to_vec(), mode, access, excl }).await? {
+    match begin(&mut conv, &TreeReq::Create { path: path.to_vec(), mode, access, excl }).await? {
         TreeResp::Created(e) => Ok((e, opened(conv, FileKind::Stored))),
         other => Err(unexpected(other)),
     }

@@ -15,6 +15,7 @@ use ns::envelope::MAX_MSG;
 use tracing::debug;
 
 use super::{decode, encode, parse_raw_write, TreeReq, TreeResp, RAW};
+use crate::fs::caller::{Caller, MAX_GROUPS};
 use crate::fs::dir::locks::Owner;
 use crate::fs::handle::Handle;
 use crate::fs::tree::FileKind;
@@ -87,24 +88,47 @@ fn reply(resp: Result<TreeResp, String>) -> Bytes {
 
 async fn serve(ns: Arc<Namespace>, mut conv: Conv) -> Result<(), String> {
     let Some(Msg::Data(first)) = conv.rx.recv().await else { return Ok(()) };
-    let req = decode::<TreeReq>(&first)?;
-    if matches!(req, TreeReq::View) {
-        return serve_view(&ns, &mut conv).await;
+    let (caller, req) = decode::<(Caller, TreeReq)>(&first)?;
+    if caller.groups.len() > MAX_GROUPS {
+        return conv.tx.send(reply(Err(format!("bad tree message: {} groups", caller.groups.len())))).await;
     }
-    let paths: Vec<&Vec<String>> = match &req {
+    // A local client (`mesh ns`, `mesh ls`) is root or the router's user,
+    // as the socket checked; another machine's users are squashed as the
+    // service they reach says.
+    let remote = conv.tx.peer().and_then(|p| p.machine.as_ref()) != Some(ns.router().id());
+    let caller = match request_paths(&req).first() {
+        Some(p) => ns.caller_for(p, caller, remote),
+        None => caller,
+    };
+    caller.scope(serve_req(ns, conv, req)).await
+}
+
+/// The paths a request names: its source first, for rename and link.
+fn request_paths(req: &TreeReq) -> Vec<&[String]> {
+    match req {
         TreeReq::Rename { from, to, .. } | TreeReq::Link { from, to } => vec![from, to],
         TreeReq::Stat(p) | TreeReq::List(p) | TreeReq::Readlink(p) | TreeReq::StatFs(p) | TreeReq::ListXattr(p) => {
             vec![p]
         }
-        TreeReq::GetXattr { path, .. } | TreeReq::SetXattr { path, .. } | TreeReq::RemoveXattr { path, .. } => {
-            vec![path]
-        }
-        TreeReq::Symlink { path, .. } | TreeReq::Mknod { path, .. } => vec![path],
-        TreeReq::Open { path, .. } | TreeReq::Create { path, .. } | TreeReq::Mkdir { path, .. } => vec![path],
-        TreeReq::Remove { path, .. } | TreeReq::SetAttr { path, .. } => vec![path],
+        TreeReq::GetXattr { path, .. }
+        | TreeReq::SetXattr { path, .. }
+        | TreeReq::RemoveXattr { path, .. }
+        | TreeReq::Symlink { path, .. }
+        | TreeReq::Mknod { path, .. }
+        | TreeReq::Open { path, .. }
+        | TreeReq::Create { path, .. }
+        | TreeReq::Mkdir { path, .. }
+        | TreeReq::Remove { path, .. }
+        | TreeReq::SetAttr { path, .. } => vec![path],
         _ => vec![],
-    };
-    if let Err(e) = paths.iter().try_for_each(|p| local_only(&ns, p)) {
+    }
+}
+
+async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq) -> Result<(), String> {
+    if matches!(req, TreeReq::View) {
+        return serve_view(&ns, &mut conv).await;
+    }
+    if let Err(e) = request_paths(&req).iter().try_for_each(|p| local_only(&ns, p)) {
         return conv.tx.send(reply(Err(e))).await;
     }
     let h = match req {
