@@ -14,7 +14,8 @@ PACKAGES=(
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev  # H.264 (libx264) and MP4
   ffmpeg                        # ffprobe and ffmpeg, to check recordings in tests
   man-db                        # man -l, to read and check the manual pages
-  sshfs openssh-server          # mesh-bench tree: the baseline, sshfs from a private sshd on loopback
+  sshfs openssh-server          # mesh-bench tree and remote-fs: the baseline, sshfs from a private sshd on loopback
+  fio git                       # mesh-bench remote-fs: fio's jobs and git add + commit on a remote directory
 )
 
 need=()

@@ -231,7 +231,7 @@ fn fio(file: &Path, job: &Fio, sz: &Size) -> anyhow::Result<f64> {
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!("{} {}", String::from_utf8_lossy(&out.stderr).trim(), text.trim());
     }
     // Terse version 3: read bandwidth (KiB/s) and IOPS are fields 7 and 8,
     // write's 48 and 49 (1-based).

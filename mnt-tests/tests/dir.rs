@@ -206,6 +206,19 @@ fn links_fifos_attributes_and_df_on_a_directory_of_another_machine() {
     sh_ok(&format!("echo more >> {f}/sub/hello-again"), T);
     assert_eq!(sh_ok(&format!("cat {f}/hello.txt"), T), "hello from b\nmore\n");
     assert_eq!(sh_ok(&format!("stat -c %h {f}/hello.txt"), T), "2\n");
+    // Seen from a too, it is one file: one inode number for both names,
+    // kept through a rename, so du and tar count it once.
+    let here = ino(&format!("{f}/hello.txt"));
+    assert_eq!(ino(&format!("{f}/sub/hello-again")), here);
+    sh_ok(&format!("mv {f}/sub/hello-again {f}/sub/moved"), T);
+    assert_eq!(ino(&format!("{f}/sub/moved")), here);
+    let listed = sh_ok(&format!("ls -i {f}/hello.txt {f}/sub/moved | cut -d' ' -f1 | sort -u | wc -l"), T);
+    assert_eq!(listed.trim(), "1");
+    let tar = format!("{}/links.tar", ab.d());
+    let archived =
+        sh_ok(&format!("cd {f} && tar cf {tar} hello.txt sub/moved && tar tvf {tar} | grep -c 'link to'"), T);
+    assert_eq!(archived.trim(), "1", "tar stores the second name as a link");
+    sh_ok(&format!("mv {f}/sub/moved {f}/sub/hello-again"), T);
     // A fifo is made on b; what goes through it stays on this machine.
     sh_ok(&format!("mkfifo {f}/pipe"), T);
     let on_disk = std::fs::symlink_metadata(format!("{disk}/pipe")).unwrap();

@@ -4,8 +4,8 @@
 //! `allow_other` so the suite's other users reach it.
 //!
 //! What may still fail is listed here and, with the reasons, in mesh(4)
-//! (POSIX): device files, which a served directory never makes, and the
-//! inode numbers of hard links. Anything else failing fails the test.
+//! (POSIX): device files, which a served directory never makes. Anything
+//! else failing fails the test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,12 +24,6 @@ fn allowed(test: &str) -> Option<&'static str> {
     // one fails at its start.
     if test.ends_with("::block") || test.ends_with("::char") || test.contains("device_files") {
         return Some("device");
-    }
-    // Inode numbers: each path is a node of its own (fuse3 replies with
-    // the node id as st_ino), so two names of a file show two numbers.
-    let inode = ["link::share_metadata::", "link::remove_link::", "rename::preserve_metadata::"];
-    if inode.iter().any(|p| test.starts_with(p)) {
-        return Some("inode number");
     }
     (test == "rename::write_access_required_subdir").then_some("rename as another user")
 }

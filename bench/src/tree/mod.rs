@@ -54,7 +54,9 @@ impl Remote {
         let nodes = [("a", "tcp!127.0.0.1!0".to_string()), ("b", "tcp!127.0.0.2!0".to_string())];
         let chain = if secure { Chain::new_secure(&nodes).await? } else { Chain::new(&nodes).await? };
         let b = chain.router(1)?;
-        let root = Arc::new(srv::fs::dir::Root::open(dir).map_err(|e| anyhow!("dir {}: {e}", dir.display()))?);
+        let root = srv::fs::dir::Root::open(dir).map_err(|e| anyhow!("dir {}: {e}", dir.display()))?;
+        // a's user is b's, as sshfs logs in as the bench's own user.
+        let root = Arc::new(root.squashing(ns::deploy::Squash::None));
         let tree = srv::fs::Namespace::new(b.clone());
         tree.set_kind("files", srv::fs::KindExtras { root: Some(root.clone()), ..Default::default() });
         b.add_service(crate::mesh::name("files")?, Arc::new(srv::fs::dir::DirService::new(root, "files")));

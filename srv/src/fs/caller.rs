@@ -3,7 +3,7 @@
 //! machine) to the thread that does the file I/O.
 //!
 //! Each request handler runs its work inside [`Caller::scope`]; the
-//! blocking pool's closure then takes the caller on as the thread's file
+//! closure doing the file I/O then takes the caller on as its thread's file
 //! system identity ([`as_caller`]: setfsuid, setfsgid and the thread's own
 //! supplementary groups, as knfsd and diod do), so the serving kernel
 //! answers every permission question itself, ACLs, sticky directories and

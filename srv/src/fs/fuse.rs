@@ -11,13 +11,13 @@
 //! even for `kill -9`. A write interrupted while it waits for the
 //! conversation's credit sent nothing; one that had its credit is sent
 //! whole (see `ns::conv`). A change to a served directory on another
-//! machine, interrupted, may still be made there, as with NFS's `intr`
-//! (so may one here, done on the blocking pool). Writes and fsyncs of
-//! files open in this machine's served directories are not interrupted:
-//! they end on the blocking pool anyway, and are answered for.
+//! machine, interrupted, may still be made there, as with NFS's `intr`.
+//! One here is a system call on the handler's own thread
+//! (`block_in_place`, see `super::blocking`), answered when it returns.
 //!
-//! Inodes are handed out per path and kept while the kernel holds a
-//! lookup on them ([`inodes`]). Stream files open with direct I/O,
+//! Inodes are one per file of a served directory, whatever its names,
+//! and one per path elsewhere, kept while the kernel holds a lookup on
+//! them ([`inodes`]). Stream files open with direct I/O,
 //! non-seekable and as streams; text files with direct I/O, since their
 //! size is not known; files of served directories through the page
 //! cache, with their real sizes (see [`STORED_OPEN`]). Record locks are
@@ -103,6 +103,11 @@ fn file_type(k: FileKind) -> FileType {
         FileKind::Socket => FileType::Socket,
         FileKind::File | FileKind::Stream | FileKind::Stored => FileType::RegularFile,
     }
+}
+
+/// The identity of a file of a served directory (see [`inodes`]).
+fn file_id(e: &Entry) -> Option<u64> {
+    e.meta.as_ref().and_then(|m| m.id)
 }
 
 /// `parent/name`.
@@ -262,9 +267,9 @@ impl MeshFs {
             let ino = if name == "." || name == ".." {
                 parent
             } else if pin {
-                inodes.get_or_add(&child(&path, &name))
+                inodes.get_or_add(&child(&path, &name), file_id(&e))
             } else {
-                inodes.node(&child(&path, &name)).unwrap_or(u64::MAX)
+                inodes.node(&child(&path, &name), file_id(&e))
             };
             out.push((i as i64 + 1, ino, OsString::from(name), e));
         }
@@ -278,7 +283,7 @@ impl MeshFs {
 
     /// Answers for a file just made at `path`: it counts as a lookup.
     fn made(&self, path: &str, e: &Entry) -> ReplyEntry {
-        let ino = lock(&self.inodes).get_or_add(path);
+        let ino = lock(&self.inodes).get_or_add(path, file_id(e));
         ReplyEntry { ttl: ttl(e), attr: self.attr(ino, e), generation: 0 }
     }
 
@@ -383,7 +388,7 @@ impl Filesystem for MeshFs {
         let name = name.to_str().ok_or_else(|| Errno::from(libc::ENOENT))?;
         let path = child(&self.path(parent)?, name);
         let e = self.stoppable(&req, self.stat(&path)).await?;
-        let ino = lock(&self.inodes).get_or_add(&path);
+        let ino = lock(&self.inodes).get_or_add(&path, file_id(&e));
         Ok(ReplyEntry { ttl: ttl(&e), attr: self.attr(ino, &e), generation: 0 })
     }
 

@@ -439,10 +439,17 @@ impl Namespace {
     }
 }
 
-/// Runs file I/O on tokio's blocking pool, as the request's caller.
+/// Runs file I/O as the request's caller, on this worker thread once
+/// tokio has moved its other tasks elsewhere (`block_in_place`): a hop to
+/// the blocking pool and back costs two thread wake-ups, far more than
+/// the system call a stat or a create is. A runtime of one thread (tests)
+/// has nowhere to move them to, so there it goes to the blocking pool.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
     let who = caller::Caller::current();
     let work = move || caller::as_caller(who.as_ref(), f);
+    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        return tokio::task::block_in_place(work);
+    }
     tokio::task::spawn_blocking(work).await.map_err(|e| ns::error::detail(errors::EIO, e))?
 }
 

@@ -64,6 +64,32 @@ pub struct Meta {
     pub uid: Option<u32>,
     #[serde(default)]
     pub gid: Option<u32>,
+    /// Which file it is, the same for each of its names and through a
+    /// rename: its device and inode number on the serving machine, mixed
+    /// with that machine's identity ([`file_id`]).
+    #[serde(default)]
+    pub id: Option<u64>,
+}
+
+/// A file's identity from its device and inode number on this machine:
+/// the same numbers on another machine are another file, so the host's
+/// `/etc/machine-id` is mixed in (machines of one host share its disks,
+/// and there the same numbers are the same file).
+pub fn file_id(dev: u64, ino: u64) -> u64 {
+    static HOST: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        let id = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+        // FNV-1a: a spelled-out mix, the same in every build.
+        id.trim().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    });
+    [dev, ino].iter().fold(*HOST, |h, &x| splitmix(h ^ x))
+}
+
+/// SplitMix64's finaliser: every bit of the input moves every bit out.
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn one() -> u32 {

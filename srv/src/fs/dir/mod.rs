@@ -18,7 +18,7 @@
 //! takes them ([`locks`], kept by the [`super::Namespace`]).
 //!
 //! Every call here blocks (it is file I/O): the [`super::Namespace`] runs
-//! them on tokio's blocking pool.
+//! them where tokio allows blocking (`super::blocking`).
 
 pub mod beneath;
 pub mod locks;
@@ -177,6 +177,7 @@ pub fn entry(name: &str, st: &FileStat) -> Option<Entry> {
         nlink: st.st_nlink as u32,
         uid: own(st.st_uid, nix::unistd::geteuid().as_raw()),
         gid: own(st.st_gid, nix::unistd::getegid().as_raw()),
+        id: Some(super::tree::file_id(st.st_dev, st.st_ino)),
     };
     Some(Entry { name: name.to_string(), kind, mode: (st.st_mode & 0o7777) as u16, meta: Some(meta) })
 }

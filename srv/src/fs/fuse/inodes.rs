@@ -1,16 +1,46 @@
-//! The inode table of the FUSE server: a node per path, kept while the
-//! kernel holds a lookup on it; a rename moves nodes, an exchange swaps
-//! them, a removal detaches the path (an open file keeps its node).
+//! The inode table of the FUSE server: a node per file, kept while the
+//! kernel holds a lookup on it.
+//!
+//! A file of a served directory is one node whatever its names (hard
+//! links) and wherever it moves: its node number comes from its identity
+//! on the serving machine ([`super::super::tree::file_id`]), so it is the
+//! same after the kernel forgot it and looked it up again, and `ls -i`,
+//! `tar` and `du` see hard links as one file. The tree's own files, which
+//! have no such identity, get a node per path from a counter. fuse3 gives
+//! the node number as the inode number, so the two ranges are apart:
+//! counted nodes stay below [`IDENTIFIED`], identified ones at or above.
+//!
+//! A rename moves a node's name, an exchange swaps two, a removal takes
+//! the name away (an open file keeps its node).
 
 use std::collections::HashMap;
 
 /// The root directory's node.
 pub const ROOT: u64 = 1;
 
-/// Paths by inode and back; an inode lives while the kernel looks it up.
+/// Where identified nodes start: above any counted one, below 2^63 so
+/// that the inode number is positive wherever it is taken as signed.
+const IDENTIFIED: u64 = 1 << 62;
+
+/// The node of a file with identity `id`.
+fn node_of(id: u64) -> u64 {
+    (id & (IDENTIFIED - 1)) | IDENTIFIED
+}
+
+struct Node {
+    /// Its names the kernel knows, the first the one it is reached by.
+    paths: Vec<String>,
+    /// The last name it had, once removed: an open file is still asked
+    /// about by its inode (fstat, fchmod), and answers by its handle.
+    last: Option<String>,
+    /// Lookups the kernel holds.
+    looked: u64,
+}
+
+/// Nodes by number, and the node of each path the kernel knows.
 #[derive(Default)]
 pub struct Inodes {
-    by_ino: HashMap<u64, (String, u64)>,
+    by_ino: HashMap<u64, Node>,
     by_path: HashMap<String, u64>,
     next: u64,
 }
@@ -20,37 +50,61 @@ impl Inodes {
         if ino == ROOT {
             return Some("/".into());
         }
-        self.by_ino.get(&ino).map(|(p, _)| p.clone())
+        self.by_ino.get(&ino).and_then(|n| n.paths.first().or(n.last.as_ref()).cloned())
     }
 
-    /// The node of `path`, if the kernel holds one.
-    pub fn node(&self, path: &str) -> Option<u64> {
-        self.by_path.get(path).copied()
+    /// The node `path` would have, without counting a lookup: the one the
+    /// kernel holds, else the file's own, else none (`u64::MAX`, which
+    /// readdir may show).
+    pub fn node(&self, path: &str, id: Option<u64>) -> u64 {
+        match (id, self.by_path.get(path)) {
+            (Some(id), _) => node_of(id),
+            (None, Some(&ino)) => ino,
+            (None, None) => u64::MAX,
+        }
     }
 
-    pub fn get_or_add(&mut self, path: &str) -> u64 {
+    /// The node of `path`, naming the file `id` if it has one; counts a
+    /// lookup.
+    pub fn get_or_add(&mut self, path: &str, id: Option<u64>) -> u64 {
         if path == "/" {
             return ROOT;
         }
-        if let Some(&ino) = self.by_path.get(path) {
-            if let Some(e) = self.by_ino.get_mut(&ino) {
-                e.1 += 1;
+        let want = id.map(node_of);
+        match self.by_path.get(path).copied() {
+            // The same file as before under this name.
+            Some(ino) if want.is_none_or(|w| w == ino) => {
+                if let Some(n) = self.by_ino.get_mut(&ino) {
+                    n.looked += 1;
+                }
+                return ino;
             }
-            return ino;
+            // Another file took the name (made there since, elsewhere).
+            Some(_) => self.unname(path),
+            None => {}
         }
-        self.next = self.next.max(ROOT) + 1;
-        let ino = self.next;
-        self.by_ino.insert(ino, (path.to_string(), 1));
+        let ino = want.unwrap_or_else(|| {
+            self.next = self.next.max(ROOT) + 1;
+            self.next
+        });
+        let n = self.by_ino.entry(ino).or_insert_with(|| Node { paths: Vec::new(), last: None, looked: 0 });
+        n.looked += 1;
+        if !n.paths.iter().any(|p| p == path) {
+            n.paths.push(path.to_string());
+        }
         self.by_path.insert(path.to_string(), ino);
         ino
     }
 
-    pub fn forget(&mut self, ino: u64, n: u64) {
-        if let Some(e) = self.by_ino.get_mut(&ino) {
-            e.1 = e.1.saturating_sub(n);
-            if e.1 == 0 {
-                let (p, _) = self.by_ino.remove(&ino).unwrap_or_default();
-                // The path may name a newer inode by now (removed, created).
+    pub fn forget(&mut self, ino: u64, k: u64) {
+        let Some(n) = self.by_ino.get_mut(&ino) else { return };
+        n.looked = n.looked.saturating_sub(k);
+        if n.looked > 0 {
+            return;
+        }
+        if let Some(n) = self.by_ino.remove(&ino) {
+            for p in n.paths {
+                // The path may name a newer node by now.
                 if self.by_path.get(&p) == Some(&ino) {
                     self.by_path.remove(&p);
                 }
@@ -58,7 +112,19 @@ impl Inodes {
         }
     }
 
-    /// `path` and everything below it, as (path, inode).
+    /// Takes the name `path` from whatever node has it.
+    fn unname(&mut self, path: &str) {
+        if let Some(ino) = self.by_path.remove(path) {
+            if let Some(n) = self.by_ino.get_mut(&ino) {
+                n.paths.retain(|p| p != path);
+                if n.paths.is_empty() {
+                    n.last = Some(path.to_string());
+                }
+            }
+        }
+    }
+
+    /// `path` and everything below it, as (path, node).
     fn under(&self, path: &str) -> Vec<(String, u64)> {
         let prefix = format!("{path}/");
         self.by_path
@@ -68,11 +134,11 @@ impl Inodes {
             .collect()
     }
 
-    /// `path` was removed: a file made there later is a new inode, while
+    /// `path` was removed: a file made there later is another node, while
     /// the kernel may still hold the old one (an open file).
     pub fn detach(&mut self, path: &str) {
         for (p, _) in self.under(path) {
-            self.by_path.remove(&p);
+            self.unname(&p);
         }
     }
 
@@ -92,7 +158,7 @@ impl Inodes {
         self.move_all(under_b, b, a);
     }
 
-    /// Gives each (path, inode) of `moved`, below `from`, its place below `to`.
+    /// Gives each (path, node) of `moved`, below `from`, its place below `to`.
     fn move_all(&mut self, moved: Vec<(String, u64)>, from: &str, to: &str) {
         for (p, ino) in moved {
             let np = format!("{to}{}", &p[from.len()..]);
@@ -100,9 +166,59 @@ impl Inodes {
                 self.by_path.remove(&p);
             }
             self.by_path.insert(np.clone(), ino);
-            if let Some(e) = self.by_ino.get_mut(&ino) {
-                e.0 = np;
+            if let Some(n) = self.by_ino.get_mut(&ino) {
+                n.paths.retain(|x| *x != p && *x != np);
+                n.paths.insert(0, np);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_links_are_one_node_and_keep_it_through_renames_and_forgets() {
+        let mut t = Inodes::default();
+        let a = t.get_or_add("/d/a", Some(7));
+        let b = t.get_or_add("/d/b", Some(7));
+        assert_eq!(a, b);
+        assert!(a >= IDENTIFIED);
+        // One name goes: the file is still reached by the other.
+        t.detach("/d/a");
+        assert_eq!(t.path(a).as_deref(), Some("/d/b"));
+        // Both gone: the last name stays for the open file's sake.
+        t.detach("/d/b");
+        assert_eq!(t.path(a).as_deref(), Some("/d/b"));
+        assert_eq!(t.get_or_add("/d/b", Some(7)), a);
+        t.rename("/d/b", "/e/c");
+        assert_eq!(t.path(a).as_deref(), Some("/e/c"));
+        assert_eq!(t.get_or_add("/e/c", Some(7)), a);
+        t.forget(a, 4);
+        assert_eq!(t.path(a), None);
+        // Looked up again after the kernel forgot it: the same number.
+        assert_eq!(t.get_or_add("/e/c", Some(7)), a);
+        // Another file made under the name is another node.
+        let other = t.get_or_add("/e/c", Some(8));
+        assert_ne!(other, a);
+        assert_eq!(t.path(other).as_deref(), Some("/e/c"));
+        // Files of the tree's own are counted, below identified ones.
+        let own = t.get_or_add("/routes", None);
+        assert!((ROOT + 1..IDENTIFIED).contains(&own));
+        assert_eq!(t.get_or_add("/routes", None), own);
+        assert_eq!(t.node("/routes", None), own);
+        assert_eq!(t.node("/nowhere", None), u64::MAX);
+        assert_eq!(t.node("/nowhere", Some(9)), node_of(9));
+    }
+
+    #[test]
+    fn an_exchange_swaps_nodes_with_what_is_below() {
+        let mut t = Inodes::default();
+        let (x, y) = (t.get_or_add("/x", Some(1)), t.get_or_add("/y", Some(2)));
+        let inner = t.get_or_add("/x/in", Some(3));
+        t.exchange("/x", "/y");
+        assert_eq!((t.path(x).as_deref(), t.path(y).as_deref()), (Some("/y"), Some("/x")));
+        assert_eq!(t.path(inner).as_deref(), Some("/y/in"));
     }
 }
