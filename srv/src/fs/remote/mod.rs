@@ -21,6 +21,7 @@
 //!   sequentially.
 
 mod file;
+mod pipe;
 mod server;
 
 use bytes::Bytes;
@@ -284,7 +285,7 @@ pub async fn list(r: &Router, m: &MachineId, path: &[String]) -> Result<Vec<Entr
 fn opened(conv: Conv, kind: FileKind) -> Handle {
     Handle::RemoteFile(match kind {
         FileKind::Stream => RemoteFile::Stream(Stream::new(conv)),
-        FileKind::Stored => RemoteFile::Stored(file::Pipe::new(conv)),
+        FileKind::Stored => RemoteFile::Stored(pipe::Pipe::new(conv)),
         kind => RemoteFile::File(kind, std::sync::Arc::new(tokio::sync::Mutex::new(conv))),
     })
 }

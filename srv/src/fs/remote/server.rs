@@ -308,6 +308,10 @@ async fn pump(ns: &Namespace, h: &Handle, conv: &mut Conv) -> Result<(), String>
     let mut reading = true;
     loop {
         tokio::select! {
+            // A cancel first: the opener's interrupted read is followed at
+            // once by its close, and both may be here when this wakes.
+            biased;
+            Ok(()) = cancels.changed() => ns.cancel(h).await,
             m = conv.rx.recv() => match m {
                 Some(Msg::Data(b)) => {
                     let write = ns.write(h, &b);
@@ -336,7 +340,6 @@ async fn pump(ns: &Namespace, h: &Handle, conv: &mut Conv) -> Result<(), String>
                     conv.tx.send(d).await?;
                 }
             }
-            Ok(()) = cancels.changed() => ns.cancel(h).await,
         }
     }
 }

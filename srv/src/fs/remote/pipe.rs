@@ -1,0 +1,481 @@
+//! A file of a served directory open on another machine: many requests in
+//! flight on its one conversation.
+//!
+//! The serving machine answers a file's requests in the order they came,
+//! so each request sent leaves a [`Due`] at the back of a queue, and a
+//! receiving task gives each answer to the oldest: the reader waiting for
+//! it, or the record of a write. Requests from several callers (a queue
+//! depth of 16, the kernel's readahead) are then in flight together, and
+//! a caller that is interrupted only stops waiting: its answer still
+//! comes and goes nowhere. Sends run in a task of their own, so a request
+//! is never half-queued.
+//!
+//! A sequential reader gets [`AHEAD`] bytes requested past where it
+//! reads ([`Ahead`]), so a large file streams at the speed of the link; a
+//! reader that jumps about gets exactly what it asks for.
+//!
+//! Writes go ahead of their answers, as sshfs's and NFS's unstable writes
+//! do: a write returns once it is sent, at most [`WRITES_AHEAD`] writes or
+//! [`WRITE_BYTES_AHEAD`] bytes unanswered. One that failed there fails the
+//! next write, or the fsync or flush (close) that follows. The server
+//! takes requests in order, so whatever is asked after a write sees it;
+//! a look at the file by its name, which goes another way, first waits
+//! for the answers ([`Pipe::drain`]).
+//!
+//! Lock order: `reads`, then `tx` (taken in the send task), then `state`
+//! (never held across an await).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use ns::conv::{Conv, ConvReader, ConvWriter, Msg};
+use tokio::sync::{oneshot, watch};
+
+use super::{decode, encode, raw_write, unexpected, TreeReq, TreeResp, MAX_IO, RAW};
+use crate::fs::dir::locks::Lock;
+use crate::fs::dir::Attrs;
+use crate::fs::tree::Entry;
+
+/// How far past a sequential reader's position reads are requested. The
+/// conversation's window (4 MiB) bounds what is really in flight.
+pub const AHEAD: u64 = 4 * MAX_IO as u64;
+/// Data kept behind the reader, for the kernel's reads that arrive a
+/// little out of order (readahead runs several at once).
+const BEHIND: u64 = 2 * MAX_IO as u64;
+/// Writes sent whose answers have not come, at most.
+pub const WRITES_AHEAD: u64 = 64;
+/// Bytes of those writes, at most: the conversation's window.
+pub const WRITE_BYTES_AHEAD: u64 = 4 * MAX_IO as u64;
+
+type Answer = Result<Bytes, String>;
+
+/// Where the answer to a request sent goes.
+enum Due {
+    /// To the caller waiting for it (a read, a request).
+    Reply(oneshot::Sender<Answer>),
+    /// To the record of writes sent ahead: the write's length.
+    Write(u64),
+}
+
+#[derive(Default)]
+struct State {
+    due: VecDeque<Due>,
+    /// Writes sent, and answered, since the file was opened; the bytes
+    /// of those unanswered.
+    writes_sent: u64,
+    writes_done: u64,
+    writing: u64,
+    /// The first error of a write sent ahead, not yet told.
+    failed: Option<String>,
+    /// Why the conversation ended, once it has.
+    ended: Option<String>,
+}
+
+/// A file of a served directory open on another machine.
+pub struct Pipe {
+    tx: Arc<tokio::sync::Mutex<ConvWriter>>,
+    state: Arc<Mutex<State>>,
+    /// Bumped at each write answered, and at the end.
+    answered: watch::Receiver<u64>,
+    reads: tokio::sync::Mutex<Ahead>,
+    receiver: tokio::task::JoinHandle<()>,
+}
+
+fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        self.receiver.abort();
+    }
+}
+
+/// Gives each answer to the oldest request's [`Due`]; at the end of the
+/// conversation, fails every one left.
+async fn receive(mut rx: ConvReader, state: Arc<Mutex<State>>, answered: watch::Sender<u64>) {
+    loop {
+        let (answer, end) = match rx.recv().await {
+            Some(Msg::Data(b)) => (Ok(b), None),
+            Some(Msg::Error(e)) => (Err(e.clone()), Some(e)),
+            Some(Msg::Eof) | None => (Err(ns::error::EHUNGUP.to_string()), Some(ns::error::EHUNGUP.to_string())),
+        };
+        if let Some(why) = end {
+            let due = {
+                let mut st = lock(&state);
+                st.ended = Some(why.clone());
+                st.failed.get_or_insert(why.clone());
+                std::mem::take(&mut st.due)
+            };
+            for d in due {
+                if let Due::Reply(tx) = d {
+                    let _ = tx.send(Err(why.clone()));
+                }
+            }
+            answered.send_modify(|n| *n += 1);
+            return;
+        }
+        let due = lock(&state).due.pop_front();
+        match due {
+            Some(Due::Reply(tx)) => {
+                let _ = tx.send(answer);
+            }
+            Some(Due::Write(len)) => {
+                let res = answer.and_then(|b| match decode::<TreeResp>(&b)? {
+                    TreeResp::Written(n) if u64::from(n) == len => Ok(()),
+                    TreeResp::Written(n) => {
+                        Err(ns::error::detail(crate::fs::errors::EIO, format!("wrote {n} of {len}")))
+                    }
+                    TreeResp::Err(e) => Err(e),
+                    other => Err(unexpected(other)),
+                });
+                {
+                    let mut st = lock(&state);
+                    st.writes_done += 1;
+                    st.writing = st.writing.saturating_sub(len);
+                    if let Err(e) = res {
+                        st.failed.get_or_insert(e);
+                    }
+                }
+                answered.send_modify(|n| *n += 1);
+            }
+            // An answer nobody asked for: the server is confused.
+            None => {
+                lock(&state).ended = Some("bad tree message: an answer to nothing".into());
+                answered.send_modify(|n| *n += 1);
+                return;
+            }
+        }
+    }
+}
+
+/// A read's answer: [`RAW`] then the bytes, or an error.
+fn read_answer(a: Answer) -> Answer {
+    let b = a?;
+    if b.first() == Some(&RAW) {
+        return Ok(b.slice(1..));
+    }
+    match decode(&b)? {
+        TreeResp::Data(d) => Ok(Bytes::from(d)),
+        TreeResp::Err(e) => Err(e),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// A request's answer, decoded.
+fn tree_answer(a: Answer) -> Result<TreeResp, String> {
+    match decode(&a?)? {
+        TreeResp::Err(e) => Err(e),
+        resp => Ok(resp),
+    }
+}
+
+impl Pipe {
+    pub fn new(conv: Conv) -> Pipe {
+        let Conv { rx, tx } = conv;
+        let state = Arc::new(Mutex::new(State::default()));
+        let (bump, answered) = watch::channel(0);
+        let receiver = tokio::spawn(receive(rx, state.clone(), bump));
+        Pipe {
+            tx: Arc::new(tokio::sync::Mutex::new(tx)),
+            state,
+            answered,
+            reads: tokio::sync::Mutex::new(Ahead::default()),
+            receiver,
+        }
+    }
+
+    /// Sends `msgs` in order, each with its [`Due`], whole: in a task of
+    /// its own, which an interrupted caller does not stop.
+    async fn send(&self, msgs: Vec<(Bytes, Due)>) -> Result<(), String> {
+        let (tx, state) = (self.tx.clone(), self.state.clone());
+        let task = tokio::spawn(async move {
+            let tx = tx.lock().await;
+            for (msg, due) in msgs {
+                {
+                    let mut st = lock(&state);
+                    if let Some(e) = &st.ended {
+                        return Err(e.clone());
+                    }
+                    if let Due::Write(len) = due {
+                        st.writes_sent += 1;
+                        st.writing += len;
+                    }
+                    st.due.push_back(due);
+                }
+                tx.send(msg).await?;
+            }
+            Ok(())
+        });
+        task.await.map_err(|e| e.to_string())?
+    }
+
+    /// Sends one request and waits for its answer.
+    async fn ask(&self, msg: Bytes) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        self.send(vec![(msg, Due::Reply(tx))]).await?;
+        rx.await.map_err(|_| ns::error::EHUNGUP.to_string())?
+    }
+
+    /// A request that may change the file: what was read ahead goes.
+    async fn change(&self, req: &TreeReq) -> Result<TreeResp, String> {
+        self.reads.lock().await.forget();
+        tree_answer(self.ask(encode(req)).await)
+    }
+
+    /// Sends a write and returns; see the module's doc for its error.
+    pub async fn write_at(&self, offset: u64, data: &[u8]) -> Result<usize, String> {
+        let len = data.len() as u64;
+        let mut answered = self.answered.clone();
+        loop {
+            {
+                let mut st = lock(&self.state);
+                if let Some(e) = st.failed.take() {
+                    return Err(e);
+                }
+                let ahead = st.writes_sent - st.writes_done;
+                if ahead == 0 || (ahead < WRITES_AHEAD && st.writing + len <= WRITE_BYTES_AHEAD) {
+                    break;
+                }
+            }
+            answered.changed().await.map_err(|_| ns::error::EHUNGUP.to_string())?;
+        }
+        self.reads.lock().await.forget();
+        self.send(vec![(raw_write(offset, data), Due::Write(len))]).await?;
+        Ok(data.len())
+    }
+
+    /// Waits for the answers of the writes sent so far; their error stays
+    /// for the writer. Before a look at the file by its name.
+    pub async fn drain(&self) -> Result<(), String> {
+        let sent = lock(&self.state).writes_sent;
+        let mut answered = self.answered.clone();
+        loop {
+            {
+                let st = lock(&self.state);
+                if st.writes_done >= sent || st.ended.is_some() {
+                    return Ok(());
+                }
+            }
+            answered.changed().await.map_err(|_| ns::error::EHUNGUP.to_string())?;
+        }
+    }
+
+    /// Waits for the answers of the writes sent: their error, if one
+    /// failed (at flush, which close(2) makes).
+    pub async fn settle_writes(&self) -> Result<(), String> {
+        self.drain().await?;
+        lock(&self.state).failed.take().map_or(Ok(()), Err)
+    }
+
+    /// Reads `size` bytes at `offset`: fewer only at the end of the file.
+    pub async fn read(&self, offset: u64, size: usize) -> Result<Bytes, String> {
+        let size = size.min(MAX_IO);
+        let mut ahead = self.reads.lock().await;
+        if ahead.holds(offset) || offset == ahead.last_end {
+            return ahead.read(self, offset, size).await;
+        }
+        // A reader that jumps about: its own request, in flight with any
+        // others.
+        ahead.last_end = offset + size as u64;
+        drop(ahead);
+        read_answer(self.ask(encode(&TreeReq::Read { offset, size: size as u32 })).await)
+    }
+
+    /// Changes the open file (or, with nothing set, says what it is).
+    pub async fn attr(&self, attrs: Attrs) -> Result<Entry, String> {
+        let req = TreeReq::FileAttr(attrs);
+        let resp = if attrs == Attrs::default() {
+            tree_answer(self.ask(encode(&req)).await)?
+        } else {
+            self.change(&req).await?
+        };
+        match resp {
+            TreeResp::Entry(e) => Ok(e),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn lock(&self, owner: u64, lock: Lock, get: bool) -> Result<Lock, String> {
+        // Another machine's writes under the lock are seen after it.
+        match self.change(&TreeReq::Lock { owner, lock, get }).await? {
+            TreeResp::Lock(l) => Ok(l),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn allocate(&self, offset: u64, len: u64, mode: u32) -> Result<(), String> {
+        match self.change(&TreeReq::Allocate { offset, len, mode }).await? {
+            TreeResp::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Flushes the file to its disk; a write sent ahead that failed is
+    /// told first.
+    pub async fn sync(&self) -> Result<(), String> {
+        let resp = tree_answer(self.ask(encode(&TreeReq::Sync)).await);
+        // Answers come in order: every write before the sync is answered.
+        if let Some(e) = lock(&self.state).failed.take() {
+            return Err(e);
+        }
+        match resp? {
+            TreeResp::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Ends the conversation once the writes are answered.
+    pub async fn close(&self) {
+        // Told at flush, if anyone was there to hear it.
+        let _ = self.drain().await;
+        self.tx.lock().await.eof().await;
+    }
+}
+
+/// A read requested ahead, in file order.
+struct Chunk {
+    offset: u64,
+    len: usize,
+    data: Pending,
+}
+
+enum Pending {
+    Waiting(oneshot::Receiver<Answer>),
+    Ready(Answer),
+}
+
+impl Chunk {
+    fn end(&self) -> u64 {
+        self.offset + self.len as u64
+    }
+
+    /// Its answer, once it has come.
+    async fn fill(&mut self) -> Answer {
+        if let Pending::Waiting(rx) = &mut self.data {
+            let a = rx.await.unwrap_or_else(|_| Err(ns::error::EHUNGUP.to_string()));
+            self.data = Pending::Ready(read_answer(a));
+        }
+        match &self.data {
+            Pending::Ready(a) => a.clone(),
+            Pending::Waiting(_) => Err(ns::error::EHUNGUP.to_string()),
+        }
+    }
+}
+
+/// The sequential reader's chunks.
+#[derive(Default)]
+struct Ahead {
+    chunks: VecDeque<Chunk>,
+    /// Where the last read ended: a read starting there is sequential.
+    last_end: u64,
+}
+
+impl Ahead {
+    fn holds(&self, offset: u64) -> bool {
+        match (self.chunks.front(), self.chunks.back()) {
+            (Some(f), Some(b)) => f.offset <= offset && offset < b.end(),
+            _ => false,
+        }
+    }
+
+    /// Drops what was read ahead (the file changes, or the reader left);
+    /// the answers still come, to nobody.
+    fn forget(&mut self) {
+        self.chunks.clear();
+    }
+
+    /// Requests chunks covering `from..to`.
+    async fn request(&mut self, pipe: &Pipe, mut from: u64, to: u64) -> Result<(), String> {
+        let mut msgs = Vec::new();
+        while from < to {
+            let len = (to - from).min(MAX_IO as u64) as usize;
+            let (tx, rx) = oneshot::channel();
+            msgs.push((encode(&TreeReq::Read { offset: from, size: len as u32 }), Due::Reply(tx)));
+            self.chunks.push_back(Chunk { offset: from, len, data: Pending::Waiting(rx) });
+            from += len as u64;
+        }
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        let res = pipe.send(msgs).await;
+        if res.is_err() {
+            self.forget();
+        }
+        res
+    }
+
+    async fn read(&mut self, pipe: &Pipe, offset: u64, size: usize) -> Result<Bytes, String> {
+        let end = offset.saturating_add(size as u64);
+        let sequential = offset == self.last_end;
+        let held = self.holds(offset);
+        if !held {
+            self.forget();
+            self.request(pipe, offset, end).await?;
+        } else if let Some(b) = self.chunks.back().map(Chunk::end).filter(|&b| b < end) {
+            self.request(pipe, b, end).await?;
+        }
+        let (out, eof) = self.take(offset, end).await?;
+        self.last_end = offset + out.len() as u64;
+        if eof {
+            // Keep nothing read at or past the end: the file may grow.
+            self.forget();
+            return Ok(out);
+        }
+        // Forget what the reader has gone past.
+        while self.chunks.front().is_some_and(|c| matches!(c.data, Pending::Ready(_)) && c.end() + BEHIND <= offset) {
+            self.chunks.pop_front();
+        }
+        if sequential || held {
+            let tail = self.chunks.back().map_or(end, Chunk::end);
+            self.request(pipe, tail, end + AHEAD).await?;
+        }
+        Ok(out)
+    }
+
+    /// The bytes `offset..end` out of the chunks that hold them; and
+    /// whether the file ended before `end`.
+    async fn take(&mut self, offset: u64, end: u64) -> Result<(Bytes, bool), String> {
+        let first = self.chunks.iter().position(|c| c.offset <= offset && offset < c.end()).unwrap_or(0);
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut pos = offset;
+        let mut eof = false;
+        let mut i = first;
+        while pos < end && i < self.chunks.len() {
+            let c = &mut self.chunks[i];
+            let (c_offset, c_len) = (c.offset, c.len);
+            let data = match c.fill().await {
+                Ok(d) => d,
+                Err(e) => {
+                    // Said once: the next read asks again.
+                    self.forget();
+                    return Err(e);
+                }
+            };
+            let at = (pos - c_offset) as usize;
+            if at >= data.len() {
+                eof = true;
+                break;
+            }
+            let n = (data.len() - at).min((end - pos) as usize);
+            parts.push(data.slice(at..at + n));
+            pos += n as u64;
+            if data.len() < c_len && at + n == data.len() {
+                eof = true;
+                break;
+            }
+            i += 1;
+        }
+        let out = match parts.len() {
+            0 => Bytes::new(),
+            1 => parts.pop().unwrap_or_default(),
+            _ => {
+                let mut b = BytesMut::with_capacity((pos - offset) as usize);
+                parts.iter().for_each(|p| b.extend_from_slice(p));
+                b.freeze()
+            }
+        };
+        Ok((out, eof))
+    }
+}
