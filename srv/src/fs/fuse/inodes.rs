@@ -37,6 +37,16 @@ struct Node {
     looked: u64,
 }
 
+impl Node {
+    /// `path` names it now: the first name, the one it is reached by.
+    /// Another may have gone behind the mount's back (removed on the
+    /// serving machine, its inode number since reused for this file).
+    fn confirm(&mut self, path: &str) {
+        self.paths.retain(|p| p != path);
+        self.paths.insert(0, path.to_string());
+    }
+}
+
 /// Nodes by number, and the node of each path the kernel knows.
 #[derive(Default)]
 pub struct Inodes {
@@ -76,6 +86,7 @@ impl Inodes {
             Some(ino) if want.is_none_or(|w| w == ino) => {
                 if let Some(n) = self.by_ino.get_mut(&ino) {
                     n.looked += 1;
+                    n.confirm(path);
                 }
                 return ino;
             }
@@ -89,9 +100,7 @@ impl Inodes {
         });
         let n = self.by_ino.entry(ino).or_insert_with(|| Node { paths: Vec::new(), last: None, looked: 0 });
         n.looked += 1;
-        if !n.paths.iter().any(|p| p == path) {
-            n.paths.push(path.to_string());
-        }
+        n.confirm(path);
         self.by_path.insert(path.to_string(), ino);
         ino
     }
@@ -199,6 +208,10 @@ mod tests {
         assert_eq!(t.path(a), None);
         // Looked up again after the kernel forgot it: the same number.
         assert_eq!(t.get_or_add("/e/c", Some(7)), a);
+        // A name removed behind the mount's back, its inode number reused
+        // for a file looked up by another name: reached by the new one.
+        assert_eq!(t.get_or_add("/f/new", Some(7)), a);
+        assert_eq!(t.path(a).as_deref(), Some("/f/new"));
         // Another file made under the name is another node.
         let other = t.get_or_add("/e/c", Some(8));
         assert_ne!(other, a);
