@@ -103,15 +103,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let served = tmp.join("rfs-b");
     std::fs::create_dir_all(&served).context("create the served directory")?;
     let remote = Remote::start(&served, &tmp.join("rfs-a"), true).await?;
-    let (d, m, w) = (served.clone(), tmp.join("rfs-sshfs"), tmp.join("rfs-ssh"));
-    let ssh = tokio::task::spawn_blocking(move || sshfs::Sshfs::start(&d, &m, &w)).await.context("starting sshfs")?;
-    let (ssh, why_not) = match ssh {
-        Ok(s) => (Some(s), String::new()),
-        Err(e) => {
-            eprintln!("mesh-bench: remote-fs: sshfs baseline not available: {e:#}");
-            (None, format!("{e:#}"))
-        }
-    };
+    let (ssh, why_not) =
+        sshfs::Sshfs::baseline(&served, &tmp.join("rfs-sshfs"), &tmp.join("rfs-ssh"), "remote-fs").await?;
     let mut places = vec![Place { label: "mesh", dir: remote.root() }, Place { label: "local", dir: served.clone() }];
     if let Some(s) = &ssh {
         places.push(Place { label: "sshfs", dir: s.mount().to_path_buf() });

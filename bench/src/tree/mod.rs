@@ -106,15 +106,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         }
     };
     // The baseline, started on a blocking thread (it spawns and waits).
-    let (d, m, w) = (dir.clone(), tmp.join("tree-sshfs"), tmp.join("tree-ssh"));
-    let ssh = tokio::task::spawn_blocking(move || sshfs::Sshfs::start(&d, &m, &w)).await.context("starting sshfs")?;
-    let (ssh, why_not) = match ssh {
-        Ok(s) => (Some(s), String::new()),
-        Err(e) => {
-            eprintln!("mesh-bench: tree: sshfs baseline not available: {e:#}");
-            (None, format!("{e:#}"))
-        }
-    };
+    let (ssh, why_not) = sshfs::Sshfs::baseline(&dir, &tmp.join("tree-sshfs"), &tmp.join("tree-ssh"), "tree").await?;
     let mut paths = vec![
         Reader { label: "mesh, encrypted", path: secure.file(), got: Transfer::default() },
         Reader { label: "mesh, plaintext", path: plain.file(), got: Transfer::default() },

@@ -202,6 +202,20 @@ impl Sshfs {
 }
 
 impl Sshfs {
+    /// [`Sshfs::start`] on a blocking thread, for workload `who`: the
+    /// baseline, or why it is not available (said on standard error too).
+    pub async fn baseline(dir: &Path, mount: &Path, work: &Path, who: &str) -> anyhow::Result<(Option<Sshfs>, String)> {
+        let (d, m, w) = (dir.to_path_buf(), mount.to_path_buf(), work.to_path_buf());
+        let ssh = tokio::task::spawn_blocking(move || Sshfs::start(&d, &m, &w)).await.context("starting sshfs")?;
+        Ok(match ssh {
+            Ok(s) => (Some(s), String::new()),
+            Err(e) => {
+                eprintln!("mesh-bench: {who}: sshfs baseline not available: {e:#}");
+                (None, format!("{e:#}"))
+            }
+        })
+    }
+
     /// Waits for the sshd just started to listen on `port`; if it exits
     /// first, says why (its standard error).
     fn wait_sshd(&mut self, port: u16) -> Result<(), String> {

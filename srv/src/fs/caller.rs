@@ -93,9 +93,12 @@ impl Caller {
     }
 }
 
-/// The router's user and group.
-fn own() -> (u32, u32) {
-    (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+/// The router's user and group, asked once: every request and every
+/// entry listed needs them, and they do not change.
+pub(crate) fn own() -> (u32, u32) {
+    static OWN: LazyLock<(u32, u32)> =
+        LazyLock::new(|| (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()));
+    *OWN
 }
 
 /// The router's supplementary groups, which a thread gets back after

@@ -130,8 +130,9 @@ fn chown(fd: &OwnedFd, a: &Attrs, what: &str) -> Result<(), String> {
     if a.uid.is_none() && a.gid.is_none() {
         return Ok(());
     }
-    let uid = a.uid.map(|u| nix::unistd::Uid::from_raw(u.here(nix::unistd::geteuid().as_raw())));
-    let gid = a.gid.map(|g| nix::unistd::Gid::from_raw(g.here(nix::unistd::getegid().as_raw())));
+    let (own_uid, own_gid) = crate::fs::caller::own();
+    let uid = a.uid.map(|u| nix::unistd::Uid::from_raw(u.here(own_uid)));
+    let gid = a.gid.map(|g| nix::unistd::Gid::from_raw(g.here(own_gid)));
     nix::unistd::fchownat(fd, "", uid, gid, AtFlags::AT_EMPTY_PATH).map_err(|e| errors::os(e, what))
 }
 
@@ -175,8 +176,8 @@ pub fn entry(name: &str, st: &FileStat) -> Option<Entry> {
         mtime: t(st.st_mtime, st.st_mtime_nsec),
         ctime: t(st.st_ctime, st.st_ctime_nsec),
         nlink: st.st_nlink as u32,
-        uid: own(st.st_uid, nix::unistd::geteuid().as_raw()),
-        gid: own(st.st_gid, nix::unistd::getegid().as_raw()),
+        uid: own(st.st_uid, crate::fs::caller::own().0),
+        gid: own(st.st_gid, crate::fs::caller::own().1),
         id: Some(super::tree::file_id(st.st_dev, st.st_ino)),
     };
     Some(Entry { name: name.to_string(), kind, mode: (st.st_mode & 0o7777) as u16, meta: Some(meta) })
