@@ -4,6 +4,7 @@
 //! with ls, cat, echo, mkdir, mv, rm, truncate, dd and cmp, and tries to
 //! get out of it.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -348,6 +349,17 @@ fn record_locks_mappings_and_sqlite_across_machines() {
     assert_eq!(&std::fs::read(format!("{disk}/mapped")).unwrap()[4096..4101], b"hello");
     let on_b = format!("python3 -c \"import sqlite3; print(sqlite3.connect('{disk}/wal.db').execute('SELECT count(*) FROM t').fetchone()[0])\"");
     assert_eq!(sh_ok(&on_b, T), "500\n");
+    // sqlite's WAL mode from two machines at once: its index is a shared
+    // mapping, which machines agree on at its locks. Every increment kept.
+    sh_ok(&format!("python3 -c \"import sqlite3; c = sqlite3.connect('{disk}/wal2.db'); c.execute('PRAGMA journal_mode=WAL'); c.execute('CREATE TABLE n (v)'); c.execute('INSERT INTO n VALUES (0)'); c.commit()\""), T);
+    let (ca, cb) = (counter(&format!("{f}/wal2.db"), 100), counter(&format!("{local}/wal2.db"), 100));
+    let a = std::thread::spawn(move || sh(&format!("python3 -c \"{ca}\""), T * 3));
+    let b = std::thread::spawn(move || sh(&format!("python3 -c \"{cb}\""), T * 3));
+    for (who, r) in [("a", a.join().unwrap()), ("b", b.join().unwrap())] {
+        assert!(r.0.success(), "WAL, {who}: {}{}", r.1, r.2);
+    }
+    let check = format!("python3 -c \"import sqlite3; c = sqlite3.connect('{disk}/wal2.db'); print(c.execute('SELECT v FROM n').fetchone()[0], c.execute('PRAGMA integrity_check').fetchone()[0])\"");
+    assert_eq!(sh_ok(&check, T), "200 ok\n");
 }
 
 /// Unmounts a test's small file system when the test ends, passed or not.
@@ -431,4 +443,75 @@ print("ok")
 "#
     );
     assert_eq!(sh_ok(&format!("python3 -c '{script}'"), T), "ok\n");
+}
+
+/// Names and attributes of b's files are kept by a's kernel (a `stat`
+/// repeated costs no request), and b tells a of every change made on its
+/// disk, so a sees it at once (well within the ten seconds a kept answer
+/// may live) and never a stale size after opening; b's own mount too.
+/// After the link is redialled (the conversation of changes is lost),
+/// a forgets what it kept and is told again.
+#[test]
+fn names_are_kept_and_changes_on_the_serving_machine_are_seen_at_once() {
+    let ab = start();
+    let (f, disk, d) = (ab.remote(), ab.files(), ab.d());
+    let local = format!("{d}/b/svc/files/root");
+    // Kept: 2,000 stats of one file, after the first, ask nobody.
+    let per_stat = |p: &str| {
+        let py = format!(
+            "import os, time\nos.stat('{p}')\ntime.sleep(0.3)\nos.stat('{p}')\nt = time.time()\n\
+             for _ in range(2000): os.stat('{p}')\nprint((time.time() - t) / 2000 * 1e6)"
+        );
+        sh_ok(&format!("python3 -c \"{py}\""), T).trim().parse::<f64>().unwrap()
+    };
+    let us = per_stat(&format!("{f}/sub/deep.txt"));
+    eprintln!("a kept stat: {us:.1} us");
+    assert!(us < 200.0, "a stat of a kept file took {us:.0} us");
+    let seen = |what: &str, check: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        until(what, T, check);
+        let took = t.elapsed();
+        assert!(took < Duration::from_secs(2), "{what}: seen after {took:?}");
+    };
+    for (who, root) in [("a", f.clone()), ("b", local.clone())] {
+        let size = |p: &str| std::fs::symlink_metadata(format!("{root}/{p}")).map(|m| m.len()).ok();
+        let mode = |p: &str| {
+            std::fs::symlink_metadata(format!("{root}/{p}"))
+                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+                .ok()
+        };
+        let listed = |n: &str| std::fs::read_dir(&root).unwrap().any(|e| e.unwrap().file_name() == n);
+        let f1 = format!("{who}-grows");
+        std::fs::write(format!("{disk}/{f1}"), "12345").unwrap();
+        until("made on b's disk", T, || size(&f1) == Some(5));
+        // Grown, chmodded, renamed, removed on b's disk: seen at once.
+        std::fs::OpenOptions::new().append(true).open(format!("{disk}/{f1}")).unwrap().write_all(b"678").unwrap();
+        seen(&format!("{who}: grown"), &|| size(&f1) == Some(8));
+        assert_eq!(std::fs::read_to_string(format!("{root}/{f1}")).unwrap(), "12345678");
+        std::fs::set_permissions(format!("{disk}/{f1}"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        seen(&format!("{who}: chmod"), &|| mode(&f1) == Some(0o600));
+        let f2 = format!("{who}-moved");
+        std::fs::rename(format!("{disk}/{f1}"), format!("{disk}/{f2}")).unwrap();
+        seen(&format!("{who}: renamed"), &|| {
+            size(&f1).is_none() && size(&f2) == Some(8) && listed(&f2) && !listed(&f1)
+        });
+        std::fs::remove_file(format!("{disk}/{f2}")).unwrap();
+        seen(&format!("{who}: removed"), &|| size(&f2).is_none() && !listed(&f2));
+        // Close-to-open: a file rewritten on b and opened here reads whole.
+        std::fs::write(format!("{disk}/{who}-rewritten"), "short").unwrap();
+        until("made", T, || size(&format!("{who}-rewritten")) == Some(5));
+        std::fs::write(format!("{disk}/{who}-rewritten"), "a good deal longer").unwrap();
+        assert_eq!(std::fs::read_to_string(format!("{root}/{who}-rewritten")).unwrap(), "a good deal longer");
+    }
+    // The link to b redialled: a forgets, asks again, and is told again.
+    let size = |p: &str| std::fs::symlink_metadata(format!("{f}/{p}")).map(|m| m.len()).ok();
+    std::fs::write(format!("{disk}/after"), "1").unwrap();
+    until("made", T, || size("after") == Some(1));
+    sh_ok(&format!("echo redial > {d}/a/term/net-b/ctl"), T);
+    until("a reaches b again", T, || std::fs::read_to_string(format!("{f}/hello.txt")).is_ok());
+    std::fs::write(format!("{disk}/after"), "12").unwrap();
+    seen("grown after the redial", &|| size("after") == Some(2));
+    until("told again", T, || per_stat(&format!("{f}/after")) < 200.0);
+    std::fs::write(format!("{disk}/after"), "123").unwrap();
+    seen("grown once told again", &|| size("after") == Some(3));
 }

@@ -24,6 +24,10 @@
 //! held where the file is served (`dir::locks`), the kernel's checks of
 //! modes and owners are its own (`default_permissions`). Errors become
 //! errno in one place, [`super::errors::errno`].
+//!
+//! Served names and attributes are kept by the kernel while their
+//! machine tells of changes ([`MeshFs::ttl`], `super::coherence`); the
+//! invalidations are written by [`notify`], never from fuse3.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -47,30 +51,24 @@ use super::tree::{Entry, FileKind};
 use super::{components, Namespace};
 use inodes::Inodes;
 
+/// How long the kernel may keep what an entry of the tree's own says:
+/// those change only by this router.
 const TTL: Duration = Duration::from_secs(1);
 
-/// How long the kernel may keep what an entry says. The tree's own files
-/// change only by this router: a second. Files of served directories
-/// change on their machine, by anyone: not at all, so that every machine
-/// sees a name made, removed or grown elsewhere at its next use (two
-/// machines running sqlite on one file depend on it) until the serving
-/// machine can tell the others what changed.
-fn ttl(e: &Entry) -> Duration {
-    if e.meta.is_some() {
-        Duration::ZERO
-    } else {
-        TTL
-    }
-}
+/// How long the kernel may keep a served file's name and attributes when
+/// the machine serving it tells of changes (`super::coherence`): the
+/// change told invalidates them long before, this only bounds a race
+/// between an answer and a change that lost its notice.
+const KEPT: Duration = Duration::from_secs(10);
+
 const FOPEN_DIRECT_IO: u32 = 1 << 0;
 const FOPEN_NONSEEKABLE: u32 = 1 << 2;
 const FOPEN_STREAM: u32 = 1 << 4;
 /// How files of served directories open: through the page cache, so that
 /// they can be mapped shared (sqlite's WAL index, editors, linkers).
 /// Coherence is NFS's close-to-open and more: the cache is dropped at
-/// each open, and attributes are never cached (see [`ttl`]), so a size
-/// or time changed on the serving machine drops it at the next look
-/// (FUSE_AUTO_INVAL_DATA). Direct I/O read 128 MiB from another machine
+/// each open and at each lock taken (see [`MeshFs::lock_point`]), and
+/// when the serving machine tells of a change (see `super::coherence`). Direct I/O read 128 MiB from another machine
 /// in 0.26 s against 0.55 s with the kernel's 128 KiB readahead; with the
 /// mount's readahead raised to 4 MiB (see `mount`) the page cache takes
 /// 0.36 s.
@@ -125,6 +123,9 @@ fn utf8(name: &OsStr) -> FuseResult<&str> {
     name.to_str().ok_or_else(|| Errno::from(libc::EINVAL))
 }
 
+/// A name in a directory, as (the directory's node, the name).
+type Name = (u64, String);
+
 /// Why a request's work was stopped before it ended.
 enum Stopped {
     Interrupted,
@@ -150,10 +151,31 @@ struct Open {
     locked: bool,
 }
 
+/// What the mount keeps of served files, and what writes the
+/// invalidations once the tree is mounted (see [`notify`]).
+#[derive(Clone, Default)]
+pub struct Telling {
+    inodes: Arc<Mutex<Inodes>>,
+    notifier: Arc<std::sync::OnceLock<Arc<notify::Notifier>>>,
+}
+
+impl Telling {
+    /// Starts invalidating what `feed` tells, through `fd`, the mount's
+    /// `/dev/fuse` descriptor (see [`notify::fuse_fds`]); from then on
+    /// the kernel may keep served names and attributes.
+    pub fn start(&self, feed: Arc<super::dir::watch::Feed>, fd: std::os::fd::OwnedFd) {
+        let n = Arc::new(notify::Notifier::new(fd));
+        if self.notifier.set(n.clone()).is_ok() {
+            notify::start(feed, n, self.inodes.clone());
+        }
+    }
+}
+
 /// The file system fuse3 serves.
 pub struct MeshFs {
     ns: Arc<Namespace>,
-    inodes: Mutex<Inodes>,
+    inodes: Arc<Mutex<Inodes>>,
+    notifier: Arc<std::sync::OnceLock<Arc<notify::Notifier>>>,
     handles: Mutex<HashMap<u64, Open>>,
     next_fh: AtomicU64,
     /// Requests that may block, so an interrupt can end them.
@@ -183,6 +205,7 @@ impl MeshFs {
         MeshFs {
             ns,
             inodes: Default::default(),
+            notifier: Default::default(),
             handles: Default::default(),
             next_fh: AtomicU64::new(1),
             pending: Default::default(),
@@ -200,6 +223,23 @@ impl MeshFs {
     pub fn mounted_at(mut self, path: &std::path::Path) -> MeshFs {
         self.mounted_at = Some(path.to_path_buf());
         self
+    }
+
+    /// What [`super::mount`] starts once mounted.
+    pub fn telling(&self) -> Telling {
+        Telling { inodes: self.inodes.clone(), notifier: self.notifier.clone() }
+    }
+
+    /// How long the kernel may keep what `e` says. A served file's is kept
+    /// only when its machine tells of changes and this mount can pass them
+    /// on; otherwise not at all, so that every machine sees a name made,
+    /// removed or grown elsewhere at its next use.
+    fn ttl(&self, e: &Entry) -> Duration {
+        match &e.meta {
+            None => TTL,
+            Some(m) if m.watched && self.notifier.get().is_some() => KEPT,
+            Some(_) => Duration::ZERO,
+        }
     }
 
     /// Called by requests that come after INIT.
@@ -284,7 +324,7 @@ impl MeshFs {
     /// Answers for a file just made at `path`: it counts as a lookup.
     fn made(&self, path: &str, e: &Entry) -> ReplyEntry {
         let ino = lock(&self.inodes).get_or_add(path, file_id(e));
-        ReplyEntry { ttl: ttl(e), attr: self.attr(ino, e), generation: 0 }
+        ReplyEntry { ttl: self.ttl(e), attr: self.attr(ino, e), generation: 0 }
     }
 
     fn add_handle(&self, h: Handle, ino: u64) -> (u64, u32) {
@@ -365,6 +405,58 @@ impl MeshFs {
         }
     }
 
+    /// Close-to-open: a served file's attributes kept by the kernel are
+    /// dropped when it is opened, so its size and times are asked again.
+    /// (Dropping attributes waits for nothing in the kernel, so this may
+    /// be done inside a handler.)
+    fn reopened(&self, ino: u64) {
+        if let Some(n) = self.notifier.get() {
+            let _ = n.inode(ino, false);
+        }
+    }
+
+    /// The files open here in the directory of node `ino` (its own
+    /// included), and the names the kernel keeps there.
+    fn beside(&self, ino: u64) -> (Vec<(u64, Arc<Handle>)>, Vec<Name>) {
+        let siblings = lock(&self.inodes).siblings(ino);
+        let handles = lock(&self.handles);
+        let open = handles
+            .values()
+            .filter(|o| o.ino == ino || siblings.iter().any(|s| s.2 == o.ino))
+            .map(|o| (o.ino, o.h.clone()))
+            .collect();
+        (open, siblings.into_iter().map(|(d, n, _)| (d, n)).collect())
+    }
+
+    /// A lock is where machines agree on what a directory holds, as with
+    /// NFS: before one is let go, what this machine wrote to the files
+    /// open beside it (through mappings too) is done on the serving
+    /// machine; once one is taken, what the kernel keeps of them and of
+    /// the names beside it is dropped, so the next look asks again.
+    async fn lock_point(&self, ino: u64, taken: bool) -> Result<(), String> {
+        let Some(n) = self.notifier.get().cloned() else { return Ok(()) };
+        let (open, names) = self.beside(ino);
+        let inos: Vec<u64> = open.iter().map(|o| o.0).collect();
+        // Writes back dirty pages (as writes sent ahead), then drops them.
+        let drop_pages = move || {
+            if taken {
+                for (d, name) in &names {
+                    let _ = n.entry(*d, name);
+                }
+            }
+            for i in inos {
+                let _ = n.inode(i, true);
+            }
+        };
+        tokio::task::spawn_blocking(drop_pages).await.map_err(|e| e.to_string())?;
+        if !taken {
+            for (_, h) in &open {
+                self.ns.settle_writes(h, false).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Wakes the kernel's poll handle from outside any request handler
     /// (notifying from inside one deadlocks the session).
     fn waker(&self, notify: &Notify) -> Arc<Waker> {
@@ -389,7 +481,7 @@ impl Filesystem for MeshFs {
         let path = child(&self.path(parent)?, name);
         let e = self.stoppable(&req, self.stat(&path)).await?;
         let ino = lock(&self.inodes).get_or_add(&path, file_id(&e));
-        Ok(ReplyEntry { ttl: ttl(&e), attr: self.attr(ino, &e), generation: 0 })
+        Ok(ReplyEntry { ttl: self.ttl(&e), attr: self.attr(ino, &e), generation: 0 })
     }
 
     async fn forget(&self, _req: Request, inode: u64, nlookup: u64) {
@@ -430,7 +522,7 @@ impl Filesystem for MeshFs {
                 other => other?,
             },
         };
-        Ok(ReplyAttr { ttl: ttl(&e), attr: self.attr(inode, &e) })
+        Ok(ReplyAttr { ttl: self.ttl(&e), attr: self.attr(inode, &e) })
     }
 
     /// Size, mode and times change files of served directories; ownership
@@ -453,7 +545,7 @@ impl Filesystem for MeshFs {
         let set =
             async { self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e)) };
         let e = self.stoppable(&req, set).await?;
-        Ok(ReplyAttr { ttl: ttl(&e), attr: self.attr(inode, &e) })
+        Ok(ReplyAttr { ttl: self.ttl(&e), attr: self.attr(inode, &e) })
     }
 
     async fn open(&self, req: Request, inode: u64, flags: u32) -> FuseResult<ReplyOpen> {
@@ -463,6 +555,9 @@ impl Filesystem for MeshFs {
         };
         let h = self.stoppable(&req, open).await?;
         let (fh, flags) = self.add_handle(h, inode);
+        if flags == STORED_OPEN {
+            self.reopened(inode);
+        }
         Ok(ReplyOpen { fh, flags })
     }
 
@@ -679,9 +774,10 @@ impl Filesystem for MeshFs {
     }
 
     /// A descriptor closed: its process's record locks on the file end.
-    async fn flush(&self, req: Request, _inode: u64, fh: u64, lock_owner: u64) -> FuseResult<()> {
+    async fn flush(&self, req: Request, inode: u64, fh: u64, lock_owner: u64) -> FuseResult<()> {
         let locked = lock(&self.handles).get(&fh).filter(|o| o.locked).map(|o| o.h.clone());
         if let Some(h) = locked {
+            let _ = self.stoppable(&req, async { self.lock_point(inode, false).await.map_err(|e| errno(&e)) }).await;
             self.ns.unlock_owner(&h, lock_owner).await;
         }
         // A write sent ahead that failed is told here, at close.
@@ -713,7 +809,7 @@ impl Filesystem for MeshFs {
     async fn setlk(
         &self,
         req: Request,
-        _inode: u64,
+        inode: u64,
         fh: u64,
         lock_owner: u64,
         start: u64,
@@ -729,11 +825,16 @@ impl Filesystem for MeshFs {
                 o.locked = true;
             }
         }
+        let taken = l.typ != libc::F_UNLCK;
         let take = async {
+            if !taken {
+                self.lock_point(inode, false).await.map_err(|e| errno(&e))?;
+            }
             let mut wait = LOCK_RETRY_MIN;
             loop {
                 match self.ns.lock(&h, lock_owner, l, false).await {
                     Err(e) if block && errno(&e) == Errno::from(libc::EAGAIN) => {}
+                    Ok(_) if taken => return self.lock_point(inode, true).await.map_err(|e| errno(&e)),
                     other => return other.map(drop).map_err(|e| errno(&e)),
                 }
                 tokio::time::sleep(wait).await;
@@ -797,7 +898,7 @@ impl Filesystem for MeshFs {
             .await?
             .into_iter()
             .map(|(offset, inode, name, e)| {
-                let (attr, ttl) = (self.attr(inode, &e), ttl(&e));
+                let (attr, ttl) = (self.attr(inode, &e), self.ttl(&e));
                 Ok(DirectoryEntryPlus {
                     inode,
                     generation: 0,
@@ -868,5 +969,6 @@ impl Filesystem for MeshFs {
 }
 
 mod inodes;
+pub mod notify;
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,8 @@
 //! - [`dir`]: the `dir` kind: a local directory served at `svc/S/root/`,
 //!   confined to it; [`ops`] changes it (create, mkdir, rename...).
 //! - [`caller`]: who each request is for; its file I/O runs as them.
+//! - [`coherence`]: what mounts may keep of served files, and the
+//!   changes, told by the machines serving them, that end it.
 //! - [`errors`]: file-system errors and the errno table of the tree.
 //! - [`handle`]: open files: streams over conversations, text, traces.
 //! - [`ctl`]: the messages `ctl` files take.
@@ -22,6 +24,7 @@
 
 pub mod bound;
 pub mod caller;
+pub mod coherence;
 pub mod ctl;
 pub mod dir;
 pub mod errors;
@@ -37,7 +40,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
-use ns::{Addr, Name, Router};
+use ns::{Addr, MachineId, Name, Router};
 
 use dir::Access;
 use handle::{slice_at, Handle, Slot, Stream, Trace, Waker};
@@ -74,6 +77,9 @@ pub struct Namespace {
     /// Record locks on this machine's served files, whoever takes them;
     /// shared with views.
     locks: Arc<dir::locks::Locks>,
+    /// What mounts may keep, and the changes that end it; shared with
+    /// views.
+    coherence: Arc<coherence::Coherence>,
 }
 
 /// Handles a kind's own ctl message for conversation `n`.
@@ -137,6 +143,7 @@ impl Namespace {
             binds: Default::default(),
             mounted_at: Default::default(),
             locks: Default::default(),
+            coherence: Default::default(),
         })
     }
 
@@ -150,7 +157,23 @@ impl Namespace {
             binds: std::sync::RwLock::new(self.binds().clone()),
             mounted_at: Default::default(),
             locks: self.locks.clone(),
+            coherence: self.coherence.clone(),
         })
+    }
+
+    pub fn coherence(&self) -> &Arc<coherence::Coherence> {
+        &self.coherence
+    }
+
+    /// Before asking machine `m` about its served files for this
+    /// machine's mounts: see [`coherence::Coherence::before`]. Never for
+    /// another machine's request passing through, which this machine's
+    /// watch does not cover.
+    fn told_before(&self, m: &MachineId) -> Option<u64> {
+        match dir::watch::asker() {
+            None => self.coherence.before(&self.router, m),
+            Some(_) => None,
+        }
     }
 
     /// Records where this tree is mounted (views are mounted next to it).
@@ -234,15 +257,20 @@ impl Namespace {
     pub async fn stat(&self, path: &[String]) -> Result<Entry, String> {
         let node = self.resolve(path)?;
         match &node {
-            Node::Remote(m, rest) if m != self.router.id() => remote::stat(&self.router, m, rest).await,
+            Node::Remote(m, rest) if m != self.router.id() => {
+                let epoch = self.told_before(m);
+                let mut e = remote::stat(&self.router, m, rest).await?;
+                dir::watch_all(&mut e, self.coherence.still(m, epoch));
+                Ok(e)
+            }
             Node::Remote(_, rest) => Box::pin(self.stat(rest)).await.map(|mut e| {
                 e.name = path.last().cloned().unwrap_or_default();
                 e
             }),
             Node::Stored(s, rel) => {
                 let root = self.root(s)?;
-                let rel = rel.clone();
-                let mut e = blocking(move || root.stat(&rel)).await?;
+                let (rel, co, who) = (rel.clone(), self.coherence.clone(), dir::watch::asker());
+                let mut e = blocking(move || root.stat_told(&rel, Some((&co.watcher, &who)))).await?;
                 e.name = path.last().cloned().unwrap_or_default();
                 Ok(e)
             }
@@ -253,11 +281,18 @@ impl Namespace {
     /// The entries of a directory.
     pub async fn list(&self, path: &[String]) -> Result<Vec<Entry>, String> {
         match self.resolve(path)? {
-            Node::Remote(m, rest) if m != *self.router.id() => remote::list(&self.router, &m, &rest).await,
+            Node::Remote(m, rest) if m != *self.router.id() => {
+                let epoch = self.told_before(&m);
+                let mut v = remote::list(&self.router, &m, &rest).await?;
+                let still = self.coherence.still(&m, epoch);
+                v.iter_mut().for_each(|e| dir::watch_all(e, still));
+                Ok(v)
+            }
             Node::Remote(_, rest) => Box::pin(self.list(&rest)).await,
             Node::Stored(s, rel) => {
                 let root = self.root(&s)?;
-                blocking(move || root.list(&rel)).await
+                let (co, who) = (self.coherence.clone(), dir::watch::asker());
+                blocking(move || root.list_told(&rel, Some((&co.watcher, &who)))).await
             }
             Node::Svc(s) => {
                 let mut v = tree::list(&self.router, &Dynamic(self), &Node::Svc(s.clone()))?;

@@ -18,12 +18,17 @@ use fuse3::MountOptions;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::fuse::MeshFs;
+use super::fuse::{notify, MeshFs};
 use super::Namespace;
+
+/// One mount at a time in this process (see [`mount`]).
+static MOUNTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A mounted tree; dropping it detaches the mount.
 pub struct Mounted {
     handle: Option<MountHandle>,
+    /// The changes its kernel is told of (closed with it).
+    told: Option<Arc<super::dir::watch::Feed>>,
     path: PathBuf,
     stop: CancellationToken,
     /// Still in the mount table: dropped, even half-way through
@@ -37,7 +42,8 @@ pub async fn mount(ns: Arc<Namespace>, path: &Path, allow_other: bool) -> anyhow
     std::fs::create_dir_all(path).with_context(|| format!("mount point {}", path.display()))?;
     let id = ns.router().id().to_string();
     let stop = CancellationToken::new();
-    let fs = MeshFs::new(ns, stop.clone()).mounted_at(path);
+    let fs = MeshFs::new(ns.clone(), stop.clone()).mounted_at(path);
+    let telling = fs.telling();
     let mut opts = MountOptions::default();
     // The kernel checks every access against the modes and owners the
     // tree shows (see mesh(4), PERMISSIONS): shared with other users, they
@@ -46,10 +52,33 @@ pub async fn mount(ns: Arc<Namespace>, path: &Path, allow_other: bool) -> anyhow
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let session = Session::new(opts);
+    // The session's /dev/fuse descriptor is the one new across the mount;
+    // mounts in this process take turns so that it is.
+    let turn = MOUNTING.lock().await;
+    let before = notify::fuse_fds();
     let handle = if root { session.mount(fs, path).await } else { session.mount_with_unprivileged(fs, path).await }
         .with_context(|| format!("mount {}", path.display()))?;
+    let new: Vec<i32> = notify::fuse_fds().difference(&before).copied().collect();
+    drop(turn);
+    let told = match (new.as_slice(), ns.coherence().mount()) {
+        (&[fd], Ok(feed)) => match notify::duplicate(fd) {
+            Some(dup) => {
+                telling.start(feed.clone(), dup);
+                Some(feed)
+            }
+            None => None,
+        },
+        (_, Err(e)) => {
+            warn!(path = %path.display(), "served files are not kept: {e}");
+            None
+        }
+        _ => {
+            warn!(path = %path.display(), "served files are not kept: no /dev/fuse descriptor of its own");
+            None
+        }
+    };
     info!(machine = %id, path = %path.display(), "mounted");
-    Ok(Mounted { handle: Some(handle), path: path.to_path_buf(), stop, attached: true })
+    Ok(Mounted { handle: Some(handle), told, path: path.to_path_buf(), stop, attached: true })
 }
 
 impl Mounted {
@@ -60,6 +89,9 @@ impl Mounted {
     /// Ends blocked reads, then unmounts (detaching if still busy).
     pub async fn unmount(mut self) {
         self.stop.cancel();
+        if let Some(f) = self.told.take() {
+            f.close();
+        }
         if let Some(h) = self.handle.take() {
             match h.unmount().await {
                 Ok(()) => info!(path = %self.path.display(), "unmounted"),
@@ -76,6 +108,9 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         self.stop.cancel();
+        if let Some(f) = self.told.take() {
+            f.close();
+        }
         if std::mem::take(&mut self.attached) {
             detach(&self.path);
         }

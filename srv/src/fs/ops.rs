@@ -51,6 +51,37 @@ impl Namespace {
         }
     }
 
+    /// Makes `rel` in `root` with `make`, its directory watched first for
+    /// whoever asks (see `dir::watch`), so that the entry may be kept.
+    async fn made_here(
+        &self,
+        root: Arc<Root>,
+        rel: Vec<String>,
+        make: impl FnOnce(&Root, &[String]) -> Result<Entry, String> + Send + 'static,
+    ) -> Result<Entry, String> {
+        let (co, who) = (self.coherence().clone(), dir::watch::asker());
+        blocking(move || {
+            let watched = root.watch_parent(&rel, &co.watcher, &who);
+            let mut e = make(&root, &rel)?;
+            dir::watch_all(&mut e, watched);
+            Ok(e)
+        })
+        .await
+    }
+
+    /// An entry made on machine `m` by `make`, kept if `m` tells of
+    /// changes (see `coherence`).
+    async fn made_there(
+        &self,
+        m: &MachineId,
+        make: impl std::future::Future<Output = Result<Entry, String>>,
+    ) -> Result<Entry, String> {
+        let epoch = self.told_before(m);
+        let mut e = make.await?;
+        dir::watch_all(&mut e, self.coherence().still(m, epoch));
+        Ok(e)
+    }
+
     /// Creates a regular file (or opens it, unless `excl`), open as `access`.
     pub async fn create(
         &self,
@@ -61,17 +92,29 @@ impl Namespace {
     ) -> Result<(Entry, Handle), String> {
         match self.place(path)? {
             Place::Here(root, rel) => {
-                let (f, e) = blocking(move || root.create(&rel, mode, access, excl)).await?;
+                let (co, who) = (self.coherence().clone(), dir::watch::asker());
+                let (f, e) = blocking(move || {
+                    let watched = root.watch_parent(&rel, &co.watcher, &who);
+                    let (f, mut e) = root.create(&rel, mode, access, excl)?;
+                    dir::watch_all(&mut e, watched);
+                    Ok((f, e))
+                })
+                .await?;
                 Ok((e, Handle::Stored(Arc::new(f))))
             }
-            Place::There(m, rest) => remote::create(self.router(), &m, &rest, mode, access, excl).await,
+            Place::There(m, rest) => {
+                let epoch = self.told_before(&m);
+                let (mut e, h) = remote::create(self.router(), &m, &rest, mode, access, excl).await?;
+                dir::watch_all(&mut e, self.coherence().still(&m, epoch));
+                Ok((e, h))
+            }
         }
     }
 
     pub async fn mkdir(&self, path: &[String], mode: u32) -> Result<Entry, String> {
         match self.place(path)? {
-            Place::Here(root, rel) => blocking(move || root.mkdir(&rel, mode)).await,
-            Place::There(m, rest) => remote::mkdir(self.router(), &m, &rest, mode).await,
+            Place::Here(root, rel) => self.made_here(root, rel, move |r, rel| r.mkdir(rel, mode)).await,
+            Place::There(m, rest) => self.made_there(&m, remote::mkdir(self.router(), &m, &rest, mode)).await,
         }
     }
 
@@ -79,8 +122,8 @@ impl Namespace {
     pub async fn symlink(&self, path: &[String], target: &str) -> Result<Entry, String> {
         let target = target.to_string();
         match self.place(path)? {
-            Place::Here(root, rel) => blocking(move || root.symlink(&rel, &target)).await,
-            Place::There(m, rest) => remote::symlink(self.router(), &m, &rest, &target).await,
+            Place::Here(root, rel) => self.made_here(root, rel, move |r, rel| r.symlink(rel, &target)).await,
+            Place::There(m, rest) => self.made_there(&m, remote::symlink(self.router(), &m, &rest, &target)).await,
         }
     }
 
@@ -96,8 +139,12 @@ impl Namespace {
     /// directory (across two, EXDEV, as between file systems).
     pub async fn link(&self, from: &[String], to: &[String]) -> Result<Entry, String> {
         match (self.place(from)?, self.place(to)?) {
-            (Place::Here(a, f), Place::Here(b, t)) if Arc::ptr_eq(&a, &b) => blocking(move || a.link(&f, &t)).await,
-            (Place::There(m, f), Place::There(n, t)) if m == n => remote::link(self.router(), &m, &f, &t).await,
+            (Place::Here(a, f), Place::Here(b, t)) if Arc::ptr_eq(&a, &b) => {
+                self.made_here(a, t, move |r, t| r.link(&f, t)).await
+            }
+            (Place::There(m, f), Place::There(n, t)) if m == n => {
+                self.made_there(&m, remote::link(self.router(), &m, &f, &t)).await
+            }
             _ => Err(EXDEV.into()),
         }
     }
@@ -105,8 +152,8 @@ impl Namespace {
     /// Makes a fifo, a socket or an empty regular file.
     pub async fn mknod(&self, path: &[String], mode: u32) -> Result<Entry, String> {
         match self.place(path)? {
-            Place::Here(root, rel) => blocking(move || root.mknod(&rel, mode)).await,
-            Place::There(m, rest) => remote::mknod(self.router(), &m, &rest, mode).await,
+            Place::Here(root, rel) => self.made_here(root, rel, move |r, rel| r.mknod(rel, mode)).await,
+            Place::There(m, rest) => self.made_there(&m, remote::mknod(self.router(), &m, &rest, mode)).await,
         }
     }
 

@@ -69,6 +69,10 @@ pub struct Meta {
     /// with that machine's identity ([`file_id`]).
     #[serde(default)]
     pub id: Option<u64>,
+    /// The serving machine tells the asker when it changes (`dir::watch`),
+    /// so the asker's kernel may keep it for a while.
+    #[serde(default)]
+    pub watched: bool,
 }
 
 /// A file's identity from its device and inode number on this machine:

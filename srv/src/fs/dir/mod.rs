@@ -15,7 +15,9 @@
 //!
 //! Extended attributes in the `user.` namespace are kept ([`xattr`]), and
 //! record locks are held on the serving machine for whichever machine
-//! takes them ([`locks`], kept by the [`super::Namespace`]).
+//! takes them ([`locks`], kept by the [`super::Namespace`]). Directories
+//! looked into are watched ([`watch`]), so that machines keeping what
+//! they saw are told when it changes.
 //!
 //! Every call here blocks (it is file I/O): the [`super::Namespace`] runs
 //! them where tokio allows blocking (`super::blocking`).
@@ -25,6 +27,7 @@ pub mod locks;
 mod service;
 #[cfg(test)]
 mod tests;
+pub mod watch;
 pub mod xattr;
 
 use std::fs::File;
@@ -45,6 +48,7 @@ use super::errors::{self, EISDIR, ENOTPERM};
 use super::tree::{Entry, FileKind, Meta};
 use beneath::Resolver;
 pub use service::DirService;
+use watch::{Asker, Watcher};
 
 /// The most one read returns, and the largest write taken: what one
 /// request between machines carries.
@@ -179,8 +183,16 @@ pub fn entry(name: &str, st: &FileStat) -> Option<Entry> {
         uid: own(st.st_uid, crate::fs::caller::own().0),
         gid: own(st.st_gid, crate::fs::caller::own().1),
         id: Some(super::tree::file_id(st.st_dev, st.st_ino)),
+        watched: false,
     };
     Some(Entry { name: name.to_string(), kind, mode: (st.st_mode & 0o7777) as u16, meta: Some(meta) })
+}
+
+/// Marks `e` as told of (see `tree::Meta::watched`).
+pub fn watch_all(e: &mut Entry, watched: bool) {
+    if let Some(m) = e.meta.as_mut() {
+        m.watched = watched;
+    }
 }
 
 fn fd_entry(name: &str, fd: impl AsFd, what: &str) -> Result<Entry, String> {
@@ -250,14 +262,58 @@ impl Root {
 
     /// What `rel` is; a symbolic link is itself (lstat).
     pub fn stat(&self, rel: &[String]) -> Result<Entry, String> {
-        let fd = self.at(rel, OFlag::O_PATH | OFlag::O_NOFOLLOW, Mode::empty())?;
-        fd_entry(rel.last().map_or("", |s| s), fd, &beneath::join(rel))
+        self.stat_told(rel, None)
+    }
+
+    /// [`Root::stat`], watching the directory that holds `rel` for `told`
+    /// first (the root itself for the root), so that a change after the
+    /// look is told.
+    pub fn stat_told(&self, rel: &[String], told: Option<(&Watcher, &Asker)>) -> Result<Entry, String> {
+        let what = beneath::join(rel);
+        let Some((w, who)) = told else {
+            let fd = self.at(rel, OFlag::O_PATH | OFlag::O_NOFOLLOW, Mode::empty())?;
+            return fd_entry(rel.last().map_or("", |s| s), fd, &what);
+        };
+        let mut e = match rel.split_last() {
+            None => {
+                let watched = w.watch(self.fd.as_fd(), who);
+                let mut e = fd_entry("", &self.fd, &what)?;
+                watch_all(&mut e, watched);
+                return Ok(e);
+            }
+            Some((name, dirs)) => {
+                beneath::check(rel)?;
+                let dir = self.at(dirs, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())?;
+                let watched = w.watch(dir.as_fd(), who);
+                let st =
+                    fstatat(&dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| errors::os(e, &what))?;
+                let mut e = entry(name, &st).ok_or_else(errors::not_served)?;
+                watch_all(&mut e, watched);
+                e
+            }
+        };
+        e.name = rel.last().cloned().unwrap_or_default();
+        Ok(e)
+    }
+
+    /// Watches the directory that holds `rel` for `who` (see
+    /// [`Root::stat_told`]).
+    pub fn watch_parent(&self, rel: &[String], w: &Watcher, who: &Asker) -> bool {
+        let Some((_, dirs)) = rel.split_last() else { return w.watch(self.fd.as_fd(), who) };
+        beneath::check(rel).is_ok()
+            && self.at(dirs, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).is_ok_and(|d| w.watch(d.as_fd(), who))
     }
 
     /// The files in a directory that are served, by name.
     pub fn list(&self, rel: &[String]) -> Result<Vec<Entry>, String> {
+        self.list_told(rel, None)
+    }
+
+    /// [`Root::list`], watching the directory for `told` first.
+    pub fn list_told(&self, rel: &[String], told: Option<(&Watcher, &Asker)>) -> Result<Vec<Entry>, String> {
         let what = beneath::join(rel);
         let fd = self.at(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())?;
+        let watched = told.is_some_and(|(w, who)| w.watch(fd.as_fd(), who));
         let stat_fd = fd.try_clone().map_err(|e| errors::io(&e, &what))?;
         let mut dir = nix::dir::Dir::from_fd(fd).map_err(|e| errors::os(e, &what))?;
         let mut out = Vec::new();
@@ -271,7 +327,10 @@ impl Root {
                 continue;
             }
             let Ok(st) = fstatat(&stat_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) else { continue };
-            out.extend(entry(name, &st));
+            out.extend(entry(name, &st).map(|mut e| {
+                watch_all(&mut e, watched);
+                e
+            }));
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)

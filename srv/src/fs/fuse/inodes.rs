@@ -23,7 +23,7 @@ pub const ROOT: u64 = 1;
 const IDENTIFIED: u64 = 1 << 62;
 
 /// The node of a file with identity `id`.
-fn node_of(id: u64) -> u64 {
+pub fn node_of(id: u64) -> u64 {
     (id & (IDENTIFIED - 1)) | IDENTIFIED
 }
 
@@ -119,6 +119,44 @@ impl Inodes {
                 }
             }
         }
+    }
+
+    /// The node the kernel knows as `name` in directory node `dir`.
+    pub fn child(&self, dir: u64, name: &str) -> Option<u64> {
+        let n = self.by_ino.get(&dir)?;
+        n.paths.iter().find_map(|p| self.by_path.get(&super::child(p, name)).copied())
+    }
+
+    /// The node of directory `dir` (a path), if the kernel knows it.
+    fn dir_node(&self, dir: &str) -> Option<u64> {
+        if dir.is_empty() {
+            Some(ROOT)
+        } else {
+            self.by_path.get(dir).copied()
+        }
+    }
+
+    /// The nodes of served files the kernel knows, and each of their
+    /// names as (directory node, name).
+    pub fn served(&self) -> (Vec<u64>, Vec<(u64, String)>) {
+        let names = (self.by_path.iter().filter(|(_, &i)| i >= IDENTIFIED))
+            .filter_map(|(p, _)| {
+                let (dir, name) = p.rsplit_once('/')?;
+                Some((self.dir_node(dir)?, name.to_string()))
+            })
+            .collect();
+        (self.by_ino.keys().copied().filter(|&i| i >= IDENTIFIED).collect(), names)
+    }
+
+    /// The names the kernel knows in the directory holding node `ino`'s
+    /// first name, as (directory node, name, node).
+    pub fn siblings(&self, ino: u64) -> Vec<(u64, String, u64)> {
+        let Some(path) = self.path(ino) else { return Vec::new() };
+        let Some((dir, _)) = path.rsplit_once('/') else { return Vec::new() };
+        let Some(dnode) = self.dir_node(dir) else { return Vec::new() };
+        let prefix = format!("{dir}/");
+        let name = |p: &str| p.strip_prefix(&prefix).filter(|n| !n.contains('/')).map(String::from);
+        self.by_path.iter().filter_map(|(p, &i)| name(p).map(|n| (dnode, n, i))).collect()
     }
 
     /// Takes the name `path` from whatever node has it.

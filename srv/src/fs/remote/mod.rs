@@ -19,6 +19,10 @@
 //!   `Allocate`, `Lock` and `Sync` in order; reads are at most [`MAX_IO`] each and answered
 //!   as [`RAW`] bytes, and the opener keeps several in flight when it reads
 //!   sequentially.
+//!
+//! `Watch` is a conversation of its own: the changes to the directories
+//! the asking machine looks into, for as long as it lasts (see
+//! `fs::coherence`).
 
 mod file;
 mod pipe;
@@ -31,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::caller::Caller;
 use super::dir::locks::Lock;
+use super::dir::watch::Change;
 use super::dir::{Access, Attrs, StatFs, MAX_IO};
 use super::handle::{Handle, Stream};
 use super::tree::{Entry, FileKind};
@@ -141,6 +146,11 @@ pub enum TreeReq {
         len: u64,
         mode: u32,
     },
+    /// Tell the asking machine what changes in the directories of this
+    /// machine it looks into, from now on (`dir::watch`): answered with
+    /// `Done` once it will be, then `Changed` as they come, until either
+    /// side ends the conversation.
+    Watch,
 }
 
 /// An answer from a tree server.
@@ -164,6 +174,7 @@ pub enum TreeResp {
         staging: String,
         mount: String,
     },
+    Changed(Vec<Change>),
 }
 
 /// The first byte of a message that carries file bytes without CBOR: a
@@ -195,7 +206,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, Stri
     ns::cbor::decode(b, "tree message")
 }
 
-fn server(m: &MachineId) -> Addr {
+pub(crate) fn server(m: &MachineId) -> Addr {
     Addr::on(m.clone(), ns::conv::reserved())
 }
 

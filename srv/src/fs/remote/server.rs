@@ -64,6 +64,7 @@ fn what(req: &TreeReq) -> &'static str {
         TreeReq::RemoveXattr { .. } => "removexattr",
         TreeReq::Allocate { .. } => "fallocate",
         TreeReq::Lock { .. } => "lock",
+        TreeReq::Watch => "watch",
     }
 }
 
@@ -100,7 +101,8 @@ async fn serve(ns: Arc<Namespace>, mut conv: Conv) -> Result<(), String> {
         Some(p) => ns.caller_for(p, caller, remote),
         None => caller,
     };
-    caller.scope(serve_req(ns, conv, req)).await
+    let asker = conv.tx.peer().and_then(|p| p.machine.clone());
+    crate::fs::dir::watch::asked_by(asker, caller.scope(serve_req(ns, conv, req))).await
 }
 
 /// The paths a request names: its source first, for rename and link.
@@ -127,6 +129,9 @@ fn request_paths(req: &TreeReq) -> Vec<&[String]> {
 async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq) -> Result<(), String> {
     if matches!(req, TreeReq::View) {
         return serve_view(&ns, &mut conv).await;
+    }
+    if matches!(req, TreeReq::Watch) {
+        return serve_watch(&ns, &mut conv).await;
     }
     if let Err(e) = request_paths(&req).iter().try_for_each(|p| local_only(&ns, p)) {
         return conv.tx.send(reply(Err(e))).await;
@@ -188,6 +193,36 @@ async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq) -> Result<(
     };
     ns.release(h).await;
     res
+}
+
+/// The most changes one message carries.
+const CHANGES_PER_MESSAGE: usize = 256;
+
+/// Tells the asking machine of changes in what it looks into, until it
+/// hangs up. A machine that does not read them as fast as they come is
+/// told to forget all instead (the feed overflows).
+async fn serve_watch(ns: &Arc<Namespace>, conv: &mut Conv) -> Result<(), String> {
+    let who = conv.tx.peer().and_then(|p| p.machine.clone());
+    let feed = match ns.coherence().watcher.subscribe(who) {
+        Ok(f) => f,
+        Err(e) => return conv.tx.send(reply(Err(e))).await,
+    };
+    conv.tx.send(reply(Ok(TreeResp::Done))).await?;
+    loop {
+        tokio::select! {
+            changes = feed.next() => {
+                if changes.is_empty() {
+                    return Ok(());
+                }
+                for c in changes.chunks(CHANGES_PER_MESSAGE) {
+                    conv.tx.send(reply(Ok(TreeResp::Changed(c.to_vec())))).await?;
+                }
+            }
+            m = conv.rx.recv() => if !matches!(m, Some(Msg::Data(_))) {
+                return Ok(());
+            },
+        }
+    }
 }
 
 /// Views made so far, to name their mount points.

@@ -1,0 +1,154 @@
+//! What a mount may keep of served directories, and what tells it to let
+//! go.
+//!
+//! A mount's kernel keeps a served file's name and attributes only when
+//! the machine serving it has promised to tell of every change after the
+//! look (`tree::Meta::watched`, see `dir::watch`). Changes reach each
+//! mounted tree of this router (and its views) as one [`Feed`], which the
+//! FUSE server turns into invalidations:
+//!
+//! - from this machine's own served directories, straight from its
+//!   watcher;
+//! - from each other machine whose files a mount looked at, over one
+//!   conversation with its tree server (`TreeReq::Watch`), opened on the
+//!   first look and kept while it lasts. What that machine answers is
+//!   kept only if this conversation was up when the request left and
+//!   still is when the answer came ([`Coherence::before`],
+//!   [`Coherence::still`]); when it ends, the mounts forget all they kept
+//!   ([`Change::All`]) and it is opened again at the next look.
+//!
+//! Lock order: `mounts`, `local` and `machines` are leaves.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use ns::conv::Msg;
+use ns::{MachineId, Router};
+
+use super::dir::watch::{Change, Feed, Watcher};
+use super::remote::{self, TreeReq, TreeResp};
+
+/// How soon a machine whose conversation ended is asked again.
+const RETRY: Duration = Duration::from_secs(1);
+
+enum Sub {
+    Starting,
+    /// Up, since the epoch numbered so.
+    Live(u64),
+    Down(Instant),
+}
+
+/// The coherence of one router's mounts (shared by its views).
+#[derive(Default)]
+pub struct Coherence {
+    /// This machine's served directories.
+    pub watcher: Arc<Watcher>,
+    /// Each mounted tree's changes.
+    mounts: Mutex<Vec<Weak<Feed>>>,
+    /// This machine's watcher, for its mounts.
+    local: Mutex<Option<Arc<Feed>>>,
+    machines: Mutex<HashMap<MachineId, Sub>>,
+    epochs: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Coherence {
+    /// A feed for a newly mounted tree: every change from now on.
+    pub fn mount(self: &Arc<Self>) -> Result<Arc<Feed>, String> {
+        let feed = Feed::new();
+        {
+            let mut local = lock(&self.local);
+            if local.is_none() {
+                let from = self.watcher.subscribe(None)?;
+                tokio::spawn(forward(Arc::downgrade(self), from.clone()));
+                *local = Some(from);
+            }
+        }
+        let mut mounts = lock(&self.mounts);
+        mounts.retain(|m| m.strong_count() > 0);
+        mounts.push(Arc::downgrade(&feed));
+        Ok(feed)
+    }
+
+    fn mounted(&self) -> bool {
+        lock(&self.mounts).iter().any(|m| m.strong_count() > 0)
+    }
+
+    /// Passes changes on to every mounted tree.
+    fn tell(&self, changes: &[Change]) {
+        for m in lock(&self.mounts).iter().filter_map(Weak::upgrade) {
+            m.push(changes.iter().cloned());
+        }
+    }
+
+    /// Before asking machine `m`: the epoch of its conversation of
+    /// changes if it is up (an answer may then be kept), else `None`,
+    /// and it is opened for the next time.
+    pub fn before(self: &Arc<Self>, r: &Router, m: &MachineId) -> Option<u64> {
+        if !self.mounted() {
+            return None;
+        }
+        let mut machines = lock(&self.machines);
+        match machines.get(m) {
+            Some(Sub::Live(e)) => return Some(*e),
+            Some(Sub::Starting) => return None,
+            Some(Sub::Down(at)) if at.elapsed() < RETRY => return None,
+            _ => {}
+        }
+        machines.insert(m.clone(), Sub::Starting);
+        tokio::spawn(subscribe(Arc::downgrade(self), r.clone(), m.clone()));
+        None
+    }
+
+    /// Whether machine `m`'s conversation of changes has stayed up since
+    /// [`Coherence::before`] gave `epoch`.
+    pub fn still(&self, m: &MachineId, epoch: Option<u64>) -> bool {
+        matches!((lock(&self.machines).get(m), epoch), (Some(Sub::Live(e)), Some(x)) if *e == x)
+    }
+
+    fn set(&self, m: &MachineId, s: Sub) {
+        lock(&self.machines).insert(m.clone(), s);
+    }
+}
+
+/// This machine's changes, to its mounts, until the watcher is gone.
+async fn forward(c: Weak<Coherence>, from: Arc<Feed>) {
+    loop {
+        let changes = from.next().await;
+        match c.upgrade() {
+            Some(c) if !changes.is_empty() => c.tell(&changes),
+            _ => return,
+        }
+    }
+}
+
+/// Machine `m`'s changes, to the mounts, while its tree server tells
+/// them.
+async fn subscribe(c: Weak<Coherence>, r: Router, m: MachineId) {
+    let mut conv = r.open(remote::server(&m), Vec::new());
+    let up = matches!(remote::begin(&mut conv, &TreeReq::Watch).await, Ok(TreeResp::Done));
+    if up {
+        let Some(co) = c.upgrade() else { return };
+        co.set(&m, Sub::Live(co.epochs.fetch_add(1, Relaxed) + 1));
+        drop(co);
+        while let Some(Msg::Data(b)) = conv.rx.recv().await {
+            let Ok(TreeResp::Changed(changes)) = remote::decode::<TreeResp>(&b) else { break };
+            match c.upgrade() {
+                Some(co) => co.tell(&changes),
+                None => return,
+            }
+        }
+        tracing::debug!(machine = %m, "changes no longer told");
+    }
+    if let Some(co) = c.upgrade() {
+        co.set(&m, Sub::Down(Instant::now()));
+        if up {
+            co.tell(&[Change::All]);
+        }
+    }
+}

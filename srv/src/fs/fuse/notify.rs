@@ -1,0 +1,133 @@
+//! Telling the kernel what it may no longer keep: FUSE's
+//! `NOTIFY_INVAL_ENTRY` and `NOTIFY_INVAL_INODE`, written on a descriptor
+//! of the mount's own.
+//!
+//! fuse3 writes answers and notices under one lock, and an invalidation
+//! may wait in the kernel for a request that waits for its own answer
+//! (a lookup holds its directory; a dirty page is written back first), so
+//! invalidations never go through fuse3: [`Notifier`] writes them with
+//! plain `write(2)` on a duplicate of the session's `/dev/fuse`
+//! descriptor, found when it is mounted ([`fuse_fds`]), from threads that
+//! may block.
+
+use std::collections::HashSet;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use super::inodes::{node_of, Inodes};
+use crate::fs::dir::watch::{Change, Feed};
+
+const FUSE_NOTIFY_INVAL_INODE: i32 = 2;
+const FUSE_NOTIFY_INVAL_ENTRY: i32 = 3;
+
+/// Writes invalidations to one mount's kernel connection.
+pub struct Notifier(OwnedFd);
+
+impl Notifier {
+    pub fn new(fd: OwnedFd) -> Notifier {
+        Notifier(fd)
+    }
+
+    fn send(&self, code: i32, body: &[u8], name: &[u8]) -> std::io::Result<()> {
+        let len = (16 + body.len() + name.len()) as u32;
+        let mut head = [0u8; 16];
+        head[0..4].copy_from_slice(&len.to_ne_bytes());
+        head[4..8].copy_from_slice(&code.to_ne_bytes());
+        // unique 0: a notice, not an answer.
+        let bufs = [IoSlice::new(&head), IoSlice::new(body), IoSlice::new(name)];
+        // SAFETY: the descriptor is ours and open; IoSlice is iovec.
+        let n = unsafe { libc::writev(self.0.as_raw_fd(), bufs.as_ptr().cast(), bufs.len() as i32) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Forgets `name` in directory `parent` (a negative entry too), and
+    /// the directory's attributes. May wait for a request in the
+    /// directory to be answered.
+    pub fn entry(&self, parent: u64, name: &str) -> std::io::Result<()> {
+        let mut body = [0u8; 16];
+        body[0..8].copy_from_slice(&parent.to_ne_bytes());
+        body[8..12].copy_from_slice(&(name.len() as u32).to_ne_bytes());
+        let mut n = Vec::with_capacity(name.len() + 1);
+        n.extend_from_slice(name.as_bytes());
+        n.push(0);
+        self.send(FUSE_NOTIFY_INVAL_ENTRY, &body, &n)
+    }
+
+    /// Forgets the attributes of node `ino`, and with `data` its cached
+    /// pages (dirty ones are written back first, so this may wait for
+    /// writes to be answered).
+    pub fn inode(&self, ino: u64, data: bool) -> std::io::Result<()> {
+        let mut body = [0u8; 24];
+        body[0..8].copy_from_slice(&ino.to_ne_bytes());
+        body[8..16].copy_from_slice(&(if data { 0i64 } else { -1i64 }).to_ne_bytes());
+        self.send(FUSE_NOTIFY_INVAL_INODE, &body, &[])
+    }
+}
+
+/// This process's descriptors open on `/dev/fuse`.
+pub fn fuse_fds() -> HashSet<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return HashSet::new() };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == std::path::Path::new("/dev/fuse")))
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect()
+}
+
+/// A duplicate of descriptor `fd`, to keep, if it is still `/dev/fuse`.
+pub fn duplicate(fd: i32) -> Option<OwnedFd> {
+    // SAFETY: `fd` was open a moment ago; if it closed since, dup fails,
+    // and a descriptor reused since is not /dev/fuse.
+    let dup = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().ok()?;
+    let target = std::fs::read_link(format!("/proc/self/fd/{}", dup.as_raw_fd())).ok()?;
+    (target == std::path::Path::new("/dev/fuse")).then_some(dup)
+}
+
+/// Turns the changes of `feed` into invalidations, on a thread of its
+/// own, until the feed is closed (the tree unmounted).
+pub fn start(feed: Arc<Feed>, n: Arc<Notifier>, inodes: Arc<Mutex<Inodes>>) {
+    let run = move || loop {
+        let changes = feed.next_blocking();
+        if changes.is_empty() {
+            return;
+        }
+        for c in changes {
+            apply(&n, &inodes, c);
+        }
+    };
+    if let Err(e) = std::thread::Builder::new().name("mesh-inval".into()).spawn(run) {
+        tracing::warn!("no invalidation thread: {e}");
+    }
+}
+
+/// One change. The kernel answers ENOENT for what it does not hold: that
+/// is nothing to forget. The table's lock is not held while writing: an
+/// invalidation may wait for a request that needs it.
+fn apply(n: &Notifier, inodes: &Mutex<Inodes>, c: Change) {
+    let lock = || inodes.lock().unwrap_or_else(|e| e.into_inner());
+    match c {
+        Change::Name { dir, name, data } => {
+            let parent = node_of(dir);
+            let child = lock().child(parent, &name);
+            let _ = n.entry(parent, &name);
+            if let Some(c) = child {
+                let _ = n.inode(c, data);
+            }
+        }
+        Change::Dir(dir) => {
+            let _ = n.inode(node_of(dir), false);
+        }
+        Change::All => {
+            let (nodes, names) = lock().served();
+            for (dir, name) in names {
+                let _ = n.entry(dir, &name);
+            }
+            for ino in nodes {
+                let _ = n.inode(ino, true);
+            }
+        }
+    }
+}
