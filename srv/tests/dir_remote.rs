@@ -325,3 +325,51 @@ async fn requests_in_flight_together_get_their_own_answers() {
         assert_eq!(disk[at..at + 4096], block(i)[..], "block {i} on b's disk");
     }
 }
+
+/// The next changes b tells on conversation `c`, or none within `wait`.
+async fn told(c: &mut ns::Conv, wait: Duration) -> Option<Vec<srv::fs::dir::watch::Change>> {
+    match tokio::time::timeout(wait, c.rx.recv()).await {
+        Ok(Some(Msg::Data(b))) => match ns::cbor::decode(&b, "tree message").unwrap() {
+            TreeResp::Changed(v) => Some(v),
+            other => panic!("not changes: {other:?}"),
+        },
+        Ok(other) => panic!("the conversation of changes ended: {other:?}"),
+        Err(_) => None,
+    }
+}
+
+/// b promises to tell a of changes only in what a looked into, once a
+/// asked to be told (an answer says so), and tells nothing of the
+/// directories a never looked into: no machine learns names it could not
+/// have listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_is_told_only_of_what_it_looked_into() {
+    use srv::fs::dir::watch::Change;
+    let t = two("told").await;
+    std::fs::write(t.disk("sub/x"), "x").unwrap();
+    let watched = |r: Result<TreeResp, String>| match r {
+        Ok(TreeResp::Entry(e)) => e.meta.unwrap().watched,
+        other => panic!("{other:?}"),
+    };
+    // Not asked yet: no promise.
+    assert!(!watched(raw(&t, "b", &TreeReq::Stat(p("svc/files/root/sub/x"))).await));
+    let mut c = t.a.router().open(Addr::on("b".parse().unwrap(), Name::new(RESERVED).unwrap()), vec![]);
+    c.tx.send(ns::cbor::encode(&(Caller::router(), TreeReq::Watch))).await.unwrap();
+    assert!(
+        matches!(next(&mut c).await, Some(Msg::Data(b)) if matches!(ns::cbor::decode(&b, "tree message").unwrap(), TreeResp::Done))
+    );
+    // A change in a directory a never looked into: not told.
+    std::fs::write(t.disk("unseen"), "1").unwrap();
+    std::fs::write(t.disk("sub/y"), "1").unwrap();
+    assert_eq!(told(&mut c, Duration::from_millis(500)).await, None);
+    // a looks into sub: promised, and told of the next change there.
+    assert!(watched(raw(&t, "b", &TreeReq::Stat(p("svc/files/root/sub/x"))).await));
+    std::fs::write(t.disk("sub/z"), "1").unwrap();
+    let got = told(&mut c, Duration::from_secs(10)).await.expect("told of sub/z");
+    assert!(got.iter().any(|c| matches!(c, Change::Name { name, .. } if name == "z")), "{got:?}");
+    assert!(!got.iter().any(|c| matches!(c, Change::Name { name, .. } if name == "unseen")), "{got:?}");
+    // Still nothing of the root, which a has not listed.
+    std::fs::write(t.disk("unseen"), "22").unwrap();
+    let later = told(&mut c, Duration::from_millis(500)).await.unwrap_or_default();
+    assert!(!later.iter().any(|c| matches!(c, Change::Name { name, .. } if name == "unseen")), "{later:?}");
+}
