@@ -349,17 +349,6 @@ fn record_locks_mappings_and_sqlite_across_machines() {
     assert_eq!(&std::fs::read(format!("{disk}/mapped")).unwrap()[4096..4101], b"hello");
     let on_b = format!("python3 -c \"import sqlite3; print(sqlite3.connect('{disk}/wal.db').execute('SELECT count(*) FROM t').fetchone()[0])\"");
     assert_eq!(sh_ok(&on_b, T), "500\n");
-    // sqlite's WAL mode from two machines at once: its index is a shared
-    // mapping, which machines agree on at its locks. Every increment kept.
-    sh_ok(&format!("python3 -c \"import sqlite3; c = sqlite3.connect('{disk}/wal2.db'); c.execute('PRAGMA journal_mode=WAL'); c.execute('CREATE TABLE n (v)'); c.execute('INSERT INTO n VALUES (0)'); c.commit()\""), T);
-    let (ca, cb) = (counter(&format!("{f}/wal2.db"), 100), counter(&format!("{local}/wal2.db"), 100));
-    let a = std::thread::spawn(move || sh(&format!("python3 -c \"{ca}\""), T * 3));
-    let b = std::thread::spawn(move || sh(&format!("python3 -c \"{cb}\""), T * 3));
-    for (who, r) in [("a", a.join().unwrap()), ("b", b.join().unwrap())] {
-        assert!(r.0.success(), "WAL, {who}: {}{}", r.1, r.2);
-    }
-    let check = format!("python3 -c \"import sqlite3; c = sqlite3.connect('{disk}/wal2.db'); print(c.execute('SELECT v FROM n').fetchone()[0], c.execute('PRAGMA integrity_check').fetchone()[0])\"");
-    assert_eq!(sh_ok(&check, T), "200 ok\n");
 }
 
 /// Unmounts a test's small file system when the test ends, passed or not.

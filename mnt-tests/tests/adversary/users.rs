@@ -260,7 +260,9 @@ services = [ {{ name = "cat", kind = "exec", command = ["cat"] }} ]
     let bin = dir.join("mesh-for-nobody");
     std::fs::copy(mnt_tests::mesh_bin(), &bin).unwrap();
     open_to_all(&bin, 0o755);
-    let _zz = Killed(
+    // A child forked by another test thread while the copy was open for
+    // writing holds that descriptor until it execs: ETXTBSY for a moment.
+    let spawn = || {
         std::process::Command::new(&bin)
             .args(["up", deploy.to_str().unwrap(), "-m", "zz", "-v"])
             .env_remove("RUST_LOG")
@@ -270,10 +272,20 @@ services = [ {{ name = "cat", kind = "exec", command = ["cat"] }} ]
             .gid(NOBODY)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .stderr(log.try_clone().unwrap())
             .spawn()
-            .expect("spawn mesh up as nobody"),
-    );
+    };
+    let mut tries = 0;
+    let child = loop {
+        match spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            r => break r.expect("spawn mesh up as nobody"),
+        }
+    };
+    let _zz = Killed(child);
     let ctl = || m.ok(&["cat", "-m", "a", "/ctl"], "");
     until("a refuses zz", T, || ctl().contains("machine zz from uid 65534"));
     let zz_log = std::fs::read_to_string(dir.join("zz.log")).unwrap_or_default();

@@ -45,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::caller::Caller;
 use super::dir::locks::Lock;
+use super::dir::watch::What;
 use super::dir::{Access, Attrs, Id, StatFs};
 use super::handle::{Handle, Waker};
 use super::tree::{Entry, FileKind};
@@ -141,6 +142,28 @@ impl Drop for Pending<'_> {
     }
 }
 
+/// The notice of a change this mount is about to make to a served name,
+/// not to be acted on when it comes (see [`notify::Expected`]); no longer
+/// waited for unless the change is [`Expecting::made`].
+struct Expecting<'a> {
+    expected: &'a notify::Expected,
+    names: Vec<(u64, String, What)>,
+}
+
+impl Expecting<'_> {
+    fn made(mut self) {
+        self.names.clear();
+    }
+}
+
+impl Drop for Expecting<'_> {
+    fn drop(&mut self) {
+        for (d, n, w) in &self.names {
+            self.expected.remove(*d, n, *w);
+        }
+    }
+}
+
 /// An open file.
 struct Open {
     h: Arc<Handle>,
@@ -157,6 +180,7 @@ struct Open {
 pub struct Telling {
     inodes: Arc<Mutex<Inodes>>,
     notifier: Arc<std::sync::OnceLock<Arc<notify::Notifier>>>,
+    expected: Arc<notify::Expected>,
 }
 
 impl Telling {
@@ -166,7 +190,7 @@ impl Telling {
     pub fn start(&self, feed: Arc<super::dir::watch::Feed>, fd: std::os::fd::OwnedFd) {
         let n = Arc::new(notify::Notifier::new(fd));
         if self.notifier.set(n.clone()).is_ok() {
-            notify::start(feed, n, self.inodes.clone());
+            notify::start(feed, n, self.inodes.clone(), self.expected.clone());
         }
     }
 }
@@ -176,6 +200,7 @@ pub struct MeshFs {
     ns: Arc<Namespace>,
     inodes: Arc<Mutex<Inodes>>,
     notifier: Arc<std::sync::OnceLock<Arc<notify::Notifier>>>,
+    expected: Arc<notify::Expected>,
     handles: Mutex<HashMap<u64, Open>>,
     next_fh: AtomicU64,
     /// Requests that may block, so an interrupt can end them.
@@ -206,6 +231,7 @@ impl MeshFs {
             ns,
             inodes: Default::default(),
             notifier: Default::default(),
+            expected: Default::default(),
             handles: Default::default(),
             next_fh: AtomicU64::new(1),
             pending: Default::default(),
@@ -227,7 +253,7 @@ impl MeshFs {
 
     /// What [`super::mount`] starts once mounted.
     pub fn telling(&self) -> Telling {
-        Telling { inodes: self.inodes.clone(), notifier: self.notifier.clone() }
+        Telling { inodes: self.inodes.clone(), notifier: self.notifier.clone(), expected: self.expected.clone() }
     }
 
     /// How long the kernel may keep what `e` says. A served file's is kept
@@ -405,6 +431,22 @@ impl MeshFs {
         }
     }
 
+    /// Expects the notices of changes to `names` (directory node, name,
+    /// what) that this mount makes now: those in served directories,
+    /// once invalidations are written.
+    fn expecting(&self, names: &[(u64, &OsStr, What)]) -> Expecting<'_> {
+        let mut e = Expecting { expected: &self.expected, names: Vec::new() };
+        if self.notifier.get().is_some() {
+            for &(d, n, w) in names {
+                if let (true, Some(n)) = (inodes::served(d), n.to_str()) {
+                    self.expected.add(d, n, w);
+                    e.names.push((d, n.to_string(), w));
+                }
+            }
+        }
+        e
+    }
+
     /// Close-to-open: a served file's attributes kept by the kernel are
     /// dropped when it is opened, so its size and times are asked again.
     /// (Dropping attributes waits for nothing in the kernel, so this may
@@ -571,7 +613,11 @@ impl Filesystem for MeshFs {
                 .await
                 .map_err(|e| errno(&e))
         };
+        // Made only if it was not there: then the notice is expected.
+        let made: &[(u64, &OsStr, What)] = if excl { &[(parent, name, What::Made)] } else { &[] };
+        let expecting = self.expecting(made);
         let (e, h) = self.stoppable(&req, create).await?;
+        expecting.made();
         let entry = self.made(&path, &e);
         let (fh, flags) = self.add_handle(h, entry.attr.ino);
         Ok(ReplyCreated { ttl: entry.ttl, attr: entry.attr, generation: 0, fh, flags })
@@ -580,14 +626,18 @@ impl Filesystem for MeshFs {
     async fn mkdir(&self, req: Request, parent: u64, name: &OsStr, mode: u32, _umask: u32) -> FuseResult<ReplyEntry> {
         let path = self.child(parent, name)?;
         let mkdir = async { self.ns.bound().mkdir(&components(&path), mode).await.map_err(|e| errno(&e)) };
+        let expecting = self.expecting(&[(parent, name, What::Made)]);
         let e = self.stoppable(&req, mkdir).await?;
+        expecting.made();
         Ok(self.made(&path, &e))
     }
 
     async fn unlink(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.child(parent, name)?;
         let remove = async { self.ns.bound().remove(&components(&path), false).await.map_err(|e| errno(&e)) };
+        let expecting = self.expecting(&[(parent, name, What::Gone)]);
         self.stoppable(&req, remove).await?;
+        expecting.made();
         lock(&self.inodes).detach(&path);
         Ok(())
     }
@@ -595,7 +645,9 @@ impl Filesystem for MeshFs {
     async fn rmdir(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.child(parent, name)?;
         let remove = async { self.ns.bound().remove(&components(&path), true).await.map_err(|e| errno(&e)) };
+        let expecting = self.expecting(&[(parent, name, What::Gone)]);
         self.stoppable(&req, remove).await?;
+        expecting.made();
         lock(&self.inodes).detach(&path);
         Ok(())
     }
@@ -628,7 +680,15 @@ impl Filesystem for MeshFs {
         let to = self.child(new_parent, new_name)?;
         let rename =
             async { self.ns.bound().rename(&components(&from), &components(&to), flags).await.map_err(|e| errno(&e)) };
+        // An exchange is told as two renames each way: acted on.
+        let moved: &[(u64, &OsStr, What)] = if flags & libc::RENAME_EXCHANGE == 0 {
+            &[(parent, name, What::Gone), (new_parent, new_name, What::Made)]
+        } else {
+            &[]
+        };
+        let expecting = self.expecting(moved);
         self.stoppable(&req, rename).await?;
+        expecting.made();
         if flags & libc::RENAME_EXCHANGE != 0 {
             lock(&self.inodes).exchange(&from, &to);
         } else {
@@ -707,7 +767,9 @@ impl Filesystem for MeshFs {
         let path = self.child(parent, name)?;
         let target = link.to_str().ok_or_else(|| Errno::from(libc::EINVAL))?;
         let make = async { self.ns.bound().symlink(&components(&path), target).await.map_err(|e| errno(&e)) };
+        let expecting = self.expecting(&[(parent, name, What::Made)]);
         let e = self.stoppable(&req, make).await?;
+        expecting.made();
         Ok(self.made(&path, &e))
     }
 
@@ -715,7 +777,9 @@ impl Filesystem for MeshFs {
         let from = self.path(inode)?;
         let to = self.child(new_parent, new_name)?;
         let make = async { self.ns.bound().link(&components(&from), &components(&to)).await.map_err(|e| errno(&e)) };
+        let expecting = self.expecting(&[(new_parent, new_name, What::Made)]);
         let e = self.stoppable(&req, make).await?;
+        expecting.made();
         Ok(self.made(&to, &e))
     }
 
@@ -723,7 +787,9 @@ impl Filesystem for MeshFs {
     async fn mknod(&self, req: Request, parent: u64, name: &OsStr, mode: u32, _rdev: u32) -> FuseResult<ReplyEntry> {
         let path = self.child(parent, name)?;
         let make = async { self.ns.bound().mknod(&components(&path), mode).await.map_err(|e| errno(&e)) };
+        let expecting = self.expecting(&[(parent, name, What::Made)]);
         let e = self.stoppable(&req, make).await?;
+        expecting.made();
         Ok(self.made(&path, &e))
     }
 

@@ -32,14 +32,46 @@ pub const FEED_CAP: usize = 4096;
 /// What changed in a served directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
-    /// The entry `name` of directory `dir` (a file identity): made,
-    /// removed, renamed, or its file's attributes changed; `data` when
-    /// its contents did.
-    Name { dir: u64, name: String, data: bool },
+    /// The entry `name` of directory `dir` (a file identity): what of it.
+    Name { dir: u64, name: String, what: What },
     /// The directory itself: its attributes, or it is gone.
     Dir(u64),
     /// Anything may have changed: forget everything told so far.
     All,
+}
+
+/// What changed of a directory's entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum What {
+    /// The name was made, or something renamed to it.
+    Made,
+    /// The name was removed, or renamed to another.
+    Gone,
+    /// Its file's attributes.
+    Attr,
+    /// Its file's contents (and so its size and times).
+    Data,
+}
+
+impl What {
+    /// Whether the name itself changed.
+    pub fn names(self) -> bool {
+        matches!(self, What::Made | What::Gone)
+    }
+}
+
+impl What {
+    fn of(mask: AddWatchFlags) -> What {
+        if mask.intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO) {
+            What::Made
+        } else if mask.intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM) {
+            What::Gone
+        } else if mask.contains(AddWatchFlags::IN_MODIFY) {
+            What::Data
+        } else {
+            What::Attr
+        }
+    }
 }
 
 /// Changes waiting for one reader, bounded: on overflow they are
@@ -253,9 +285,7 @@ impl Watcher {
                 continue;
             }
             let c = match ev.name.as_ref().map(|n| n.to_str()) {
-                Some(Some(name)) => {
-                    Change::Name { dir, name: name.to_string(), data: ev.mask.contains(AddWatchFlags::IN_MODIFY) }
-                }
+                Some(Some(name)) => Change::Name { dir, name: name.to_string(), what: What::of(ev.mask) },
                 // Names that are not UTF-8 are not served.
                 Some(None) => continue,
                 None => Change::Dir(dir),

@@ -22,6 +22,11 @@ pub const ROOT: u64 = 1;
 /// that the inode number is positive wherever it is taken as signed.
 const IDENTIFIED: u64 = 1 << 62;
 
+/// Whether node `ino` is a file of a served directory.
+pub fn served(ino: u64) -> bool {
+    ino >= IDENTIFIED
+}
+
 /// The node of a file with identity `id`.
 pub fn node_of(id: u64) -> u64 {
     (id & (IDENTIFIED - 1)) | IDENTIFIED

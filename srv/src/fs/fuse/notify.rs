@@ -10,13 +10,14 @@
 //! descriptor, found when it is mounted ([`fuse_fds`]), from threads that
 //! may block.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::inodes::{node_of, Inodes};
-use crate::fs::dir::watch::{Change, Feed};
+use crate::fs::dir::watch::{Change, Feed, What};
 
 const FUSE_NOTIFY_INVAL_INODE: i32 = 2;
 const FUSE_NOTIFY_INVAL_ENTRY: i32 = 3;
@@ -86,16 +87,67 @@ pub fn duplicate(fd: i32) -> Option<OwnedFd> {
     (target == std::path::Path::new("/dev/fuse")).then_some(dup)
 }
 
+/// How long the notice of a change this mount made is waited for.
+const EXPECT_FOR: Duration = Duration::from_secs(2);
+/// The most notices waited for.
+const EXPECT_MAX: usize = 4096;
+
+/// The notices of names this mount made or removed itself, which it need
+/// not act on: its kernel already knows (a create's answer made the name,
+/// an unlink took it away), and forgetting the name would cost a lookup
+/// and the directory's attributes. Each is (directory node, name, what),
+/// waited for at most [`EXPECT_FOR`]; another machine's change, of
+/// another kind or later, is acted on.
+#[derive(Default)]
+pub struct Expected(Mutex<VecDeque<(u64, String, What, Instant)>>);
+
+impl Expected {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, String, What, Instant)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn add(&self, dir: u64, name: &str, what: What) {
+        let mut q = self.lock();
+        if q.len() >= EXPECT_MAX {
+            q.pop_front();
+        }
+        q.push_back((dir, name.to_string(), what, Instant::now()));
+    }
+
+    /// The change was not made.
+    pub fn remove(&self, dir: u64, name: &str, what: What) {
+        let mut q = self.lock();
+        if let Some(i) = q.iter().position(|e| e.0 == dir && e.1 == name && e.2 == what) {
+            q.remove(i);
+        }
+    }
+
+    /// Whether this notice was waited for (and is no longer).
+    fn take(&self, dir: u64, name: &str, what: What) -> bool {
+        let mut q = self.lock();
+        while q.front().is_some_and(|e| e.3.elapsed() > EXPECT_FOR) {
+            q.pop_front();
+        }
+        match q.iter().position(|e| e.0 == dir && e.1 == name && e.2 == what) {
+            Some(i) => {
+                q.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Turns the changes of `feed` into invalidations, on a thread of its
 /// own, until the feed is closed (the tree unmounted).
-pub fn start(feed: Arc<Feed>, n: Arc<Notifier>, inodes: Arc<Mutex<Inodes>>) {
+pub fn start(feed: Arc<Feed>, n: Arc<Notifier>, inodes: Arc<Mutex<Inodes>>, expected: Arc<Expected>) {
     let run = move || loop {
         let changes = feed.next_blocking();
         if changes.is_empty() {
             return;
         }
         for c in changes {
-            apply(&n, &inodes, c);
+            apply(&n, &inodes, &expected, c);
         }
     };
     if let Err(e) = std::thread::Builder::new().name("mesh-inval".into()).spawn(run) {
@@ -106,15 +158,23 @@ pub fn start(feed: Arc<Feed>, n: Arc<Notifier>, inodes: Arc<Mutex<Inodes>>) {
 /// One change. The kernel answers ENOENT for what it does not hold: that
 /// is nothing to forget. The table's lock is not held while writing: an
 /// invalidation may wait for a request that needs it.
-fn apply(n: &Notifier, inodes: &Mutex<Inodes>, c: Change) {
+fn apply(n: &Notifier, inodes: &Mutex<Inodes>, expected: &Expected, c: Change) {
     let lock = || inodes.lock().unwrap_or_else(|e| e.into_inner());
     match c {
-        Change::Name { dir, name, data } => {
+        Change::Name { dir, name, what } => {
             let parent = node_of(dir);
             let child = lock().child(parent, &name);
-            let _ = n.entry(parent, &name);
+            // This mount's own change: its kernel knows.
+            if what.names() && expected.take(parent, &name, what) {
+                return;
+            }
+            // The name itself only when it changed: forgetting it also
+            // drops the directory's attributes.
+            if what.names() {
+                let _ = n.entry(parent, &name);
+            }
             if let Some(c) = child {
-                let _ = n.inode(c, data);
+                let _ = n.inode(c, what == What::Data);
             }
         }
         Change::Dir(dir) => {
