@@ -9,6 +9,12 @@
 //! plain `write(2)` on a duplicate of the session's `/dev/fuse`
 //! descriptor, found when it is mounted ([`fuse_fds`]), from threads that
 //! may block.
+//!
+//! Notices of changes the mount made itself are not acted on
+//! ([`Expected`]).
+//!
+//! Lock order: the inode table's lock and [`Expected`]'s are leaves, and
+//! neither is held while writing to the kernel.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::IoSlice;
