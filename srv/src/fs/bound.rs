@@ -73,6 +73,18 @@ impl Bound<'_> {
         self.find(path).await.map(|(_, e)| e)
     }
 
+    /// The path to act on: where nothing is bound over it, the path
+    /// itself, with no look first (the act says if it is missing, and a
+    /// look at another machine's file is a round trip); in a union, the
+    /// first member that has it.
+    async fn target(&self, path: &[String]) -> Result<Vec<String>, String> {
+        let mut cands = self.candidates(path);
+        match (cands.pop(), cands.is_empty()) {
+            (Some(only), true) => Ok(only),
+            _ => self.find(path).await.map(|(c, _)| c),
+        }
+    }
+
     /// A directory's entries; of a union, every member's, each name once.
     pub async fn list(&self, path: &[String]) -> Result<Vec<Entry>, String> {
         let cands = self.candidates(path);
@@ -99,11 +111,7 @@ impl Bound<'_> {
     }
 
     pub async fn open_with(&self, path: &[String], access: Access) -> Result<Handle, String> {
-        let cands = self.candidates(path);
-        if cands.len() == 1 {
-            return self.0.open_with(&cands[0], access).await;
-        }
-        let (c, _) = self.find(path).await?;
+        let c = self.target(path).await?;
         self.0.open_with(&c, access).await
     }
 
@@ -122,13 +130,17 @@ impl Bound<'_> {
         access: Access,
         excl: bool,
     ) -> Result<(Entry, Handle), String> {
-        // An existing file opens where it is, as a lookup finds it.
-        if !excl {
+        // An existing file opens where it is, as a lookup finds it; where
+        // that is the one place a new file would go too, with no look.
+        let made_at = self.create_path(path);
+        let cands = self.candidates(path);
+        let one_place = matches!((&made_at, cands.as_slice()), (Ok(p), [c]) if p == c);
+        if !excl && !one_place {
             if let Ok((c, _)) = self.find(path).await {
                 return self.0.create(&c, mode, access, excl).await;
             }
         }
-        let p = self.create_path(path)?;
+        let p = made_at?;
         self.0.create(&p, mode, access, excl).await.map(|(mut e, h)| {
             e.name = path.last().cloned().unwrap_or_default();
             (e, h)
@@ -151,51 +163,55 @@ impl Bound<'_> {
     }
 
     pub async fn readlink(&self, path: &[String]) -> Result<String, String> {
-        let (c, _) = self.find(path).await?;
+        let c = self.target(path).await?;
         self.0.readlink(&c).await
     }
 
     pub async fn link(&self, from: &[String], to: &[String]) -> Result<Entry, String> {
-        let (f, _) = self.find(from).await?;
+        let f = self.target(from).await?;
         let t = self.create_path(to)?;
         self.0.link(&f, &t).await
     }
 
     pub async fn getxattr(&self, path: &[String], name: &str) -> Result<Vec<u8>, String> {
-        let (c, _) = self.find(path).await?;
+        let c = self.target(path).await?;
         self.0.getxattr(&c, name).await
     }
 
     pub async fn setxattr(&self, path: &[String], name: &str, value: &[u8], flags: u32) -> Result<(), String> {
-        let (c, _) = self.find(path).await?;
+        let c = self.target(path).await?;
         self.0.setxattr(&c, name, value, flags).await
     }
 
     pub async fn listxattr(&self, path: &[String]) -> Result<Vec<String>, String> {
-        let (c, _) = self.find(path).await?;
+        let c = self.target(path).await?;
         self.0.listxattr(&c).await
     }
 
     pub async fn removexattr(&self, path: &[String], name: &str) -> Result<(), String> {
-        let (c, _) = self.find(path).await?;
+        let c = self.target(path).await?;
         self.0.removexattr(&c, name).await
     }
 
     pub async fn statfs(&self, path: &[String]) -> Result<StatFs, String> {
-        let (c, _) = self.find(path).await?;
+        let c = self.target(path).await?;
         self.0.statfs(&c).await
     }
 
     pub async fn remove(&self, path: &[String], dir: bool) -> Result<(), String> {
-        let (c, _) = self.find(path).await?;
+        let c = self.target(path).await?;
         self.0.remove(&c, dir).await
     }
 
     pub async fn rename(&self, from: &[String], to: &[String], flags: u32) -> Result<(), String> {
-        let (f, _) = self.find(from).await?;
-        let t = match self.find(to).await {
-            Ok((t, _)) => t,
-            Err(_) => self.create_path(to)?,
+        let f = self.target(from).await?;
+        let mut cands = self.candidates(to);
+        let t = match (cands.pop(), cands.is_empty()) {
+            (Some(only), true) => only,
+            _ => match self.find(to).await {
+                Ok((t, _)) => t,
+                Err(_) => self.create_path(to)?,
+            },
         };
         self.0.rename(&f, &t, flags).await
     }
@@ -205,7 +221,7 @@ impl Bound<'_> {
         if let Some(h) = h.filter(|h| super::handle_kind(h) == super::FileKind::Stored) {
             return self.0.set_attr(path, Some(h), attrs).await;
         }
-        let (c, _) = self.find(path).await?;
+        let c = self.target(path).await?;
         self.0.set_attr(&c, h, attrs).await
     }
 }
