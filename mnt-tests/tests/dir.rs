@@ -5,6 +5,7 @@
 //! get out of it.
 
 use std::io::Write as _;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -492,6 +493,30 @@ fn names_are_kept_and_changes_on_the_serving_machine_are_seen_at_once() {
         std::fs::write(format!("{disk}/{who}-rewritten"), "a good deal longer").unwrap();
         assert_eq!(std::fs::read_to_string(format!("{root}/{who}-rewritten")).unwrap(), "a good deal longer");
     }
+    // A change of names made through a brings its directory back as it is
+    // after (a's kernel asks for the directory again before its next
+    // change there, and is answered without a round trip): never stale,
+    // and a change on b's disk in it is still seen.
+    let times = |p: &str| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.mtime(), m.mtime_nsec(), m.ctime_nsec(), m.nlink())
+    };
+    let (here, there) = (format!("{f}/kept"), format!("{disk}/kept"));
+    std::fs::create_dir(&here).unwrap();
+    for i in 0..5 {
+        std::fs::write(format!("{here}/x{i}"), "x").unwrap();
+        std::fs::create_dir(format!("{here}/d{i}")).unwrap();
+        if i % 2 == 0 {
+            std::fs::remove_file(format!("{here}/x{i}")).unwrap();
+        }
+        assert_eq!(times(&here), times(&there), "after change {i}");
+    }
+    std::fs::rename(format!("{here}/x1"), format!("{here}/d1/x1")).unwrap();
+    assert_eq!(times(&here), times(&there), "after a rename out");
+    assert_eq!(times(&format!("{here}/d1")), times(&format!("{there}/d1")), "after a rename in");
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(format!("{there}/made-on-b"), "b").unwrap();
+    seen("a change on b in a directory kept", &|| times(&here) == times(&there));
     // The link to b redialled: a forgets, asks again, and is told again.
     let size = |p: &str| std::fs::symlink_metadata(format!("{f}/{p}")).map(|m| m.len()).ok();
     std::fs::write(format!("{disk}/after"), "1").unwrap();

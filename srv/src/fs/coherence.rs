@@ -17,10 +17,17 @@
 //!   [`Coherence::still`]); when it ends, the mounts forget all they kept
 //!   ([`Change::All`]) and it is opened again at the next look.
 //!
-//! Lock order: `mounts`, `local` and `machines` are leaves.
+//! A change of names made here on another machine's directory comes back
+//! with that directory's attributes after it (`TreeResp::After`); they
+//! are kept here ([`Coherence::fill`]) and answer the kernel, which drops
+//! a directory's attributes after every change in it and asks again
+//! before the next permission check, without a round trip. A change told
+//! that is not a mount's own drops them ([`Coherence::forget`]).
+//!
+//! Lock order: `mounts`, `local`, `machines` and `kept` are leaves.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -29,6 +36,14 @@ use ns::{MachineId, Router};
 
 use super::dir::watch::{Change, Feed, Watcher};
 use super::remote::{self, TreeReq, TreeResp};
+use super::tree::Entry;
+
+/// How long what a served file says may be kept, by the kernel or here:
+/// a change told ends it long before; this bounds only a race between an
+/// answer and a change whose notice was lost.
+pub const KEPT: Duration = Duration::from_secs(10);
+/// The most directories kept here.
+const KEPT_MAX: usize = 65536;
 
 /// How soon a machine whose conversation ended is asked again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -51,6 +66,10 @@ pub struct Coherence {
     local: Mutex<Option<Arc<Feed>>>,
     machines: Mutex<HashMap<MachineId, Sub>>,
     epochs: AtomicU64,
+    /// Directories' attributes after a change made here, by identity.
+    kept: Mutex<HashMap<u64, (Entry, Instant)>>,
+    /// Counts the changes told that dropped something kept.
+    gen: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -113,6 +132,56 @@ impl Coherence {
 
     fn set(&self, m: &MachineId, s: Sub) {
         lock(&self.machines).insert(m.clone(), s);
+    }
+
+    /// Taken before asking for a change, for [`Coherence::fill`].
+    pub fn gen(&self) -> u64 {
+        self.gen.load(SeqCst)
+    }
+
+    /// Keeps the attributes of directories `dirs` that machine `m` answered
+    /// a change with, if it tells of their changes ([`Coherence::still`]
+    /// for `epoch`) and nothing was dropped since `gen`: an answer older
+    /// than a change told is not kept.
+    pub fn fill(&self, m: &MachineId, epoch: Option<u64>, dirs: Vec<Entry>, gen: u64) {
+        if dirs.is_empty() || !self.still(m, epoch) {
+            return;
+        }
+        let mut kept = lock(&self.kept);
+        if self.gen.load(SeqCst) != gen {
+            return;
+        }
+        if kept.len() >= KEPT_MAX {
+            kept.clear();
+        }
+        for e in dirs {
+            if let Some(id) = e.meta.and_then(|m| m.watched.then_some(m.id).flatten()) {
+                kept.insert(id, (e, Instant::now()));
+            }
+        }
+    }
+
+    /// What directory `id` was left as by a change made here, if still
+    /// kept.
+    pub fn kept(&self, id: u64) -> Option<Entry> {
+        let kept = lock(&self.kept);
+        kept.get(&id).filter(|(_, at)| at.elapsed() < KEPT).map(|(e, _)| e.clone())
+    }
+
+    /// Drops what is kept of files `ids` (a change told, or about to be
+    /// made here).
+    pub fn forget(&self, ids: &[u64]) {
+        self.gen.fetch_add(1, SeqCst);
+        let mut kept = lock(&self.kept);
+        for id in ids {
+            kept.remove(id);
+        }
+    }
+
+    /// Drops everything kept.
+    pub fn forget_all(&self) {
+        self.gen.fetch_add(1, SeqCst);
+        lock(&self.kept).clear();
     }
 }
 

@@ -57,10 +57,8 @@ use inodes::Inodes;
 const TTL: Duration = Duration::from_secs(1);
 
 /// How long the kernel may keep a served file's name and attributes when
-/// the machine serving it tells of changes (`super::coherence`): the
-/// change told invalidates them long before, this only bounds a race
-/// between an answer and a change that lost its notice.
-const KEPT: Duration = Duration::from_secs(10);
+/// the machine serving it tells of changes.
+use super::coherence::KEPT;
 
 const FOPEN_DIRECT_IO: u32 = 1 << 0;
 const FOPEN_NONSEEKABLE: u32 = 1 << 2;
@@ -187,10 +185,15 @@ impl Telling {
     /// Starts invalidating what `feed` tells, through `fd`, the mount's
     /// `/dev/fuse` descriptor (see [`notify::fuse_fds`]); from then on
     /// the kernel may keep served names and attributes.
-    pub fn start(&self, feed: Arc<super::dir::watch::Feed>, fd: std::os::fd::OwnedFd) {
+    pub fn start(
+        &self,
+        feed: Arc<super::dir::watch::Feed>,
+        fd: std::os::fd::OwnedFd,
+        co: Arc<super::coherence::Coherence>,
+    ) {
         let n = Arc::new(notify::Notifier::new(fd));
         if self.notifier.set(n.clone()).is_ok() {
-            notify::start(feed, n, self.inodes.clone(), self.expected.clone());
+            notify::start(feed, n, self.inodes.clone(), self.expected.clone(), co);
         }
     }
 }
@@ -435,6 +438,7 @@ impl MeshFs {
     /// what) that this mount makes now: those in served directories,
     /// once invalidations are written.
     fn expecting(&self, names: &[(u64, &OsStr, What)]) -> Expecting<'_> {
+        self.touching(&names.iter().map(|n| n.0).collect::<Vec<_>>());
         let mut e = Expecting { expected: &self.expected, names: Vec::new() };
         if self.notifier.get().is_some() {
             for &(d, n, w) in names {
@@ -445,6 +449,19 @@ impl MeshFs {
             }
         }
         e
+    }
+
+    /// Directories `dirs` (nodes) are about to change here: what is kept of
+    /// them is no longer so, and the answer may bring it again (see
+    /// `super::coherence`).
+    fn touching(&self, dirs: &[u64]) {
+        let ids: Vec<u64> = {
+            let t = lock(&self.inodes);
+            dirs.iter().filter_map(|&d| t.id(d)).collect()
+        };
+        if !ids.is_empty() {
+            self.ns.coherence().forget(&ids);
+        }
     }
 
     /// Close-to-open: a served file's attributes kept by the kernel are
@@ -540,6 +557,13 @@ impl Filesystem for MeshFs {
     async fn getattr(&self, req: Request, inode: u64, fh: Option<u64>, _flags: u32) -> FuseResult<ReplyAttr> {
         self.tune();
         let path = self.path(inode)?;
+        // A directory as a change made here left it (see `coherence`).
+        if fh.is_none() {
+            let kept = lock(&self.inodes).id(inode).and_then(|id| self.ns.coherence().kept(id));
+            if let Some(e) = kept {
+                return Ok(ReplyAttr { ttl: self.ttl(&e), attr: self.attr(inode, &e) });
+            }
+        }
         // A local open file answers for itself, even once removed.
         let open = fh.and_then(|fh| self.handle(fh).ok());
         let e = match open {
@@ -584,6 +608,9 @@ impl Filesystem for MeshFs {
         // fchmod and futimens come without the descriptor: any open file
         // of the inode will do, and works once the file is removed.
         let h = fh.and_then(|fh| self.handle(fh).ok()).or_else(|| self.open_stored(inode));
+        if let Some(id) = lock(&self.inodes).id(inode) {
+            self.ns.coherence().forget(&[id]);
+        }
         let set =
             async { self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e)) };
         let e = self.stoppable(&req, set).await?;
@@ -615,6 +642,7 @@ impl Filesystem for MeshFs {
         };
         // Made only if it was not there: then the notice is expected.
         let made: &[(u64, &OsStr, What)] = if excl { &[(parent, name, What::Made)] } else { &[] };
+        self.touching(&[parent]);
         let expecting = self.expecting(made);
         let (e, h) = self.stoppable(&req, create).await?;
         expecting.made();
@@ -686,6 +714,7 @@ impl Filesystem for MeshFs {
         } else {
             &[]
         };
+        self.touching(&[parent, new_parent]);
         let expecting = self.expecting(moved);
         self.stoppable(&req, rename).await?;
         expecting.made();

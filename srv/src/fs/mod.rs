@@ -278,6 +278,20 @@ impl Namespace {
         }
     }
 
+    /// A directory of a served directory of this machine as it is now,
+    /// watched itself for whoever asks (see `dir::Root::dir_now`).
+    pub async fn dir_now(&self, path: &[String]) -> Result<Entry, String> {
+        match self.resolve(path)? {
+            Node::Remote(m, rest) if m == *self.router.id() => Box::pin(self.dir_now(&rest)).await,
+            Node::Stored(s, rel) => {
+                let root = self.root(&s)?;
+                let (co, who) = (self.coherence.clone(), dir::watch::asker());
+                blocking(move || root.dir_now(&rel, &co.watcher, &who)).await
+            }
+            _ => Err(errors::not_served()),
+        }
+    }
+
     /// The entries of a directory.
     pub async fn list(&self, path: &[String]) -> Result<Vec<Entry>, String> {
         match self.resolve(path)? {

@@ -49,21 +49,23 @@ pub async fn mount(ns: Arc<Namespace>, path: &Path, allow_other: bool) -> anyhow
     // tree shows (see mesh(4), PERMISSIONS): shared with other users, they
     // get what the modes give them; served files keep their owners.
     opts.fs_name(format!("mesh-{id}")).allow_other(allow_other).default_permissions(true).nonempty(true);
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
     let session = Session::new(opts);
     // The session's /dev/fuse descriptor is the one new across the mount;
     // mounts in this process take turns so that it is.
     let turn = MOUNTING.lock().await;
     let before = notify::fuse_fds();
-    let handle = if root { session.mount(fs, path).await } else { session.mount_with_unprivileged(fs, path).await }
-        .with_context(|| format!("mount {}", path.display()))?;
+    // Through fusermount3 for root too: fuse3 then reads /dev/fuse as it
+    // becomes readable, where its mount for root reads it on a blocking
+    // thread, a hand-off per request (a lookup on the serving machine's
+    // own mount took 215 us that way, 95 us this way).
+    let handle =
+        session.mount_with_unprivileged(fs, path).await.with_context(|| format!("mount {}", path.display()))?;
     let new: Vec<i32> = notify::fuse_fds().difference(&before).copied().collect();
     drop(turn);
     let told = match (new.as_slice(), ns.coherence().mount()) {
         (&[fd], Ok(feed)) => match notify::duplicate(fd) {
             Some(dup) => {
-                telling.start(feed.clone(), dup);
+                telling.start(feed.clone(), dup, ns.coherence().clone());
                 Some(feed)
             }
             None => None,

@@ -70,16 +70,30 @@ impl Namespace {
     }
 
     /// An entry made on machine `m` by `make`, kept if `m` tells of
-    /// changes (see `coherence`).
+    /// changes, and its directory after (see `coherence`).
     async fn made_there(
         &self,
         m: &MachineId,
-        make: impl std::future::Future<Output = Result<Entry, String>>,
+        make: impl std::future::Future<Output = Result<(Entry, Vec<Entry>), String>>,
     ) -> Result<Entry, String> {
-        let epoch = self.told_before(m);
-        let mut e = make.await?;
+        let (epoch, gen) = (self.told_before(m), self.coherence().gen());
+        let (mut e, dirs) = make.await?;
         dir::watch_all(&mut e, self.coherence().still(m, epoch));
+        self.coherence().fill(m, epoch, dirs, gen);
         Ok(e)
+    }
+
+    /// A change of names on machine `m` by `change`, with its directories
+    /// after kept (see `coherence`).
+    async fn changed_there(
+        &self,
+        m: &MachineId,
+        change: impl std::future::Future<Output = Result<Vec<Entry>, String>>,
+    ) -> Result<(), String> {
+        let (epoch, gen) = (self.told_before(m), self.coherence().gen());
+        let dirs = change.await?;
+        self.coherence().fill(m, epoch, dirs, gen);
+        Ok(())
     }
 
     /// Creates a regular file (or opens it, unless `excl`), open as `access`.
@@ -103,9 +117,10 @@ impl Namespace {
                 Ok((e, Handle::Stored(Arc::new(f))))
             }
             Place::There(m, rest) => {
-                let epoch = self.told_before(&m);
-                let (mut e, h) = remote::create(self.router(), &m, &rest, mode, access, excl).await?;
+                let (epoch, gen) = (self.told_before(&m), self.coherence().gen());
+                let (mut e, h, dirs) = remote::create(self.router(), &m, &rest, mode, access, excl).await?;
                 dir::watch_all(&mut e, self.coherence().still(&m, epoch));
+                self.coherence().fill(&m, epoch, dirs, gen);
                 Ok((e, h))
             }
         }
@@ -274,7 +289,7 @@ impl Namespace {
     pub async fn remove(&self, path: &[String], dir: bool) -> Result<(), String> {
         match self.place(path)? {
             Place::Here(root, rel) => blocking(move || root.remove(&rel, dir)).await,
-            Place::There(m, rest) => remote::remove(self.router(), &m, &rest, dir).await,
+            Place::There(m, rest) => self.changed_there(&m, remote::remove(self.router(), &m, &rest, dir)).await,
         }
     }
 
@@ -286,7 +301,7 @@ impl Namespace {
                 blocking(move || a.rename(&f, &t, flags)).await
             }
             (Place::There(m, f), Place::There(n, t)) if m == n => {
-                remote::rename(self.router(), &m, &f, &t, flags).await
+                self.changed_there(&m, remote::rename(self.router(), &m, &f, &t, flags)).await
             }
             _ => Err(EXDEV.into()),
         }

@@ -296,6 +296,17 @@ impl Root {
         Ok(e)
     }
 
+    /// Directory `rel` as it is now, watched itself for `who`: any change
+    /// in it (a name made, removed or renamed, its own attributes) is
+    /// then told.
+    pub fn dir_now(&self, rel: &[String], w: &Watcher, who: &Asker) -> Result<Entry, String> {
+        let fd = self.at(rel, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())?;
+        let watched = w.watch(fd.as_fd(), who);
+        let mut e = fd_entry(rel.last().map_or("", |s| s), &fd, &beneath::join(rel))?;
+        watch_all(&mut e, watched);
+        Ok(e)
+    }
+
     /// Watches the directory that holds `rel` for `who` (see
     /// [`Root::stat_told`]).
     pub fn watch_parent(&self, rel: &[String], w: &Watcher, who: &Asker) -> bool {

@@ -40,6 +40,8 @@ struct Node {
     last: Option<String>,
     /// Lookups the kernel holds.
     looked: u64,
+    /// Its identity, for a file of a served directory.
+    id: Option<u64>,
 }
 
 impl Node {
@@ -103,7 +105,7 @@ impl Inodes {
             self.next = self.next.max(ROOT) + 1;
             self.next
         });
-        let n = self.by_ino.entry(ino).or_insert_with(|| Node { paths: Vec::new(), last: None, looked: 0 });
+        let n = self.by_ino.entry(ino).or_insert_with(|| Node { paths: Vec::new(), last: None, looked: 0, id });
         n.looked += 1;
         n.confirm(path);
         self.by_path.insert(path.to_string(), ino);
@@ -124,6 +126,11 @@ impl Inodes {
                 }
             }
         }
+    }
+
+    /// The identity of node `ino`'s file, for one of a served directory.
+    pub fn id(&self, ino: u64) -> Option<u64> {
+        self.by_ino.get(&ino).and_then(|n| n.id)
     }
 
     /// The node the kernel knows as `name` in directory node `dir`.

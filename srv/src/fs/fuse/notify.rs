@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::inodes::{node_of, Inodes};
+use crate::fs::coherence::Coherence;
 use crate::fs::dir::watch::{Change, Feed, What};
 
 const FUSE_NOTIFY_INVAL_INODE: i32 = 2;
@@ -146,14 +147,20 @@ impl Expected {
 
 /// Turns the changes of `feed` into invalidations, on a thread of its
 /// own, until the feed is closed (the tree unmounted).
-pub fn start(feed: Arc<Feed>, n: Arc<Notifier>, inodes: Arc<Mutex<Inodes>>, expected: Arc<Expected>) {
+pub fn start(
+    feed: Arc<Feed>,
+    n: Arc<Notifier>,
+    inodes: Arc<Mutex<Inodes>>,
+    expected: Arc<Expected>,
+    co: Arc<Coherence>,
+) {
     let run = move || loop {
         let changes = feed.next_blocking();
         if changes.is_empty() {
             return;
         }
         for c in changes {
-            apply(&n, &inodes, &expected, c);
+            apply(&n, &inodes, &expected, &co, c);
         }
     };
     if let Err(e) = std::thread::Builder::new().name("mesh-inval".into()).spawn(run) {
@@ -164,29 +171,39 @@ pub fn start(feed: Arc<Feed>, n: Arc<Notifier>, inodes: Arc<Mutex<Inodes>>, expe
 /// One change. The kernel answers ENOENT for what it does not hold: that
 /// is nothing to forget. The table's lock is not held while writing: an
 /// invalidation may wait for a request that needs it.
-fn apply(n: &Notifier, inodes: &Mutex<Inodes>, expected: &Expected, c: Change) {
+fn apply(n: &Notifier, inodes: &Mutex<Inodes>, expected: &Expected, co: &Coherence, c: Change) {
     let lock = || inodes.lock().unwrap_or_else(|e| e.into_inner());
     match c {
         Change::Name { dir, name, what } => {
             let parent = node_of(dir);
-            let child = lock().child(parent, &name);
-            // This mount's own change: its kernel knows.
+            let (child, child_id) = {
+                let t = lock();
+                let c = t.child(parent, &name);
+                (c, c.and_then(|c| t.id(c)))
+            };
+            // This mount's own change: its kernel knows, and what is kept
+            // of the directory is as the change left it.
             if what.names() && expected.take(parent, &name, what) {
                 return;
             }
-            // The name itself only when it changed: forgetting it also
-            // drops the directory's attributes.
+            co.forget(&[dir, child_id.unwrap_or(dir)]);
+            // The name itself only when it changed, and then the
+            // directory's attributes too (the kernel drops them with the
+            // name only if it held the name).
             if what.names() {
                 let _ = n.entry(parent, &name);
+                let _ = n.inode(parent, false);
             }
             if let Some(c) = child {
                 let _ = n.inode(c, what == What::Data);
             }
         }
         Change::Dir(dir) => {
+            co.forget(&[dir]);
             let _ = n.inode(node_of(dir), false);
         }
         Change::All => {
+            co.forget_all();
             let (nodes, names) = lock().served();
             for (dir, name) in names {
                 let _ = n.entry(dir, &name);

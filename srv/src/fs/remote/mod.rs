@@ -175,6 +175,19 @@ pub enum TreeResp {
         mount: String,
     },
     Changed(Vec<Change>),
+    /// The answer to a change of names (made, removed, renamed), and the
+    /// directories it changed as they are after it, so the asking machine
+    /// need not ask for them again.
+    After(Box<TreeResp>, Vec<Entry>),
+}
+
+/// An answer and the directories it says are changed (see
+/// [`TreeResp::After`]).
+fn after(resp: TreeResp) -> (TreeResp, Vec<Entry>) {
+    match resp {
+        TreeResp::After(r, dirs) => (*r, dirs),
+        r => (r, Vec::new()),
+    }
 }
 
 /// The first byte of a message that carries file bytes without CBOR: a
@@ -268,16 +281,26 @@ async fn once(r: &Router, m: &MachineId, req: &TreeReq) -> Result<TreeResp, Stri
 }
 
 async fn entry(r: &Router, m: &MachineId, req: &TreeReq) -> Result<Entry, String> {
-    match once(r, m, req).await? {
-        TreeResp::Entry(e) => Ok(e),
-        other => Err(unexpected(other)),
+    made(r, m, req).await.map(|(e, _)| e)
+}
+
+/// An entry made, and its directory after.
+async fn made(r: &Router, m: &MachineId, req: &TreeReq) -> Result<(Entry, Vec<Entry>), String> {
+    match after(once(r, m, req).await?) {
+        (TreeResp::Entry(e), dirs) => Ok((e, dirs)),
+        (other, _) => Err(unexpected(other)),
     }
 }
 
 async fn done(r: &Router, m: &MachineId, req: &TreeReq) -> Result<(), String> {
-    match once(r, m, req).await? {
-        TreeResp::Done => Ok(()),
-        other => Err(unexpected(other)),
+    changed(r, m, req).await.map(drop)
+}
+
+/// A change of names done, and the directories after it.
+async fn changed(r: &Router, m: &MachineId, req: &TreeReq) -> Result<Vec<Entry>, String> {
+    match after(once(r, m, req).await?) {
+        (TreeResp::Done, dirs) => Ok(dirs),
+        (other, _) => Err(unexpected(other)),
     }
 }
 
@@ -309,6 +332,7 @@ pub async fn open(r: &Router, m: &MachineId, path: &[String], access: Access) ->
     }
 }
 
+/// The file made (or opened), open, and its directory after.
 pub async fn create(
     r: &Router,
     m: &MachineId,
@@ -316,32 +340,38 @@ pub async fn create(
     mode: u32,
     access: Access,
     excl: bool,
-) -> Result<(Entry, Handle), String> {
+) -> Result<(Entry, Handle, Vec<Entry>), String> {
     let mut conv = r.open(server(m), Vec::new());
-    match begin(&mut conv, &TreeReq::Create { path: path.to_vec(), mode, access, excl }).await? {
-        TreeResp::Created(e) => Ok((e, opened(conv, FileKind::Stored))),
-        other => Err(unexpected(other)),
+    match after(begin(&mut conv, &TreeReq::Create { path: path.to_vec(), mode, access, excl }).await?) {
+        (TreeResp::Created(e), dirs) => Ok((e, opened(conv, FileKind::Stored), dirs)),
+        (other, _) => Err(unexpected(other)),
     }
 }
 
-pub async fn mkdir(r: &Router, m: &MachineId, path: &[String], mode: u32) -> Result<Entry, String> {
-    entry(r, m, &TreeReq::Mkdir { path: path.to_vec(), mode }).await
+pub async fn mkdir(r: &Router, m: &MachineId, path: &[String], mode: u32) -> Result<(Entry, Vec<Entry>), String> {
+    made(r, m, &TreeReq::Mkdir { path: path.to_vec(), mode }).await
 }
 
-pub async fn remove(r: &Router, m: &MachineId, path: &[String], dir: bool) -> Result<(), String> {
-    done(r, m, &TreeReq::Remove { path: path.to_vec(), dir }).await
+pub async fn remove(r: &Router, m: &MachineId, path: &[String], dir: bool) -> Result<Vec<Entry>, String> {
+    changed(r, m, &TreeReq::Remove { path: path.to_vec(), dir }).await
 }
 
-pub async fn rename(r: &Router, m: &MachineId, from: &[String], to: &[String], flags: u32) -> Result<(), String> {
-    done(r, m, &TreeReq::Rename { from: from.to_vec(), to: to.to_vec(), flags }).await
+pub async fn rename(
+    r: &Router,
+    m: &MachineId,
+    from: &[String],
+    to: &[String],
+    flags: u32,
+) -> Result<Vec<Entry>, String> {
+    changed(r, m, &TreeReq::Rename { from: from.to_vec(), to: to.to_vec(), flags }).await
 }
 
 pub async fn set_attr(r: &Router, m: &MachineId, path: &[String], attrs: Attrs) -> Result<Entry, String> {
     entry(r, m, &TreeReq::SetAttr { path: path.to_vec(), attrs }).await
 }
 
-pub async fn symlink(r: &Router, m: &MachineId, path: &[String], target: &str) -> Result<Entry, String> {
-    entry(r, m, &TreeReq::Symlink { path: path.to_vec(), target: target.to_string() }).await
+pub async fn symlink(r: &Router, m: &MachineId, path: &[String], target: &str) -> Result<(Entry, Vec<Entry>), String> {
+    made(r, m, &TreeReq::Symlink { path: path.to_vec(), target: target.to_string() }).await
 }
 
 pub async fn readlink(r: &Router, m: &MachineId, path: &[String]) -> Result<String, String> {
@@ -351,12 +381,12 @@ pub async fn readlink(r: &Router, m: &MachineId, path: &[String]) -> Result<Stri
     }
 }
 
-pub async fn link(r: &Router, m: &MachineId, from: &[String], to: &[String]) -> Result<Entry, String> {
-    entry(r, m, &TreeReq::Link { from: from.to_vec(), to: to.to_vec() }).await
+pub async fn link(r: &Router, m: &MachineId, from: &[String], to: &[String]) -> Result<(Entry, Vec<Entry>), String> {
+    made(r, m, &TreeReq::Link { from: from.to_vec(), to: to.to_vec() }).await
 }
 
-pub async fn mknod(r: &Router, m: &MachineId, path: &[String], mode: u32) -> Result<Entry, String> {
-    entry(r, m, &TreeReq::Mknod { path: path.to_vec(), mode }).await
+pub async fn mknod(r: &Router, m: &MachineId, path: &[String], mode: u32) -> Result<(Entry, Vec<Entry>), String> {
+    made(r, m, &TreeReq::Mknod { path: path.to_vec(), mode }).await
 }
 
 pub async fn statfs(r: &Router, m: &MachineId, path: &[String]) -> Result<StatFs, String> {

@@ -18,7 +18,7 @@ use super::{decode, encode, parse_raw_write, TreeReq, TreeResp, RAW};
 use crate::fs::caller::{Caller, MAX_GROUPS};
 use crate::fs::dir::locks::Owner;
 use crate::fs::handle::Handle;
-use crate::fs::tree::FileKind;
+use crate::fs::tree::{Entry, FileKind};
 use crate::fs::{handle_kind, Namespace};
 
 /// This machine's tree, served to the others.
@@ -105,6 +105,23 @@ async fn serve(ns: Arc<Namespace>, mut conv: Conv) -> Result<(), String> {
     crate::fs::dir::watch::asked_by(asker, caller.scope(serve_req(ns, conv, req))).await
 }
 
+/// A change of names done, with the directories of `paths` as they are
+/// after it, each once, where this machine tells the asker of their
+/// changes (see [`TreeResp::After`]): the asker need not ask again.
+async fn after(ns: &Namespace, r: Result<TreeResp, String>, paths: &[&[String]]) -> Result<TreeResp, String> {
+    let resp = r?;
+    let mut dirs: Vec<Entry> = Vec::new();
+    for p in paths {
+        let Some((_, dir)) = p.split_last() else { continue };
+        let Ok(e) = ns.dir_now(dir).await else { continue };
+        let id = |e: &Entry| e.meta.and_then(|m| m.watched.then_some(m.id).flatten());
+        if id(&e).is_some() && !dirs.iter().any(|d| id(d) == id(&e)) {
+            dirs.push(e);
+        }
+    }
+    Ok(if dirs.is_empty() { resp } else { TreeResp::After(Box::new(resp), dirs) })
+}
+
 /// The paths a request names: its source first, for rename and link.
 fn request_paths(req: &TreeReq) -> Vec<&[String]> {
     match req {
@@ -140,13 +157,16 @@ async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq) -> Result<(
         TreeReq::Stat(p) => return conv.tx.send(reply(ns.stat(&p).await.map(TreeResp::Entry))).await,
         TreeReq::List(p) => return conv.tx.send(reply(ns.list(&p).await.map(TreeResp::Entries))).await,
         TreeReq::Mkdir { path, mode } => {
-            return conv.tx.send(reply(ns.mkdir(&path, mode).await.map(TreeResp::Entry))).await
+            let r = ns.mkdir(&path, mode).await.map(TreeResp::Entry);
+            return conv.tx.send(reply(after(&ns, r, &[&path]).await)).await;
         }
         TreeReq::Remove { path, dir } => {
-            return conv.tx.send(reply(ns.remove(&path, dir).await.map(|_| TreeResp::Done))).await
+            let r = ns.remove(&path, dir).await.map(|_| TreeResp::Done);
+            return conv.tx.send(reply(after(&ns, r, &[&path]).await)).await;
         }
         TreeReq::Rename { from, to, flags } => {
-            return conv.tx.send(reply(ns.rename(&from, &to, flags).await.map(|_| TreeResp::Done))).await
+            let r = ns.rename(&from, &to, flags).await.map(|_| TreeResp::Done);
+            return conv.tx.send(reply(after(&ns, r, &[&from, &to]).await)).await;
         }
         TreeReq::GetXattr { path, name } => {
             return conv.tx.send(reply(ns.getxattr(&path, &name).await.map(TreeResp::Data))).await
@@ -163,12 +183,17 @@ async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq) -> Result<(
             return conv.tx.send(reply(ns.set_attr(&path, None, attrs).await.map(TreeResp::Entry))).await
         }
         TreeReq::Symlink { path, target } => {
-            return conv.tx.send(reply(ns.symlink(&path, &target).await.map(TreeResp::Entry))).await
+            let r = ns.symlink(&path, &target).await.map(TreeResp::Entry);
+            return conv.tx.send(reply(after(&ns, r, &[&path]).await)).await;
         }
         TreeReq::Readlink(p) => return conv.tx.send(reply(ns.readlink(&p).await.map(TreeResp::Target))).await,
-        TreeReq::Link { from, to } => return conv.tx.send(reply(ns.link(&from, &to).await.map(TreeResp::Entry))).await,
+        TreeReq::Link { from, to } => {
+            let r = ns.link(&from, &to).await.map(TreeResp::Entry);
+            return conv.tx.send(reply(after(&ns, r, &[&to]).await)).await;
+        }
         TreeReq::Mknod { path, mode } => {
-            return conv.tx.send(reply(ns.mknod(&path, mode).await.map(TreeResp::Entry))).await
+            let r = ns.mknod(&path, mode).await.map(TreeResp::Entry);
+            return conv.tx.send(reply(after(&ns, r, &[&path]).await)).await;
         }
         TreeReq::StatFs(p) => return conv.tx.send(reply(ns.statfs(&p).await.map(TreeResp::StatFs))).await,
         TreeReq::Open { path, access } => match ns.open_with(&path, access).await {
@@ -180,7 +205,7 @@ async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq) -> Result<(
         },
         TreeReq::Create { path, mode, access, excl } => match ns.create(&path, mode, access, excl).await {
             Ok((e, h)) => {
-                conv.tx.send(reply(Ok(TreeResp::Created(e)))).await?;
+                conv.tx.send(reply(after(&ns, Ok(TreeResp::Created(e)), &[&path]).await)).await?;
                 h
             }
             Err(e) => return conv.tx.send(reply(Err(e))).await,
