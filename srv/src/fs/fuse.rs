@@ -26,12 +26,15 @@
 //! errno in one place, [`super::errors::errno`].
 //!
 //! Served names and attributes are kept by the kernel while their
-//! machine tells of changes ([`MeshFs::ttl`], `super::coherence`); the
-//! invalidations are written by [`notify`], never from fuse3.
+//! machine tells of changes (`super::coherence`); the invalidations are
+//! written by [`notify`], never from fuse3.
+//!
+//! Modules: [`inodes`] (the node table), [`keep`] (what the kernel may
+//! keep, and locks as points of agreement), [`notify`] (invalidations),
+//! [`stop`] (interrupts and the unmount).
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
-use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -43,7 +46,6 @@ use fuse3::{Errno, Result as FuseResult, Timestamp};
 use futures::stream::{self, Stream as FutStream};
 use tokio_util::sync::CancellationToken;
 
-use super::caller::Caller;
 use super::dir::locks::Lock;
 use super::dir::watch::What;
 use super::dir::{Access, Attrs, Id, StatFs};
@@ -51,6 +53,8 @@ use super::handle::{Handle, Waker};
 use super::tree::{Entry, FileKind};
 use super::{components, Namespace};
 use inodes::Inodes;
+pub use keep::Telling;
+use stop::Stopped;
 
 /// How long the kernel may keep what an entry of the tree's own says:
 /// those change only by this router.
@@ -122,46 +126,6 @@ fn utf8(name: &OsStr) -> FuseResult<&str> {
     name.to_str().ok_or_else(|| Errno::from(libc::EINVAL))
 }
 
-/// A name in a directory, as (the directory's node, the name).
-type Name = (u64, String);
-
-/// Why a request's work was stopped before it ended.
-enum Stopped {
-    Interrupted,
-    Unmounting,
-}
-
-/// Forgets a request's interrupt token when its work ends, however it ends.
-struct Pending<'a>(&'a Mutex<HashMap<u64, CancellationToken>>, u64);
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        lock(self.0).remove(&self.1);
-    }
-}
-
-/// The notice of a change this mount is about to make to a served name,
-/// not to be acted on when it comes (see [`notify::Expected`]); no longer
-/// waited for unless the change is [`Expecting::made`].
-struct Expecting<'a> {
-    expected: &'a notify::Expected,
-    names: Vec<(u64, String, What)>,
-}
-
-impl Expecting<'_> {
-    fn made(mut self) {
-        self.names.clear();
-    }
-}
-
-impl Drop for Expecting<'_> {
-    fn drop(&mut self) {
-        for (d, n, w) in &self.names {
-            self.expected.remove(*d, n, *w);
-        }
-    }
-}
-
 /// An open file.
 struct Open {
     h: Arc<Handle>,
@@ -170,32 +134,6 @@ struct Open {
     /// It took record locks: its owners' go when a descriptor is closed
     /// (flush).
     locked: bool,
-}
-
-/// What the mount keeps of served files, and what writes the
-/// invalidations once the tree is mounted (see [`notify`]).
-#[derive(Clone, Default)]
-pub struct Telling {
-    inodes: Arc<Mutex<Inodes>>,
-    notifier: Arc<std::sync::OnceLock<Arc<notify::Notifier>>>,
-    expected: Arc<notify::Expected>,
-}
-
-impl Telling {
-    /// Starts invalidating what `feed` tells, through `fd`, the mount's
-    /// `/dev/fuse` descriptor (see [`notify::fuse_fds`]); from then on
-    /// the kernel may keep served names and attributes.
-    pub fn start(
-        &self,
-        feed: Arc<super::dir::watch::Feed>,
-        fd: std::os::fd::OwnedFd,
-        co: Arc<super::coherence::Coherence>,
-    ) {
-        let n = Arc::new(notify::Notifier::new(fd));
-        if self.notifier.set(n.clone()).is_ok() {
-            notify::start(feed, n, self.inodes.clone(), self.expected.clone(), co);
-        }
-    }
 }
 
 /// The file system fuse3 serves.
@@ -252,23 +190,6 @@ impl MeshFs {
     pub fn mounted_at(mut self, path: &std::path::Path) -> MeshFs {
         self.mounted_at = Some(path.to_path_buf());
         self
-    }
-
-    /// What [`super::mount`] starts once mounted.
-    pub fn telling(&self) -> Telling {
-        Telling { inodes: self.inodes.clone(), notifier: self.notifier.clone(), expected: self.expected.clone() }
-    }
-
-    /// How long the kernel may keep what `e` says. A served file's is kept
-    /// only when its machine tells of changes and this mount can pass them
-    /// on; otherwise not at all, so that every machine sees a name made,
-    /// removed or grown elsewhere at its next use.
-    fn ttl(&self, e: &Entry) -> Duration {
-        match &e.meta {
-            None => TTL,
-            Some(m) if m.watched && self.notifier.get().is_some() => KEPT,
-            Some(_) => Duration::ZERO,
-        }
     }
 
     /// Called by requests that come after INIT.
@@ -394,126 +315,6 @@ impl MeshFs {
 
     fn handle(&self, fh: u64) -> FuseResult<Arc<Handle>> {
         lock(&self.handles).get(&fh).map(|o| o.h.clone()).ok_or_else(|| Errno::from(libc::EBADF))
-    }
-
-    /// Runs `work` for request `req`, as its caller, until it ends, or an
-    /// interrupt of that request or the unmount stops it (dropping it).
-    async fn interruptible<T>(
-        &self,
-        req: &Request,
-        work: impl Future<Output = FuseResult<T>>,
-    ) -> Result<FuseResult<T>, Stopped> {
-        let unique = req.unique;
-        let work = Caller::local(req.uid, req.gid, req.pid).scope(work);
-        let token = CancellationToken::new();
-        lock(&self.pending).insert(unique, token.clone());
-        let _pending = Pending(&self.pending, unique);
-        // Looked for after registering: `interrupt` holds `pending` while
-        // it adds to `early`, so an interrupt is found in one or the other.
-        {
-            let mut early = lock(&self.early);
-            if let Some(i) = early.iter().position(|&u| u == unique) {
-                early.remove(i);
-                token.cancel();
-            }
-        }
-        tokio::select! {
-            r = work => Ok(r),
-            _ = token.cancelled() => Err(Stopped::Interrupted),
-            _ = self.shutdown.cancelled() => Err(Stopped::Unmounting),
-        }
-    }
-
-    /// [`MeshFs::interruptible`] for a request with nothing to tell
-    /// anyone when stopped.
-    async fn stoppable<T>(&self, req: &Request, work: impl Future<Output = FuseResult<T>>) -> FuseResult<T> {
-        match self.interruptible(req, work).await {
-            Ok(r) => r,
-            Err(Stopped::Interrupted) => Err(Errno::from(libc::EINTR)),
-            Err(Stopped::Unmounting) => Err(Errno::from(libc::ESHUTDOWN)),
-        }
-    }
-
-    /// Expects the notices of changes to `names` (directory node, name,
-    /// what) that this mount makes now: those in served directories,
-    /// once invalidations are written.
-    fn expecting(&self, names: &[(u64, &OsStr, What)]) -> Expecting<'_> {
-        self.touching(&names.iter().map(|n| n.0).collect::<Vec<_>>());
-        let mut e = Expecting { expected: &self.expected, names: Vec::new() };
-        if self.notifier.get().is_some() {
-            for &(d, n, w) in names {
-                if let (true, Some(n)) = (inodes::served(d), n.to_str()) {
-                    self.expected.add(d, n, w);
-                    e.names.push((d, n.to_string(), w));
-                }
-            }
-        }
-        e
-    }
-
-    /// Directories `dirs` (nodes) are about to change here: what is kept of
-    /// them is no longer so, and the answer may bring it again (see
-    /// `super::coherence`).
-    fn touching(&self, dirs: &[u64]) {
-        let ids: Vec<u64> = {
-            let t = lock(&self.inodes);
-            dirs.iter().filter_map(|&d| t.id(d)).collect()
-        };
-        if !ids.is_empty() {
-            self.ns.coherence().forget(&ids);
-        }
-    }
-
-    /// Close-to-open: a served file's attributes kept by the kernel are
-    /// dropped when it is opened, so its size and times are asked again.
-    /// (Dropping attributes waits for nothing in the kernel, so this may
-    /// be done inside a handler.)
-    fn reopened(&self, ino: u64) {
-        if let Some(n) = self.notifier.get() {
-            let _ = n.inode(ino, false);
-        }
-    }
-
-    /// The files open here in the directory of node `ino` (its own
-    /// included), and the names the kernel keeps there.
-    fn beside(&self, ino: u64) -> (Vec<(u64, Arc<Handle>)>, Vec<Name>) {
-        let siblings = lock(&self.inodes).siblings(ino);
-        let handles = lock(&self.handles);
-        let open = handles
-            .values()
-            .filter(|o| o.ino == ino || siblings.iter().any(|s| s.2 == o.ino))
-            .map(|o| (o.ino, o.h.clone()))
-            .collect();
-        (open, siblings.into_iter().map(|(d, n, _)| (d, n)).collect())
-    }
-
-    /// A lock is where machines agree on what a directory holds, as with
-    /// NFS: before one is let go, what this machine wrote to the files
-    /// open beside it (through mappings too) is done on the serving
-    /// machine; once one is taken, what the kernel keeps of them and of
-    /// the names beside it is dropped, so the next look asks again.
-    async fn lock_point(&self, ino: u64, taken: bool) -> Result<(), String> {
-        let Some(n) = self.notifier.get().cloned() else { return Ok(()) };
-        let (open, names) = self.beside(ino);
-        let inos: Vec<u64> = open.iter().map(|o| o.0).collect();
-        // Writes back dirty pages (as writes sent ahead), then drops them.
-        let drop_pages = move || {
-            if taken {
-                for (d, name) in &names {
-                    let _ = n.entry(*d, name);
-                }
-            }
-            for i in inos {
-                let _ = n.inode(i, true);
-            }
-        };
-        tokio::task::spawn_blocking(drop_pages).await.map_err(|e| e.to_string())?;
-        if !taken {
-            for (_, h) in &open {
-                self.ns.settle_writes(h, false).await?;
-            }
-        }
-        Ok(())
     }
 
     /// Wakes the kernel's poll handle from outside any request handler
@@ -1064,6 +865,8 @@ impl Filesystem for MeshFs {
 }
 
 mod inodes;
+mod keep;
 pub mod notify;
+mod stop;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,166 @@
+//! What the mount keeps of served files, and when it lets go (see
+//! `super::super::coherence`): how long the kernel may keep an answer,
+//! the notices of the mount's own changes it need not act on, the
+//! directories a change here touches, close-to-open at open, and locks as
+//! the points where machines agree.
+
+use std::ffi::OsStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::inodes::Inodes;
+use super::{inodes, lock, notify, MeshFs, KEPT, TTL};
+use crate::fs::dir::watch::What;
+use crate::fs::handle::Handle;
+use crate::fs::tree::Entry;
+
+/// A name in a directory, as (the directory's node, the name).
+type Name = (u64, String);
+
+/// The notice of a change this mount is about to make to a served name,
+/// not to be acted on when it comes (see [`notify::Expected`]); no longer
+/// waited for unless the change is [`Expecting::made`].
+pub(super) struct Expecting<'a> {
+    expected: &'a notify::Expected,
+    names: Vec<(u64, String, What)>,
+}
+
+impl Expecting<'_> {
+    pub(super) fn made(mut self) {
+        self.names.clear();
+    }
+}
+
+impl Drop for Expecting<'_> {
+    fn drop(&mut self) {
+        for (d, n, w) in &self.names {
+            self.expected.remove(*d, n, *w);
+        }
+    }
+}
+
+/// What the mount keeps of served files, and what writes the
+/// invalidations once the tree is mounted (see [`notify`]).
+#[derive(Clone, Default)]
+pub struct Telling {
+    inodes: Arc<Mutex<Inodes>>,
+    notifier: Arc<std::sync::OnceLock<Arc<notify::Notifier>>>,
+    expected: Arc<notify::Expected>,
+}
+
+impl Telling {
+    /// Starts invalidating what `feed` tells, through `fd`, the mount's
+    /// `/dev/fuse` descriptor (see [`notify::fuse_fds`]); from then on
+    /// the kernel may keep served names and attributes.
+    pub fn start(
+        &self,
+        feed: Arc<crate::fs::dir::watch::Feed>,
+        fd: std::os::fd::OwnedFd,
+        co: Arc<crate::fs::coherence::Coherence>,
+    ) {
+        let n = Arc::new(notify::Notifier::new(fd));
+        if self.notifier.set(n.clone()).is_ok() {
+            notify::start(feed, n, self.inodes.clone(), self.expected.clone(), co);
+        }
+    }
+}
+
+impl MeshFs {
+    /// What [`super::mount`] starts once mounted.
+    pub fn telling(&self) -> Telling {
+        Telling { inodes: self.inodes.clone(), notifier: self.notifier.clone(), expected: self.expected.clone() }
+    }
+    /// How long the kernel may keep what `e` says. A served file's is kept
+    /// only when its machine tells of changes and this mount can pass them
+    /// on; otherwise not at all, so that every machine sees a name made,
+    /// removed or grown elsewhere at its next use.
+    pub(super) fn ttl(&self, e: &Entry) -> Duration {
+        match &e.meta {
+            None => TTL,
+            Some(m) if m.watched && self.notifier.get().is_some() => KEPT,
+            Some(_) => Duration::ZERO,
+        }
+    }
+
+    /// Expects the notices of changes to `names` (directory node, name,
+    /// what) that this mount makes now: those in served directories,
+    /// once invalidations are written.
+    pub(super) fn expecting(&self, names: &[(u64, &OsStr, What)]) -> Expecting<'_> {
+        self.touching(&names.iter().map(|n| n.0).collect::<Vec<_>>());
+        let mut e = Expecting { expected: &self.expected, names: Vec::new() };
+        if self.notifier.get().is_some() {
+            for &(d, n, w) in names {
+                if let (true, Some(n)) = (inodes::served(d), n.to_str()) {
+                    self.expected.add(d, n, w);
+                    e.names.push((d, n.to_string(), w));
+                }
+            }
+        }
+        e
+    }
+
+    /// Directories `dirs` (nodes) are about to change here: what is kept of
+    /// them is no longer so, and the answer may bring it again (see
+    /// `super::coherence`).
+    pub(super) fn touching(&self, dirs: &[u64]) {
+        let ids: Vec<u64> = {
+            let t = lock(&self.inodes);
+            dirs.iter().filter_map(|&d| t.id(d)).collect()
+        };
+        if !ids.is_empty() {
+            self.ns.coherence().forget(&ids);
+        }
+    }
+
+    /// Close-to-open: a served file's attributes kept by the kernel are
+    /// dropped when it is opened, so its size and times are asked again.
+    /// (Dropping attributes waits for nothing in the kernel, so this may
+    /// be done inside a handler.)
+    pub(super) fn reopened(&self, ino: u64) {
+        if let Some(n) = self.notifier.get() {
+            let _ = n.inode(ino, false);
+        }
+    }
+
+    /// The files open here in the directory of node `ino` (its own
+    /// included), and the names the kernel keeps there.
+    pub(super) fn beside(&self, ino: u64) -> (Vec<(u64, Arc<Handle>)>, Vec<Name>) {
+        let siblings = lock(&self.inodes).siblings(ino);
+        let handles = lock(&self.handles);
+        let open = handles
+            .values()
+            .filter(|o| o.ino == ino || siblings.iter().any(|s| s.2 == o.ino))
+            .map(|o| (o.ino, o.h.clone()))
+            .collect();
+        (open, siblings.into_iter().map(|(d, n, _)| (d, n)).collect())
+    }
+
+    /// A lock is where machines agree on what a directory holds, as with
+    /// NFS: before one is let go, what this machine wrote to the files
+    /// open beside it (through mappings too) is done on the serving
+    /// machine; once one is taken, what the kernel keeps of them and of
+    /// the names beside it is dropped, so the next look asks again.
+    pub(super) async fn lock_point(&self, ino: u64, taken: bool) -> Result<(), String> {
+        let Some(n) = self.notifier.get().cloned() else { return Ok(()) };
+        let (open, names) = self.beside(ino);
+        let inos: Vec<u64> = open.iter().map(|o| o.0).collect();
+        // Writes back dirty pages (as writes sent ahead), then drops them.
+        let drop_pages = move || {
+            if taken {
+                for (d, name) in &names {
+                    let _ = n.entry(*d, name);
+                }
+            }
+            for i in inos {
+                let _ = n.inode(i, true);
+            }
+        };
+        tokio::task::spawn_blocking(drop_pages).await.map_err(|e| e.to_string())?;
+        if !taken {
+            for (_, h) in &open {
+                self.ns.settle_writes(h, false).await?;
+            }
+        }
+        Ok(())
+    }
+}
