@@ -30,6 +30,10 @@ impl Ab {
     fn remote(&self) -> String {
         format!("{}/a/n/b/svc/files/root", self.d())
     }
+    /// The same directory through b's own mount.
+    fn local(&self) -> String {
+        format!("{}/b/svc/files/root", self.d())
+    }
 }
 
 /// a -tcp- b; b serves `DIR/files` (holding hello.txt and sub/) as `files`;
@@ -277,7 +281,7 @@ fn links_fifos_attributes_and_df_on_a_directory_of_another_machine() {
 fn record_locks_mappings_and_sqlite_across_machines() {
     let ab = start();
     let (f, d, disk) = (ab.remote(), ab.d(), ab.files());
-    let local = format!("{d}/b/svc/files/root");
+    let local = ab.local();
     std::fs::write(format!("{disk}/db"), "").unwrap();
     // A process on a holds a write lock through a's tree until told to go.
     let holder = format!(
@@ -445,7 +449,7 @@ print("ok")
 fn names_are_kept_and_changes_on_the_serving_machine_are_seen_at_once() {
     let ab = start();
     let (f, disk, d) = (ab.remote(), ab.files(), ab.d());
-    let local = format!("{d}/b/svc/files/root");
+    let local = ab.local();
     // Kept: 2,000 stats of one file, after the first, ask nobody.
     let per_stat = |p: &str| {
         let py = format!(

@@ -205,13 +205,9 @@ impl Bound<'_> {
 
     pub async fn rename(&self, from: &[String], to: &[String], flags: u32) -> Result<(), String> {
         let f = self.target(from).await?;
-        let mut cands = self.candidates(to);
-        let t = match (cands.pop(), cands.is_empty()) {
-            (Some(only), true) => only,
-            _ => match self.find(to).await {
-                Ok((t, _)) => t,
-                Err(_) => self.create_path(to)?,
-            },
+        let t = match self.target(to).await {
+            Ok(t) => t,
+            Err(_) => self.create_path(to)?,
         };
         self.0.rename(&f, &t, flags).await
     }

@@ -155,7 +155,7 @@ impl Coherence {
             kept.clear();
         }
         for e in dirs {
-            if let Some(id) = e.meta.and_then(|m| m.watched.then_some(m.id).flatten()) {
+            if let Some(id) = e.watched_id() {
                 kept.insert(id, (e, Instant::now()));
             }
         }

@@ -52,48 +52,48 @@ impl Namespace {
     }
 
     /// Makes `rel` in `root` with `make`, its directory watched first for
-    /// whoever asks (see `dir::watch`), so that the entry may be kept.
-    async fn made_here(
+    /// whoever asks (see `dir::watch`), so that the entry made (`entry` of
+    /// what `make` gives) may be kept.
+    async fn made_here<T: Send + 'static>(
         &self,
         root: Arc<Root>,
         rel: Vec<String>,
-        make: impl FnOnce(&Root, &[String]) -> Result<Entry, String> + Send + 'static,
-    ) -> Result<Entry, String> {
+        make: impl FnOnce(&Root, &[String]) -> Result<T, String> + Send + 'static,
+        entry: fn(&mut T) -> &mut Entry,
+    ) -> Result<T, String> {
         let (co, who) = (self.coherence().clone(), dir::watch::asker());
         blocking(move || {
             let watched = root.watch_parent(&rel, &co.watcher, &who);
-            let mut e = make(&root, &rel)?;
-            dir::watch_all(&mut e, watched);
-            Ok(e)
+            let mut made = make(&root, &rel)?;
+            dir::watch_all(entry(&mut made), watched);
+            Ok(made)
         })
         .await
     }
 
-    /// An entry made on machine `m` by `make`, kept if `m` tells of
-    /// changes, and its directory after (see `coherence`).
+    /// A change of names on machine `m` by `change`, which answers with
+    /// the directories it changed as they are after it, kept (see
+    /// `coherence`); and whether `m` tells of changes to what it made.
+    async fn changed_there<T>(
+        &self,
+        m: &MachineId,
+        change: impl std::future::Future<Output = Result<(T, Vec<Entry>), String>>,
+    ) -> Result<(T, bool), String> {
+        let (epoch, gen) = (self.told_before(m), self.coherence().gen());
+        let (done, dirs) = change.await?;
+        self.coherence().fill(m, epoch, dirs, gen);
+        Ok((done, self.coherence().still(m, epoch)))
+    }
+
+    /// An entry made on machine `m` by `make` (see [`Self::changed_there`]).
     async fn made_there(
         &self,
         m: &MachineId,
         make: impl std::future::Future<Output = Result<(Entry, Vec<Entry>), String>>,
     ) -> Result<Entry, String> {
-        let (epoch, gen) = (self.told_before(m), self.coherence().gen());
-        let (mut e, dirs) = make.await?;
-        dir::watch_all(&mut e, self.coherence().still(m, epoch));
-        self.coherence().fill(m, epoch, dirs, gen);
+        let (mut e, told) = self.changed_there(m, make).await?;
+        dir::watch_all(&mut e, told);
         Ok(e)
-    }
-
-    /// A change of names on machine `m` by `change`, with its directories
-    /// after kept (see `coherence`).
-    async fn changed_there(
-        &self,
-        m: &MachineId,
-        change: impl std::future::Future<Output = Result<Vec<Entry>, String>>,
-    ) -> Result<(), String> {
-        let (epoch, gen) = (self.told_before(m), self.coherence().gen());
-        let dirs = change.await?;
-        self.coherence().fill(m, epoch, dirs, gen);
-        Ok(())
     }
 
     /// Creates a regular file (or opens it, unless `excl`), open as `access`.
@@ -106,21 +106,14 @@ impl Namespace {
     ) -> Result<(Entry, Handle), String> {
         match self.place(path)? {
             Place::Here(root, rel) => {
-                let (co, who) = (self.coherence().clone(), dir::watch::asker());
-                let (f, e) = blocking(move || {
-                    let watched = root.watch_parent(&rel, &co.watcher, &who);
-                    let (f, mut e) = root.create(&rel, mode, access, excl)?;
-                    dir::watch_all(&mut e, watched);
-                    Ok((f, e))
-                })
-                .await?;
+                let make = move |r: &Root, rel: &[String]| r.create(rel, mode, access, excl);
+                let (f, e) = self.made_here(root, rel, make, |m| &mut m.1).await?;
                 Ok((e, Handle::Stored(Arc::new(f))))
             }
             Place::There(m, rest) => {
-                let (epoch, gen) = (self.told_before(&m), self.coherence().gen());
-                let (mut e, h, dirs) = remote::create(self.router(), &m, &rest, mode, access, excl).await?;
-                dir::watch_all(&mut e, self.coherence().still(&m, epoch));
-                self.coherence().fill(&m, epoch, dirs, gen);
+                let create = remote::create(self.router(), &m, &rest, mode, access, excl);
+                let ((mut e, h), told) = self.changed_there(&m, create).await?;
+                dir::watch_all(&mut e, told);
                 Ok((e, h))
             }
         }
@@ -128,7 +121,7 @@ impl Namespace {
 
     pub async fn mkdir(&self, path: &[String], mode: u32) -> Result<Entry, String> {
         match self.place(path)? {
-            Place::Here(root, rel) => self.made_here(root, rel, move |r, rel| r.mkdir(rel, mode)).await,
+            Place::Here(root, rel) => self.made_here(root, rel, move |r, rel| r.mkdir(rel, mode), |e| e).await,
             Place::There(m, rest) => self.made_there(&m, remote::mkdir(self.router(), &m, &rest, mode)).await,
         }
     }
@@ -137,7 +130,7 @@ impl Namespace {
     pub async fn symlink(&self, path: &[String], target: &str) -> Result<Entry, String> {
         let target = target.to_string();
         match self.place(path)? {
-            Place::Here(root, rel) => self.made_here(root, rel, move |r, rel| r.symlink(rel, &target)).await,
+            Place::Here(root, rel) => self.made_here(root, rel, move |r, rel| r.symlink(rel, &target), |e| e).await,
             Place::There(m, rest) => self.made_there(&m, remote::symlink(self.router(), &m, &rest, &target)).await,
         }
     }
@@ -155,7 +148,7 @@ impl Namespace {
     pub async fn link(&self, from: &[String], to: &[String]) -> Result<Entry, String> {
         match (self.place(from)?, self.place(to)?) {
             (Place::Here(a, f), Place::Here(b, t)) if Arc::ptr_eq(&a, &b) => {
-                self.made_here(a, t, move |r, t| r.link(&f, t)).await
+                self.made_here(a, t, move |r, t| r.link(&f, t), |e| e).await
             }
             (Place::There(m, f), Place::There(n, t)) if m == n => {
                 self.made_there(&m, remote::link(self.router(), &m, &f, &t)).await
@@ -167,7 +160,7 @@ impl Namespace {
     /// Makes a fifo, a socket or an empty regular file.
     pub async fn mknod(&self, path: &[String], mode: u32) -> Result<Entry, String> {
         match self.place(path)? {
-            Place::Here(root, rel) => self.made_here(root, rel, move |r, rel| r.mknod(rel, mode)).await,
+            Place::Here(root, rel) => self.made_here(root, rel, move |r, rel| r.mknod(rel, mode), |e| e).await,
             Place::There(m, rest) => self.made_there(&m, remote::mknod(self.router(), &m, &rest, mode)).await,
         }
     }
@@ -289,7 +282,9 @@ impl Namespace {
     pub async fn remove(&self, path: &[String], dir: bool) -> Result<(), String> {
         match self.place(path)? {
             Place::Here(root, rel) => blocking(move || root.remove(&rel, dir)).await,
-            Place::There(m, rest) => self.changed_there(&m, remote::remove(self.router(), &m, &rest, dir)).await,
+            Place::There(m, rest) => {
+                self.changed_there(&m, remote::remove(self.router(), &m, &rest, dir)).await.map(drop)
+            }
         }
     }
 
@@ -301,7 +296,7 @@ impl Namespace {
                 blocking(move || a.rename(&f, &t, flags)).await
             }
             (Place::There(m, f), Place::There(n, t)) if m == n => {
-                self.changed_there(&m, remote::rename(self.router(), &m, &f, &t, flags)).await
+                self.changed_there(&m, remote::rename(self.router(), &m, &f, &t, flags)).await.map(drop)
             }
             _ => Err(EXDEV.into()),
         }

@@ -44,6 +44,12 @@ impl Entry {
     pub fn new(name: impl Into<String>, kind: FileKind, mode: u16) -> Entry {
         Entry { name: name.into(), kind, mode, meta: None }
     }
+
+    /// Which file it is, if its machine tells of its changes (see
+    /// [`Meta::watched`]).
+    pub fn watched_id(&self) -> Option<u64> {
+        self.meta.and_then(|m| m.id.filter(|_| m.watched))
+    }
 }
 
 /// What a file of a served directory says about itself.

@@ -17,13 +17,14 @@
 //! record locks are held on the serving machine for whichever machine
 //! takes them ([`locks`], kept by the [`super::Namespace`]). Directories
 //! looked into are watched ([`watch`]), so that machines keeping what
-//! they saw are told when it changes.
+//! they saw are told when it changes ([`look`]).
 //!
 //! Every call here blocks (it is file I/O): the [`super::Namespace`] runs
 //! them where tokio allows blocking (`super::blocking`).
 
 pub mod beneath;
 pub mod locks;
+mod look;
 mod service;
 #[cfg(test)]
 mod tests;
@@ -37,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, RenameFlags};
-use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
+use nix::sys::stat::{fstat, FileStat, Mode, SFlag};
 use nix::sys::time::TimeSpec;
 use nix::unistd::UnlinkatFlags;
 use ns::deploy::Squash;
@@ -48,7 +49,6 @@ use super::errors::{self, EISDIR, ENOTPERM};
 use super::tree::{Entry, FileKind, Meta};
 use beneath::Resolver;
 pub use service::DirService;
-use watch::{Asker, Watcher};
 
 /// The most one read returns, and the largest write taken: what one
 /// request between machines carries.
@@ -258,93 +258,6 @@ impl Root {
         beneath::check(rel)?;
         let (last, dirs) = rel.split_last().ok_or_else(|| error::detail(EBADPATH, "the root itself"))?;
         Ok((self.at(dirs, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())?, last))
-    }
-
-    /// What `rel` is; a symbolic link is itself (lstat).
-    pub fn stat(&self, rel: &[String]) -> Result<Entry, String> {
-        self.stat_told(rel, None)
-    }
-
-    /// [`Root::stat`], watching the directory that holds `rel` for `told`
-    /// first (the root itself for the root), so that a change after the
-    /// look is told.
-    pub fn stat_told(&self, rel: &[String], told: Option<(&Watcher, &Asker)>) -> Result<Entry, String> {
-        let what = beneath::join(rel);
-        let Some((w, who)) = told else {
-            let fd = self.at(rel, OFlag::O_PATH | OFlag::O_NOFOLLOW, Mode::empty())?;
-            return fd_entry(rel.last().map_or("", |s| s), fd, &what);
-        };
-        let mut e = match rel.split_last() {
-            None => {
-                let watched = w.watch(self.fd.as_fd(), who);
-                let mut e = fd_entry("", &self.fd, &what)?;
-                watch_all(&mut e, watched);
-                return Ok(e);
-            }
-            Some((name, dirs)) => {
-                beneath::check(rel)?;
-                let dir = self.at(dirs, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())?;
-                let watched = w.watch(dir.as_fd(), who);
-                let st =
-                    fstatat(&dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| errors::os(e, &what))?;
-                let mut e = entry(name, &st).ok_or_else(errors::not_served)?;
-                watch_all(&mut e, watched);
-                e
-            }
-        };
-        e.name = rel.last().cloned().unwrap_or_default();
-        Ok(e)
-    }
-
-    /// Directory `rel` as it is now, watched itself for `who`: any change
-    /// in it (a name made, removed or renamed, its own attributes) is
-    /// then told.
-    pub fn dir_now(&self, rel: &[String], w: &Watcher, who: &Asker) -> Result<Entry, String> {
-        let fd = self.at(rel, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())?;
-        let watched = w.watch(fd.as_fd(), who);
-        let mut e = fd_entry(rel.last().map_or("", |s| s), &fd, &beneath::join(rel))?;
-        watch_all(&mut e, watched);
-        Ok(e)
-    }
-
-    /// Watches the directory that holds `rel` for `who` (see
-    /// [`Root::stat_told`]).
-    pub fn watch_parent(&self, rel: &[String], w: &Watcher, who: &Asker) -> bool {
-        let Some((_, dirs)) = rel.split_last() else { return w.watch(self.fd.as_fd(), who) };
-        beneath::check(rel).is_ok()
-            && self.at(dirs, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).is_ok_and(|d| w.watch(d.as_fd(), who))
-    }
-
-    /// The files in a directory that are served, by name.
-    pub fn list(&self, rel: &[String]) -> Result<Vec<Entry>, String> {
-        self.list_told(rel, None)
-    }
-
-    /// [`Root::list`], watching the directory for `told` first.
-    pub fn list_told(&self, rel: &[String], told: Option<(&Watcher, &Asker)>) -> Result<Vec<Entry>, String> {
-        let what = beneath::join(rel);
-        let fd = self.at(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())?;
-        let watched = told.is_some_and(|(w, who)| w.watch(fd.as_fd(), who));
-        let stat_fd = fd.try_clone().map_err(|e| errors::io(&e, &what))?;
-        let mut dir = nix::dir::Dir::from_fd(fd).map_err(|e| errors::os(e, &what))?;
-        let mut out = Vec::new();
-        for d in dir.iter() {
-            let d = d.map_err(|e| errors::os(e, &what))?;
-            let Ok(name) = d.file_name().to_str() else {
-                tracing::debug!(dir = %what, name = ?d.file_name(), "not UTF-8: not served");
-                continue;
-            };
-            if name == "." || name == ".." {
-                continue;
-            }
-            let Ok(st) = fstatat(&stat_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) else { continue };
-            out.extend(entry(name, &st).map(|mut e| {
-                watch_all(&mut e, watched);
-                e
-            }));
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
     }
 
     /// Opens a regular file.

@@ -163,8 +163,8 @@ pub fn asker() -> Asker {
 struct Dir {
     /// Its identity.
     id: u64,
-    /// Who has looked into it.
-    askers: Vec<Asker>,
+    /// Who has looked into it (shared with the changes on their way).
+    askers: Arc<Vec<Asker>>,
 }
 
 struct State {
@@ -242,7 +242,7 @@ impl Watcher {
         let Ok(wd) = ino.add_watch(path.as_str(), MASK) else { return false };
         if let Some(d) = st.dirs.get_mut(&wd) {
             if !d.askers.contains(who) {
-                d.askers.push(who.clone());
+                Arc::make_mut(&mut d.askers).push(who.clone());
             }
             return true;
         }
@@ -253,7 +253,7 @@ impl Watcher {
         match nix::sys::stat::fstat(dir) {
             Ok(s) => {
                 let id = crate::fs::tree::file_id(s.st_dev, s.st_ino);
-                st.dirs.insert(wd, Dir { id, askers: vec![who.clone()] });
+                st.dirs.insert(wd, Dir { id, askers: Arc::new(vec![who.clone()]) });
                 true
             }
             Err(_) => {
@@ -271,7 +271,7 @@ impl Watcher {
     fn tell(&self, events: Vec<nix::sys::inotify::InotifyEvent>) {
         let mut st = lock(&self.state);
         // Each change with the askers of its directory (`None`: everyone).
-        let mut changes: Vec<(Change, Option<Vec<Asker>>)> = Vec::new();
+        let mut changes: Vec<(Change, Option<Arc<Vec<Asker>>>)> = Vec::new();
         for ev in events {
             if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                 changes.push((Change::All, None));
@@ -297,7 +297,7 @@ impl Watcher {
         st.feeds.retain(|f| f.1.strong_count() > 0);
         for (who, f) in &st.feeds {
             let Some(f) = f.upgrade() else { continue };
-            let mine = |a: &Option<Vec<Asker>>| a.as_ref().is_none_or(|a| a.contains(who));
+            let mine = |a: &Option<Arc<Vec<Asker>>>| a.as_ref().is_none_or(|a| a.contains(who));
             f.push(changes.iter().filter(|c| mine(&c.1)).map(|c| c.0.clone()));
         }
     }

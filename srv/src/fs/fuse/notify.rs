@@ -13,6 +13,13 @@
 //! Notices of changes the mount made itself are not acted on
 //! ([`Expected`]).
 //!
+//! DESIGN's rule, no invalidation from inside a request handler, is
+//! about fuse3's write lock and the kernel locks a waiting request holds.
+//! The two made while a request waits for them keep clear of both: on
+//! their own descriptor, an open drops only attributes (no kernel lock),
+//! and a record lock, whose request holds none, has pages dropped from a
+//! blocking thread, their write-back answered by other handlers.
+//!
 //! Lock order: the inode table's lock and [`Expected`]'s are leaves, and
 //! neither is held while writing to the kernel.
 

@@ -297,9 +297,9 @@ async fn done(r: &Router, m: &MachineId, req: &TreeReq) -> Result<(), String> {
 }
 
 /// A change of names done, and the directories after it.
-async fn changed(r: &Router, m: &MachineId, req: &TreeReq) -> Result<Vec<Entry>, String> {
+async fn changed(r: &Router, m: &MachineId, req: &TreeReq) -> Result<((), Vec<Entry>), String> {
     match after(once(r, m, req).await?) {
-        (TreeResp::Done, dirs) => Ok(dirs),
+        (TreeResp::Done, dirs) => Ok(((), dirs)),
         (other, _) => Err(unexpected(other)),
     }
 }
@@ -340,10 +340,10 @@ pub async fn create(
     mode: u32,
     access: Access,
     excl: bool,
-) -> Result<(Entry, Handle, Vec<Entry>), String> {
+) -> Result<((Entry, Handle), Vec<Entry>), String> {
     let mut conv = r.open(server(m), Vec::new());
     match after(begin(&mut conv, &TreeReq::Create { path: path.to_vec(), mode, access, excl }).await?) {
-        (TreeResp::Created(e), dirs) => Ok((e, opened(conv, FileKind::Stored), dirs)),
+        (TreeResp::Created(e), dirs) => Ok(((e, opened(conv, FileKind::Stored)), dirs)),
         (other, _) => Err(unexpected(other)),
     }
 }
@@ -352,7 +352,7 @@ pub async fn mkdir(r: &Router, m: &MachineId, path: &[String], mode: u32) -> Res
     made(r, m, &TreeReq::Mkdir { path: path.to_vec(), mode }).await
 }
 
-pub async fn remove(r: &Router, m: &MachineId, path: &[String], dir: bool) -> Result<Vec<Entry>, String> {
+pub async fn remove(r: &Router, m: &MachineId, path: &[String], dir: bool) -> Result<((), Vec<Entry>), String> {
     changed(r, m, &TreeReq::Remove { path: path.to_vec(), dir }).await
 }
 
@@ -362,7 +362,7 @@ pub async fn rename(
     from: &[String],
     to: &[String],
     flags: u32,
-) -> Result<Vec<Entry>, String> {
+) -> Result<((), Vec<Entry>), String> {
     changed(r, m, &TreeReq::Rename { from: from.to_vec(), to: to.to_vec(), flags }).await
 }
 

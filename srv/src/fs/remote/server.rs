@@ -114,8 +114,7 @@ async fn after(ns: &Namespace, r: Result<TreeResp, String>, paths: &[&[String]])
     for p in paths {
         let Some((_, dir)) = p.split_last() else { continue };
         let Ok(e) = ns.dir_now(dir).await else { continue };
-        let id = |e: &Entry| e.meta.and_then(|m| m.watched.then_some(m.id).flatten());
-        if id(&e).is_some() && !dirs.iter().any(|d| id(d) == id(&e)) {
+        if e.watched_id().is_some() && !dirs.iter().any(|d| d.watched_id() == e.watched_id()) {
             dirs.push(e);
         }
     }
