@@ -33,6 +33,14 @@
 //! may cross the link one way only, and an end that never crossed it may
 //! be the one waiting for what was lost on it.
 //!
+//! A link is closed (silent too long, a failed write) a while before its
+//! task takes the set and moves the routes off it; a loaded router may
+//! take tens of milliseconds. What is sent to it then finds it closed and
+//! is lost: both its ends hear of it from the sender's router (see
+//! `Router::lost_at`), an error on its way going round as it was. Once
+//! taken, the set notes nothing more and the link takes nothing more, so
+//! no envelope slips in between.
+//!
 //! The set is bounded: past [`MAX_CROSSED`] ends, new ones are counted as
 //! untracked (shown in the terminal's status) rather than growing memory.
 
@@ -66,6 +74,8 @@ pub struct Crossed {
 #[derive(Default)]
 struct Ends {
     open: HashMap<Addr, Addr>,
+    /// Taken: the link is gone, and nothing more may cross it.
+    closed: bool,
     /// Ended conversations, oldest first: when, and the two ends.
     ended: VecDeque<(Instant, Addr, Addr)>,
 }
@@ -90,19 +100,24 @@ fn names(to: &Addr, end: &Addr) -> bool {
 }
 
 impl Crossed {
-    /// Notes an envelope crossing the link, either way.
-    pub fn note(&self, env: &Envelope) {
+    /// Notes an envelope crossing the link, `out` or in. False once the
+    /// link is gone ([`Crossed::take`]): an envelope noted then would be
+    /// remembered by no one, so it must not be sent (see `Term::send`).
+    pub fn note(&self, env: &Envelope, out: bool) -> bool {
         match env.kind {
             Kind::Data | Kind::Eof | Kind::Cancel => {
-                if env.src.conv.is_none() {
-                    return;
-                }
                 let mut guard = lock(&self.ends);
+                if guard.closed {
+                    return false;
+                }
+                if env.src.conv.is_none() {
+                    return true;
+                }
                 let ends = &mut guard.open;
                 // The common case, a known end talking to the same peer,
                 // costs one lookup and no allocation.
                 if ends.get(&env.src).is_some_and(|p| names(&env.dst, p)) {
-                    return;
+                    return true;
                 }
                 // The first answer of a service: the end that opened it by
                 // name learns which end it talks to.
@@ -113,12 +128,35 @@ impl Crossed {
                 }
                 if ends.len() >= MAX_CROSSED && !ends.contains_key(&env.src) {
                     self.untracked.fetch_add(1, Relaxed);
-                    return;
+                    return true;
                 }
                 ends.insert(env.src.clone(), env.dst.clone());
+                true
             }
-            Kind::Hangup | Kind::Error(_) => self.ended(&env.src, &env.dst),
-            _ => {}
+            // Last words out are remembered until they are queued (then
+            // `ended` moves them): lost with the link before that, their
+            // end still hears of it, though it never crossed before.
+            Kind::Hangup | Kind::Error(_) if out => {
+                let mut guard = lock(&self.ends);
+                if guard.closed {
+                    return false;
+                }
+                let (end, partner) = match env.src.conv {
+                    Some(_) => (&env.src, &env.dst),
+                    None => (&env.dst, &env.src),
+                };
+                if end.conv.is_some() && (guard.open.len() < MAX_CROSSED || guard.open.contains_key(end)) {
+                    guard.open.entry(end.clone()).or_insert_with(|| partner.clone());
+                }
+                true
+            }
+            Kind::Hangup | Kind::Error(_) => {
+                self.ended(&env.src, &env.dst);
+                true
+            }
+            // Credit lost unnoticed would stall its writer for ever.
+            Kind::Credit(_) => !lock(&self.ends).closed,
+            _ => true,
         }
     }
 
@@ -128,7 +166,7 @@ impl Crossed {
     /// goes after it (see [`Crossed::confirmed`]).
     pub fn ended(&self, src: &Addr, dst: &Addr) {
         let mut guard = lock(&self.ends);
-        let Ends { open, ended } = &mut *guard;
+        let Ends { open, ended, .. } = &mut *guard;
         let now = Instant::now();
         for a in [src, dst] {
             if let Some(partner) = open.remove(a) {
@@ -176,10 +214,11 @@ impl Crossed {
     /// link too.
     ///
     /// Conversations that ended lately count too: their last envelopes
-    /// may have been lost with the link.
+    /// may have been lost with the link. Nothing is noted after.
     pub fn take(&self) -> Vec<Addr> {
         let mut guard = lock(&self.ends);
-        let Ends { open, ended } = &mut *guard;
+        let Ends { open, ended, closed } = &mut *guard;
+        *closed = true;
         let (now, linger) = (Instant::now(), self.linger());
         let lately = ended.drain(..).filter(|e| now.duration_since(e.0) <= linger).map(|(_, a, p)| (a, p));
         let all: Vec<(Addr, Addr)> = open.drain().chain(lately).collect();
@@ -222,14 +261,14 @@ mod tests {
     #[test]
     fn remembers_both_ends_and_forgets_on_hangup() {
         let c = Crossed::default();
-        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/upper"));
-        c.note(&env(Kind::Data, "/n/c/svc/upper/7", "/n/a/svc/x/1"));
-        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/upper/7"));
+        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/upper"), false);
+        c.note(&env(Kind::Data, "/n/c/svc/upper/7", "/n/a/svc/x/1"), false);
+        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/upper/7"), false);
         assert_eq!(c.len(), 2);
         // Routing chatter and credit do not count.
-        c.note(&env(Kind::Credit(1), "/n/a/svc/y/2", "/n/c/svc/upper/8"));
+        c.note(&env(Kind::Credit(1), "/n/a/svc/y/2", "/n/c/svc/upper/8"), false);
         assert_eq!(c.len(), 2);
-        c.note(&env(Kind::Hangup, "/n/a/svc/x/1", "/n/c/svc/upper/7"));
+        c.note(&env(Kind::Hangup, "/n/a/svc/x/1", "/n/c/svc/upper/7"), false);
         assert!(c.is_empty());
     }
 
@@ -240,8 +279,8 @@ mod tests {
         // to the service's name, not to the end that answered.
         for first in ["asker", "server"] {
             let c = Crossed::default();
-            c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/router"));
-            c.note(&env(Kind::Data, "/n/c/svc/router/7", "/n/a/svc/x/1"));
+            c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/router"), false);
+            c.note(&env(Kind::Data, "/n/c/svc/router/7", "/n/a/svc/x/1"), false);
             let asker = [
                 env(Kind::Eof, "/n/a/svc/x/1", "/n/c/svc/router"),
                 env(Kind::Hangup, "/n/a/svc/x/1", "/n/c/svc/router"),
@@ -251,22 +290,22 @@ mod tests {
                 env(Kind::Hangup, "/n/c/svc/router/7", "/n/a/svc/x/1"),
             ];
             let (one, two) = if first == "asker" { (asker, server) } else { (server, asker) };
-            c.note(&one[0]);
-            c.note(&one[1]);
+            c.note(&one[0], false);
+            c.note(&one[1], false);
             assert!(c.is_empty(), "{first} hung up first");
             // What the other end says last, before its hangup, is
             // remembered only until that hangup.
-            c.note(&two[0]);
-            c.note(&two[1]);
+            c.note(&two[0], false);
+            c.note(&two[1], false);
             assert!(c.is_empty(), "both hung up, {first} first");
         }
         // By service name alone, and more data after the answer.
         let c = Crossed::default();
-        c.note(&env(Kind::Data, "/n/a/svc/x/2", "/svc/upper"));
-        c.note(&env(Kind::Data, "/n/c/svc/upper/9", "/n/a/svc/x/2"));
-        c.note(&env(Kind::Data, "/n/a/svc/x/2", "/svc/upper"));
+        c.note(&env(Kind::Data, "/n/a/svc/x/2", "/svc/upper"), false);
+        c.note(&env(Kind::Data, "/n/c/svc/upper/9", "/n/a/svc/x/2"), false);
+        c.note(&env(Kind::Data, "/n/a/svc/x/2", "/svc/upper"), false);
         assert_eq!(c.len(), 2);
-        c.note(&env(Kind::Hangup, "/n/a/svc/x/2", "/svc/upper"));
+        c.note(&env(Kind::Hangup, "/n/a/svc/x/2", "/svc/upper"), false);
         assert!(c.is_empty());
     }
 
@@ -277,8 +316,8 @@ mod tests {
     #[test]
     fn take_empties_the_set() {
         let c = Crossed::default();
-        c.note(&env(Kind::Eof, "/n/a/svc/x/1", "/n/c/svc/upper"));
-        c.note(&env(Kind::Data, "/n/b/svc/y/3", "/n/c/svc/upper"));
+        c.note(&env(Kind::Eof, "/n/a/svc/x/1", "/n/c/svc/upper"), false);
+        c.note(&env(Kind::Data, "/n/b/svc/y/3", "/n/c/svc/upper"), false);
         // Partners known by name only are not ends to address.
         assert_eq!(c.take(), addrs(&["/n/a/svc/x/1", "/n/b/svc/y/3"]));
         assert!(c.is_empty());
@@ -290,19 +329,19 @@ mod tests {
         // direct link (c's route to a). Only c's end crossed the link,
         // but a's end waits for what was on it.
         let c = Crossed::default();
-        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
+        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"), false);
         assert_eq!(c.take(), addrs(&["/n/a/svc/x/1", "/n/c/svc/cat/7"]));
         // The other way: a's request crossed, c's answer went by b (its
         // route to a). c's end waits for the request lost on the link.
         let c = Crossed::default();
-        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/cat/7"));
+        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/cat/7"), false);
         assert_eq!(c.take(), addrs(&["/n/a/svc/x/1", "/n/c/svc/cat/7"]));
         // Both ways: each end once.
         let c = Crossed::default();
-        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/cat"));
-        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
-        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/cat/7"));
-        c.note(&env(Kind::Data, "/n/a/svc/x/2", "/svc/cat"));
+        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/cat"), false);
+        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"), false);
+        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/cat/7"), false);
+        c.note(&env(Kind::Data, "/n/a/svc/x/2", "/svc/cat"), false);
         assert_eq!(c.take(), addrs(&["/n/a/svc/x/1", "/n/a/svc/x/2", "/n/c/svc/cat/7"]));
         assert!(c.is_empty());
     }
@@ -312,18 +351,18 @@ mod tests {
         // An answer, its Eof and its hangup may all have gone into a cut
         // not noticed yet: the asker still waits.
         let c = Crossed::default();
-        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/cat"));
-        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
-        c.note(&env(Kind::Eof, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
-        c.note(&env(Kind::Hangup, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
+        c.note(&env(Kind::Data, "/n/a/svc/x/1", "/n/c/svc/cat"), false);
+        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"), false);
+        c.note(&env(Kind::Eof, "/n/c/svc/cat/7", "/n/a/svc/x/1"), false);
+        c.note(&env(Kind::Hangup, "/n/c/svc/cat/7", "/n/a/svc/x/1"), false);
         assert!(c.is_empty(), "nothing open");
         assert_eq!(c.take(), addrs(&["/n/a/svc/x/1", "/n/c/svc/cat/7"]));
         assert!(c.take().is_empty(), "taken once");
         // Past the linger, forgotten.
         let c = Crossed::default();
         c.set_linger(Duration::from_millis(1));
-        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
-        c.note(&env(Kind::Hangup, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
+        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"), false);
+        c.note(&env(Kind::Hangup, "/n/c/svc/cat/7", "/n/a/svc/x/1"), false);
         std::thread::sleep(Duration::from_millis(5));
         assert!(c.take().is_empty());
     }
@@ -331,13 +370,13 @@ mod tests {
     #[test]
     fn an_ended_conversation_goes_once_the_link_is_known_to_have_carried_it() {
         let c = Crossed::default();
-        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
-        c.note(&env(Kind::Hangup, "/n/c/svc/cat/7", "/n/a/svc/x/1"));
+        c.note(&env(Kind::Data, "/n/c/svc/cat/7", "/n/a/svc/x/1"), false);
+        c.note(&env(Kind::Hangup, "/n/c/svc/cat/7", "/n/a/svc/x/1"), false);
         // A pong for a ping sent before it ended proves nothing of it.
         c.confirmed(Instant::now() - Duration::from_secs(1));
         let kept = Crossed::default();
-        kept.note(&env(Kind::Data, "/n/c/svc/cat/8", "/n/a/svc/x/2"));
-        kept.note(&env(Kind::Hangup, "/n/c/svc/cat/8", "/n/a/svc/x/2"));
+        kept.note(&env(Kind::Data, "/n/c/svc/cat/8", "/n/a/svc/x/2"), false);
+        kept.note(&env(Kind::Hangup, "/n/c/svc/cat/8", "/n/a/svc/x/2"), false);
         kept.confirmed(Instant::now() - Duration::from_secs(1));
         assert_eq!(kept.take(), addrs(&["/n/a/svc/x/2", "/n/c/svc/cat/8"]));
         // One for a ping sent after: it was carried, nothing lingers.
@@ -350,9 +389,26 @@ mod tests {
     fn bounded() {
         let c = Crossed::default();
         for i in 0..(MAX_CROSSED as u64 + 10) {
-            c.note(&env(Kind::Data, &format!("/n/a/svc/x/{}", i + 1), "/n/c/svc/upper"));
+            c.note(&env(Kind::Data, &format!("/n/a/svc/x/{}", i + 1), "/n/c/svc/upper"), false);
         }
         assert_eq!(c.len(), MAX_CROSSED);
         assert_eq!(c.untracked(), 10);
+    }
+
+    #[test]
+    fn nothing_crosses_once_taken_and_last_words_count_until_queued() {
+        let c = Crossed::default();
+        // An error from a router to an end that never crossed, not yet
+        // queued when the link goes: its end is taken.
+        assert!(c.note(&env(Kind::Error("x".into()), "/n/c/svc/router", "/n/a/svc/x/1"), true));
+        // A hangup out, queued: it lingers as any ended conversation.
+        assert!(c.note(&env(Kind::Hangup, "/n/c/svc/cat/7", "/n/b/svc/y/2"), true));
+        c.ended(&Addr::parse("/n/c/svc/cat/7").unwrap(), &Addr::parse("/n/b/svc/y/2").unwrap());
+        assert_eq!(c.take(), addrs(&["/n/a/svc/x/1", "/n/b/svc/y/2", "/n/c/svc/cat/7"]));
+        // After, nothing may cross: it would be remembered by no one.
+        for kind in [Kind::Data, Kind::Eof, Kind::Hangup, Kind::Error("x".into()), Kind::Credit(1)] {
+            assert!(!c.note(&env(kind, "/n/c/svc/cat/8", "/n/a/svc/x/3"), true));
+        }
+        assert!(c.take().is_empty());
     }
 }

@@ -323,10 +323,42 @@ impl Router {
     /// Tells the ends elsewhere that crossed lost link `term` (from
     /// [`Router::link_lost_here`]), by the routes that remain.
     pub(crate) fn tell_link_lost(&self, term: &Term, far: Vec<Addr>) {
-        if far.is_empty() {
+        let why = error::detail(error::ELINK, &term.name);
+        self.tell(far.into_iter().map(|a| (a, why.clone())).collect());
+    }
+
+    /// An envelope that found its link closed: closed after its route was
+    /// chosen, before the link's task failed what crossed the link and
+    /// moved the routes off it (see `link.rs`), which a loaded router may
+    /// take tens of milliseconds to do. The envelope is lost, and neither
+    /// of its ends need have crossed the link, so both hear of it here:
+    /// the sender as a bounce, the end it was for by the routes that
+    /// remain. An error on its way is passed on as it was; dropping it
+    /// would leave its end waiting for ever.
+    fn lost_at(&self, term: &Term, env: Envelope) {
+        let why = error::detail(error::ELINK, &term.name);
+        let mut ends = Vec::with_capacity(2);
+        match &env.kind {
+            Kind::Error(e) => ends.push((env.dst.clone(), e.clone())),
+            Kind::Data | Kind::Eof | Kind::Hangup => ends.push((env.dst.clone(), why.clone())),
+            _ => {
+                ends.push((env.dst.clone(), why.clone()));
+                ends.push((env.src.clone(), why.clone()));
+            }
+        }
+        ends.retain(|(a, _)| a.conv.is_some() && a.machine.is_some());
+        debug!(term = %term.name, src = %env.src, dst = %env.dst, "sent to a closed link");
+        // Data and Eof bounce to their sender (and the head of a chain).
+        self.bounce(env, why);
+        self.tell(ends);
+    }
+
+    /// Tells each end its error by the routes that remain, once they no
+    /// longer go over a closed link.
+    fn tell(&self, ends: Vec<(Addr, String)>) {
+        if ends.is_empty() {
             return;
         }
-        let why = error::detail(error::ELINK, &term.name);
         let me = self.id().clone();
         let r = self.clone();
         self.spawn(async move {
@@ -335,9 +367,9 @@ impl Router {
             // neighbours' next announcements. Told before, an end would be
             // told nothing. One wait in all, not one per end.
             let until = tokio::time::Instant::now() + TELL_WAIT;
-            for a in far {
+            for (a, why) in ends {
                 while let Some(m) = a.machine.as_ref() {
-                    let known = m == r.id() || r.table().best(m).is_some();
+                    let known = m == r.id() || r.live_route(m);
                     if known || tokio::time::Instant::now() >= until {
                         break;
                     }
@@ -347,12 +379,18 @@ impl Router {
                     r.next_id(),
                     Addr::on(me.clone(), crate::conv::reserved()),
                     a,
-                    Kind::Error(why.clone()),
+                    Kind::Error(why),
                     Bytes::new(),
                 );
                 r.forward(env).await;
             }
         });
+    }
+
+    /// Whether the best route to `m` goes over a link still open.
+    fn live_route(&self, m: &MachineId) -> bool {
+        let term = self.table().best(m).map(|r| r.term.clone());
+        term.and_then(|t| self.term(&t)).is_some_and(|t| !t.is_hungup())
     }
 
     /// Fails a local endpoint, in this process or in a local client.
@@ -443,7 +481,7 @@ impl Router {
         }
         debug!(term = %term.name, "forward");
         if let Err(env) = term.send(env).await {
-            self.bounce(env, error::detail(error::ELINK, &term.name));
+            self.lost_at(&term, env);
         }
     }
 

@@ -76,6 +76,30 @@ impl Service for EofAfter {
     }
 }
 
+/// Answers the first message with itself once let go: the test decides
+/// when the answer leaves.
+struct Held {
+    got: Arc<AtomicBool>,
+    go: Arc<tokio::sync::Notify>,
+    /// The end that asked.
+    asker: Arc<std::sync::Mutex<Option<Addr>>>,
+}
+
+impl Service for Held {
+    fn serve(&self, mut conv: Conv) -> BoxFuture<'static, ()> {
+        let (got, go, asker) = (self.got.clone(), self.go.clone(), self.asker.clone());
+        Box::pin(async move {
+            if let Some(Msg::Data(b)) = conv.rx.recv().await {
+                *asker.lock().unwrap() = conv.tx.peer().cloned();
+                got.store(true, SeqCst);
+                go.notified().await;
+                let _ = conv.tx.send(b).await;
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        })
+    }
+}
+
 /// A relay of frames from `mem!FROM` to `mem!TO` that can go silent.
 struct Cable {
     /// Frames flow towards the dialer, and towards the listener.
@@ -162,6 +186,8 @@ async fn pump(
 
 /// a, b and c, all linked; a reaches c directly through a [`Cable`].
 struct Triangle {
+    /// What c's `held` service does.
+    held: (Arc<AtomicBool>, Arc<tokio::sync::Notify>, Arc<std::sync::Mutex<Option<Addr>>>),
     a: Router,
     b: Router,
     c: Router,
@@ -190,7 +216,10 @@ impl Triangle {
         rc.add_service(n("echo"), Arc::new(Echo));
         rc.add_service(n("once"), Arc::new(Once));
         rc.add_service(n("eofafter"), Arc::new(EofAfter));
-        let t = Triangle { a: ra, b: rb, c: rc, cable, stop };
+        let held = (Arc::new(AtomicBool::new(false)), Arc::new(tokio::sync::Notify::new()), Default::default());
+        let service = Held { got: held.0.clone(), go: held.1.clone(), asker: Arc::clone(&held.2) };
+        rc.add_service(n("held"), Arc::new(service));
+        let t = Triangle { held, a: ra, b: rb, c: rc, cable, stop };
         t.until("the direct link both ways", |t| t.hops(&t.a, "c") == Some(1) && t.hops(&t.c, "a") == Some(1)).await;
         t.until("services known at a", |t| t.a.table().nearest("eofafter").is_some()).await;
         assert_eq!(t.hops(&t.b, "c"), Some(1));
@@ -280,4 +309,46 @@ async fn an_end_that_failed_says_no_eof_another_way() {
     t.cut_a_first().await;
     let (got, took) = t.ask_through_the_cut("eofafter").await;
     assert!(link_lost_in_time(&got, took), "{got:?} after {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_sent_to_a_link_closing_but_not_yet_cleared_fails_the_asker() {
+    // c has closed the direct link (it went silent) but its link task has
+    // not yet failed what crossed it nor moved the routes: c's answer
+    // finds the link closed. a's request went round by b, so neither end
+    // crossed the link, and only the answer was lost; a must hear of it.
+    let t = Triangle::new("closing").await;
+    t.cut_a_first().await;
+    let opened = Instant::now();
+    let mut conv = t.a.open(a("/n/c/svc/held"), vec![]);
+    conv.tx.send(Bytes::from("x")).await.unwrap();
+    t.until("c's service has the request", |t| t.held.0.load(SeqCst)).await;
+    // In one step, so that the answer leaves before the link task runs.
+    t.held.1.notify_one();
+    t.c.term(&TermName::Net(n("a"))).expect("c's link to a").hangup();
+    let got = first(&mut conv, Duration::from_secs(10)).await;
+    let took = opened.elapsed();
+    assert!(link_lost_in_time(&got, took), "{got:?} after {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_error_sent_to_a_link_closing_but_not_yet_cleared_still_reaches_its_end() {
+    // The same window, for what c's router says itself: an error for a's
+    // end (as c's conversation table sends when c's end fails) that finds
+    // the link closed must go round, not vanish: it is all a hears.
+    let t = Triangle::new("closingerr").await;
+    t.cut_a_first().await;
+    let opened = Instant::now();
+    let mut conv = t.a.open(a("/n/c/svc/held"), vec![]);
+    conv.tx.send(Bytes::from("x")).await.unwrap();
+    t.until("c's service has the request", |t| t.held.0.load(SeqCst)).await;
+    let asker = t.held.2.lock().unwrap().clone().expect("the asker's end");
+    t.c.term(&TermName::Net(n("a"))).expect("c's link to a").hangup();
+    let from = Addr::on(n("c"), ns::conv::reserved());
+    let err = ns::Envelope::new(1 << 40, from, asker, ns::Kind::Error("told".into()), Bytes::new());
+    t.c.forward(err).await;
+    let got = first(&mut conv, Duration::from_secs(10)).await;
+    let took = opened.elapsed();
+    assert_eq!(got, Some(Msg::Error("told".into())), "after {took:?}");
+    assert!(took <= Config::new(n("a")).period * 3, "{took:?}");
 }

@@ -186,10 +186,10 @@ impl Term {
     /// link is gone.
     pub async fn send(&self, env: Envelope) -> Result<(), Envelope> {
         let Some(out) = &self.outlet else { return Err(env) };
-        if self.is_hungup() {
+        // Gone since its route was chosen (see `Router::lost_at`).
+        if self.is_hungup() || !self.note("out", &env) {
             return Err(env);
         }
-        self.note("out", &env);
         let last = self.last_words(&env);
         let res = match out.try_inline(self, env) {
             Inline::Sent => Ok(()),
@@ -211,7 +211,9 @@ impl Term {
     /// Queues an envelope if there is room now; says whether it did.
     pub fn try_send(&self, env: Envelope) -> bool {
         let Some(out) = &self.outlet else { return false };
-        self.note("out", &env);
+        if !self.note("out", &env) {
+            return false;
+        }
         let last = self.last_words(&env);
         let queued = out.try_queue(env).is_ok();
         if let (true, Some((c, src, dst))) = (queued, last) {
@@ -238,8 +240,14 @@ impl Term {
         }
     }
 
-    /// Counts and traces an envelope crossing this terminal.
-    pub fn note(&self, dir: &str, env: &Envelope) {
+    /// Counts and traces an envelope crossing this terminal. False when
+    /// it is a link that is gone, which nothing may cross any more.
+    pub fn note(&self, dir: &str, env: &Envelope) -> bool {
+        if let Some(c) = &self.crossed {
+            if !c.note(env, dir == "out") {
+                return false;
+            }
+        }
         let (n, b) = if dir == "in" {
             (&self.stats.envs_in, &self.stats.bytes_in)
         } else {
@@ -247,15 +255,11 @@ impl Term {
         };
         n.fetch_add(1, Relaxed);
         b.fetch_add(env.data.len() as u64, Relaxed);
-        // An end's last words out are noted once queued (see `send`).
-        let last_out = dir == "out" && matches!(env.kind, Kind::Hangup | Kind::Error(_));
-        if let Some(c) = self.crossed.as_ref().filter(|_| !last_out) {
-            c.note(env);
-        }
         if self.trace.receiver_count() > 0 {
             let line = format!("{dir} {} {} {} {}\n", kind_name(&env.kind), env.src, env.dst, env.data.len());
             let _ = self.trace.send(line.into());
         }
+        true
     }
 
     /// Counts a route announcement of `len` encoded bytes, `in` or not.
