@@ -230,9 +230,27 @@ fn links_fifos_attributes_and_df_on_a_directory_of_another_machine() {
     let on_disk = std::fs::symlink_metadata(format!("{disk}/pipe")).unwrap();
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(&on_disk.file_type()));
     assert_eq!(sh_ok(&format!("(echo through > {f}/pipe &) ; cat {f}/pipe"), T), "through\n");
-    // A device cannot be made, not even by root.
-    let (st, _, err) = sh(&format!("mknod {f}/null c 1 3"), T);
-    assert!(!st.success() && err.contains("Operation not permitted"), "{err}");
+    // A device node is made on b by root (not squashed here), with its
+    // numbers, and shown with them; no machine opens it through a mount
+    // (nodev: a node made elsewhere would open this machine's device).
+    sh_ok(&format!("mknod {f}/null c 1 3 && mknod {f}/disk b 259 70000"), T);
+    let numbers = |p: &str| sh_ok(&format!("stat -c '%F %t:%T' {p}/null {p}/disk"), T);
+    assert_eq!(numbers(&f), "character special file 1:3\nblock special file 103:11170\n");
+    assert_eq!(numbers(&f), numbers(&disk));
+    let (st, _, err) = sh(&format!("echo x > {f}/null"), T);
+    assert!(!st.success() && err.contains("Permission denied"), "{err}");
+    assert!(sh_ok(&format!("grep ' {}/a ' /proc/mounts", ab.d()), T).contains("nosuid,nodev"));
+    sh_ok(&format!("rm {f}/null {f}/disk"), T);
+    // The mode asked for is the mode made, masked by the maker's umask
+    // alone (not b's router's too), on either machine's mount.
+    for (at, tag) in [(&f, "a"), (&ab.local(), "b")] {
+        let made = sh_ok(
+            &format!("umask 0; cd {at} && mkdir open-{tag} && mkfifo open-{tag}/p && : > open-{tag}/f && stat -c %a open-{tag} open-{tag}/p open-{tag}/f"),
+            T,
+        );
+        assert_eq!(made, "777\n666\n666\n", "through {tag}'s mount");
+        sh_ok(&format!("rm -r {at}/open-{tag}"), T);
+    }
     // df shows b's file system, not zeros.
     let blocks = |p: &str| sh_ok(&format!("stat -f -c '%b %S' {p}"), T);
     assert_eq!(blocks(&f), blocks(&disk));

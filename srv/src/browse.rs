@@ -83,6 +83,7 @@ pub async fn cat(client: &Client, path: &str, mut out: impl FnMut(&[u8]) -> std:
         FileKind::Dir => return Err(format!("'{path}' is a directory")),
         FileKind::Stream => return Err(stream_refusal(path)),
         FileKind::Fifo | FileKind::Socket => return Err(format!("'{path}' is a fifo or a socket: nothing to read")),
+        FileKind::CharDevice | FileKind::BlockDevice => return Err(format!("'{path}' is a device: not opened")),
         // Opened, a link is followed beneath its root.
         FileKind::File | FileKind::Stored | FileKind::Link => {}
     }

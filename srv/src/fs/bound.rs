@@ -157,9 +157,9 @@ impl Bound<'_> {
         self.0.symlink(&p, target).await
     }
 
-    pub async fn mknod(&self, path: &[String], mode: u32) -> Result<Entry, String> {
+    pub async fn mknod(&self, path: &[String], mode: u32, rdev: u64) -> Result<Entry, String> {
         let p = self.create_path(path)?;
-        self.0.mknod(&p, mode).await
+        self.0.mknod(&p, mode, rdev).await
     }
 
     pub async fn readlink(&self, path: &[String]) -> Result<String, String> {

@@ -202,6 +202,40 @@ fn refused(uid: u32) -> String {
     ns::error::detail(ns::error::EPERM, format!("this router cannot act for uid {uid}"))
 }
 
+thread_local! {
+    /// Whether this thread has a file system context (umask, cwd) of its
+    /// own, unshared from the process's.
+    static OWN_FS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, which makes a file, with no umask of the router's: the mode
+/// asked for was masked by the caller's own umask already (its kernel does
+/// that before FUSE sends it), and the router's (022) would mask it again,
+/// so `mkdir -m 777` under umask 0 made 755. The umask is the process's,
+/// shared by every thread, so the thread first takes a file system context
+/// of its own (`unshare(CLONE_FS)`, once; the router never changes its
+/// working directory after starting): then its umask is its alone. A
+/// thread that cannot (no such kernel support) makes files as before.
+pub fn unmasked<T>(f: impl FnOnce() -> T) -> T {
+    let own = OWN_FS.with(|o| {
+        // SAFETY: unshare(CLONE_FS) gives this thread its own copy of
+        // umask, cwd and root; nothing else changes.
+        if !o.get() && unsafe { libc::unshare(libc::CLONE_FS) } == 0 {
+            o.set(true);
+        }
+        o.get()
+    });
+    if !own {
+        return f();
+    }
+    // SAFETY: this thread's own umask, restored after.
+    let was = unsafe { libc::umask(0) };
+    let r = f();
+    // SAFETY: as above.
+    unsafe { libc::umask(was) };
+    r
+}
+
 /// Runs `f` on this thread as caller `c` (the router when `None`).
 pub fn as_caller<T>(c: Option<&Caller>, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     let _acting = match c {

@@ -25,6 +25,8 @@ pub const ENOATTR: &str = "no such attribute";
 /// A record lock conflicts (EAGAIN, as fcntl F_SETLK says it).
 pub const ELOCKED: &str = "locked by another owner";
 pub const ERANGE: &str = "buffer too small";
+/// A request no file system would take (mknod of a directory).
+pub const EBADARG: &str = "bad argument";
 /// EPERM, not EACCES: what no mode bit would allow (a device, chown).
 pub const ENOTPERM: &str = "operation not permitted";
 
@@ -35,9 +37,9 @@ pub fn escapes() -> String {
     error::detail(EPERM, "path escapes the root")
 }
 
-/// Devices are not served.
+/// A kind of file not served (none Linux has today).
 pub fn not_served() -> String {
-    error::detail(EPERM, "a device")
+    error::detail(EPERM, "a kind of file not served")
 }
 
 const TABLE: &[(&str, i32)] = &[
@@ -55,6 +57,7 @@ const TABLE: &[(&str, i32)] = &[
     (ELOOP, libc::ELOOP),
     (ENOTSUP, libc::EOPNOTSUPP),
     (ENOTPERM, libc::EPERM),
+    (EBADARG, libc::EINVAL),
     (ENOATTR, libc::ENODATA),
     (ELOCKED, libc::EAGAIN),
     (ERANGE, libc::ERANGE),

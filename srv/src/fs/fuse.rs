@@ -102,8 +102,22 @@ fn file_type(k: FileKind) -> FileType {
         FileKind::Link => FileType::Symlink,
         FileKind::Fifo => FileType::NamedPipe,
         FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
         FileKind::File | FileKind::Stream | FileKind::Stored => FileType::RegularFile,
     }
+}
+
+/// A device number as FUSE carries it (the kernel's `new_encode_dev`),
+/// from the `dev_t` of the serving machine's C library.
+fn encode_dev(dev: u64) -> u32 {
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
+/// A device number from FUSE, as a `dev_t`.
+fn decode_dev(dev: u32) -> u64 {
+    libc::makedev((dev & 0xfff00) >> 8, (dev & 0xff) | ((dev >> 12) & 0xfff00))
 }
 
 /// The identity of a file of a served directory (see [`inodes`]).
@@ -235,7 +249,7 @@ impl MeshFs {
             nlink,
             uid: m.and_then(|m| m.uid).unwrap_or(self.uid),
             gid: m.and_then(|m| m.gid).unwrap_or(self.gid),
-            rdev: 0,
+            rdev: m.map_or(0, |m| encode_dev(m.rdev)),
             blksize: if e.kind == FileKind::Stored { STORED_BLKSIZE } else { 4096 },
         }
     }
@@ -613,10 +627,14 @@ impl Filesystem for MeshFs {
         Ok(self.made(&to, &e))
     }
 
-    /// Fifos and sockets are made on the serving machine; a device never.
-    async fn mknod(&self, req: Request, parent: u64, name: &OsStr, mode: u32, _rdev: u32) -> FuseResult<ReplyEntry> {
+    /// Fifos, sockets and device nodes are made on the serving machine
+    /// (a device by whom its kernel lets), and opened by the opener's
+    /// kernel: fifos and sockets carry what they carry there, devices
+    /// are refused (the mount is `nodev`).
+    async fn mknod(&self, req: Request, parent: u64, name: &OsStr, mode: u32, rdev: u32) -> FuseResult<ReplyEntry> {
         let path = self.child(parent, name)?;
-        let make = async { self.ns.bound().mknod(&components(&path), mode).await.map_err(|e| errno(&e)) };
+        let make =
+            async { self.ns.bound().mknod(&components(&path), mode, decode_dev(rdev)).await.map_err(|e| errno(&e)) };
         let expecting = self.expecting(&[(parent, name, What::Made)]);
         let e = self.stoppable(&req, make).await?;
         expecting.made();

@@ -49,6 +49,11 @@ pub async fn mount(ns: Arc<Namespace>, path: &Path, allow_other: bool) -> anyhow
     // tree shows (see mesh(4), PERMISSIONS): shared with other users, they
     // get what the modes give them; served files keep their owners.
     opts.fs_name(format!("mesh-{id}")).allow_other(allow_other).default_permissions(true).nonempty(true);
+    // Device nodes and set-user-ID files of other machines are not this
+    // machine's to honour: a device node made there would open this
+    // machine's device, a set-user-ID file run as this machine's root
+    // (fusermount3 says the same for mounts by users other than root).
+    opts.custom_options("nodev,nosuid");
     let session = Session::new(opts);
     // The session's /dev/fuse descriptor is the one new across the mount;
     // mounts in this process take turns so that it is.

@@ -157,11 +157,11 @@ impl Namespace {
         }
     }
 
-    /// Makes a fifo, a socket or an empty regular file.
-    pub async fn mknod(&self, path: &[String], mode: u32) -> Result<Entry, String> {
+    /// Makes a fifo, a socket, a device node or an empty regular file.
+    pub async fn mknod(&self, path: &[String], mode: u32, rdev: u64) -> Result<Entry, String> {
         match self.place(path)? {
-            Place::Here(root, rel) => self.made_here(root, rel, move |r, rel| r.mknod(rel, mode), |e| e).await,
-            Place::There(m, rest) => self.made_there(&m, remote::mknod(self.router(), &m, &rest, mode)).await,
+            Place::Here(root, rel) => self.made_here(root, rel, move |r, rel| r.mknod(rel, mode, rdev), |e| e).await,
+            Place::There(m, rest) => self.made_there(&m, remote::mknod(self.router(), &m, &rest, mode, rdev)).await,
         }
     }
 

@@ -26,6 +26,11 @@ pub enum FileKind {
     /// carries stays on the opener's machine (the kernel serves it).
     Fifo,
     Socket,
+    /// A device node of a served directory: listed and made there (by
+    /// whom that machine's kernel lets), never opened through the mesh;
+    /// mounts are `nodev`, so no machine's kernel opens it either.
+    CharDevice,
+    BlockDevice,
 }
 
 /// One row of a directory.
@@ -79,6 +84,9 @@ pub struct Meta {
     /// so the asker's kernel may keep it for a while.
     #[serde(default)]
     pub watched: bool,
+    /// The device a device node stands for.
+    #[serde(default)]
+    pub rdev: u64,
 }
 
 /// A file's identity from its device and inode number on this machine:

@@ -6,8 +6,10 @@
 //! [`beneath`], so nothing outside can be named: `..` is refused outright,
 //! and a symbolic link is followed only while it stays beneath the root
 //! (see [`beneath`] for the rule and the fallback). Directories, regular
-//! files, symbolic links, fifos and sockets are served; devices are left
-//! out of listings and refused, and cannot be made. A symbolic link is
+//! files, symbolic links, fifos, sockets and device nodes are served, but
+//! only regular files are ever opened here: a device node is a name and
+//! its numbers, made by whoever this kernel lets make one (root, not
+//! squashed), and opened by nobody through the mesh. A symbolic link is
 //! served as itself: its opener's kernel reads its target and follows it
 //! in the opener's tree, as NFS does; followed here (opening it by its
 //! path), it must stay beneath the root. Names that are not UTF-8 are left
@@ -45,7 +47,8 @@ use ns::deploy::Squash;
 use ns::error::{self, EBADPATH};
 use serde::{Deserialize, Serialize};
 
-use super::errors::{self, EISDIR, ENOTPERM};
+use super::caller;
+use super::errors::{self, EBADARG, EISDIR, ENOTPERM};
 use super::tree::{Entry, FileKind, Meta};
 use beneath::Resolver;
 pub use service::DirService;
@@ -170,6 +173,8 @@ pub fn entry(name: &str, st: &FileStat) -> Option<Entry> {
         SFlag::S_IFLNK => FileKind::Link,
         SFlag::S_IFIFO => FileKind::Fifo,
         SFlag::S_IFSOCK => FileKind::Socket,
+        SFlag::S_IFCHR => FileKind::CharDevice,
+        SFlag::S_IFBLK => FileKind::BlockDevice,
         _ => return None,
     };
     let t = |s: i64, ns: i64| (s, ns.clamp(0, 999_999_999) as u32);
@@ -184,6 +189,7 @@ pub fn entry(name: &str, st: &FileStat) -> Option<Entry> {
         gid: own(st.st_gid, crate::fs::caller::own().1),
         id: Some(super::tree::file_id(st.st_dev, st.st_ino)),
         watched: false,
+        rdev: st.st_rdev,
     };
     Some(Entry { name: name.to_string(), kind, mode: (st.st_mode & 0o7777) as u16, meta: Some(meta) })
 }
@@ -285,7 +291,7 @@ impl Root {
         // Only ever make a new file: O_EXCL follows no link and opens
         // nothing that is there. What is there is opened the careful way.
         let flags = access.oflag() | OFlag::O_CREAT | OFlag::O_EXCL;
-        match self.at(rel, flags, Mode::from_bits_truncate(mode & 0o7777)) {
+        match caller::unmasked(|| self.at(rel, flags, Mode::from_bits_truncate(mode & 0o7777))) {
             Ok(fd) => {
                 let e = fd_entry(rel.last().map_or("", |s| s), &fd, &what)?;
                 Ok((File::from(fd), e))
@@ -301,7 +307,7 @@ impl Root {
 
     pub fn mkdir(&self, rel: &[String], mode: u32) -> Result<Entry, String> {
         let (dir, name) = self.parent(rel)?;
-        nix::sys::stat::mkdirat(&dir, name, Mode::from_bits_truncate(mode & 0o7777))
+        caller::unmasked(|| nix::sys::stat::mkdirat(&dir, name, Mode::from_bits_truncate(mode & 0o7777)))
             .map_err(|e| errors::os(e, &beneath::join(rel)))?;
         self.stat(rel)
     }
@@ -375,15 +381,19 @@ impl Root {
         self.stat(to)
     }
 
-    /// Makes a regular file, a fifo or a socket; never a device.
-    pub fn mknod(&self, rel: &[String], mode: u32) -> Result<Entry, String> {
+    /// Makes a regular file, a fifo, a socket or a device node (`rdev`);
+    /// the kernel says who may make a device (CAP_MKNOD, which a caller
+    /// that is not root here lacks).
+    pub fn mknod(&self, rel: &[String], mode: u32, rdev: u64) -> Result<Entry, String> {
         let kind = SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits());
-        if ![SFlag::S_IFREG, SFlag::S_IFIFO, SFlag::S_IFSOCK].contains(&kind) && kind != SFlag::empty() {
-            return Err(error::detail(ENOTPERM, format!("{}: only files, fifos and sockets", beneath::join(rel))));
+        let kinds = [SFlag::S_IFREG, SFlag::S_IFIFO, SFlag::S_IFSOCK, SFlag::S_IFCHR, SFlag::S_IFBLK];
+        if !kinds.contains(&kind) && kind != SFlag::empty() {
+            return Err(error::detail(EBADARG, format!("{}: not a kind of file to make", beneath::join(rel))));
         }
         let (dir, name) = self.parent(rel)?;
         let perm = Mode::from_bits_truncate(mode & 0o7777);
-        nix::sys::stat::mknodat(&dir, name, kind, perm, 0).map_err(|e| errors::os(e, &beneath::join(rel)))?;
+        caller::unmasked(|| nix::sys::stat::mknodat(&dir, name, kind, perm, rdev))
+            .map_err(|e| errors::os(e, &beneath::join(rel)))?;
         self.stat(rel)
     }
 

@@ -111,6 +111,9 @@ pub enum TreeReq {
     Mknod {
         path: Vec<String>,
         mode: u32,
+        /// A device node's numbers.
+        #[serde(default)]
+        rdev: u64,
     },
     /// Answered with `StatFs`.
     StatFs(Vec<String>),
@@ -385,8 +388,14 @@ pub async fn link(r: &Router, m: &MachineId, from: &[String], to: &[String]) -> 
     made(r, m, &TreeReq::Link { from: from.to_vec(), to: to.to_vec() }).await
 }
 
-pub async fn mknod(r: &Router, m: &MachineId, path: &[String], mode: u32) -> Result<(Entry, Vec<Entry>), String> {
-    made(r, m, &TreeReq::Mknod { path: path.to_vec(), mode }).await
+pub async fn mknod(
+    r: &Router,
+    m: &MachineId,
+    path: &[String],
+    mode: u32,
+    rdev: u64,
+) -> Result<(Entry, Vec<Entry>), String> {
+    made(r, m, &TreeReq::Mknod { path: path.to_vec(), mode, rdev }).await
 }
 
 pub async fn statfs(r: &Router, m: &MachineId, path: &[String]) -> Result<StatFs, String> {

@@ -190,8 +190,8 @@ async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq) -> Result<(
             let r = ns.link(&from, &to).await.map(TreeResp::Entry);
             return conv.tx.send(reply(after(&ns, r, &[&to]).await)).await;
         }
-        TreeReq::Mknod { path, mode } => {
-            let r = ns.mknod(&path, mode).await.map(TreeResp::Entry);
+        TreeReq::Mknod { path, mode, rdev } => {
+            let r = ns.mknod(&path, mode, rdev).await.map(TreeResp::Entry);
             return conv.tx.send(reply(after(&ns, r, &[&path]).await)).await;
         }
         TreeReq::StatFs(p) => return conv.tx.send(reply(ns.statfs(&p).await.map(TreeResp::StatFs))).await,
