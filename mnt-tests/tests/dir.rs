@@ -551,3 +551,65 @@ fn names_are_kept_and_changes_on_the_serving_machine_are_seen_at_once() {
     std::fs::write(format!("{disk}/after"), "123").unwrap();
     seen("grown once told again", &|| size("after") == Some(3));
 }
+
+#[test]
+fn an_open_file_is_not_asked_for_its_attributes_at_each_read_or_write() {
+    // The kernel asks for an open file's attributes before reads (its
+    // size) and after changes it hears of; kept while b tells of changes,
+    // they cost a round trip once, not at every read or write. And what
+    // this machine wrote stays in its page cache.
+    let ab = start();
+    let (f, disk, d) = (ab.remote(), ab.files(), ab.d());
+    std::fs::write(format!("{disk}/big"), vec![7u8; 16 << 20]).unwrap();
+    let py = format!(
+        "import os, mmap, random, time\n\
+         def out():\n\
+         \x20   s = open('{d}/a/term/net-b/status').read().split()\n\
+         \x20   return int(s[s.index('out') + 1])\n\
+         buf = mmap.mmap(-1, 4096)\n\
+         fd = os.open('{f}/big', os.O_RDONLY | os.O_DIRECT)\n\
+         os.preadv(fd, [buf], 0)\n\
+         n = out()\n\
+         for i in range(300): os.preadv(fd, [buf], (2048 + random.randrange(2048)) * 4096)\n\
+         reads = out() - n\n\
+         with open('{disk}/big', 'ab') as g: g.write(b'x' * 4096)\n\
+         t = time.time()\n\
+         while os.fstat(fd).st_size != (16 << 20) + 4096 and time.time() - t < 5: time.sleep(0.01)\n\
+         grown = time.time() - t\n\
+         os.close(fd)\n\
+         fd = os.open('{f}/new', os.O_WRONLY | os.O_CREAT | os.O_DIRECT)\n\
+         os.pwritev(fd, [buf], 0)\n\
+         time.sleep(0.3)\n\
+         n = out()\n\
+         for i in range(300):\n\
+         \x20   os.pwritev(fd, [buf], random.randrange(256) * 4096)\n\
+         \x20   if i % 30 == 0: time.sleep(0.05)\n\
+         os.fsync(fd)\n\
+         writes = out() - n\n\
+         os.close(fd)\n\
+         fd = os.open('{f}/new', os.O_RDWR)\n\
+         for i in range(256): os.pwrite(fd, bytes([i]) * 4096, i * 4096)\n\
+         os.fsync(fd)\n\
+         time.sleep(0.5)\n\
+         n = out()\n\
+         back = all(os.pread(fd, 4096, i * 4096) == bytes([i]) * 4096 for i in range(256))\n\
+         reread = out() - n\n\
+         os.close(fd)\n\
+         print(reads, writes, grown, reread, int(back))"
+    );
+    let got = sh_ok(&format!("python3 -c \"{py}\""), T);
+    let v: Vec<f64> = got.split_whitespace().map(|s| s.parse().unwrap()).collect();
+    eprintln!(
+        "envelopes out for 300 reads: {}, for 300 writes: {}, to read back 1 MiB just written: {}; \
+         growth seen after {:.3} s",
+        v[0], v[1], v[3], v[2]
+    );
+    // What this machine wrote stays in its cache: b's notice of the change
+    // is this machine's own.
+    assert_eq!(v[4], 1.0, "read back what was written");
+    assert!(v[3] <= 40.0, "reading back 1 MiB just written sent {} envelopes", v[3]);
+    assert!(v[0] <= 360.0, "300 reads of an open file sent {} envelopes", v[0]);
+    assert!(v[1] <= 330.0, "300 writes to an open file sent {} envelopes", v[1]);
+    // And what b changes is still seen, the file held open.
+    assert!(v[2] < 2.0, "growth on b seen through an open file after {} s", v[2]);
+}

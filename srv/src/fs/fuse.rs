@@ -307,7 +307,7 @@ impl MeshFs {
     /// file has no path left to ask by.
     fn open_stored(&self, ino: u64) -> Option<Arc<Handle>> {
         let stored =
-            |h: &Handle| matches!(h, Handle::Stored(_) | Handle::RemoteFile(super::remote::RemoteFile::Stored(_)));
+            |h: &Handle| matches!(h, Handle::Stored(..) | Handle::RemoteFile(super::remote::RemoteFile::Stored(_)));
         lock(&self.handles).values().find(|o| o.ino == ino && stored(&o.h)).map(|o| o.h.clone())
     }
 
@@ -382,7 +382,7 @@ impl Filesystem for MeshFs {
         // A local open file answers for itself, even once removed.
         let open = fh.and_then(|fh| self.handle(fh).ok());
         let e = match open {
-            Some(h) if matches!(*h, Handle::Stored(_)) => {
+            Some(h) if matches!(*h, Handle::Stored(..)) => {
                 self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e))?
             }
             // An open file of another machine answers over its own
@@ -645,7 +645,7 @@ impl Filesystem for MeshFs {
         let h = self.handle(fh)?;
         let sync = async { self.ns.sync(&h).await.map_err(|e| errno(&e)) };
         match *h {
-            Handle::Stored(_) => sync.await,
+            Handle::Stored(..) => sync.await,
             _ => self.stoppable(&req, sync).await,
         }
     }
@@ -671,7 +671,7 @@ impl Filesystem for MeshFs {
     async fn write(
         &self,
         req: Request,
-        _inode: u64,
+        inode: u64,
         fh: u64,
         offset: u64,
         data: &[u8],
@@ -679,9 +679,12 @@ impl Filesystem for MeshFs {
         _flags: u32,
     ) -> FuseResult<ReplyWrite> {
         let h = self.handle(fh)?;
+        if matches!(*h, Handle::Stored(..) | Handle::RemoteFile(super::remote::RemoteFile::Stored(_))) {
+            self.expected.wrote(inode);
+        }
         let write = async { self.ns.write_at(&h, offset, data).await.map_err(|e| errno(&e)) };
         let n = match *h {
-            Handle::Stored(_) => write.await?,
+            Handle::Stored(..) => write.await?,
             _ => self.stoppable(&req, write).await?,
         };
         Ok(ReplyWrite { written: n as u32 })

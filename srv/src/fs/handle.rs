@@ -194,8 +194,10 @@ pub enum Handle {
     /// A file open on another machine.
     RemoteFile(super::remote::RemoteFile),
     /// A regular file of a local dir service (read and written on the
-    /// blocking pool, hence shared).
-    Stored(Arc<std::fs::File>),
+    /// blocking pool, hence shared), and whether its directory was watched
+    /// for its opener when opened: then what it says of itself may be kept
+    /// (see `dir::watch`), as what a look at its name says.
+    Stored(Arc<std::fs::File>, bool),
 }
 
 /// Reads `size` bytes of `text` at `offset`.

@@ -349,8 +349,15 @@ impl Namespace {
             Node::Remote(_, rest) => Box::pin(self.open_with(&rest, access)).await,
             Node::Stored(s, rel) => {
                 let root = self.root(&s)?;
-                let f = blocking(move || root.open_file(&rel, access)).await?;
-                Ok(Handle::Stored(Arc::new(f)))
+                let (co, who) = (self.coherence.clone(), dir::watch::asker());
+                // Watched before it is opened, so that nothing changed
+                // after goes untold (see `Handle::Stored`).
+                let (f, told) = blocking(move || {
+                    let told = root.watch_parent(&rel, &co.watcher, &who);
+                    Ok((root.open_file(&rel, access)?, told))
+                })
+                .await?;
+                Ok(Handle::Stored(Arc::new(f), told))
             }
             Node::Machine => text(format!("{}\n", r.id())),
             Node::Routes => text(r.routes()),
@@ -433,7 +440,7 @@ impl Namespace {
             Handle::SlotData { slot, .. } => slot.stream.read(size).await,
             Handle::Trace(t) => Ok(t.lock().await.read(size).await),
             Handle::RemoteFile(f) => f.read(offset, size).await,
-            Handle::Stored(f) => {
+            Handle::Stored(f, _) => {
                 let f = f.clone();
                 blocking(move || dir::read_at(&f, offset, size)).await.map(Bytes::from)
             }
@@ -447,7 +454,7 @@ impl Namespace {
             Handle::Stream(s) => s.write(data).await,
             Handle::SlotData { slot, writes: true } => slot.stream.write(data).await,
             Handle::RemoteFile(f) => f.write(data).await,
-            Handle::Stored(_) => Err(ns::error::detail(ns::error::EBADPATH, "write without an offset")),
+            Handle::Stored(..) => Err(ns::error::detail(ns::error::EBADPATH, "write without an offset")),
             _ => Err("file not open for writing".into()),
         }
     }
@@ -527,7 +534,7 @@ pub fn handle_kind(h: &Handle) -> FileKind {
     match h {
         Handle::Text(_) | Handle::Ctl(..) => FileKind::File,
         Handle::RemoteFile(f) => f.kind(),
-        Handle::Stored(_) => FileKind::Stored,
+        Handle::Stored(..) => FileKind::Stored,
         _ => FileKind::Stream,
     }
 }

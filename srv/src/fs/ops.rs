@@ -108,7 +108,8 @@ impl Namespace {
             Place::Here(root, rel) => {
                 let make = move |r: &Root, rel: &[String]| r.create(rel, mode, access, excl);
                 let (f, e) = self.made_here(root, rel, make, |m| &mut m.1).await?;
-                Ok((e, Handle::Stored(Arc::new(f))))
+                let told = e.meta.is_some_and(|m| m.watched);
+                Ok((e, Handle::Stored(Arc::new(f), told)))
             }
             Place::There(m, rest) => {
                 let create = remote::create(self.router(), &m, &rest, mode, access, excl);
@@ -214,7 +215,7 @@ impl Namespace {
     /// directory (fallocate(2)).
     pub async fn allocate(&self, h: &Handle, offset: u64, len: u64, mode: u32) -> Result<(), String> {
         match h {
-            Handle::Stored(f) => {
+            Handle::Stored(f, _) => {
                 let f = f.clone();
                 blocking(move || dir::allocate(&f, offset, len, mode)).await
             }
@@ -237,7 +238,7 @@ impl Namespace {
 
     /// [`Namespace::lock`] for an owner on any machine, on a file here.
     pub async fn lock_for(&self, h: &Handle, owner: Owner, l: Lock, get: bool) -> Result<Lock, String> {
-        let Handle::Stored(f) = h else { return Err(error::detail(ENOTSUP, "locks off served directories")) };
+        let Handle::Stored(f, _) = h else { return Err(error::detail(ENOTSUP, "locks off served directories")) };
         let (f, locks) = (f.clone(), self.locks.clone());
         blocking(move || {
             let what = |e| super::errors::os(e, "lock");
@@ -265,7 +266,7 @@ impl Namespace {
 
     /// Drops `owner`'s locks on an open file of a served directory here.
     pub fn unlock_all(&self, h: &Handle, owner: &Owner) {
-        if let Handle::Stored(f) = h {
+        if let Handle::Stored(f, _) = h {
             self.locks.drop_owner(f, owner);
         }
     }
@@ -305,7 +306,7 @@ impl Namespace {
     /// Changes a file's size, mode or times: through `h` when the file is
     /// open (it may have been renamed or removed since), else by path.
     pub async fn set_attr(&self, path: &[String], h: Option<&Handle>, attrs: Attrs) -> Result<Entry, String> {
-        if let Some(h @ (Handle::Stored(_) | Handle::RemoteFile(RemoteFile::Stored(_)))) = h {
+        if let Some(h @ (Handle::Stored(..) | Handle::RemoteFile(RemoteFile::Stored(_)))) = h {
             let mut e = self.handle_attr(h, attrs).await?;
             e.name = path.last().cloned().unwrap_or_default();
             return Ok(e);
@@ -323,11 +324,20 @@ impl Namespace {
     /// Changes an open file of a served directory (nothing set: its status).
     pub async fn handle_attr(&self, h: &Handle, attrs: Attrs) -> Result<Entry, String> {
         match h {
-            Handle::Stored(f) => {
-                let f = f.clone();
-                blocking(move || dir::file_attr(&f, &attrs, "", "open file")).await
+            Handle::Stored(f, told) => {
+                let (f, told) = (f.clone(), *told);
+                let mut e = blocking(move || dir::file_attr(&f, &attrs, "", "open file")).await?;
+                dir::watch_all(&mut e, told);
+                Ok(e)
             }
-            Handle::RemoteFile(RemoteFile::Stored(p)) => p.attr(attrs).await,
+            // Kept as a look at its name is (see `Namespace::stat`).
+            Handle::RemoteFile(RemoteFile::Stored(p)) => {
+                let epoch = self.told_before(p.machine());
+                let mut e = p.attr(attrs).await?;
+                let told = e.meta.is_some_and(|m| m.watched) && self.coherence().still(p.machine(), epoch);
+                dir::watch_all(&mut e, told);
+                Ok(e)
+            }
             _ => Err(error::detail(EPERM, "not a file of a served directory")),
         }
     }
@@ -336,7 +346,7 @@ impl Namespace {
     /// the write as one message, as [`Namespace::write`] does.
     pub async fn write_at(&self, h: &Handle, offset: u64, data: &[u8]) -> Result<usize, String> {
         match h {
-            Handle::Stored(f) => write_local(f, offset, bytes::Bytes::copy_from_slice(data)).await,
+            Handle::Stored(f, _) => write_local(f, offset, bytes::Bytes::copy_from_slice(data)).await,
             Handle::RemoteFile(RemoteFile::Stored(p)) => p.write_at(offset, data).await,
             _ => self.write(h, data).await,
         }
@@ -346,7 +356,7 @@ impl Namespace {
     /// them without a copy.
     pub async fn write_bytes(&self, h: &Handle, offset: u64, data: bytes::Bytes) -> Result<usize, String> {
         match h {
-            Handle::Stored(f) => write_local(f, offset, data).await,
+            Handle::Stored(f, _) => write_local(f, offset, data).await,
             _ => self.write_at(h, offset, &data).await,
         }
     }
@@ -355,7 +365,7 @@ impl Namespace {
     /// then the bytes (without a copy when the file is here).
     pub async fn read_tagged(&self, h: &Handle, offset: u64, size: usize, tag: u8) -> Result<bytes::Bytes, String> {
         match h {
-            Handle::Stored(f) => {
+            Handle::Stored(f, _) => {
                 let f = f.clone();
                 blocking(move || dir::read_after(&f, offset, size, &[tag])).await.map(bytes::Bytes::from)
             }
@@ -383,7 +393,7 @@ impl Namespace {
     /// Flushes an open file of a served directory to its disk.
     pub async fn sync(&self, h: &Handle) -> Result<(), String> {
         match h {
-            Handle::Stored(f) => {
+            Handle::Stored(f, _) => {
                 let f = f.clone();
                 blocking(move || f.sync_data().map_err(|e| super::errors::io(&e, "sync"))).await
             }

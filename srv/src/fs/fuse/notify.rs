@@ -23,7 +23,7 @@
 //! Lock order: the inode table's lock and [`Expected`]'s are leaves, and
 //! neither is held while writing to the kernel.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
@@ -112,12 +112,49 @@ const EXPECT_MAX: usize = 4096;
 /// and the directory's attributes. Each is (directory node, name, what),
 /// waited for at most [`EXPECT_FOR`]; another machine's change, of
 /// another kind or later, is acted on.
+///
+/// So are the notices of data this mount wrote: a file it wrote in the
+/// last [`EXPECT_FOR`] keeps its pages and attributes when its serving
+/// machine says it changed. Its kernel knows what it wrote; dropping them
+/// would cost a writer its cache, and the kernel, finding its attributes
+/// refreshed, asks again whether the file has privileges to drop before
+/// each write (a `security.capability` request per write). Another
+/// machine writing the same file in that while is seen at the next open
+/// or record lock, as close-to-open consistency promises and NFS gives.
 #[derive(Default)]
-pub struct Expected(Mutex<VecDeque<(u64, String, What, Instant)>>);
+pub struct Expected {
+    names: Mutex<VecDeque<(u64, String, What, Instant)>>,
+    /// Files written through this mount lately (node, when).
+    wrote: Mutex<HashMap<u64, Instant>>,
+}
 
 impl Expected {
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, String, What, Instant)>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn writes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
+        self.wrote.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This mount writes to file `node` now.
+    pub fn wrote(&self, node: u64) {
+        let now = Instant::now();
+        let mut w = self.writes();
+        if w.len() >= EXPECT_MAX && !w.contains_key(&node) {
+            w.retain(|_, t| now.duration_since(*t) <= EXPECT_FOR);
+            if w.len() >= EXPECT_MAX {
+                // More files written at once than are remembered: the
+                // oldest notices are acted on, which costs only speed.
+                w.clear();
+            }
+        }
+        w.insert(node, now);
+    }
+
+    /// Whether this mount wrote file `node` lately.
+    fn wrote_lately(&self, node: u64) -> bool {
+        self.writes().get(&node).is_some_and(|t| t.elapsed() <= EXPECT_FOR)
     }
 
     pub fn add(&self, dir: u64, name: &str, what: What) {
@@ -191,6 +228,9 @@ fn apply(n: &Notifier, inodes: &Mutex<Inodes>, expected: &Expected, co: &Coheren
             // This mount's own change: its kernel knows, and what is kept
             // of the directory is as the change left it.
             if what.names() && expected.take(parent, &name, what) {
+                return;
+            }
+            if what == What::Data && child.is_some_and(|c| expected.wrote_lately(c)) {
                 return;
             }
             co.forget(&[dir, child_id.unwrap_or(dir)]);

@@ -319,10 +319,10 @@ pub async fn list(r: &Router, m: &MachineId, path: &[String]) -> Result<Vec<Entr
 }
 
 /// The handle for a conversation that is now an open file of `kind`.
-fn opened(conv: Conv, kind: FileKind) -> Handle {
+fn opened(conv: Conv, kind: FileKind, m: &MachineId) -> Handle {
     Handle::RemoteFile(match kind {
         FileKind::Stream => RemoteFile::Stream(Stream::new(conv)),
-        FileKind::Stored => RemoteFile::Stored(pipe::Pipe::new(conv)),
+        FileKind::Stored => RemoteFile::Stored(pipe::Pipe::new(conv, m.clone())),
         kind => RemoteFile::File(kind, std::sync::Arc::new(tokio::sync::Mutex::new(conv))),
     })
 }
@@ -330,7 +330,7 @@ fn opened(conv: Conv, kind: FileKind) -> Handle {
 pub async fn open(r: &Router, m: &MachineId, path: &[String], access: Access) -> Result<Handle, String> {
     let mut conv = r.open(server(m), Vec::new());
     match begin(&mut conv, &TreeReq::Open { path: path.to_vec(), access }).await? {
-        TreeResp::Opened(kind) => Ok(opened(conv, kind)),
+        TreeResp::Opened(kind) => Ok(opened(conv, kind, m)),
         other => Err(unexpected(other)),
     }
 }
@@ -346,7 +346,7 @@ pub async fn create(
 ) -> Result<((Entry, Handle), Vec<Entry>), String> {
     let mut conv = r.open(server(m), Vec::new());
     match after(begin(&mut conv, &TreeReq::Create { path: path.to_vec(), mode, access, excl }).await?) {
-        (TreeResp::Created(e), dirs) => Ok(((e, opened(conv, FileKind::Stored)), dirs)),
+        (TreeResp::Created(e), dirs) => Ok(((e, opened(conv, FileKind::Stored, m)), dirs)),
         (other, _) => Err(unexpected(other)),
     }
 }

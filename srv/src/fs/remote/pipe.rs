@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use ns::conv::{Conv, ConvReader, ConvWriter, Msg};
+use ns::MachineId;
 use tokio::sync::{oneshot, watch};
 
 use super::{decode, encode, raw_write, unexpected, TreeReq, TreeResp, MAX_IO, RAW};
@@ -80,6 +81,7 @@ pub struct Pipe {
     answered: watch::Receiver<u64>,
     reads: tokio::sync::Mutex<Ahead>,
     receiver: tokio::task::JoinHandle<()>,
+    machine: MachineId,
 }
 
 fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -172,7 +174,8 @@ fn tree_answer(a: Answer) -> Result<TreeResp, String> {
 }
 
 impl Pipe {
-    pub fn new(conv: Conv) -> Pipe {
+    /// The pipe of `conv`, a file open on machine `m`.
+    pub fn new(conv: Conv, machine: MachineId) -> Pipe {
         let Conv { rx, tx } = conv;
         let state = Arc::new(Mutex::new(State::default()));
         let (bump, answered) = watch::channel(0);
@@ -183,7 +186,13 @@ impl Pipe {
             answered,
             reads: tokio::sync::Mutex::new(Ahead::default()),
             receiver,
+            machine,
         }
+    }
+
+    /// The machine the file is open on.
+    pub fn machine(&self) -> &MachineId {
+        &self.machine
     }
 
     /// Sends `msgs` in order, each with its [`Due`], whole: in a task of
