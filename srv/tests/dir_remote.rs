@@ -373,3 +373,37 @@ async fn a_machine_is_told_only_of_what_it_looked_into() {
     let later = told(&mut c, Duration::from_millis(500)).await.unwrap_or_default();
     assert!(!later.iter().any(|c| matches!(c, Change::Name { name, .. } if name == "unseen")), "{later:?}");
 }
+
+/// A machine's conversations of changes: a new one replaces the old, so a
+/// peer that opens hundreds holds one feed of changes on b, not a copy of
+/// every change per conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_holds_one_conversation_of_changes_however_many_it_opens() {
+    use srv::fs::dir::watch::Change;
+    let t = two("watchflood").await;
+    std::fs::write(t.disk("sub/x"), "x").unwrap();
+    let to_b = || Addr::on("b".parse().unwrap(), Name::new(RESERVED).unwrap());
+    let mut convs = Vec::new();
+    for _ in 0..300 {
+        let mut c = t.a.router().open(to_b(), vec![]);
+        c.tx.send(ns::cbor::encode(&(Caller::router(), TreeReq::Watch))).await.unwrap();
+        let done = next(&mut c).await;
+        assert!(
+            matches!(&done, Some(Msg::Data(b)) if matches!(ns::cbor::decode(&b, "tree message").unwrap(), TreeResp::Done)),
+            "{done:?}"
+        );
+        convs.push(c);
+    }
+    let mut last = convs.pop().unwrap();
+    // Every earlier one has ended.
+    for (i, c) in convs.iter_mut().enumerate() {
+        let end = tokio::time::timeout(Duration::from_secs(10), c.rx.recv()).await.expect("ended in time");
+        assert!(!matches!(end, Some(Msg::Data(_))), "conversation {i} still told: {end:?}");
+    }
+    // The last is told, once.
+    let stat = TreeReq::Stat(p("svc/files/root/sub/x"));
+    assert!(matches!(raw(&t, "b", &stat).await, Ok(TreeResp::Entry(e)) if e.meta.unwrap().watched));
+    std::fs::write(t.disk("sub/z"), "1").unwrap();
+    let got = told(&mut last, Duration::from_secs(10)).await.expect("told of sub/z");
+    assert!(got.iter().any(|c| matches!(c, Change::Name { name, .. } if name == "z")), "{got:?}");
+}

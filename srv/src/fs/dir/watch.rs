@@ -223,7 +223,18 @@ impl Watcher {
             tokio::spawn(read_events(Arc::downgrade(self), ino.clone(), afd, self.stop.clone()));
             st.inotify = Some(ino);
         }
-        st.feeds.retain(|f| f.1.strong_count() > 0);
+        // One feed per machine: a machine's mounts share one conversation
+        // of changes, and a new one replaces the old (a redial's), so a
+        // peer that opens many holds one feed, not a copy of every change
+        // per conversation. This machine's own mounts each have theirs.
+        st.feeds.retain(|f| match f.1.upgrade() {
+            Some(old) if who.is_some() && f.0 == who => {
+                old.close();
+                false
+            }
+            Some(_) => true,
+            None => false,
+        });
         st.feeds.push((who, Arc::downgrade(&feed)));
         Ok(feed)
     }
