@@ -426,6 +426,8 @@ impl Filesystem for MeshFs {
         if let Some(id) = lock(&self.inodes).id(inode) {
             self.ns.coherence().forget(&[id]);
         }
+        // Its answer is what the kernel keeps; the notice is this mount's.
+        self.expected.wrote(inode);
         let set =
             async { self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e)) };
         let e = self.stoppable(&req, set).await?;

@@ -54,6 +54,12 @@ pub async fn mount(ns: Arc<Namespace>, path: &Path, allow_other: bool) -> anyhow
     // machine's device, a set-user-ID file run as this machine's root
     // (fusermount3 says the same for mounts by users other than root).
     opts.custom_options("nodev,nosuid");
+    // The serving machine's kernel clears set-user-ID and set-group-ID
+    // bits itself on a write, truncate or chown by the caller (done as
+    // the caller, without CAP_FSETID): the kernel here need not refresh a
+    // file's attributes before each chown to compute them
+    // (FUSE_HANDLE_KILLPRIV), a round trip per chown.
+    opts.handle_killpriv(true);
     let session = Session::new(opts);
     // The session's /dev/fuse descriptor is the one new across the mount;
     // mounts in this process take turns so that it is.

@@ -113,9 +113,9 @@ const EXPECT_MAX: usize = 4096;
 /// waited for at most [`EXPECT_FOR`]; another machine's change, of
 /// another kind or later, is acted on.
 ///
-/// So are the notices of data this mount wrote: a file it wrote in the
-/// last [`EXPECT_FOR`] keeps its pages and attributes when its serving
-/// machine says it changed. Its kernel knows what it wrote; dropping them
+/// So are the notices of data and attributes this mount changed: a file
+/// it wrote or set attributes of in the last [`EXPECT_FOR`] keeps its
+/// pages and attributes when its serving machine says it changed. Its kernel knows what it wrote; dropping them
 /// would cost a writer its cache, and the kernel, finding its attributes
 /// refreshed, asks again whether the file has privileges to drop before
 /// each write (a `security.capability` request per write). Another
@@ -137,7 +137,7 @@ impl Expected {
         self.wrote.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// This mount writes to file `node` now.
+    /// This mount writes to file `node`, or sets its attributes, now.
     pub fn wrote(&self, node: u64) {
         let now = Instant::now();
         let mut w = self.writes();
@@ -230,10 +230,14 @@ fn apply(n: &Notifier, inodes: &Mutex<Inodes>, expected: &Expected, co: &Coheren
             if what.names() && expected.take(parent, &name, what) {
                 return;
             }
-            if what == What::Data && child.is_some_and(|c| expected.wrote_lately(c)) {
+            if !what.names() && child.is_some_and(|c| expected.wrote_lately(c)) {
                 return;
             }
-            co.forget(&[dir, child_id.unwrap_or(dir)]);
+            // A file's data or attributes are not its directory's.
+            match (what.names(), child_id) {
+                (true, _) | (false, None) => co.forget(&[dir, child_id.unwrap_or(dir)]),
+                (false, Some(id)) => co.forget(&[id]),
+            }
             // The name itself only when it changed, and then the
             // directory's attributes too (the kernel drops them with the
             // name only if it held the name).

@@ -143,6 +143,7 @@ fn request_paths(req: &TreeReq) -> Vec<&[String]> {
 }
 
 async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq) -> Result<(), String> {
+    tracing::trace!(req = what(&req), "tree request");
     if matches!(req, TreeReq::View) {
         return serve_view(&ns, &mut conv).await;
     }
