@@ -389,7 +389,7 @@ async fn a_machine_holds_one_conversation_of_changes_however_many_it_opens() {
         c.tx.send(ns::cbor::encode(&(Caller::router(), TreeReq::Watch))).await.unwrap();
         let done = next(&mut c).await;
         assert!(
-            matches!(&done, Some(Msg::Data(b)) if matches!(ns::cbor::decode(&b, "tree message").unwrap(), TreeResp::Done)),
+            matches!(&done, Some(Msg::Data(b)) if matches!(ns::cbor::decode(b, "tree message").unwrap(), TreeResp::Done)),
             "{done:?}"
         );
         convs.push(c);
