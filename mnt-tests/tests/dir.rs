@@ -626,3 +626,36 @@ fn an_open_file_is_not_asked_for_its_attributes_at_each_read_or_write() {
     // And what b changes is still seen, the file held open.
     assert!(v[2] < 2.0, "growth on b seen through an open file after {} s", v[2]);
 }
+
+#[test]
+fn a_record_lock_taken_shows_what_another_machine_wrote_under_it() {
+    // A change no notice tells of (made on b through another hard link,
+    // in a directory a never looked into) is still seen by a reader on a
+    // that takes a record lock: taking it drops what a's kernel kept of
+    // the file. The file stays open on a throughout (no close-to-open).
+    let ab = start();
+    let (f, d, disk) = (ab.remote(), ab.d(), ab.files());
+    std::fs::create_dir(format!("{disk}/elsewhere")).unwrap();
+    std::fs::write(format!("{disk}/shared"), "old old old\n").unwrap();
+    std::fs::hard_link(format!("{disk}/shared"), format!("{disk}/elsewhere/other-name")).unwrap();
+    let py = format!(
+        "import fcntl, os, time\n\
+         f = open('{f}/shared', 'r+')\n\
+         first = f.read()\n\
+         time.sleep(0.3)\n\
+         f.seek(0); again = f.read()\n\
+         # b writes under the lock, through its other name, on its disk.\n\
+         g = open('{disk}/elsewhere/other-name', 'r+')\n\
+         fcntl.lockf(g, fcntl.LOCK_EX)\n\
+         g.write('new new new\\n'); g.flush(); os.fsync(g.fileno())\n\
+         fcntl.lockf(g, fcntl.LOCK_UN); g.close()\n\
+         time.sleep(0.3)\n\
+         fcntl.lockf(f, fcntl.LOCK_SH)\n\
+         f.seek(0); locked = f.read()\n\
+         fcntl.lockf(f, fcntl.LOCK_UN)\n\
+         print(repr(first), repr(again), repr(locked))"
+    );
+    std::fs::write(format!("{d}/lockpoint.py"), py).unwrap();
+    let got = sh_ok(&format!("python3 {d}/lockpoint.py"), T);
+    assert_eq!(got, "'old old old\\n' 'old old old\\n' 'new new new\\n'\n", "first, again, under the lock");
+}
