@@ -6,12 +6,43 @@
 //! one-message buffer, so `poll` can tell readiness without consuming and
 //! can wake the kernel when a message arrives.
 
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use ns::conv::{Conv, ConvWriter, Msg};
 use tokio::sync::{broadcast, mpsc};
+
+/// Whether the directory of an open file of a served directory is watched
+/// for its opener: then what the file says of itself may be kept (see
+/// `dir::watch`), as what a look at its name says. A file opened before
+/// its opener's conversation of changes was up (the first open after a
+/// mount) is watched at a later look at it, once it can be.
+pub struct Told {
+    watched: AtomicBool,
+    /// Where it was opened, and for whom, to watch it later.
+    at: Option<(Arc<super::dir::Root>, Vec<String>, super::dir::watch::Asker)>,
+}
+
+impl Told {
+    /// Watched from the start, or never to be (`at` is `None`).
+    pub fn new(watched: bool, at: Option<(Arc<super::dir::Root>, Vec<String>, super::dir::watch::Asker)>) -> Told {
+        Told { watched: AtomicBool::new(watched), at }
+    }
+
+    /// Whether it is watched, watching it now if it can be. Blocks (file
+    /// system calls): for the blocking pool.
+    pub fn check(&self, w: &super::dir::watch::Watcher) -> bool {
+        if self.watched.load(SeqCst) {
+            return true;
+        }
+        let now = self.at.as_ref().is_some_and(|(root, rel, who)| root.watch_parent(rel, w, who));
+        if now {
+            self.watched.store(true, SeqCst);
+        }
+        now
+    }
+}
 
 /// Something that can wake a poller: the kernel's poll handle.
 pub type Waker = Box<dyn Fn(u64) + Send + Sync>;
@@ -194,10 +225,9 @@ pub enum Handle {
     /// A file open on another machine.
     RemoteFile(super::remote::RemoteFile),
     /// A regular file of a local dir service (read and written on the
-    /// blocking pool, hence shared), and whether its directory was watched
-    /// for its opener when opened: then what it says of itself may be kept
-    /// (see `dir::watch`), as what a look at its name says.
-    Stored(Arc<std::fs::File>, bool),
+    /// blocking pool, hence shared), and whether its directory is watched
+    /// for its opener (see [`Told`]).
+    Stored(Arc<std::fs::File>, Arc<Told>),
 }
 
 /// Reads `size` bytes of `text` at `offset`.

@@ -351,13 +351,14 @@ impl Namespace {
                 let root = self.root(&s)?;
                 let (co, who) = (self.coherence.clone(), dir::watch::asker());
                 // Watched before it is opened, so that nothing changed
-                // after goes untold (see `Handle::Stored`).
+                // after goes untold (see `handle::Told`).
                 let (f, told) = blocking(move || {
-                    let told = root.watch_parent(&rel, &co.watcher, &who);
-                    Ok((root.open_file(&rel, access)?, told))
+                    let watched = root.watch_parent(&rel, &co.watcher, &who);
+                    let f = root.open_file(&rel, access)?;
+                    Ok((f, handle::Told::new(watched, Some((root, rel, who)))))
                 })
                 .await?;
-                Ok(Handle::Stored(Arc::new(f), told))
+                Ok(Handle::Stored(Arc::new(f), Arc::new(told)))
             }
             Node::Machine => text(format!("{}\n", r.id())),
             Node::Routes => text(r.routes()),

@@ -12,7 +12,7 @@ use ns::MachineId;
 use super::dir::locks::{Lock, Owner};
 use super::dir::{self, Access, Attrs, Root, StatFs};
 use super::errors::{ENOATTR, ENOTSUP, EXDEV};
-use super::handle::Handle;
+use super::handle::{Handle, Told};
 use super::remote::{self, RemoteFile};
 use super::tree::{Entry, Node};
 use super::{blocking, Namespace};
@@ -108,8 +108,10 @@ impl Namespace {
             Place::Here(root, rel) => {
                 let make = move |r: &Root, rel: &[String]| r.create(rel, mode, access, excl);
                 let (f, e) = self.made_here(root, rel, make, |m| &mut m.1).await?;
-                let told = e.meta.is_some_and(|m| m.watched);
-                Ok((e, Handle::Stored(Arc::new(f), told)))
+                // Made, it is watched or never will be: its name is gone
+                // from its maker's view only by a change it is told of.
+                let told = Told::new(e.meta.is_some_and(|m| m.watched), None);
+                Ok((e, Handle::Stored(Arc::new(f), Arc::new(told))))
             }
             Place::There(m, rest) => {
                 let create = remote::create(self.router(), &m, &rest, mode, access, excl);
@@ -325,10 +327,15 @@ impl Namespace {
     pub async fn handle_attr(&self, h: &Handle, attrs: Attrs) -> Result<Entry, String> {
         match h {
             Handle::Stored(f, told) => {
-                let (f, told) = (f.clone(), *told);
-                let mut e = blocking(move || dir::file_attr(&f, &attrs, "", "open file")).await?;
-                dir::watch_all(&mut e, told);
-                Ok(e)
+                let (f, told, co) = (f.clone(), told.clone(), self.coherence().clone());
+                blocking(move || {
+                    // Watched before the look, as at open.
+                    let watched = told.check(&co.watcher);
+                    let mut e = dir::file_attr(&f, &attrs, "", "open file")?;
+                    dir::watch_all(&mut e, watched);
+                    Ok(e)
+                })
+                .await
             }
             // Kept as a look at its name is (see `Namespace::stat`).
             Handle::RemoteFile(RemoteFile::Stored(p)) => {

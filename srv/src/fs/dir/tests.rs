@@ -472,3 +472,20 @@ fn modes_asked_for_are_not_masked_again_by_the_routers_umask() {
     // The process's umask, which the rest of the router uses, is untouched.
     assert_eq!(umask(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_opened_before_its_opener_is_told_is_watched_at_a_later_look() {
+    // The first open after a mount comes before the mount's conversation
+    // of changes is up: not watched then, it is at the next look, so what
+    // the open file says of itself may be kept from then on.
+    use crate::fs::handle::Told;
+    let f = fixture();
+    let w = std::sync::Arc::new(super::watch::Watcher::default());
+    let who: super::watch::Asker = Some("a".parse().unwrap());
+    let root = std::sync::Arc::new(f.root);
+    let told = Told::new(false, Some((root.clone(), p("sub/file"), who.clone())));
+    assert!(!told.check(&w), "nobody to tell yet");
+    let _feed = w.subscribe(who).unwrap();
+    assert!(told.check(&w), "watched once it can be");
+    assert!(!Told::new(false, None).check(&w), "a file made unwatched stays so");
+}
