@@ -34,7 +34,8 @@
 //! 10. [`text`]: the text of the router's `ctl` and `svc/S/info` files;
 //!     `peers`: gossip and keepalive over the links, the router's
 //!     `Routing`; [`registry`]: the registry protocol and service, and the
-//!     client that is the router's `Discovery`.
+//!     client that is the router's `Discovery`; `lost`: what a lost link
+//!     costs, the conversations that crossed it failed at both ends.
 //! 11. `local`: serving a local client's link.
 //! 12. [`link`]: handshakes, link readers, dialing.
 //! 13. `start`: `Router::new`, the router with its parts plugged in.
@@ -52,6 +53,7 @@ pub mod error;
 pub mod gossip;
 pub mod link;
 mod local;
+mod lost;
 pub mod nsfile;
 pub mod outlet;
 pub mod path;

@@ -78,8 +78,11 @@ impl Service for EofAfter {
 
 /// Answers the first message with itself once let go: the test decides
 /// when the answer leaves.
+#[derive(Clone, Default)]
 struct Held {
+    /// Set once the request is in.
     got: Arc<AtomicBool>,
+    /// Lets the answer go.
     go: Arc<tokio::sync::Notify>,
     /// The end that asked.
     asker: Arc<std::sync::Mutex<Option<Addr>>>,
@@ -186,8 +189,8 @@ async fn pump(
 
 /// a, b and c, all linked; a reaches c directly through a [`Cable`].
 struct Triangle {
-    /// What c's `held` service does.
-    held: (Arc<AtomicBool>, Arc<tokio::sync::Notify>, Arc<std::sync::Mutex<Option<Addr>>>),
+    /// c's `held` service, as the test sees it.
+    held: Held,
     a: Router,
     b: Router,
     c: Router,
@@ -216,9 +219,8 @@ impl Triangle {
         rc.add_service(n("echo"), Arc::new(Echo));
         rc.add_service(n("once"), Arc::new(Once));
         rc.add_service(n("eofafter"), Arc::new(EofAfter));
-        let held = (Arc::new(AtomicBool::new(false)), Arc::new(tokio::sync::Notify::new()), Default::default());
-        let service = Held { got: held.0.clone(), go: held.1.clone(), asker: Arc::clone(&held.2) };
-        rc.add_service(n("held"), Arc::new(service));
+        let held = Held::default();
+        rc.add_service(n("held"), Arc::new(held.clone()));
         let t = Triangle { held, a: ra, b: rb, c: rc, cable, stop };
         t.until("the direct link both ways", |t| t.hops(&t.a, "c") == Some(1) && t.hops(&t.c, "a") == Some(1)).await;
         t.until("services known at a", |t| t.a.table().nearest("eofafter").is_some()).await;
@@ -266,6 +268,25 @@ impl Triangle {
         conv.tx.send(Bytes::from("x")).await.unwrap();
         let got = first(&mut conv, Duration::from_secs(10)).await;
         (got, opened.elapsed())
+    }
+}
+
+impl Triangle {
+    /// Asks c's `held` service from a, once cut (a's request goes round by
+    /// b), and waits until the service has the request, its answer held.
+    async fn ask_held(&self) -> (Conv, Instant) {
+        self.cut_a_first().await;
+        let opened = Instant::now();
+        let conv = self.a.open(a("/n/c/svc/held"), vec![]);
+        conv.tx.send(Bytes::from("x")).await.unwrap();
+        self.until("c's service has the request", |t| t.held.got.load(SeqCst)).await;
+        (conv, opened)
+    }
+
+    /// c closes its link to a, as its keepalive does, without its link
+    /// task having run yet.
+    fn close_c_to_a(&self) {
+        self.c.term(&TermName::Net(n("a"))).expect("c's link to a").hangup();
     }
 }
 
@@ -318,14 +339,10 @@ async fn an_answer_sent_to_a_link_closing_but_not_yet_cleared_fails_the_asker() 
     // finds the link closed. a's request went round by b, so neither end
     // crossed the link, and only the answer was lost; a must hear of it.
     let t = Triangle::new("closing").await;
-    t.cut_a_first().await;
-    let opened = Instant::now();
-    let mut conv = t.a.open(a("/n/c/svc/held"), vec![]);
-    conv.tx.send(Bytes::from("x")).await.unwrap();
-    t.until("c's service has the request", |t| t.held.0.load(SeqCst)).await;
+    let (mut conv, opened) = t.ask_held().await;
     // In one step, so that the answer leaves before the link task runs.
-    t.held.1.notify_one();
-    t.c.term(&TermName::Net(n("a"))).expect("c's link to a").hangup();
+    t.held.go.notify_one();
+    t.close_c_to_a();
     let got = first(&mut conv, Duration::from_secs(10)).await;
     let took = opened.elapsed();
     assert!(link_lost_in_time(&got, took), "{got:?} after {took:?}");
@@ -337,13 +354,9 @@ async fn an_error_sent_to_a_link_closing_but_not_yet_cleared_still_reaches_its_e
     // end (as c's conversation table sends when c's end fails) that finds
     // the link closed must go round, not vanish: it is all a hears.
     let t = Triangle::new("closingerr").await;
-    t.cut_a_first().await;
-    let opened = Instant::now();
-    let mut conv = t.a.open(a("/n/c/svc/held"), vec![]);
-    conv.tx.send(Bytes::from("x")).await.unwrap();
-    t.until("c's service has the request", |t| t.held.0.load(SeqCst)).await;
-    let asker = t.held.2.lock().unwrap().clone().expect("the asker's end");
-    t.c.term(&TermName::Net(n("a"))).expect("c's link to a").hangup();
+    let (mut conv, opened) = t.ask_held().await;
+    let asker = t.held.asker.lock().unwrap().clone().expect("the asker's end");
+    t.close_c_to_a();
     let from = Addr::on(n("c"), ns::conv::reserved());
     let err = ns::Envelope::new(1 << 40, from, asker, ns::Kind::Error("told".into()), Bytes::new());
     t.c.forward(err).await;

@@ -306,8 +306,7 @@ impl MeshFs {
     /// kernel asks fstat by inode, without the descriptor, and a removed
     /// file has no path left to ask by.
     fn open_stored(&self, ino: u64) -> Option<Arc<Handle>> {
-        let stored =
-            |h: &Handle| matches!(h, Handle::Stored(..) | Handle::RemoteFile(super::remote::RemoteFile::Stored(_)));
+        let stored = |h: &Handle| super::handle_kind(h) == FileKind::Stored;
         lock(&self.handles).values().find(|o| o.ino == ino && stored(&o.h)).map(|o| o.h.clone())
     }
 
@@ -681,7 +680,7 @@ impl Filesystem for MeshFs {
         _flags: u32,
     ) -> FuseResult<ReplyWrite> {
         let h = self.handle(fh)?;
-        if matches!(*h, Handle::Stored(..) | Handle::RemoteFile(super::remote::RemoteFile::Stored(_))) {
+        if super::handle_kind(&h) == FileKind::Stored {
             self.expected.wrote(inode);
         }
         let write = async { self.ns.write_at(&h, offset, data).await.map_err(|e| errno(&e)) };

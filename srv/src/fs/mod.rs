@@ -260,7 +260,7 @@ impl Namespace {
             Node::Remote(m, rest) if m != self.router.id() => {
                 let epoch = self.told_before(m);
                 let mut e = remote::stat(&self.router, m, rest).await?;
-                dir::watch_all(&mut e, self.coherence.still(m, epoch));
+                dir::told_if(&mut e, self.coherence.still(m, epoch));
                 Ok(e)
             }
             Node::Remote(_, rest) => Box::pin(self.stat(rest)).await.map(|mut e| {
@@ -299,7 +299,7 @@ impl Namespace {
                 let epoch = self.told_before(&m);
                 let mut v = remote::list(&self.router, &m, &rest).await?;
                 let still = self.coherence.still(&m, epoch);
-                v.iter_mut().for_each(|e| dir::watch_all(e, still));
+                v.iter_mut().for_each(|e| dir::told_if(e, still));
                 Ok(v)
             }
             Node::Remote(_, rest) => Box::pin(self.list(&rest)).await,

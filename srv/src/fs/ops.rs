@@ -92,7 +92,7 @@ impl Namespace {
         make: impl std::future::Future<Output = Result<(Entry, Vec<Entry>), String>>,
     ) -> Result<Entry, String> {
         let (mut e, told) = self.changed_there(m, make).await?;
-        dir::watch_all(&mut e, told);
+        dir::told_if(&mut e, told);
         Ok(e)
     }
 
@@ -116,7 +116,7 @@ impl Namespace {
             Place::There(m, rest) => {
                 let create = remote::create(self.router(), &m, &rest, mode, access, excl);
                 let ((mut e, h), told) = self.changed_there(&m, create).await?;
-                dir::watch_all(&mut e, told);
+                dir::told_if(&mut e, told);
                 Ok((e, h))
             }
         }
@@ -341,8 +341,7 @@ impl Namespace {
             Handle::RemoteFile(RemoteFile::Stored(p)) => {
                 let epoch = self.told_before(p.machine());
                 let mut e = p.attr(attrs).await?;
-                let told = e.meta.is_some_and(|m| m.watched) && self.coherence().still(p.machine(), epoch);
-                dir::watch_all(&mut e, told);
+                dir::told_if(&mut e, self.coherence().still(p.machine(), epoch));
                 Ok(e)
             }
             _ => Err(error::detail(EPERM, "not a file of a served directory")),

@@ -201,6 +201,15 @@ pub fn watch_all(e: &mut Entry, watched: bool) {
     }
 }
 
+/// What another machine said is told of stays so only while this
+/// machine's conversation of changes with it was up throughout (`still`,
+/// see `coherence::Coherence::still`).
+pub fn told_if(e: &mut Entry, still: bool) {
+    if let Some(m) = e.meta.as_mut() {
+        m.watched &= still;
+    }
+}
+
 fn fd_entry(name: &str, fd: impl AsFd, what: &str) -> Result<Entry, String> {
     let st = fstat(fd).map_err(|e| errors::os(e, what))?;
     entry(name, &st).ok_or_else(errors::not_served)

@@ -234,9 +234,11 @@ fn apply(n: &Notifier, inodes: &Mutex<Inodes>, expected: &Expected, co: &Coheren
                 return;
             }
             // A file's data or attributes are not its directory's.
-            match (what.names(), child_id) {
-                (true, _) | (false, None) => co.forget(&[dir, child_id.unwrap_or(dir)]),
-                (false, Some(id)) => co.forget(&[id]),
+            let child_id = child_id.unwrap_or(dir);
+            if what.names() {
+                co.forget(&[dir, child_id]);
+            } else {
+                co.forget(&[child_id]);
             }
             // The name itself only when it changed, and then the
             // directory's attributes too (the kernel drops them with the
