@@ -31,11 +31,21 @@ pub fn mesh_bin() -> PathBuf {
     let bin = exe.parent().and_then(Path::parent).expect("target dir").join("mesh");
     BUILD.call_once(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "mesh"])
-            .current_dir(root)
-            .status()
-            .is_ok_and(|s| s.success());
+        // Without what cargo sets for this test's own package: ring's
+        // build script reruns when CARGO_MANIFEST_DIR changes, which would
+        // rebuild half the tree here and again at the next outer build.
+        let own = |k: &str| {
+            k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || ["CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"].contains(&k)
+        };
+        let mut build = Command::new(env!("CARGO"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(own) {
+                build.env_remove(k);
+            }
+        }
+        let ok = build.args(["build", "-q", "-p", "mesh"]).current_dir(root).status().is_ok_and(|s| s.success());
         assert!(ok, "cargo build -p mesh failed");
     });
     bin

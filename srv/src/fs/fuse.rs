@@ -358,13 +358,17 @@ impl Filesystem for MeshFs {
     }
 
     async fn forget(&self, _req: Request, inode: u64, nlookup: u64) {
-        lock(&self.inodes).forget(inode, nlookup);
+        if lock(&self.inodes).forget(inode, nlookup) {
+            self.expected.gone(inode);
+        }
     }
 
     async fn batch_forget(&self, _req: Request, inodes: &[(u64, u64)]) {
         let mut t = lock(&self.inodes);
         for &(i, n) in inodes {
-            t.forget(i, n);
+            if t.forget(i, n) {
+                self.expected.gone(i);
+            }
         }
     }
 
@@ -482,7 +486,7 @@ impl Filesystem for MeshFs {
         let expecting = self.expecting(&[(parent, name, What::Gone)]);
         self.stoppable(&req, remove).await?;
         expecting.made();
-        lock(&self.inodes).detach(&path);
+        self.removed(&[&path]);
         Ok(())
     }
 
@@ -492,7 +496,7 @@ impl Filesystem for MeshFs {
         let expecting = self.expecting(&[(parent, name, What::Gone)]);
         self.stoppable(&req, remove).await?;
         expecting.made();
-        lock(&self.inodes).detach(&path);
+        self.removed(&[&path]);
         Ok(())
     }
 
@@ -537,6 +541,7 @@ impl Filesystem for MeshFs {
         if flags & libc::RENAME_EXCHANGE != 0 {
             lock(&self.inodes).exchange(&from, &to);
         } else {
+            self.removed(&[&to]);
             lock(&self.inodes).rename(&from, &to);
         }
         Ok(())

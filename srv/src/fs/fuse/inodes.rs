@@ -81,6 +81,11 @@ impl Inodes {
         }
     }
 
+    /// The node the kernel knows as `path`.
+    pub fn node_at(&self, path: &str) -> Option<u64> {
+        self.by_path.get(path).copied()
+    }
+
     /// The node of `path`, naming the file `id` if it has one; counts a
     /// lookup.
     pub fn get_or_add(&mut self, path: &str, id: Option<u64>) -> u64 {
@@ -112,11 +117,13 @@ impl Inodes {
         ino
     }
 
-    pub fn forget(&mut self, ino: u64, k: u64) {
-        let Some(n) = self.by_ino.get_mut(&ino) else { return };
+    /// The kernel forgets `k` lookups of node `ino`; true when it no
+    /// longer knows the node at all.
+    pub fn forget(&mut self, ino: u64, k: u64) -> bool {
+        let Some(n) = self.by_ino.get_mut(&ino) else { return false };
         n.looked = n.looked.saturating_sub(k);
         if n.looked > 0 {
-            return;
+            return false;
         }
         if let Some(n) = self.by_ino.remove(&ino) {
             for p in n.paths {
@@ -126,6 +133,7 @@ impl Inodes {
                 }
             }
         }
+        true
     }
 
     /// The identity of node `ino`'s file, for one of a served directory.

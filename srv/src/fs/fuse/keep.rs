@@ -112,6 +112,19 @@ impl MeshFs {
         }
     }
 
+    /// Names `paths` were removed here (or replaced by a rename): they
+    /// are no longer the kernel's, and the files they named are no longer
+    /// the ones this mount wrote (see [`notify::Expected::gone`]).
+    pub(super) fn removed(&self, paths: &[&str]) {
+        let mut t = lock(&self.inodes);
+        for p in paths {
+            if let Some(n) = t.node_at(p) {
+                self.expected.gone(n);
+            }
+            t.detach(p);
+        }
+    }
+
     /// Close-to-open: a served file's attributes kept by the kernel are
     /// dropped when it is opened, so its size and times are asked again.
     /// (Dropping attributes waits for nothing in the kernel, so this may

@@ -152,6 +152,14 @@ impl Expected {
         w.insert(node, now);
     }
 
+    /// Node `node` no longer names the file written: removed, or
+    /// forgotten by the kernel. Its number may soon be another file's
+    /// (file systems give a removed file's inode number to the next one
+    /// made), whose changes are not this mount's.
+    pub fn gone(&self, node: u64) {
+        self.writes().remove(&node);
+    }
+
     /// Whether this mount wrote file `node` lately.
     fn wrote_lately(&self, node: u64) -> bool {
         self.writes().get(&node).is_some_and(|t| t.elapsed() <= EXPECT_FOR)
@@ -225,6 +233,11 @@ fn apply(n: &Notifier, inodes: &Mutex<Inodes>, expected: &Expected, co: &Coheren
                 let c = t.child(parent, &name);
                 (c, c.and_then(|c| t.id(c)))
             };
+            if what == What::Gone {
+                if let Some(c) = child {
+                    expected.gone(c);
+                }
+            }
             // This mount's own change: its kernel knows, and what is kept
             // of the directory is as the change left it.
             if what.names() && expected.take(parent, &name, what) {
@@ -257,6 +270,7 @@ fn apply(n: &Notifier, inodes: &Mutex<Inodes>, expected: &Expected, co: &Coheren
         }
         Change::All => {
             co.forget_all();
+            expected.writes().clear();
             let (nodes, names) = lock().served();
             for (dir, name) in names {
                 let _ = n.entry(dir, &name);
