@@ -12,6 +12,10 @@
 //!
 //! - `rpc`: 64-byte request/reply latency, p50 and p99, over 1 and 2 tcp
 //!   hops and 1 hop on unix and mem, against a raw TCP ping-pong.
+//! - `hops`: the same round trip with routers as separate processes, as
+//!   deployed, through the router's client library, to a service 0, 1
+//!   and 2 hops away, against a raw TCP ping-pong between two processes;
+//!   what a further hop adds.
 //! - `bulk`: 64 KiB and 1 MiB messages a -> b -> c into a sink, MB/s,
 //!   against one raw TCP stream carrying the same bytes.
 //! - `fuse`: a 64-byte write-then-read on a mounted `svc/echo/data`
@@ -37,7 +41,8 @@
 //!   goes without a profiler.
 //!
 //! Modules: [`stats`] (percentiles, resident memory), [`mesh`] (routers
-//! and the echo and sink services), [`raw`] (the TCP baselines), [`rpc`],
+//! and the echo and sink services), [`procs`] (routers and the raw
+//! baselines' far end as processes), [`raw`] (the TCP baselines), [`rpc`], [`hops`],
 //! [`bulk`], [`nullfs`] and [`files`], [`tree`], [`remotefs`], [`discovery`],
 //! [`pipeline`], [`breakdown`] (the workloads), [`report`] (tables,
 //! Markdown) and [`chart`] (SVG), [`machine`] (what ran it).
@@ -50,10 +55,12 @@ pub mod bulk;
 pub mod chart;
 pub mod discovery;
 pub mod files;
+pub mod hops;
 pub mod machine;
 pub mod mesh;
 pub mod nullfs;
 pub mod pipeline;
+pub mod procs;
 pub mod raw;
 pub mod remotefs;
 pub mod report;
@@ -172,6 +179,7 @@ pub type Workload = for<'a> fn(&'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Row>
 /// none is named, and the function.
 pub const WORKLOADS: &[(&str, bool, Workload)] = &[
     ("rpc", true, |c| Box::pin(rpc::run(c))),
+    ("hops", true, |c| Box::pin(hops::run(c))),
     ("bulk", true, |c| Box::pin(bulk::run(c))),
     ("fuse", true, |c| Box::pin(files::run(c))),
     ("tree", true, |c| Box::pin(tree::run(c))),

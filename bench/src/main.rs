@@ -26,7 +26,7 @@ struct Args {
     /// Small sizes, well under a minute: checks that it works, not for timings.
     #[arg(long)]
     quick: bool,
-    /// Run only these workloads (comma-separated): rpc, bulk, fuse, tree, remote-fs, discovery, pipeline; breakdown runs only when named.
+    /// Run only these workloads (comma-separated): rpc, hops, bulk, fuse, tree, remote-fs, discovery, pipeline; breakdown runs only when named.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where report.md and chart.svg go.
@@ -39,10 +39,26 @@ struct Args {
     /// Exit non-zero when a target is missed.
     #[arg(long)]
     strict: bool,
+    /// Be the far end of a raw TCP baseline instead (echo or sink), as a
+    /// process of its own; the workloads start it.
+    #[arg(long, hide = true)]
+    serve: Option<String>,
+    /// The address --serve listens on.
+    #[arg(long, hide = true, default_value = "127.0.0.1")]
+    listen: String,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(mode) = &args.serve {
+        return match mesh_bench::procs::serve(mode, &args.listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mesh-bench --serve: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Router warnings (links going down at shutdown) are noise here;
     // RUST_LOG brings them back when something needs looking into.
     tracing_subscriber::fmt()
@@ -58,7 +74,11 @@ fn main() -> ExitCode {
     };
     let opts =
         mesh_bench::Opts { quick: args.quick, only: args.only, out_dir: args.out.clone(), routers: args.routers };
-    let res = rt.block_on(mesh_bench::run(opts));
+    // On a worker thread, as a program's tasks run: `block_on` would
+    // measure every wake-up of the calling task as a cross-thread one.
+    let res = rt.block_on(async {
+        tokio::spawn(mesh_bench::run(opts)).await.unwrap_or_else(|e| Err(anyhow::anyhow!("bench task: {e}")))
+    });
     // A blocking thread stuck in a FUSE call must not hold the exit.
     rt.shutdown_timeout(Duration::from_secs(5));
     let report = match res {

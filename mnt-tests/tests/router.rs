@@ -19,6 +19,8 @@ fn abc() -> Deploy {
         .service("b", r#"{ name = "registry", kind = "registry" }"#)
         .set("c", r#"registry = "b""#)
         .service("c", r#"{ name = "upper", kind = "exec", command = ["tr", "a-z", "A-Z"] }"#)
+        .service("c", r#"{ name = "echo", kind = "echo" }"#)
+        .service("c", r#"{ name = "sink", kind = "sink" }"#)
 }
 
 fn start(m: &mut Mesh) -> Started {
@@ -42,10 +44,13 @@ fn three_processes_over_tcp_and_ws() {
     assert_eq!(m.ok(&["send", "-m", "c", "/svc/rev"], "abc\n"), "cba\n");
     // The hairpin: c's upper replies to a's rev, whose output comes home.
     assert_eq!(m.ok(&["send", "-m", "a", "/svc/upper", "--reply-to", "/n/a/svc/rev"], "hello\n"), "OLLEH\n");
+    // The probes, two hops away: what goes out comes back, or is counted.
+    assert_eq!(m.ok(&["send", "-m", "a", "/n/c/svc/echo"], "ping\n"), "ping\n");
+    assert_eq!(m.ok(&["send", "-m", "a", "/n/c/svc/sink"], &"x".repeat(100_000)), "100000");
     // The links are what the file says.
     assert_eq!(m.ok(&["cat", "-m", "a", "/term/net-b/ctl"], ""), format!("net tcp!127.0.0.2!{pb} up\n"));
     assert_eq!(m.ok(&["cat", "-m", "b", "/term/net-c/ctl"], ""), format!("net ws!127.0.0.3!{pc} up\n"));
-    assert_eq!(m.ok(&["ls", "-m", "a", "/svc"], ""), "registry\nrev\nupper\n");
+    assert_eq!(m.ok(&["ls", "-m", "a", "/svc"], ""), "echo\nregistry\nrev\nsink\nupper\n");
     assert_eq!(m.ok(&["ls", "-m", "b", "/term"], ""), "local\nloopback\nnet-a\nnet-c\n");
     assert_eq!(m.ok(&["cat", "-m", "c", "/svc/upper/info"], ""), "c local 0 c\n");
     let status = m.ok(&["cat", "-m", "b", "/term/net-c/status"], "");

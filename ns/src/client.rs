@@ -15,14 +15,13 @@ use bytes::Bytes;
 use dial::{DialString, Link};
 use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::conv::{Conv, ConvTable, Delivery, Outbox, Service};
 use crate::envelope::{link_options, Envelope, Hello, Kind, VERSION};
 use crate::error;
-use crate::outlet::LINK_QUEUE;
+use crate::outlet::{write_link, Inline, Outlet, Owner};
 use crate::path::{Addr, MachineId, Name, ServiceName};
 
 /// A connection to a router.
@@ -33,15 +32,45 @@ pub struct Client {
 }
 
 struct ClientOutbox {
-    tx: mpsc::Sender<Envelope>,
+    out: Arc<Outlet>,
+    link: Arc<RouterLink>,
     next: AtomicU64,
+}
+
+/// The link to the router, as its outlet's owner: failing ends the client.
+struct RouterLink {
+    gone: CancellationToken,
+}
+
+impl Owner for RouterLink {
+    fn routes_out(&self, _len: usize) {}
+    fn write_failed(&self, e: io::Error) {
+        warn!("router link: {e}");
+    }
+    fn hangup(&self) {
+        self.gone.cancel();
+    }
+    fn hungup(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        self.gone.cancelled()
+    }
 }
 
 impl Outbox for ClientOutbox {
     fn send(&self, env: Envelope) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            if self.tx.send(env).await.is_err() {
-                debug!("router link gone; envelope not sent");
+            // As a router's links do: a small envelope on an idle link is
+            // written by its sender, with no hand-off to the writer task.
+            match self.out.try_inline(&*self.link, env) {
+                Inline::Sent => {}
+                Inline::Failed(e) => {
+                    self.link.write_failed(e);
+                    self.link.hangup();
+                }
+                Inline::Busy(env) => {
+                    if self.out.queue(env).await.is_err() {
+                        debug!("router link gone; envelope not sent");
+                    }
+                }
             }
         })
     }
@@ -76,25 +105,13 @@ impl Client {
 
     fn run(link: Link, machine: MachineId, k: u32) -> Client {
         let table = ConvTable::new(machine, (k as u64) << 32);
-        let (tx, mut rx) = mpsc::channel::<Envelope>(LINK_QUEUE);
-        let out = Arc::new(ClientOutbox { tx, next: AtomicU64::new(1) });
-        table.set_outbox(out.clone());
         let gone = CancellationToken::new();
-        let Link { tx: mut sink, rx: mut frames, .. } = link;
-        let g = gone.clone();
-        tokio::spawn(async move {
-            while let Some(env) = rx.recv().await {
-                let mut res = sink.feed(env.encode_frame()).await;
-                while let (true, Ok(env)) = (res.is_ok(), rx.try_recv()) {
-                    res = sink.feed(env.encode_frame()).await;
-                }
-                if let Err(e) = res.and(sink.flush().await) {
-                    warn!("router link: {e}");
-                    break;
-                }
-            }
-            g.cancel();
-        });
+        let Link { tx: sink, rx: mut frames, .. } = link;
+        let (outlet, queue) = Outlet::new(sink);
+        let link = Arc::new(RouterLink { gone: gone.clone() });
+        let out = Arc::new(ClientOutbox { out: outlet.clone(), link: link.clone(), next: AtomicU64::new(1) });
+        table.set_outbox(out.clone());
+        tokio::spawn(write_link(link, outlet, queue));
         let (t, o, g) = (table.clone(), out.clone(), gone.clone());
         tokio::spawn(async move {
             loop {

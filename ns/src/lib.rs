@@ -23,7 +23,7 @@
 //!    queue and the writer task, reporting to an [`outlet::Owner`].
 //! 6. [`crossed`]: the conversations that crossed a link, failed when it
 //!    dies; [`client`]: the library a local process uses to reach its
-//!    router.
+//!    router; [`probe`]: the `echo` and `sink` services.
 //! 7. [`term`]: terminals, their counters and traces, and the table of
 //!    them ([`term::Terms`]).
 //! 8. `clients`: the table of local clients; [`config`]: a router's
@@ -58,6 +58,7 @@ pub mod nsfile;
 pub mod outlet;
 pub mod path;
 mod peers;
+pub mod probe;
 pub mod registry;
 pub mod route;
 pub mod router;

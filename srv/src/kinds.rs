@@ -52,6 +52,8 @@ pub fn build(spec: &ServiceSpec, router: &Router) -> Result<Built, KindError> {
     match spec.kind {
         ServiceKind::Exec => Ok(plain(Arc::new(Exec::new(spec.command.clone()).map_err(bad)?))),
         ServiceKind::Registry => Ok(plain(Arc::new(RegistryService::new(router.clone())))),
+        ServiceKind::Echo => Ok(plain(Arc::new(ns::probe::Echo))),
+        ServiceKind::Sink => Ok(plain(Arc::new(ns::probe::Sink))),
         ServiceKind::Pty => {
             let pty = Arc::new(PtyService::new(spec.command.clone(), size).map_err(bad)?);
             let p = pty.clone();

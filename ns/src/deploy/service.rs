@@ -20,6 +20,12 @@ pub enum ServiceKind {
     Display,
     Registry,
     Dir,
+    /// Answers every message with itself: a probe for reachability and
+    /// round-trip time (`mesh send`, mesh-bench).
+    Echo,
+    /// Reads and discards; at end of input answers the bytes it got, in
+    /// decimal: a probe for throughput.
+    Sink,
 }
 
 /// Who a dir service takes callers from other machines to be (`squash`),
@@ -66,7 +72,7 @@ const KEYS: &[&str] = &["name", "kind", "command", "output", "root", "fps", "bit
 const MAX_SIDE: u16 = 1000;
 
 impl ServiceKind {
-    pub const ALL: [ServiceKind; 8] = [
+    pub const ALL: [ServiceKind; 10] = [
         ServiceKind::Exec,
         ServiceKind::Pty,
         ServiceKind::Parser,
@@ -75,6 +81,8 @@ impl ServiceKind {
         ServiceKind::Display,
         ServiceKind::Registry,
         ServiceKind::Dir,
+        ServiceKind::Echo,
+        ServiceKind::Sink,
     ];
 
     /// The name used in the file.
@@ -88,6 +96,8 @@ impl ServiceKind {
             ServiceKind::Display => "display",
             ServiceKind::Registry => "registry",
             ServiceKind::Dir => "dir",
+            ServiceKind::Echo => "echo",
+            ServiceKind::Sink => "sink",
         }
     }
 
@@ -104,7 +114,7 @@ impl ServiceKind {
             ServiceKind::Display => &["output"],
             // Who callers from other machines are taken to be.
             ServiceKind::Dir => &["root", "squash"],
-            ServiceKind::Gpu | ServiceKind::Registry => &[],
+            ServiceKind::Gpu | ServiceKind::Registry | ServiceKind::Echo | ServiceKind::Sink => &[],
         }
     }
 

@@ -298,6 +298,18 @@ fn service_kinds() {
         4,
         "not a key of kind exec",
     );
+    // The probes take nothing but their name.
+    let d =
+        parse(&with_service("{ name = \"e\", kind = \"echo\" }, { name = \"swallow\", kind = \"sink\" }"), "p.toml")
+            .unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<ServiceKind> = d.machine("a").unwrap().services.iter().map(|s| s.kind).collect();
+    assert!(kinds.ends_with(&[ServiceKind::Echo, ServiceKind::Sink]), "{kinds:?}");
+    fails(
+        &with_service("{ name = \"x\", kind = \"echo\", command = [\"cat\"] }"),
+        "machines.a.services[1].command",
+        4,
+        "not a key of kind echo",
+    );
 }
 
 #[test]
