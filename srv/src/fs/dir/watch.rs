@@ -358,4 +358,38 @@ mod tests {
         f.close();
         assert!(f.next_blocking().is_empty());
     }
+
+    /// Past [`MAX_WATCHES`] a directory is answered untold (a look at it is
+    /// not kept); a watched directory removed gives its room back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_the_cap_directories_go_untold_and_a_removed_one_makes_room() {
+        let w = Arc::new(Watcher::default());
+        let feed = w.subscribe(None).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dirs = Vec::new();
+        for i in 0..=MAX_WATCHES {
+            let p = tmp.path().join(i.to_string());
+            std::fs::create_dir(&p).unwrap();
+            let f = std::fs::File::open(&p).unwrap();
+            dirs.push((p, Some(f)));
+        }
+        let told: Vec<bool> = dirs.iter().map(|(_, f)| w.watch(f.as_ref().unwrap().as_fd(), &None)).collect();
+        assert!(told[..MAX_WATCHES].iter().all(|&t| t), "below the cap, every directory is watched");
+        assert!(!told[MAX_WATCHES], "past the cap: answered, untold");
+        assert_eq!(w.watched(), MAX_WATCHES);
+        // Watching one again costs no room.
+        assert!(w.watch(dirs[1].1.as_ref().unwrap().as_fd(), &None));
+        assert_eq!(w.watched(), MAX_WATCHES);
+        // Removed (and closed, so the kernel lets the inode go): its watch
+        // ends, the feed hears of it, and the next directory fits.
+        dirs[0].1.take();
+        std::fs::remove_dir(&dirs[0].0).unwrap();
+        let t = std::time::Instant::now();
+        while w.watched() == MAX_WATCHES {
+            assert!(t.elapsed() < std::time::Duration::from_secs(10), "the removed directory's watch stayed");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(feed.next().await.iter().any(|c| matches!(c, Change::Dir(_))));
+        assert!(w.watch(dirs[MAX_WATCHES].1.as_ref().unwrap().as_fd(), &None));
+    }
 }
