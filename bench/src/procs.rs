@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use dial::DialString;
 use ns::client::Client;
-use ns::conv::Conv;
 
 use crate::mesh::addr;
 
@@ -39,17 +38,28 @@ impl Drop for Kid {
     }
 }
 
-/// The `mesh` binary built beside this one (same profile).
-pub fn mesh_bin() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    // target/P/mesh-bench, or target/P/deps/mesh_bench-HASH in tests.
-    for dir in exe.ancestors().skip(1).take(2) {
-        let bin = dir.join("mesh");
-        if bin.is_file() {
-            return Ok(bin);
-        }
+impl Kid {
+    /// Its CPU time and context switches so far.
+    fn usage(&self) -> (Duration, u64) {
+        (proc_cpu(self.0.id()), proc_switches(self.0.id()))
     }
-    bail!("no mesh binary beside {}: build it (cargo build --release -p mesh)", exe.display())
+}
+
+/// The binary `name` built beside this one (same profile): next to it, or
+/// one up from a test's `deps/`.
+fn beside(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("no {name} binary beside {}: build it (cargo build -p {name})", exe.display()))
+}
+
+/// The `mesh` binary built beside this one.
+pub fn mesh_bin() -> anyhow::Result<PathBuf> {
+    beside("mesh")
 }
 
 /// A free port on `ip` (bound and let go: another process may take it
@@ -159,26 +169,21 @@ impl Deployed {
         Client::connect(&ds).await.with_context(|| format!("connect to {id}"))
     }
 
-    /// A conversation from the `i`th router's client to `path`.
-    pub async fn open(&self, c: &Client, path: &str) -> anyhow::Result<Conv> {
-        Ok(c.open(addr(path)?, Vec::new()))
-    }
-
     /// The router processes' CPU time so far (user + system), from /proc.
     pub fn cpu(&self) -> Duration {
-        self.kids.iter().map(|k| proc_cpu(k.0.id())).sum()
+        self.kids.iter().map(|k| k.usage().0).sum()
     }
 
     /// The `i`th router's CPU time and context switches so far.
     pub fn usage(&self, i: usize) -> (Duration, u64) {
-        self.kids.get(i).map(|k| (proc_cpu(k.0.id()), proc_switches(k.0.id()))).unwrap_or_default()
+        self.kids.get(i).map(Kid::usage).unwrap_or_default()
     }
 }
 
 /// Context switches of every thread of process `pid` (voluntary and
 /// not), from /proc: each is a thread put to sleep or off its CPU, the
 /// wake-ups a round trip pays.
-pub fn proc_switches(pid: u32) -> u64 {
+fn proc_switches(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
     let mut n = 0;
     for t in tasks.flatten() {
@@ -195,7 +200,7 @@ pub fn proc_switches(pid: u32) -> u64 {
 }
 
 /// CPU time of process `pid`, from /proc/PID/stat; zero where unreadable.
-pub fn proc_cpu(pid: u32) -> Duration {
+fn proc_cpu(pid: u32) -> Duration {
     let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
     // Fields after the command name (which may hold spaces), from 3 on.
     let Some(rest) = s.rsplit_once(')').map(|r| r.1) else { return Duration::ZERO };
@@ -217,15 +222,7 @@ pub struct RawServer {
 impl RawServer {
     /// Starts `mesh-bench --serve MODE` listening on `ip`.
     pub fn start(mode: &str, ip: &str) -> anyhow::Result<RawServer> {
-        let exe = std::env::current_exe()?;
-        let bench = if exe.file_name().is_some_and(|n| n == "mesh-bench") {
-            exe
-        } else {
-            // In tests: target/P/deps/mesh_bench-HASH; the binary is in target/P.
-            exe.ancestors().nth(2).map(|d| d.join("mesh-bench")).filter(|p| p.is_file()).ok_or_else(|| {
-                anyhow!("no mesh-bench binary beside {}: build it (cargo build -p mesh-bench)", exe.display())
-            })?
-        };
+        let bench = beside("mesh-bench")?;
         let mut child = Command::new(&bench)
             .args(["--serve", mode, "--listen", ip])
             .stdin(Stdio::piped())
@@ -241,14 +238,9 @@ impl RawServer {
         Ok(RawServer { kid, addr })
     }
 
-    /// Its CPU time so far.
-    pub fn cpu(&self) -> Duration {
-        proc_cpu(self.kid.0.id())
-    }
-
-    /// Its context switches so far.
-    pub fn switches(&self) -> u64 {
-        proc_switches(self.kid.0.id())
+    /// Its CPU time and context switches so far.
+    pub fn usage(&self) -> (Duration, u64) {
+        self.kid.usage()
     }
 
     /// A connection to it, as the mesh's tcp links are set (no delay), with

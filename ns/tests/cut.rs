@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use ns::conv::{Conv, Msg, Service};
 use ns::path::TermName;
+use ns::probe::Echo;
 use ns::{Addr, Config, Name, Router};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -27,21 +28,6 @@ fn n(s: &str) -> Name {
 
 fn a(s: &str) -> Addr {
     Addr::parse(s).unwrap()
-}
-
-/// Answers each message with itself.
-struct Echo;
-
-impl Service for Echo {
-    fn serve(&self, mut conv: Conv) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            while let Some(Msg::Data(b)) = conv.rx.recv().await {
-                if conv.tx.send(b).await.is_err() {
-                    break;
-                }
-            }
-        })
-    }
 }
 
 /// Answers the first message with itself and ends at once: its answer,

@@ -5,28 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use ns::conv::{Conv, Msg, Service};
+use ns::conv::Msg;
+use ns::probe::Echo;
 use ns::{Addr, Config, Name, Router};
 use tokio_util::sync::CancellationToken;
 
 fn n(s: &str) -> Name {
     s.parse().unwrap()
-}
-
-struct Echo;
-
-impl Service for Echo {
-    fn serve(&self, mut conv: Conv) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            while let Some(Msg::Data(b)) = conv.rx.recv().await {
-                if conv.tx.send(b).await.is_err() {
-                    break;
-                }
-            }
-            conv.tx.eof().await;
-        })
-    }
 }
 
 /// The numbers of a `LABEL N WORD B bytes` line of a status text.

@@ -358,18 +358,11 @@ impl Filesystem for MeshFs {
     }
 
     async fn forget(&self, _req: Request, inode: u64, nlookup: u64) {
-        if lock(&self.inodes).forget(inode, nlookup) {
-            self.expected.gone(inode);
-        }
+        self.forgotten(&[(inode, nlookup)]);
     }
 
     async fn batch_forget(&self, _req: Request, inodes: &[(u64, u64)]) {
-        let mut t = lock(&self.inodes);
-        for &(i, n) in inodes {
-            if t.forget(i, n) {
-                self.expected.gone(i);
-            }
-        }
+        self.forgotten(inodes);
     }
 
     async fn getattr(&self, req: Request, inode: u64, fh: Option<u64>, _flags: u32) -> FuseResult<ReplyAttr> {

@@ -125,6 +125,17 @@ impl MeshFs {
         }
     }
 
+    /// The kernel forgets lookups of nodes, as (node, count); a node it no
+    /// longer knows at all may soon be another file's.
+    pub(super) fn forgotten(&self, nodes: &[(u64, u64)]) {
+        let mut t = lock(&self.inodes);
+        for &(i, n) in nodes {
+            if t.forget(i, n) {
+                self.expected.gone(i);
+            }
+        }
+    }
+
     /// Close-to-open: a served file's attributes kept by the kernel are
     /// dropped when it is opened, so its size and times are asked again.
     /// (Dropping attributes waits for nothing in the kernel, so this may

@@ -115,8 +115,9 @@ const EXPECT_MAX: usize = 4096;
 ///
 /// So are the notices of data and attributes this mount changed: a file
 /// it wrote or set attributes of in the last [`EXPECT_FOR`] keeps its
-/// pages and attributes when its serving machine says it changed. Its kernel knows what it wrote; dropping them
-/// would cost a writer its cache, and the kernel, finding its attributes
+/// pages and attributes when its serving machine says it changed. Its
+/// kernel knows what it wrote; dropping them would cost a writer its
+/// cache, and the kernel, finding its attributes
 /// refreshed, asks again whether the file has privileges to drop before
 /// each write (a `security.capability` request per write). Another
 /// machine writing the same file in that while is seen at the next open
