@@ -73,6 +73,29 @@ pub struct Deployed {
     dir: tempfile::TempDir,
     ids: Vec<String>,
     kids: Vec<Kid>,
+    /// Their mounts, unmounted (lazily) if a router left one behind.
+    mounts: Vec<PathBuf>,
+}
+
+impl Drop for Deployed {
+    fn drop(&mut self) {
+        self.kids.clear();
+        for m in &self.mounts {
+            if std::fs::read_to_string("/proc/self/mounts").is_ok_and(|t| t.contains(&*m.to_string_lossy())) {
+                let _ = Command::new("umount").arg("-l").arg(m).status();
+            }
+        }
+    }
+}
+
+/// What a machine of a [`Deployed`] has beside the probes: more keys
+/// (TOML lines) and more services (inline tables).
+#[derive(Clone, Default)]
+pub struct Extra {
+    pub keys: String,
+    pub services: Vec<String>,
+    /// The mount its keys ask for, to unmount if it is left behind.
+    pub mount: Option<PathBuf>,
 }
 
 impl Deployed {
@@ -81,6 +104,11 @@ impl Deployed {
     /// unless `plain` (`insecure = true`). Returns once the first routes
     /// to the last.
     pub async fn line(ids: &[&str], plain: bool) -> anyhow::Result<Deployed> {
+        Deployed::line_with(ids, plain, &[]).await
+    }
+
+    /// [`Deployed::line`], the i-th machine with `extra[i]` too.
+    pub async fn line_with(ids: &[&str], plain: bool, extra: &[Extra]) -> anyhow::Result<Deployed> {
         let dir = tempfile::tempdir()?;
         let mut text = String::new();
         let ports = (0..ids.len()).map(|i| free_port(&format!("127.0.0.{}", i + 1))).collect::<Result<Vec<_>, _>>()?;
@@ -92,12 +120,20 @@ impl Deployed {
             if plain {
                 text += "insecure = true\n";
             }
-            text += "services = [{ name = \"echo\", kind = \"echo\" }, { name = \"sink\", kind = \"sink\" }]\n\n";
+            let more = extra.get(i).cloned().unwrap_or_default();
+            text += &more.keys;
+            text += "\nservices = [{ name = \"echo\", kind = \"echo\" }, { name = \"sink\", kind = \"sink\" }";
+            for s in &more.services {
+                text += ", ";
+                text += s;
+            }
+            text += "]\n\n";
         }
         let file = dir.path().join("line.toml");
         std::fs::write(&file, text)?;
         let mesh = mesh_bin()?;
-        let mut d = Deployed { ids: ids.iter().map(|s| s.to_string()).collect(), kids: Vec::new(), dir };
+        let mounts = extra.iter().filter_map(|e| e.mount.clone()).collect();
+        let mut d = Deployed { ids: ids.iter().map(|s| s.to_string()).collect(), kids: Vec::new(), dir, mounts };
         for id in ids {
             let log = std::fs::File::create(d.dir.path().join(format!("{id}.log")))?;
             let child = Command::new(&mesh)

@@ -3,7 +3,8 @@
 //!
 //! Machine b serves a directory as `files`; machine a, linked to b over
 //! tcp with Noise (as deployed, and since ssh encrypts too), mounts its
-//! tree, and every job runs on `a/n/b/svc/files/root/`. The baseline is
+//! tree, and every job runs on `a/n/b/svc/files/root/`. Both are `mesh
+//! up` processes of their own, as deployed ([`crate::procs`]). The baseline is
 //! the same directory through sshfs from a private sshd on loopback
 //! ([`crate::tree::sshfs`], Debian's defaults); the local directory is
 //! the reference (no ratio). The three are views of one directory on b's
@@ -21,6 +22,9 @@
 //!   file on local disk.
 //! - `rm -rf` of them.
 //!
+//! `MESH_BENCH_CASE=TEXT` runs only the fio jobs whose name holds TEXT
+//! (none for `meta`), beside the metadata jobs.
+//!
 //! Targets: 4 KiB random read and write at least 1.5x sshfs's IOPS, 1 MiB
 //! sequential at least 5x its MB/s, the metadata jobs in at most half its
 //! time.
@@ -31,9 +35,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 
+use crate::procs::{Deployed, Extra};
 use crate::report::{Row, Target, Unit};
 use crate::rpc::GRACE;
-use crate::tree::{sshfs, Remote};
+use crate::tree::sshfs;
 use crate::Ctx;
 
 /// One way to the directory.
@@ -102,10 +107,27 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let tmp = ctx.tmp.path();
     let served = tmp.join("rfs-b");
     std::fs::create_dir_all(&served).context("create the served directory")?;
-    let remote = Remote::start(&served, &tmp.join("rfs-a"), true).await?;
+    let mnt = tmp.join("rfs-a");
+    let extra = [
+        Extra {
+            keys: format!("mount = {:?}\n", mnt.display().to_string()),
+            mount: Some(mnt.clone()),
+            ..Default::default()
+        },
+        Extra {
+            // a's user is b's, as sshfs logs in as the bench's own user.
+            services: vec![format!(
+                "{{ name = \"files\", kind = \"dir\", root = {:?}, squash = \"none\" }}",
+                served.display().to_string()
+            )],
+            ..Default::default()
+        },
+    ];
+    let remote = Deployed::line_with(&["a", "b"], false, &extra).await?;
+    let root = mnt.join("n/b/svc/files/root");
     let (ssh, why_not) =
         sshfs::Sshfs::baseline(&served, &tmp.join("rfs-sshfs"), &tmp.join("rfs-ssh"), "remote-fs").await?;
-    let mut places = vec![Place { label: "mesh", dir: remote.root() }, Place { label: "local", dir: served.clone() }];
+    let mut places = vec![Place { label: "mesh", dir: root }, Place { label: "local", dir: served.clone() }];
     if let Some(s) = &ssh {
         places.push(Place { label: "sshfs", dir: s.mount().to_path_buf() });
     }
@@ -123,7 +145,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         }),
     )
     .await;
-    remote.mounted.unmount().await;
+    tokio::task::spawn_blocking(move || drop(remote)).await.context("stopping the routers")?;
     let version = ssh.as_ref().map(|s| s.version.clone()).unwrap_or_default();
     tokio::task::spawn_blocking(move || drop(ssh)).await.context("stopping sshfs")?;
     let (r, places) =
@@ -146,6 +168,8 @@ fn measure(sz: &Size, served: &Path, tar_dir: &Path, places: &[Place], has_fio: 
         crate::tree::make_file(served, &served.join("fio.dat"), sz.fio_bytes as usize)?;
     }
     let ball = make_tar(tar_dir, sz.tar_files)?;
+    let case = std::env::var("MESH_BENCH_CASE").ok();
+    let chosen = |job: &Fio| case.as_deref().is_none_or(|c| job.name.contains(c));
     let mut got: Vec<Got> = places.iter().map(|_| Got::default()).collect();
     for g in &mut got {
         g.fio = vec![Vec::new(); FIO.len()];
@@ -156,7 +180,7 @@ fn measure(sz: &Size, served: &Path, tar_dir: &Path, places: &[Place], has_fio: 
             let i = (k + round) % places.len();
             let p = &places[i];
             if has_fio {
-                for (j, job) in FIO.iter().enumerate() {
+                for (j, job) in FIO.iter().enumerate().filter(|(_, job)| chosen(job)) {
                     let v = fio(&p.dir.join("fio.dat"), job, sz)
                         .with_context(|| format!("{}: fio {}", p.label, job.name))?;
                     got[i].fio[j].push(v);
@@ -293,7 +317,8 @@ fn rows(sz: &Size, places: &[Place], got: &[Got], has_fio: bool, version: &str, 
     };
     let mut rows = Vec::new();
     if has_fio {
-        for (j, job) in FIO.iter().enumerate() {
+        // Jobs left out by MESH_BENCH_CASE have no runs and no row.
+        for (j, job) in FIO.iter().enumerate().filter(|(j, _)| got.iter().any(|g| !g.fio[*j].is_empty())) {
             let unit = if job.bs == "4k" { Unit::Iops } else { Unit::MBps };
             let v = |i: Option<usize>| i.and_then(|i| median(&got[i].fio[j]));
             let runs = |i: Option<usize>| i.map_or_else(|| "n/a".into(), |i| spread(&got[i].fio[j], unit));
@@ -304,7 +329,7 @@ fn rows(sz: &Size, places: &[Place], got: &[Got], has_fio: bool, version: &str, 
             };
             let mut row = Row::new(
                 format!("remote-fs fio {}", job.name),
-                "a/n/b/svc/files/root, tcp, encrypted",
+                "a/n/b/svc/files/root, tcp, Noise, router processes",
                 unit,
                 v(mesh),
                 v(ssh),
@@ -338,7 +363,7 @@ fn rows(sz: &Size, places: &[Place], got: &[Got], has_fio: bool, version: &str, 
         rows.push(
             Row::new(
                 format!("remote-fs {name}, {files} files"),
-                "a/n/b/svc/files/root, tcp, encrypted",
+                "a/n/b/svc/files/root, tcp, Noise, router processes",
                 Unit::Millis,
                 v(mesh),
                 v(ssh),

@@ -590,6 +590,80 @@ fn a_new_file_given_a_removed_files_number_is_not_taken_for_it() {
     assert!(t.elapsed() < Duration::from_secs(1), "seen after {:?}", t.elapsed());
 }
 
+/// Microseconds a `stat` of a name that is not there takes, over 2,000
+/// names never asked for before (each a lookup the kernel sends).
+fn per_miss(dir: &str) -> f64 {
+    per_miss_of(dir, "miss")
+}
+
+/// [`per_miss`] of names starting with `prefix`.
+fn per_miss_of(dir: &str, prefix: &str) -> f64 {
+    let py = format!(
+        "import os, time\n\
+         def miss(p):\n  try: os.stat(p)\n  except FileNotFoundError: return\n  raise SystemExit(p + ' is there')\n\
+         miss('{dir}/none')\nt = time.time()\n\
+         for i in range(2000): miss('{dir}/{prefix}%d' % i)\nprint((time.time() - t) / 2000 * 1e6)"
+    );
+    sh_ok(&format!("python3 -c \"{py}\""), T).trim().parse::<f64>().unwrap()
+}
+
+/// A directory a made, or listed, is known in full while b tells of its
+/// changes: a name not there is answered without asking b (programs look
+/// before they make: tar, git), and the kernel keeps the miss. A name
+/// made there later by anyone else is seen at once; a directory made
+/// again under the same name is asked again; and when the conversation
+/// of changes is lost (a redial), the misses kept go with the rest.
+#[test]
+fn misses_in_a_directory_known_whole_ask_nobody_and_names_made_elsewhere_are_seen() {
+    let ab = start();
+    let (f, disk, local, d) = (ab.remote(), ab.files(), ab.local(), ab.d());
+    let seen = |what: &str, check: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        until(what, T, check);
+        let took = t.elapsed();
+        assert!(took < Duration::from_secs(2), "{what}: seen after {took:?}");
+    };
+    let reads = |p: &str, want: &str| std::fs::read_to_string(p).is_ok_and(|s| s == want);
+    until("a is told of b's changes", T, || per_stat(&format!("{f}/hello.txt")) < 200.0);
+    std::fs::create_dir(format!("{disk}/cold")).unwrap();
+    let cold = per_miss(&format!("{f}/cold"));
+    std::fs::create_dir(format!("{f}/fresh")).unwrap();
+    let made = per_miss(&format!("{f}/fresh"));
+    assert_eq!(std::fs::read_dir(format!("{f}/sub")).unwrap().count(), 1);
+    let listed = per_miss(&format!("{f}/sub"));
+    eprintln!("a miss: {cold:.0} us asked of b, {made:.0} us in a directory a made, {listed:.0} us in one listed");
+    assert!(made < 200.0, "a miss in a directory a made took {made:.0} us");
+    assert!(listed < 200.0, "a miss in a directory a listed took {listed:.0} us");
+    // Made on b's disk, and through b's mount, after a kept the misses.
+    std::fs::write(format!("{disk}/fresh/miss7"), "b").unwrap();
+    seen("made on b's disk", &|| reads(&format!("{f}/fresh/miss7"), "b"));
+    std::fs::write(format!("{disk}/sub/miss8"), "b").unwrap();
+    seen("made on b's disk in a listed directory", &|| reads(&format!("{f}/sub/miss8"), "b"));
+    std::fs::write(format!("{local}/fresh/miss9"), "b's mount").unwrap();
+    seen("made through b's mount", &|| reads(&format!("{f}/fresh/miss9"), "b's mount"));
+    // Made through a: there at once, and on b's disk.
+    std::fs::write(format!("{f}/fresh/mine"), "a").unwrap();
+    assert!(reads(&format!("{disk}/fresh/mine"), "a"));
+    std::fs::create_dir(format!("{f}/fresh/inner")).unwrap();
+    std::fs::write(format!("{f}/fresh/inner/deeper"), "a").unwrap();
+    assert!(reads(&format!("{disk}/fresh/inner/deeper"), "a"));
+    assert!(per_miss(&format!("{f}/fresh/inner")) < 200.0);
+    // Removed and made again on b under the same name (perhaps with the
+    // same inode number): what a knew of the old one is not taken.
+    std::fs::remove_dir_all(format!("{disk}/fresh/inner")).unwrap();
+    std::fs::create_dir(format!("{disk}/fresh/inner")).unwrap();
+    std::fs::write(format!("{disk}/fresh/inner/miss3"), "again").unwrap();
+    seen("a directory made again", &|| reads(&format!("{f}/fresh/inner/miss3"), "again"));
+    // The link redialled: the misses a's kernel kept are dropped, and a
+    // name made after is seen though a did not look into its directory.
+    assert_eq!(std::fs::read_dir(format!("{f}/sub")).unwrap().count(), 2);
+    assert!(per_miss_of(&format!("{f}/sub"), "late") < 200.0);
+    sh_ok(&format!("echo redial > {d}/a/term/net-b/ctl"), T);
+    until("a reaches b again", T, || std::fs::read_to_string(format!("{f}/hello.txt")).is_ok());
+    std::fs::write(format!("{disk}/sub/late5"), "after").unwrap();
+    seen("made after a redial", &|| reads(&format!("{f}/sub/late5"), "after"));
+}
+
 #[test]
 fn an_open_file_is_not_asked_for_its_attributes_at_each_read_or_write() {
     // The kernel asks for an open file's attributes before reads (its

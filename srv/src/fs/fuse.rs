@@ -30,8 +30,9 @@
 //! written by [`notify`], never from fuse3.
 //!
 //! Modules: [`inodes`] (the node table), [`keep`] (what the kernel may
-//! keep, and locks as points of agreement), [`notify`] (invalidations),
-//! [`stop`] (interrupts and the unmount).
+//! keep, and locks as points of agreement), [`listed`] (directories whose
+//! every name is known, so a miss costs no round trip), [`notify`]
+//! (invalidations), [`stop`] (interrupts and the unmount).
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -156,6 +157,7 @@ pub struct MeshFs {
     inodes: Arc<Mutex<Inodes>>,
     notifier: Arc<std::sync::OnceLock<Arc<notify::Notifier>>>,
     expected: Arc<notify::Expected>,
+    listed: Arc<listed::Listed>,
     handles: Mutex<HashMap<u64, Open>>,
     next_fh: AtomicU64,
     /// Requests that may block, so an interrupt can end them.
@@ -187,6 +189,7 @@ impl MeshFs {
             inodes: Default::default(),
             notifier: Default::default(),
             expected: Default::default(),
+            listed: Default::default(),
             handles: Default::default(),
             next_fh: AtomicU64::new(1),
             pending: Default::default(),
@@ -260,7 +263,13 @@ impl MeshFs {
     /// inodes (an entry not yet looked up gets none); readdirplus does.
     async fn listing(&self, parent: u64, offset: u64, pin: bool) -> FuseResult<Vec<(i64, u64, OsString, Entry)>> {
         let path = self.path(parent)?;
+        let gen = self.listed.gen();
         let entries = self.ns.bound().list(&components(&path)).await.map_err(|e| errno(&e))?;
+        // All its names, every one of whose changes will be told.
+        let told = |e: &Entry| e.meta.as_ref().is_some_and(|m| m.watched);
+        if !entries.is_empty() && entries.iter().all(told) && self.notifier.get().is_some() {
+            self.listed.all(parent, entries.iter().map(|e| e.name.as_str()), gen);
+        }
         let dot = Entry::new("", FileKind::Dir, 0o555);
         let all = [(".".to_string(), dot.clone()), ("..".to_string(), dot)]
             .into_iter()
@@ -351,6 +360,12 @@ impl Filesystem for MeshFs {
     async fn lookup(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<ReplyEntry> {
         self.tune();
         let name = name.to_str().ok_or_else(|| Errno::from(libc::ENOENT))?;
+        // Not in a directory whose every name is known: no round trip,
+        // and the kernel keeps the miss (node 0) until told otherwise.
+        if let Some(ttl) = self.listed.miss(parent, name) {
+            let none = Entry::new(name, FileKind::File, 0);
+            return Ok(ReplyEntry { ttl, attr: self.attr(0, &none), generation: 0 });
+        }
         let path = child(&self.path(parent)?, name);
         let e = self.stoppable(&req, self.stat(&path)).await?;
         let ino = lock(&self.inodes).get_or_add(&path, file_id(&e));
@@ -454,7 +469,8 @@ impl Filesystem for MeshFs {
                 .map_err(|e| errno(&e))
         };
         // Made only if it was not there: then the notice is expected.
-        let made: &[(u64, &OsStr, What)] = if excl { &[(parent, name, What::Made)] } else { &[] };
+        let absent = excl || self.listed.absent(parent, utf8(name)?);
+        let made: &[(u64, &OsStr, What)] = if absent { &[(parent, name, What::Made)] } else { &[] };
         self.touching(&[parent]);
         let expecting = self.expecting(made);
         let (e, h) = self.stoppable(&req, create).await?;
@@ -468,9 +484,15 @@ impl Filesystem for MeshFs {
         let path = self.child(parent, name)?;
         let mkdir = async { self.ns.bound().mkdir(&components(&path), mode).await.map_err(|e| errno(&e)) };
         let expecting = self.expecting(&[(parent, name, What::Made)]);
+        let gen = self.listed.gen();
         let e = self.stoppable(&req, mkdir).await?;
         expecting.made();
-        Ok(self.made(&path, &e))
+        let entry = self.made(&path, &e);
+        // Made empty and told: every name in it is known (none).
+        if e.meta.as_ref().is_some_and(|m| m.watched && m.empty_told) && self.notifier.get().is_some() {
+            self.listed.all(entry.attr.ino, std::iter::empty(), gen);
+        }
+        Ok(entry)
     }
 
     async fn unlink(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
@@ -886,6 +908,7 @@ impl Filesystem for MeshFs {
 
 mod inodes;
 mod keep;
+mod listed;
 pub mod notify;
 mod stop;
 #[cfg(test)]

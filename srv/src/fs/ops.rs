@@ -124,7 +124,20 @@ impl Namespace {
 
     pub async fn mkdir(&self, path: &[String], mode: u32) -> Result<Entry, String> {
         match self.place(path)? {
-            Place::Here(root, rel) => self.made_here(root, rel, move |r, rel| r.mkdir(rel, mode), |e| e).await,
+            Place::Here(root, rel) => {
+                // Watched itself as soon as made: the maker knows its
+                // names, and is told of every one made after.
+                let (co, who) = (self.coherence().clone(), dir::watch::asker());
+                let make = move |r: &Root, rel: &[String]| {
+                    let mut e = r.mkdir(rel, mode)?;
+                    let empty = r.watch_empty(rel, &co.watcher, &who);
+                    if let Some(m) = e.meta.as_mut() {
+                        m.empty_told = empty;
+                    }
+                    Ok(e)
+                };
+                self.made_here(root, rel, make, |e| e).await
+            }
             Place::There(m, rest) => self.made_there(&m, remote::mkdir(self.router(), &m, &rest, mode)).await,
         }
     }

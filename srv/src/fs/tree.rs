@@ -84,6 +84,11 @@ pub struct Meta {
     /// so the asker's kernel may keep it for a while.
     #[serde(default)]
     pub watched: bool,
+    /// A directory just made for the asker: it was empty when it began
+    /// to be watched for the asker, so the asker knows all its names
+    /// (none) and is told of each made from then on.
+    #[serde(default)]
+    pub empty_told: bool,
     /// The device a device node stands for.
     #[serde(default)]
     pub rdev: u64,

@@ -66,6 +66,19 @@ impl Root {
             && self.at(dirs, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).is_ok_and(|d| w.watch(d.as_fd(), who))
     }
 
+    /// Watches directory `rel` itself for `who`, and says whether it was
+    /// empty once watched: then `who` knows all its names (none) and is
+    /// told of each made from now on (see `tree::Meta::empty_told`).
+    pub fn watch_empty(&self, rel: &[String], w: &Watcher, who: &Asker) -> bool {
+        let Ok(fd) = self.at(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()) else { return false };
+        if !w.watch(fd.as_fd(), who) {
+            return false;
+        }
+        let Ok(mut dir) = nix::dir::Dir::from_fd(fd) else { return false };
+        let empty = dir.iter().all(|d| d.is_ok_and(|d| matches!(d.file_name().to_bytes(), b"." | b"..")));
+        empty
+    }
+
     /// The files in a directory that are served, by name.
     pub fn list(&self, rel: &[String]) -> Result<Vec<Entry>, String> {
         self.list_told(rel, None)

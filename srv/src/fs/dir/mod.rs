@@ -189,6 +189,7 @@ pub fn entry(name: &str, st: &FileStat) -> Option<Entry> {
         gid: own(st.st_gid, crate::fs::caller::own().1),
         id: Some(super::tree::file_id(st.st_dev, st.st_ino)),
         watched: false,
+        empty_told: false,
         rdev: st.st_rdev,
     };
     Some(Entry { name: name.to_string(), kind, mode: (st.st_mode & 0o7777) as u16, meta: Some(meta) })
@@ -207,6 +208,7 @@ pub fn watch_all(e: &mut Entry, watched: bool) {
 pub fn told_if(e: &mut Entry, still: bool) {
     if let Some(m) = e.meta.as_mut() {
         m.watched &= still;
+        m.empty_told &= still;
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::inodes::Inodes;
-use super::{inodes, lock, notify, MeshFs, KEPT, TTL};
+use super::{inodes, listed, lock, notify, MeshFs, KEPT, TTL};
 use crate::fs::dir::watch::What;
 use crate::fs::handle::Handle;
 use crate::fs::tree::Entry;
@@ -20,14 +20,26 @@ type Name = (u64, String);
 /// The notice of a change this mount is about to make to a served name,
 /// not to be acted on when it comes (see [`notify::Expected`]); no longer
 /// waited for unless the change is [`Expecting::made`].
+///
+/// The names known in full (see [`listed`]) follow: a change made gives
+/// or takes a name, one that failed (or was interrupted, and may have
+/// been made there) leaves the directories unknown.
 pub(super) struct Expecting<'a> {
     expected: &'a notify::Expected,
     names: Vec<(u64, String, What)>,
+    listed: &'a listed::Listed,
+    changes: Vec<(u64, String, What)>,
 }
 
 impl Expecting<'_> {
     pub(super) fn made(mut self) {
         self.names.clear();
+        for (d, n, w) in std::mem::take(&mut self.changes) {
+            match w {
+                What::Made => self.listed.made(d, &n),
+                _ => self.listed.gone(d, &n),
+            }
+        }
     }
 }
 
@@ -35,6 +47,9 @@ impl Drop for Expecting<'_> {
     fn drop(&mut self) {
         for (d, n, w) in &self.names {
             self.expected.remove(*d, n, *w);
+        }
+        if !self.changes.is_empty() {
+            self.listed.forget(&self.changes.iter().map(|c| c.0).collect::<Vec<_>>());
         }
     }
 }
@@ -46,6 +61,7 @@ pub struct Telling {
     inodes: Arc<Mutex<Inodes>>,
     notifier: Arc<std::sync::OnceLock<Arc<notify::Notifier>>>,
     expected: Arc<notify::Expected>,
+    listed: Arc<listed::Listed>,
 }
 
 impl Telling {
@@ -60,7 +76,13 @@ impl Telling {
     ) {
         let n = Arc::new(notify::Notifier::new(fd));
         if self.notifier.set(n.clone()).is_ok() {
-            notify::start(feed, n, self.inodes.clone(), self.expected.clone(), co);
+            let kept = notify::Kept {
+                inodes: self.inodes.clone(),
+                expected: self.expected.clone(),
+                listed: self.listed.clone(),
+                co,
+            };
+            notify::start(feed, n, kept);
         }
     }
 }
@@ -68,7 +90,12 @@ impl Telling {
 impl MeshFs {
     /// What [`super::mount`] starts once mounted.
     pub fn telling(&self) -> Telling {
-        Telling { inodes: self.inodes.clone(), notifier: self.notifier.clone(), expected: self.expected.clone() }
+        Telling {
+            inodes: self.inodes.clone(),
+            notifier: self.notifier.clone(),
+            expected: self.expected.clone(),
+            listed: self.listed.clone(),
+        }
     }
     /// How long the kernel may keep what `e` says. A served file's is kept
     /// only when its machine tells of changes and this mount can pass them
@@ -87,12 +114,14 @@ impl MeshFs {
     /// once invalidations are written.
     pub(super) fn expecting(&self, names: &[(u64, &OsStr, What)]) -> Expecting<'_> {
         self.touching(&names.iter().map(|n| n.0).collect::<Vec<_>>());
-        let mut e = Expecting { expected: &self.expected, names: Vec::new() };
+        let mut e =
+            Expecting { expected: &self.expected, names: Vec::new(), listed: &self.listed, changes: Vec::new() };
         if self.notifier.get().is_some() {
             for &(d, n, w) in names {
                 if let (true, Some(n)) = (inodes::served(d), n.to_str()) {
                     self.expected.add(d, n, w);
                     e.names.push((d, n.to_string(), w));
+                    e.changes.push((d, n.to_string(), w));
                 }
             }
         }
@@ -120,6 +149,7 @@ impl MeshFs {
         for p in paths {
             if let Some(n) = t.node_at(p) {
                 self.expected.gone(n);
+                self.listed.let_go(n);
             }
             t.detach(p);
         }
@@ -132,6 +162,7 @@ impl MeshFs {
         for &(i, n) in nodes {
             if t.forget(i, n) {
                 self.expected.gone(i);
+                self.listed.let_go(i);
             }
         }
     }
@@ -167,6 +198,9 @@ impl MeshFs {
     pub(super) async fn lock_point(&self, ino: u64, taken: bool) -> Result<(), String> {
         let Some(n) = self.notifier.get().cloned() else { return Ok(()) };
         let (open, names) = self.beside(ino);
+        if taken {
+            self.listed.forget(&names.iter().map(|n| n.0).collect::<Vec<_>>());
+        }
         let inos: Vec<u64> = open.iter().map(|o| o.0).collect();
         // Writes back dirty pages (as writes sent ahead), then drops them.
         let drop_pages = move || {

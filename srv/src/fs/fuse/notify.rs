@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::inodes::{node_of, Inodes};
+use super::listed::Listed;
 use crate::fs::coherence::Coherence;
 use crate::fs::dir::watch::{Change, Feed, What};
 
@@ -198,22 +199,24 @@ impl Expected {
     }
 }
 
+/// What a mount keeps that changes told act on.
+pub struct Kept {
+    pub inodes: Arc<Mutex<Inodes>>,
+    pub expected: Arc<Expected>,
+    pub listed: Arc<Listed>,
+    pub co: Arc<Coherence>,
+}
+
 /// Turns the changes of `feed` into invalidations, on a thread of its
 /// own, until the feed is closed (the tree unmounted).
-pub fn start(
-    feed: Arc<Feed>,
-    n: Arc<Notifier>,
-    inodes: Arc<Mutex<Inodes>>,
-    expected: Arc<Expected>,
-    co: Arc<Coherence>,
-) {
+pub fn start(feed: Arc<Feed>, n: Arc<Notifier>, kept: Kept) {
     let run = move || loop {
         let changes = feed.next_blocking();
         if changes.is_empty() {
             return;
         }
         for c in changes {
-            apply(&n, &inodes, &expected, &co, c);
+            apply(&n, &kept, c);
         }
     };
     if let Err(e) = std::thread::Builder::new().name("mesh-inval".into()).spawn(run) {
@@ -224,7 +227,8 @@ pub fn start(
 /// One change. The kernel answers ENOENT for what it does not hold: that
 /// is nothing to forget. The table's lock is not held while writing: an
 /// invalidation may wait for a request that needs it.
-fn apply(n: &Notifier, inodes: &Mutex<Inodes>, expected: &Expected, co: &Coherence, c: Change) {
+fn apply(n: &Notifier, kept: &Kept, c: Change) {
+    let Kept { inodes, expected, listed, co } = kept;
     let lock = || inodes.lock().unwrap_or_else(|e| e.into_inner());
     match c {
         Change::Name { dir, name, what } => {
@@ -237,6 +241,7 @@ fn apply(n: &Notifier, inodes: &Mutex<Inodes>, expected: &Expected, co: &Coheren
             if what == What::Gone {
                 if let Some(c) = child {
                     expected.gone(c);
+                    listed.let_go(c);
                 }
             }
             // This mount's own change: its kernel knows, and what is kept
@@ -250,6 +255,7 @@ fn apply(n: &Notifier, inodes: &Mutex<Inodes>, expected: &Expected, co: &Coheren
             // A file's data or attributes are not its directory's.
             let child_id = child_id.unwrap_or(dir);
             if what.names() {
+                listed.forget(&[parent]);
                 co.forget(&[dir, child_id]);
             } else {
                 co.forget(&[child_id]);
@@ -258,6 +264,7 @@ fn apply(n: &Notifier, inodes: &Mutex<Inodes>, expected: &Expected, co: &Coheren
             // directory's attributes too (the kernel drops them with the
             // name only if it held the name).
             if what.names() {
+                listed.told(parent, &name);
                 let _ = n.entry(parent, &name);
                 let _ = n.inode(parent, false);
             }
@@ -266,13 +273,16 @@ fn apply(n: &Notifier, inodes: &Mutex<Inodes>, expected: &Expected, co: &Coheren
             }
         }
         Change::Dir(dir) => {
+            listed.forget(&[node_of(dir)]);
             co.forget(&[dir]);
             let _ = n.inode(node_of(dir), false);
         }
         Change::All => {
+            listed.forget_all();
             co.forget_all();
             expected.writes().clear();
-            let (nodes, names) = lock().served();
+            let (nodes, mut names) = lock().served();
+            names.extend(listed.misses());
             for (dir, name) in names {
                 let _ = n.entry(dir, &name);
             }
