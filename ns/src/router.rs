@@ -20,8 +20,8 @@
 //! `start` builds a router with its parts.
 //!
 //! Lock order: `sticky`, then `table`, then the locks of [`Terms`] and
-//! `Clients` (each file says its own order); `log` is taken alone. No
-//! lock is held across an await.
+//! `Clients` (each file says its own order); `log` and `states` are taken
+//! alone. No lock is held across an await.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -92,6 +92,9 @@ struct Inner {
     shutdown: CancellationToken,
     /// Recent ctl errors and events, for reading `ctl`.
     log: Mutex<VecDeque<String>>,
+    /// The state of what runs on the router (pipelines), by name, for
+    /// reading `ctl`.
+    states: Mutex<std::collections::BTreeMap<String, String>>,
     routing: Arc<dyn Routing>,
     discovery: Option<Arc<dyn Discovery>>,
 }
@@ -116,6 +119,7 @@ impl Router {
             next_id: AtomicU64::new(1),
             shutdown,
             log: Default::default(),
+            states: Default::default(),
             routing,
             discovery,
         });
@@ -249,6 +253,17 @@ impl Router {
             l.pop_front();
         }
         l.push_back(line);
+    }
+
+    /// Says what `name` (a pipeline) is doing now, shown in `ctl` as
+    /// `NAME STATE` until said again.
+    pub fn set_state(&self, name: &str, state: String) {
+        lock(&self.0.states).insert(name.to_string(), state);
+    }
+
+    /// What runs on the router and its state, by name.
+    pub fn states(&self) -> Vec<(String, String)> {
+        lock(&self.0.states).iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// The recent events, oldest first.

@@ -15,13 +15,17 @@ pub fn info(r: &Router, service: &str) -> Result<String, String> {
     Ok(format!("{} {} {} {}\n", rt.machine, rt.term, rt.hops(), bang_path(&rt.path)))
 }
 
-/// The `ctl` file when read: identity, registry state, recent events.
+/// The `ctl` file when read: identity, registry state, the state of each
+/// pipeline, recent events.
 pub fn ctl_text(r: &Router) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "machine {}", r.id());
     let _ = writeln!(out, "gossip {}", if r.config().gossip { "on" } else { "off" });
     if let Some((reg, up)) = r.registry_status() {
         let _ = writeln!(out, "registry {reg} {}", if up { "reachable" } else { "unreachable" });
+    }
+    for (name, state) in r.states() {
+        let _ = writeln!(out, "{name} {state}");
     }
     for e in r.events() {
         let _ = writeln!(out, "event {e}");

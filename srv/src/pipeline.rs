@@ -5,14 +5,25 @@
 //! stage is routable from there. Its conversation is listed in that
 //! machine's tree like one opened through `clone`, so people can type into
 //! it (`svc/pty/N/data`) and read what comes out of the last stage.
+//!
+//! [`supervise`] keeps it running as its `restart` key says: after it
+//! failed (a stage or a link lost, a stage not reachable in time) or, with
+//! `always`, after any end, it is started again, after a wait that doubles
+//! from [`BACKOFF_MIN`] to [`BACKOFF_MAX`] with each failure in a row. A
+//! run that lasted [`HEALTHY`] starts the count over; past [`GIVE_UP`]
+//! runs in a row that failed, it is left ended. Waiting for its stages to
+//! become reachable (a link down for longer than a flap) is not a failure
+//! of its own and never gives up. Its state is a line of the router's
+//! `ctl`, each end and start an event there.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ns::deploy::{Deployment, Pipeline};
+use ns::deploy::{Deployment, Pipeline, Restart};
 use ns::{Addr, MachineId, Router};
-use tracing::info;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use crate::fs::handle::Slot;
 use crate::fs::Namespace;
@@ -61,4 +72,89 @@ pub async fn start(tree: &Arc<Namespace>, p: &Pipeline) -> Result<Arc<Slot>, Str
     slot.stream.writer().send(Bytes::new()).await?;
     info!(pipeline = %p.name, conv = slot.n, "pipeline started");
     Ok(slot)
+}
+
+/// The first wait before a restart, and the longest.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A run this long was healthy: the waits and the count start over.
+pub const HEALTHY: Duration = Duration::from_secs(60);
+/// Runs in a row that failed, after which a pipeline is left ended.
+pub const GIVE_UP: u32 = 10;
+
+/// How one run of a pipeline ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Its first stage ended its output (a shell that exited).
+    Clean,
+    /// A stage, or a link it crossed, failed.
+    Failed(String),
+    /// Not all stages could be reached within [`ROUTE_WAIT`].
+    Unreachable(String),
+}
+
+/// One run of `p`: started, then read until it ends.
+async fn run_once(tree: &Arc<Namespace>, p: &Pipeline) -> Ended {
+    let slot = match start(tree, p).await {
+        Ok(slot) => slot,
+        Err(e) => return Ended::Unreachable(e),
+    };
+    loop {
+        match slot.stream.read(usize::MAX).await {
+            Ok(b) if b.is_empty() => return Ended::Clean,
+            Ok(_) => {}
+            Err(e) => return Ended::Failed(e),
+        }
+    }
+}
+
+/// Runs `p` from `tree`'s router until `stop`, started again as its
+/// `restart` key says (see the module's doc).
+pub async fn supervise(tree: Arc<Namespace>, p: Pipeline, stop: CancellationToken) {
+    let r = tree.router().clone();
+    let name = format!("pipeline {}", p.name);
+    let (mut restarts, mut in_row, mut backoff) = (0u32, 0u32, BACKOFF_MIN);
+    loop {
+        r.set_state(&name, format!("running restarts {restarts}"));
+        let began = tokio::time::Instant::now();
+        let ended = tokio::select! {
+            _ = stop.cancelled() => return,
+            e = run_once(&tree, &p) => e,
+        };
+        if began.elapsed() >= HEALTHY {
+            (in_row, backoff) = (0, BACKOFF_MIN);
+        }
+        let why = match &ended {
+            Ended::Clean => "its first stage ended".to_string(),
+            Ended::Failed(e) | Ended::Unreachable(e) => e.clone(),
+        };
+        let again = match (&ended, p.restart) {
+            (_, Restart::Never) | (Ended::Clean, Restart::OnFailure) => false,
+            (Ended::Unreachable(_), _) => true,
+            _ => {
+                in_row += 1;
+                in_row <= GIVE_UP
+            }
+        };
+        if !again {
+            let more = if in_row > GIVE_UP {
+                format!("; failed {GIVE_UP} times in a row, not restarted")
+            } else {
+                String::new()
+            };
+            info!(pipeline = %p.name, "pipeline ended: {why}{more}");
+            r.log_event(format!("{name} ended: {why}{more}"));
+            r.set_state(&name, format!("ended restarts {restarts} last {why}"));
+            return;
+        }
+        warn!(pipeline = %p.name, "pipeline ended: {why}; restarting in {backoff:?}");
+        r.log_event(format!("{name} ended: {why}; restart {} in {}s", restarts + 1, backoff.as_secs()));
+        r.set_state(&name, format!("waiting {}s restarts {restarts} last {why}", backoff.as_secs()));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        restarts += 1;
+    }
 }

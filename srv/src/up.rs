@@ -73,19 +73,7 @@ pub async fn start(
         for p in &dep.pipelines {
             let Some(home) = crate::pipeline::home(dep, p).filter(|h| out.contains_key(h)) else { continue };
             let tree = out[&home].tree.clone();
-            let (p, stop) = (p.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                match crate::pipeline::start(&tree, &p).await {
-                    // Keep it running until it ends or we stop.
-                    Ok(slot) => tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = async { while let Ok(b) = slot.stream.read(usize::MAX).await { if b.is_empty() { break } } } => {
-                            info!(pipeline = %p.name, "pipeline ended");
-                        }
-                    },
-                    Err(e) => warn!("{e}"),
-                }
-            });
+            tokio::spawn(crate::pipeline::supervise(tree, p.clone(), shutdown.clone()));
         }
     }
     Ok(out)

@@ -100,8 +100,46 @@ pub struct Pipeline {
     pub name: String,
     /// Where the data goes, in order; at least two.
     pub stages: Vec<Addr>,
+    /// When it is started again after it ends (`restart`).
+    pub restart: Restart,
     /// 1-based line of the file where the pipeline is declared.
     pub line: usize,
+}
+
+/// When a pipeline is started again after it ended (`restart`), as
+/// systemd's `Restart=`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Restart {
+    /// Whenever it ends, failed or not (`"always"`).
+    Always,
+    /// When it failed: a stage or a link lost, a stage not reachable
+    /// (`"on-failure"`, the default).
+    #[default]
+    OnFailure,
+    /// Never (`"never"`).
+    Never,
+}
+
+impl Restart {
+    pub const ALL: [Restart; 3] = [Restart::Always, Restart::OnFailure, Restart::Never];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::Always => "always",
+            Restart::OnFailure => "on-failure",
+            Restart::Never => "never",
+        }
+    }
+}
+
+impl std::str::FromStr for Restart {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Restart::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown restart {s:?}: want \"always\", \"on-failure\" or \"never\""))
+    }
 }
 
 /// Why a deployment file was refused. `line` is 0 when the file could not

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use super::tree::{Node, Result};
-use super::{Machine, Pipeline};
+use super::{Machine, Pipeline, Restart};
 use crate::path::{Addr, MachineId, Name};
 
-const KEYS: &[&str] = &["name", "stages"];
+const KEYS: &[&str] = &["name", "stages", "restart"];
 
 /// Reads the `pipelines` array; `machines` are the file's, for stages that
 /// name one.
@@ -49,5 +49,9 @@ fn pipeline(node: &Node<'_, '_>, machines: &BTreeMap<MachineId, Machine>) -> Res
     if stages.len() < 2 {
         return Err(stages_node.err(format!("a pipeline has at least 2 stages, this one has {}", stages.len())));
     }
-    Ok(Pipeline { name: name.to_string(), stages, line: node.line() })
+    let restart = match t.get("restart") {
+        Some(v) => v.str()?.parse().map_err(|e: String| v.err(e))?,
+        None => Restart::default(),
+    };
+    Ok(Pipeline { name: name.to_string(), stages, restart, line: node.line() })
 }

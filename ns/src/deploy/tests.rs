@@ -114,6 +114,7 @@ kind = "display"
 [[pipelines]]
 name = "p1"
 stages = ["/svc/sh", "/n/y/svc/show"]
+restart = "always"
 "#;
 
 #[test]
@@ -148,6 +149,7 @@ fn full_file() {
     );
     assert_eq!(y.services[1].output, None);
     assert_eq!((d.pipelines[0].name.as_str(), d.pipelines[0].line), ("p1", 32));
+    assert_eq!(d.pipelines[0].restart, Restart::Always);
 }
 
 /// Line numbers are the only thing `to_toml` cannot keep.
@@ -421,4 +423,12 @@ fn pipelines() {
     fails("[machines.a]\n[[pipelines]]\nname = \"P q\"\nstages = []\n", "pipelines[0].name", 3, "bad name");
     let two = "[machines.a]\n[[pipelines]]\nname = \"p\"\nstages = [\"/svc/x\", \"/svc/y\"]\n";
     fails(&format!("{two}{}", &two[13..]), "pipelines[1].name", 6, "duplicate pipeline name \"p\" (first on line 2)");
+    // restart: on-failure unless said.
+    assert_eq!(parse(two, "t").unwrap().pipelines[0].restart, Restart::OnFailure);
+    for r in Restart::ALL {
+        let d = parse(&format!("{two}restart = \"{}\"\n", r.as_str()), "t").unwrap();
+        assert_eq!(d.pipelines[0].restart, r);
+    }
+    fails(&format!("{two}restart = \"sometimes\"\n"), "pipelines[0].restart", 5, "unknown restart \"sometimes\"");
+    fails(&format!("{two}restart = 3\n"), "pipelines[0].restart", 5, "string");
 }

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use super::tree::key_segment;
-use super::{Deployment, Machine, ServiceSpec, Squash};
+use super::{Deployment, Machine, Restart, ServiceSpec, Squash};
 
 /// A TOML string literal, escaped by toml itself.
 fn quote(s: &str) -> String {
@@ -29,7 +29,11 @@ pub(super) fn deployment(d: &Deployment) -> String {
     }
     for p in &d.pipelines {
         // Writing to a String cannot fail.
-        let _ = writeln!(out, "[[pipelines]]\nname = {}\nstages = {}\n", quote(&p.name), list(&p.stages));
+        let _ = writeln!(out, "[[pipelines]]\nname = {}\nstages = {}", quote(&p.name), list(&p.stages));
+        if p.restart != Restart::default() {
+            let _ = writeln!(out, "restart = {}", quote(p.restart.as_str()));
+        }
+        out.push('\n');
     }
     out
 }
