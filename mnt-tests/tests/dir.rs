@@ -632,8 +632,10 @@ fn misses_in_a_directory_known_whole_ask_nobody_and_names_made_elsewhere_are_see
     assert_eq!(std::fs::read_dir(format!("{f}/sub")).unwrap().count(), 1);
     let listed = per_miss(&format!("{f}/sub"));
     eprintln!("a miss: {cold:.0} us asked of b, {made:.0} us in a directory a made, {listed:.0} us in one listed");
-    assert!(made < 200.0, "a miss in a directory a made took {made:.0} us");
-    assert!(listed < 200.0, "a miss in a directory a listed took {listed:.0} us");
+    // Answered here: a fraction of a round trip, on a loaded machine too.
+    let here = |us: f64| us * 3.0 < cold;
+    assert!(here(made), "a miss in a directory a made took {made:.0} us, {cold:.0} us asked of b");
+    assert!(here(listed), "a miss in a directory a listed took {listed:.0} us, {cold:.0} us asked of b");
     // Made on b's disk, and through b's mount, after a kept the misses.
     std::fs::write(format!("{disk}/fresh/miss7"), "b").unwrap();
     seen("made on b's disk", &|| reads(&format!("{f}/fresh/miss7"), "b"));
@@ -647,7 +649,8 @@ fn misses_in_a_directory_known_whole_ask_nobody_and_names_made_elsewhere_are_see
     std::fs::create_dir(format!("{f}/fresh/inner")).unwrap();
     std::fs::write(format!("{f}/fresh/inner/deeper"), "a").unwrap();
     assert!(reads(&format!("{disk}/fresh/inner/deeper"), "a"));
-    assert!(per_miss(&format!("{f}/fresh/inner")) < 200.0);
+    let inner = per_miss(&format!("{f}/fresh/inner"));
+    assert!(here(inner), "a miss in a directory a made, then wrote in, took {inner:.0} us");
     // Removed and made again on b under the same name (perhaps with the
     // same inode number): what a knew of the old one is not taken.
     std::fs::remove_dir_all(format!("{disk}/fresh/inner")).unwrap();
@@ -657,7 +660,8 @@ fn misses_in_a_directory_known_whole_ask_nobody_and_names_made_elsewhere_are_see
     // The link redialled: the misses a's kernel kept are dropped, and a
     // name made after is seen though a did not look into its directory.
     assert_eq!(std::fs::read_dir(format!("{f}/sub")).unwrap().count(), 2);
-    assert!(per_miss_of(&format!("{f}/sub"), "late") < 200.0);
+    let late = per_miss_of(&format!("{f}/sub"), "late");
+    assert!(here(late), "a miss in a directory listed again took {late:.0} us");
     sh_ok(&format!("echo redial > {d}/a/term/net-b/ctl"), T);
     until("a reaches b again", T, || std::fs::read_to_string(format!("{f}/hello.txt")).is_ok());
     std::fs::write(format!("{disk}/sub/late5"), "after").unwrap();

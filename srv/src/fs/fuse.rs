@@ -263,12 +263,12 @@ impl MeshFs {
     /// inodes (an entry not yet looked up gets none); readdirplus does.
     async fn listing(&self, parent: u64, offset: u64, pin: bool) -> FuseResult<Vec<(i64, u64, OsString, Entry)>> {
         let path = self.path(parent)?;
-        let gen = self.listed.gen();
+        let since = self.listed.since();
         let entries = self.ns.bound().list(&components(&path)).await.map_err(|e| errno(&e))?;
         // All its names, every one of whose changes will be told.
         let told = |e: &Entry| e.meta.as_ref().is_some_and(|m| m.watched);
         if !entries.is_empty() && entries.iter().all(told) && self.notifier.get().is_some() {
-            self.listed.all(parent, entries.iter().map(|e| e.name.as_str()), gen);
+            self.listed.all(parent, entries.iter().map(|e| e.name.as_str()), since);
         }
         let dot = Entry::new("", FileKind::Dir, 0o555);
         let all = [(".".to_string(), dot.clone()), ("..".to_string(), dot)]
@@ -484,13 +484,13 @@ impl Filesystem for MeshFs {
         let path = self.child(parent, name)?;
         let mkdir = async { self.ns.bound().mkdir(&components(&path), mode).await.map_err(|e| errno(&e)) };
         let expecting = self.expecting(&[(parent, name, What::Made)]);
-        let gen = self.listed.gen();
+        let since = self.listed.since();
         let e = self.stoppable(&req, mkdir).await?;
         expecting.made();
         let entry = self.made(&path, &e);
         // Made empty and told: every name in it is known (none).
         if e.meta.as_ref().is_some_and(|m| m.watched && m.empty_told) && self.notifier.get().is_some() {
-            self.listed.all(entry.attr.ino, std::iter::empty(), gen);
+            self.listed.made_empty(entry.attr.ino, since);
         }
         Ok(entry)
     }

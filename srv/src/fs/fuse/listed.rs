@@ -8,7 +8,8 @@
 //! directory of another machine each such miss was a round trip. A
 //! directory's names are known in full when its listing came back with
 //! the promise that its changes are told (`Meta::watched` on every entry)
-//! and no change was told while it travelled, or when this mount made it
+//! and no change was told, nor made by this mount, while it travelled
+//! (it may not show it), or when this mount made it
 //! and the serving machine said it was empty and told
 //! (`Meta::empty_told`). From then on this mount's own changes are
 //! applied to the names as they are made, and any change told by the
@@ -70,6 +71,16 @@ pub struct Listed {
     /// Counts what was dropped: a listing asked for before a drop may
     /// predate the change that caused it, and is not taken.
     gen: AtomicU64,
+    /// Counts this mount's own changes of names: a listing on its way
+    /// while one was made may or may not show it, and is not taken.
+    own: AtomicU64,
+}
+
+/// Where a request that may bring a listing started (see [`Listed::all`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Since {
+    gen: u64,
+    own: u64,
 }
 
 impl Listed {
@@ -77,18 +88,31 @@ impl Listed {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Where a request that may bring a listing starts: see [`Listed::all`].
-    pub fn gen(&self) -> u64 {
-        self.gen.load(SeqCst)
+    /// Where a request that may bring a listing starts.
+    pub fn since(&self) -> Since {
+        Since { gen: self.gen.load(SeqCst), own: self.own.load(SeqCst) }
     }
 
     /// `names` are all the names of directory `dir`, as answered to a
-    /// request begun at `gen`: known, unless something was dropped since
-    /// (which may be a change the answer does not show).
-    pub fn all<'a>(&self, dir: u64, names: impl ExactSizeIterator<Item = &'a str>, gen: u64) {
+    /// listing begun at `since`: known, unless something was dropped
+    /// since (which may be a change the answer does not show) or this
+    /// mount changed names meanwhile (which the answer may not show).
+    pub fn all<'a>(&self, dir: u64, names: impl ExactSizeIterator<Item = &'a str>, since: Since) {
+        self.take(dir, names, since, true);
+    }
+
+    /// Directory `dir` was just made empty for this mount by a request
+    /// begun at `since`: known, unless something was dropped since. (This
+    /// mount's own changes elsewhere meanwhile cannot be in it.)
+    pub fn made_empty(&self, dir: u64, since: Since) {
+        self.take(dir, std::iter::empty(), since, false);
+    }
+
+    fn take<'a>(&self, dir: u64, names: impl ExactSizeIterator<Item = &'a str>, since: Since, own: bool) {
         let now = Instant::now();
         let mut t = self.lock();
-        if self.gen() != gen {
+        let now_at = self.since();
+        if now_at.gen != since.gen || (own && now_at.own != since.own) {
             return;
         }
         t.drop_dir(dir);
@@ -143,6 +167,7 @@ impl Listed {
     /// This mount made `name` in `dir`.
     pub fn made(&self, dir: u64, name: &str) {
         let mut t = self.lock();
+        self.own.fetch_add(1, SeqCst);
         t.misses.remove(&(dir, name.to_string()));
         if let Some(k) = t.dirs.get_mut(&dir) {
             if k.names.insert(name.to_string()) {
@@ -154,6 +179,7 @@ impl Listed {
     /// This mount removed `name` from `dir`.
     pub fn gone(&self, dir: u64, name: &str) {
         let mut t = self.lock();
+        self.own.fetch_add(1, SeqCst);
         if let Some(k) = t.dirs.get_mut(&dir) {
             if k.names.remove(name) {
                 t.names -= 1;
@@ -196,7 +222,7 @@ mod tests {
     #[test]
     fn a_name_not_listed_is_absent_until_made_and_after_it_is_gone() {
         let l = Listed::default();
-        let g = l.gen();
+        let g = l.since();
         l.all(7, ["a", "b"].into_iter(), g);
         assert!(!l.absent(7, "a"));
         assert!(l.miss(7, "c").is_some_and(|d| d <= KEPT && !d.is_zero()));
@@ -216,7 +242,7 @@ mod tests {
     #[test]
     fn misses_kept_past_the_cap_are_answered_but_not_kept() {
         let l = Listed::default();
-        l.all(1, std::iter::empty(), l.gen());
+        l.all(1, std::iter::empty(), l.since());
         for i in 0..MISSES_MAX {
             assert!(l.miss(1, &i.to_string()).is_some_and(|d| !d.is_zero()));
         }
@@ -231,21 +257,31 @@ mod tests {
     #[test]
     fn a_listing_asked_for_before_a_change_was_told_is_not_taken() {
         let l = Listed::default();
-        let g = l.gen();
+        let g = l.since();
         // A change told while the listing travelled, of any directory.
         l.forget(&[9]);
         l.all(7, ["a"].into_iter(), g);
         assert!(!l.absent(7, "z"));
-        let g = l.gen();
+        let g = l.since();
         l.all(7, ["a"].into_iter(), g);
         assert!(l.absent(7, "z"));
         l.forget(&[7]);
         assert!(!l.absent(7, "z"));
-        l.all(7, ["a"].into_iter(), l.gen());
+        l.all(7, ["a"].into_iter(), l.since());
         l.forget_all();
         assert!(!l.absent(7, "z"));
+        // A name made here while the listing travelled: it may not show.
+        let g = l.since();
+        l.made(3, "x");
+        l.all(7, ["a"].into_iter(), g);
+        assert!(!l.absent(7, "z"));
+        // A directory made here is taken all the same.
+        let g = l.since();
+        l.made(3, "y");
+        l.made_empty(7, g);
+        assert!(l.absent(7, "z"));
         // Let go (forgotten by the kernel): not a change.
-        let g = l.gen();
+        let g = l.since();
         l.let_go(7);
         l.all(7, ["a"].into_iter(), g);
         assert!(l.absent(7, "z"));
@@ -255,13 +291,13 @@ mod tests {
     fn names_past_the_cap_are_not_known() {
         let l = Listed::default();
         let many: Vec<String> = (0..NAMES_MAX + 1).map(|i| i.to_string()).collect();
-        l.all(1, many.iter().map(String::as_str), l.gen());
+        l.all(1, many.iter().map(String::as_str), l.since());
         assert!(!l.absent(1, "x"));
         let some: Vec<String> = (0..NAMES_MAX).map(|i| i.to_string()).collect();
-        l.all(1, some.iter().map(String::as_str), l.gen());
+        l.all(1, some.iter().map(String::as_str), l.since());
         assert!(l.absent(1, "x"));
         // Full: another directory is not taken while the first is fresh.
-        l.all(2, ["a"].into_iter(), l.gen());
+        l.all(2, ["a"].into_iter(), l.since());
         assert!(!l.absent(2, "x"));
     }
 }
