@@ -38,8 +38,9 @@ struct Machine {
     /// Listens on 127.0.0.`host`.
     host: u8,
     ws: bool,
-    /// Machines it dials, and whether through a relay.
-    dial: Vec<(String, bool)>,
+    /// Machines it dials, and through a relay delaying each way by how
+    /// much, if through one.
+    dial: Vec<(String, Option<Duration>)>,
     mount: bool,
     services: Vec<String>,
     lines: Vec<String>,
@@ -82,14 +83,21 @@ impl Deploy {
 
     /// `from` dials `to`.
     pub fn dial(mut self, from: &str, to: &str) -> Deploy {
-        self.get(from).dial.push((to.into(), false));
+        self.get(from).dial.push((to.into(), None));
         self
     }
 
     /// `from` dials `to` through a relay that can go silent
     /// ([`Started::relay`]); `to` must listen over tcp.
     pub fn dial_relayed(mut self, from: &str, to: &str) -> Deploy {
-        self.get(from).dial.push((to.into(), true));
+        self.get(from).dial.push((to.into(), Some(Duration::ZERO)));
+        self
+    }
+
+    /// `from` dials `to` through a relay that holds what it moves for
+    /// `delay` each way (a long link: see [`Relay::delayed`]).
+    pub fn dial_delayed(mut self, from: &str, to: &str, delay: Duration) -> Deploy {
+        self.get(from).dial.push((to.into(), Some(delay)));
         self
     }
 
@@ -144,7 +152,7 @@ impl Deploy {
             let dials: Vec<String> = m
                 .dial
                 .iter()
-                .map(|(to, relayed)| match relays.iter().find(|r| *relayed && r.0 == m.id && r.1 == *to) {
+                .map(|(to, relayed)| match relays.iter().find(|r| relayed.is_some() && r.0 == m.id && r.1 == *to) {
                     Some(r) => format!("\"tcp!127.0.0.1!{}\"", r.2.port()),
                     None => format!("\"{}\"", listen(to)),
                 })
@@ -198,11 +206,13 @@ impl Mesh {
             let relays: Vec<(String, String, Relay)> = deploy
                 .machines
                 .iter()
-                .flat_map(|from| from.dial.iter().filter(|d| d.1).map(move |d| (from.id.clone(), d.0.clone())))
-                .map(|(from, to)| {
+                .flat_map(|from| {
+                    from.dial.iter().filter_map(move |d| d.1.map(|delay| (from.id.clone(), d.0.clone(), delay)))
+                })
+                .map(|(from, to, delay)| {
                     let i = deploy.machines.iter().position(|m| m.id == to).unwrap_or_else(|| panic!("no {to}"));
                     let target = format!("127.0.0.{}:{}", deploy.machines[i].host, ports[i]);
-                    let relay = Relay::start(target.parse().unwrap_or_else(|e| panic!("{target}: {e}")));
+                    let relay = Relay::delayed(target.parse().unwrap_or_else(|e| panic!("{target}: {e}")), delay);
                     (from, to, relay)
                 })
                 .collect();

@@ -4,13 +4,17 @@
 //! would; new connections are accepted and then ignored the same way.
 //! Dropping it closes everything. It listens on a port the kernel picks
 //! (port 0), so no test ever races another for it.
+//!
+//! It can also stand for a long link ([`Relay::delayed`]): each chunk it
+//! reads is written on after the one-way delay, in order, as a path of
+//! that latency would deliver it (this kernel has no `netem`).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const TICK: Duration = Duration::from_millis(20);
 
@@ -24,6 +28,11 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(target: SocketAddr) -> Relay {
+        Relay::delayed(target, Duration::ZERO)
+    }
+
+    /// A relay that holds what it moves for `delay` each way.
+    pub fn delayed(target: SocketAddr, delay: Duration) -> Relay {
         let l = TcpListener::bind("127.0.0.1:0").expect("relay bind");
         let port = l.local_addr().expect("relay address").port();
         l.set_nonblocking(true).expect("relay nonblocking");
@@ -39,7 +48,7 @@ impl Relay {
                             for (from, to) in [(&c, &t), (&t, &c)] {
                                 let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else { continue };
                                 let (f, s) = (f.clone(), s.clone());
-                                pipes.push(std::thread::spawn(move || pipe(from, to, &f, &s)));
+                                pipes.push(std::thread::spawn(move || pipe(from, to, &f, &s, delay)));
                             }
                         }
                     }
@@ -78,10 +87,24 @@ impl Drop for Relay {
     }
 }
 
-/// Copies `from` to `to` until either closes or the relay stops; while
-/// frozen, reads nothing, so the sender's buffers fill as on a dead wire.
-fn pipe(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, stop: &AtomicBool) {
+/// Copies `from` to `to`, each chunk `delay` after it was read, until
+/// either closes or the relay stops; while frozen, reads nothing, so the
+/// sender's buffers fill as on a dead wire.
+fn pipe(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, stop: &AtomicBool, delay: Duration) {
     let _ = from.set_read_timeout(Some(TICK));
+    // Chunks on the wire: at most 4,096 of 64 KiB.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Instant, Vec<u8>)>(4096);
+    let writer = std::thread::spawn(move || {
+        for (due, chunk) in rx {
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if to.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
     let mut buf = vec![0u8; 64 << 10];
     while !stop.load(SeqCst) {
         if frozen.load(SeqCst) {
@@ -91,7 +114,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, stop: &Atom
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
+                if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
                     break;
                 }
             }
@@ -99,5 +122,6 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, stop: &Atom
             Err(_) => break,
         }
     }
-    let _ = to.shutdown(Shutdown::Write);
+    drop(tx);
+    let _ = writer.join();
 }

@@ -7,9 +7,11 @@
 //!
 //! Flow control is end to end, per stream: a writer spends credit for each
 //! message (at least [`MIN_COST`] bytes) and the reader returns credit as it
-//! consumes. So at most [`WINDOW`] bytes of one stream are in flight, input
+//! consumes. So at most a window of one stream is in flight, input
 //! queues never overflow, and a slow reader slows its own writer without
-//! stalling the shared links other conversations use.
+//! stalling the shared links other conversations use. A window starts at
+//! [`WINDOW`] and grows with the path's bandwidth-delay product, up to a
+//! cap per conversation and a budget per router ([`window`]).
 //!
 //! Signals: `Eof` travels with the data (no more from me), `Hangup` against
 //! it (I am gone, stop writing to me), `Error` ends both directions.
@@ -40,6 +42,7 @@ use crate::error::{self, EHUNGUP};
 use crate::path::{Addr, ServiceName};
 
 mod table;
+pub mod window;
 pub use table::{ConvStatus, ConvTable, Delivery};
 
 /// The service name every router keeps for itself: control messages and
@@ -52,13 +55,15 @@ pub fn reserved() -> ServiceName {
     crate::path::Name::new(RESERVED).expect("RESERVED is a valid name")
 }
 
-/// Bytes of one stream allowed in flight before the writer waits.
+/// Bytes of one stream allowed in flight before the writer waits, until
+/// the window grows (see [`window`]).
 pub const WINDOW: u32 = 4 << 20;
 /// The least a message costs, so tiny messages cannot flood a queue.
 pub const MIN_COST: u32 = 4 << 10;
-/// Messages an input queue holds: a full window of minimal messages from
-/// a few writers, plus control messages.
-const INPUT_QUEUE: usize = 4 * (WINDOW / MIN_COST) as usize + 64;
+/// Messages an input queue holds: a full window, grown to its largest, of
+/// minimal messages from a few writers, plus control messages. (The queue
+/// takes room only for what it holds.)
+const INPUT_QUEUE: usize = 4 * (window::MAX_WINDOW / MIN_COST) as usize + 64;
 
 /// The credit a message of `len` bytes takes.
 pub fn cost(len: usize) -> u32 {
@@ -144,8 +149,8 @@ pub struct Conv {
 pub struct ConvReader {
     shared: Arc<Shared>,
     input: mpsc::Receiver<Incoming>,
-    /// Credit owed to each writer, returned in batches.
-    owed: HashMap<Addr, u32>,
+    /// Each writer's credit owed, returned in batches, and its window.
+    writers: HashMap<Addr, (u32, window::Window)>,
     table: Arc<ConvTable>,
     ended: bool,
     _guard: Arc<HangupGuard>,
@@ -256,20 +261,35 @@ impl Shared {
     }
 }
 
+impl Drop for ConvReader {
+    /// The windows' growth goes back to the router's budget.
+    fn drop(&mut self) {
+        let grown: u64 = self.writers.values().map(|(_, w)| w.grown()).sum();
+        if grown > 0 {
+            self.table.budget.give(grown);
+        }
+    }
+}
+
 impl ConvReader {
     /// The next message; `None` once the conversation has ended.
     pub async fn recv(&mut self) -> Option<Msg> {
         if self.ended {
             return None;
         }
+        let waited = self.input.is_empty();
         let Incoming { from, msg } = self.input.recv().await?;
         match &msg {
             Msg::Data(b) => {
                 let c = &self.shared.counters;
                 c.msgs_in.fetch_add(1, Relaxed);
                 c.bytes_in.fetch_add(b.len() as u64, Relaxed);
-                let owed = self.owed.entry(from.clone()).or_insert(0);
-                *owed += cost(b.len());
+                let now = std::time::Instant::now();
+                if !self.writers.contains_key(&from) {
+                    self.writers.insert(from.clone(), (0, window::Window::new(now)));
+                }
+                let Some((owed, w)) = self.writers.get_mut(&from) else { return Some(msg) };
+                *owed += cost(b.len()) + w.took(cost(b.len()), waited, now, &self.table.budget);
                 // Batch credit, so a stream of small messages costs few replies.
                 if *owed >= WINDOW / 4 || self.input.is_empty() && *owed >= WINDOW / 16 {
                     let n = std::mem::take(owed);

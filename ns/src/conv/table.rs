@@ -28,6 +28,8 @@ pub struct ConvTable {
     /// Service-side endpoints by (service, the writer that opened it).
     by_peer: Mutex<HashMap<(ServiceName, Addr), u64>>,
     services: Mutex<HashMap<ServiceName, Arc<dyn Service>>>,
+    /// What the readers' windows may still grow by (see `window`).
+    pub(super) budget: super::window::Budget,
 }
 
 /// What became of an envelope handed to [`ConvTable::deliver`].
@@ -49,6 +51,7 @@ impl ConvTable {
             convs: Default::default(),
             by_peer: Default::default(),
             services: Default::default(),
+            budget: Default::default(),
         })
     }
 
@@ -120,7 +123,7 @@ impl ConvTable {
             rx: ConvReader {
                 shared: shared.clone(),
                 input: rx,
-                owed: HashMap::new(),
+                writers: HashMap::new(),
                 table: self.clone(),
                 ended: false,
                 _guard: guard.clone(),
