@@ -67,3 +67,60 @@ fn one_conversation_over_a_50_ms_link_is_not_held_to_its_first_window() {
     // grow. Well past it, the window grew.
     assert!(mbps > 1.2 * cap, "{mbps:.0} MB/s: held near one window per round trip ({cap:.0} MB/s)");
 }
+
+/// TCP on a lossy long path stalls while it retransmits, each retry
+/// waiting twice as long: a segment lost three times in a row holds a
+/// 50 ms path silent for about 1.75 s. Five stalls of 1.2 s during one
+/// conversation do not make either router take the link for dead (the
+/// old second of silence did, at 1.16-1.20 s), and the conversation ends
+/// whole.
+#[test]
+fn stalls_of_a_lossy_long_link_do_not_take_it_for_dead() {
+    let mut m = Mesh::new();
+    let deploy = Deploy::new()
+        .machine("a", 1)
+        .machine("b", 2)
+        .dial_delayed("a", "b", Duration::from_millis(25))
+        .set("a", "insecure = true")
+        .set("b", "insecure = true")
+        .service("b", r#"{ name = "sink", kind = "sink" }"#);
+    let started = m.start("ab.toml", &deploy);
+    until("a reaches b's sink", T, || {
+        String::from_utf8_lossy(&m.run(&["send", "-m", "a", "/n/b/svc/sink"], "x").stdout).trim() == "1"
+    });
+    // One conversation, 1 MiB every 200 ms for 8 s.
+    let mut c = m.cmd(&["send", "-m", "a", "/n/b/svc/sink"]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("mesh send");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..40 {
+            if stdin.write_all(&chunk).is_err() {
+                break; // the conversation failed: told below
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let relay = started.relay("a", "b");
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(600));
+        relay.freeze();
+        std::thread::sleep(Duration::from_millis(1200));
+        relay.thaw();
+    }
+    writer.join().expect("writer");
+    let out = child.wait_with_output().expect("mesh send output");
+    let silent: Vec<String> = ["a", "b"]
+        .iter()
+        .flat_map(|id| m.log(id).lines().filter(|l| l.contains("silent")).map(String::from).collect::<Vec<_>>())
+        .collect();
+    assert!(silent.is_empty(), "a link taken for dead:\n{}", silent.join("\n"));
+    assert!(out.status.success(), "mesh send: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (40u64 << 20).to_string());
+    let status = m.ok(&["cat", "-m", "a", "/term/net-b/status"], "");
+    let rtt = status.lines().find(|l| l.starts_with("rtt ")).unwrap_or("no rtt line");
+    mnt_tests::measured(&format!(
+        "long link: five stalls of 1.2 s during one conversation over a 50 ms path: no link taken for dead ({rtt})"
+    ));
+}

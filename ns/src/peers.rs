@@ -125,14 +125,14 @@ impl Gossip {
     }
 
     /// Pings every neighbour and hangs up on those silent for two periods
-    /// and [`ROUNDS`] rounds (four missed pings). A ping that finds the
-    /// link's queue full is not sent: the link is busy, and whatever it
-    /// delivers counts as alive.
+    /// (more on a long path: [`silence_allowed`]) and [`ROUNDS`] rounds
+    /// (four missed pings). A ping that finds the link's queue full is not
+    /// sent: the link is busy, and whatever it delivers counts as alive.
     fn ping_all(&self, r: &Router, quiet: &mut HashMap<MachineId, Quiet>) {
-        let limit = 2 * r.config().period.as_micros() as u64;
         let linked = Self::linked(r);
         quiet.retain(|m, _| linked.iter().any(|(p, _)| p == m));
         for (peer, term) in linked {
+            let limit = silence_allowed(r.config().period, term.stats.min_rtt_us.load(Relaxed));
             let verdict = quiet.entry(peer.clone()).or_default().round(term.last_rx.load(Relaxed), now_us(), limit);
             if let Some(silent) = verdict {
                 warn!(term = %term.name, silent_ms = silent / 1000, "neighbour silent, closing link");
@@ -191,7 +191,9 @@ impl Gossip {
                     let ago = std::time::Duration::from_micros(now_us().saturating_sub(stamp));
                     c.confirmed(tokio::time::Instant::now() - ago);
                 }
-                term.stats.rtt_us.store(now_us().saturating_sub(stamp), Relaxed);
+                let rtt = now_us().saturating_sub(stamp).max(1);
+                term.stats.rtt_us.store(rtt, Relaxed);
+                let _ = term.stats.min_rtt_us.fetch_update(Relaxed, Relaxed, |m| (m == 0 || rtt < m).then_some(rtt));
                 Ok(())
             }
             other => Err(format!("unexpected {} from a neighbour", crate::term::kind_name(&other))),
@@ -227,6 +229,21 @@ impl Routing for Gossip {
 /// Keepalive rounds in a row that heard nothing from a neighbour before
 /// it may be taken for dead: two periods' worth when rounds are on time.
 const ROUNDS: u32 = 4;
+
+/// Round trips of the path that a neighbour may be silent beyond two
+/// periods. TCP on a lossy path stalls while it retransmits, each retry
+/// waiting twice as long (from about its round trip plus 200 ms); two
+/// retries lost in a row on a 50 ms path are 0.75 s of silence, three
+/// 1.75 s. So silence is allowed to grow with the path's round trip: on a
+/// LAN it adds nothing, a 50 ms path gets 1.8 s.
+const RTTS_ALLOWED: u64 = 16;
+
+/// How long a neighbour may be silent (microseconds): two keepalive
+/// periods, and [`RTTS_ALLOWED`] of the least round trip measured on its
+/// link (0: none yet).
+fn silence_allowed(period: std::time::Duration, min_rtt_us: u64) -> u64 {
+    2 * period.as_micros() as u64 + RTTS_ALLOWED * min_rtt_us
+}
 
 /// What the keepalive heard from one neighbour, round by round.
 ///
@@ -290,6 +307,17 @@ mod tests {
         assert_eq!(q.round(200 * MS, 350 * MS, LIMIT), None);
         let t = dead_at(&mut q, 200 * MS, 600 * MS);
         assert_eq!(t, 1350 * MS, "the first round past the limit");
+    }
+
+    #[test]
+    fn a_long_path_is_allowed_longer_silences() {
+        let period = std::time::Duration::from_millis(500);
+        assert_eq!(silence_allowed(period, 0), LIMIT);
+        // Loopback: nothing to speak of.
+        assert_eq!(silence_allowed(period, 80), LIMIT + 1280);
+        // 50 ms: a silence of 1.75 s (three retransmissions lost in a row)
+        // is allowed.
+        assert_eq!(silence_allowed(period, 50 * MS), 1800 * MS);
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct TermStats {
     pub routes_out_bytes: AtomicU64,
     /// Last measured round trip, in microseconds (0: none yet).
     pub rtt_us: AtomicU64,
+    /// The least round trip measured (0: none yet): the path's own,
+    /// without queues or a busy router's lateness. Keepalive gives a long
+    /// path more time (see `peers`).
+    pub min_rtt_us: AtomicU64,
 }
 
 /// One terminal.
@@ -334,7 +338,7 @@ impl Term {
             );
         }
         let _ = writeln!(out, "errors {}", s.errors.load(Relaxed));
-        let _ = writeln!(out, "rtt {}us", s.rtt_us.load(Relaxed));
+        let _ = writeln!(out, "rtt {}us min {}us", s.rtt_us.load(Relaxed), s.min_rtt_us.load(Relaxed));
         let _ = writeln!(out, "security {}", lock(&self.security));
         for (line, n) in lock(&self.refusals).iter() {
             match n {
