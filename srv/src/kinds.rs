@@ -55,9 +55,16 @@ pub fn build(spec: &ServiceSpec, router: &Router) -> Result<Built, KindError> {
         ServiceKind::Echo => Ok(plain(Arc::new(ns::probe::Echo))),
         ServiceKind::Sink => Ok(plain(Arc::new(ns::probe::Sink))),
         ServiceKind::Pty => {
-            let pty = Arc::new(PtyService::new(spec.command.clone(), size).map_err(bad)?);
-            let p = pty.clone();
-            Ok(Built { ctl: Some(Arc::new(move |n, line| p.ctl(n, line))), ..plain(pty) })
+            let pty = Arc::new(PtyService::new(spec.command.clone(), size).map_err(bad)?.restarting(spec.restart));
+            let (p, q) = (pty.clone(), pty.clone());
+            let status: FileFn = Arc::new(move || Ok(bytes::Bytes::from(q.status())));
+            let about = format!("restart {}", spec.restart.as_str());
+            Ok(Built {
+                ctl: Some(Arc::new(move |n, line| p.ctl(n, line))),
+                about: Some(about),
+                files: vec![("status".into(), status)],
+                ..plain(pty)
+            })
         }
         ServiceKind::Dir => {
             // The file checks that dir has a root; opening it here makes a

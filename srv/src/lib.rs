@@ -16,6 +16,8 @@
 //! - [`nsproc`]: `mesh ns`, a command in a namespace of its own.
 //! - [`pipeline`]: the deployment file's pipelines, started where their
 //!   first stage is served.
+//! - [`restart`]: when what ended (a pipeline, a pty's command) is started
+//!   again: the `restart` key, its waits and its limit.
 //! - [`slots`]: bounds on a service's processes (starting, alive,
 //!   waiting), and starts off the router's workers; [`exec`] uses it.
 //! - [`up`]: running the routers of a deployment file in one process, as
@@ -33,5 +35,6 @@ pub mod nsproc;
 pub mod parser;
 pub mod pipeline;
 pub mod pty;
+pub mod restart;
 pub mod slots;
 pub mod up;

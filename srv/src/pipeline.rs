@@ -6,15 +6,12 @@
 //! machine's tree like one opened through `clone`, so people can type into
 //! it (`svc/pty/N/data`) and read what comes out of the last stage.
 //!
-//! [`supervise`] keeps it running as its `restart` key says: after it
-//! failed (a stage or a link lost, a stage not reachable in time) or, with
-//! `always`, after any end, it is started again, after a wait that doubles
-//! from [`BACKOFF_MIN`] to [`BACKOFF_MAX`] with each failure in a row. A
-//! run that lasted [`HEALTHY`] starts the count over; past [`GIVE_UP`]
-//! runs in a row that failed, it is left ended. Waiting for its stages to
-//! become reachable (a link down for longer than a flap) is not a failure
-//! of its own and never gives up. Its state is a line of the router's
-//! `ctl`, each end and start an event there.
+//! [`supervise`] keeps it running as its `restart` key says (see
+//! [`crate::restart`]): after it failed (a stage or a link lost, a stage
+//! not reachable in time) or, with `always`, after any end, it is
+//! started again. Waiting for its stages to become reachable (a link down
+//! for longer than a flap) is not a failure of its own and never gives
+//! up. Its state is a line of the router's `ctl`, each end an event there.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::fs::handle::Slot;
 use crate::fs::Namespace;
+use crate::restart::{self, Backoff, GIVE_UP};
 
 /// How long a pipeline waits for its stages to become routable.
 pub const ROUTE_WAIT: Duration = Duration::from_secs(15);
@@ -74,14 +72,6 @@ pub async fn start(tree: &Arc<Namespace>, p: &Pipeline) -> Result<Arc<Slot>, Str
     Ok(slot)
 }
 
-/// The first wait before a restart, and the longest.
-pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A run this long was healthy: the waits and the count start over.
-pub const HEALTHY: Duration = Duration::from_secs(60);
-/// Runs in a row that failed, after which a pipeline is left ended.
-pub const GIVE_UP: u32 = 10;
-
 /// How one run of a pipeline ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ended {
@@ -113,48 +103,45 @@ async fn run_once(tree: &Arc<Namespace>, p: &Pipeline) -> Ended {
 pub async fn supervise(tree: Arc<Namespace>, p: Pipeline, stop: CancellationToken) {
     let r = tree.router().clone();
     let name = format!("pipeline {}", p.name);
-    let (mut restarts, mut in_row, mut backoff) = (0u32, 0u32, BACKOFF_MIN);
+    let mut backoff = Backoff::default();
     loop {
-        r.set_state(&name, format!("running restarts {restarts}"));
+        r.set_state(&name, format!("running restarts {}", backoff.restarts));
         let began = tokio::time::Instant::now();
         let ended = tokio::select! {
             _ = stop.cancelled() => return,
             e = run_once(&tree, &p) => e,
         };
-        if began.elapsed() >= HEALTHY {
-            (in_row, backoff) = (0, BACKOFF_MIN);
-        }
         let why = match &ended {
             Ended::Clean => "its first stage ended".to_string(),
             Ended::Failed(e) | Ended::Unreachable(e) => e.clone(),
         };
-        let again = match (&ended, p.restart) {
-            (_, Restart::Never) | (Ended::Clean, Restart::OnFailure) => false,
-            (Ended::Unreachable(_), _) => true,
-            _ => {
-                in_row += 1;
-                in_row <= GIVE_UP
-            }
+        let wait = match &ended {
+            Ended::Unreachable(_) if p.restart != Restart::Never => Some(backoff.not_yet()),
+            _ if !restart::wanted(p.restart, ended != Ended::Clean) => None,
+            _ => match backoff.ended(began.elapsed()) {
+                Some(w) => Some(w),
+                None => {
+                    let more = format!("; ended {GIVE_UP} times in a row, not restarted");
+                    info!(pipeline = %p.name, "pipeline ended: {why}{more}");
+                    r.log_event(format!("{name} ended: {why}{more}"));
+                    r.set_state(&name, format!("ended restarts {} last {why}", backoff.restarts));
+                    return;
+                }
+            },
         };
-        if !again {
-            let more = if in_row > GIVE_UP {
-                format!("; failed {GIVE_UP} times in a row, not restarted")
-            } else {
-                String::new()
-            };
-            info!(pipeline = %p.name, "pipeline ended: {why}{more}");
-            r.log_event(format!("{name} ended: {why}{more}"));
-            r.set_state(&name, format!("ended restarts {restarts} last {why}"));
+        let Some(wait) = wait else {
+            info!(pipeline = %p.name, "pipeline ended: {why}");
+            r.log_event(format!("{name} ended: {why}"));
+            r.set_state(&name, format!("ended restarts {} last {why}", backoff.restarts));
             return;
-        }
-        warn!(pipeline = %p.name, "pipeline ended: {why}; restarting in {backoff:?}");
-        r.log_event(format!("{name} ended: {why}; restart {} in {}s", restarts + 1, backoff.as_secs()));
-        r.set_state(&name, format!("waiting {}s restarts {restarts} last {why}", backoff.as_secs()));
+        };
+        let restarts = backoff.restarts;
+        warn!(pipeline = %p.name, "pipeline ended: {why}; restarting in {wait:?}");
+        r.log_event(format!("{name} ended: {why}; restart {restarts} in {}s", wait.as_secs()));
+        r.set_state(&name, format!("waiting {}s restarts {} last {why}", wait.as_secs(), restarts - 1));
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-        restarts += 1;
     }
 }

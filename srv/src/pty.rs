@@ -5,9 +5,13 @@
 //! as they are. What the command writes to the terminal goes back along
 //! the return path, one message per chunk read, unchanged (escape
 //! sequences and all: a `parser` downstream makes screens of them). The
-//! command's exit is the end of the conversation; a conversation that
-//! fails or whose reader hangs up hangs up the terminal (SIGHUP to the
-//! command's process group, SIGKILL after [`HANGUP_GRACE`]).
+//! command's exit is the end of the conversation, unless the service's
+//! `restart` key says to start it again on a new terminal (after a wait
+//! that doubles each time in a row, see [`crate::restart`]; each restart
+//! is told in the output and counted in the service's `status` file); a
+//! conversation that fails or whose reader hangs up hangs up the terminal
+//! (SIGHUP to the command's process group, SIGKILL after
+//! [`HANGUP_GRACE`]).
 //!
 //! End of input does not end the command: a keyboard has no end of input,
 //! and a recorded session may be fed all its keystrokes at once and still
@@ -28,6 +32,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use ns::conv::{Conv, Service};
+use ns::deploy::Restart;
 use ns::error::{self, EBADCTL, ENOCONV};
 use tokio::io::unix::AsyncFd;
 use tracing::warn;
@@ -80,6 +85,7 @@ fn bad_size() -> String {
 pub struct PtyService {
     command: Arc<Vec<String>>,
     size: (u16, u16),
+    restart: Restart,
     live: Arc<Live>,
 }
 
@@ -90,7 +96,21 @@ impl PtyService {
         anyhow::ensure!(!command.is_empty(), "pty: empty command");
         let (c, r) = size;
         anyhow::ensure!(fits(c) && fits(r), "pty: bad size {c}x{r}: each side 1 to {MAX_SIDE}");
-        Ok(PtyService { command: Arc::new(command), size, live: Default::default() })
+        Ok(PtyService { command: Arc::new(command), size, restart: Restart::Never, live: Default::default() })
+    }
+
+    /// The same, its command started again as `restart` says.
+    pub fn restarting(mut self, restart: Restart) -> PtyService {
+        self.restart = restart;
+        self
+    }
+
+    /// The `status` file: a line per conversation whose command runs,
+    /// `N restarts R`.
+    pub fn status(&self) -> String {
+        let mut v: Vec<(u64, u32)> = lock(&self.live.0).iter().map(|(n, (_, r))| (*n, *r)).collect();
+        v.sort();
+        v.iter().map(|(n, r)| format!("{n} restarts {r}\n")).collect()
     }
 
     /// Sets the window size of conversation `conv`'s terminal; the command
@@ -121,11 +141,11 @@ impl PtyService {
 impl Service for PtyService {
     fn serve(&self, conv: Conv) -> BoxFuture<'static, ()> {
         let command = self.command.clone();
-        let size = self.size;
+        let (size, restart) = (self.size, self.restart);
         let live = self.live.clone();
         Box::pin(async move {
             let path = conv.rx.path().clone();
-            if let Err(e) = session::run(&command, size, conv, live).await {
+            if let Err(e) = session::run(&command, size, restart, conv, live).await {
                 warn!(conv = %path, ?command, "pty: {e}");
             }
         })
@@ -133,9 +153,12 @@ impl Service for PtyService {
 }
 
 /// The terminals of running conversations, by conversation number, so a
-/// `ctl` write can reach them.
+/// `ctl` write can reach them, and how often each command was restarted.
 #[derive(Default)]
-struct Live(Mutex<HashMap<u64, Arc<AsyncFd<OwnedFd>>>>);
+struct Live(Mutex<HashMap<u64, (Terminal, u32)>>);
+
+/// A running conversation's terminal, its master side.
+type Terminal = Arc<AsyncFd<OwnedFd>>;
 
 /// Takes a conversation off [`Live`] when its session ends.
 struct Listed {
@@ -144,13 +167,13 @@ struct Listed {
 }
 
 impl Live {
-    fn add(self: &Arc<Self>, conv: u64, fd: Arc<AsyncFd<OwnedFd>>) -> Listed {
-        lock(&self.0).insert(conv, fd);
+    fn add(self: &Arc<Self>, conv: u64, fd: Terminal, restarts: u32) -> Listed {
+        lock(&self.0).insert(conv, (fd, restarts));
         Listed { live: self.clone(), conv }
     }
 
-    fn get(&self, conv: u64) -> Option<Arc<AsyncFd<OwnedFd>>> {
-        lock(&self.0).get(&conv).cloned()
+    fn get(&self, conv: u64) -> Option<Terminal> {
+        lock(&self.0).get(&conv).map(|e| e.0.clone())
     }
 }
 

@@ -248,3 +248,63 @@ async fn output_is_not_lost_behind_a_slow_reader() {
     assert_eq!(out.bytes().filter(|b| *b == b'a').count(), N);
     assert!(out.ends_with("END\r\n"), "{:?}", &out[out.len().saturating_sub(20)..]);
 }
+
+fn setup_restarting(command: &[&str], restart: ns::deploy::Restart) -> Setup {
+    let stop = CancellationToken::new();
+    let router = Router::new(Config::new("a".parse().unwrap()), stop.clone());
+    let command = command.iter().map(|s| s.to_string()).collect();
+    let svc = Arc::new(PtyService::new(command, (80, 24)).unwrap().restarting(restart));
+    router.add_service("pty".parse().unwrap(), svc.clone());
+    Setup { router, svc, stop }
+}
+
+/// With `restart = "on-failure"`, a command that fails is started again
+/// on a new terminal in the same conversation, which is told, and its
+/// status counts it; one that exits cleanly ends the conversation.
+#[tokio::test]
+async fn a_failed_command_is_started_again_in_its_conversation() {
+    use ns::deploy::Restart;
+    let s = setup_restarting(&["sh", "-c", "echo up pid=$$; read x; exit $x"], Restart::OnFailure);
+    let mut conv = s.open();
+    // The first message starts the conversation.
+    type_keys(&conv, "").await;
+    let mut out = String::new();
+    read_until(&mut conv, &mut out, "up pid=").await;
+    let first = pid_in(&out);
+    assert_eq!(s.svc.status(), format!("{} restarts 0\n", s.svc.conversations()[0]));
+    type_keys(&conv, "3\r").await;
+    read_until(&mut conv, &mut out, "restart 1 in 1s").await;
+    assert!(out.contains("pty: sh exit status: 3; restart 1 in 1s"), "{out:?}");
+    out.clear();
+    read_until(&mut conv, &mut out, "up pid=").await;
+    assert_ne!(pid_in(&out), first, "a new process");
+    assert!(s.svc.status().ends_with(" restarts 1\n"), "{}", s.svc.status());
+    // A clean exit ends it, as without restart.
+    type_keys(&conv, "0\r").await;
+    assert!(read_to_end(&mut conv, &mut out).await, "ended with end of file: {out:?}");
+    assert!(!out.contains("restart 2"), "{out:?}");
+    drained(&s.svc).await;
+}
+
+/// `always` starts it again after a clean exit too (how many in a row
+/// before it gives up is `srv::restart`'s, tested there); hanging up
+/// during the wait starts nothing.
+#[tokio::test]
+async fn always_starts_a_clean_exit_again_until_hung_up() {
+    use ns::deploy::Restart;
+    let s = setup_restarting(&["sh", "-c", "echo up; read x; exit 0"], Restart::Always);
+    let mut conv = s.open();
+    type_keys(&conv, "").await;
+    let mut out = String::new();
+    read_until(&mut conv, &mut out, "up").await;
+    type_keys(&conv, "\r").await;
+    read_until(&mut conv, &mut out, "pty: sh exit status: 0; restart 1 in 1s").await;
+    out.clear();
+    read_until(&mut conv, &mut out, "up").await;
+    type_keys(&conv, "\r").await;
+    read_until(&mut conv, &mut out, "restart 2 in 2s").await;
+    drop(conv);
+    // Past the wait: nothing was started for a reader that is gone.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(s.svc.conversations().is_empty(), "{:?}", s.svc.conversations());
+}

@@ -90,6 +90,9 @@ pub struct ServiceSpec {
     pub size: Option<(u16, u16)>,
     /// Who callers from other machines are taken to be (dir).
     pub squash: Squash,
+    /// When a conversation's command is started again after it ends
+    /// (pty); `Never` unless said.
+    pub restart: Restart,
     /// 1-based line of the file where the service is declared.
     pub line: usize,
 }

@@ -65,7 +65,7 @@ impl FromStr for Squash {
 }
 
 /// Every key a service entry may have; which apply depends on the kind.
-const KEYS: &[&str] = &["name", "kind", "command", "output", "root", "fps", "bitrate", "size", "squash"];
+const KEYS: &[&str] = &["name", "kind", "command", "output", "root", "fps", "bitrate", "size", "squash", "restart"];
 
 /// Upper bound of each side of `size`: far beyond any real terminal, low
 /// enough that a typo cannot ask the parser for a gigantic screen.
@@ -106,8 +106,9 @@ impl ServiceKind {
     pub fn keys(self) -> &'static [&'static str] {
         match self {
             ServiceKind::Exec => &["command"],
-            // The size is the pseudo-terminal's window size.
-            ServiceKind::Pty => &["command", "size"],
+            // The size is the pseudo-terminal's window size; the command
+            // may be started again in its conversation.
+            ServiceKind::Pty => &["command", "size", "restart"],
             // The screen it keeps, and how often it sends a snapshot of it.
             ServiceKind::Parser => &["size", "fps"],
             ServiceKind::Encoder => &["fps", "bitrate"],
@@ -160,6 +161,7 @@ pub(super) fn service(node: &Node<'_, '_>) -> Result<ServiceSpec> {
         bitrate: None,
         size: None,
         squash: Squash::default(),
+        restart: super::Restart::Never,
         line: node.line(),
     };
     for e in t.entries() {
@@ -178,6 +180,7 @@ pub(super) fn service(node: &Node<'_, '_>) -> Result<ServiceSpec> {
             "bitrate" => spec.bitrate = Some(ranged(v, 1, u32::MAX, "bits a second, 1 to 4294967295")?),
             "size" => spec.size = Some(size(v)?),
             "squash" => spec.squash = v.str()?.parse().map_err(|e: String| v.err(e))?,
+            "restart" => spec.restart = v.str()?.parse().map_err(|e: String| v.err(e))?,
             // deny_unknown and kind.keys() leave no other key.
             _ => return Err(t.key_err(&e, "unknown key")),
         }

@@ -91,7 +91,7 @@ key = "keys/x.key"
 insecure = true
 allow_other = true
 services = [
-  { name = "sh", kind = "pty", command = ["sh"], size = "132x43" },
+  { name = "sh", kind = "pty", command = ["sh"], size = "132x43", restart = "on-failure" },
   { name = "screen", kind = "parser", size = "80x24", fps = 30 },
   { name = "enc", kind = "encoder", fps = 240, bitrate = 4000000 },
   { name = "files", kind = "dir", root = "/srv/files", squash = "none" },
@@ -139,6 +139,7 @@ fn full_file() {
     assert_eq!((s[2].fps, s[2].bitrate), (Some(240), Some(4_000_000)));
     assert_eq!((s[3].kind, s[3].root.as_deref()), (ServiceKind::Dir, Some(std::path::Path::new("/srv/files"))));
     assert_eq!((s[3].squash, s[2].squash), (crate::deploy::Squash::None, crate::deploy::Squash::Root));
+    assert_eq!((s[0].restart, s[1].restart), (Restart::OnFailure, Restart::Never));
 
     let y = d.machine("y").unwrap();
     assert!(y.gossip && !y.insecure && !y.allow_other && y.mount.is_none());
@@ -317,6 +318,19 @@ fn service_kinds() {
 #[test]
 fn service_requirements() {
     fails(&with_service("{ name = \"x\", kind = \"exec\" }"), "machines.a.services[1].command", 4, "missing");
+    // restart: a pty's, not an exec's (its exit is its answer).
+    fails(
+        &with_service("{ name = \"x\", kind = \"exec\", command = [\"cat\"], restart = \"always\" }"),
+        "machines.a.services[1].restart",
+        4,
+        "not a key of kind exec",
+    );
+    fails(
+        &with_service("{ name = \"x\", kind = \"pty\", command = [\"sh\"], restart = \"now\" }"),
+        "machines.a.services[1].restart",
+        4,
+        "unknown restart \"now\"",
+    );
     fails(
         &with_service("{ name = \"x\", kind = \"pty\", command = [] }"),
         "machines.a.services[1].command",

@@ -101,6 +101,9 @@ fn service(s: &ServiceSpec) -> String {
     if let Some((cols, rows)) = s.size {
         fields.push(format!("size = \"{cols}x{rows}\""));
     }
+    if s.restart != Restart::Never {
+        fields.push(format!("restart = {}", quote(s.restart.as_str())));
+    }
     if s.squash != Squash::default() {
         fields.push(format!("squash = {}", quote(s.squash.as_str())));
     }

@@ -2,6 +2,8 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,11 +11,13 @@ use bytes::Bytes;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use ns::conv::{Conv, ConvReader, ConvWriter, Msg};
+use ns::deploy::Restart;
 use tokio::io::unix::AsyncFd;
 use tokio::process::Child;
 use tracing::{debug, warn};
 
 use super::{term, Live};
+use crate::restart::{self, Backoff};
 
 /// Largest chunk of output read, and sent as one message.
 const CHUNK: usize = 64 << 10;
@@ -40,37 +44,78 @@ enum End {
 }
 
 /// Serves one conversation: starts the command, pumps keystrokes in and
-/// output out, and ends the command and the conversation together.
-pub(super) async fn run(command: &[String], size: (u16, u16), conv: Conv, live: Arc<Live>) -> anyhow::Result<()> {
+/// output out, and ends the command and the conversation together; or,
+/// as `restart` says, starts the command again on a new terminal after
+/// it exits, telling the conversation so.
+pub(super) async fn run(
+    command: &[String],
+    size: (u16, u16),
+    restart: Restart,
+    conv: Conv,
+    live: Arc<Live>,
+) -> anyhow::Result<()> {
     let number = conv.rx.path().conv.unwrap_or_default();
-    let (master, child) = match start(command, size) {
-        Ok(v) => v,
-        Err(e) => {
-            // Shown where the terminal is shown, as a terminal would.
-            let _ = conv.tx.send(Bytes::from(format!("pty: {}: {e}\r\n", command[0]))).await;
-            conv.tx.eof().await;
-            return Err(e.into());
-        }
-    };
-    let Some(pid) = child.id() else { anyhow::bail!("pty: child has no pid") };
-    // The command is its session's and process group's leader.
-    let group = Pid::from_raw(pid as i32);
-    let master = Arc::new(master);
-    let listed = live.add(number, master.clone());
-    debug!(conv = %conv.rx.path(), pid, "pty started");
+    let path = conv.rx.path().clone();
     let Conv { mut rx, tx } = conv;
-    let mut child = child;
-    let end = pump(&mut rx, &tx, &master, &mut child).await;
-    match end {
-        End::Exited => tx.eof().await,
-        End::HungUp(ref why) => debug!(pid, %why, "pty: hung up"),
+    let mut backoff = Backoff::default();
+    loop {
+        let (master, child) = match start(command, size) {
+            Ok(v) => v,
+            Err(e) => {
+                // Shown where the terminal is shown, as a terminal would.
+                let _ = tx.send(Bytes::from(format!("pty: {}: {e}\r\n", command[0]))).await;
+                tx.eof().await;
+                return Err(e.into());
+            }
+        };
+        let Some(pid) = child.id() else { anyhow::bail!("pty: child has no pid") };
+        // The command is its session's and process group's leader.
+        let group = Pid::from_raw(pid as i32);
+        let master = Arc::new(master);
+        let listed = live.add(number, master.clone(), backoff.restarts);
+        debug!(conv = %path, pid, "pty started");
+        let mut child = child;
+        let began = tokio::time::Instant::now();
+        let (end, status) = pump(&mut rx, &tx, &master, &mut child).await;
+        let status = match status {
+            Some(s) => Some(s),
+            // The terminal closed first: the command is ending too.
+            None if matches!(end, End::Exited) => {
+                tokio::time::timeout(DRAIN, child.wait()).await.ok().and_then(Result::ok)
+            }
+            None => None,
+        };
+        stop(&mut child, group).await;
+        // Closing the master (its last copy is the listing's) hangs up the
+        // terminal for any process left on it.
+        drop(listed);
+        drop(master);
+        if let End::HungUp(why) = end {
+            debug!(pid, %why, "pty: hung up");
+            return Ok(());
+        }
+        let failed = !status.is_some_and(|s| s.success());
+        let how = status.map_or_else(|| "ended".to_string(), |s| s.to_string());
+        let wait = if restart::wanted(restart, failed) { backoff.ended(began.elapsed()) } else { None };
+        let Some(wait) = wait else {
+            if restart != Restart::Never {
+                let line = format!("\r\npty: {} {how}; not restarted\r\n", command[0]);
+                let _ = tx.send(Bytes::from(line)).await;
+            }
+            tx.eof().await;
+            return Ok(());
+        };
+        warn!(conv = %path, ?command, "pty: command {how}; restart {} in {wait:?}", backoff.restarts);
+        let line = format!("\r\npty: {} {how}; restart {} in {}s\r\n", command[0], backoff.restarts, wait.as_secs());
+        if tx.send(Bytes::from(line)).await.is_err() {
+            return Ok(());
+        }
+        // The reader may go meanwhile: then nothing is started again.
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = hung_up(&tx) => return Ok(()),
+        }
     }
-    stop(&mut child, group).await;
-    // Closing the master (its last copy is the listing's) hangs up the
-    // terminal for any process left on it.
-    drop(listed);
-    drop(master);
-    Ok(())
 }
 
 fn start(command: &[String], (cols, rows): (u16, u16)) -> io::Result<(AsyncFd<OwnedFd>, Child)> {
@@ -89,18 +134,24 @@ fn start(command: &[String], (cols, rows): (u16, u16)) -> io::Result<(AsyncFd<Ow
 /// Output is read and sent here, not in a future of its own, so that a
 /// send waiting for a slow reader is never cancelled half done: the
 /// command's last words are not lost however slow the pipeline.
-async fn pump(rx: &mut ConvReader, tx: &ConvWriter, master: &AsyncFd<OwnedFd>, child: &mut Child) -> End {
+async fn pump(
+    rx: &mut ConvReader,
+    tx: &ConvWriter,
+    master: &AsyncFd<OwnedFd>,
+    child: &mut Child,
+) -> (End, Option<ExitStatus>) {
     let input = keystrokes(rx, master);
     let hangup = hung_up(tx);
     tokio::pin!(input, hangup);
     let mut input_done = false;
-    let mut exited = false;
+    let mut status = None;
     let mut drained = 0;
     let mut buf = vec![0u8; CHUNK];
     loop {
         if drained > DRAIN_MAX {
-            return End::Exited;
+            return (End::Exited, status);
         }
+        let exited = status.is_some();
         // Once the command is gone, what it wrote last may still be on its
         // way through the terminal: read on until the terminal closes, or
         // goes quiet while a background process holds it open.
@@ -115,26 +166,27 @@ async fn pump(rx: &mut ConvReader, tx: &ConvWriter, master: &AsyncFd<OwnedFd>, c
             r = &mut input, if !input_done => {
                 input_done = true;
                 match r {
-                    Some(why) => return End::HungUp(why),
+                    Some(why) => return (End::HungUp(why), status),
                     None => continue,
                 }
             }
-            why = &mut hangup => return End::HungUp(why),
-            status = child.wait(), if !exited => {
-                debug!(?status, "pty: command exited");
-                exited = true;
+            why = &mut hangup => return (End::HungUp(why), status),
+            s = child.wait(), if !exited => {
+                debug!(status = ?s, "pty: command exited");
+                // A wait that failed says nothing of how it ended: a failure.
+                status = Some(s.unwrap_or_else(|_| ExitStatus::from_raw(1 << 8)));
                 continue;
             }
-            () = quiet => return End::Exited,
+            () = quiet => return (End::Exited, status),
             r = read(master, &mut buf) => match r {
-                Ok(0) => return End::Exited,
+                Ok(0) => return (End::Exited, status),
                 Ok(n) => n,
                 // EIO means no process holds the terminal any more.
                 Err(e) => {
                     if e.raw_os_error() != Some(libc::EIO) {
                         warn!("pty: reading the terminal: {e}");
                     }
-                    return End::Exited;
+                    return (End::Exited, status);
                 }
             },
         };
@@ -142,7 +194,7 @@ async fn pump(rx: &mut ConvReader, tx: &ConvWriter, master: &AsyncFd<OwnedFd>, c
             drained += n;
         }
         if let Err(why) = tx.send(Bytes::copy_from_slice(&buf[..n])).await {
-            return End::HungUp(why);
+            return (End::HungUp(why), status);
         }
     }
 }
