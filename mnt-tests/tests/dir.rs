@@ -668,6 +668,38 @@ fn misses_in_a_directory_known_whole_ask_nobody_and_names_made_elsewhere_are_see
     seen("made after a redial", &|| reads(&format!("{f}/sub/late5"), "after"));
 }
 
+/// A union of two served directories is never known whole: a name made
+/// in its second member, whose notice names that member, is seen through
+/// the union at once (on the first cut it was answered as missing for up
+/// to ten seconds). Found by review.
+#[test]
+fn a_union_is_not_taken_for_a_directory_known_whole() {
+    let ab = start();
+    let (f, disk, d) = (ab.remote(), ab.files(), ab.d());
+    for m in ["u1", "u2"] {
+        std::fs::create_dir(format!("{disk}/{m}")).unwrap();
+    }
+    std::fs::write(format!("{disk}/u1/one"), "1").unwrap();
+    until("a sees u2", T, || std::fs::metadata(format!("{f}/u2")).is_ok());
+    sh_ok(&format!("echo 'bind -a /n/b/svc/files/root/u2 /n/b/svc/files/root/u1' > {d}/a/ctl"), T);
+    let names = |p: &str| {
+        let mut v: Vec<String> =
+            std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&format!("{f}/u1")), ["one"]);
+    // A miss through the union, then the name made in the second member.
+    assert!(std::fs::metadata(format!("{f}/u1/two")).is_err());
+    std::fs::write(format!("{disk}/u2/two"), "2").unwrap();
+    let t = Instant::now();
+    until("made in the union's second member", T, || {
+        std::fs::read_to_string(format!("{f}/u1/two")).is_ok_and(|s| s == "2")
+    });
+    assert!(t.elapsed() < Duration::from_secs(2), "seen after {:?}", t.elapsed());
+    assert_eq!(names(&format!("{f}/u1")), ["one", "two"]);
+}
+
 #[test]
 fn an_open_file_is_not_asked_for_its_attributes_at_each_read_or_write() {
     // The kernel asks for an open file's attributes before reads (its

@@ -268,7 +268,9 @@ impl MeshFs {
         // All its names, every one of whose changes will be told.
         let told = |e: &Entry| e.meta.as_ref().is_some_and(|m| m.watched);
         if !entries.is_empty() && entries.iter().all(told) && self.notifier.get().is_some() {
-            self.listed.all(parent, entries.iter().map(|e| e.name.as_str()), since);
+            if let Some(landing) = self.ns.landing(&components(&path)) {
+                self.listed.all(parent, landing, entries.iter().map(|e| e.name.as_str()), since);
+            }
         }
         let dot = Entry::new("", FileKind::Dir, 0o555);
         let all = [(".".to_string(), dot.clone()), ("..".to_string(), dot)]
@@ -360,13 +362,12 @@ impl Filesystem for MeshFs {
     async fn lookup(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<ReplyEntry> {
         self.tune();
         let name = name.to_str().ok_or_else(|| Errno::from(libc::ENOENT))?;
-        // Not in a directory whose every name is known: no round trip,
-        // and the kernel keeps the miss (node 0) until told otherwise.
-        if let Some(ttl) = self.listed.miss(parent, name) {
-            let none = Entry::new(name, FileKind::File, 0);
-            return Ok(ReplyEntry { ttl, attr: self.attr(0, &none), generation: 0 });
+        let dir = self.path(parent)?;
+        // Not in a directory whose every name is known: no round trip.
+        if self.listed.absent(parent, name, || self.ns.landing(&components(&dir))) {
+            return Err(Errno::from(libc::ENOENT));
         }
-        let path = child(&self.path(parent)?, name);
+        let path = child(&dir, name);
         let e = self.stoppable(&req, self.stat(&path)).await?;
         let ino = lock(&self.inodes).get_or_add(&path, file_id(&e));
         Ok(ReplyEntry { ttl: self.ttl(&e), attr: self.attr(ino, &e), generation: 0 })
@@ -469,12 +470,15 @@ impl Filesystem for MeshFs {
                 .map_err(|e| errno(&e))
         };
         // Made only if it was not there: then the notice is expected.
-        let absent = excl || self.listed.absent(parent, utf8(name)?);
+        let dir = self.path(parent)?;
+        let absent = excl || self.listed.absent(parent, utf8(name)?, || self.ns.landing(&components(&dir)));
         let made: &[(u64, &OsStr, What)] = if absent { &[(parent, name, What::Made)] } else { &[] };
         self.touching(&[parent]);
         let expecting = self.expecting(made);
         let (e, h) = self.stoppable(&req, create).await?;
         expecting.made();
+        // There now, made or not: a listing on its way may not show it.
+        self.listed.made(parent, utf8(name)?);
         let entry = self.made(&path, &e);
         let (fh, flags) = self.add_handle(h, entry.attr.ino);
         Ok(ReplyCreated { ttl: entry.ttl, attr: entry.attr, generation: 0, fh, flags })
@@ -490,7 +494,9 @@ impl Filesystem for MeshFs {
         let entry = self.made(&path, &e);
         // Made empty and told: every name in it is known (none).
         if e.meta.as_ref().is_some_and(|m| m.watched && m.empty_told) && self.notifier.get().is_some() {
-            self.listed.made_empty(entry.attr.ino, since);
+            if let Some(landing) = self.ns.landing(&components(&path)) {
+                self.listed.made_empty(entry.attr.ino, landing, since);
+            }
         }
         Ok(entry)
     }

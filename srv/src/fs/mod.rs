@@ -233,6 +233,27 @@ impl Namespace {
         &self.router
     }
 
+    /// Where the names of directory `path` come from, as a key that a
+    /// bind made or undone over it, or another replica chosen for it,
+    /// would change; `None` where binds apply to it or it is no served
+    /// directory (see `fuse::listed`).
+    pub fn landing(&self, path: &[String]) -> Option<String> {
+        let c = self.binds().resolve(path);
+        if c.len() != 1 || c[0] != path {
+            return None;
+        }
+        self.place_of(path)
+    }
+
+    fn place_of(&self, path: &[String]) -> Option<String> {
+        match self.resolve(path).ok()? {
+            Node::Stored(s, _) => Some(format!("{} {s}", self.router.id())),
+            Node::Remote(m, rest) if m == *self.router.id() => self.place_of(&rest),
+            Node::Remote(m, _) => Some(m.to_string()),
+            _ => None,
+        }
+    }
+
     fn resolve(&self, path: &[String]) -> Result<Node, String> {
         tree::resolve(&self.router, &Dynamic(self), path)
     }

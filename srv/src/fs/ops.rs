@@ -130,7 +130,8 @@ impl Namespace {
                 let (co, who) = (self.coherence().clone(), dir::watch::asker());
                 let make = move |r: &Root, rel: &[String]| {
                     let mut e = r.mkdir(rel, mode)?;
-                    let empty = r.watch_empty(rel, &co.watcher, &who);
+                    let id = e.meta.as_ref().and_then(|m| m.id);
+                    let empty = r.watch_empty(rel, id, &co.watcher, &who);
                     if let Some(m) = e.meta.as_mut() {
                         m.empty_told = empty;
                     }

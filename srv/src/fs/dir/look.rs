@@ -4,8 +4,9 @@
 
 use std::os::fd::AsFd;
 
+use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{fstatat, Mode};
+use nix::sys::stat::{fstat, fstatat, Mode};
 
 use super::watch::{Asker, Watcher};
 use super::{beneath, entry, errors, fd_entry, watch_all, Entry, Root};
@@ -66,12 +67,14 @@ impl Root {
             && self.at(dirs, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).is_ok_and(|d| w.watch(d.as_fd(), who))
     }
 
-    /// Watches directory `rel` itself for `who`, and says whether it was
-    /// empty once watched: then `who` knows all its names (none) and is
+    /// Watches directory `rel` itself, the one with identity `id`, for
+    /// `who`, and says whether it was empty once watched: then `who` knows all its names (none) and is
     /// told of each made from now on (see `tree::Meta::empty_told`).
-    pub fn watch_empty(&self, rel: &[String], w: &Watcher, who: &Asker) -> bool {
+    pub fn watch_empty(&self, rel: &[String], id: Option<u64>, w: &Watcher, who: &Asker) -> bool {
         let Ok(fd) = self.at(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()) else { return false };
-        if !w.watch(fd.as_fd(), who) {
+        // The directory made, not another renamed to its name meanwhile.
+        let made = fstat(&fd).is_ok_and(|st| id == Some(crate::fs::tree::file_id(st.st_dev, st.st_ino)));
+        if !made || !w.watch(fd.as_fd(), who) {
             return false;
         }
         let Ok(mut dir) = nix::dir::Dir::from_fd(fd) else { return false };
@@ -92,6 +95,7 @@ impl Root {
         let stat_fd = fd.try_clone().map_err(|e| errors::io(&e, &what))?;
         let mut dir = nix::dir::Dir::from_fd(fd).map_err(|e| errors::os(e, &what))?;
         let mut out = Vec::new();
+        let mut whole = true;
         for d in dir.iter() {
             let d = d.map_err(|e| errors::os(e, &what))?;
             let Ok(name) = d.file_name().to_str() else {
@@ -101,11 +105,25 @@ impl Root {
             if name == "." || name == ".." {
                 continue;
             }
-            let Ok(st) = fstatat(&stat_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) else { continue };
-            out.extend(entry(name, &st).map(|mut e| {
-                watch_all(&mut e, watched);
-                e
-            }));
+            // A name gone since it was read is told of; any other that
+            // cannot be shown leaves the listing short of a name that is
+            // there, so nothing in it may be taken for all the names (see
+            // `fuse::listed`).
+            let st = match fstatat(&stat_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::ENOENT) => continue,
+                Err(_) => {
+                    whole = false;
+                    continue;
+                }
+            };
+            match entry(name, &st) {
+                Some(e) => out.push(e),
+                None => whole = false,
+            }
+        }
+        for e in &mut out {
+            watch_all(e, watched && whole);
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)

@@ -1,6 +1,5 @@
 //! Directories of which the mount knows every name, so that a lookup of a
-//! name not there is answered at once, without a round trip, and kept by
-//! the kernel as a negative entry.
+//! name not there is answered at once, without a round trip.
 //!
 //! Programs look a name up before they make it (the kernel does, before
 //! every `open(O_CREAT)`, `mkdir` and rename target), and look for names
@@ -9,47 +8,51 @@
 //! directory's names are known in full when its listing came back with
 //! the promise that its changes are told (`Meta::watched` on every entry)
 //! and no change was told, nor made by this mount, while it travelled
-//! (it may not show it), or when this mount made it
-//! and the serving machine said it was empty and told
-//! (`Meta::empty_told`). From then on this mount's own changes are
-//! applied to the names as they are made, and any change told by the
-//! serving machine that is not this mount's own, a change that failed or
-//! may have been half made, a lock taken beside (where machines agree,
-//! see `keep`) and the kernel forgetting the directory drop what is known
-//! of it. What is known is used for at most [`KEPT`], the bound on a
-//! notice lost in a race, as for everything the mount keeps.
+//! (it may not show it), or when this mount made it and the serving
+//! machine said it was empty once watched (`Meta::empty_told`). From then
+//! on this mount's own changes are applied to the names as they are made,
+//! and any change told by the serving machine that is not this mount's
+//! own, a change that failed or may have been half made, a lock taken
+//! beside (where machines agree, see `keep`) and the kernel forgetting
+//! the directory drop what is known of it. What is known is used for at
+//! most [`KEPT`] after its listing was asked for, the bound on a notice
+//! lost in a race, as for everything the mount keeps, and only while the
+//! directory's path still lands where it did (its [`Landing`]: no bind
+//! made or undone over it, no other replica chosen since).
 //!
-//! The misses handed to the kernel to keep are remembered (up to
-//! [`MISSES_MAX`]; past it a miss is answered but not kept), since the
-//! kernel keeps them apart from its nodes: when the serving machine's
-//! notices stop, they are invalidated with the rest ([`Listed::misses`]).
+//! A miss answered here is not kept by the kernel (no negative entry):
+//! each lookup comes back here and is checked again, which costs a FUSE
+//! request and no round trip, so that a bind, a lock or a notice is
+//! heeded at the next lookup.
 //!
 //! Lock order: the table's lock is a leaf.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::KEPT;
 
 /// The most directories known, and names in all of them together.
 const DIRS_MAX: usize = 4096;
 const NAMES_MAX: usize = 1 << 18;
-/// The most misses the kernel is given to keep.
-const MISSES_MAX: usize = 1 << 16;
+
+/// Where a directory's names come from, as the namespace resolves its
+/// path (see `Namespace::landing`): known names are used only while it
+/// is the same.
+pub type Landing = String;
 
 struct Known {
     names: HashSet<String>,
     since: Instant,
+    landing: Landing,
 }
 
 #[derive(Default)]
 struct Table {
     dirs: HashMap<u64, Known>,
     names: usize,
-    /// Misses the kernel keeps, as (directory, name).
-    misses: HashSet<(u64, String)>,
 }
 
 impl Table {
@@ -81,6 +84,7 @@ pub struct Listed {
 pub struct Since {
     gen: u64,
     own: u64,
+    at: Instant,
 }
 
 impl Listed {
@@ -90,25 +94,32 @@ impl Listed {
 
     /// Where a request that may bring a listing starts.
     pub fn since(&self) -> Since {
-        Since { gen: self.gen.load(SeqCst), own: self.own.load(SeqCst) }
+        Since { gen: self.gen.load(SeqCst), own: self.own.load(SeqCst), at: Instant::now() }
     }
 
     /// `names` are all the names of directory `dir`, as answered to a
     /// listing begun at `since`: known, unless something was dropped
     /// since (which may be a change the answer does not show) or this
     /// mount changed names meanwhile (which the answer may not show).
-    pub fn all<'a>(&self, dir: u64, names: impl ExactSizeIterator<Item = &'a str>, since: Since) {
-        self.take(dir, names, since, true);
+    pub fn all<'a>(&self, dir: u64, landing: Landing, names: impl ExactSizeIterator<Item = &'a str>, since: Since) {
+        self.take(dir, landing, names, since, true);
     }
 
     /// Directory `dir` was just made empty for this mount by a request
     /// begun at `since`: known, unless something was dropped since. (This
     /// mount's own changes elsewhere meanwhile cannot be in it.)
-    pub fn made_empty(&self, dir: u64, since: Since) {
-        self.take(dir, std::iter::empty(), since, false);
+    pub fn made_empty(&self, dir: u64, landing: Landing, since: Since) {
+        self.take(dir, landing, std::iter::empty(), since, false);
     }
 
-    fn take<'a>(&self, dir: u64, names: impl ExactSizeIterator<Item = &'a str>, since: Since, own: bool) {
+    fn take<'a>(
+        &self,
+        dir: u64,
+        landing: Landing,
+        names: impl ExactSizeIterator<Item = &'a str>,
+        since: Since,
+        own: bool,
+    ) {
         let now = Instant::now();
         let mut t = self.lock();
         let now_at = self.since();
@@ -128,47 +139,26 @@ impl Listed {
         }
         let names: HashSet<String> = names.map(str::to_string).collect();
         t.names += names.len();
-        t.dirs.insert(dir, Known { names, since: now });
+        t.dirs.insert(dir, Known { names, since: since.at, landing });
     }
 
-    /// Whether this mount knows `name` is absent from `dir`.
-    pub fn absent(&self, dir: u64, name: &str) -> bool {
-        self.left(&self.lock(), dir, name).is_some()
-    }
-
-    fn left(&self, t: &Table, dir: u64, name: &str) -> Option<Duration> {
-        let k = t.dirs.get(&dir)?;
-        let left = KEPT.checked_sub(k.since.elapsed()).filter(|d| !d.is_zero())?;
-        (!k.names.contains(name)).then_some(left)
-    }
-
-    /// A miss to answer, if this mount knows `name` is absent from `dir`:
-    /// how long the kernel may keep it (zero past [`MISSES_MAX`]).
-    pub fn miss(&self, dir: u64, name: &str) -> Option<Duration> {
-        let mut t = self.lock();
-        let left = self.left(&t, dir, name)?;
-        if t.misses.len() >= MISSES_MAX && !t.misses.contains(&(dir, name.to_string())) {
-            return Some(Duration::ZERO);
-        }
-        t.misses.insert((dir, name.to_string()));
-        Some(left)
-    }
-
-    /// `name` of `dir` changed: a miss the kernel kept of it is gone.
-    pub fn told(&self, dir: u64, name: &str) {
-        self.lock().misses.remove(&(dir, name.to_string()));
-    }
-
-    /// The misses the kernel keeps, now forgotten here: to invalidate.
-    pub fn misses(&self) -> Vec<(u64, String)> {
-        self.lock().misses.drain().collect()
+    /// Whether this mount knows `name` is absent from `dir`, whose path
+    /// lands where `landing` says now (asked only when it matters).
+    pub fn absent(&self, dir: u64, name: &str, landing: impl FnOnce() -> Option<Landing>) -> bool {
+        let known = {
+            let t = self.lock();
+            match t.dirs.get(&dir) {
+                Some(k) if k.since.elapsed() < KEPT && !k.names.contains(name) => Some(k.landing.clone()),
+                _ => None,
+            }
+        };
+        known.is_some_and(|k| landing().as_ref() == Some(&k))
     }
 
     /// This mount made `name` in `dir`.
     pub fn made(&self, dir: u64, name: &str) {
         let mut t = self.lock();
         self.own.fetch_add(1, SeqCst);
-        t.misses.remove(&(dir, name.to_string()));
         if let Some(k) = t.dirs.get_mut(&dir) {
             if k.names.insert(name.to_string()) {
                 t.names += 1;
@@ -205,8 +195,7 @@ impl Listed {
         self.lock().drop_dir(dir);
     }
 
-    /// Nothing is known of any directory (the misses the kernel keeps
-    /// stay: see [`Listed::misses`]).
+    /// Nothing is known of any directory.
     pub fn forget_all(&self) {
         let mut t = self.lock();
         t.dirs.clear();
@@ -219,39 +208,35 @@ impl Listed {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_name_not_listed_is_absent_until_made_and_after_it_is_gone() {
-        let l = Listed::default();
-        let g = l.since();
-        l.all(7, ["a", "b"].into_iter(), g);
-        assert!(!l.absent(7, "a"));
-        assert!(l.miss(7, "c").is_some_and(|d| d <= KEPT && !d.is_zero()));
-        assert_eq!(l.misses(), [(7, "c".to_string())]);
-        assert!(l.misses().is_empty());
-        l.miss(7, "c");
-        l.made(7, "c");
-        assert!(!l.absent(7, "c"));
-        assert!(l.misses().is_empty(), "made here: the kernel knows");
-        l.gone(7, "a");
-        assert!(l.absent(7, "a"));
-        // Another directory is not known.
-        assert!(!l.absent(8, "a"));
-        assert!(l.miss(8, "a").is_none());
+    fn here() -> Option<Landing> {
+        Some("b".to_string())
+    }
+
+    fn all(l: &Listed, dir: u64, names: &[&str], since: Since) {
+        l.all(dir, "b".into(), names.iter().copied(), since);
     }
 
     #[test]
-    fn misses_kept_past_the_cap_are_answered_but_not_kept() {
+    fn a_name_not_listed_is_absent_until_made_and_after_it_is_gone() {
         let l = Listed::default();
-        l.all(1, std::iter::empty(), l.since());
-        for i in 0..MISSES_MAX {
-            assert!(l.miss(1, &i.to_string()).is_some_and(|d| !d.is_zero()));
-        }
-        assert_eq!(l.miss(1, "one more"), Some(Duration::ZERO));
-        // One already kept is given again.
-        assert!(l.miss(1, "7").is_some_and(|d| !d.is_zero()));
-        l.told(1, "7");
-        l.forget_all();
-        assert_eq!(l.misses().len(), MISSES_MAX - 1, "kept by the kernel until invalidated");
+        all(&l, 7, &["a", "b"], l.since());
+        assert!(!l.absent(7, "a", here));
+        assert!(l.absent(7, "c", here));
+        l.made(7, "c");
+        assert!(!l.absent(7, "c", here));
+        l.gone(7, "a");
+        assert!(l.absent(7, "a", here));
+        // Another directory is not known.
+        assert!(!l.absent(8, "a", here));
+    }
+
+    #[test]
+    fn a_path_that_lands_elsewhere_now_is_not_answered() {
+        let l = Listed::default();
+        all(&l, 7, &["a"], l.since());
+        assert!(!l.absent(7, "z", || Some("c".into())), "another replica, or a bind since");
+        assert!(!l.absent(7, "z", || None), "a union now");
+        assert!(l.absent(7, "z", here));
     }
 
     #[test]
@@ -260,44 +245,43 @@ mod tests {
         let g = l.since();
         // A change told while the listing travelled, of any directory.
         l.forget(&[9]);
-        l.all(7, ["a"].into_iter(), g);
-        assert!(!l.absent(7, "z"));
-        let g = l.since();
-        l.all(7, ["a"].into_iter(), g);
-        assert!(l.absent(7, "z"));
+        all(&l, 7, &["a"], g);
+        assert!(!l.absent(7, "z", here));
+        all(&l, 7, &["a"], l.since());
+        assert!(l.absent(7, "z", here));
         l.forget(&[7]);
-        assert!(!l.absent(7, "z"));
-        l.all(7, ["a"].into_iter(), l.since());
+        assert!(!l.absent(7, "z", here));
+        all(&l, 7, &["a"], l.since());
         l.forget_all();
-        assert!(!l.absent(7, "z"));
+        assert!(!l.absent(7, "z", here));
         // A name made here while the listing travelled: it may not show.
         let g = l.since();
         l.made(3, "x");
-        l.all(7, ["a"].into_iter(), g);
-        assert!(!l.absent(7, "z"));
+        all(&l, 7, &["a"], g);
+        assert!(!l.absent(7, "z", here));
         // A directory made here is taken all the same.
         let g = l.since();
         l.made(3, "y");
-        l.made_empty(7, g);
-        assert!(l.absent(7, "z"));
+        l.made_empty(7, "b".into(), g);
+        assert!(l.absent(7, "z", here));
         // Let go (forgotten by the kernel): not a change.
         let g = l.since();
         l.let_go(7);
-        l.all(7, ["a"].into_iter(), g);
-        assert!(l.absent(7, "z"));
+        all(&l, 7, &["a"], g);
+        assert!(l.absent(7, "z", here));
     }
 
     #[test]
     fn names_past_the_cap_are_not_known() {
         let l = Listed::default();
         let many: Vec<String> = (0..NAMES_MAX + 1).map(|i| i.to_string()).collect();
-        l.all(1, many.iter().map(String::as_str), l.since());
-        assert!(!l.absent(1, "x"));
+        l.all(1, "b".into(), many.iter().map(String::as_str), l.since());
+        assert!(!l.absent(1, "x", here));
         let some: Vec<String> = (0..NAMES_MAX).map(|i| i.to_string()).collect();
-        l.all(1, some.iter().map(String::as_str), l.since());
-        assert!(l.absent(1, "x"));
+        l.all(1, "b".into(), some.iter().map(String::as_str), l.since());
+        assert!(l.absent(1, "x", here));
         // Full: another directory is not taken while the first is fresh.
-        l.all(2, ["a"].into_iter(), l.since());
-        assert!(!l.absent(2, "x"));
+        all(&l, 2, &["a"], l.since());
+        assert!(!l.absent(2, "x", here));
     }
 }

@@ -264,7 +264,6 @@ fn apply(n: &Notifier, kept: &Kept, c: Change) {
             // directory's attributes too (the kernel drops them with the
             // name only if it held the name).
             if what.names() {
-                listed.told(parent, &name);
                 let _ = n.entry(parent, &name);
                 let _ = n.inode(parent, false);
             }
@@ -281,8 +280,7 @@ fn apply(n: &Notifier, kept: &Kept, c: Change) {
             listed.forget_all();
             co.forget_all();
             expected.writes().clear();
-            let (nodes, mut names) = lock().served();
-            names.extend(listed.misses());
+            let (nodes, names) = lock().served();
             for (dir, name) in names {
                 let _ = n.entry(dir, &name);
             }
