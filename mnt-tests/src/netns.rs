@@ -93,6 +93,17 @@ impl Netns {
         (ax, ay)
     }
 
+    /// Shapes what `x` sends to `y` to `mbit` megabits a second (a token
+    /// bucket, `tc qdisc ... tbf`, holding at most 400 ms of queue): a
+    /// slow link. This kernel has `tbf`, not `netem`; delay comes from
+    /// [`crate::relay::Relay::delayed`].
+    pub fn shape(&self, x: &str, y: &str, mbit: u32) {
+        let (ns, dev) = (self.name(x), format!("to-{y}"));
+        let rate = format!("{mbit}mbit");
+        let args = ["netns", "exec", &ns, "tc", "qdisc", "add", "dev", &dev, "root", "tbf", "rate", &rate];
+        ip(&[&args[..], &["burst", "32kbit", "latency", "400ms"]].concat());
+    }
+
     /// Sets `x`'s end of its link to `y` down (the link is cut) or up.
     pub fn set_link(&self, x: &str, y: &str, up: bool) {
         ip(&["-n", &self.name(x), "link", "set", &format!("to-{y}"), if up { "up" } else { "down" }]);

@@ -54,13 +54,24 @@ fn one_conversation_over_a_50_ms_link_is_not_held_to_its_first_window() {
     // The round trip, as a message and its answer see it.
     let (rtt, _) = send(&m, "/n/b/svc/sink", 0);
     let bytes = 256 << 20;
-    let (took, answer) = send(&m, "/n/b/svc/sink", bytes);
+    let (took, answer, most) = std::thread::scope(|s| {
+        let sent = s.spawn(|| send(&m, "/n/b/svc/sink", bytes));
+        let mut most = 0;
+        while !sent.is_finished() {
+            most = most.max(sink_window(&m));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (took, answer) = sent.join().expect("send");
+        (took, answer, most)
+    });
     assert_eq!(answer, bytes.to_string(), "the sink got every byte");
+    assert!(most > 4 << 20, "the window did not grow ({most} bytes seen)");
     let mbps = bytes as f64 / took.as_secs_f64() / 1e6;
     // A conversation's first window, ns::conv::WINDOW, per round trip.
     let cap = f64::from(4u32 << 20) / 0.050 / 1e6;
     mnt_tests::measured(&format!(
-        "long link: 256 MiB over a 50 ms round trip in {took:.2?}, {mbps:.0} MB/s; a first window per round trip is {cap:.0} MB/s; an empty send took {rtt:.0?}"
+        "long link: 256 MiB over a 50 ms round trip in {took:.2?}, {mbps:.0} MB/s, the window grown to {} MiB; a first window per round trip is {cap:.0} MB/s; an empty send took {rtt:.0?}",
+        most >> 20
     ));
     // One window per round trip cannot pass `cap` (the whole first window
     // comes free: 256 MiB at most 85 MB/s); 66 MB/s when windows did not
@@ -123,4 +134,69 @@ fn stalls_of_a_lossy_long_link_do_not_take_it_for_dead() {
     mnt_tests::measured(&format!(
         "long link: five stalls of 1.2 s during one conversation over a 50 ms path: no link taken for dead ({rtt})"
     ));
+}
+
+/// The largest window b's sink grants, as its conversations' `status`
+/// files say (0 when none is open).
+fn sink_window(m: &Mesh) -> u64 {
+    let ls = m.run(&["ls", "-m", "b", "/svc/sink"], "");
+    let mut most = 0;
+    for n in String::from_utf8_lossy(&ls.stdout).lines().filter(|l| l.parse::<u64>().is_ok()) {
+        let st = m.run(&["cat", "-m", "b", &format!("/svc/sink/{n}/status")], "");
+        let text = String::from_utf8_lossy(&st.stdout).into_owned();
+        let w = text.lines().find_map(|l| l.strip_prefix("window ")?.strip_suffix(" bytes")?.parse().ok());
+        most = most.max(w.unwrap_or(0));
+    }
+    most
+}
+
+/// A slow link (40 Mbit/s, shaped with `tbf` between two network
+/// namespaces): the window of a conversation that fills it grows once to
+/// learn, finds that it did not pay, and stays at twice its first size,
+/// so that what it queues on the link (and the wait of every other
+/// conversation behind it) stays small. (Over a long fast path it grows:
+/// the test above.)
+#[test]
+fn a_slow_link_keeps_its_window_small() {
+    if let Some(why) = mnt_tests::netns::Netns::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut m = Mesh::new();
+    let net = mnt_tests::netns::Netns::new("slow", &["a", "b"]);
+    let (aa, ab) = net.link("a", "b", 1);
+    net.shape("a", "b", 40);
+    let file = m.file(
+        "ab.toml",
+        &format!(
+            "[machines.a]\nlisten = [\"tcp!{aa}!7600\"]\ndial = [\"tcp!{ab}!7600\"]\ninsecure = true\n\n\
+             [machines.b]\nlisten = [\"tcp!{ab}!7600\"]\ninsecure = true\nservices = [{{ name = \"sink\", kind = \"sink\" }}]\n"
+        ),
+    );
+    for id in ["a", "b"] {
+        m.up_in(&net, &file, id);
+    }
+    until("a reaches b's sink", T, || {
+        String::from_utf8_lossy(&m.run(&["send", "-m", "a", "/n/b/svc/sink"], "x").stdout).trim() == "1"
+    });
+    let bytes = 24 << 20;
+    let (took, answer, most) = std::thread::scope(|s| {
+        let sent = s.spawn(|| send(&m, "/n/b/svc/sink", bytes));
+        let mut most = 0;
+        while !sent.is_finished() {
+            most = most.max(sink_window(&m));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let (took, answer) = sent.join().expect("send");
+        (took, answer, most)
+    });
+    assert_eq!(answer, bytes.to_string());
+    let mbit = bytes as f64 * 8.0 / took.as_secs_f64() / 1e6;
+    mnt_tests::measured(&format!(
+        "slow link: 24 MiB over 40 Mbit/s in {took:.2?} ({mbit:.0} Mbit/s); the sink's window at most {} MiB",
+        most >> 20
+    ));
+    assert!(mbit < 44.0, "{mbit:.0} Mbit/s: the link was not shaped");
+    assert!(most > 0, "no status read while the conversation was open");
+    assert!(most <= 8 << 20, "the window grew to {most} bytes on a link-bound path");
 }

@@ -108,6 +108,9 @@ pub struct Counters {
     pub bytes_in: AtomicU64,
     pub msgs_out: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// The largest window this end's reader has granted a writer, once
+    /// grown (0: none grown; see [`window`]).
+    pub window: AtomicU64,
 }
 
 /// Where a conversation writes.
@@ -257,6 +260,10 @@ impl Shared {
             bytes_in: c.bytes_in.load(Relaxed),
             msgs_out: c.msgs_out.load(Relaxed),
             bytes_out: c.bytes_out.load(Relaxed),
+            window: match c.window.load(Relaxed) {
+                0 => u64::from(WINDOW),
+                w => w,
+            },
         }
     }
 }
@@ -289,7 +296,11 @@ impl ConvReader {
                     self.writers.insert(from.clone(), (0, window::Window::new(now)));
                 }
                 let Some((owed, w)) = self.writers.get_mut(&from) else { return Some(msg) };
-                *owed += cost(b.len()) + w.took(cost(b.len()), waited, now, &self.table.budget);
+                let grown = w.took(cost(b.len()), waited, now, &self.table.budget);
+                if grown > 0 {
+                    c.window.fetch_max(u64::from(w.size()), Relaxed);
+                }
+                *owed += cost(b.len()) + grown;
                 // Batch credit, so a stream of small messages costs few replies.
                 if *owed >= WINDOW / 4 || self.input.is_empty() && *owed >= WINDOW / 16 {
                     let n = std::mem::take(owed);

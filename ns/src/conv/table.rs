@@ -319,4 +319,6 @@ pub struct ConvStatus {
     pub bytes_in: u64,
     pub msgs_out: u64,
     pub bytes_out: u64,
+    /// The largest window its reader grants a writer, in bytes.
+    pub window: u64,
 }

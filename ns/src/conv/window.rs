@@ -7,14 +7,15 @@
 //! window from a writer, it looks at that round, if it waited for input
 //! in it (the path, not the reader, was the bottleneck), and may double
 //! the window, granting the writer the difference as extra credit. The
-//! first two growths are given unasked: the first round is a burst (the
-//! writer sent its whole first window at once), so its rate says nothing
-//! of the path. From then on the window doubles when a round went faster
-//! than the round before the last growth by a tenth or more. The round
-//! after a growth is not judged (it is still half in the old window); two
-//! judged rounds in a row that did not pay (the link itself is the limit,
-//! where a larger window would only queue on it) end the growing for
-//! this writer. A window never passes [`MAX_WINDOW`], and what
+//! first round is a burst (the writer sent its whole first window at
+//! once), so it says nothing of the path and is passed over. The first
+//! growth is given to learn whether a larger window pays; from then on
+//! the window doubles when a round went faster than the round before the
+//! last growth by a tenth or more. The round after a growth is not judged
+//! (it is still half in the old window); two judged rounds in a row that
+//! did not pay (the link itself is the limit, where a larger window would
+//! only queue on it, delaying every other conversation on the link) end
+//! the growing for this writer: such a path keeps twice its first window. A window never passes [`MAX_WINDOW`], and what
 //! all the grown windows of a router add above [`WINDOW`] never passes
 //! [`BUDGET`]: a reader that then stops reading holds at most that much
 //! in its input queue. The growth goes back to the budget when the reader
@@ -34,7 +35,7 @@ const PAYS: f64 = 1.1;
 /// Judged rounds in a row that did not pay, to stop growing.
 const STRIKES: u32 = 2;
 /// Growths given without judging.
-const UNASKED: u32 = 2;
+const UNASKED: u32 = 1;
 
 /// The bytes of growth a router has left to give.
 #[derive(Debug)]
@@ -72,6 +73,8 @@ pub struct Window {
     began: Instant,
     /// The reader waited for input in this round.
     waited: bool,
+    /// Rounds so far.
+    rounds: u32,
     /// Growths so far.
     growths: u32,
     /// The rate of the round before the last growth, bytes a second.
@@ -91,6 +94,7 @@ impl Window {
             taken: 0,
             began: now,
             waited: false,
+            rounds: 0,
             growths: 0,
             before: 0.0,
             skip: false,
@@ -122,7 +126,8 @@ impl Window {
         let rate = f64::from(self.taken) / secs;
         let waited = self.waited;
         (self.taken, self.began, self.waited) = (0, now, false);
-        if self.settled || !waited || self.size >= MAX_WINDOW {
+        self.rounds += 1;
+        if self.settled || !waited || self.size >= MAX_WINDOW || self.rounds == 1 {
             return 0;
         }
         if std::mem::take(&mut self.skip) {
@@ -174,18 +179,18 @@ mod tests {
         // 50 ms a round whatever the window: the delay is the limit.
         let b = Budget::default();
         let mut w = Window::new(Instant::now());
-        let sizes = run(&mut w, &b, 9, |_| Duration::from_millis(50));
-        assert_eq!(sizes, [4, 8, 8, 16, 16, 32, 32, 64, 64, 64].map(|m| m * MB));
+        let sizes = run(&mut w, &b, 10, |_| Duration::from_millis(50));
+        assert_eq!(sizes, [4, 4, 8, 8, 16, 16, 32, 32, 64, 64, 64].map(|m| m * MB));
         assert_eq!(b.left(), BUDGET - u64::from(60 * MB));
     }
 
     #[test]
-    fn a_link_bound_path_stops_after_a_growth_that_did_not_pay() {
+    fn a_link_bound_path_keeps_twice_its_first_window() {
         // 100 MB/s whatever the window: the link is the limit.
         let b = Budget::default();
         let mut w = Window::new(Instant::now());
         let sizes = run(&mut w, &b, 8, |size| Duration::from_secs_f64(f64::from(size) / 100e6));
-        assert_eq!(sizes, [4, 8, 8, 16, 16, 16, 16, 16, 16].map(|m| m * MB));
+        assert_eq!(sizes, [4, 4, 8, 8, 8, 8, 8, 8, 8].map(|m| m * MB));
     }
 
     #[test]
@@ -199,20 +204,19 @@ mod tests {
             now += Duration::from_millis(ms);
             w.took(size, true, now, &b)
         };
-        // The first window came in a burst: grown whatever its rate.
-        assert_eq!(round(&mut w, 5), 4 * MB);
+        // The first window came in a burst: passed over.
+        assert_eq!(round(&mut w, 5), 0);
+        // 4 MiB in 50 ms: the first growth, to learn.
+        assert_eq!(round(&mut w, 50), 4 * MB);
         assert_eq!(round(&mut w, 95), 0, "the round after a growth is not judged");
-        // 8 MiB in 100 ms: slower than the burst, grown all the same.
-        assert_eq!(round(&mut w, 100), 8 * MB);
+        // 8 MiB in 50 ms, twice as fast: grown.
+        assert_eq!(round(&mut w, 50), 8 * MB);
         assert_eq!(round(&mut w, 200), 0, "not judged");
-        // 16 MiB in 100 ms, twice as fast: grown.
-        assert_eq!(round(&mut w, 100), 16 * MB);
-        assert_eq!(round(&mut w, 100), 0, "not judged");
         // Two rounds in a row no faster: settled.
         assert_eq!(round(&mut w, 200), 0);
         assert_eq!(round(&mut w, 200), 0);
         assert_eq!(round(&mut w, 10), 0, "settled for good");
-        assert_eq!(w.size(), 32 * MB);
+        assert_eq!(w.size(), 16 * MB);
     }
 
     #[test]
@@ -233,7 +237,7 @@ mod tests {
         let mut grown = 0;
         for _ in 0..20 {
             let mut w = Window::new(Instant::now());
-            run(&mut w, &b, 8, |_| Duration::from_millis(50));
+            run(&mut w, &b, 10, |_| Duration::from_millis(50));
             grown += w.grown();
         }
         assert_eq!(grown, BUDGET - b.left());

@@ -542,6 +542,7 @@ fn conv_status(r: &Router, n: u64) -> Result<String, String> {
     let _ = writeln!(out, "state {}", st.state);
     let _ = writeln!(out, "in {} messages {} bytes", st.msgs_in, st.bytes_in);
     let _ = writeln!(out, "out {} messages {} bytes", st.msgs_out, st.bytes_out);
+    let _ = writeln!(out, "window {} bytes", st.window);
     let _ = writeln!(out, "target {}", st.target);
     if let Some(p) = &st.peer {
         let _ = writeln!(out, "peer {p}");
