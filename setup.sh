@@ -16,6 +16,7 @@ PACKAGES=(
   man-db                        # man -l, to read and check the manual pages
   sshfs openssh-server          # mesh-bench tree and remote-fs: the baseline, sshfs from a private sshd on loopback
   fio git                       # mesh-bench remote-fs: fio's jobs and git add + commit on a remote directory
+  iperf3                        # mesh-bench streams: one iperf3 stream between two processes, the tool users run today
 )
 
 need=()

@@ -18,6 +18,9 @@
 //!   what a further hop adds.
 //! - `bulk`: 64 KiB and 1 MiB messages a -> b -> c into a sink, MB/s,
 //!   against one raw TCP stream carrying the same bytes.
+//! - `streams`: 1 MiB messages into a sink 1 and 2 hops away with routers
+//!   as processes, against a raw TCP stream between two processes, through
+//!   one and two relay processes, and one iperf3 stream.
 //! - `fuse`: a 64-byte write-then-read on a mounted `svc/echo/data`
 //!   against a null FUSE file system; 1 MiB writes into `svc/sink`
 //!   against a file in /dev/shm (and, for reference, the null FUSE file).
@@ -66,6 +69,7 @@ pub mod remotefs;
 pub mod report;
 pub mod rpc;
 pub mod stats;
+pub mod streams;
 pub mod tree;
 
 use std::path::PathBuf;
@@ -181,6 +185,7 @@ pub const WORKLOADS: &[(&str, bool, Workload)] = &[
     ("rpc", true, |c| Box::pin(rpc::run(c))),
     ("hops", true, |c| Box::pin(hops::run(c))),
     ("bulk", true, |c| Box::pin(bulk::run(c))),
+    ("streams", true, |c| Box::pin(streams::run(c))),
     ("fuse", true, |c| Box::pin(files::run(c))),
     ("tree", true, |c| Box::pin(tree::run(c))),
     ("remote-fs", true, |c| Box::pin(remotefs::run(c))),
