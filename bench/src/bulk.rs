@@ -27,7 +27,17 @@ pub(crate) async fn mesh_transfer(
     total: usize,
     limit: Duration,
 ) -> anyhow::Result<(u64, Duration)> {
-    let mut conv = from.open(addr(to)?, Vec::new());
+    sink_transfer(from.open(addr(to)?, Vec::new()), chunk, total, limit).await
+}
+
+/// [`mesh_transfer`] on a conversation with a sink already open (a
+/// router's or a client's).
+pub(crate) async fn sink_transfer(
+    mut conv: ns::conv::Conv,
+    chunk: &Bytes,
+    total: usize,
+    limit: Duration,
+) -> anyhow::Result<(u64, Duration)> {
     let deadline = Instant::now() + limit;
     let t = Instant::now();
     let mut sent: u64 = 0;

@@ -38,6 +38,7 @@ use anyhow::{anyhow, bail, Context};
 use crate::procs::{Deployed, Extra};
 use crate::report::{Row, Target, Unit};
 use crate::rpc::GRACE;
+use crate::stats::{median, spread};
 use crate::tree::sshfs;
 use crate::Ctx;
 
@@ -290,20 +291,6 @@ fn make_tar(dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
         bail!("tar cf: {st}");
     }
     Ok(ball)
-}
-
-fn median(v: &[f64]) -> Option<f64> {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied()
-}
-
-fn spread(v: &[f64], unit: Unit) -> String {
-    let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    if v.is_empty() {
-        return "no runs".into();
-    }
-    format!("{} runs, {}..{}", v.len(), unit.fmt(lo), unit.fmt(hi))
 }
 
 fn rows(sz: &Size, places: &[Place], got: &[Got], has_fio: bool, version: &str, why_not: &str) -> Vec<Row> {

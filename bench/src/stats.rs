@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::report::Unit;
+
 /// Latencies in nanoseconds.
 #[derive(Default, Clone, Debug)]
 pub struct Samples(Vec<u64>);
@@ -159,6 +161,22 @@ impl Transfer {
     pub fn mb_per_s(&self) -> Option<f64> {
         mb_per_s(self.bytes, self.took)
     }
+}
+
+/// The middle of `v` (the upper one of an even count).
+pub fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// How many runs `v` holds and their range, in `unit`.
+pub fn spread(v: &[f64], unit: Unit) -> String {
+    let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    if v.is_empty() {
+        return "no runs".into();
+    }
+    format!("{} runs, {}..{}", v.len(), unit.fmt(lo), unit.fmt(hi))
 }
 
 #[cfg(test)]

@@ -17,15 +17,15 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use bytes::Bytes;
 use ns::client::Client;
-use ns::conv::Msg;
 
+use crate::bulk::sink_transfer;
 use crate::mesh::addr;
 use crate::procs::{loadavg, Deployed, RawServer};
 use crate::report::{Row, Target, Unit};
-use crate::rpc::GRACE;
+use crate::stats::{median, spread};
 use crate::Ctx;
 
 const CHUNK: usize = 1 << 20;
@@ -60,23 +60,8 @@ async fn run_once(way: &Way<'_>, chunk: &Bytes, secs: f64) -> anyhow::Result<f64
             Ok(sent as f64 / took.as_secs_f64() / 1e6)
         }
         Way::Mesh(client, to) => {
-            let mut conv = client.open(addr(to)?, Vec::new());
-            let t = Instant::now();
-            let mut sent = 0u64;
-            while t.elapsed() < limit {
-                conv.tx.send(chunk.clone()).await.map_err(|e| anyhow!("send: {e}"))?;
-                sent += chunk.len() as u64;
-            }
-            conv.tx.eof().await;
-            let answer = tokio::time::timeout(GRACE, conv.rx.recv()).await.map_err(|_| anyhow!("no count"))?;
-            let took = t.elapsed();
-            let got: u64 = match answer {
-                Some(Msg::Data(b)) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
-                other => bail!("sink answered {other:?}"),
-            };
-            if got != sent {
-                bail!("sent {sent} bytes, the sink got {got}");
-            }
+            let conv = client.open(addr(to)?, Vec::new());
+            let (sent, took) = sink_transfer(conv, chunk, usize::MAX, limit).await?;
             Ok(sent as f64 / took.as_secs_f64() / 1e6)
         }
         Way::Iperf(server) => {
@@ -155,15 +140,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         }
     }
     let load = format!("load {load_before} before, {} after", loadavg());
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let spread = |v: &[f64]| {
-        let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-        format!("{} runs of {secs} s, {lo:.0}..{hi:.0} MB/s", v.len())
-    };
+    let spread = |v: &[f64]| format!("{}, {secs} s each", spread(v, Unit::MBps));
     let base = median(&got[0]);
     let mut rows = Vec::new();
     for (i, (label, way)) in cases.iter().enumerate() {
@@ -184,8 +161,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
             "streams 1 MiB messages",
             format!("{label} ({what})"),
             Unit::MBps,
-            Some(median(&got[i])),
-            Some(base),
+            median(&got[i]),
+            base,
             "raw TCP stream between two processes",
         )
         .note(format!("{}; baseline {}; {load}", spread(&got[i]), spread(&got[0])));

@@ -8,14 +8,17 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use mnt_tests::{until, Deploy, Mesh};
+use mnt_tests::{until, Deploy, Mesh, Started};
 
 const T: Duration = Duration::from_secs(30);
 
-/// Sends `bytes` to `svc` through a's router with `mesh send`; the time
-/// it took and what the sink answered.
-fn send(m: &Mesh, svc: &str, bytes: usize) -> (Duration, String) {
-    let mut c = m.cmd(&["send", "-m", "a", svc]);
+const SINK: &str = "/n/b/svc/sink";
+
+/// Sends `bytes` to b's sink through a's router with `mesh send`, 1 MiB
+/// at a time, `pause` after each; the time it took and how `mesh send`
+/// ended (its answer is on its standard output).
+fn send_paced(m: &Mesh, bytes: usize, pause: Duration) -> (Duration, std::process::Output) {
+    let mut c = m.cmd(&["send", "-m", "a", SINK]);
     c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let t = Instant::now();
     let mut child = c.spawn().expect("mesh send");
@@ -24,46 +27,71 @@ fn send(m: &Mesh, svc: &str, bytes: usize) -> (Duration, String) {
     let writer = std::thread::spawn(move || {
         for _ in 0..bytes >> 20 {
             if stdin.write_all(&chunk).is_err() {
-                break;
+                break; // the conversation failed: its output says so
             }
+            std::thread::sleep(pause);
         }
     });
     let out = child.wait_with_output().expect("mesh send output");
     writer.join().expect("writer");
-    let took = t.elapsed();
+    (t.elapsed(), out)
+}
+
+/// [`send_paced`] without pauses, which must succeed: the time and what
+/// the sink answered.
+fn send(m: &Mesh, bytes: usize) -> (Duration, String) {
+    let (took, out) = send_paced(m, bytes, Duration::ZERO);
     assert!(out.status.success(), "mesh send: {}", String::from_utf8_lossy(&out.stderr));
     (took, String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// [`send`], reading the largest window of b's sink every `every`
+/// meanwhile: the time, the answer and that window.
+fn send_watching(m: &Mesh, bytes: usize, every: Duration) -> (Duration, String, u64) {
+    std::thread::scope(|s| {
+        let sent = s.spawn(|| send(m, bytes));
+        let mut most = 0;
+        while !sent.is_finished() {
+            most = most.max(sink_window(m));
+            std::thread::sleep(every);
+        }
+        let (took, answer) = sent.join().expect("send");
+        (took, answer, most)
+    })
+}
+
+/// Waits until a's messages reach b's sink.
+fn sink_reached(m: &Mesh) {
+    until("a reaches b's sink", T, || {
+        String::from_utf8_lossy(&m.run(&["send", "-m", "a", SINK], "x").stdout).trim() == "1"
+    });
+}
+
+/// a and b, plaintext (the tests' debug build would spend the time on
+/// Noise), a dialing b through a relay that holds each chunk 25 ms each
+/// way, b serving a sink; once a reaches it. The relay lives as long as
+/// what is returned.
+fn long_ab(m: &mut Mesh) -> Started {
+    let deploy = Deploy::new()
+        .machine("a", 1)
+        .machine("b", 2)
+        .dial_delayed("a", "b", Duration::from_millis(25))
+        .set("a", "insecure = true")
+        .set("b", "insecure = true")
+        .service("b", r#"{ name = "sink", kind = "sink" }"#);
+    let started = m.start("ab.toml", &deploy);
+    sink_reached(m);
+    started
 }
 
 #[test]
 fn one_conversation_over_a_50_ms_link_is_not_held_to_its_first_window() {
     let mut m = Mesh::new();
-    let deploy = Deploy::new()
-        .machine("a", 1)
-        .machine("b", 2)
-        .dial_delayed("a", "b", Duration::from_millis(25))
-        // Plaintext: the test's debug build would spend the time on Noise.
-        .set("a", "insecure = true")
-        .set("b", "insecure = true")
-        .service("b", r#"{ name = "sink", kind = "sink" }"#);
-    // The relay lives as long as this.
-    let _started = m.start("ab.toml", &deploy);
-    until("a reaches b's sink", T, || {
-        String::from_utf8_lossy(&m.run(&["send", "-m", "a", "/n/b/svc/sink"], "x").stdout).trim() == "1"
-    });
+    let _started = long_ab(&mut m);
     // The round trip, as a message and its answer see it.
-    let (rtt, _) = send(&m, "/n/b/svc/sink", 0);
+    let (rtt, _) = send(&m, 0);
     let bytes = 256 << 20;
-    let (took, answer, most) = std::thread::scope(|s| {
-        let sent = s.spawn(|| send(&m, "/n/b/svc/sink", bytes));
-        let mut most = 0;
-        while !sent.is_finished() {
-            most = most.max(sink_window(&m));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let (took, answer) = sent.join().expect("send");
-        (took, answer, most)
-    });
+    let (took, answer, most) = send_watching(&m, bytes, Duration::from_millis(100));
     assert_eq!(answer, bytes.to_string(), "the sink got every byte");
     assert!(most > 4 << 20, "the window did not grow ({most} bytes seen)");
     let mbps = bytes as f64 / took.as_secs_f64() / 1e6;
@@ -88,40 +116,19 @@ fn one_conversation_over_a_50_ms_link_is_not_held_to_its_first_window() {
 #[test]
 fn stalls_of_a_lossy_long_link_do_not_take_it_for_dead() {
     let mut m = Mesh::new();
-    let deploy = Deploy::new()
-        .machine("a", 1)
-        .machine("b", 2)
-        .dial_delayed("a", "b", Duration::from_millis(25))
-        .set("a", "insecure = true")
-        .set("b", "insecure = true")
-        .service("b", r#"{ name = "sink", kind = "sink" }"#);
-    let started = m.start("ab.toml", &deploy);
-    until("a reaches b's sink", T, || {
-        String::from_utf8_lossy(&m.run(&["send", "-m", "a", "/n/b/svc/sink"], "x").stdout).trim() == "1"
-    });
-    // One conversation, 1 MiB every 200 ms for 8 s.
-    let mut c = m.cmd(&["send", "-m", "a", "/n/b/svc/sink"]);
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().expect("mesh send");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || {
-        let chunk = vec![7u8; 1 << 20];
-        for _ in 0..40 {
-            if stdin.write_all(&chunk).is_err() {
-                break; // the conversation failed: told below
-            }
-            std::thread::sleep(Duration::from_millis(200));
+    let started = long_ab(&mut m);
+    // One conversation, 1 MiB every 200 ms for 8 s, stalled meanwhile.
+    let out = std::thread::scope(|s| {
+        let sent = s.spawn(|| send_paced(&m, 40 << 20, Duration::from_millis(200)).1);
+        let relay = started.relay("a", "b");
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(600));
+            relay.freeze();
+            std::thread::sleep(Duration::from_millis(1200));
+            relay.thaw();
         }
+        sent.join().expect("send")
     });
-    let relay = started.relay("a", "b");
-    for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(600));
-        relay.freeze();
-        std::thread::sleep(Duration::from_millis(1200));
-        relay.thaw();
-    }
-    writer.join().expect("writer");
-    let out = child.wait_with_output().expect("mesh send output");
     let silent: Vec<String> = ["a", "b"]
         .iter()
         .flat_map(|id| m.log(id).lines().filter(|l| l.contains("silent")).map(String::from).collect::<Vec<_>>())
@@ -176,20 +183,9 @@ fn a_slow_link_keeps_its_window_small() {
     for id in ["a", "b"] {
         m.up_in(&net, &file, id);
     }
-    until("a reaches b's sink", T, || {
-        String::from_utf8_lossy(&m.run(&["send", "-m", "a", "/n/b/svc/sink"], "x").stdout).trim() == "1"
-    });
+    sink_reached(&m);
     let bytes = 24 << 20;
-    let (took, answer, most) = std::thread::scope(|s| {
-        let sent = s.spawn(|| send(&m, "/n/b/svc/sink", bytes));
-        let mut most = 0;
-        while !sent.is_finished() {
-            most = most.max(sink_window(&m));
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let (took, answer) = sent.join().expect("send");
-        (took, answer, most)
-    });
+    let (took, answer, most) = send_watching(&m, bytes, Duration::from_millis(200));
     assert_eq!(answer, bytes.to_string());
     let mbit = bytes as f64 * 8.0 / took.as_secs_f64() / 1e6;
     mnt_tests::measured(&format!(

@@ -115,23 +115,21 @@ pub async fn supervise(tree: Arc<Namespace>, p: Pipeline, stop: CancellationToke
             Ended::Clean => "its first stage ended".to_string(),
             Ended::Failed(e) | Ended::Unreachable(e) => e.clone(),
         };
+        // Waiting for stages to become reachable is not a failure of its
+        // own: tried again unless the pipeline is never restarted.
+        let wanted = match &ended {
+            Ended::Unreachable(_) => p.restart != Restart::Never,
+            _ => restart::wanted(p.restart, ended != Ended::Clean),
+        };
         let wait = match &ended {
-            Ended::Unreachable(_) if p.restart != Restart::Never => Some(backoff.not_yet()),
-            _ if !restart::wanted(p.restart, ended != Ended::Clean) => None,
-            _ => match backoff.ended(began.elapsed()) {
-                Some(w) => Some(w),
-                None => {
-                    let more = format!("; ended {GIVE_UP} times in a row, not restarted");
-                    info!(pipeline = %p.name, "pipeline ended: {why}{more}");
-                    r.log_event(format!("{name} ended: {why}{more}"));
-                    r.set_state(&name, format!("ended restarts {} last {why}", backoff.restarts));
-                    return;
-                }
-            },
+            _ if !wanted => None,
+            Ended::Unreachable(_) => Some(backoff.not_yet()),
+            _ => backoff.ended(began.elapsed()),
         };
         let Some(wait) = wait else {
-            info!(pipeline = %p.name, "pipeline ended: {why}");
-            r.log_event(format!("{name} ended: {why}"));
+            let more = if wanted { format!("; ended {GIVE_UP} times in a row, not restarted") } else { String::new() };
+            info!(pipeline = %p.name, "pipeline ended: {why}{more}");
+            r.log_event(format!("{name} ended: {why}{more}"));
             r.set_state(&name, format!("ended restarts {} last {why}", backoff.restarts));
             return;
         };

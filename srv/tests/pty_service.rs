@@ -27,9 +27,14 @@ impl Drop for Setup {
 }
 
 fn setup(command: &[&str], size: (u16, u16)) -> Setup {
+    setup_with(command, size, ns::deploy::Restart::Never)
+}
+
+fn setup_with(command: &[&str], size: (u16, u16), restart: ns::deploy::Restart) -> Setup {
     let stop = CancellationToken::new();
     let router = Router::new(Config::new("a".parse().unwrap()), stop.clone());
-    let svc = Arc::new(PtyService::new(command.iter().map(|s| s.to_string()).collect(), size).unwrap());
+    let command = command.iter().map(|s| s.to_string()).collect();
+    let svc = Arc::new(PtyService::new(command, size).unwrap().restarting(restart));
     router.add_service("pty".parse().unwrap(), svc.clone());
     Setup { router, svc, stop }
 }
@@ -249,22 +254,13 @@ async fn output_is_not_lost_behind_a_slow_reader() {
     assert!(out.ends_with("END\r\n"), "{:?}", &out[out.len().saturating_sub(20)..]);
 }
 
-fn setup_restarting(command: &[&str], restart: ns::deploy::Restart) -> Setup {
-    let stop = CancellationToken::new();
-    let router = Router::new(Config::new("a".parse().unwrap()), stop.clone());
-    let command = command.iter().map(|s| s.to_string()).collect();
-    let svc = Arc::new(PtyService::new(command, (80, 24)).unwrap().restarting(restart));
-    router.add_service("pty".parse().unwrap(), svc.clone());
-    Setup { router, svc, stop }
-}
-
 /// With `restart = "on-failure"`, a command that fails is started again
 /// on a new terminal in the same conversation, which is told, and its
 /// status counts it; one that exits cleanly ends the conversation.
 #[tokio::test]
 async fn a_failed_command_is_started_again_in_its_conversation() {
     use ns::deploy::Restart;
-    let s = setup_restarting(&["sh", "-c", "echo up pid=$$; read x; exit $x"], Restart::OnFailure);
+    let s = setup_with(&["sh", "-c", "echo up pid=$$; read x; exit $x"], (80, 24), Restart::OnFailure);
     let mut conv = s.open();
     // The first message starts the conversation.
     type_keys(&conv, "").await;
@@ -292,7 +288,7 @@ async fn a_failed_command_is_started_again_in_its_conversation() {
 #[tokio::test]
 async fn always_starts_a_clean_exit_again_until_hung_up() {
     use ns::deploy::Restart;
-    let s = setup_restarting(&["sh", "-c", "echo up; read x; exit 0"], Restart::Always);
+    let s = setup_with(&["sh", "-c", "echo up; read x; exit 0"], (80, 24), Restart::Always);
     let mut conv = s.open();
     type_keys(&conv, "").await;
     let mut out = String::new();

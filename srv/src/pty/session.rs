@@ -77,13 +77,10 @@ pub(super) async fn run(
         let mut child = child;
         let began = tokio::time::Instant::now();
         let (end, status) = pump(&mut rx, &tx, &master, &mut child).await;
-        let status = match status {
-            Some(s) => Some(s),
+        let status = match (status, &end) {
             // The terminal closed first: the command is ending too.
-            None if matches!(end, End::Exited) => {
-                tokio::time::timeout(DRAIN, child.wait()).await.ok().and_then(Result::ok)
-            }
-            None => None,
+            (None, End::Exited) => tokio::time::timeout(DRAIN, child.wait()).await.ok().and_then(Result::ok),
+            (s, _) => s,
         };
         stop(&mut child, group).await;
         // Closing the master (its last copy is the listing's) hangs up the

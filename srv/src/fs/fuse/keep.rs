@@ -26,15 +26,13 @@ type Name = (u64, String);
 /// been made there) leaves the directories unknown.
 pub(super) struct Expecting<'a> {
     expected: &'a notify::Expected,
-    names: Vec<(u64, String, What)>,
     listed: &'a listed::Listed,
-    changes: Vec<(u64, String, What)>,
+    names: Vec<(u64, String, What)>,
 }
 
 impl Expecting<'_> {
     pub(super) fn made(mut self) {
-        self.names.clear();
-        for (d, n, w) in std::mem::take(&mut self.changes) {
+        for (d, n, w) in std::mem::take(&mut self.names) {
             match w {
                 What::Made => self.listed.made(d, &n),
                 _ => self.listed.gone(d, &n),
@@ -48,8 +46,8 @@ impl Drop for Expecting<'_> {
         for (d, n, w) in &self.names {
             self.expected.remove(*d, n, *w);
         }
-        if !self.changes.is_empty() {
-            self.listed.forget(&self.changes.iter().map(|c| c.0).collect::<Vec<_>>());
+        if !self.names.is_empty() {
+            self.listed.forget(&self.names.iter().map(|c| c.0).collect::<Vec<_>>());
         }
     }
 }
@@ -114,14 +112,12 @@ impl MeshFs {
     /// once invalidations are written.
     pub(super) fn expecting(&self, names: &[(u64, &OsStr, What)]) -> Expecting<'_> {
         self.touching(&names.iter().map(|n| n.0).collect::<Vec<_>>());
-        let mut e =
-            Expecting { expected: &self.expected, names: Vec::new(), listed: &self.listed, changes: Vec::new() };
+        let mut e = Expecting { expected: &self.expected, listed: &self.listed, names: Vec::new() };
         if self.notifier.get().is_some() {
             for &(d, n, w) in names {
                 if let (true, Some(n)) = (inodes::served(d), n.to_str()) {
                     self.expected.add(d, n, w);
                     e.names.push((d, n.to_string(), w));
-                    e.changes.push((d, n.to_string(), w));
                 }
             }
         }
