@@ -53,6 +53,9 @@ impl Owner for RouterLink {
     fn hungup(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
         self.gone.cancelled()
     }
+    fn connection(&self) -> CancellationToken {
+        self.gone.clone()
+    }
 }
 
 impl Outbox for ClientOutbox {
@@ -62,7 +65,7 @@ impl Outbox for ClientOutbox {
             // written by its sender, with no hand-off to the writer task.
             match self.out.try_inline(&*self.link, env) {
                 Inline::Sent => {}
-                Inline::Failed(e) => {
+                Inline::Failed(e, _) => {
                     self.link.write_failed(e);
                     self.link.hangup();
                 }
@@ -85,19 +88,13 @@ impl Client {
         let mut link = dial::dial(ds, &link_options()).await?;
         let me = Name::new("client").expect("valid name");
         let a = Addr::on(me.clone(), me.clone());
-        let hello = Envelope::new(
-            0,
-            a.clone(),
-            a,
-            Kind::Hello(Hello { machine: me, version: VERSION, client: Some(0) }),
-            Bytes::new(),
-        );
+        let hello = Envelope::new(0, a.clone(), a, Kind::Hello(Hello::new(me, Some(0))), Bytes::new());
         link.tx.send(hello.encode().into()).await?;
         let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{ds}: {m}"));
         let frame = link.rx.next().await.ok_or_else(|| bad("router closed the connection"))??;
         let env = Envelope::decode(frame).map_err(|e| bad(&e.to_string()))?;
         let (machine, k) = match env.kind {
-            Kind::Hello(Hello { machine, version: VERSION, client: Some(k) }) => (machine, k),
+            Kind::Hello(Hello { machine, version: VERSION, client: Some(k), .. }) => (machine, k),
             _ => return Err(bad("router refused the client")),
         };
         Ok(Client::run(link, machine, k))
@@ -107,7 +104,7 @@ impl Client {
         let table = ConvTable::new(machine, (k as u64) << 32);
         let gone = CancellationToken::new();
         let Link { tx: sink, rx: mut frames, .. } = link;
-        let (outlet, queue) = Outlet::new(sink);
+        let (outlet, queue) = Outlet::new(sink, false);
         let link = Arc::new(RouterLink { gone: gone.clone() });
         let out = Arc::new(ClientOutbox { out: outlet.clone(), link: link.clone(), next: AtomicU64::new(1) });
         table.set_outbox(out.clone());

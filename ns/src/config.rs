@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use crate::path::MachineId;
 
+/// The grace period of a lost link when `resume` is not given.
+pub const DEFAULT_RESUME: Duration = Duration::from_secs(30);
+
 /// How a router behaves.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -25,6 +28,11 @@ pub struct Config {
     /// neighbours who do (see [`crate::gossip`]). Off only to measure what
     /// withdrawals cost without it.
     pub root_cause: bool,
+    /// How long a link whose connection was lost waits for it to come
+    /// back and resume its session (the machine key `resume`); zero
+    /// fails what crossed it at once. Only links that are encrypted or
+    /// local resume.
+    pub resume: Duration,
 }
 
 impl Config {
@@ -36,6 +44,7 @@ impl Config {
             period: Duration::from_millis(500),
             security: None,
             root_cause: true,
+            resume: DEFAULT_RESUME,
         }
     }
 

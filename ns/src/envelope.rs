@@ -75,6 +75,10 @@ pub enum Kind {
     Offer(ServiceName),
     /// A local client withdraws a service it offered.
     Withdraw(ServiceName),
+    /// On a link with a session: the frames read so far from the other
+    /// side, which it may drop from its replay buffer. Not itself
+    /// numbered, kept or resent (see [`crate::session`]).
+    Ack(u64),
 }
 
 /// Introduces one side of a link.
@@ -85,6 +89,39 @@ pub struct Hello {
     /// From a router to a local client: the block of conversation numbers
     /// the client allocates from. `None` between routers.
     pub client: Option<u32>,
+    /// Between routers: the session the link starts or resumes (see
+    /// [`crate::session`]); `None` for a link that does not resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionMsg>,
+}
+
+impl Hello {
+    /// A hello with no session part.
+    pub fn new(machine: MachineId, client: Option<u32>) -> Hello {
+        Hello { machine, version: VERSION, client, session: None }
+    }
+}
+
+/// A session's part of the handshake (doc/resume.md): starting one on a
+/// fresh link, and the three steps of resuming one on a new connection.
+/// Sent only inside a link that is encrypted or local, so the nonces are
+/// known to the two ends alone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SessionMsg {
+    /// Each side of a fresh link: its half of the session's secret, and
+    /// the number of its router's run (a restarted router is a new run,
+    /// never the old session).
+    New { nonce: serde_bytes::ByteBuf, run: u64 },
+    /// Dialer, on a new connection: resume session `id`, of which it has
+    /// read `received` frames; `nonce` is fresh.
+    Resume { id: u64, received: u64, nonce: serde_bytes::ByteBuf },
+    /// Acceptor: it has read `received` frames, and proves that it holds
+    /// the session's key over both nonces and both counts.
+    Resumed { received: u64, nonce: serde_bytes::ByteBuf, proof: serde_bytes::ByteBuf },
+    /// Acceptor: no such session here (any more); the dialer ends its own.
+    Refused(String),
+    /// Dialer: its own proof; the session goes on once it is checked.
+    Proof(serde_bytes::ByteBuf),
 }
 
 /// The protocol version spoken; a peer with another is refused.

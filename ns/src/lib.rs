@@ -23,7 +23,9 @@
 //!    queue and the writer task, reporting to an [`outlet::Owner`].
 //! 6. [`crossed`]: the conversations that crossed a link, failed when it
 //!    dies; [`client`]: the library a local process uses to reach its
-//!    router; [`probe`]: the `echo` and `sink` services.
+//!    router; [`probe`]: the `echo` and `sink` services; [`session`]: a
+//!    link's session, what it keeps across connections, and the proofs
+//!    of its resume handshake.
 //! 7. [`term`]: terminals, their counters and traces, and the table of
 //!    them ([`term::Terms`]).
 //! 8. `clients`: the table of local clients; [`config`]: a router's
@@ -37,7 +39,8 @@
 //!     client that is the router's `Discovery`; `lost`: what a lost link
 //!     costs, the conversations that crossed it failed at both ends.
 //! 11. `local`: serving a local client's link.
-//! 12. [`link`]: handshakes, link readers, dialing.
+//! 12. [`link`]: handshakes, link readers, dialing; `resume`: a session
+//!     resumed on a new connection, both sides of its handshake.
 //! 13. `start`: `Router::new`, the router with its parts plugged in.
 
 pub mod bind;
@@ -60,8 +63,10 @@ pub mod path;
 mod peers;
 pub mod probe;
 pub mod registry;
+mod resume;
 pub mod route;
 pub mod router;
+pub mod session;
 mod start;
 pub mod term;
 pub mod text;

@@ -22,6 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dial::{DialString, Link};
 use futures::{SinkExt, StreamExt};
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 pub use crate::envelope::link_options;
@@ -29,32 +30,43 @@ pub use crate::router::Security;
 pub use crate::term::now_us;
 
 use crate::conv::lock;
-use crate::envelope::{Envelope, Hello, Kind, VERSION};
+use crate::envelope::{Envelope, Hello, Kind, SessionMsg, VERSION};
 use crate::error;
 use crate::path::{Addr, MachineId, TermName};
 use crate::router::Router;
+use crate::session::{self, Connection, Session};
 use crate::term::{Term, TermKind};
 
 /// How a network link was secured: the peer machine its key belongs to,
 /// and the status line; or no check at all.
-struct Secured {
-    machine: Option<String>,
-    status: String,
+pub(crate) struct Secured {
+    pub(crate) machine: Option<String>,
+    pub(crate) status: String,
 }
+
+/// A session made by a link's hello, and where its task receives the
+/// connections it resumes on.
+pub(crate) type NewSession = (Arc<Session>, tokio::sync::mpsc::Receiver<Connection>);
 
 /// How long the other side has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-fn hello_env(from: &MachineId, client: Option<u32>) -> Envelope {
+pub(crate) fn hello_env(from: &MachineId, client: Option<u32>, session: Option<SessionMsg>) -> Envelope {
     let router = crate::conv::reserved();
     let a = Addr::on(from.clone(), router);
-    Envelope::new(0, a.clone(), a, Kind::Hello(Hello { machine: from.clone(), version: VERSION, client }), Bytes::new())
+    let hello = Hello { session, ..Hello::new(from.clone(), client) };
+    Envelope::new(0, a.clone(), a, Kind::Hello(hello), Bytes::new())
+}
+
+/// A fresh link's session part, when this side resumes links like it.
+fn new_session(nonce: &[u8; session::NONCE], run: u64) -> SessionMsg {
+    SessionMsg::New { nonce: serde_bytes::ByteBuf::from(nonce.to_vec()), run }
 }
 
 /// Reads the other side's hello; `None` if it closed without a word.
-async fn read_hello(link: &mut Link) -> io::Result<Option<Hello>> {
+pub(crate) async fn read_hello(link: &mut Link) -> io::Result<Option<Hello>> {
     let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
     let frame = tokio::time::timeout(HELLO_TIMEOUT, link.rx.next())
         .await
@@ -68,7 +80,7 @@ async fn read_hello(link: &mut Link) -> io::Result<Option<Hello>> {
     }
 }
 
-async fn send_frame(link: &mut Link, env: &Envelope) -> io::Result<()> {
+pub(crate) async fn send_frame(link: &mut Link, env: &Envelope) -> io::Result<()> {
     link.tx.send(env.encode().into()).await
 }
 
@@ -109,7 +121,7 @@ impl Router {
 
     /// Authenticates and encrypts a tcp or ws link, unless this router
     /// runs insecure. An unknown key is refused before anything is read.
-    async fn secure(&self, link: Link, role: dial::Role) -> io::Result<(Link, Secured)> {
+    pub(crate) async fn secure(&self, link: Link, role: dial::Role) -> io::Result<(Link, Secured)> {
         match &self.config().security {
             Some(sec) => {
                 let (link, peer) = dial::secure(link, &link_options(), &sec.identity, &sec.trust, role).await?;
@@ -158,7 +170,7 @@ impl Router {
                 return;
             }
             let k = self.clients().next_block();
-            if send_frame(&mut link, &hello_env(self.id(), Some(k))).await.is_ok() {
+            if send_frame(&mut link, &hello_env(self.id(), Some(k), None)).await.is_ok() {
                 crate::local::serve(self, link, k).await;
             }
             return;
@@ -188,21 +200,71 @@ impl Router {
             }
             return;
         }
-        if send_frame(&mut link, &hello_env(self.id(), None)).await.is_ok() {
-            self.run_peer(link, hello.machine, false, remote, secured.status).await;
+        let peer = hello.machine.clone();
+        let (answer, session) = match hello.session {
+            Some(SessionMsg::Resume { .. }) => {
+                self.resume_accept(link, hello, remote).await;
+                return;
+            }
+            Some(SessionMsg::New { nonce: theirs, run }) if self.resumable(&secured, network) => {
+                let ours = session::nonce();
+                let grace = self.config().resume;
+                let (s, rx) = Session::new(self.id().clone(), peer.clone(), run, &theirs, &ours, grace);
+                (Some(new_session(&ours, self.run())), Some((Arc::new(s), rx)))
+            }
+            Some(SessionMsg::New { .. }) | None => (None, None),
+            Some(other) => {
+                warn!(%remote, "refused: {other:?} in a first hello");
+                self.log_event(format!("refused {remote}: a resume step without a resume"));
+                return;
+            }
+        };
+        // A neighbour with a session here that links afresh from another
+        // run has restarted, and one that dials afresh while its session
+        // waits here has given it up: the old session cannot come back.
+        if let Some(old) = self.term_table().get(&TermName::Net(peer.clone())) {
+            let run = session.as_ref().map(|(s, _)| s.peer_run);
+            let over = old
+                .session
+                .as_ref()
+                .is_some_and(|s| Some(s.peer_run) != run || (s.resuming().is_some() && !old.dialed));
+            if over {
+                info!(%peer, "neighbour linked afresh: its old session ends");
+                self.log_event(format!("{} linked afresh: old session ended", old.name));
+                old.hangup();
+            }
         }
+        if send_frame(&mut link, &hello_env(self.id(), None, answer)).await.is_ok() {
+            self.run_peer(link, peer, false, remote, secured.status, session).await;
+        }
+    }
+
+    /// Whether a link secured as `secured` may resume: the machine's
+    /// `resume` is not zero, and the link is encrypted or local (on a
+    /// plaintext network link anyone on the wire could take the session).
+    pub(crate) fn resumable(&self, secured: &Secured, network: bool) -> bool {
+        !self.config().resume.is_zero() && (!network || secured.machine.is_some())
     }
 
     /// Dials `ds` once: connects, says hello and runs the link in a task.
     /// Returns the neighbour's id and the task, which ends with the link.
     pub async fn connect(&self, ds: &DialString) -> io::Result<(MachineId, tokio::task::JoinHandle<()>)> {
+        self.connect_session(ds).await.map(|(m, t, _)| (m, t))
+    }
+
+    /// [`Router::connect`], with the link's session if it has one.
+    async fn connect_session(
+        &self,
+        ds: &DialString,
+    ) -> io::Result<(MachineId, tokio::task::JoinHandle<()>, Option<Arc<Session>>)> {
         let link = dial::dial(ds, &link_options()).await?;
         let (mut link, secured) = if ds.is_network() {
             self.secure(link, dial::Role::Initiator).await?
         } else {
             (link, Secured { machine: None, status: "local".into() })
         };
-        send_frame(&mut link, &hello_env(self.id(), None)).await?;
+        let ours = self.resumable(&secured, ds.is_network()).then(session::nonce);
+        send_frame(&mut link, &hello_env(self.id(), None, ours.as_ref().map(|n| new_session(n, self.run())))).await?;
         let hello = read_hello(&mut link)
             .await?
             .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed before hello"))?;
@@ -216,8 +278,18 @@ impl Router {
             ));
         }
         let peer = hello.machine.clone();
-        let task = self.spawn(self.clone().run_peer(link, hello.machine, true, ds.to_string(), secured.status));
-        Ok((peer, task))
+        let session = match (ours, hello.session) {
+            (Some(ours), Some(SessionMsg::New { nonce: theirs, run })) => {
+                let grace = self.config().resume;
+                let (s, rx) = Session::new(self.id().clone(), peer.clone(), run, &ours, &theirs, grace);
+                Some((Arc::new(s), rx))
+            }
+            _ => None,
+        };
+        let kept = session.as_ref().map(|(s, _)| s.clone());
+        let task =
+            self.spawn(self.clone().run_peer(link, hello.machine, true, ds.to_string(), secured.status, session));
+        Ok((peer, task, kept))
     }
 
     /// Keeps a link to `ds` up: dials, and redials with backoff when it
@@ -243,37 +315,35 @@ impl Router {
     /// Like [`Router::dial_now`], but the machine must be `expect`; a
     /// link to any other is closed again.
     pub async fn dial_expecting(&self, ds: DialString, expect: Option<&MachineId>) -> io::Result<MachineId> {
-        let (peer, task) = self.connect(&ds).await?;
+        let (peer, task, session) = self.connect_session(&ds).await?;
         if let Some(want) = expect.filter(|w| **w != peer) {
             if let Some(t) = self.term(&TermName::Net(peer.clone())) {
                 t.hangup();
             }
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{ds} is machine {peer}, not {want}")));
         }
-        self.redial(ds, Some(task), None);
+        self.redial(ds, Some((task, session)), None);
         Ok(peer)
     }
 
-    fn redial(&self, ds: DialString, first: Option<tokio::task::JoinHandle<()>>, expect: Option<MachineId>) {
+    fn redial(&self, ds: DialString, first: Option<(JoinHandle<()>, Option<Arc<Session>>)>, expect: Option<MachineId>) {
         let r = self.clone();
         // The terminal shown while the link is down, for an expected peer.
         let placeholder = expect.as_ref().and_then(|m| self.term_table().placeholder(&TermName::Net(m.clone())));
         self.spawn(async move {
             let mut backoff = BACKOFF_MIN;
-            if let Some(task) = first {
-                tokio::select! {
-                    _ = r.shutdown_token().cancelled() => return,
-                    _ = task => {}
+            if let Some((task, session)) = first {
+                if !r.keep_link(&ds, task, session).await {
+                    return;
                 }
             }
             loop {
-                match r.connect(&ds).await {
-                    Ok((peer, task)) => {
+                match r.connect_session(&ds).await {
+                    Ok((peer, task, session)) => {
                         info!(%peer, addr = %ds, "dialed");
                         backoff = BACKOFF_MIN;
-                        tokio::select! {
-                            _ = r.shutdown_token().cancelled() => return,
-                            _ = task => {}
+                        if !r.keep_link(&ds, task, session).await {
+                            return;
                         }
                         if let Some(t) = &placeholder {
                             t.set_state("down");
@@ -303,10 +373,31 @@ impl Router {
         });
     }
 
-    async fn run_peer(self, link: Link, peer: MachineId, dialed: bool, addr: String, security: String) {
+    /// Waits for a dialed link's task to end, resuming its session on new
+    /// connections meanwhile. False on shutdown.
+    async fn keep_link(&self, ds: &DialString, mut task: JoinHandle<()>, session: Option<Arc<Session>>) -> bool {
+        match session {
+            Some(s) => self.keep_session(ds, &mut task, &s).await,
+            None => tokio::select! {
+                _ = self.shutdown_token().cancelled() => false,
+                _ = task => true,
+            },
+        }
+    }
+
+    async fn run_peer(
+        self,
+        link: Link,
+        peer: MachineId,
+        dialed: bool,
+        addr: String,
+        security: String,
+        session: Option<NewSession>,
+    ) {
         let Link { tx, rx: mut frames, .. } = link;
+        let (session, mut handover) = session.map(|(s, h)| (Some(s), Some(h))).unwrap_or_default();
         let name = TermName::Net(peer.clone());
-        let (term, writer) = Term::linked(TermKind::Net(peer.clone()), addr, dialed, tx);
+        let (term, writer) = Term::linked(TermKind::Net(peer.clone()), addr, dialed, tx, session.clone());
         *lock(&term.security) = security;
         // What kept the link down stays readable once it is up.
         if let Some(p) = self.term_table().placeholder(&name) {
@@ -324,36 +415,29 @@ impl Router {
         self.update_table(|t| t.peer_up(&peer));
         self.routing().table_changed();
         let writer = self.spawn(writer);
+        let mut conn = term.connection();
         loop {
-            let frame = tokio::select! {
-                _ = self.shutdown_token().cancelled() => break,
-                _ = term.hungup() => break,
-                f = frames.next() => f,
+            let ended = self.read_link(&term, &peer, &mut frames, &conn).await;
+            let (Ended::Lost, Some(s), Some(h)) = (ended, &session, &mut handover) else {
+                if ended == Ended::Over && session.is_some() {
+                    // Said to a peer that would otherwise wait out its
+                    // grace period for a link that is not coming back.
+                    let bye = hello_env(self.id(), None, Some(SessionMsg::Refused("hung up".into())));
+                    if let Some(o) = term.outlet() {
+                        o.farewell(bye.encode_frame());
+                    }
+                }
+                break;
             };
-            let frame = match frame {
-                Some(Ok(f)) => f,
-                Some(Err(e)) => {
-                    term.warn("read", e);
-                    break;
+            // Both halves of the old connection go, so that its peer
+            // hears of the end as soon as the transport can tell it.
+            drop(std::mem::replace(&mut frames, Box::pin(futures::stream::empty())));
+            match self.wait_resume(&term, s, h).await {
+                Some(rx) => {
+                    frames = rx;
+                    conn = term.connection();
                 }
                 None => break,
-            };
-            term.last_rx.store(now_us(), Relaxed);
-            let len = frame.len();
-            let env = match Envelope::decode(frame) {
-                Ok(env) => env,
-                Err(e) => {
-                    term.warn("bad frame, closing link", e);
-                    break;
-                }
-            };
-            term.note("in", &env);
-            if matches!(env.kind, Kind::Routes(_)) {
-                term.count_routes(true, len);
-            }
-            if let Err(e) = self.receive_from_peer(&term, &peer, env).await {
-                term.warn("protocol error, closing link", e);
-                break;
             }
         }
         term.hangup();
@@ -361,6 +445,70 @@ impl Router {
         let far = self.link_lost_here(&term);
         self.unregister(&term, &peer);
         self.tell_link_lost(&term, far);
+    }
+
+    /// Reads one connection of a link until it ends.
+    async fn read_link(
+        &self,
+        term: &Arc<Term>,
+        peer: &MachineId,
+        frames: &mut dial::FrameStream,
+        conn: &tokio_util::sync::CancellationToken,
+    ) -> Ended {
+        loop {
+            let frame = tokio::select! {
+                biased;
+                _ = self.shutdown_token().cancelled() => return Ended::Over,
+                _ = term.hungup() => return Ended::Over,
+                _ = conn.cancelled() => return Ended::Lost,
+                f = frames.next() => f,
+            };
+            let frame = match frame {
+                Some(Ok(f)) => f,
+                Some(Err(e)) => {
+                    term.warn("read", e);
+                    return Ended::Lost;
+                }
+                None => return Ended::Lost,
+            };
+            term.last_rx.store(now_us(), Relaxed);
+            let len = frame.len();
+            let env = match Envelope::decode(frame) {
+                Ok(env) => env,
+                Err(e) => {
+                    term.warn("bad frame, closing link", e);
+                    return Ended::Over;
+                }
+            };
+            match (&env.kind, &term.session) {
+                (Kind::Ack(n), _) => {
+                    let res = term.outlet().map(|o| o.acked(*n));
+                    if let Some(Err(e)) = res {
+                        term.warn("bad acknowledgement, closing link", e);
+                        return Ended::Over;
+                    }
+                    continue;
+                }
+                (Kind::Hello(Hello { session: Some(SessionMsg::Refused(why)), .. }), Some(_)) => {
+                    info!(term = %term.name, "neighbour ended the session: {why}");
+                    return Ended::Over;
+                }
+                (_, Some(s)) => {
+                    if let Some(n) = s.read_one(len) {
+                        term.ack(n);
+                    }
+                }
+                (_, None) => {}
+            }
+            term.note("in", &env);
+            if matches!(env.kind, Kind::Routes(_)) {
+                term.count_routes(true, len);
+            }
+            if let Err(e) = self.receive_from_peer(term, peer, env).await {
+                term.warn("protocol error, closing link", e);
+                return Ended::Over;
+            }
+        }
     }
 
     fn unregister(&self, term: &Arc<Term>, peer: &MachineId) {
@@ -379,7 +527,7 @@ impl Router {
             Kind::Routes(_) | Kind::Resync | Kind::Ping { .. } | Kind::Pong { .. } => {
                 self.routing().receive(self, term, peer, env).await
             }
-            Kind::Hello(_) | Kind::Offer(_) | Kind::Withdraw(_) => {
+            Kind::Hello(_) | Kind::Offer(_) | Kind::Withdraw(_) | Kind::Ack(_) => {
                 Err(format!("unexpected {} from a neighbour", crate::term::kind_name(&env.kind)))
             }
             Kind::Data | Kind::Eof | Kind::Hangup | Kind::Cancel | Kind::Error(_) | Kind::Credit(_) => {
@@ -410,6 +558,16 @@ impl Router {
             }
         }
     }
+}
+
+/// Why a link's connection stopped being read.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Ended {
+    /// The connection failed or was ended: a session may resume.
+    Lost,
+    /// The link is over: hung up, shut down, or the peer broke the
+    /// protocol or ended the session.
+    Over,
 }
 
 /// Whether a failed dial was a refusal (a key not accepted, either way)

@@ -18,7 +18,7 @@ use crate::term::{Term, TermKind};
 /// Serves local client `k` on `link` until it goes.
 pub(crate) async fn serve(r: Router, link: Link, k: u32) {
     let Link { tx, rx: mut frames, remote, .. } = link;
-    let (term, writer) = Term::linked(TermKind::Client(k), remote, false, tx);
+    let (term, writer) = Term::linked(TermKind::Client(k), remote, false, tx, None);
     r.clients().add(k, term.clone());
     debug!(client = k, "local client up");
     let writer = r.spawn(writer);

@@ -85,12 +85,14 @@ impl Gossip {
         }
     }
 
-    /// The neighbours linked now, with their terminals.
+    /// The neighbours linked now, with their terminals; not those whose
+    /// connection was lost and is being resumed (told what changed, and
+    /// heard from, once it is back).
     fn linked(r: &Router) -> Vec<(MachineId, Arc<Term>)> {
         r.terms()
             .into_iter()
             .filter_map(|t| match &t.kind {
-                TermKind::Net(m) => Some((m.clone(), t)),
+                TermKind::Net(m) if !t.is_resuming() => Some((m.clone(), t)),
                 _ => None,
             })
             .collect()
@@ -135,10 +137,15 @@ impl Gossip {
             let limit = silence_allowed(r.config().period, term.stats.min_rtt_us.load(Relaxed));
             let verdict = quiet.entry(peer.clone()).or_default().round(term.last_rx.load(Relaxed), now_us(), limit);
             if let Some(silent) = verdict {
-                warn!(term = %term.name, silent_ms = silent / 1000, "neighbour silent, closing link");
+                warn!(term = %term.name, silent_ms = silent / 1000, "neighbour silent, closing its connection");
                 r.log_event(format!("{} silent for {} ms", term.name, silent / 1000));
-                term.hangup();
+                term.end_connection();
                 continue;
+            }
+            // What was read since the last acknowledgement, on a link
+            // too quiet to have owed one.
+            if let Some(n) = term.session.as_ref().and_then(|s| s.ack_due()) {
+                term.ack(n);
             }
             let seq = lock(&self.peers).get(&peer).map(|g| g.seq_out).unwrap_or(0);
             let env = r.control(&peer, Kind::Ping { stamp: now_us(), seq });

@@ -89,6 +89,8 @@ struct Inner {
     /// The replica each conversation talks to, by (source, service).
     sticky: Mutex<HashMap<(Addr, ServiceName), MachineId>>,
     next_id: AtomicU64,
+    /// This run of the router (see `session::new_run`).
+    run: u64,
     shutdown: CancellationToken,
     /// Recent ctl errors and events, for reading `ctl`.
     log: Mutex<VecDeque<String>>,
@@ -117,6 +119,7 @@ impl Router {
             clients: Clients::default(),
             sticky: Default::default(),
             next_id: AtomicU64::new(1),
+            run: crate::session::new_run(),
             shutdown,
             log: Default::default(),
             states: Default::default(),
@@ -149,6 +152,12 @@ impl Router {
 
     pub fn config(&self) -> &Config {
         &self.0.cfg
+    }
+
+    /// This run of the router: a neighbour's fresh link from another run
+    /// is a restart, never the old session.
+    pub fn run(&self) -> u64 {
+        self.0.run
     }
 
     pub fn shutdown_token(&self) -> &CancellationToken {

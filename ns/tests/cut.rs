@@ -4,6 +4,9 @@
 //! differently. A conversation must get its answer or an error, whichever
 //! way its envelopes went.
 //!
+//! The links here do not resume (`resume` zero): the tests are of what a
+//! link lost for good costs; `resume.rs` has the cuts a session survives.
+//!
 //! The cut is a [`Cable`]: a relay of frames between two routers that
 //! can stop carrying them one way or both, keeping both ends open, as a
 //! pulled cable does.
@@ -193,7 +196,10 @@ impl Drop for Triangle {
 impl Triangle {
     async fn new(tag: &str) -> Triangle {
         let stop = CancellationToken::new();
-        let router = |id: &str| Router::new(Config::new(n(id)), stop.child_token());
+        // Links that do not resume: these cuts are for good, as one
+        // longer than a resuming link's grace period is (see resume.rs).
+        let router =
+            |id: &str| Router::new(Config { resume: Duration::ZERO, ..Config::new(n(id)) }, stop.child_token());
         let (ra, rb, rc) = (router("a"), router("b"), router("c"));
         for (r, id) in [(&ra, "a"), (&rb, "b"), (&rc, "c")] {
             r.listen(&format!("mem!{tag}-{id}").parse().unwrap()).await.unwrap();

@@ -517,7 +517,7 @@ async fn garbage_from_a_peer_closes_that_link_only() {
         0,
         a("/n/x/svc/router"),
         a("/n/x/svc/router"),
-        Kind::Hello(ns::envelope::Hello { machine: n("x"), version: ns::envelope::VERSION, client: None }),
+        Kind::Hello(ns::envelope::Hello::new(n("x"), None)),
         Bytes::new(),
     );
     bad.tx.send(hello.encode().into()).await.unwrap();
@@ -574,7 +574,7 @@ async fn rogue(tag: &str) -> dial::Link {
         0,
         a("/n/x/svc/router"),
         a("/n/x/svc/router"),
-        Kind::Hello(ns::envelope::Hello { machine: n("x"), version: ns::envelope::VERSION, client: None }),
+        Kind::Hello(ns::envelope::Hello::new(n("x"), None)),
         Bytes::new(),
     );
     l.tx.send(hello.encode().into()).await.unwrap();

@@ -88,6 +88,7 @@ async fn start_machine(
     let mut cfg = Config::new(m.id.clone());
     cfg.gossip = m.gossip;
     cfg.registry = m.registry.clone();
+    cfg.resume = m.resume;
     let scope = if opts.key_scope.is_empty() { "builtin" } else { &opts.key_scope };
     cfg.security = crate::keys::security(dep, m, scope)?;
     let router = Router::new(cfg, shutdown.child_token());

@@ -13,7 +13,7 @@ use crate::path::{MachineId, Name};
 const TOP_KEYS: &[&str] = &["machines", "pipelines"];
 
 const MACHINE_KEYS: &[&str] =
-    &["listen", "dial", "mount", "registry", "gossip", "key", "peers", "insecure", "allow_other", "services"];
+    &["listen", "dial", "mount", "registry", "gossip", "key", "peers", "insecure", "allow_other", "resume", "services"];
 
 /// Where a value was found, for errors that point back at an earlier one.
 struct Seen {
@@ -68,6 +68,7 @@ fn machine(id: MachineId, node: &Node<'_, '_>, listens: &mut HashMap<DialString,
         peers: BTreeMap::new(),
         insecure: false,
         allow_other: false,
+        resume: crate::config::DEFAULT_RESUME,
         services: Vec::new(),
     };
     for e in t.entries() {
@@ -88,12 +89,38 @@ fn machine(id: MachineId, node: &Node<'_, '_>, listens: &mut HashMap<DialString,
             "peers" => m.peers = peers(v)?,
             "insecure" => m.insecure = v.bool()?,
             "allow_other" => m.allow_other = v.bool()?,
+            "resume" => m.resume = duration(v, MAX_RESUME)?,
             "services" => m.services = services(v)?,
             // deny_unknown leaves no other key.
             _ => return Err(t.key_err(&e, "unknown key")),
         }
     }
     Ok(m)
+}
+
+/// The longest grace period a lost link may be given: an hour of senders
+/// waiting is already more than anyone wants.
+const MAX_RESUME: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A duration: a whole number and a unit, `ms`, `s` or `m` (`"30s"`,
+/// `"500ms"`, `"2m"`; `"0s"` is zero), at most `max`.
+fn duration(v: &Node<'_, '_>, max: std::time::Duration) -> Result<std::time::Duration> {
+    use std::time::Duration;
+    let s = v.str()?;
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let want = || v.err(format!("{s:?} is not a duration: want a whole number and ms, s or m, as \"30s\""));
+    let n: u64 = num.parse().map_err(|_| want())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(want()),
+    };
+    if d > max {
+        return Err(v.err(format!("{s:?} is longer than {}s", max.as_secs())));
+    }
+    Ok(d)
 }
 
 fn listen(v: &Node<'_, '_>, listens: &mut HashMap<DialString, Seen>) -> Result<Vec<DialString>> {

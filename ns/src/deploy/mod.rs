@@ -68,6 +68,9 @@ pub struct Machine {
     pub insecure: bool,
     /// Mount with FUSE `allow_other` (`allow_other`, default false).
     pub allow_other: bool,
+    /// How long a lost link may come back and resume its session
+    /// (`resume`, default 30 s; zero: never).
+    pub resume: std::time::Duration,
     pub services: Vec<ServiceSpec>,
 }
 

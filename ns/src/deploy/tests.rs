@@ -102,6 +102,7 @@ y = "ed25519:AAAA"
 
 [machines.y]
 listen = ["ws!0.0.0.0!18002"]
+resume = "2m"
 
 [[machines.y.services]]
 name = "registry"
@@ -127,6 +128,8 @@ fn full_file() {
     assert_eq!(x.mount, Some(PathBuf::from("/mnt/x")));
     assert_eq!(x.registry, Some(name("y")));
     assert!(!x.gossip && x.insecure && x.allow_other);
+    assert_eq!(x.resume, crate::config::DEFAULT_RESUME);
+    assert_eq!(d.machine("y").unwrap().resume, std::time::Duration::from_secs(120));
     assert_eq!(x.key, Some(PathBuf::from("keys/x.key")));
     assert_eq!(x.peers.get("y").map(String::as_str), Some("ed25519:AAAA"));
 
@@ -146,10 +149,10 @@ fn full_file() {
     assert_eq!(y.services.len(), 2);
     assert_eq!(
         (y.services[1].name.as_str(), y.services[1].kind, y.services[1].line),
-        ("show", ServiceKind::Display, 28)
+        ("show", ServiceKind::Display, 29)
     );
     assert_eq!(y.services[1].output, None);
-    assert_eq!((d.pipelines[0].name.as_str(), d.pipelines[0].line), ("p1", 32));
+    assert_eq!((d.pipelines[0].name.as_str(), d.pipelines[0].line), ("p1", 33));
     assert_eq!(d.pipelines[0].restart, Restart::Always);
 }
 
@@ -313,6 +316,19 @@ fn service_kinds() {
         4,
         "not a key of kind echo",
     );
+}
+
+#[test]
+fn resume_is_a_duration() {
+    for (v, ms) in [("\"0s\"", 0), ("\"500ms\"", 500), ("\"30s\"", 30_000), ("\"2m\"", 120_000)] {
+        let d = parse(&format!("[machines.a]\nresume = {v}\n"), "r.toml").unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(d.machine("a").unwrap().resume, std::time::Duration::from_millis(ms), "{v}");
+    }
+    for v in ["\"30\"", "\"s\"", "\"-1s\"", "\"1.5s\"", "\"3h\""] {
+        fails(&format!("[machines.a]\nresume = {v}\n"), "machines.a.resume", 2, "is not a duration");
+    }
+    fails("[machines.a]\nresume = \"61m\"\n", "machines.a.resume", 2, "longer than 3600s");
+    fails("[machines.a]\nresume = 30\n", "machines.a.resume", 2, "");
 }
 
 #[test]

@@ -65,6 +65,10 @@ fn machine(out: &mut String, m: &Machine) {
     if m.allow_other {
         lines.push("allow_other = true".into());
     }
+    if m.resume != crate::config::DEFAULT_RESUME {
+        // Whole milliseconds: what the parser takes back.
+        lines.push(format!("resume = \"{}ms\"", m.resume.as_millis()));
+    }
     if !m.services.is_empty() {
         lines.push("services = [".into());
         lines.extend(m.services.iter().map(|s| format!("  {},", service(s))));

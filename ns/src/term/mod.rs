@@ -22,6 +22,7 @@ use crate::envelope::{Envelope, Kind};
 use crate::outlet::{self, write_link, Inline, Outlet};
 use crate::path::Addr;
 use crate::path::{MachineId, TermName};
+use crate::session::Session;
 
 mod table;
 #[cfg(test)]
@@ -106,6 +107,11 @@ pub struct Term {
     trace: broadcast::Sender<Arc<str>>,
     state: Mutex<String>,
     hangup: CancellationToken,
+    /// The current connection: a child of `hangup`, replaced when a
+    /// session resumes on a new one.
+    conn: Mutex<CancellationToken>,
+    /// Links that resume: their session.
+    pub session: Option<Arc<Session>>,
     /// When a frame last arrived, in [`now_us`] microseconds.
     pub last_rx: AtomicU64,
     /// Links only: the conversations that crossed it, to fail if it dies.
@@ -153,21 +159,28 @@ impl Term {
         lock(&self.refusals).iter().cloned().collect()
     }
 
-    /// A terminal on a link that sends into `sink`; returns the writer
-    /// task to run, which ends when the link fails or is hung up.
+    /// A terminal on a link that sends into `sink`, resuming `session` if
+    /// it has one; returns the writer task to run, which ends when the
+    /// link is hung up, or fails without a session to wait in.
     pub fn linked(
         kind: TermKind,
         addr: String,
         dialed: bool,
         sink: dial::FrameSink,
+        session: Option<Arc<Session>>,
     ) -> (Arc<Term>, impl Future<Output = ()> + Send + 'static) {
-        let (outlet, rx) = Outlet::new(sink);
-        let term = Arc::new(Term::make(kind, addr, dialed, Some(outlet.clone())));
+        let (outlet, rx) = Outlet::new(sink, session.is_some());
+        let mut term = Term::make(kind, addr, dialed, Some(outlet.clone()));
+        term.session = session;
+        let term = Arc::new(term);
         (term.clone(), write_link(term, outlet, rx))
     }
 
     fn make(kind: TermKind, addr: String, dialed: bool, outlet: Option<Arc<Outlet>>) -> Term {
+        let hangup = CancellationToken::new();
         Term {
+            conn: Mutex::new(hangup.child_token()),
+            session: None,
             crossed: matches!(kind, TermKind::Net(_)).then(Crossed::default),
             name: kind.to_string(),
             kind,
@@ -178,7 +191,7 @@ impl Term {
             outlet,
             trace: broadcast::channel(TRACE_QUEUE).0,
             state: Mutex::new("up".into()),
-            hangup: CancellationToken::new(),
+            hangup,
             last_rx: AtomicU64::new(now_us()),
             refusals: Default::default(),
         }
@@ -197,12 +210,16 @@ impl Term {
         let last = self.last_words(&env);
         let res = match out.try_inline(self, env) {
             Inline::Sent => Ok(()),
-            Inline::Failed(e) => {
-                // As when the writer task fails: the link goes, and what
-                // crossed it fails with `link lost`.
+            Inline::Failed(e, env) => {
+                // As when the writer task fails: the connection goes; a
+                // session keeps the envelope for the next one, else what
+                // crossed the link fails with `link lost`.
                 self.warn("write", e);
-                self.hangup();
-                return Ok(());
+                self.end_connection();
+                match env {
+                    Some(env) if self.session.is_some() => out.queue(env).await,
+                    _ => return Ok(()),
+                }
             }
             Inline::Busy(env) => out.queue(env).await,
         };
@@ -283,7 +300,52 @@ impl Term {
     }
 
     pub fn state(&self) -> String {
-        lock(&self.state).clone()
+        match self.session.as_ref().and_then(|s| s.resuming()) {
+            Some(until) if !self.is_hungup() => {
+                let left = until.saturating_duration_since(tokio::time::Instant::now());
+                format!("resuming {}s left", left.as_secs_f64().ceil() as u64)
+            }
+            _ => lock(&self.state).clone(),
+        }
+    }
+
+    /// Whether the link waits for its connection to come back.
+    pub fn is_resuming(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| s.resuming().is_some())
+    }
+
+    /// Ends the link's connection: a link with a session resumes on a
+    /// new one; any other is hung up.
+    pub fn end_connection(&self) {
+        match &self.session {
+            Some(_) => lock(&self.conn).cancel(),
+            None => self.hangup(),
+        }
+    }
+
+    /// The current connection's token.
+    pub fn connection(&self) -> CancellationToken {
+        lock(&self.conn).clone()
+    }
+
+    /// Starts a new connection's token, ending any before it.
+    pub(crate) fn new_connection(&self) -> CancellationToken {
+        let mut c = lock(&self.conn);
+        c.cancel();
+        *c = self.hangup.child_token();
+        c.clone()
+    }
+
+    /// The outlet, for the link's own task.
+    pub(crate) fn outlet(&self) -> Option<&Arc<Outlet>> {
+        self.outlet.as_ref()
+    }
+
+    /// Acknowledges `n` frames read on the session.
+    pub(crate) fn ack(&self, n: u64) {
+        if let Some(o) = &self.outlet {
+            o.ack(self, n);
+        }
     }
 
     pub fn set_state(&self, s: &str) {
@@ -350,6 +412,12 @@ impl Term {
         if let Some(c) = &self.crossed {
             let _ = writeln!(out, "crossing {} conversation ends, {} untracked", c.len(), c.untracked());
         }
+        if let Some(s) = &self.session {
+            out.push_str(&s.status());
+            if let Some((sent, frames, bytes)) = self.outlet.as_ref().and_then(|o| o.replay_state()) {
+                let _ = writeln!(out, "sent {sent} frames unacknowledged {frames} frames {bytes} bytes");
+            }
+        }
         out
     }
 }
@@ -361,6 +429,7 @@ impl outlet::Owner for Term {
 
     fn write_failed(&self, e: std::io::Error) {
         self.warn("write", e);
+        self.end_connection();
     }
 
     fn hangup(&self) {
@@ -369,6 +438,14 @@ impl outlet::Owner for Term {
 
     fn hungup(&self) -> impl Future<Output = ()> + Send + '_ {
         Term::hungup(self)
+    }
+
+    fn connection(&self) -> CancellationToken {
+        Term::connection(self)
+    }
+
+    fn ack_frame(&self, n: u64) -> Option<dial::Frame> {
+        self.session.as_ref().map(|s| s.ack_frame(n))
     }
 }
 
@@ -388,5 +465,6 @@ pub fn kind_name(k: &Kind) -> &'static str {
         Kind::Pong { .. } => "pong",
         Kind::Offer(_) => "offer",
         Kind::Withdraw(_) => "withdraw",
+        Kind::Ack(_) => "ack",
     }
 }

@@ -23,7 +23,7 @@ fn linked(room: usize) -> (Arc<Term>, dial::FrameStream) {
     let opts = dial::LinkOptions::default();
     let (tx, _) = dial::framed(ours, &opts);
     let (_, rx) = dial::framed(theirs, &opts);
-    let (term, writer) = Term::linked(TermKind::Net("b".parse().expect("valid")), "mem!t".into(), true, tx);
+    let (term, writer) = Term::linked(TermKind::Net("b".parse().expect("valid")), "mem!t".into(), true, tx, None);
     tokio::spawn(writer);
     (term, rx)
 }

@@ -110,10 +110,17 @@ fn term_ctl(r: &Router, t: &str, w: &[&str]) -> Result<(), String> {
     let name: TermName = t.parse().map_err(bad)?;
     let term = r.term_table().shown_one(&name).ok_or_else(|| bad(format!("no terminal {name}")))?;
     match w {
-        ["hangup"] | ["redial"] if name.machine().is_some() => {
-            // A dialed link is redialed by its dialer with backoff; an
-            // accepted one by the peer.
+        ["hangup"] if name.machine().is_some() => {
+            // The link ends, its session too; a dialed link is dialed
+            // afresh by its dialer with backoff, an accepted one by the
+            // peer.
             term.hangup();
+            Ok(())
+        }
+        ["redial"] if name.machine().is_some() => {
+            // Only the connection ends: a link with a session resumes on
+            // a new one, and nothing that crossed it notices.
+            term.end_connection();
             Ok(())
         }
         ["hangup"] | ["redial"] => Err(bad(format!("{name} is not a network terminal"))),
