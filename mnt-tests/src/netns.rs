@@ -138,10 +138,16 @@ impl Mesh {
     /// Starts machine `id` of `deploy` as its own `mesh up` process,
     /// inside `id`'s namespace of `net`.
     pub fn up_in(&mut self, net: &Netns, deploy: &Path, id: &str) {
+        self.up_in_as(net, deploy, id, id);
+    }
+
+    /// [`Mesh::up_in`], the child named `name`: a machine started again
+    /// after its first process was killed.
+    pub fn up_in_as(&mut self, net: &Netns, deploy: &Path, id: &str, name: &str) {
         let d = deploy.to_str().expect("utf-8 path");
         let mut c = Command::new("nsenter");
         c.arg(format!("--net=/run/netns/{}", net.name(id))).arg("--").arg(mesh_bin());
         c.args(["up", d, "-m", id, "-v"]);
-        self.spawn_command(id, c);
+        self.spawn_command(name, c);
     }
 }

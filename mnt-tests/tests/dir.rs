@@ -471,7 +471,7 @@ fn per_stat(p: &str) -> f64 {
 /// repeated costs no request), and b tells a of every change made on its
 /// disk, so a sees it at once (well within the ten seconds a kept answer
 /// may live) and never a stale size after opening; b's own mount too.
-/// After the link is redialled (the conversation of changes is lost),
+/// After the link is hung up (the conversation of changes is lost),
 /// a forgets what it kept and is told again.
 #[test]
 fn names_are_kept_and_changes_on_the_serving_machine_are_seen_at_once() {
@@ -542,14 +542,15 @@ fn names_are_kept_and_changes_on_the_serving_machine_are_seen_at_once() {
     std::thread::sleep(Duration::from_millis(20));
     std::fs::write(format!("{there}/made-on-b"), "b").unwrap();
     seen("a change on b in a directory kept", &|| times(&here) == times(&there));
-    // The link to b redialled: a forgets, asks again, and is told again.
+    // The link to b hung up (a redial would resume it, losing nothing):
+    // a forgets, asks again, and is told again.
     let size = |p: &str| std::fs::symlink_metadata(format!("{f}/{p}")).map(|m| m.len()).ok();
     std::fs::write(format!("{disk}/after"), "1").unwrap();
     until("made", T, || size("after") == Some(1));
-    sh_ok(&format!("echo redial > {d}/a/term/net-b/ctl"), T);
+    sh_ok(&format!("echo hangup > {d}/a/term/net-b/ctl"), T);
     until("a reaches b again", T, || std::fs::read_to_string(format!("{f}/hello.txt")).is_ok());
     std::fs::write(format!("{disk}/after"), "12").unwrap();
-    seen("grown after the redial", &|| size("after") == Some(2));
+    seen("grown after the hangup", &|| size("after") == Some(2));
     until("told again", T, || per_stat(&format!("{f}/after")) < 200.0);
     std::fs::write(format!("{disk}/after"), "123").unwrap();
     seen("grown once told again", &|| size("after") == Some(3));
@@ -612,7 +613,7 @@ fn per_miss_of(dir: &str, prefix: &str) -> f64 {
 /// before they make: tar, git), and the kernel keeps the miss. A name
 /// made there later by anyone else is seen at once; a directory made
 /// again under the same name is asked again; and when the conversation
-/// of changes is lost (a redial), the misses kept go with the rest.
+/// of changes is lost (a hangup), the misses kept go with the rest.
 #[test]
 fn misses_in_a_directory_known_whole_ask_nobody_and_names_made_elsewhere_are_seen() {
     let ab = start();
@@ -657,15 +658,15 @@ fn misses_in_a_directory_known_whole_ask_nobody_and_names_made_elsewhere_are_see
     std::fs::create_dir(format!("{disk}/fresh/inner")).unwrap();
     std::fs::write(format!("{disk}/fresh/inner/miss3"), "again").unwrap();
     seen("a directory made again", &|| reads(&format!("{f}/fresh/inner/miss3"), "again"));
-    // The link redialled: the misses a's kernel kept are dropped, and a
+    // The link hung up: the misses a's kernel kept are dropped, and a
     // name made after is seen though a did not look into its directory.
     assert_eq!(std::fs::read_dir(format!("{f}/sub")).unwrap().count(), 2);
     let late = per_miss_of(&format!("{f}/sub"), "late");
     assert!(here(late), "a miss in a directory listed again took {late:.0} us");
-    sh_ok(&format!("echo redial > {d}/a/term/net-b/ctl"), T);
+    sh_ok(&format!("echo hangup > {d}/a/term/net-b/ctl"), T);
     until("a reaches b again", T, || std::fs::read_to_string(format!("{f}/hello.txt")).is_ok());
     std::fs::write(format!("{disk}/sub/late5"), "after").unwrap();
-    seen("made after a redial", &|| reads(&format!("{f}/sub/late5"), "after"));
+    seen("made after a hangup", &|| reads(&format!("{f}/sub/late5"), "after"));
 }
 
 /// A union of two served directories is never known whole: a name made

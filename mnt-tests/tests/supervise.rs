@@ -71,13 +71,14 @@ stages = ["/svc/once", "/n/b/svc/upper", "/n/a/svc/ended"]
     assert_eq!(lines(&ended), 1);
     assert_eq!(std::fs::read_to_string(&again).unwrap().lines().next(), Some("ONCE"));
 
-    // The link to b is lost.
-    sh_ok(&format!("echo redial > {d}/a/term/net-b/ctl"), T);
+    // The link to b is lost: hung up, its session ended (a redial would
+    // resume it, and nothing would fail).
+    sh_ok(&format!("echo hangup > {d}/a/term/net-b/ctl"), T);
     let cut = Instant::now();
     until("the lost link is told in ctl", T, || ctl_text().contains("pipeline never ended restarts 0"));
     let before = lines(&kept);
     until("the default starts it again and it runs through b", T, || lines(&kept) >= before + 5);
-    eprintln!("kept running again {:?} after the redial", cut.elapsed());
+    eprintln!("kept running again {:?} after the hangup", cut.elapsed());
     let text = ctl_text();
     assert!(text.contains("pipeline kept running restarts 1"), "{text}");
     assert!(

@@ -18,6 +18,13 @@
 //!
 //! A wrong proof closes the new connection and is counted in the
 //! terminal's `status`; the session goes on waiting for its real peer.
+//!
+//! A dial that finds nobody listening (connection refused) ends the
+//! session at once: the neighbour's process is gone, and its sessions
+//! with it, as a cut cable never refuses. So a killed neighbour is
+//! noticed as fast as without sessions when this side dialed it; one
+//! that dialed this side is waited for until the grace period ends, or
+//! until it links afresh from a new run.
 
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
@@ -104,7 +111,12 @@ impl Router {
     /// Dialer: one try to resume session `s` over a new connection to
     /// `ds`; on success the link's task has the connection.
     async fn resume_dial(&self, ds: &DialString, s: &Session) -> Result<(), Failed> {
-        let link = dial::dial(ds, &link_options()).await?;
+        let link = dial::dial(ds, &link_options()).await.map_err(|e| match e.kind() {
+            // Nobody listens: the neighbour's process is gone, and its
+            // session with it (one started again is a new session).
+            io::ErrorKind::ConnectionRefused => Failed::Refused(format!("{e}: nobody listens")),
+            _ => e.into(),
+        })?;
         let (mut link, secured) = if ds.is_network() {
             self.secure(link, dial::Role::Initiator).await?
         } else {

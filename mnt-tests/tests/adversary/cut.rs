@@ -11,6 +11,11 @@
 //! error within [`LIMIT`]: none may wait for ever, none may end with
 //! its answer silently missing. The link comes back and the cut is
 //! repeated, since which end notices first is chance.
+//!
+//! The links do not resume (`resume = "0s"`): this is the promise for a
+//! link lost for good, as one is past its grace period. A resuming link
+//! keeps its routes and holds what crosses it instead
+//! (`mnt-tests/tests/resume.rs`).
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -132,9 +137,9 @@ fn every_conversation_through_a_real_cut_is_answered_or_fails_in_time() {
     let mount = |on: &str| format!("mount = \"{}\"", dir.join(on).display());
     // Each listens where it is dialed: c on both its links.
     let deploy = format!(
-        "[machines.a]\nlisten = [\"tcp!{a_b}!{PORT}\"]\ndial = [\"tcp!{b_a}!{PORT}\", \"tcp!{c_a}!{PORT}\"]\n{}\n{}\n\n\
-         [machines.b]\nlisten = [\"tcp!{b_a}!{PORT}\"]\ndial = [\"tcp!{c_b}!{PORT}\"]\n\n\
-         [machines.c]\nlisten = [\"tcp!{c_b}!{PORT}\", \"tcp!{c_a}!{PORT}\"]\n{}\n{}\n",
+        "[machines.a]\nresume = \"0s\"\nlisten = [\"tcp!{a_b}!{PORT}\"]\ndial = [\"tcp!{b_a}!{PORT}\", \"tcp!{c_a}!{PORT}\"]\n{}\n{}\n\n\
+         [machines.b]\nresume = \"0s\"\nlisten = [\"tcp!{b_a}!{PORT}\"]\ndial = [\"tcp!{c_b}!{PORT}\"]\n\n\
+         [machines.c]\nresume = \"0s\"\nlisten = [\"tcp!{c_b}!{PORT}\", \"tcp!{c_a}!{PORT}\"]\n{}\n{}\n",
         mount("a"),
         cat("a"),
         mount("c"),
