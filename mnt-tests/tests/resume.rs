@@ -176,6 +176,36 @@ fn a_gibibyte_from_a_to_c_crosses_a_two_second_cut_whole_and_nobody_sees_an_erro
         "resume: 1 GiB a->b->c by mesh send, b-c cut 2 s at {cut_at:?}: whole (SHA-256 equal) in {took:?}, \
          {resumes} resume(s) on b"
     ));
+
+    // The same through a's mount: a conversation cloned, read by one
+    // process, written to by another, whose close is the end of input.
+    let (a, out) = (l.dir().join("a"), l.dir().join("sum.out"));
+    let script = format!(
+        "exec 3<{a}/svc/sum/clone; read n <&3; cat {a}/svc/sum/$n/data > {out} & r=$!; \
+         cat {data} > {a}/svc/sum/$n/data && wait $r",
+        a = a.display(),
+        out = out.display(),
+        data = data.display()
+    );
+    let before = l.b_status("out ", "envelopes");
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        let copy = s.spawn(|| mnt_tests::sh(&script, Duration::from_secs(300)));
+        until("a quarter through b", Duration::from_secs(300), || l.b_status("out ", "envelopes") > before + GIB / 4);
+        let cut_at = t0.elapsed();
+        l.cut(Duration::from_secs(2));
+        let (st, _, err) = copy.join().expect("copy");
+        let took = t0.elapsed();
+        assert!(st.success(), "through the mount: {st}: {err}");
+        assert!(err.trim().is_empty(), "no error: {err}");
+        let got = std::fs::read_to_string(&out).expect("sum.out");
+        assert_eq!(got.split_whitespace().next(), Some(want.as_str()), "SHA-256 of what arrived by the mount");
+        let again = l.b_status("session ", "resumes");
+        assert!(again > resumes, "resumed again: {}", l.cat("b", "term/net-c/status"));
+        measured(&format!(
+            "resume: 1 GiB a->b->c through a's mount, b-c cut 2 s at {cut_at:?}: whole (SHA-256 equal) in {took:?}"
+        ));
+    });
 }
 
 #[test]
