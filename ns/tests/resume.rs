@@ -169,16 +169,20 @@ impl Pair {
         r.term(&TermName::Net(n(of))).map(|t| t.status_text()).unwrap_or_default()
     }
 
-    fn resumes(&self, r: &Router, of: &str) -> u64 {
+    /// A count of the session line of `r`'s terminal to `of`:
+    /// `session ID resumes N refused M`.
+    fn session_count(&self, r: &Router, of: &str, word: &str) -> u64 {
         let s = self.status(r, of);
         let line = s.lines().find(|l| l.starts_with("session ")).unwrap_or("");
-        line.split_whitespace().skip_while(|w| *w != "resumes").nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+        line.split_whitespace().skip_while(|w| *w != word).nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    fn resumes(&self, r: &Router, of: &str) -> u64 {
+        self.session_count(r, of, "resumes")
     }
 
     fn refused(&self, r: &Router, of: &str) -> u64 {
-        let s = self.status(r, of);
-        let line = s.lines().find(|l| l.starts_with("session ")).unwrap_or("");
-        line.split_whitespace().skip_while(|w| *w != "refused").nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+        self.session_count(r, of, "refused")
     }
 }
 
