@@ -39,9 +39,11 @@
 //!     client that is the router's `Discovery`; `lost`: what a lost link
 //!     costs, the conversations that crossed it failed at both ends.
 //! 11. `local`: serving a local client's link.
-//! 12. [`link`]: handshakes, link readers, dialing; `resume`: a session
-//!     resumed on a new connection, both sides of its handshake.
-//! 13. `start`: `Router::new`, the router with its parts plugged in.
+//! 12. `inbound`: a link's reader, its acknowledgements and backlog, and
+//!     what a neighbour's envelopes may say.
+//! 13. [`link`]: handshakes, the links' tasks, dialing; `resume`: a
+//!     session resumed on a new connection, both sides of its handshake.
+//! 14. `start`: `Router::new`, the router with its parts plugged in.
 
 pub mod bind;
 pub mod cbor;
@@ -54,6 +56,7 @@ pub mod deploy;
 pub mod envelope;
 pub mod error;
 pub mod gossip;
+mod inbound;
 pub mod link;
 mod local;
 mod lost;

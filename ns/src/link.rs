@@ -15,7 +15,6 @@
 //! router; a local client's link is served by `local`.
 
 use std::io;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +30,7 @@ pub use crate::term::now_us;
 
 use crate::conv::lock;
 use crate::envelope::{Envelope, Hello, Kind, SessionMsg, VERSION};
-use crate::error;
+use crate::inbound::Ended;
 use crate::path::{Addr, MachineId, TermName};
 use crate::router::Router;
 use crate::session::{self, Connection, Session};
@@ -203,14 +202,14 @@ impl Router {
         let peer = hello.machine.clone();
         let (answer, session) = match hello.session {
             Some(SessionMsg::Resume { .. }) => {
-                self.resume_accept(link, hello, remote).await;
+                self.resume_accept(link, hello, remote, self.resumable(&secured, network), network).await;
                 return;
             }
             Some(SessionMsg::New { nonce: theirs, run }) if self.resumable(&secured, network) => {
                 let ours = session::nonce();
                 let grace = self.config().resume;
                 let (s, rx) = Session::new(self.id().clone(), peer.clone(), run, &theirs, &ours, grace);
-                (Some(new_session(&ours, self.run())), Some((Arc::new(s), rx)))
+                (Some(new_session(&ours, self.run())), Some((Arc::new(s.over(network)), rx)))
             }
             Some(SessionMsg::New { .. }) | None => (None, None),
             Some(other) => {
@@ -282,7 +281,7 @@ impl Router {
             (Some(ours), Some(SessionMsg::New { nonce: theirs, run })) => {
                 let grace = self.config().resume;
                 let (s, rx) = Session::new(self.id().clone(), peer.clone(), run, &ours, &theirs, grace);
-                Some((Arc::new(s), rx))
+                Some((Arc::new(s.over(ds.is_network())), rx))
             }
             _ => None,
         };
@@ -441,73 +440,20 @@ impl Router {
             }
         }
         term.hangup();
-        writer.abort();
         let far = self.link_lost_here(&term);
         self.unregister(&term, &peer);
         self.tell_link_lost(&term, far);
-    }
-
-    /// Reads one connection of a link until it ends.
-    async fn read_link(
-        &self,
-        term: &Arc<Term>,
-        peer: &MachineId,
-        frames: &mut dial::FrameStream,
-        conn: &tokio_util::sync::CancellationToken,
-    ) -> Ended {
-        loop {
-            let frame = tokio::select! {
-                biased;
-                _ = self.shutdown_token().cancelled() => return Ended::Over,
-                _ = term.hungup() => return Ended::Over,
-                _ = conn.cancelled() => return Ended::Lost,
-                f = frames.next() => f,
-            };
-            let frame = match frame {
-                Some(Ok(f)) => f,
-                Some(Err(e)) => {
-                    term.warn("read", e);
-                    return Ended::Lost;
+        // A session's writer says its last words (bounded, see `outlet`);
+        // any other writer has nothing left to say.
+        let mut writer = writer;
+        if session.is_some() {
+            self.spawn(async move {
+                if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
+                    writer.abort();
                 }
-                None => return Ended::Lost,
-            };
-            term.last_rx.store(now_us(), Relaxed);
-            let len = frame.len();
-            let env = match Envelope::decode(frame) {
-                Ok(env) => env,
-                Err(e) => {
-                    term.warn("bad frame, closing link", e);
-                    return Ended::Over;
-                }
-            };
-            match (&env.kind, &term.session) {
-                (Kind::Ack(n), _) => {
-                    let res = term.outlet().map(|o| o.acked(*n));
-                    if let Some(Err(e)) = res {
-                        term.warn("bad acknowledgement, closing link", e);
-                        return Ended::Over;
-                    }
-                    continue;
-                }
-                (Kind::Hello(Hello { session: Some(SessionMsg::Refused(why)), .. }), Some(_)) => {
-                    info!(term = %term.name, "neighbour ended the session: {why}");
-                    return Ended::Over;
-                }
-                (_, Some(s)) => {
-                    if let Some(n) = s.read_one(len) {
-                        term.ack(n);
-                    }
-                }
-                (_, None) => {}
-            }
-            term.note("in", &env);
-            if matches!(env.kind, Kind::Routes(_)) {
-                term.count_routes(true, len);
-            }
-            if let Err(e) = self.receive_from_peer(term, peer, env).await {
-                term.warn("protocol error, closing link", e);
-                return Ended::Over;
-            }
+            });
+        } else {
+            writer.abort();
         }
     }
 
@@ -520,54 +466,6 @@ impl Router {
         self.routing().link_down(peer);
         self.update_table(|t| t.peer_down(peer));
     }
-
-    /// Handles one envelope from a neighbour.
-    async fn receive_from_peer(&self, term: &Arc<Term>, peer: &MachineId, env: Envelope) -> Result<(), String> {
-        match env.kind {
-            Kind::Routes(_) | Kind::Resync | Kind::Ping { .. } | Kind::Pong { .. } => {
-                self.routing().receive(self, term, peer, env).await
-            }
-            Kind::Hello(_) | Kind::Offer(_) | Kind::Withdraw(_) | Kind::Ack(_) => {
-                Err(format!("unexpected {} from a neighbour", crate::term::kind_name(&env.kind)))
-            }
-            Kind::Data | Kind::Eof | Kind::Hangup | Kind::Cancel | Kind::Error(_) | Kind::Credit(_) => {
-                // What a neighbour may speak for: the envelope started on
-                // its source's machine and reached us from this neighbour,
-                // so its path must say so; anything else is a lie about the
-                // path and closes the link.
-                let src = env.src.machine.as_ref();
-                if env.via.first() != src || env.via.last() != Some(peer) {
-                    return Err(format!(
-                        "envelope from {} with path {} does not start at its source or end at {peer}",
-                        env.src,
-                        crate::path::bang_path(&env.via)
-                    ));
-                }
-                // And the source must be the neighbour, or a machine it
-                // says it reaches (with gossip on: without it, neighbours
-                // advertise nothing to check against).
-                let src = src.expect("checked above").clone();
-                if self.config().gossip && !self.table().peer_reaches(peer, &src) {
-                    term.stats.errors.fetch_add(1, Relaxed);
-                    warn!(%peer, source = %env.src, "refused: neighbour does not route to the source");
-                    self.bounce(env, error::detail(error::EPERM, format!("{peer} does not route to {src}")));
-                    return Ok(());
-                }
-                self.forward(env).await;
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Why a link's connection stopped being read.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Ended {
-    /// The connection failed or was ended: a session may resume.
-    Lost,
-    /// The link is over: hung up, shut down, or the peer broke the
-    /// protocol or ended the session.
-    Over,
 }
 
 /// Whether a failed dial was a refusal (a key not accepted, either way)

@@ -95,6 +95,8 @@ pub struct Outlet {
     /// Frames read from the peer, to acknowledge, and as acknowledged.
     ack_owed: AtomicU64,
     ack_sent: AtomicU64,
+    /// The last frame to write before closing, if any.
+    farewell: std::sync::Mutex<Option<dial::Frame>>,
 }
 
 /// The sink, while there is a connection.
@@ -166,6 +168,7 @@ impl Outlet {
             room: Notify::new(),
             ack_owed: AtomicU64::new(0),
             ack_sent: AtomicU64::new(0),
+            farewell: Default::default(),
         };
         (Arc::new(o), rx)
     }
@@ -201,13 +204,16 @@ impl Outlet {
         }
     }
 
-    /// Queues `env`, waiting while the queue is full.
+    /// Queues `env`, waiting while the queue is full. Dropped while it
+    /// waits (a reader whose connection ended), it queues nothing and
+    /// leaves the count as it was.
     pub(crate) async fn queue(&self, env: Envelope) -> Result<(), Envelope> {
         self.queued.fetch_add(1, AcqRel);
-        self.tx.send(env).await.map_err(|e| {
-            self.queued.fetch_sub(1, AcqRel);
-            e.0
-        })
+        let mut counted = Counted { n: &self.queued, queued: false };
+        let res = self.tx.send(env).await.map_err(|e| e.0);
+        // Once in the queue, the writer task takes it off the count.
+        counted.queued = res.is_ok();
+        res
     }
 
     /// Queues `env` if there is room now, else gives it back.
@@ -302,15 +308,25 @@ impl Outlet {
         Ok(())
     }
 
-    /// Writes a last frame if the sink is free and takes it now; for the
-    /// session's end, said to a peer that would otherwise wait for it.
+    /// Sets the last frame the writer task writes before it closes the
+    /// link (the session's end, said to a peer that would otherwise wait
+    /// for it); set before the link is hung up.
     pub(crate) fn farewell(&self, f: dial::Frame) {
-        let Ok(mut out) = self.sink.try_lock() else { return };
-        let Some(sink) = out.sink.as_mut() else { return };
-        if let Some(Ok(())) = futures::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).now_or_never() {
-            if sink.start_send_unpin(f).is_ok() {
-                let _ = futures::future::poll_fn(|cx| sink.poll_flush_unpin(cx)).now_or_never();
-            }
+        *lock(&self.farewell) = Some(f);
+    }
+}
+
+/// One envelope counted as queued: uncounted when dropped unless it
+/// went into the queue.
+struct Counted<'a> {
+    n: &'a AtomicUsize,
+    queued: bool,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if !self.queued {
+            self.n.fetch_sub(1, AcqRel);
         }
     }
 }
@@ -340,8 +356,10 @@ pub(crate) async fn write_link<O: Owner>(owner: Arc<O>, out: Arc<Outlet>, mut rx
                 e = rx.recv() => match e { Some(e) => Some(e), None => break },
             };
         }
-        let conn = owner.connection();
         let mut guard = out.sink.lock().await;
+        // Under the sink's lock: a connection attached meanwhile has its
+        // token set before its sink.
+        let conn = owner.connection();
         let Out { sink, resend } = &mut *guard;
         let Some(s) = sink.as_mut() else {
             // No connection: wait for one.
@@ -382,11 +400,22 @@ pub(crate) async fn write_link<O: Owner>(owner: Arc<O>, out: Arc<Outlet>, mut rx
             }
         }
     }
-    if let Some(s) = out.sink.lock().await.sink.as_mut() {
-        let _ = s.close().await;
-    }
+    // The farewell and the close are bounded: the socket may be dead.
+    let last = lock(&out.farewell).take();
+    let close = async {
+        if let Some(s) = out.sink.lock().await.sink.as_mut() {
+            if let Some(f) = last {
+                let _ = s.feed(f).await;
+            }
+            let _ = s.close().await;
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_LIMIT, close).await;
     owner.hangup();
 }
+
+/// How long a link's last words and close may take.
+const CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One batch of the writer task: a resend if due, an acknowledgement if
 /// owed, then `pending` and whatever else is queued while the replay

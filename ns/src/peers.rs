@@ -120,8 +120,13 @@ impl Gossip {
                     ann.lost.clear();
                 }
                 debug!(%peer, seq = ann.seq, full = ann.full, entries = ann.entries.len(), lost = ann.lost.len(), "announce");
+                // Never waits on a busy link (it would hold up every
+                // neighbour's updates): one that cannot take it now is
+                // owed the full table next round.
                 let env = r.control(&peer, Kind::Routes(ann));
-                let _ = term.send(env).await;
+                if !term.try_send(env) {
+                    lock(&self.resync).insert(peer.clone());
+                }
             }
         }
     }
@@ -163,7 +168,9 @@ impl Gossip {
                 let accepted = lock(&self.peers).get(peer).is_some_and(|g| g.accepts(&a));
                 if !accepted {
                     debug!(%peer, seq = a.seq, "gap in announcements, asking for the full table");
-                    let _ = term.send(r.control(peer, Kind::Resync)).await;
+                    // The link's reader never waits on its own link: a
+                    // resync not sent now is asked for by the next gap.
+                    term.try_send(r.control(peer, Kind::Resync));
                     return Ok(());
                 }
                 let lost = if self.root_cause { &a.lost[..] } else { &[] };
@@ -185,10 +192,12 @@ impl Gossip {
                 Ok(())
             }
             Kind::Ping { stamp, seq } => {
-                let _ = term.send(r.control(peer, Kind::Pong { stamp })).await;
+                // Not waited for: a link too busy to take a pong now is
+                // carrying frames, which count as alive.
+                term.try_send(r.control(peer, Kind::Pong { stamp }));
                 let behind = self.on && lock(&self.peers).get(peer).is_some_and(|g| seq > g.seq_in);
                 if behind {
-                    let _ = term.send(r.control(peer, Kind::Resync)).await;
+                    term.try_send(r.control(peer, Kind::Resync));
                 }
                 Ok(())
             }

@@ -154,14 +154,25 @@ impl Router {
             .map_err(|_| Failed::Refused("the session ended meanwhile".into()))
     }
 
-    /// Acceptor: a hello asking to resume a session.
-    pub(crate) async fn resume_accept(&self, mut link: Link, hello: Hello, remote: String) {
+    /// Acceptor: a hello asking to resume a session, on a link that may
+    /// resume (`resumable`) and came over the network or not.
+    pub(crate) async fn resume_accept(
+        &self,
+        mut link: Link,
+        hello: Hello,
+        remote: String,
+        resumable: bool,
+        network: bool,
+    ) {
         let Some(SessionMsg::Resume { id, received: peer_received, nonce: theirs }) = hello.session else { return };
         let peer = hello.machine;
+        // Only over a link as safe as the one that made the session: an
+        // insecure network link, or a local socket for a session made over
+        // the network (or the other way round), finds none.
         let found = self
             .term(&TermName::Net(peer.clone()))
-            .filter(|t| !t.dialed)
-            .and_then(|t| t.session.clone().filter(|s| s.id == id).map(|s| (t, s)));
+            .filter(|t| !t.dialed && resumable)
+            .and_then(|t| t.session.clone().filter(|s| s.id == id && s.network == network).map(|s| (t, s)));
         let Some((term, s)) = found else {
             debug!(%peer, %remote, "no session {id:016x} to resume");
             let no = SessionMsg::Refused(format!("no session {id:016x} here"));

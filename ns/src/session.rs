@@ -99,6 +99,9 @@ pub struct Session {
     pub peer_run: u64,
     /// How long a lost connection is waited for (this side's `resume`).
     pub grace: Duration,
+    /// Made over a network link (so encrypted): it resumes only over
+    /// one, never over a local socket, nor a local session over a network.
+    pub network: bool,
     /// Frames read from the peer (acknowledgements aside).
     received: AtomicU64,
     /// `received` as last told the peer, and the bytes read since.
@@ -146,6 +149,7 @@ impl Session {
             peer,
             peer_run,
             grace,
+            network: false,
             received: AtomicU64::new(0),
             told: AtomicU64::new(0),
             untold_bytes: AtomicU64::new(0),
@@ -157,6 +161,12 @@ impl Session {
             handover,
         };
         (s, rx)
+    }
+
+    /// The session, made over a network link if `network`.
+    pub fn over(mut self, network: bool) -> Session {
+        self.network = network;
+        self
     }
 
     /// `side`'s proof over what both sides said.
@@ -270,12 +280,9 @@ impl Session {
 
     /// The session's lines in the terminal's `status`.
     pub fn status(&self) -> String {
-        let mut s = format!(
-            "session {:016x} resumes {} refused {}\n",
-            self.id,
-            self.resumes.load(Relaxed),
-            self.refused.load(Relaxed)
-        );
+        // The id stays out: with the machine's key it would let someone
+        // interrupt (not take) the session.
+        let mut s = format!("session resumes {} refused {}\n", self.resumes.load(Relaxed), self.refused.load(Relaxed));
         if let Some(until) = self.resuming() {
             let left = until.saturating_duration_since(Instant::now());
             s.push_str(&format!("resuming {}s left\n", left.as_secs_f64().ceil() as u64));

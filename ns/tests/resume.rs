@@ -352,3 +352,76 @@ async fn a_restarted_neighbour_is_a_new_session_and_what_crossed_the_old_fails_a
     until("b linked to the new a", || p.b.term(&TermName::Net(n("a"))).is_some_and(|t| !t.is_resuming())).await;
     assert!(ns::text::ctl_text(&p.b).contains("linked afresh"), "{}", ns::text::ctl_text(&p.b));
 }
+
+/// A relay whose first connection stops carrying b's frames to a (both
+/// ends kept open, as a socket that no longer drains) once `stall` is
+/// set, while a's frames still reach b; later connections carry both ways.
+async fn half_stalled(from: &str, to: &str, stall: Arc<AtomicBool>, stop: CancellationToken) {
+    let opts = ns::link::link_options();
+    let mut l = dial::listen(&format!("mem!{from}").parse().unwrap(), &opts).await.unwrap();
+    let to: dial::DialString = format!("mem!{to}").parse().unwrap();
+    tokio::spawn(async move {
+        for k in 0.. {
+            let dialer = tokio::select! { _ = stop.cancelled() => return, l = l.accept() => l.unwrap() };
+            let listener = dial::dial(&to, &opts).await.unwrap();
+            let (mut arx, mut atx, mut brx, mut btx) = (dialer.rx, dialer.tx, listener.rx, listener.tx);
+            tokio::spawn(async move {
+                while let Some(Ok(f)) = arx.next().await {
+                    if btx.send(f.into()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let (stall, stop) = (stall.clone(), stop.clone());
+            tokio::spawn(async move {
+                while let Some(Ok(f)) = brx.next().await {
+                    if k == 0 && stall.load(SeqCst) {
+                        stop.cancelled().await;
+                        return;
+                    }
+                    if atx.send(f.into()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_waiting_on_its_own_full_link_still_notices_the_loss_and_resumes() {
+    // b sends a lot to a; the b->a direction stops draining, so b's link
+    // queue fills, while a's pings still reach b, whose reader must answer
+    // them on that full link. Found in review: the reader waited on its
+    // own queue for ever, the session never parked, and the pair stayed
+    // down for good.
+    let stop = CancellationToken::new();
+    let router = |id: &str| Router::new(Config::new(n(id)), stop.child_token());
+    let (ra, rb) = (router("a"), router("b"));
+    rb.listen(&"mem!half-b".parse().unwrap()).await.unwrap();
+    let stall = Arc::new(AtomicBool::new(false));
+    half_stalled("half-relay", "half-b", stall.clone(), stop.clone()).await;
+    ra.dial("mem!half-relay".parse().unwrap());
+    ra.add_service(n("sink"), Arc::new(ns::probe::Sink));
+    until("a's sink known at b", || rb.table().nearest("sink").is_some()).await;
+    stall.store(true, SeqCst);
+    let done = Arc::new(AtomicU64::new(0));
+    let mut convs = Vec::new();
+    for _ in 0..4 {
+        let conv = rb.open(a("/n/a/svc/sink"), vec![]);
+        let tx = conv.tx.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let data = Bytes::from(vec![7u8; 1024]);
+            for _ in 0..1024 {
+                tx.send(data.clone()).await.expect("no error: the link resumes");
+            }
+            done.fetch_add(1, SeqCst);
+        });
+        convs.push(conv);
+    }
+    until("every sender done", || done.load(SeqCst) == 4).await;
+    let status = rb.term(&TermName::Net(n("a"))).map(|t| t.status_text()).unwrap_or_default();
+    assert!(status.contains("session resumes 1"), "{status}");
+    stop.cancel();
+}

@@ -212,13 +212,15 @@ impl Term {
             Inline::Sent => Ok(()),
             Inline::Failed(e, env) => {
                 // As when the writer task fails: the connection goes; a
-                // session keeps the envelope for the next one, else what
-                // crossed the link fails with `link lost`.
+                // session keeps the envelope for the next one (in its
+                // replay buffer, or queued), else what crossed the link
+                // fails with `link lost`.
                 self.warn("write", e);
                 self.end_connection();
                 match env {
-                    Some(env) if self.session.is_some() => out.queue(env).await,
-                    _ => return Ok(()),
+                    _ if self.session.is_none() => return Ok(()),
+                    Some(env) => out.queue(env).await,
+                    None => Ok(()),
                 }
             }
             Inline::Busy(env) => out.queue(env).await,
