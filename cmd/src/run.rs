@@ -78,7 +78,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             };
             let machines = machines.iter().map(|m| ns::Name::new(m)).collect::<Result<_, _>>()?;
             let key_scope = srv::keys::scope(deploy.as_deref());
-            let opts = srv::up::Options { machines, mount, key_scope, ..Default::default() };
+            let opts = srv::up::Options { machines, mount, key_scope, file: deploy.clone(), ..Default::default() };
             let signals = on_signal();
             srv::up::run(&dep, &opts, signals.stop, signals.now).await
         }

@@ -6,9 +6,6 @@ use std::time::Duration;
 
 use crate::path::MachineId;
 
-/// The grace period of a lost link when `resume` is not given.
-pub const DEFAULT_RESUME: Duration = Duration::from_secs(30);
-
 /// How a router behaves.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -44,7 +41,7 @@ impl Config {
             period: Duration::from_millis(500),
             security: None,
             root_cause: true,
-            resume: DEFAULT_RESUME,
+            resume: crate::deploy::DEFAULT_RESUME,
         }
     }
 

@@ -5,6 +5,8 @@
 //! the data out of the received frame, so payloads travel as [`Bytes`]
 //! without a copy from the socket buffer to the service.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +42,11 @@ pub struct Envelope {
     pub origin: Option<Addr>,
     /// The machines crossed so far, the sender's first.
     pub via: Vec<MachineId>,
+    /// On an envelope to a service (one that may open a conversation):
+    /// the name of the user it is sent for on the source's machine, which
+    /// the serving machine's `allow` rules may name; `None` for the
+    /// router itself. Set by the source's router, never by a client.
+    pub user: Option<Arc<str>>,
     pub kind: Kind,
     pub data: Bytes,
 }
@@ -146,6 +153,8 @@ struct Header {
     origin: Option<Addr>,
     #[serde(rename = "v")]
     via: Vec<MachineId>,
+    #[serde(rename = "u", default)]
+    user: Option<String>,
     #[serde(rename = "k")]
     kind: Kind,
 }
@@ -164,6 +173,8 @@ struct HeaderRef<'a> {
     origin: &'a Option<Addr>,
     #[serde(rename = "v")]
     via: &'a [MachineId],
+    #[serde(rename = "u", skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
     #[serde(rename = "k")]
     kind: &'a Kind,
 }
@@ -180,7 +191,7 @@ pub enum DecodeError {
 impl Envelope {
     /// A data envelope with an empty history.
     pub fn new(id: u64, src: Addr, dst: Addr, kind: Kind, data: Bytes) -> Envelope {
-        Envelope { id, src, dst, reply: Vec::new(), origin: None, via: Vec::new(), kind, data }
+        Envelope { id, src, dst, reply: Vec::new(), origin: None, via: Vec::new(), user: None, kind, data }
     }
 
     /// Where replies to this envelope go, with the return path they carry:
@@ -217,6 +228,7 @@ impl Envelope {
             reply: &self.reply,
             origin: &self.origin,
             via: &self.via,
+            user: self.user.as_deref(),
             kind: &self.kind,
         };
         buf.put_u8(0x82); // CBOR array of 2
@@ -240,6 +252,9 @@ impl Envelope {
         if hdr.reply.len() > MAX_RETURN_PATH {
             return Err(DecodeError::TooMany(hdr.reply.len(), "return path", MAX_RETURN_PATH));
         }
+        if hdr.user.as_ref().is_some_and(|u| !crate::policy::is_user_name(u)) {
+            return Err(bad("user is not a user name"));
+        }
         let start = frame.len() - rest.len();
         let (len, head) = bstr_head(rest).ok_or_else(|| bad("data is not a byte string"))?;
         let from = start + head;
@@ -253,6 +268,7 @@ impl Envelope {
             reply: hdr.reply,
             origin: hdr.origin,
             via: hdr.via,
+            user: hdr.user.map(Arc::from),
             kind: hdr.kind,
             data: frame.slice(from..),
         })

@@ -15,6 +15,8 @@ pub const EBADPATH: &str = "bad path";
 pub const ESHUTDOWN: &str = "router shutting down";
 pub const EPERM: &str = "permission denied";
 pub const ELINK: &str = "link lost";
+/// A change asked of a dir service whose rules let the caller only read.
+pub const EROFS: &str = "read-only file system";
 /// A service refused a conversation it has no room for now: its bound on
 /// processes is reached and its queue full, or the wait for a place
 /// ended. Mapped to EBUSY, not EAGAIN: data files block, and a program
@@ -38,6 +40,7 @@ pub fn errno(err: &str) -> i32 {
         (ESHUTDOWN, libc::ESHUTDOWN),
         (EPERM, libc::EACCES),
         (ELINK, libc::ECONNRESET),
+        (EROFS, libc::EROFS),
         (EBUSY, libc::EBUSY),
     ];
     TABLE.iter().find(|(s, _)| err.starts_with(s)).map(|&(_, e)| e).unwrap_or(libc::EIO)

@@ -10,11 +10,13 @@
 //!    error strings, Plan 9 style, and their errno table; [`cbor`]: one
 //!    CBOR message, encoded and decoded (the registry's, the tree's, the
 //!    pipeline's); [`bind`]: the mount table of a namespace: bind,
-//!    unmount, unions; [`deploy`]: the deployment file.
+//!    unmount, unions.
 //! 2. [`route`]: the route table: best route per machine, nearest replica;
+//!    [`policy`]: who may reach what, the rules and their check;
 //!    [`nsfile`]: namespace files, the lines `mesh ns` builds one from.
 //! 3. [`gossip`]: path-vector announcements, incremental and numbered,
-//!    naming the links lost (the protocol; its I/O is in `peers`).
+//!    naming the links lost (the protocol; its I/O is in `peers`);
+//!    [`deploy`]: the deployment file.
 //! 4. [`envelope`]: what every frame carries, and its CBOR encoding with
 //!    zero-copy payloads.
 //! 5. [`conv`]: conversation endpoints: ordered input, end-to-end credit,
@@ -64,6 +66,7 @@ pub mod nsfile;
 pub mod outlet;
 pub mod path;
 mod peers;
+pub mod policy;
 pub mod probe;
 pub mod registry;
 mod resume;

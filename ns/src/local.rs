@@ -17,7 +17,10 @@ use crate::term::{Term, TermKind};
 
 /// Serves local client `k` on `link` until it goes.
 pub(crate) async fn serve(r: Router, link: Link, k: u32) {
-    let Link { tx, rx: mut frames, remote, .. } = link;
+    let Link { tx, rx: mut frames, remote, uid, .. } = link;
+    // Who the client's conversations are for: its uid, as the socket
+    // told it, never what the client says.
+    let user = crate::policy::user_name(uid.unwrap_or_else(own_uid));
     let (term, writer) = Term::linked(TermKind::Client(k), remote, false, tx, None);
     r.clients().add(k, term.clone());
     debug!(client = k, "local client up");
@@ -37,14 +40,14 @@ pub(crate) async fn serve(r: Router, link: Link, k: u32) {
             }
             None => break,
         };
-        receive(&r, k, env).await;
+        receive(&r, k, &user, env).await;
     }
     writer.abort();
     gone(&r, k).await;
 }
 
-/// Handles one envelope from client `k`.
-async fn receive(r: &Router, k: u32, env: Envelope) {
+/// Handles one envelope from client `k`, run by `user`.
+async fn receive(r: &Router, k: u32, user: &std::sync::Arc<str>, mut env: Envelope) {
     let owned = env.src.machine.as_ref() == Some(r.id()) && env.src.conv.is_some_and(|n| n >> 32 == k as u64);
     match &env.kind {
         Kind::Offer(name) => {
@@ -71,9 +74,15 @@ async fn receive(r: &Router, k: u32, env: Envelope) {
         }
         _ => {
             r.clients().sent(k, &env.src, &env.dst);
+            env.user = env.dst.conv.is_none().then(|| user.clone());
             r.forward(env).await;
         }
     }
+}
+
+fn own_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
 }
 
 /// Client `k` went: withdraw its services and hang up for it.

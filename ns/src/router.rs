@@ -35,10 +35,11 @@ use tracing::{debug, info, Instrument};
 pub use crate::config::{Config, Security};
 
 use crate::clients::Clients;
-use crate::conv::{lock, Conv, ConvTable, Delivery, Outbox, Service};
+use crate::conv::{lock, Conv, ConvTable, Delivery, Outbox, Service, RESERVED};
 use crate::envelope::{Envelope, Kind, HOP_LIMIT};
 use crate::error::{self, EHOPS, ENOROUTE, ENOSERVICE};
 use crate::path::{bang_path, Addr, MachineId, ServiceName, TermName};
+use crate::policy::{Access, Policy};
 use crate::route::{Change, RouteTable};
 use crate::term::{Term, Terms};
 
@@ -99,6 +100,12 @@ struct Inner {
     states: Mutex<std::collections::BTreeMap<String, String>>,
     routing: Arc<dyn Routing>,
     discovery: Option<Arc<dyn Discovery>>,
+    /// Who may reach this machine's services, and whether it ever
+    /// refuses anyone (when not, nothing is checked).
+    policy: RwLock<(Arc<Policy>, bool)>,
+    /// Reads the rules again (`reload` in `ctl`, SIGHUP), where the
+    /// router was started from a deployment file.
+    reloader: std::sync::OnceLock<Reloader>,
 }
 
 impl Router {
@@ -125,6 +132,8 @@ impl Router {
             states: Default::default(),
             routing,
             discovery,
+            policy: RwLock::new((Arc::new(Policy::default()), true)),
+            reloader: Default::default(),
         });
         convs.set_outbox(Arc::new(Forwarder(Arc::downgrade(&inner))));
         Router(inner)
@@ -178,6 +187,63 @@ impl Router {
     /// Opens a conversation from this router with `dst`.
     pub fn open(&self, dst: Addr, reply: Vec<Addr>) -> Conv {
         self.0.convs.open(dst, reply)
+    }
+
+    /// Opens a conversation for `user` of this machine (a FUSE caller):
+    /// the service's `allow` rules see that user.
+    pub fn open_as(&self, dst: Addr, reply: Vec<Addr>, user: Option<Arc<str>>) -> Conv {
+        self.0.convs.open_as(dst, reply, user)
+    }
+
+    /// Who may reach this machine's services from now on; conversations
+    /// already open stay.
+    pub fn set_policy(&self, p: Policy) {
+        let open = p.is_open();
+        *self.0.policy.write().unwrap_or_else(|e| e.into_inner()) = (Arc::new(p), open);
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.0.policy.read().unwrap_or_else(|e| e.into_inner()).0.clone()
+    }
+
+    /// What `user` on `machine` may do with `service` here; a denial is
+    /// logged in `ctl` with who, what and the rule.
+    pub fn access(&self, service: &str, machine: &MachineId, user: Option<&str>) -> Access {
+        let (policy, open) = self.0.policy.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if open {
+            return Access::Full;
+        }
+        let a = policy.check(service, machine, user);
+        if a == Access::Denied {
+            let who = match user {
+                Some(u) => format!("{machine}/{u}"),
+                None => machine.to_string(),
+            };
+            info!(%who, service, "denied");
+            self.log_event(format!("denied {who} svc/{service}: {}", policy.why(service)));
+        }
+        a
+    }
+
+    /// How `reload` reads the rules again: set by whoever started the
+    /// router from a file.
+    pub fn set_reloader(&self, f: impl Fn(&Router) -> Result<String, String> + Send + Sync + 'static) {
+        let _ = self.0.reloader.set(Box::new(f));
+    }
+
+    /// Reads the rules again (`reload` in `ctl`, SIGHUP): what changed,
+    /// or why nothing did, also told in `ctl`'s events. Links and open
+    /// conversations stay as they are.
+    pub fn reload(&self) -> Result<String, String> {
+        let res = match self.0.reloader.get() {
+            Some(f) => f(self),
+            None => Err("nothing to reload: this router was not started from a deployment file".into()),
+        };
+        match &res {
+            Ok(line) => self.log_event(format!("reload: {line}")),
+            Err(e) => self.log_event(format!("reload failed, rules unchanged: {e}")),
+        }
+        res
     }
 
     /// The conversations of this router's own endpoints.
@@ -450,6 +516,21 @@ impl Router {
                 lb.note("out", &env);
             }
         }
+        // An envelope that may open a conversation with a service here
+        // is checked against its rules (the reserved tree service checks
+        // each operation itself).
+        if env.dst.conv.is_none() && matches!(env.kind, Kind::Data | Kind::Eof) && env.dst.service.as_str() != RESERVED
+        {
+            let src = env.src.machine.clone().unwrap_or_else(|| self.id().clone());
+            if self.access(env.dst.service.as_str(), &src, env.user.as_deref()) == Access::Denied {
+                let who = match &env.user {
+                    Some(u) => format!("{src}/{u}"),
+                    None => src.to_string(),
+                };
+                let why = error::detail(error::EPERM, format!("{who} may not open svc/{}", env.dst.service));
+                return self.bounce(env, why);
+            }
+        }
         if let Some(client) = self.0.clients.target(&env) {
             return match client {
                 Ok(term) => {
@@ -516,6 +597,9 @@ impl Router {
         self.0.shutdown.cancel();
     }
 }
+
+/// Reads a router's rules again (see [`Router::set_reloader`]).
+type Reloader = Box<dyn Fn(&Router) -> Result<String, String> + Send + Sync>;
 
 /// The router as the outbox of its own conversations.
 struct Forwarder(std::sync::Weak<Inner>);

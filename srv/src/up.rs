@@ -29,6 +29,8 @@ pub struct Options {
     pub no_pipelines: bool,
     /// Where host-made keys of this deployment live (see [`crate::keys`]).
     pub key_scope: String,
+    /// The deployment file, read again by `reload` (`ctl`, SIGHUP).
+    pub file: Option<PathBuf>,
 }
 
 /// A running machine.
@@ -92,6 +94,11 @@ async fn start_machine(
     let scope = if opts.key_scope.is_empty() { "builtin" } else { &opts.key_scope };
     cfg.security = crate::keys::security(dep, m, scope)?;
     let router = Router::new(cfg, shutdown.child_token());
+    router.set_policy(m.policy());
+    if let Some(file) = opts.file.clone() {
+        let id = m.id.clone();
+        router.set_reloader(move |r| reload(&file, &id, r));
+    }
     for ds in &m.listen {
         router.listen(ds).await.with_context(|| format!("machine {}: listen {ds}", m.id))?;
     }
@@ -150,7 +157,19 @@ pub async fn run(
             None => println!("{id} up: socket {}", r.socket.display()),
         }
     }
+    // SIGHUP reads the rules again, as `reload` in `ctl` does.
+    let routers: Vec<Router> = running.values().map(|r| r.router.clone()).collect();
+    let hup = tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            for r in &routers {
+                let _ = r.reload();
+            }
+        }
+    });
     shutdown.cancelled().await;
+    hup.abort();
     let stop = async {
         // Unmount first: blocked readers get end of file before the routers
         // go. A mount still in use is detached, never waited for.
@@ -169,6 +188,23 @@ pub async fn run(
         () = now.cancelled() => warn!("stopping at once"),
     }
     Ok(())
+}
+
+/// Reads machine `id`'s rules again from `file` and applies them: the
+/// `allow`, `read` and `policy` keys take effect for new conversations and
+/// tree operations at once; links and conversations stay. Other changes
+/// to the file wait for a restart, and say so.
+fn reload(file: &std::path::Path, id: &MachineId, r: &Router) -> Result<String, String> {
+    let dep = ns::deploy::load(file).map_err(|e| e.to_string())?;
+    let m = dep.machine(id.as_str()).ok_or_else(|| format!("{}: no machine {id} any more", file.display()))?;
+    let new = m.policy();
+    if new == *r.policy() {
+        return Ok(format!("{}: rules unchanged", file.display()));
+    }
+    let (rules, deny) = (new.rules.len(), new.deny_by_default);
+    r.set_policy(new);
+    let policy = if deny { "deny" } else { "allow" };
+    Ok(format!("{}: rules of {rules} services, policy {policy}, for new conversations", file.display()))
 }
 
 /// The machine of `dep` listening at `ds`, if any: the neighbour a dial

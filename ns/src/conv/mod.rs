@@ -126,6 +126,9 @@ struct Shared {
     path: Addr,
     /// The first writer to it, for a service's side.
     peer: Option<Addr>,
+    /// For an opener: the user it writes for, told to the service it
+    /// opens. For a service's side: the user its opener wrote for.
+    user: Option<Arc<str>>,
     target: Mutex<Target>,
     credit: Semaphore,
     /// Set with the reason when writing must fail.
@@ -441,6 +444,10 @@ impl ConvWriter {
         let mut env = Envelope::new(self.table.outbox().next_id(), self.shared.path.clone(), t.dst, kind, data);
         env.reply = t.reply;
         env.origin = t.origin;
+        // Whoever it opens a conversation with learns who asks.
+        if env.dst.conv.is_none() && self.shared.peer.is_none() {
+            env.user = self.shared.user.clone();
+        }
         env
     }
 
@@ -451,6 +458,12 @@ impl ConvWriter {
     /// The writer that opened this conversation, for a service's side.
     pub fn peer(&self) -> Option<&Addr> {
         self.shared.peer.as_ref()
+    }
+
+    /// For a service's side: the user its opener wrote for (see
+    /// [`crate::envelope::Envelope::user`]).
+    pub fn peer_user(&self) -> Option<&str> {
+        self.shared.peer.as_ref().and(self.shared.user.as_deref())
     }
 
     pub fn set_target(&self, target: Target) {

@@ -96,17 +96,29 @@ impl ConvTable {
     /// Opens a conversation with `dst` from this table. `label` is the
     /// service name the endpoint is listed under (the one it talks to).
     pub fn open(self: &Arc<Self>, dst: Addr, reply: Vec<Addr>) -> Conv {
-        let label = dst.service.clone();
-        self.make(label, None, Target { dst, reply, origin: None })
+        self.open_as(dst, reply, None)
     }
 
-    fn make(self: &Arc<Self>, service: ServiceName, peer: Option<Addr>, target: Target) -> Conv {
+    /// [`ConvTable::open`] for `user` (see [`crate::envelope::Envelope::user`]).
+    pub fn open_as(self: &Arc<Self>, dst: Addr, reply: Vec<Addr>, user: Option<Arc<str>>) -> Conv {
+        let label = dst.service.clone();
+        self.make(label, None, user, Target { dst, reply, origin: None })
+    }
+
+    fn make(
+        self: &Arc<Self>,
+        service: ServiceName,
+        peer: Option<Addr>,
+        user: Option<Arc<str>>,
+        target: Target,
+    ) -> Conv {
         let n = self.base + self.next.fetch_add(1, Relaxed);
         let path = Addr::conv(self.me.clone(), service, n);
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         let shared = Arc::new(Shared {
             path,
             peer,
+            user,
             target: Mutex::new(target),
             credit: Semaphore::new(WINDOW as usize),
             closed: Mutex::new(None),
@@ -172,7 +184,8 @@ impl ConvTable {
         }
         let (dst, reply) = env.reply_target();
         let origin = env.origin.clone().or_else(|| Some(env.src.clone()));
-        let conv = self.make(env.dst.service.clone(), Some(env.src.clone()), Target { dst, reply, origin });
+        let (service, peer, user) = (env.dst.service.clone(), Some(env.src.clone()), env.user.clone());
+        let conv = self.make(service, peer, user, Target { dst, reply, origin });
         let n = conv.tx.shared.path.conv.unwrap_or_default();
         lock(&self.by_peer).insert(key, n);
         tracing::debug!(conv = %conv.tx.shared.path, peer = %env.src, "new conversation");

@@ -12,8 +12,20 @@ use crate::path::{MachineId, Name};
 
 const TOP_KEYS: &[&str] = &["machines", "pipelines"];
 
-const MACHINE_KEYS: &[&str] =
-    &["listen", "dial", "mount", "registry", "gossip", "key", "peers", "insecure", "allow_other", "resume", "services"];
+const MACHINE_KEYS: &[&str] = &[
+    "listen",
+    "dial",
+    "mount",
+    "registry",
+    "gossip",
+    "key",
+    "peers",
+    "insecure",
+    "allow_other",
+    "resume",
+    "policy",
+    "services",
+];
 
 /// Where a value was found, for errors that point back at an earlier one.
 struct Seen {
@@ -47,6 +59,9 @@ pub(super) fn document(src: &Src<'_>, root: Table<'_, '_>) -> Result<Deployment>
     for (reg, node) in &registries {
         check_registry(&machines, reg, node)?;
     }
+    for e in table.entries() {
+        check_rules(&machines, &e.node)?;
+    }
     let pipelines = match root.get("pipelines") {
         Some(node) => pipeline::pipelines(&node, &machines)?,
         None => Vec::new(),
@@ -68,7 +83,8 @@ fn machine(id: MachineId, node: &Node<'_, '_>, listens: &mut HashMap<DialString,
         peers: BTreeMap::new(),
         insecure: false,
         allow_other: false,
-        resume: crate::config::DEFAULT_RESUME,
+        resume: super::DEFAULT_RESUME,
+        deny_by_default: false,
         services: Vec::new(),
     };
     for e in t.entries() {
@@ -90,6 +106,13 @@ fn machine(id: MachineId, node: &Node<'_, '_>, listens: &mut HashMap<DialString,
             "insecure" => m.insecure = v.bool()?,
             "allow_other" => m.allow_other = v.bool()?,
             "resume" => m.resume = duration(v, MAX_RESUME)?,
+            "policy" => {
+                m.deny_by_default = match v.str()? {
+                    "allow" => false,
+                    "deny" => true,
+                    other => return Err(v.err(format!("unknown policy {other:?}: want \"allow\" or \"deny\""))),
+                }
+            }
             "services" => m.services = services(v)?,
             // deny_unknown leaves no other key.
             _ => return Err(t.key_err(&e, "unknown key")),
@@ -174,6 +197,25 @@ fn services(v: &Node<'_, '_>) -> Result<Vec<super::ServiceSpec>> {
         out.push(s);
     }
     Ok(out)
+}
+
+/// The machines named by the `allow` and `read` rules of a machine's
+/// services are machines of this file: a name that is not is a typo that
+/// would lock someone out, or let no one in.
+fn check_rules(machines: &BTreeMap<MachineId, Machine>, node: &Node<'_, '_>) -> Result<()> {
+    let Some(services) = node.table()?.get("services") else { return Ok(()) };
+    for svc in services.array()? {
+        let t = svc.table()?;
+        for key in ["allow", "read"] {
+            for item in t.get(key).map(|v| v.array()).transpose()?.unwrap_or_default() {
+                let who: crate::policy::Who = item.str()?.parse().map_err(|e: String| item.err(e))?;
+                if let Some(m) = who.machine().filter(|m| !machines.contains_key(*m)) {
+                    return Err(item.err(format!("no machine \"{m}\" in this file")));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_registry(machines: &BTreeMap<MachineId, Machine>, reg: &MachineId, node: &Node<'_, '_>) -> Result<()> {

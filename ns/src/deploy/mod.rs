@@ -71,7 +71,23 @@ pub struct Machine {
     /// How long a lost link may come back and resume its session
     /// (`resume`, default 30 s; zero: never).
     pub resume: std::time::Duration,
+    /// `policy = "deny"`: services without `allow` are closed.
+    pub deny_by_default: bool,
     pub services: Vec<ServiceSpec>,
+}
+
+/// The grace period of a lost link when `resume` is not given.
+pub const DEFAULT_RESUME: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Machine {
+    /// The rules its services' `allow` and `read` keys and its `policy`
+    /// make.
+    pub fn policy(&self) -> crate::policy::Policy {
+        let rules = self.services.iter().filter(|s| s.allow.is_some() || !s.read.is_empty());
+        let rules =
+            rules.map(|s| (s.name.clone(), crate::policy::Rule { allow: s.allow.clone(), read: s.read.clone() }));
+        crate::policy::Policy { deny_by_default: self.deny_by_default, rules: rules.collect() }
+    }
 }
 
 /// One service of a machine: an entry of its `services` array.
@@ -96,6 +112,10 @@ pub struct ServiceSpec {
     /// When a conversation's command is started again after it ends
     /// (pty); `Never` unless said.
     pub restart: Restart,
+    /// Who may open it (`allow`); `None`: the machine's `policy` decides.
+    pub allow: Option<Vec<crate::policy::Who>>,
+    /// Who may read its files, not change them (`read`, dir).
+    pub read: Vec<crate::policy::Who>,
     /// 1-based line of the file where the service is declared.
     pub line: usize,
 }

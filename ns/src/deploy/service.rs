@@ -65,7 +65,8 @@ impl FromStr for Squash {
 }
 
 /// Every key a service entry may have; which apply depends on the kind.
-const KEYS: &[&str] = &["name", "kind", "command", "output", "root", "fps", "bitrate", "size", "squash", "restart"];
+const KEYS: &[&str] =
+    &["name", "kind", "command", "output", "root", "fps", "bitrate", "size", "squash", "restart", "allow", "read"];
 
 /// Upper bound of each side of `size`: far beyond any real terminal, low
 /// enough that a typo cannot ask the parser for a gigantic screen.
@@ -114,7 +115,8 @@ impl ServiceKind {
             ServiceKind::Encoder => &["fps", "bitrate"],
             ServiceKind::Display => &["output"],
             // Who callers from other machines are taken to be.
-            ServiceKind::Dir => &["root", "squash"],
+            // And who may read its files but not change them.
+            ServiceKind::Dir => &["root", "squash", "read"],
             ServiceKind::Gpu | ServiceKind::Registry | ServiceKind::Echo | ServiceKind::Sink => &[],
         }
     }
@@ -162,10 +164,17 @@ pub(super) fn service(node: &Node<'_, '_>) -> Result<ServiceSpec> {
         size: None,
         squash: Squash::default(),
         restart: super::Restart::Never,
+        allow: None,
+        read: Vec::new(),
         line: node.line(),
     };
     for e in t.entries() {
         if matches!(e.key, "name" | "kind") {
+            continue;
+        }
+        // Who may open it: any kind.
+        if e.key == "allow" {
+            spec.allow = Some(rules(&e.node)?);
             continue;
         }
         if !kind.keys().contains(&e.key) {
@@ -181,6 +190,7 @@ pub(super) fn service(node: &Node<'_, '_>) -> Result<ServiceSpec> {
             "size" => spec.size = Some(size(v)?),
             "squash" => spec.squash = v.str()?.parse().map_err(|e: String| v.err(e))?,
             "restart" => spec.restart = v.str()?.parse().map_err(|e: String| v.err(e))?,
+            "read" => spec.read = rules(v)?,
             // deny_unknown and kind.keys() leave no other key.
             _ => return Err(t.key_err(&e, "unknown key")),
         }
@@ -191,6 +201,19 @@ pub(super) fn service(node: &Node<'_, '_>) -> Result<ServiceSpec> {
         }
     }
     Ok(spec)
+}
+
+/// `allow` or `read`: an array of rules (`"*"`, `"M"`, `"M/U"`,
+/// `"*/U"`), each an error naming its line when malformed.
+fn rules(v: &Node<'_, '_>) -> Result<Vec<crate::policy::Who>> {
+    let mut out = Vec::new();
+    for item in v.array()? {
+        let who: crate::policy::Who = item.str()?.parse().map_err(|e: String| item.err(e))?;
+        if !out.contains(&who) {
+            out.push(who);
+        }
+    }
+    Ok(out)
 }
 
 fn required<'a, 'i>(t: &Table<'a, 'i>, key: &str, why: &str) -> Result<Node<'a, 'i>> {

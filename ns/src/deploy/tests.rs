@@ -128,7 +128,7 @@ fn full_file() {
     assert_eq!(x.mount, Some(PathBuf::from("/mnt/x")));
     assert_eq!(x.registry, Some(name("y")));
     assert!(!x.gossip && x.insecure && x.allow_other);
-    assert_eq!(x.resume, crate::config::DEFAULT_RESUME);
+    assert_eq!(x.resume, super::DEFAULT_RESUME);
     assert_eq!(d.machine("y").unwrap().resume, std::time::Duration::from_secs(120));
     assert_eq!(x.key, Some(PathBuf::from("keys/x.key")));
     assert_eq!(x.peers.get("y").map(String::as_str), Some("ed25519:AAAA"));
@@ -316,6 +316,47 @@ fn service_kinds() {
         4,
         "not a key of kind echo",
     );
+}
+
+#[test]
+fn allow_read_and_policy_make_a_machines_rules() {
+    let text = r#"
+[machines.a]
+policy = "deny"
+services = [
+  { name = "secret", kind = "exec", command = ["cat"], allow = ["b", "a/alice", "*/bob"] },
+  { name = "files", kind = "dir", root = "/srv", allow = ["a"], read = ["*"] },
+  { name = "open", kind = "echo", allow = ["*"] },
+  { name = "shut", kind = "sink" },
+]
+
+[machines.b]
+"#;
+    let d = parse(text, "p.toml").unwrap_or_else(|e| panic!("{e}"));
+    let p = d.machine("a").unwrap().policy();
+    let (a, b, c): (MachineId, MachineId, MachineId) = (name("a"), name("b"), name("c"));
+    use crate::policy::Access::*;
+    assert_eq!(p.check("secret", &b, None), Full);
+    assert_eq!(p.check("secret", &a, Some("alice")), Full);
+    assert_eq!(p.check("secret", &a, Some("carol")), Denied);
+    assert_eq!(p.check("secret", &c, Some("bob")), Full);
+    assert_eq!((p.check("files", &a, None), p.check("files", &b, Some("x"))), (Full, Read));
+    assert_eq!((p.check("open", &c, None), p.check("shut", &a, None)), (Full, Denied));
+    assert!(d.machine("b").unwrap().policy().is_open());
+    // Written back, read again: the same rules.
+    let again = parse(&d.to_toml(), "again.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.machine("a").unwrap().policy(), p);
+}
+
+#[test]
+fn bad_rules_name_their_line_and_key() {
+    let svc = |extra: &str| format!("[machines.a]\nservices = [\n  {{ name = \"s\", kind = \"echo\"{extra} }},\n]\n");
+    fails(&svc(", allow = [\"a/Alice\"]"), "machines.a.services[0].allow[0]", 3, "is not a user name");
+    fails(&svc(", allow = [\"a\", \"A!\"]"), "machines.a.services[0].allow[1]", 3, "is not a rule");
+    fails(&svc(", allow = [\"zz\"]"), "machines.a.services[0].allow[0]", 3, "no machine \"zz\" in this file");
+    fails(&svc(", allow = \"a\""), "machines.a.services[0].allow", 3, "");
+    fails(&svc(", read = [\"a\"]"), "machines.a.services[0].read", 3, "not a key of kind echo");
+    fails("[machines.a]\npolicy = \"maybe\"\n", "machines.a.policy", 2, "unknown policy \"maybe\"");
 }
 
 #[test]

@@ -65,7 +65,10 @@ fn machine(out: &mut String, m: &Machine) {
     if m.allow_other {
         lines.push("allow_other = true".into());
     }
-    if m.resume != crate::config::DEFAULT_RESUME {
+    if m.deny_by_default {
+        lines.push("policy = \"deny\"".into());
+    }
+    if m.resume != super::DEFAULT_RESUME {
         // Whole milliseconds: what the parser takes back.
         lines.push(format!("resume = \"{}ms\"", m.resume.as_millis()));
     }
@@ -110,6 +113,13 @@ fn service(s: &ServiceSpec) -> String {
     }
     if s.squash != Squash::default() {
         fields.push(format!("squash = {}", quote(s.squash.as_str())));
+    }
+    let rules = |w: &[crate::policy::Who]| list(&w.iter().map(|w| w.to_string()).collect::<Vec<_>>());
+    if let Some(allow) = &s.allow {
+        fields.push(format!("allow = {}", rules(allow)));
+    }
+    if !s.read.is_empty() {
+        fields.push(format!("read = {}", rules(&s.read)));
     }
     format!("{{ {} }}", fields.join(", "))
 }

@@ -66,6 +66,13 @@ impl Caller {
         CALLER.try_with(Caller::clone).ok()
     }
 
+    /// The name of the user of the request being handled, for the rules
+    /// of the services it reaches (`allow`); `None` for work the router
+    /// does for nobody in particular.
+    pub fn current_user() -> Option<std::sync::Arc<str>> {
+        CALLER.try_with(|c| ns::policy::user_name(c.uid.here(own().0))).ok()
+    }
+
     /// Runs `work` for this caller.
     pub async fn scope<F: Future>(self, work: F) -> F::Output {
         CALLER.scope(self, work).await

@@ -1,6 +1,6 @@
 //! Control files: the messages each `ctl` takes, parsed and applied.
 //!
-//! Router `ctl`: `dial DIALSTRING`, `hangup TERMINAL`,
+//! Router `ctl`: `dial DIALSTRING`, `hangup TERMINAL`, `reload`,
 //! `mount DIALSTRING /n/NAME`, `bind [-a|-b|-c] OLD NEW`, `unmount [OLD] NEW`. Terminal `ctl`: `hangup`, `redial`.
 //! Conversation `ctl`: `replyto PATH...`, `hangup` (on either end's ctl,
 //! for both ends), and what the service's kind takes (a pty: `size COLS
@@ -101,7 +101,8 @@ async fn router_ctl(ns: &super::Namespace, w: &[&str]) -> Result<(), String> {
             let name: ns::MachineId = name.parse().map_err(|e| bad(format!("mount: {e}")))?;
             r.dial_expecting(ds.clone(), Some(&name)).await.map(|_| ()).map_err(|e| bad(format!("mount: {e}")))
         }
-        [verb, ..] => Err(bad(format!("unknown message {verb:?} (want dial, hangup, mount, bind or unmount)"))),
+        ["reload"] => r.reload().map(|_| ()).map_err(|e| bad(format!("reload: {e}"))),
+        [verb, ..] => Err(bad(format!("unknown message {verb:?} (want dial, hangup, mount, bind, unmount or reload)"))),
         [] => Ok(()),
     }
 }

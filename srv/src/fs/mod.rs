@@ -397,7 +397,8 @@ impl Namespace {
                 text(info)
             }
             Node::SvcData(s) => {
-                let stream = Stream::new(r.open(Addr::service(name(&s)?), Vec::new()));
+                let user = caller::Caller::current_user();
+                let stream = Stream::new(r.open_as(Addr::service(name(&s)?), Vec::new(), user));
                 // Opened only to read: there will be no input, so say so
                 // now; that also starts a service that needs none.
                 if !write {
@@ -406,7 +407,7 @@ impl Namespace {
                 Ok(Handle::Stream(stream))
             }
             Node::SvcClone(s) => {
-                let conv = r.open(Addr::service(name(&s)?), Vec::new());
+                let conv = r.open_as(Addr::service(name(&s)?), Vec::new(), caller::Caller::current_user());
                 let n = conv.rx.path().conv.unwrap_or_default();
                 let slot = Slot::new(n, Stream::new(conv));
                 self.slots.insert(&slot);

@@ -279,7 +279,7 @@ pub(crate) async fn read(conv: &mut Conv, offset: u64, size: u32) -> Result<Byte
 
 /// One request in a conversation of its own.
 async fn once(r: &Router, m: &MachineId, req: &TreeReq) -> Result<TreeResp, String> {
-    let mut conv = r.open(server(m), Vec::new());
+    let mut conv = r.open_as(server(m), Vec::new(), Caller::current_user());
     begin(&mut conv, req).await
 }
 
@@ -328,7 +328,7 @@ fn opened(conv: Conv, kind: FileKind, m: &MachineId) -> Handle {
 }
 
 pub async fn open(r: &Router, m: &MachineId, path: &[String], access: Access) -> Result<Handle, String> {
-    let mut conv = r.open(server(m), Vec::new());
+    let mut conv = r.open_as(server(m), Vec::new(), Caller::current_user());
     match begin(&mut conv, &TreeReq::Open { path: path.to_vec(), access }).await? {
         TreeResp::Opened(kind) => Ok(opened(conv, kind, m)),
         other => Err(unexpected(other)),
@@ -344,7 +344,7 @@ pub async fn create(
     access: Access,
     excl: bool,
 ) -> Result<((Entry, Handle), Vec<Entry>), String> {
-    let mut conv = r.open(server(m), Vec::new());
+    let mut conv = r.open_as(server(m), Vec::new(), Caller::current_user());
     match after(begin(&mut conv, &TreeReq::Create { path: path.to_vec(), mode, access, excl }).await?) {
         (TreeResp::Created(e), dirs) => Ok(((e, opened(conv, FileKind::Stored, m)), dirs)),
         (other, _) => Err(unexpected(other)),

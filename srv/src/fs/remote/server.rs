@@ -12,6 +12,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ns::conv::{Conv, Msg, Service};
 use ns::envelope::MAX_MSG;
+use ns::error;
+use ns::policy::Access as Grant;
 use tracing::debug;
 
 use super::{decode, encode, parse_raw_write, TreeReq, TreeResp, RAW};
@@ -93,6 +95,9 @@ async fn serve(ns: Arc<Namespace>, mut conv: Conv) -> Result<(), String> {
     if caller.groups.len() > MAX_GROUPS {
         return conv.tx.send(reply(Err(format!("bad tree message: {} groups", caller.groups.len())))).await;
     }
+    if let Err(e) = permitted(&ns, &conv, &req) {
+        return conv.tx.send(reply(Err(e))).await;
+    }
     // A local client (`mesh ns`, `mesh ls`) is root or the router's user,
     // as the socket checked; another machine's users are squashed as the
     // service they reach says.
@@ -119,6 +124,49 @@ async fn after(ns: &Namespace, r: Result<TreeResp, String>, paths: &[&[String]])
         }
     }
     Ok(if dirs.is_empty() { resp } else { TreeResp::After(Box::new(resp), dirs) })
+}
+
+/// A dir service's rules (`allow`, `read`) for the files a request
+/// names under `svc/S/root`, for the machine and user that asked.
+fn permitted(ns: &Namespace, conv: &Conv, req: &TreeReq) -> Result<(), String> {
+    let Some(machine) = conv.tx.peer().and_then(|p| p.machine.clone()) else { return Ok(()) };
+    let user = conv.tx.peer_user();
+    let who = || match user {
+        Some(u) => format!("{machine}/{u}"),
+        None => machine.to_string(),
+    };
+    for p in request_paths(req) {
+        let [svc, s, root, ..] = p else { continue };
+        if svc != "svc" || root != "root" {
+            continue;
+        }
+        match ns.router().access(s, &machine, user) {
+            Grant::Full => {}
+            Grant::Read if !changes(req) => {}
+            Grant::Read => return Err(error::detail(error::EROFS, format!("{} may only read svc/{s}", who()))),
+            Grant::Denied => return Err(error::detail(error::EPERM, format!("{} may not open svc/{s}", who()))),
+        }
+    }
+    Ok(())
+}
+
+/// Whether a request changes what it names (a read-only grant refuses
+/// it). Reads and writes through an open file were judged at its open.
+fn changes(req: &TreeReq) -> bool {
+    match req {
+        TreeReq::Open { access, .. } => access.write || access.trunc,
+        TreeReq::Create { .. }
+        | TreeReq::Mkdir { .. }
+        | TreeReq::Remove { .. }
+        | TreeReq::Rename { .. }
+        | TreeReq::SetAttr { .. }
+        | TreeReq::Symlink { .. }
+        | TreeReq::Link { .. }
+        | TreeReq::Mknod { .. }
+        | TreeReq::SetXattr { .. }
+        | TreeReq::RemoveXattr { .. } => true,
+        _ => false,
+    }
 }
 
 /// The paths a request names: its source first, for rename and link.
