@@ -171,8 +171,8 @@ impl Policy {
     }
 }
 
-/// The name of user `uid` on this machine, `uidN` when it has none;
-/// looked up once per uid.
+/// The name of user `uid` on this machine, `uidN` when it has none (or
+/// one no rule could spell); looked up once per uid.
 pub fn user_name(uid: u32) -> Arc<str> {
     static NAMES: Mutex<Option<HashMap<u32, Arc<str>>>> = Mutex::new(None);
     let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
@@ -180,7 +180,10 @@ pub fn user_name(uid: u32) -> Arc<str> {
     if let Some(n) = names.get(&uid) {
         return n.clone();
     }
-    let n: Arc<str> = lookup(uid).unwrap_or_else(|| format!("uid{uid}")).into();
+    // A name rules could not spell (upper case, `@`, too long) is its
+    // number, as a uid without a name is: every name that travels is one
+    // a rule can name and a router will take.
+    let n: Arc<str> = lookup(uid).filter(|n| is_user_name(n)).unwrap_or_else(|| format!("uid{uid}")).into();
     // A machine has few users; the cache stays small.
     if names.len() < 4096 {
         names.insert(uid, n.clone());
