@@ -531,6 +531,19 @@ impl Router {
                 return self.bounce(env, why);
             }
         }
+        // Written into a conversation by its number from another machine
+        // than its opener's: that machine must be one that may open the
+        // service, or a denied machine could join a conversation it knows
+        // the number of.
+        if let (Some(n), Kind::Data | Kind::Eof, false) = (env.dst.conv, &env.kind, self.0.policy_open()) {
+            let src = env.src.machine.as_ref().unwrap_or(self.id());
+            if self.0.convs.opened_elsewhere(n, src) == Some(true)
+                && self.access(env.dst.service.as_str(), src, None) == Access::Denied
+            {
+                let why = error::detail(error::EPERM, format!("{src} may not write to {}", env.dst));
+                return self.bounce(env, why);
+            }
+        }
         if let Some(client) = self.0.clients.target(&env) {
             return match client {
                 Ok(term) => {
@@ -595,6 +608,13 @@ impl Router {
     pub fn shutdown(&self) {
         self.0.convs.fail_all(error::ESHUTDOWN);
         self.0.shutdown.cancel();
+    }
+}
+
+impl Inner {
+    /// Whether the rules refuse no one (nothing to check).
+    fn policy_open(&self) -> bool {
+        self.policy.read().unwrap_or_else(|e| e.into_inner()).1
     }
 }
 

@@ -81,3 +81,40 @@ async fn rules_admit_by_machine_and_user_and_a_reload_applies_to_the_next_conver
     assert!(!ns::text::ctl_text(&a).contains("link down"));
     stop.cancel();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_denied_machine_cannot_write_into_a_conversation_by_its_number() {
+    let stop = CancellationToken::new();
+    let r = |id: &str| Router::new(Config::new(n(id)), stop.clone());
+    let (a, b, c) = (r("a"), r("b"), r("c"));
+    b.listen(&"mem!join-b".parse().unwrap()).await.unwrap();
+    a.dial_now("mem!join-b".parse().unwrap()).await.unwrap();
+    c.dial_now("mem!join-b".parse().unwrap()).await.unwrap();
+    b.add_service(n("echo"), Arc::new(Echo));
+    for _ in 0..200 {
+        if a.table().nearest("echo").is_some() && c.table().nearest("echo").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.set_policy(rules(&["a"]));
+    let mut conv = a.open(Addr::parse("/n/b/svc/echo").unwrap(), vec![]);
+    conv.tx.send(Bytes::from_static(b"mine")).await.unwrap();
+    assert!(matches!(conv.rx.recv().await, Some(Msg::Data(d)) if &d[..] == b"mine"));
+    // c tries the first numbers b gives: each refused, nothing reaches
+    // the service.
+    for k in 1..=8 {
+        let mut x = c.open(Addr::parse(&format!("/n/b/svc/echo/{k}")).unwrap(), vec![]);
+        x.tx.send(Bytes::from_static(b"theirs")).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), x.rx.recv()).await.unwrap();
+        assert!(
+            matches!(&got, Some(Msg::Error(e)) if e.starts_with("permission denied") || e.starts_with("no such conversation")),
+            "{got:?}"
+        );
+    }
+    assert!(ns::text::ctl_text(&b).contains("denied c svc/echo"), "{}", ns::text::ctl_text(&b));
+    conv.tx.send(Bytes::from_static(b"again")).await.unwrap();
+    let got = conv.rx.recv().await;
+    assert!(matches!(&got, Some(Msg::Data(d)) if &d[..] == b"again"), "only a's own data echoed: {got:?}");
+    stop.cancel();
+}

@@ -194,6 +194,14 @@ impl ConvTable {
         res
     }
 
+    /// Whether conversation `n` is a service's end here opened from
+    /// another machine than `m`; `None` if it is no service's end here.
+    pub fn opened_elsewhere(&self, n: u64, m: &MachineId) -> Option<bool> {
+        let convs = lock(&self.convs);
+        let peer = convs.get(&n)?.peer.as_ref()?;
+        Some(peer.machine.as_ref() != Some(m))
+    }
+
     /// Ends every endpoint whose peer or target is on `machine`: the route
     /// there is gone, so they would wait forever.
     pub fn machine_lost(&self, machine: &MachineId, why: &str) {
