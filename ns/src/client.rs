@@ -53,6 +53,9 @@ impl Owner for RouterLink {
     fn hungup(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
         self.gone.cancelled()
     }
+    fn is_hungup(&self) -> bool {
+        self.gone.is_cancelled()
+    }
     fn connection(&self) -> CancellationToken {
         self.gone.clone()
     }

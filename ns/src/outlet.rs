@@ -70,6 +70,8 @@ pub trait Owner: Send + Sync + 'static {
     fn hangup(&self);
     /// Resolves once the link is closed.
     fn hungup(&self) -> impl Future<Output = ()> + Send + '_;
+    /// Whether the link is closed.
+    fn is_hungup(&self) -> bool;
     /// The current connection's token: cancelled when it ends, which
     /// interrupts a write blocked on it (a silent cut).
     fn connection(&self) -> CancellationToken;
@@ -377,6 +379,11 @@ pub(crate) async fn write_link<O: Owner>(owner: Arc<O>, out: Arc<Outlet>, mut rx
         };
         out.queued.fetch_sub(taken, AcqRel);
         if let Err(e) = res {
+            if owner.is_hungup() {
+                // Keep the sink for the last words and the close.
+                drop(guard);
+                break;
+            }
             if conn.is_cancelled() {
                 *sink = None;
             } else {

@@ -442,6 +442,10 @@ impl outlet::Owner for Term {
         Term::hungup(self)
     }
 
+    fn is_hungup(&self) -> bool {
+        Term::is_hungup(self)
+    }
+
     fn connection(&self) -> CancellationToken {
         Term::connection(self)
     }
