@@ -90,6 +90,24 @@ fn services_admit_whom_their_rules_name_and_a_reload_applies_at_once() {
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
     let e = std::fs::remove_file(files.join("hello.txt")).expect_err("a read-only grant");
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    // Nor through a file it opened to read (fchmod), nor by naming b's
+    // tree through b's own (`n/b/n/b/...`).
+    use std::os::unix::fs::PermissionsExt;
+    let f = std::fs::File::open(files.join("hello.txt")).expect("open to read");
+    let e = f.set_permissions(std::fs::Permissions::from_mode(0o777)).expect_err("a read-only grant");
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    let twice = a.join("n/b/n/b/svc/files/root");
+    assert_eq!(std::fs::read_to_string(twice.join("hello.txt")).expect("a reads"), "hello\n");
+    let e = std::fs::write(twice.join("new.txt"), "x").expect_err("a read-only grant, whatever the path");
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    // A service's data through b's tree (`n/b/svc/S/data`) is held to the
+    // rules of the one who asks, not of b.
+    let (ok, _, err) =
+        run_as(Some(&u), &format!("exec 3<>{}/n/b/svc/secret/data; echo hi >&3; head -n1 <&3", a.display()));
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    // b's `ctl` is read-only to other machines under its `policy = "deny"`.
+    let e = std::fs::write(a.join("n/b/ctl"), "hangup net-a\n").expect_err("b's ctl from a");
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
 
     // The file edited to admit the second user and let a change `files`,
     // read again by SIGHUP: at once, and no link went down.

@@ -70,11 +70,12 @@ async fn receive(r: &Router, k: u32, user: &std::sync::Arc<str>, mut env: Envelo
         }
         Kind::Hangup => {
             r.clients().hung_up(k, &env.src);
+            env.user = Some(user.clone());
             r.forward(env).await;
         }
         _ => {
             r.clients().sent(k, &env.src, &env.dst);
-            env.user = env.dst.conv.is_none().then(|| user.clone());
+            env.user = Some(user.clone());
             r.forward(env).await;
         }
     }

@@ -106,7 +106,15 @@ struct Inner {
     /// Reads the rules again (`reload` in `ctl`, SIGHUP), where the
     /// router was started from a deployment file.
     reloader: std::sync::OnceLock<Reloader>,
+    /// When each (who, service) denial was last told in `ctl`.
+    denials: Mutex<HashMap<(String, String), tokio::time::Instant>>,
 }
+
+/// A denial of the same who and service is told again after this long.
+const DENIAL_QUIET: std::time::Duration = std::time::Duration::from_secs(10);
+/// Denials remembered at most (beyond, the quiet ones are forgotten, and
+/// new ones untold until there is room).
+const MAX_DENIALS: usize = 1024;
 
 impl Router {
     /// A router with its parts, running until `shutdown` is cancelled;
@@ -134,6 +142,7 @@ impl Router {
             discovery,
             policy: RwLock::new((Arc::new(Policy::default()), true)),
             reloader: Default::default(),
+            denials: Default::default(),
         });
         convs.set_outbox(Arc::new(Forwarder(Arc::downgrade(&inner))));
         Router(inner)
@@ -219,8 +228,20 @@ impl Router {
                 Some(u) => format!("{machine}/{u}"),
                 None => machine.to_string(),
             };
-            info!(%who, service, "denied");
-            self.log_event(format!("denied {who} svc/{service}: {}", policy.why(service)));
+            // Told once in a while per who and what, so that a denied
+            // machine cannot push every other event out of `ctl`.
+            let now = tokio::time::Instant::now();
+            let mut told = lock(&self.0.denials);
+            if told.len() >= MAX_DENIALS {
+                told.retain(|_, at| now.duration_since(*at) < DENIAL_QUIET);
+            }
+            let key = (who, service.to_string());
+            let fresh = told.get(&key).is_none_or(|at| now.duration_since(*at) >= DENIAL_QUIET);
+            if fresh && told.len() < MAX_DENIALS {
+                debug!(who = %key.0, service, "denied");
+                self.log_event(format!("denied {} svc/{service}: {}", key.0, policy.why(service)));
+                told.insert(key, now);
+            }
         }
         a
     }
@@ -516,33 +537,8 @@ impl Router {
                 lb.note("out", &env);
             }
         }
-        // An envelope that may open a conversation with a service here
-        // is checked against its rules (the reserved tree service checks
-        // each operation itself).
-        if env.dst.conv.is_none() && matches!(env.kind, Kind::Data | Kind::Eof) && env.dst.service.as_str() != RESERVED
-        {
-            let src = env.src.machine.clone().unwrap_or_else(|| self.id().clone());
-            if self.access(env.dst.service.as_str(), &src, env.user.as_deref()) == Access::Denied {
-                let who = match &env.user {
-                    Some(u) => format!("{src}/{u}"),
-                    None => src.to_string(),
-                };
-                let why = error::detail(error::EPERM, format!("{who} may not open svc/{}", env.dst.service));
-                return self.bounce(env, why);
-            }
-        }
-        // Written into a conversation by its number from another machine
-        // than its opener's: that machine must be one that may open the
-        // service, or a denied machine could join a conversation it knows
-        // the number of.
-        if let (Some(n), Kind::Data | Kind::Eof, false) = (env.dst.conv, &env.kind, self.0.policy_open()) {
-            let src = env.src.machine.as_ref().unwrap_or(self.id());
-            if self.0.convs.opened_elsewhere(n, src) == Some(true)
-                && self.access(env.dst.service.as_str(), src, None) == Access::Denied
-            {
-                let why = error::detail(error::EPERM, format!("{src} may not write to {}", env.dst));
-                return self.bounce(env, why);
-            }
+        if let Some(why) = self.refused(&env) {
+            return self.bounce(env, why);
         }
         if let Some(client) = self.0.clients.target(&env) {
             return match client {
@@ -608,6 +604,46 @@ impl Router {
     pub fn shutdown(&self) {
         self.0.convs.fail_all(error::ESHUTDOWN);
         self.0.shutdown.cancel();
+    }
+}
+
+impl Router {
+    /// Why the rules refuse an envelope for this machine, if they do:
+    /// one addressed to a service by name (each message an opener sends)
+    /// from a machine and user its `allow` rules do not admit; one
+    /// written into a service's conversation by its number by anyone but
+    /// its opener, unless they too may open the service (a writer knowing
+    /// a number must not join a conversation it could not open). The
+    /// router's own envelopes (no user) pass: what it opens for others,
+    /// the tree server checked for them. The reserved tree service checks
+    /// each operation itself.
+    fn refused(&self, env: &Envelope) -> Option<String> {
+        // Errors and cancels written back by a conversation's downstream
+        // (a pipeline's next stage) come from others than its opener.
+        if self.0.policy_open() || !matches!(env.kind, Kind::Data | Kind::Eof) {
+            return None;
+        }
+        let src = env.src.machine.as_ref().unwrap_or(self.id());
+        if src == self.id() && env.user.is_none() {
+            return None;
+        }
+        let service = env.dst.service.as_str();
+        let what = match env.dst.conv {
+            None if service == RESERVED => return None,
+            None => format!("open svc/{service}"),
+            Some(n) => match self.0.convs.opened_by(n, &env.src) {
+                Some(false) => format!("write to {}", env.dst),
+                _ => return None,
+            },
+        };
+        if self.access(service, src, env.user.as_deref()) != Access::Denied {
+            return None;
+        }
+        let who = match &env.user {
+            Some(u) => format!("{src}/{u}"),
+            None => src.to_string(),
+        };
+        Some(error::detail(error::EPERM, format!("{who} may not {what}")))
     }
 }
 

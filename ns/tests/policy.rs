@@ -83,7 +83,7 @@ async fn rules_admit_by_machine_and_user_and_a_reload_applies_to_the_next_conver
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_denied_machine_cannot_write_into_a_conversation_by_its_number() {
+async fn no_one_the_rules_deny_can_write_into_a_conversation_by_its_number() {
     let stop = CancellationToken::new();
     let r = |id: &str| Router::new(Config::new(n(id)), stop.clone());
     let (a, b, c) = (r("a"), r("b"), r("c"));
@@ -97,14 +97,15 @@ async fn a_denied_machine_cannot_write_into_a_conversation_by_its_number() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    b.set_policy(rules(&["a"]));
-    let mut conv = a.open(Addr::parse("/n/b/svc/echo").unwrap(), vec![]);
+    b.set_policy(rules(&["a/alice"]));
+    let alice = Some(Arc::from("alice"));
+    let mut conv = a.open_as(Addr::parse("/n/b/svc/echo").unwrap(), vec![], alice);
     conv.tx.send(Bytes::from_static(b"mine")).await.unwrap();
     assert!(matches!(conv.rx.recv().await, Some(Msg::Data(d)) if &d[..] == b"mine"));
-    // c tries the first numbers b gives: each refused, nothing reaches
-    // the service.
-    for k in 1..=8 {
-        let mut x = c.open(Addr::parse(&format!("/n/b/svc/echo/{k}")).unwrap(), vec![]);
+    // c, and bob beside alice on a, try the first numbers b gives: each
+    // refused, nothing reaches the service.
+    for (r, user, k) in (1..=8).flat_map(|k| [(&c, None, k), (&a, Some(Arc::from("bob")), k)]) {
+        let mut x = r.open_as(Addr::parse(&format!("/n/b/svc/echo/{k}")).unwrap(), vec![], user);
         x.tx.send(Bytes::from_static(b"theirs")).await.unwrap();
         let got = tokio::time::timeout(Duration::from_secs(5), x.rx.recv()).await.unwrap();
         assert!(
@@ -112,7 +113,8 @@ async fn a_denied_machine_cannot_write_into_a_conversation_by_its_number() {
             "{got:?}"
         );
     }
-    assert!(ns::text::ctl_text(&b).contains("denied c svc/echo"), "{}", ns::text::ctl_text(&b));
+    let ctl = ns::text::ctl_text(&b);
+    assert!(ctl.contains("denied c svc/echo") && ctl.contains("denied a/bob svc/echo"), "{ctl}");
     conv.tx.send(Bytes::from_static(b"again")).await.unwrap();
     let got = conv.rx.recv().await;
     assert!(matches!(&got, Some(Msg::Data(d)) if &d[..] == b"again"), "only a's own data echoed: {got:?}");

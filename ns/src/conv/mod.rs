@@ -444,8 +444,9 @@ impl ConvWriter {
         let mut env = Envelope::new(self.table.outbox().next_id(), self.shared.path.clone(), t.dst, kind, data);
         env.reply = t.reply;
         env.origin = t.origin;
-        // Whoever it opens a conversation with learns who asks.
-        if env.dst.conv.is_none() && self.shared.peer.is_none() {
+        // Whoever it opens a conversation with learns who asks, on every
+        // message (the rules are checked on each, see `Router::refused`).
+        if self.shared.peer.is_none() {
             env.user = self.shared.user.clone();
         }
         env

@@ -194,12 +194,10 @@ impl ConvTable {
         res
     }
 
-    /// Whether conversation `n` is a service's end here opened from
-    /// another machine than `m`; `None` if it is no service's end here.
-    pub fn opened_elsewhere(&self, n: u64, m: &MachineId) -> Option<bool> {
-        let convs = lock(&self.convs);
-        let peer = convs.get(&n)?.peer.as_ref()?;
-        Some(peer.machine.as_ref() != Some(m))
+    /// Whether `src` opened conversation `n`, when that is a service's
+    /// end here; `None` if it is no service's end here.
+    pub fn opened_by(&self, n: u64, src: &Addr) -> Option<bool> {
+        Some(lock(&self.convs).get(&n)?.peer.as_ref()? == src)
     }
 
     /// Ends every endpoint whose peer or target is on `machine`: the route

@@ -84,8 +84,13 @@ impl Machine {
     /// make.
     pub fn policy(&self) -> crate::policy::Policy {
         let rules = self.services.iter().filter(|s| s.allow.is_some() || !s.read.is_empty());
-        let rules =
-            rules.map(|s| (s.name.clone(), crate::policy::Rule { allow: s.allow.clone(), read: s.read.clone() }));
+        // `read` alone lets no one change the files (not everyone, as the
+        // machine's default of allow would).
+        let rule = |s: &ServiceSpec| crate::policy::Rule {
+            allow: s.allow.clone().or_else(|| (!s.read.is_empty()).then(Vec::new)),
+            read: s.read.clone(),
+        };
+        let rules = rules.map(|s| (s.name.clone(), rule(s)));
         crate::policy::Policy { deny_by_default: self.deny_by_default, rules: rules.collect() }
     }
 }

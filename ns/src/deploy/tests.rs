@@ -328,6 +328,7 @@ services = [
   { name = "files", kind = "dir", root = "/srv", allow = ["a"], read = ["*"] },
   { name = "open", kind = "echo", allow = ["*"] },
   { name = "shut", kind = "sink" },
+  { name = "shelf", kind = "dir", root = "/srv/shelf", read = ["*"] },
 ]
 
 [machines.b]
@@ -343,6 +344,9 @@ services = [
     assert_eq!((p.check("files", &a, None), p.check("files", &b, Some("x"))), (Full, Read));
     assert_eq!((p.check("open", &c, None), p.check("shut", &a, None)), (Full, Denied));
     assert!(d.machine("b").unwrap().policy().is_open());
+    // `read` alone: everyone reads, no one changes (not everyone, as the
+    // machine's default would have it without rules).
+    assert_eq!((p.check("shelf", &a, None), p.check("shelf", &c, None)), (Read, Read));
     // Written back, read again: the same rules.
     let again = parse(&d.to_toml(), "again.toml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.machine("a").unwrap().policy(), p);

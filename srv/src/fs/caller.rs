@@ -48,17 +48,22 @@ pub struct Caller {
     pub uid: Id,
     pub gid: Id,
     pub groups: Vec<u32>,
+    /// Work the tree server does for another machine's request, whose
+    /// rules it checked itself: conversations it opens are the router's
+    /// own (see [`Caller::current_user`]). Never sent.
+    #[serde(skip)]
+    pub on_behalf: bool,
 }
 
 impl Caller {
     /// The router's own user (what work done for nobody in particular,
     /// or for a local client, runs as).
     pub fn router() -> Caller {
-        Caller { uid: Id::Router, gid: Id::Router, groups: Vec::new() }
+        Caller { uid: Id::Router, gid: Id::Router, groups: Vec::new(), on_behalf: false }
     }
 
     pub fn nobody() -> Caller {
-        Caller { uid: Id::Num(NOBODY), gid: Id::Num(NOGROUP), groups: Vec::new() }
+        Caller { uid: Id::Num(NOBODY), gid: Id::Num(NOGROUP), groups: Vec::new(), on_behalf: false }
     }
 
     /// The caller of the request being handled, if it has one.
@@ -70,7 +75,7 @@ impl Caller {
     /// of the services it reaches (`allow`); `None` for work the router
     /// does for nobody in particular.
     pub fn current_user() -> Option<std::sync::Arc<str>> {
-        CALLER.try_with(|c| ns::policy::user_name(c.uid.here(own().0))).ok()
+        CALLER.try_with(|c| (!c.on_behalf).then(|| ns::policy::user_name(c.uid.here(own().0)))).ok().flatten()
     }
 
     /// Runs `work` for this caller.
@@ -85,7 +90,7 @@ impl Caller {
         let (own_uid, own_gid) = own();
         let id = |n: u32, own: u32| if n == own { Id::Router } else { Id::Num(n) };
         let groups = if uid == own_uid { Vec::new() } else { groups_of(pid, uid, gid) };
-        Caller { uid: id(uid, own_uid), gid: id(gid, own_gid), groups }
+        Caller { uid: id(uid, own_uid), gid: id(gid, own_gid), groups, on_behalf: false }
     }
 
     /// The caller as a served directory with `squash` takes it from

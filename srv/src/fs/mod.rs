@@ -40,6 +40,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
+use ns::policy::Access as Grant;
 use ns::{Addr, MachineId, Name, Router};
 
 use dir::Access;
@@ -272,6 +273,42 @@ impl Namespace {
             Ok(Node::Remote(m, rest)) if m == *self.router.id() => self.caller_for(&rest, caller, remote),
             _ => caller,
         }
+    }
+
+    /// What `user` on `machine` may do with what `path` names here, by
+    /// the rules of the service it belongs to (`allow`, `read`): a dir
+    /// service's files, a service's data, clone and conversations. For a
+    /// request from another machine (`remote`), a path into a third
+    /// machine's tree is refused (it would reach it as this machine), and
+    /// this machine's `ctl` files are read-only under `policy = "deny"`.
+    pub fn grant(
+        &self,
+        path: &[String],
+        machine: &MachineId,
+        user: Option<&str>,
+        remote: bool,
+    ) -> Result<Grant, String> {
+        // A name still to be made is in its directory's service.
+        let node = self.resolve(path).or_else(|e| path.split_last().map_or(Err(e), |(_, dir)| self.resolve(dir)));
+        let r = &self.router;
+        let service = match &node {
+            Ok(Node::Remote(m, rest)) if m == r.id() => return self.grant(rest, machine, user, remote),
+            Ok(Node::Remote(m, _)) if remote => {
+                return Err(ns::error::detail(ns::error::EPERM, format!("requests for {m} are not passed on")))
+            }
+            Ok(
+                Node::Stored(s, _)
+                | Node::SvcData(s)
+                | Node::SvcClone(s)
+                | Node::SvcCtl(s)
+                | Node::Conv(s, _)
+                | Node::ConvData(s, _)
+                | Node::ConvCtl(s, _),
+            ) => s,
+            Ok(Node::Ctl | Node::TermCtl(_)) if remote && r.policy().deny_by_default => return Ok(Grant::Read),
+            _ => return Ok(Grant::Full),
+        };
+        Ok(r.access(service, machine, user))
     }
 
     /// The entry a path names.

@@ -390,7 +390,7 @@ fn callers_act_as_themselves() {
     let f = fixture();
     let r = &f.root;
     let me = nix::unistd::geteuid().as_raw();
-    let user = Caller { uid: Id::Num(4242), gid: Id::Num(4242), groups: vec![4343] };
+    let user = Caller { uid: Id::Num(4242), gid: Id::Num(4242), groups: vec![4343], on_behalf: false };
     if me != 0 {
         // A router that is not root serves its own user alone.
         fails(as_caller(Some(&user), || r.stat(&p("sub/file"))), libc::EACCES);
@@ -434,8 +434,8 @@ fn squash_maps_root_and_everyone() {
     use crate::fs::caller::Caller;
     use ns::deploy::Squash;
     let me = nix::unistd::geteuid().as_raw();
-    let root = Caller { uid: Id::Num(0), gid: Id::Num(0), groups: vec![1] };
-    let user = Caller { uid: Id::Num(1000), gid: Id::Num(1000), groups: vec![] };
+    let root = Caller { uid: Id::Num(0), gid: Id::Num(0), groups: vec![1], on_behalf: false };
+    let user = Caller { uid: Id::Num(1000), gid: Id::Num(1000), groups: vec![], on_behalf: false };
     assert_eq!(root.clone().squashed(Squash::Root), Caller::nobody());
     assert_eq!(root.clone().squashed(Squash::None), root);
     assert_eq!(user.clone().squashed(Squash::Root), user);

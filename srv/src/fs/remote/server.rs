@@ -95,9 +95,10 @@ async fn serve(ns: Arc<Namespace>, mut conv: Conv) -> Result<(), String> {
     if caller.groups.len() > MAX_GROUPS {
         return conv.tx.send(reply(Err(format!("bad tree message: {} groups", caller.groups.len())))).await;
     }
-    if let Err(e) = permitted(&ns, &conv, &req) {
-        return conv.tx.send(reply(Err(e))).await;
-    }
+    let grant = match permitted(&ns, &conv, &req) {
+        Ok(g) => g,
+        Err(e) => return conv.tx.send(reply(Err(e))).await,
+    };
     // A local client (`mesh ns`, `mesh ls`) is root or the router's user,
     // as the socket checked; another machine's users are squashed as the
     // service they reach says.
@@ -107,7 +108,9 @@ async fn serve(ns: Arc<Namespace>, mut conv: Conv) -> Result<(), String> {
         None => caller,
     };
     let asker = conv.tx.peer().and_then(|p| p.machine.clone());
-    crate::fs::dir::watch::asked_by(asker, caller.scope(serve_req(ns, conv, req))).await
+    // Checked above for the asker: what this opens is the router's own.
+    let caller = Caller { on_behalf: true, ..caller };
+    crate::fs::dir::watch::asked_by(asker, caller.scope(serve_req(ns, conv, req, grant))).await
 }
 
 /// A change of names done, with the directories of `paths` as they are
@@ -126,28 +129,46 @@ async fn after(ns: &Namespace, r: Result<TreeResp, String>, paths: &[&[String]])
     Ok(if dirs.is_empty() { resp } else { TreeResp::After(Box::new(resp), dirs) })
 }
 
-/// A dir service's rules (`allow`, `read`) for the files a request
-/// names under `svc/S/root`, for the machine and user that asked.
-fn permitted(ns: &Namespace, conv: &Conv, req: &TreeReq) -> Result<(), String> {
-    let Some(machine) = conv.tx.peer().and_then(|p| p.machine.clone()) else { return Ok(()) };
+/// The rules (`allow`, `read`) of the services whose files, data or
+/// conversations a request names, for the machine and user that asked:
+/// the least they grant, or why the request is refused.
+fn permitted(ns: &Namespace, conv: &Conv, req: &TreeReq) -> Result<Grant, String> {
+    let Some(machine) = conv.tx.peer().and_then(|p| p.machine.clone()) else { return Ok(Grant::Full) };
     let user = conv.tx.peer_user();
+    let remote = machine != *ns.router().id();
     let who = || match user {
         Some(u) => format!("{machine}/{u}"),
         None => machine.to_string(),
     };
+    let mut least = Grant::Full;
     for p in request_paths(req) {
-        let [svc, s, root, ..] = p else { continue };
-        if svc != "svc" || root != "root" {
-            continue;
-        }
-        match ns.router().access(s, &machine, user) {
+        match ns.grant(p, &machine, user, remote)? {
+            Grant::Denied => {
+                let what = format!("{} may not reach /{}", who(), p.join("/"));
+                return Err(error::detail(error::EPERM, what));
+            }
+            Grant::Read if changes(req) => {
+                return Err(error::detail(error::EROFS, format!("{} may only read /{}", who(), p.join("/"))));
+            }
+            Grant::Read => least = Grant::Read,
             Grant::Full => {}
-            Grant::Read if !changes(req) => {}
-            Grant::Read => return Err(error::detail(error::EROFS, format!("{} may only read svc/{s}", who()))),
-            Grant::Denied => return Err(error::detail(error::EPERM, format!("{} may not open svc/{s}", who()))),
         }
     }
-    Ok(())
+    Ok(least)
+}
+
+/// Whether a request on an open file only reads: reads, syncs, shared
+/// locks and their tests, and attribute requests that set nothing.
+fn is_read(b: &[u8]) -> bool {
+    if b.first() == Some(&RAW) {
+        return false;
+    }
+    match decode::<TreeReq>(b) {
+        Ok(TreeReq::Read { .. } | TreeReq::Sync) => true,
+        Ok(TreeReq::Lock { lock, get, .. }) => get || lock.typ != libc::F_WRLCK,
+        Ok(TreeReq::FileAttr(a)) => a == Default::default(),
+        _ => false,
+    }
 }
 
 /// Whether a request changes what it names (a read-only grant refuses
@@ -190,7 +211,7 @@ fn request_paths(req: &TreeReq) -> Vec<&[String]> {
     }
 }
 
-async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq) -> Result<(), String> {
+async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq, grant: Grant) -> Result<(), String> {
     tracing::trace!(req = what(&req), "tree request");
     if matches!(req, TreeReq::View) {
         return serve_view(&ns, &mut conv).await;
@@ -262,7 +283,7 @@ async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq) -> Result<(
     };
     let res = match handle_kind(&h) {
         FileKind::Stream => pump(&ns, &h, &mut conv).await,
-        _ => answer(&ns, &h, &mut conv).await,
+        _ => answer(&ns, &h, &mut conv, grant).await,
     };
     ns.release(h).await;
     res
@@ -345,10 +366,10 @@ async fn serve_view(ns: &Arc<Namespace>, conv: &mut Conv) -> Result<(), String> 
 
 /// Text, ctl and stored files: one answer per request, in order. Locks
 /// the opener took are dropped when it closes the file or is gone.
-async fn answer(ns: &Namespace, h: &Handle, conv: &mut Conv) -> Result<(), String> {
+async fn answer(ns: &Namespace, h: &Handle, conv: &mut Conv, grant: Grant) -> Result<(), String> {
     let machine = conv.tx.peer().and_then(|p| p.machine.as_ref()).map_or_else(String::new, |m| m.to_string());
     let mut owners = Vec::new();
-    let res = answer_all(ns, h, conv, &machine, &mut owners).await;
+    let res = answer_all(ns, h, conv, &machine, &mut owners, grant).await;
     for o in &owners {
         ns.unlock_all(h, o);
     }
@@ -361,9 +382,15 @@ async fn answer_all(
     conv: &mut Conv,
     machine: &str,
     owners: &mut Vec<Owner>,
+    grant: Grant,
 ) -> Result<(), String> {
     let stored = handle_kind(h) == FileKind::Stored;
+    let read_only = || Err(error::detail(error::EROFS, "the file was opened under a read-only grant"));
     while let Some(Msg::Data(b)) = conv.rx.recv().await {
+        if grant == Grant::Read && !is_read(&b) {
+            conv.tx.send(reply(read_only())).await?;
+            continue;
+        }
         if stored && b.first() == Some(&RAW) {
             let (offset, data) = parse_raw_write(&b)?;
             let resp = ns.write_bytes(h, offset, data).await.map(|n| TreeResp::Written(n as u32));
