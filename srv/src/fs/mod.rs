@@ -279,8 +279,9 @@ impl Namespace {
     /// the rules of the service it belongs to (`allow`, `read`): a dir
     /// service's files, a service's data, clone and conversations. For a
     /// request from another machine (`remote`), a path into a third
-    /// machine's tree is refused (it would reach it as this machine), and
-    /// this machine's `ctl` files are read-only under `policy = "deny"`.
+    /// machine's tree (`n/c/...`) is passed on only to read, and not at
+    /// all under `policy = "deny"`: the third machine sees this one ask;
+    /// and this machine's `ctl` files are read-only under `policy = "deny"`.
     pub fn grant(
         &self,
         path: &[String],
@@ -293,9 +294,10 @@ impl Namespace {
         let r = &self.router;
         let service = match &node {
             Ok(Node::Remote(m, rest)) if m == r.id() => return self.grant(rest, machine, user, remote),
-            Ok(Node::Remote(m, _)) if remote => {
+            Ok(Node::Remote(m, _)) if remote && r.policy().deny_by_default => {
                 return Err(ns::error::detail(ns::error::EPERM, format!("requests for {m} are not passed on")))
             }
+            Ok(Node::Remote(_, _)) if remote => return Ok(Grant::Read),
             Ok(
                 Node::Stored(s, _)
                 | Node::SvcData(s)
