@@ -105,6 +105,17 @@ fn services_admit_whom_their_rules_name_and_a_reload_applies_at_once() {
     let (ok, _, err) =
         run_as(Some(&u), &format!("exec 3<>{}/n/b/svc/secret/data; echo hi >&3; head -n1 <&3", a.display()));
     assert!(!ok && err.contains("Permission denied"), "{err}");
+    // A conversation root opened through `clone` is root's: the second
+    // user may neither read nor write it.
+    let mut clone = std::fs::File::open(a.join("svc/open/clone")).expect("clone");
+    let mut n = String::new();
+    std::io::Read::read_to_string(&mut clone, &mut n).expect("its number");
+    let conv = a.join(format!("svc/open/{}", n.trim()));
+    let (ok, _, err) = run_as(Some(&u), &format!("cat {}/data", conv.display()));
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    let (ok, _, err) = run_as(Some(&u), &format!("echo hangup > {}/ctl", conv.display()));
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    drop(clone);
     // b's `ctl` is read-only to other machines under its `policy = "deny"`.
     let e = std::fs::write(a.join("n/b/ctl"), "hangup net-a\n").expect_err("b's ctl from a");
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");

@@ -159,11 +159,20 @@ pub struct Slot {
     pub n: u64,
     pub stream: Arc<Stream>,
     writers: AtomicUsize,
+    /// Who opened it through `clone` on this machine: only they (and
+    /// root, and the router's user) may open its files. `None` for one
+    /// the router opened (a pipeline).
+    pub owner: Option<crate::fs::dir::Id>,
 }
 
 impl Slot {
     pub fn new(n: u64, stream: Arc<Stream>) -> Arc<Slot> {
-        Arc::new(Slot { n, stream, writers: AtomicUsize::new(0) })
+        Slot::owned(n, stream, None)
+    }
+
+    /// A slot only `owner` may open the files of.
+    pub fn owned(n: u64, stream: Arc<Stream>, owner: Option<crate::fs::dir::Id>) -> Arc<Slot> {
+        Arc::new(Slot { n, stream, writers: AtomicUsize::new(0), owner })
     }
 
     pub fn add_writer(&self) {

@@ -313,6 +313,21 @@ impl Namespace {
         Ok(r.access(service, machine, user))
     }
 
+    /// Whether the caller may open the files of a conversation opened
+    /// here through `clone`: its opener, root and the router's user may;
+    /// another local user, or another machine, may not, or they could
+    /// read and write it as its opener.
+    fn may_use(&self, slot: &Slot) -> Result<(), String> {
+        let Some(owner) = slot.owner else { return Ok(()) };
+        let Some(c) = caller::Caller::current() else { return Ok(()) };
+        let own = caller::own().0;
+        let mine = !c.on_behalf && (c.uid == owner || c.uid == dir::Id::Router || c.uid.here(own) == 0);
+        if mine {
+            return Ok(());
+        }
+        Err(ns::error::detail(ns::error::EPERM, format!("conversation {} is another user's", slot.n)))
+    }
+
     /// The entry a path names.
     pub async fn stat(&self, path: &[String]) -> Result<Entry, String> {
         let node = self.resolve(path)?;
@@ -448,7 +463,8 @@ impl Namespace {
             Node::SvcClone(s) => {
                 let conv = r.open_as(Addr::service(name(&s)?), Vec::new(), caller::Caller::current_user());
                 let n = conv.rx.path().conv.unwrap_or_default();
-                let slot = Slot::new(n, Stream::new(conv));
+                let owner = caller::Caller::current().map(|c| c.uid);
+                let slot = Slot::owned(n, Stream::new(conv), owner);
                 self.slots.insert(&slot);
                 Ok(Handle::Clone(Mutex::new(Bytes::from(format!("{n}\n"))), slot))
             }
@@ -460,12 +476,20 @@ impl Namespace {
             }
             Node::ConvData(_, n) => {
                 let slot = self.slots.get(n).ok_or_else(|| format!("conversation {n} is not open here"))?;
+                self.may_use(&slot)?;
                 if write {
                     slot.add_writer();
                 }
                 Ok(Handle::SlotData { slot, writes: write })
             }
-            Node::ConvCtl(s, n) => Ok(Handle::Ctl(Bytes::new(), ctl::Target::Conv(s, n))),
+            Node::ConvCtl(s, n) => {
+                if write {
+                    if let Some(slot) = self.slots.get(n) {
+                        self.may_use(&slot)?;
+                    }
+                }
+                Ok(Handle::Ctl(Bytes::new(), ctl::Target::Conv(s, n)))
+            }
             Node::SvcCtl(s) => {
                 // Reading shows the kind's settings, when it has them.
                 let settings = self.extras(&s).files.into_iter().find(|f| f.0 == "settings").map(|f| f.1);
