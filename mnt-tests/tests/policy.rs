@@ -143,4 +143,15 @@ fn services_admit_whom_their_rules_name_and_a_reload_applies_at_once() {
     assert!(ctl().contains("reload failed, rules unchanged") && ctl().contains("no machine \"zz\""), "{}", ctl());
     assert_eq!(run_as(Some(&u), &talk("secret")).1, "hi\n", "the rules read last still hold");
     assert_eq!(m.ok(&["send", "-m", "a", "/n/b/svc/secret"], "hi\n"), "hi\n");
+
+    // A file a opened while it could change `files` is held to rules
+    // read later: a taken off `files` entirely, its next change fails.
+    let f = std::fs::OpenOptions::new().write(true).open(files.join("new.txt")).expect("open to write");
+    std::fs::write(&file, edited.replace(r#"allow = ["b", "a"]"#, r#"allow = ["b"]"#)).unwrap();
+    sh(&format!("echo reload > {}/ctl", b.display()), T);
+    until("the rules read again", T, || ctl().matches("for new conversations").count() >= 2);
+    let e = f.set_permissions(std::fs::Permissions::from_mode(0o600)).expect_err("revoked");
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+    let e = std::fs::read_to_string(files.join("hello.txt")).expect_err("revoked");
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
 }

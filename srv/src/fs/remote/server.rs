@@ -133,6 +133,11 @@ async fn after(ns: &Namespace, r: Result<TreeResp, String>, paths: &[&[String]])
 /// conversations a request names, for the machine and user that asked:
 /// the least they grant, or why the request is refused.
 fn permitted(ns: &Namespace, conv: &Conv, req: &TreeReq) -> Result<Grant, String> {
+    granted(ns, conv, &request_paths(req), changes(req))
+}
+
+/// [`permitted`] for `paths`, by a request that `changes` them or not.
+fn granted<P: AsRef<[String]>>(ns: &Namespace, conv: &Conv, paths: &[P], changes: bool) -> Result<Grant, String> {
     let Some(machine) = conv.tx.peer().and_then(|p| p.machine.clone()) else { return Ok(Grant::Full) };
     let user = conv.tx.peer_user();
     let remote = machine != *ns.router().id();
@@ -141,13 +146,14 @@ fn permitted(ns: &Namespace, conv: &Conv, req: &TreeReq) -> Result<Grant, String
         None => machine.to_string(),
     };
     let mut least = Grant::Full;
-    for p in request_paths(req) {
+    for p in paths {
+        let p = p.as_ref();
         match ns.grant(p, &machine, user, remote)? {
             Grant::Denied => {
                 let what = format!("{} may not reach /{}", who(), p.join("/"));
                 return Err(error::detail(error::EPERM, what));
             }
-            Grant::Read if changes(req) => {
+            Grant::Read if changes => {
                 return Err(error::detail(error::EROFS, format!("{} may only read /{}", who(), p.join("/"))));
             }
             Grant::Read => least = Grant::Read,
@@ -212,6 +218,8 @@ fn request_paths(req: &TreeReq) -> Vec<&[String]> {
 }
 
 async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq, grant: Grant) -> Result<(), String> {
+    // What an open file was opened as, judged again on each request on it.
+    let opened: Vec<Vec<String>> = request_paths(&req).into_iter().map(<[String]>::to_vec).collect();
     tracing::trace!(req = what(&req), "tree request");
     if matches!(req, TreeReq::View) {
         return serve_view(&ns, &mut conv).await;
@@ -283,7 +291,7 @@ async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq, grant: Gran
     };
     let res = match handle_kind(&h) {
         FileKind::Stream => pump(&ns, &h, &mut conv).await,
-        _ => answer(&ns, &h, &mut conv, grant).await,
+        _ => answer(&ns, &h, &mut conv, Opened { paths: &opened, grant }).await,
     };
     ns.release(h).await;
     res
@@ -366,10 +374,16 @@ async fn serve_view(ns: &Arc<Namespace>, conv: &mut Conv) -> Result<(), String> 
 
 /// Text, ctl and stored files: one answer per request, in order. Locks
 /// the opener took are dropped when it closes the file or is gone.
-async fn answer(ns: &Namespace, h: &Handle, conv: &mut Conv, grant: Grant) -> Result<(), String> {
+/// The paths an open file was opened by, and the grant it had then.
+struct Opened<'a> {
+    paths: &'a [Vec<String>],
+    grant: Grant,
+}
+
+async fn answer(ns: &Namespace, h: &Handle, conv: &mut Conv, opened: Opened<'_>) -> Result<(), String> {
     let machine = conv.tx.peer().and_then(|p| p.machine.as_ref()).map_or_else(String::new, |m| m.to_string());
     let mut owners = Vec::new();
-    let res = answer_all(ns, h, conv, &machine, &mut owners, grant).await;
+    let res = answer_all(ns, h, conv, &machine, &mut owners, opened).await;
     for o in &owners {
         ns.unlock_all(h, o);
     }
@@ -382,11 +396,24 @@ async fn answer_all(
     conv: &mut Conv,
     machine: &str,
     owners: &mut Vec<Owner>,
-    grant: Grant,
+    opened: Opened<'_>,
 ) -> Result<(), String> {
     let stored = handle_kind(h) == FileKind::Stored;
-    let read_only = || Err(error::detail(error::EROFS, "the file was opened under a read-only grant"));
+    let read_only = || Err(error::detail(error::EROFS, "the file is open under a read-only grant"));
+    let mut grant = opened.grant;
     while let Some(Msg::Data(b)) = conv.rx.recv().await {
+        // The rules may have changed since the open (a reload): a file
+        // is held to them from its next request on.
+        if !ns.router().policy().is_open() {
+            match granted(ns, conv, opened.paths, false) {
+                Ok(Grant::Read) => grant = Grant::Read,
+                Ok(_) => {}
+                Err(e) => {
+                    conv.tx.send(reply(Err(e))).await?;
+                    return Ok(());
+                }
+            }
+        }
         if grant == Grant::Read && !is_read(&b) {
             conv.tx.send(reply(read_only())).await?;
             continue;
