@@ -12,6 +12,16 @@ use ns::conv::{Conv, Msg};
 use ns::{Addr, Config, Router};
 use tokio_util::sync::CancellationToken;
 
+/// One device for the whole test binary, never torn down: two devices
+/// made and dropped by tests running at once, or one dropped while the
+/// process exits, once crashed lavapipe (SIGSEGV after every test passed).
+fn gpu() -> &'static GpuService {
+    static GPU: std::sync::LazyLock<GpuService> = std::sync::LazyLock::new(|| {
+        GpuService::new().expect("a Vulkan device (apt-get install mesa-vulkan-drivers libvulkan1)")
+    });
+    &GPU
+}
+
 fn router(gpu: &GpuService) -> (Router, CancellationToken) {
     let stop = CancellationToken::new();
     let r = Router::new(Config::new("c".parse().unwrap()), stop.clone());
@@ -30,9 +40,9 @@ async fn next(conv: &mut Conv) -> Option<Msg> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_in_order_then_eof() {
-    let gpu = GpuService::new().expect("a Vulkan device (apt-get install mesa-vulkan-drivers libvulkan1)");
+    let gpu = gpu();
     assert!(!gpu.device_name().is_empty());
-    let (r, stop) = router(&gpu);
+    let (r, stop) = router(gpu);
     let mut conv = r.open(Addr::parse("/svc/gpu").unwrap(), vec![]);
     let sizes = [(80, 24), (80, 24), (100, 30)];
     for (i, &(c, w)) in sizes.iter().enumerate() {
@@ -58,8 +68,8 @@ async fn frames_in_order_then_eof() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_message_ends_the_conversation() {
-    let gpu = GpuService::new().expect("a Vulkan device");
-    let (r, stop) = router(&gpu);
+    let gpu = gpu();
+    let (r, stop) = router(gpu);
     let mut conv = r.open(Addr::parse("/svc/gpu").unwrap(), vec![]);
     conv.tx.send(mesh_frame::encode(&snap(0, 2, 1))).await.unwrap();
     let Some(Msg::Data(_)) = next(&mut conv).await else { panic!("first frame missing") };
