@@ -171,6 +171,15 @@ impl Policy {
     }
 }
 
+/// Who asks, as rules and denials spell it: `M/U`, or `M` for the
+/// router of M itself.
+pub fn who(machine: &MachineId, user: Option<&str>) -> String {
+    match user {
+        Some(u) => format!("{machine}/{u}"),
+        None => machine.to_string(),
+    }
+}
+
 /// The name of user `uid` on this machine, `uidN` when it has none (or
 /// one no rule could spell); looked up once per uid.
 pub fn user_name(uid: u32) -> Arc<str> {

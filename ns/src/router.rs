@@ -224,10 +224,7 @@ impl Router {
         }
         let a = policy.check(service, machine, user);
         if a == Access::Denied {
-            let who = match user {
-                Some(u) => format!("{machine}/{u}"),
-                None => machine.to_string(),
-            };
+            let who = crate::policy::who(machine, user);
             // Told once in a while per who and what, so that a denied
             // machine cannot push every other event out of `ctl`.
             let now = tokio::time::Instant::now();
@@ -639,10 +636,7 @@ impl Router {
         if self.access(service, src, env.user.as_deref()) != Access::Denied {
             return None;
         }
-        let who = match &env.user {
-            Some(u) => format!("{src}/{u}"),
-            None => src.to_string(),
-        };
+        let who = crate::policy::who(src, env.user.as_deref());
         Some(error::detail(error::EPERM, format!("{who} may not {what}")))
     }
 }

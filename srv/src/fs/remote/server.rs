@@ -141,10 +141,7 @@ fn granted<P: AsRef<[String]>>(ns: &Namespace, conv: &Conv, paths: &[P], changes
     let Some(machine) = conv.tx.peer().and_then(|p| p.machine.clone()) else { return Ok(Grant::Full) };
     let user = conv.tx.peer_user();
     let remote = machine != *ns.router().id();
-    let who = || match user {
-        Some(u) => format!("{machine}/{u}"),
-        None => machine.to_string(),
-    };
+    let who = || ns::policy::who(&machine, user);
     let mut least = Grant::Full;
     for p in paths {
         let p = p.as_ref();
