@@ -47,7 +47,10 @@
 //!   the other side pins in its [`Trust`], and returns a link whose
 //!   frames are encrypted and authenticated. An unknown key is refused
 //!   before any frame is read. Listening and dialing stay as they are;
-//!   the caller secures what it dialed or accepted.
+//!   the caller secures what it dialed or accepted. [`pair`]: end-to-end
+//!   keys between two machines that pin each other, agreed by Noise KK
+//!   over any path (the mesh's relays carry it), for AES-256-GCM with
+//!   associated data.
 //!
 //! Errors are `std::io::Error`s; those of `dial`, `listen` and `accept`
 //! start with the dial string. The kind is what callers branch on: `ConnectionRefused` when
@@ -92,6 +95,7 @@ pub use addr::{DialError, DialString, Host};
 pub use link::{framed, Frame, FrameSink, FrameStream, Link, LinkOptions, DEFAULT_MAX_FRAME, WRITE_BUFFER};
 pub use listener::Listener;
 pub use preauth::{MAX_PENDING, MAX_PENDING_PER_IP, PREAUTH_BYTES, PREAUTH_FRAME_MAX};
+pub use secure::pair;
 pub use secure::{
     secure, Identity, KeyError, PeerInfo, PinError, PublicKey, Role, SecureError, Trust, HANDSHAKE_TIMEOUT,
     MIN_MAX_FRAME,

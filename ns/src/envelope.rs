@@ -47,8 +47,20 @@ pub struct Envelope {
     /// the serving machine's `allow` rules may name; `None` for the
     /// router itself. Set by the source's router, never by a client.
     pub user: Option<Arc<str>>,
+    /// Set when `data` is sealed end to end for the destination's machine
+    /// (see [`crate::pairs`]): everything but `id` and `via` is bound to
+    /// it, and `data` is the ciphertext with its tag.
+    pub seal: Option<Seal>,
     pub kind: Kind,
     pub data: Bytes,
+}
+
+/// How an envelope is sealed end to end: the pair session and the
+/// message's number in it (the nonce, never used twice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    pub session: u64,
+    pub n: u64,
 }
 
 /// What an envelope means.
@@ -86,6 +98,22 @@ pub enum Kind {
     /// side, which it may drop from its replay buffer. Not itself
     /// numbered, kept or resent (see [`crate::session`]).
     Ack(u64),
+    /// The handshake of an end-to-end pair session, between two routers'
+    /// reserved addresses, relayed like data (see [`crate::pairs`]).
+    Pair(PairMsg),
+}
+
+/// One step of an end-to-end pair handshake (Noise KK, [`dial::pair`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PairMsg {
+    /// The initiator's first message, one per key it pins for the
+    /// responder (a machine may have several while its key rolls over).
+    Init(Vec<serde_bytes::ByteBuf>),
+    /// The responder's answer to the one that opened.
+    Answer(serde_bytes::ByteBuf),
+    /// The responder cannot answer: it pins no key of the initiator, or
+    /// none opened the message. Unauthenticated: it only ends the wait.
+    Refused(String),
 }
 
 /// Introduces one side of a link.
@@ -155,6 +183,8 @@ struct Header {
     via: Vec<MachineId>,
     #[serde(rename = "u", default)]
     user: Option<String>,
+    #[serde(rename = "e", default)]
+    seal: Option<Seal>,
     #[serde(rename = "k")]
     kind: Kind,
 }
@@ -175,8 +205,24 @@ struct HeaderRef<'a> {
     via: &'a [MachineId],
     #[serde(rename = "u", skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
+    #[serde(rename = "e", skip_serializing_if = "Option::is_none")]
+    seal: Option<&'a Seal>,
     #[serde(rename = "k")]
     kind: &'a Kind,
+}
+
+/// What a seal binds: every field a relay must not change, and the seal
+/// itself. `id` (for tracing) and `via` (each relay adds itself) are
+/// left out.
+#[derive(Serialize)]
+struct BoundRef<'a> {
+    s: &'a Addr,
+    d: &'a Addr,
+    r: &'a [Addr],
+    o: &'a Option<Addr>,
+    u: Option<&'a str>,
+    e: &'a Seal,
+    k: &'a Kind,
 }
 
 /// Why a frame could not be decoded.
@@ -191,7 +237,7 @@ pub enum DecodeError {
 impl Envelope {
     /// A data envelope with an empty history.
     pub fn new(id: u64, src: Addr, dst: Addr, kind: Kind, data: Bytes) -> Envelope {
-        Envelope { id, src, dst, reply: Vec::new(), origin: None, via: Vec::new(), user: None, kind, data }
+        Envelope { id, src, dst, reply: Vec::new(), origin: None, via: Vec::new(), user: None, seal: None, kind, data }
     }
 
     /// Where replies to this envelope go, with the return path they carry:
@@ -229,6 +275,7 @@ impl Envelope {
             origin: &self.origin,
             via: &self.via,
             user: self.user.as_deref(),
+            seal: self.seal.as_ref(),
             kind: &self.kind,
         };
         buf.put_u8(0x82); // CBOR array of 2
@@ -269,9 +316,29 @@ impl Envelope {
             origin: hdr.origin,
             via: hdr.via,
             user: hdr.user.map(Arc::from),
+            seal: hdr.seal,
             kind: hdr.kind,
             data: frame.slice(from..),
         })
+    }
+}
+
+impl Envelope {
+    /// Writes to `out` (cleared first) what a seal `seal` on this
+    /// envelope binds: the associated data of its AEAD.
+    pub fn bound_head(&self, seal: &Seal, out: &mut Vec<u8>) {
+        out.clear();
+        let b = BoundRef {
+            s: &self.src,
+            d: &self.dst,
+            r: &self.reply,
+            o: &self.origin,
+            u: self.user.as_deref(),
+            e: seal,
+            k: &self.kind,
+        };
+        // Writing CBOR into memory fails only on a serializer bug.
+        ciborium::into_writer(&b, out).expect("CBOR encoding to memory");
     }
 }
 

@@ -23,6 +23,14 @@ pub const EROFS: &str = "read-only file system";
 /// reads EAGAIN on a blocking file as "poll and try again" (a busy loop,
 /// or Python's BlockingIOError), where this is a final answer.
 pub const EBUSY: &str = "service busy";
+/// No end-to-end session could be made with a machine: it did not
+/// answer the handshake, or refused it, or its answer did not prove its
+/// pinned key.
+pub const EAUTH: &str = "authentication failed";
+/// A message failed its end-to-end check at the machine it was for:
+/// changed on the way, forged, replayed, or sealed under a session the
+/// machine does not know (one of the two restarted).
+pub const EBADSEAL: &str = "end-to-end check failed";
 
 /// The errno for an error string. Strings carrying detail after a colon
 /// (`no such service: gpu`) map by their leading constant.
@@ -42,6 +50,8 @@ pub fn errno(err: &str) -> i32 {
         (ELINK, libc::ECONNRESET),
         (EROFS, libc::EROFS),
         (EBUSY, libc::EBUSY),
+        (EAUTH, libc::EACCES),
+        (EBADSEAL, libc::EBADMSG),
     ];
     TABLE.iter().find(|(s, _)| err.starts_with(s)).map(|&(_, e)| e).unwrap_or(libc::EIO)
 }

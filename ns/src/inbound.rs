@@ -155,7 +155,7 @@ impl Router {
             Kind::Hello(_) | Kind::Offer(_) | Kind::Withdraw(_) | Kind::Ack(_) => {
                 Err(format!("unexpected {} from a neighbour", crate::term::kind_name(&env.kind)))
             }
-            Kind::Data | Kind::Eof | Kind::Hangup | Kind::Cancel | Kind::Error(_) | Kind::Credit(_) => {
+            Kind::Data | Kind::Eof | Kind::Hangup | Kind::Cancel | Kind::Error(_) | Kind::Credit(_) | Kind::Pair(_) => {
                 // What a neighbour may speak for: the envelope started on
                 // its source's machine and reached us from this neighbour,
                 // so its path must say so; anything else is a lie about the

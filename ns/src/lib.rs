@@ -22,7 +22,9 @@
 //! 5. [`conv`]: conversation endpoints: ordered input, end-to-end credit,
 //!    end of input, hangup; the [`conv::Service`] trait; [`outlet`]: a
 //!    link's sending side, inline writes when it is idle, else a bounded
-//!    queue and the writer task, reporting to an [`outlet::Owner`].
+//!    queue and the writer task, reporting to an [`outlet::Owner`];
+//!    [`pairs`]: end-to-end sessions per pair of machines, sealing and
+//!    opening conversation messages.
 //! 6. [`crossed`]: the conversations that crossed a link, failed when it
 //!    dies; [`client`]: the library a local process uses to reach its
 //!    router; [`probe`]: the `echo` and `sink` services; [`session`]: a
@@ -39,7 +41,9 @@
 //!     `peers`: gossip and keepalive over the links, the router's
 //!     `Routing`; [`registry`]: the registry protocol and service, and the
 //!     client that is the router's `Discovery`; `lost`: what a lost link
-//!     costs, the conversations that crossed it failed at both ends.
+//!     costs, the conversations that crossed it failed at both ends;
+//!     `sealing`: end to end as forwarding uses it, sealing what leaves,
+//!     opening what arrives, answering handshakes.
 //! 11. `local`: serving a local client's link.
 //! 12. `inbound`: a link's reader, its acknowledgements and backlog, and
 //!     what a neighbour's envelopes may say.
@@ -64,6 +68,7 @@ mod local;
 mod lost;
 pub mod nsfile;
 pub mod outlet;
+pub mod pairs;
 pub mod path;
 mod peers;
 pub mod policy;
@@ -72,6 +77,7 @@ pub mod registry;
 mod resume;
 pub mod route;
 pub mod router;
+mod sealing;
 pub mod session;
 mod start;
 pub mod term;

@@ -64,6 +64,14 @@ async fn receive(r: &Router, k: u32, user: &std::sync::Arc<str>, mut env: Envelo
             r.clients().withdraw(name, k);
             r.local_changed();
         }
+        _ if !crate::pairs::sealed_kind(&env.kind) => {
+            // Handshakes and the links' own messages are routers' alone.
+            warn!(
+                client = k,
+                kind = crate::term::kind_name(&env.kind),
+                "local client sent a router's message, dropped"
+            );
+        }
         _ if !owned => {
             let src = env.src.clone();
             r.bounce(env, error::detail(error::EPERM, format!("client may not send as {src}")));
@@ -71,11 +79,13 @@ async fn receive(r: &Router, k: u32, user: &std::sync::Arc<str>, mut env: Envelo
         Kind::Hangup => {
             r.clients().hung_up(k, &env.src);
             env.user = Some(user.clone());
+            env.seal = None;
             r.forward(env).await;
         }
         _ => {
             r.clients().sent(k, &env.src, &env.dst);
             env.user = Some(user.clone());
+            env.seal = None;
             r.forward(env).await;
         }
     }

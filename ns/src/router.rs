@@ -38,6 +38,7 @@ use crate::clients::Clients;
 use crate::conv::{lock, Conv, ConvTable, Delivery, Outbox, Service, RESERVED};
 use crate::envelope::{Envelope, Kind, HOP_LIMIT};
 use crate::error::{self, EHOPS, ENOROUTE, ENOSERVICE};
+use crate::pairs::Pairs;
 use crate::path::{bang_path, Addr, MachineId, ServiceName, TermName};
 use crate::policy::{Access, Policy};
 use crate::route::{Change, RouteTable};
@@ -106,15 +107,19 @@ struct Inner {
     /// Reads the rules again (`reload` in `ctl`, SIGHUP), where the
     /// router was started from a deployment file.
     reloader: std::sync::OnceLock<Reloader>,
-    /// When each (who, service) denial was last told in `ctl`.
-    denials: Mutex<HashMap<(String, String), tokio::time::Instant>>,
+    /// When each event told at most once in a while (a denial by who
+    /// and service, a refusal by source and relay) was last told.
+    told: Mutex<HashMap<(String, String), tokio::time::Instant>>,
+    /// End-to-end sessions with the machines this one pins; `None` when
+    /// links are not secured.
+    pairs: Option<Pairs>,
 }
 
 /// A denial of the same who and service is told again after this long.
 const DENIAL_QUIET: std::time::Duration = std::time::Duration::from_secs(10);
-/// Denials remembered at most (beyond, the quiet ones are forgotten, and
-/// new ones untold until there is room).
-const MAX_DENIALS: usize = 1024;
+/// Events told at most once in a while, remembered at most (beyond, the
+/// quiet ones are forgotten, and new ones untold until there is room).
+const MAX_TOLD: usize = 1024;
 
 impl Router {
     /// A router with its parts, running until `shutdown` is cancelled;
@@ -126,6 +131,7 @@ impl Router {
         discovery: Option<Arc<dyn Discovery>>,
     ) -> Router {
         let convs = ConvTable::new(cfg.id.clone(), 0);
+        let pairs = cfg.security.as_ref().map(|s| Pairs::new(s.identity.clone(), &s.trust));
         let inner = Arc::new(Inner {
             table: RwLock::new(RouteTable::new(cfg.id.clone())),
             cfg,
@@ -142,7 +148,8 @@ impl Router {
             discovery,
             policy: RwLock::new((Arc::new(Policy::default()), true)),
             reloader: Default::default(),
-            denials: Default::default(),
+            told: Default::default(),
+            pairs,
         });
         convs.set_outbox(Arc::new(Forwarder(Arc::downgrade(&inner))));
         Router(inner)
@@ -225,22 +232,32 @@ impl Router {
         let a = policy.check(service, machine, user);
         if a == Access::Denied {
             let who = crate::policy::who(machine, user);
-            // Told once in a while per who and what, so that a denied
-            // machine cannot push every other event out of `ctl`.
-            let now = tokio::time::Instant::now();
-            let mut told = lock(&self.0.denials);
-            if told.len() >= MAX_DENIALS {
-                told.retain(|_, at| now.duration_since(*at) < DENIAL_QUIET);
-            }
-            let key = (who, service.to_string());
-            let fresh = told.get(&key).is_none_or(|at| now.duration_since(*at) >= DENIAL_QUIET);
-            if fresh && told.len() < MAX_DENIALS {
-                debug!(who = %key.0, service, "denied");
-                self.log_event(format!("denied {} svc/{service}: {}", key.0, policy.why(service)));
-                told.insert(key, now);
-            }
+            let line = format!("denied {who} svc/{service}: {}", policy.why(service));
+            self.tell_once((who, service.to_string()), DENIAL_QUIET, line);
         }
         a
+    }
+
+    /// Tells `line` in `ctl` unless the same `key` was told less than
+    /// `quiet` ago, so that a peer cannot push every other event out.
+    pub(crate) fn tell_once(&self, key: (String, String), quiet: std::time::Duration, line: String) {
+        let now = tokio::time::Instant::now();
+        let mut told = lock(&self.0.told);
+        if told.len() >= MAX_TOLD {
+            told.retain(|_, at| now.duration_since(*at) < quiet);
+        }
+        let fresh = told.get(&key).is_none_or(|at| now.duration_since(*at) >= quiet);
+        if fresh && told.len() < MAX_TOLD {
+            debug!("{line}");
+            told.insert(key, now);
+            drop(told);
+            self.log_event(line);
+        }
+    }
+
+    /// The end-to-end sessions, where links are secured.
+    pub fn pairs(&self) -> Option<&Pairs> {
+        self.0.pairs.as_ref()
     }
 
     /// How `reload` reads the rules again: set by whoever started the
@@ -396,6 +413,7 @@ impl Router {
                 self.fail_endpoint(src, &why);
             }
         }
+        self.greet_new(&change.changed);
         self.0.routing.table_changed();
     }
 
@@ -461,6 +479,9 @@ impl Router {
         let dst = env.dst.machine.clone().unwrap_or_else(|| me.clone());
         if dst == me {
             return self.deliver_here(env).await;
+        }
+        if let Err(why) = self.seal_for(&dst, &mut env).await {
+            return self.bounce(env, why);
         }
         let term = {
             let t = self.table();
@@ -528,7 +549,13 @@ impl Router {
         Some(m)
     }
 
-    async fn deliver_here(&self, env: Envelope) {
+    async fn deliver_here(&self, mut env: Envelope) {
+        if let Kind::Pair(_) = env.kind {
+            return self.pair_message(env);
+        }
+        if let Err(why) = self.open_arrival(&mut env) {
+            return self.refuse_arrival(env, why);
+        }
         if env.src.machine.as_ref() == Some(self.id()) {
             if let Some(lb) = self.term(&TermName::Loopback) {
                 lb.note("out", &env);

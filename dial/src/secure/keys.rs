@@ -323,6 +323,11 @@ impl Trust {
         self.by_key.get(key).map(String::as_str)
     }
 
+    /// Every pinned key with its machine.
+    pub fn iter(&self) -> impl Iterator<Item = (&PublicKey, &str)> {
+        self.by_key.iter().map(|(k, m)| (k, m.as_str()))
+    }
+
     /// Number of pinned keys.
     #[must_use]
     pub fn len(&self) -> usize {

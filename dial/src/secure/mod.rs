@@ -99,6 +99,7 @@
 //! [`Identity::load`] insists on).
 
 mod keys;
+pub mod pair;
 mod transport;
 
 #[cfg(test)]

@@ -472,5 +472,6 @@ pub fn kind_name(k: &Kind) -> &'static str {
         Kind::Offer(_) => "offer",
         Kind::Withdraw(_) => "withdraw",
         Kind::Ack(_) => "ack",
+        Kind::Pair(_) => "pair",
     }
 }
