@@ -28,11 +28,20 @@ pub type FrameSink = Pin<Box<dyn Sink<Frame, Error = io::Error> + Send>>;
 pub struct Frame {
     pub head: Bytes,
     pub body: Bytes,
+    /// The body is sealed end to end already (the mesh's pairs): a
+    /// secured link carries it as it is, encrypting only the head.
+    pub sealed: bool,
 }
 
 impl Frame {
     pub fn new(head: Bytes, body: Bytes) -> Frame {
-        Frame { head, body }
+        Frame { head, body, sealed: false }
+    }
+
+    /// A frame whose body is ciphertext already, authenticated by its
+    /// receiver together with the head (see [`Frame::sealed`]).
+    pub fn with_sealed_body(head: Bytes, body: Bytes) -> Frame {
+        Frame { head, body, sealed: true }
     }
 
     /// Bytes in the frame, both parts.
@@ -61,7 +70,7 @@ impl Frame {
 
 impl From<Bytes> for Frame {
     fn from(b: Bytes) -> Frame {
-        Frame { head: b, body: Bytes::new() }
+        Frame { head: b, body: Bytes::new(), sealed: false }
     }
 }
 

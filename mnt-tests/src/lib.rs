@@ -76,11 +76,13 @@ pub fn port() -> u16 {
 pub struct Mesh {
     pub dir: tempfile::TempDir,
     children: Vec<(String, Child)>,
+    /// Environment of the routers `up` starts: (machine, name, value).
+    pub envs: Vec<(String, String, String)>,
 }
 
 impl Mesh {
     pub fn new() -> Mesh {
-        Mesh { dir: tempfile::tempdir().expect("tempdir"), children: Vec::new() }
+        Mesh { dir: tempfile::tempdir().expect("tempdir"), children: Vec::new(), envs: Vec::new() }
     }
 
     /// Writes `text` to a file in the test directory; returns its path.
@@ -123,7 +125,11 @@ impl Mesh {
     /// Starts machine `id` of `deploy` as its own `mesh up` process.
     pub fn up(&mut self, deploy: &Path, id: &str) {
         let d = deploy.to_str().expect("utf-8 path");
-        self.spawn(id, &["up", d, "-m", id, "-v"]);
+        let mut c = self.cmd(&["up", d, "-m", id, "-v"]);
+        for (_, k, v) in self.envs.iter().filter(|(m, _, _)| m == id) {
+            c.env(k, v);
+        }
+        self.spawn_command(id, c);
     }
 
     pub fn log_path(&self, name: &str) -> PathBuf {

@@ -262,6 +262,10 @@ impl Envelope {
     pub fn encode_frame(&self) -> dial::Frame {
         let mut head = BytesMut::with_capacity(HEAD_CAPACITY);
         self.put_head(&mut head);
+        if self.seal.is_some() {
+            // Ciphertext already: a secured link need not encrypt it again.
+            return dial::Frame::with_sealed_body(head.freeze(), self.data.clone());
+        }
         dial::Frame::new(head.freeze(), self.data.clone())
     }
 

@@ -178,6 +178,10 @@ impl Router {
                     self.bounce(env, error::detail(error::EPERM, format!("{peer} does not route to {src}")));
                     return Ok(());
                 }
+                let mut env = env;
+                if env.dst.machine.as_ref().is_some_and(|m| m != self.id()) {
+                    crate::tamper::relayed(&mut env);
+                }
                 self.forward(env).await;
                 Ok(())
             }

@@ -24,7 +24,8 @@
 //!    link's sending side, inline writes when it is idle, else a bounded
 //!    queue and the writer task, reporting to an [`outlet::Owner`];
 //!    [`pairs`]: end-to-end sessions per pair of machines, sealing and
-//!    opening conversation messages.
+//!    opening conversation messages; `tamper`: a relay that misbehaves
+//!    on purpose, in debug builds, for the tests.
 //! 6. [`crossed`]: the conversations that crossed a link, failed when it
 //!    dies; [`client`]: the library a local process uses to reach its
 //!    router; [`probe`]: the `echo` and `sink` services; [`session`]: a
@@ -80,6 +81,7 @@ pub mod router;
 mod sealing;
 pub mod session;
 mod start;
+mod tamper;
 pub mod term;
 pub mod text;
 

@@ -43,6 +43,12 @@ use crate::path::MachineId;
 
 /// How long a sender waits for a handshake's answer.
 pub const PAIR_TIMEOUT: Duration = Duration::from_secs(5);
+/// A handshake not answered in this long is sent again (its first
+/// message or the answer may have met a machine with no route yet);
+/// an answer to any of the tries completes it.
+pub const PAIR_RETRY: Duration = Duration::from_secs(1);
+/// Tries of one handshake kept for a late answer.
+const MAX_TRIES: usize = 8;
 /// Sessions a peer made that are still opened (older ones are dropped).
 pub const MAX_RECV: usize = 4;
 /// Keys pinned per machine that a handshake tries.
@@ -193,7 +199,7 @@ impl Pairs {
             return Sender::Refused(why);
         }
         if let Some((_, at)) = &peer.pending {
-            if at.elapsed() < PAIR_TIMEOUT {
+            if at.elapsed() < PAIR_RETRY {
                 return Sender::Wait;
             }
         }
@@ -220,7 +226,10 @@ impl Pairs {
     }
 
     fn start(&self, m: &MachineId, peer: &mut Peer) -> Option<Vec<serde_bytes::ByteBuf>> {
-        let mut starts = Vec::new();
+        // Earlier tries stay, for an answer still on its way.
+        let mut starts = peer.pending.take().map(|(s, _)| s).unwrap_or_default();
+        let kept = starts.len().saturating_sub(MAX_TRIES * MAX_KEYS);
+        starts.drain(..kept);
         let mut firsts = Vec::new();
         for key in self.pinned.get(m).into_iter().flatten() {
             if let Ok((start, first)) = dial::pair::initiate(&self.identity, key) {
@@ -228,7 +237,7 @@ impl Pairs {
                 firsts.push(serde_bytes::ByteBuf::from(first));
             }
         }
-        if starts.is_empty() {
+        if firsts.is_empty() {
             return None;
         }
         self.stats.handshakes.fetch_add(1, Relaxed);
@@ -236,12 +245,12 @@ impl Pairs {
         Some(firsts)
     }
 
-    /// Drops a handshake to `m` that was not answered in time, so the next
-    /// sender starts another.
+    /// Drops a handshake to `m` that a sender gave up on, so the next
+    /// one starts afresh.
     pub fn give_up(&self, m: &MachineId) {
         let mut peers = lock(&self.peers);
         if let Some(p) = peers.get_mut(m) {
-            if p.pending.as_ref().is_some_and(|(_, at)| at.elapsed() >= PAIR_TIMEOUT) {
+            if p.pending.as_ref().is_some_and(|(_, at)| at.elapsed() >= PAIR_RETRY) {
                 p.pending = None;
             }
         }
@@ -393,7 +402,7 @@ impl Pairs {
         let st = &self.stats;
         let n = lock(&self.peers).values().filter(|p| p.send.is_some()).count();
         format!(
-            "end-to-end sessions {n} handshakes {} sealed {} opened {} refused {}",
+            "end-to-end sessions {n} handshakes {} sealed {} opened {} failed {}",
             st.handshakes.load(Relaxed),
             st.sealed.load(Relaxed),
             st.opened.load(Relaxed),

@@ -12,7 +12,7 @@ use tracing::debug;
 use crate::conv::RESERVED;
 use crate::envelope::{Envelope, Kind, PairMsg};
 use crate::error::{self, EAUTH, EBADSEAL};
-use crate::pairs::{sealed_kind, Refusal, Sender, PAIR_TIMEOUT};
+use crate::pairs::{sealed_kind, Refusal, Sender, PAIR_RETRY, PAIR_TIMEOUT};
 use crate::path::MachineId;
 use crate::router::Router;
 
@@ -51,15 +51,19 @@ impl Router {
                 Sender::Wait => {}
                 Sender::Refused(why) => return Err(error::detail(EAUTH, format!("{dst} refused: {why}"))),
             }
+            if tokio::time::Instant::now() >= deadline {
+                p.give_up(dst);
+                return Err(error::detail(
+                    EAUTH,
+                    format!("no end-to-end session with {dst}: no answer to the handshake in {PAIR_TIMEOUT:?}"),
+                ));
+            }
+            let wake = deadline.min(tokio::time::Instant::now() + PAIR_RETRY);
             tokio::select! {
                 _ = changed => {}
-                _ = tokio::time::sleep_until(deadline) => {
-                    p.give_up(dst);
-                    return Err(error::detail(
-                        EAUTH,
-                        format!("no end-to-end session with {dst}: no answer to the handshake in {PAIR_TIMEOUT:?}"),
-                    ));
-                }
+                // Looked at again: a handshake unanswered this long is
+                // sent again.
+                _ = tokio::time::sleep_until(wake) => {}
                 _ = self.shutdown_token().cancelled() => return Err(error::ESHUTDOWN.to_string()),
             }
         }

@@ -24,6 +24,14 @@ pub fn ctl_text(r: &Router) -> String {
     if let Some((reg, up)) = r.registry_status() {
         let _ = writeln!(out, "registry {reg} {}", if up { "reachable" } else { "unreachable" });
     }
+    match r.pairs() {
+        Some(p) => {
+            let _ = writeln!(out, "{}", p.status());
+        }
+        None => {
+            let _ = writeln!(out, "end-to-end off (insecure)");
+        }
+    }
     for (name, state) in r.states() {
         let _ = writeln!(out, "{name} {state}");
     }

@@ -54,13 +54,24 @@
 //! [`LinkOptions::max_frame`](crate::LinkOptions::max_frame), so one frame
 //! is one or more transport messages, each carried by one frame of the
 //! underlying link. The first message's plaintext starts with the frame's
-//! length (u32, big-endian), the rest is frame bytes in order: the
+//! length and the length of its clear body (u32 each, big-endian), the
+//! rest is frame bytes in order: the
 //! receiver learns the size first, refuses a frame over its limit before
 //! buffering it, allocates once, and decrypts every message straight into
 //! place. Message boundaries and lengths are authenticated (the length is
 //! inside the ciphertext; snow's nonces make reordering, dropping or
 //! replaying a message a decryption failure), so a relay can neither
 //! split, merge nor cut frames.
+//!
+//! A frame whose body is sealed end to end already ([`Frame::sealed`],
+//! the mesh's pair sessions) and at least 1 KiB long is not encrypted
+//! twice: its head goes in transport messages as above, saying how long
+//! the clear body is, and the body follows as one message of the
+//! underlying link, as it is. Its integrity is its receiver's to check
+//! (the pair's AEAD binds it to the head), so a relay passes it on
+//! without an AES pass; a body changed on the wire fails there, not here.
+//!
+//! [`Frame::sealed`]: crate::Frame::sealed
 //!
 //! Messages are at most `min(65535, both sides' underlying max_frame)`
 //! bytes, which is why [`secure`] needs the [`LinkOptions`] the link was
@@ -131,7 +142,7 @@ const PROTOCOL: &str = "Noise_XX_25519_AESGCM_SHA256";
 const PROLOGUE: &[u8] = b"mesh dial secure link";
 
 /// Version of the framing and hello described in the module doc.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// Bytes of the hello payload: version, then u32 max frame.
 const HELLO_LEN: usize = 5;
@@ -147,7 +158,7 @@ pub(crate) const NOISE_MAX: usize = 65535;
 pub(crate) const TAG_LEN: usize = 16;
 
 /// Bytes of the frame length at the head of a frame's first message.
-pub(crate) const HEADER_LEN: usize = 4;
+pub(crate) const HEADER_LEN: usize = 8;
 
 /// How long the whole handshake may take, verdict included.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -261,6 +261,68 @@ async fn frames_cross_a_secured_ws_link() {
 }
 
 #[tokio::test]
+async fn a_sealed_body_crosses_in_clear_after_its_encrypted_head() {
+    // A relay between the two sees the big sealed body as it is (it is
+    // ciphertext of the layer above), and the head encrypted; small
+    // bodies and ordinary frames are encrypted whole, and all arrive as
+    // sent, interleaved.
+    let p = Pair::new();
+    let o = opts(BIG);
+    let mut server_l = listen(&"tcp!127.0.0.1!0".parse().unwrap(), &o).await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<Bytes>::new()));
+    let log = seen.clone();
+    let tamper: Tamper = Arc::new(move |_, f: Bytes| {
+        log.lock().unwrap().push(f.clone());
+        Some(f)
+    });
+    let addr = relay(server_l.local_addr(), tamper).await;
+    let c = dial(&addr, &o).await.unwrap();
+    let s = server_l.accept().await.unwrap();
+    let (c, s) = secure_both(c, s, &o, &o, (&p.a, &p.a_trusts), (&p.b, &p.b_trusts)).await;
+    let (mut c, _) = c.unwrap();
+    let (mut s, _) = s.unwrap();
+    let head = Bytes::from_static(b"HEAD-SECRET");
+    let frames = vec![
+        Frame::with_sealed_body(head.clone(), pattern(3 << 20, 7)),
+        Frame::with_sealed_body(head.clone(), pattern(100, 8)),
+        Frame::from(pattern(70_000, 9)),
+        Frame::with_sealed_body(head.clone(), pattern(1024, 10)),
+        Frame::with_sealed_body(Bytes::new(), pattern(5000, 11)),
+    ];
+    for f in frames.clone() {
+        c.tx.send(f).await.unwrap();
+    }
+    for f in frames {
+        let want = f.clone().into_bytes();
+        assert!(s.rx.next().await.unwrap().unwrap() == want, "a frame of {} bytes differs", want.len());
+    }
+    let seen = seen.lock().unwrap();
+    let clear = |b: &Bytes| seen.iter().any(|f| f == b);
+    assert!(clear(&pattern(3 << 20, 7)), "the big sealed body went as it is");
+    assert!(clear(&pattern(1024, 10)), "from 1 KiB on");
+    assert!(!clear(&pattern(100, 8)), "a small one rides encrypted");
+    assert!(!seen.iter().any(|f| f.windows(head.len()).any(|w| w == &head[..])), "heads are encrypted");
+}
+
+#[tokio::test]
+async fn a_clear_body_of_the_wrong_length_breaks_the_link() {
+    let p = Pair::new();
+    let o = opts(BIG);
+    let mut server_l = listen(&"tcp!127.0.0.1!0".parse().unwrap(), &o).await.unwrap();
+    let tamper: Tamper = Arc::new(move |_, f: Bytes| if f.len() == 4096 { Some(f.slice(1..)) } else { Some(f) });
+    let addr = relay(server_l.local_addr(), tamper).await;
+    let c = dial(&addr, &o).await.unwrap();
+    let s = server_l.accept().await.unwrap();
+    let (c, s) = secure_both(c, s, &o, &o, (&p.a, &p.a_trusts), (&p.b, &p.b_trusts)).await;
+    let (mut c, _) = c.unwrap();
+    let (mut s, _) = s.unwrap();
+    c.tx.send(Frame::with_sealed_body(Bytes::from_static(b"h"), pattern(4096, 1))).await.unwrap();
+    let err = s.rx.next().await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains("clear body of 4095 bytes, want 4096"), "{err}");
+}
+
+#[tokio::test]
 async fn close_ends_the_peers_stream() {
     let p = Pair::new();
     let (mut c, mut s) = secured_pair("tcp!127.0.0.1!0", &p).await;

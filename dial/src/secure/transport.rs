@@ -52,15 +52,28 @@ fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
+/// Bodies sealed end to end from this size on travel in clear after
+/// their head; smaller ones ride in the head's message, which costs less
+/// than a frame of their own.
+pub(crate) const CLEAR_MIN: usize = 1024;
+
 /// A frame being sealed: `sent` bytes of it are in messages already.
 struct Outgoing {
     frame: Frame,
     sent: usize,
     /// False until the first message (the one with the length) is out.
     started: bool,
+    /// Bytes at the end (the whole body, or none) that go in clear, as
+    /// one message of the underlying link after the encrypted ones.
+    clear: usize,
 }
 
 impl Outgoing {
+    /// Bytes that are encrypted: all but the clear body.
+    fn sealed_len(&self) -> usize {
+        self.frame.len() - self.clear
+    }
+
     /// Bytes `from..from + n` of the frame, head and body read as one:
     /// a slice when they lie in one part, else gathered into `scratch`.
     fn range<'a>(&'a self, from: usize, n: usize, scratch: &'a mut Vec<u8>) -> &'a [u8] {
@@ -137,18 +150,24 @@ impl SecureSink {
         while self.outgoing.is_some() {
             ready!(self.inner()?.as_mut().poll_ready(cx))?;
             let msg = self.seal_next()?;
-            self.inner()?.as_mut().start_send(msg.into())?;
+            self.inner()?.as_mut().start_send(msg)?;
         }
         Poll::Ready(Ok(()))
     }
 
-    /// Seals the next message of the outgoing frame.
-    fn seal_next(&mut self) -> io::Result<Bytes> {
+    /// Seals the next message of the outgoing frame; once every sealed
+    /// one is out, the clear body is the last.
+    fn seal_next(&mut self) -> io::Result<Frame> {
         let Some(out) = self.outgoing.as_mut() else {
             return Err(io::Error::other("secure sink: no frame to seal"));
         };
+        let total = out.sealed_len();
+        if out.started && out.sent == total {
+            let body = out.frame.body.clone();
+            self.outgoing = None;
+            return Ok(Frame::from(body));
+        }
         let room = self.message_max - TAG_LEN;
-        let total = out.frame.len();
         self.scratch.clear();
         let from = out.sent;
         let plain: &[u8] = if out.started {
@@ -160,7 +179,8 @@ impl SecureSink {
             // so it is authenticated; the copy is at most one message.
             let n = total.min(room - HEADER_LEN);
             // Fits: the limit is at most u32::MAX (see `secure`).
-            self.scratch.extend_from_slice(&(total as u32).to_be_bytes());
+            self.scratch.extend_from_slice(&(out.frame.len() as u32).to_be_bytes());
+            self.scratch.extend_from_slice(&(out.clear as u32).to_be_bytes());
             out.gather(0, n, &mut self.scratch);
             out.sent = n;
             out.started = true;
@@ -175,10 +195,10 @@ impl SecureSink {
         let n = sealed.map_err(|e| io::Error::other(format!("noise: {e}")))?;
         self.nonce += 1;
         let msg = self.slab.split_to(n).freeze();
-        if out.sent == total {
+        if out.sent == total && out.clear == 0 {
             self.outgoing = None;
         }
-        Ok(msg)
+        Ok(Frame::from(msg))
     }
 }
 
@@ -200,7 +220,8 @@ impl Sink<Frame> for SecureSink {
         if this.outgoing.is_some() {
             return Err(io::Error::other("secure sink: start_send without poll_ready"));
         }
-        this.outgoing = Some(Outgoing { frame, sent: 0, started: false });
+        let clear = if frame.sealed && frame.body.len() >= CLEAR_MIN { frame.body.len() } else { 0 };
+        this.outgoing = Some(Outgoing { frame, sent: 0, started: false, clear });
         Ok(())
     }
 
@@ -236,11 +257,22 @@ pub(crate) struct SecureStream {
     /// The frame being reassembled, and its announced length.
     frame: BytesMut,
     want: Option<usize>,
+    /// How many bytes at its end come in clear, as one message.
+    clear: usize,
 }
 
 impl SecureStream {
     pub(crate) fn new(inner: FrameStream, shared: Arc<Secured>, nonce: u64, limit: usize, message_max: usize) -> Self {
-        SecureStream { inner: Some(inner), shared, nonce, limit, message_max, frame: BytesMut::new(), want: None }
+        SecureStream {
+            inner: Some(inner),
+            shared,
+            nonce,
+            limit,
+            message_max,
+            frame: BytesMut::new(),
+            want: None,
+            clear: 0,
+        }
     }
 
     /// Ends the stream for good and tells the sink.
@@ -249,6 +281,7 @@ impl SecureStream {
         self.inner = None;
         self.frame = BytesMut::new();
         self.want = None;
+        self.clear = 0;
     }
 
     /// Decrypts `msg` into `out`, which has room for `msg` whole: snow
@@ -265,6 +298,17 @@ impl SecureStream {
 
     /// Takes one message; returns a frame when it completes one.
     fn open(&mut self, msg: &Bytes) -> io::Result<Option<Bytes>> {
+        if let Some(want) = self.want.filter(|w| self.clear > 0 && self.frame.len() == w - self.clear) {
+            // The clear body, whole: its seal is checked where it goes.
+            if msg.len() != self.clear {
+                return Err(invalid(format!("secure link: clear body of {} bytes, want {}", msg.len(), self.clear)));
+            }
+            self.frame.extend_from_slice(msg);
+            self.want = None;
+            self.clear = 0;
+            debug_assert_eq!(self.frame.len(), want);
+            return Ok(Some(self.frame.split().freeze()));
+        }
         if msg.len() < TAG_LEN || msg.len() > self.message_max {
             return Err(invalid(format!(
                 "secure link: message of {} bytes (want {TAG_LEN} to {})",
@@ -282,11 +326,15 @@ impl SecureStream {
             self.decrypt(msg, &mut buf)?;
             buf.truncate(plain);
             let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            let clear = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
             if len > self.limit {
                 return Err(too_large(io::ErrorKind::InvalidData, len, self.limit));
             }
+            if clear > len || (clear > 0 && clear < CLEAR_MIN) {
+                return Err(invalid(format!("secure link: clear body of {clear} bytes in a frame of {len}")));
+            }
             buf.advance(HEADER_LEN);
-            if buf.len() > len {
+            if buf.len() > len - clear {
                 return Err(invalid("secure link: message runs past the end of its frame"));
             }
             if buf.len() == len {
@@ -297,10 +345,11 @@ impl SecureStream {
             buf.reserve(len - buf.len() + TAG_LEN);
             self.frame = buf;
             self.want = Some(len);
+            self.clear = clear;
             return Ok(None);
         };
         let have = self.frame.len();
-        if plain == 0 || have + plain > want {
+        if plain == 0 || have + plain > want - self.clear {
             return Err(invalid(format!(
                 "secure link: message of {plain} bytes where {} remain of a frame",
                 want - have
@@ -316,6 +365,7 @@ impl SecureStream {
             return Ok(None);
         }
         self.want = None;
+        self.clear = 0;
         Ok(Some(self.frame.split().freeze()))
     }
 }

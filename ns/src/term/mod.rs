@@ -276,10 +276,12 @@ impl Term {
         } else {
             (&self.stats.envs_out, &self.stats.bytes_out)
         };
+        // A sealed payload counts as what it carries, without its tag.
+        let len = env.data.len() - if env.seal.is_some() { dial::pair::SEAL_TAG.min(env.data.len()) } else { 0 };
         n.fetch_add(1, Relaxed);
-        b.fetch_add(env.data.len() as u64, Relaxed);
+        b.fetch_add(len as u64, Relaxed);
         if self.trace.receiver_count() > 0 {
-            let line = format!("{dir} {} {} {} {}\n", kind_name(&env.kind), env.src, env.dst, env.data.len());
+            let line = format!("{dir} {} {} {} {len}\n", kind_name(&env.kind), env.src, env.dst);
             let _ = self.trace.send(line.into());
         }
         true
