@@ -4,14 +4,15 @@
 //! users reach them through `mesh send` and a's mount. Denials are
 //! EACCES through the mount, `permission denied` from `mesh send`, and a
 //! line in b's `ctl` naming who, what and the rule; a read-only grant is
-//! EROFS. The file edited and read again (SIGHUP, `reload` in `ctl`)
+//! EROFS; b's own tree and its `ctl` files have rules of their own
+//! (`tree`, `ctl`). The file edited and read again (SIGHUP, `reload` in `ctl`)
 //! applies at once, no link going down; a bad edit changes nothing and
 //! says where it is wrong.
 
 use std::time::Duration;
 
 use mnt_tests::users::LocalUser;
-use mnt_tests::{sh, until, Deploy, Mesh};
+use mnt_tests::{sh, sh_ok, until, Deploy, Mesh};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -29,6 +30,8 @@ fn deploy(m: &Mesh) -> Deploy {
         .mount("b")
         .set("a", "allow_other = true")
         .set("b", "policy = \"deny\"")
+        .set("b", r#"tree = ["a/root", "b"]"#)
+        .set("b", r#"ctl = ["b"]"#)
         .service("b", r#"{ name = "secret", kind = "exec", command = ["cat"], allow = ["b", "a/root"] }"#)
         .service(
             "b",
@@ -119,6 +122,16 @@ fn services_admit_whom_their_rules_name_and_a_reload_applies_at_once() {
     // b's `ctl` is read-only to other machines under its `policy = "deny"`.
     let e = std::fs::write(a.join("n/b/ctl"), "hangup net-a\n").expect_err("b's ctl from a");
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    // b's tree beyond its services is a's root's to read (`tree`), and
+    // its `ctl` files b's own to write (`ctl`): the second user of a may
+    // not even list it, nor read b's routes, and b says why.
+    assert!(sh_ok(&format!("ls {}/n/b/ && cat {}/n/b/routes", a.display(), a.display()), T).contains("secret"));
+    let (ok, _, err) = run_as(Some(&u), &format!("ls {}/n/b/", a.display()));
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    let (ok, _, err) = run_as(Some(&u), &format!("cat {}/n/b/routes", a.display()));
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    let line = format!("denied a/{u} the tree: tree = [\"a/root\", \"b\"]");
+    until("b's ctl tells the tree's denial", T, || ctl().contains(&line));
 
     // The file edited to admit the second user and let a change `files`,
     // read again by SIGHUP: at once, and no link went down.

@@ -127,13 +127,51 @@ pub struct Policy {
     /// `policy = "deny"`: services without `allow` are closed.
     pub deny_by_default: bool,
     pub rules: HashMap<ServiceName, Rule>,
+    /// `tree`: who may reach the rest of this machine's tree from another
+    /// machine (its listings, routes, terminals, `ctl` files to read, and
+    /// other machines' trees passed on); its services keep their own
+    /// rules. `None`: anyone.
+    pub tree: Option<Vec<Who>>,
+    /// `ctl`: who may write its `ctl` files (the router's, its
+    /// terminals') from another machine; the others who may reach the
+    /// tree read them. `None`: anyone, or no one under `policy = "deny"`.
+    pub ctl: Option<Vec<Who>>,
 }
 
 impl Policy {
     /// Whether nothing is ever refused (no rule, policy allow): the check
     /// is skipped.
     pub fn is_open(&self) -> bool {
-        !self.deny_by_default && self.rules.values().all(|r| r.allow.is_none())
+        !self.deny_by_default
+            && self.tree.is_none()
+            && self.ctl.is_none()
+            && self.rules.values().all(|r| r.allow.is_none())
+    }
+
+    /// What `user` on `machine` may do with this machine's tree outside
+    /// its services: read it, and write its `ctl` files.
+    pub fn check_tree(&self, ctl: bool, machine: &MachineId, user: Option<&str>) -> Access {
+        let admits = |rule: &Option<Vec<Who>>, default: bool| match rule {
+            Some(r) => r.iter().any(|w| w.admits(machine, user)),
+            None => default,
+        };
+        if !admits(&self.tree, true) {
+            return Access::Denied;
+        }
+        if !ctl || admits(&self.ctl, !self.deny_by_default) {
+            Access::Full
+        } else {
+            Access::Read
+        }
+    }
+
+    /// The rule that decided about the tree, for the event of a denial.
+    pub fn why_tree(&self) -> String {
+        let names = |r: &[Who]| r.iter().map(|w| format!("{:?}", w.to_string())).collect::<Vec<_>>().join(", ");
+        match &self.tree {
+            Some(t) => format!("tree = [{}]", names(t)),
+            None => "tree open".into(),
+        }
     }
 
     /// What `user` on `machine` may do with `service`.
@@ -166,8 +204,9 @@ impl Policy {
 
     /// The machines the rules name, to check against a deployment.
     pub fn machines(&self) -> HashSet<&MachineId> {
-        let rules = self.rules.values();
-        rules.flat_map(|r| r.allow.iter().flatten().chain(&r.read)).filter_map(Who::machine).collect()
+        let rules = self.rules.values().flat_map(|r| r.allow.iter().flatten().chain(&r.read));
+        let tree = self.tree.iter().flatten().chain(self.ctl.iter().flatten());
+        rules.chain(tree).filter_map(Who::machine).collect()
     }
 }
 

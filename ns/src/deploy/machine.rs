@@ -24,6 +24,8 @@ const MACHINE_KEYS: &[&str] = &[
     "allow_other",
     "resume",
     "policy",
+    "tree",
+    "ctl",
     "services",
 ];
 
@@ -85,6 +87,8 @@ fn machine(id: MachineId, node: &Node<'_, '_>, listens: &mut HashMap<DialString,
         allow_other: false,
         resume: super::DEFAULT_RESUME,
         deny_by_default: false,
+        tree: None,
+        ctl: None,
         services: Vec::new(),
     };
     for e in t.entries() {
@@ -113,6 +117,8 @@ fn machine(id: MachineId, node: &Node<'_, '_>, listens: &mut HashMap<DialString,
                     other => return Err(v.err(format!("unknown policy {other:?}: want \"allow\" or \"deny\""))),
                 }
             }
+            "tree" => m.tree = Some(service::rules(v)?),
+            "ctl" => m.ctl = Some(service::rules(v)?),
             "services" => m.services = services(v)?,
             // deny_unknown leaves no other key.
             _ => return Err(t.key_err(&e, "unknown key")),
@@ -203,17 +209,23 @@ fn services(v: &Node<'_, '_>) -> Result<Vec<super::ServiceSpec>> {
 /// services are machines of this file: a name that is not is a typo that
 /// would lock someone out, or let no one in.
 fn check_rules(machines: &BTreeMap<MachineId, Machine>, node: &Node<'_, '_>) -> Result<()> {
-    let Some(services) = node.table()?.get("services") else { return Ok(()) };
-    for svc in services.array()? {
-        let t = svc.table()?;
-        for key in ["allow", "read"] {
-            for item in t.get(key).map(|v| v.array()).transpose()?.unwrap_or_default() {
-                let who: crate::policy::Who = item.str()?.parse().map_err(|e: String| item.err(e))?;
-                if let Some(m) = who.machine().filter(|m| !machines.contains_key(*m)) {
-                    return Err(item.err(format!("no machine \"{m}\" in this file")));
-                }
+    let check = |v: Option<Node<'_, '_>>| -> Result<()> {
+        for item in v.map(|v| v.array()).transpose()?.unwrap_or_default() {
+            let who: crate::policy::Who = item.str()?.parse().map_err(|e: String| item.err(e))?;
+            if let Some(m) = who.machine().filter(|m| !machines.contains_key(*m)) {
+                return Err(item.err(format!("no machine \"{m}\" in this file")));
             }
         }
+        Ok(())
+    };
+    let t = node.table()?;
+    check(t.get("tree"))?;
+    check(t.get("ctl"))?;
+    let Some(services) = t.get("services") else { return Ok(()) };
+    for svc in services.array()? {
+        let t = svc.table()?;
+        check(t.get("allow"))?;
+        check(t.get("read"))?;
     }
     Ok(())
 }

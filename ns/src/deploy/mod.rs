@@ -73,6 +73,10 @@ pub struct Machine {
     pub resume: std::time::Duration,
     /// `policy = "deny"`: services without `allow` are closed.
     pub deny_by_default: bool,
+    /// `tree`: who may reach the machine's tree outside its services.
+    pub tree: Option<Vec<crate::policy::Who>>,
+    /// `ctl`: who may write its `ctl` files from elsewhere.
+    pub ctl: Option<Vec<crate::policy::Who>>,
     pub services: Vec<ServiceSpec>,
 }
 
@@ -91,7 +95,12 @@ impl Machine {
             read: s.read.clone(),
         };
         let rules = rules.map(|s| (s.name.clone(), rule(s)));
-        crate::policy::Policy { deny_by_default: self.deny_by_default, rules: rules.collect() }
+        crate::policy::Policy {
+            deny_by_default: self.deny_by_default,
+            rules: rules.collect(),
+            tree: self.tree.clone(),
+            ctl: self.ctl.clone(),
+        }
     }
 }
 

@@ -205,7 +205,7 @@ pub(super) fn service(node: &Node<'_, '_>) -> Result<ServiceSpec> {
 
 /// `allow` or `read`: an array of rules (`"*"`, `"M"`, `"M/U"`,
 /// `"*/U"`), each an error naming its line when malformed.
-fn rules(v: &Node<'_, '_>) -> Result<Vec<crate::policy::Who>> {
+pub(super) fn rules(v: &Node<'_, '_>) -> Result<Vec<crate::policy::Who>> {
     let mut out = Vec::new();
     for item in v.array()? {
         let who: crate::policy::Who = item.str()?.parse().map_err(|e: String| item.err(e))?;

@@ -353,6 +353,33 @@ services = [
 }
 
 #[test]
+fn tree_and_ctl_rule_a_machines_own_files() {
+    let text =
+        "[machines.a]\ntree = [\"b\", \"c/root\"]\nctl = [\"b/root\"]\n[machines.b]\n[machines.c]\npolicy = \"deny\"\n";
+    let d = parse(text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let p = d.machine("a").unwrap().policy();
+    let (b, c): (MachineId, MachineId) = (name("b"), name("c"));
+    use crate::policy::Access::*;
+    assert!(!p.is_open());
+    // The tree: b and c's root; the ctl files: b's root writes, the
+    // others who reach the tree read.
+    assert_eq!(p.check_tree(false, &b, Some("x")), Full);
+    assert_eq!(p.check_tree(false, &c, Some("x")), Denied);
+    assert_eq!(p.check_tree(false, &c, Some("root")), Full);
+    assert_eq!(p.check_tree(true, &b, Some("root")), Full);
+    assert_eq!(p.check_tree(true, &b, Some("x")), Read);
+    assert_eq!(p.check_tree(true, &c, Some("x")), Denied);
+    // Services keep their own rules: none here, and policy allow.
+    assert_eq!(p.check("svc", &c, Some("x")), Full);
+    // Without the keys: the tree is open, ctl writable unless deny.
+    let c_rules = d.machine("c").unwrap().policy();
+    assert_eq!(c_rules.check_tree(true, &b, None), Read);
+    assert_eq!(d.machine("b").unwrap().policy().check_tree(true, &c, None), Full);
+    let again = parse(&d.to_toml(), "again.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.machine("a").unwrap().policy(), p);
+}
+
+#[test]
 fn bad_rules_name_their_line_and_key() {
     let svc = |extra: &str| format!("[machines.a]\nservices = [\n  {{ name = \"s\", kind = \"echo\"{extra} }},\n]\n");
     fails(&svc(", allow = [\"a/Alice\"]"), "machines.a.services[0].allow[0]", 3, "is not a user name");
@@ -361,6 +388,9 @@ fn bad_rules_name_their_line_and_key() {
     fails(&svc(", allow = \"a\""), "machines.a.services[0].allow", 3, "");
     fails(&svc(", read = [\"a\"]"), "machines.a.services[0].read", 3, "not a key of kind echo");
     fails("[machines.a]\npolicy = \"maybe\"\n", "machines.a.policy", 2, "unknown policy \"maybe\"");
+    fails("[machines.a]\ntree = [\"zz\"]\n", "machines.a.tree[0]", 2, "no machine \"zz\" in this file");
+    fails("[machines.a]\nctl = [\"a/B\"]\n", "machines.a.ctl[0]", 2, "is not a user name");
+    fails("[machines.a]\ntree = \"a\"\n", "machines.a.tree", 2, "");
 }
 
 #[test]

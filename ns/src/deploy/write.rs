@@ -9,6 +9,11 @@ use super::tree::key_segment;
 use super::{Deployment, Machine, Restart, ServiceSpec, Squash};
 
 /// A TOML string literal, escaped by toml itself.
+/// A rule as the file writes it: `["a", "b/alice"]`.
+fn rules(w: &[crate::policy::Who]) -> String {
+    list(&w.iter().map(|w| w.to_string()).collect::<Vec<_>>())
+}
+
 fn quote(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
@@ -68,6 +73,12 @@ fn machine(out: &mut String, m: &Machine) {
     if m.deny_by_default {
         lines.push("policy = \"deny\"".into());
     }
+    if let Some(t) = &m.tree {
+        lines.push(format!("tree = {}", rules(t)));
+    }
+    if let Some(c) = &m.ctl {
+        lines.push(format!("ctl = {}", rules(c)));
+    }
     if m.resume != super::DEFAULT_RESUME {
         // Whole milliseconds: what the parser takes back.
         lines.push(format!("resume = \"{}ms\"", m.resume.as_millis()));
@@ -114,7 +125,6 @@ fn service(s: &ServiceSpec) -> String {
     if s.squash != Squash::default() {
         fields.push(format!("squash = {}", quote(s.squash.as_str())));
     }
-    let rules = |w: &[crate::policy::Who]| list(&w.iter().map(|w| w.to_string()).collect::<Vec<_>>());
     if let Some(allow) = &s.allow {
         fields.push(format!("allow = {}", rules(allow)));
     }

@@ -280,8 +280,10 @@ impl Namespace {
     /// service's files, a service's data, clone and conversations. For a
     /// request from another machine (`remote`), a path into a third
     /// machine's tree (`n/c/...`) is passed on only to read, and not at
-    /// all under `policy = "deny"`: the third machine sees this one ask;
-    /// and this machine's `ctl` files are read-only under `policy = "deny"`.
+    /// all under `policy = "deny"`: the third machine sees this one ask.
+    /// The rest of the tree follows the machine's `tree` rule, and its
+    /// `ctl` files its `ctl` rule (read-only to others under `policy =
+    /// "deny"` without one).
     pub fn grant(
         &self,
         path: &[String],
@@ -297,7 +299,12 @@ impl Namespace {
             Ok(Node::Remote(m, _)) if remote && r.policy().deny_by_default => {
                 return Err(ns::error::detail(ns::error::EPERM, format!("requests for {m} are not passed on")))
             }
-            Ok(Node::Remote(_, _)) if remote => return Ok(Grant::Read),
+            Ok(Node::Remote(_, _)) if remote => {
+                return Ok(match r.tree_access(false, machine, user) {
+                    Grant::Denied => Grant::Denied,
+                    _ => Grant::Read,
+                })
+            }
             Ok(
                 Node::Stored(s, _)
                 | Node::SvcData(s)
@@ -307,7 +314,11 @@ impl Namespace {
                 | Node::ConvData(s, _)
                 | Node::ConvCtl(s, _),
             ) => s,
-            Ok(Node::Ctl | Node::TermCtl(_)) if remote && r.policy().deny_by_default => return Ok(Grant::Read),
+            Ok(Node::Ctl | Node::TermCtl(_)) if remote => return Ok(r.tree_access(true, machine, user)),
+            // What tells of a service, as its listing in `svc/` does, is
+            // open to all; its files and conversations follow its rules.
+            Ok(Node::Svc(_) | Node::SvcInfo(_) | Node::SvcFile(..) | Node::ConvStatus(..)) => return Ok(Grant::Full),
+            _ if remote => return Ok(r.tree_access(false, machine, user)),
             _ => return Ok(Grant::Full),
         };
         Ok(r.access(service, machine, user))
