@@ -114,6 +114,9 @@ pub enum PairMsg {
     /// The responder cannot answer: it pins no key of the initiator, or
     /// none opened the message. Unauthenticated: it only ends the wait.
     Refused(String),
+    /// The initiator completed session `session`: its proof, which lets
+    /// the responder send under it ([`dial::pair::PairKeys::confirmation`]).
+    Confirm { session: u64, proof: serde_bytes::ByteBuf },
 }
 
 /// Introduces one side of a link.

@@ -16,14 +16,17 @@
 //!   made ([`MAX_RECV`]); a number is taken once (a sliding window of
 //!   [`WINDOW`], as IPsec has, since messages of different conversations
 //!   may pass each other).
-//! - **Which session sends.** The newest: the one this side started,
-//!   once answered, or the one the peer started, once answered. A new run
-//!   of a router greets each machine it pins as it becomes reachable
-//!   ([`Pairs::greet`]), so a peer that restarted has replaced the old
-//!   session before anyone sends under it. Should a message still arrive
-//!   under a session its receiver does not know, it is refused and its
-//!   sender told, and the error, sealed under a new session, starts that
-//!   one both ways.
+//! - **Which session sends.** The newest the peer is known to hold: the
+//!   one this side started, once answered, or one the peer started, once
+//!   the peer confirmed it (a third message, [`Pairs::on_confirm`]) or a
+//!   message under it opened. Never one merely answered: the answer may
+//!   be lost, and a first message a relay replays makes a session nobody
+//!   else has. A new run of a router greets each machine it pins as it
+//!   becomes reachable ([`Pairs::greet`]), so a peer that restarted
+//!   confirms a new session before anyone sends under the old. Should a
+//!   message still arrive under a session its receiver does not know, it
+//!   is refused and its sender told, and the error, sealed under a new
+//!   session, starts that one both ways.
 //!
 //! Lock order: `peers`, then a session's `window`.
 
@@ -209,20 +212,21 @@ impl Pairs {
         }
     }
 
-    /// The first handshake of this run with `m`, newly reachable, so that
-    /// a machine that restarted has a session before anyone sends: the
-    /// messages to send, unless a session or a handshake exists already.
-    pub fn greet(&self, m: &MachineId) -> Option<Vec<serde_bytes::ByteBuf>> {
+    /// Whether to greet `m`, newly reachable: the first time this run,
+    /// unless a session exists already, so that a machine that restarted
+    /// has a session before anyone sends (the caller then drives
+    /// [`Pairs::sender`] until it is ready).
+    pub fn greet(&self, m: &MachineId) -> bool {
         if !self.covers(m) {
-            return None;
+            return false;
         }
         let mut peers = lock(&self.peers);
         let peer = peers.entry(m.clone()).or_default();
-        if peer.greeted || peer.send.is_some() || peer.pending.is_some() {
-            return None;
+        if peer.greeted || peer.send.is_some() {
+            return false;
         }
         peer.greeted = true;
-        self.start(m, peer)
+        true
     }
 
     fn start(&self, m: &MachineId, peer: &mut Peer) -> Option<Vec<serde_bytes::ByteBuf>> {
@@ -265,19 +269,10 @@ impl Pairs {
                 if let Ok((keys, answer)) = dial::pair::respond(me, key, first) {
                     let mut peers = lock(&self.peers);
                     let peer = peers.entry(from.clone()).or_default();
-                    let s = Session::new(keys, false);
-                    peer.recv.push_front(s.clone());
+                    // Not sent under until confirmed (see `on_confirm`): the
+                    // answer may never reach the initiator.
+                    peer.recv.push_front(Session::new(keys, false));
                     peer.recv.truncate(MAX_RECV);
-                    // The peer's newest sends from now on: it made it
-                    // because it has no other (it restarted), or both
-                    // started at once, and either is fine. A first
-                    // message replayed by a relay gives a session the
-                    // peer lacks: the next message is refused there, and
-                    // its error, under a session that works, puts that
-                    // one back (`confirm`).
-                    peer.send = Some(s);
-                    drop(peers);
-                    self.changed.notify_waiters();
                     return Ok(answer);
                 }
             }
@@ -285,13 +280,15 @@ impl Pairs {
         Err(format!("no first message opened with a key pinned for {from}"))
     }
 
-    /// Reads the answer to our handshake from `from`.
-    pub fn on_answer(&self, from: &MachineId, answer: &[u8]) -> Result<(), String> {
+    /// Reads the answer to our handshake from `from`: the session's id
+    /// and the confirmation to send the responder.
+    pub fn on_answer(&self, from: &MachineId, answer: &[u8]) -> Result<(u64, [u8; SEAL_TAG]), String> {
         let mut peers = lock(&self.peers);
         let peer = peers.get_mut(from).ok_or("no handshake under way")?;
         let (starts, _) = peer.pending.take().ok_or("no handshake under way")?;
         for start in starts {
             if let Ok(keys) = start.finish(answer) {
+                let done = (keys.id, keys.confirmation());
                 let s = Session::new(keys, true);
                 peer.recv.push_front(s.clone());
                 peer.recv.truncate(MAX_RECV);
@@ -299,12 +296,29 @@ impl Pairs {
                 peer.refused = None;
                 drop(peers);
                 self.changed.notify_waiters();
-                return Ok(());
+                return Ok(done);
             }
         }
         drop(peers);
         self.changed.notify_waiters();
         Err("the answer does not open: not from the key pinned for it".into())
+    }
+
+    /// The initiator of session `session` confirms it: this side sends
+    /// under it from now on.
+    pub fn on_confirm(&self, from: &MachineId, session: u64, proof: &[u8]) -> Result<(), String> {
+        let s = {
+            let peers = lock(&self.peers);
+            let peer = peers.get(from).ok_or("no session")?;
+            peer.recv.iter().find(|s| s.keys.id == session).cloned().ok_or("no such session")?
+        };
+        if !s.keys.confirms(proof) {
+            return Err("a confirmation that does not open".into());
+        }
+        s.confirmed.store(true, Relaxed);
+        self.confirm(from, &s);
+        self.changed.notify_waiters();
+        Ok(())
     }
 
     /// The peer refused our handshake.

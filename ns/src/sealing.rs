@@ -69,17 +69,33 @@ impl Router {
         }
     }
 
-    /// Greets the machines that became reachable (see [`crate::pairs::Pairs::greet`]).
+    /// Greets the machines that became reachable (see
+    /// [`crate::pairs::Pairs::greet`]): a task per machine drives the
+    /// handshake, sent again each [`PAIR_RETRY`], until a session is
+    /// ready or [`PAIR_TIMEOUT`] is over.
     pub(crate) fn greet_new(&self, changed: &std::collections::BTreeSet<MachineId>) {
         let Some(p) = self.pairs() else { return };
         for m in changed {
-            if self.table().best(m).is_none() {
+            if self.table().best(m).is_none() || !p.greet(m) {
                 continue;
             }
-            if let Some(firsts) = p.greet(m) {
-                debug!(peer = %m, "end-to-end greeting");
-                self.send_pair(m, PairMsg::Init(firsts));
-            }
+            debug!(peer = %m, "end-to-end greeting");
+            let (r, m) = (self.clone(), m.clone());
+            self.spawn(async move {
+                let Some(p) = r.pairs() else { return };
+                let until = tokio::time::Instant::now() + PAIR_TIMEOUT;
+                while tokio::time::Instant::now() < until {
+                    match p.sender(&m) {
+                        Sender::Ready(_) | Sender::Refused(_) => return,
+                        Sender::Start(firsts) => r.send_pair(&m, PairMsg::Init(firsts)),
+                        Sender::Wait => {}
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(PAIR_RETRY) => {}
+                        _ = r.shutdown_token().cancelled() => return,
+                    }
+                }
+            });
         }
     }
 
@@ -107,8 +123,14 @@ impl Router {
                     self.send_pair(&from, PairMsg::Refused(why));
                 }
             },
-            PairMsg::Answer(answer) => {
-                if let Err(why) = p.on_answer(&from, &answer) {
+            PairMsg::Answer(answer) => match p.on_answer(&from, &answer) {
+                Ok((session, proof)) => {
+                    self.send_pair(&from, PairMsg::Confirm { session, proof: proof.to_vec().into() })
+                }
+                Err(why) => self.tell_refusal(&from, &relay, &format!("end-to-end handshake: {why}")),
+            },
+            PairMsg::Confirm { session, proof } => {
+                if let Err(why) = p.on_confirm(&from, session, &proof) {
                     self.tell_refusal(&from, &relay, &format!("end-to-end handshake: {why}"));
                 }
             }

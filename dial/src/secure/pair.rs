@@ -29,6 +29,11 @@ pub const SEAL_TAG: usize = 16;
 /// tag.
 pub const PAIR_MSG_MAX: usize = 32 + 16;
 
+/// The number of the confirmation, never a data message's (counters
+/// start at 0 and do not reach it).
+const CONFIRM_NONCE: u64 = u64::MAX;
+const CONFIRM_AAD: &[u8] = b"mesh pair confirm";
+
 /// Why a handshake message was refused.
 #[derive(Debug, thiserror::Error)]
 #[error("end-to-end handshake: {0}")]
@@ -169,6 +174,29 @@ impl PairKeys {
         rest[..SEAL_TAG].copy_from_slice(tag.as_ref());
     }
 
+    /// The initiator's proof that it completed the handshake: an empty
+    /// message sealed under a number data never takes. The responder
+    /// starts sending under the session only once it has checked this
+    /// (or opened a message under it): an answer lost on the way would
+    /// otherwise leave it sending under keys the initiator never made.
+    #[must_use]
+    pub fn confirmation(&self) -> [u8; SEAL_TAG] {
+        let tag = self
+            .send
+            .seal_in_place_separate_tag(nonce(CONFIRM_NONCE), Aad::from(CONFIRM_AAD), &mut [])
+            .expect("AES-GCM seals an empty message");
+        let mut out = [0u8; SEAL_TAG];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Whether `proof` is the peer's [`PairKeys::confirmation`].
+    #[must_use]
+    pub fn confirms(&self, proof: &[u8]) -> bool {
+        let mut buf = proof.to_vec();
+        self.recv.open_in_place(nonce(CONFIRM_NONCE), Aad::from(CONFIRM_AAD), &mut buf).is_ok()
+    }
+
     /// Opens a sealed message (tag last) in place; the plaintext is the
     /// first `len - SEAL_TAG` bytes.
     ///
@@ -215,6 +243,18 @@ mod tests {
         flipped[2] ^= 1;
         assert!(kb.open(0, b"head", &mut flipped).is_err());
         assert!(ka.open(0, b"head", &mut m.clone()).is_err());
+    }
+
+    #[test]
+    fn a_confirmation_opens_only_with_the_peers_key() {
+        let (ka, kb) = pair();
+        assert!(kb.confirms(&ka.confirmation()));
+        assert!(!kb.confirms(&kb.confirmation()), "each direction its own key");
+        assert!(!ka.confirms(&ka.confirmation()), "each direction its own key");
+        let mut bad = ka.confirmation();
+        bad[0] ^= 1;
+        assert!(!kb.confirms(&bad));
+        assert!(!kb.confirms(b"short"));
     }
 
     #[test]

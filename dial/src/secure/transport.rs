@@ -307,7 +307,9 @@ impl SecureStream {
             self.want = None;
             self.clear = 0;
             debug_assert_eq!(self.frame.len(), want);
-            return Ok(Some(self.frame.split().freeze()));
+            // Taken whole, not split off: the frame is then the only owner
+            // of its buffer, and the layer above may open it in place.
+            return Ok(Some(std::mem::take(&mut self.frame).freeze()));
         }
         if msg.len() < TAG_LEN || msg.len() > self.message_max {
             return Err(invalid(format!(
@@ -366,7 +368,7 @@ impl SecureStream {
         }
         self.want = None;
         self.clear = 0;
-        Ok(Some(self.frame.split().freeze()))
+        Ok(Some(std::mem::take(&mut self.frame).freeze()))
     }
 }
 
