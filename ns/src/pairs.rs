@@ -52,6 +52,10 @@ pub const PAIR_TIMEOUT: Duration = Duration::from_secs(5);
 pub const PAIR_RETRY: Duration = Duration::from_secs(1);
 /// Tries of one handshake kept for a late answer.
 const MAX_TRIES: usize = 8;
+/// First messages answered per machine and second: each costs a few
+/// Diffie-Hellman operations and a session slot, and a neighbour could
+/// otherwise flood them in another machine's name.
+const MAX_INITS_PER_SEC: u32 = 16;
 /// Sessions a peer made that are still opened (older ones are dropped).
 pub const MAX_RECV: usize = 4;
 /// Keys pinned per machine that a handshake tries.
@@ -96,6 +100,8 @@ struct Peer {
     refused: Option<String>,
     /// This run started a handshake with it on its own (see `greet`).
     greeted: bool,
+    /// First messages answered in the second that began then.
+    inits: Option<(Instant, u32)>,
 }
 
 /// One pair session.
@@ -263,6 +269,19 @@ impl Pairs {
     /// Answers a first message from `from`.
     pub fn on_init(&self, from: &MachineId, firsts: &[serde_bytes::ByteBuf]) -> Result<Vec<u8>, String> {
         let keys = self.pinned.get(from).ok_or_else(|| format!("{from}'s key is not pinned here"))?;
+        {
+            let mut peers = lock(&self.peers);
+            let peer = peers.entry(from.clone()).or_default();
+            let now = Instant::now();
+            let (since, n) = peer.inits.get_or_insert((now, 0));
+            if now.duration_since(*since) >= Duration::from_secs(1) {
+                (*since, *n) = (now, 0);
+            }
+            *n += 1;
+            if *n > MAX_INITS_PER_SEC {
+                return Err(format!("more than {MAX_INITS_PER_SEC} handshakes a second in {from}'s name"));
+            }
+        }
         let me = &self.identity;
         for first in firsts.iter().take(MAX_KEYS) {
             for key in keys {
@@ -476,6 +495,47 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn two() -> (Pairs, Pairs) {
+        let (ka, kb) = (dial::Identity::generate(), dial::Identity::generate());
+        let (mut ta, mut tb) = (dial::Trust::new(), dial::Trust::new());
+        ta.pin("b", kb.public()).unwrap();
+        tb.pin("a", ka.public()).unwrap();
+        (Pairs::new(ka, &ta), Pairs::new(kb, &tb))
+    }
+
+    fn m(s: &str) -> MachineId {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_session_sends_on_the_responder_only_once_confirmed() {
+        let (a, b) = two();
+        let Sender::Start(firsts) = a.sender(&m("b")) else { panic!("a starts") };
+        let answer = b.on_init(&m("a"), &firsts).unwrap();
+        // Answered, not confirmed: b has nothing to send under yet.
+        assert!(matches!(b.sender(&m("a")), Sender::Start(_)));
+        let (session, proof) = a.on_answer(&m("b"), &answer).unwrap();
+        assert!(b.on_confirm(&m("a"), session, &[0u8; 16]).is_err(), "a forged confirmation");
+        b.on_confirm(&m("a"), session, &proof).unwrap();
+        let (Sender::Ready(sa), Sender::Ready(sb)) = (a.sender(&m("b")), b.sender(&m("a"))) else {
+            panic!("both ready")
+        };
+        assert_eq!(sa.keys.id, sb.keys.id);
+    }
+
+    #[tokio::test]
+    async fn first_messages_in_one_machines_name_are_answered_at_most_so_often() {
+        let (a, b) = two();
+        let Sender::Start(firsts) = a.sender(&m("b")) else { panic!("a starts") };
+        for _ in 0..MAX_INITS_PER_SEC {
+            b.on_init(&m("a"), &firsts).unwrap();
+        }
+        let e = b.on_init(&m("a"), &firsts).unwrap_err();
+        assert!(e.contains("handshakes a second"), "{e}");
+        // A machine nobody pinned is refused outright.
+        assert!(b.on_init(&m("z"), &firsts).unwrap_err().contains("not pinned"));
+    }
 
     #[test]
     fn the_window_takes_each_number_once_in_any_order() {
