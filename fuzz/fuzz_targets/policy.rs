@@ -1,4 +1,4 @@
-//! str -> `policy::Who`, the entries of `allow` and `read`. An accepted
+//! str -> `policy::Who`, the entries of `allow`, `read`, `tree` and `ctl`. An accepted
 //! rule prints back as exactly the input (a rule has one spelling), and a
 //! policy made of accepted rules answers every check without panicking,
 //! admitting what its rule says.
@@ -17,6 +17,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut p = Policy::default();
     p.rules.insert("s".parse().expect("valid"), Rule { allow: Some(rules.clone()), read: vec![] });
+    // The same rule for the machine's tree and its ctl files.
+    p.tree = Some(rules.clone());
+    p.ctl = Some(rules.clone());
     for w in &rules {
         let (m, u) = match w {
             Who::Anyone => ("x".parse().expect("valid"), None),
@@ -25,5 +28,6 @@ fuzz_target!(|data: &[u8]| {
             Who::UserAnywhere(u) => ("y".parse().expect("valid"), Some(u.as_str())),
         };
         assert_eq!(p.check("s", &m, u), Access::Full, "{w} admits what it names");
+        assert_eq!(p.check_tree(true, &m, u), Access::Full, "{w} admits to the tree what it names");
     }
 });
