@@ -255,6 +255,18 @@ impl Pairs {
         Some(firsts)
     }
 
+    /// `m` became unreachable: it may come back as a new run, with none
+    /// of our sessions, so the next message waits for a new one (and a
+    /// greeting starts it as soon as `m` is reachable). What it sent
+    /// under the old ones still opens.
+    pub fn unreachable(&self, m: &MachineId) {
+        if let Some(p) = lock(&self.peers).get_mut(m) {
+            p.send = None;
+            p.pending = None;
+            p.greeted = false;
+        }
+    }
+
     /// Drops a handshake to `m` that a sender gave up on, so the next
     /// one starts afresh.
     pub fn give_up(&self, m: &MachineId) {

@@ -334,6 +334,9 @@ impl Router {
         }
         for m in &change.lost {
             info!(machine = %m, "machine unreachable");
+            if let Some(p) = self.pairs() {
+                p.unreachable(m);
+            }
             let why = error::detail(ENOROUTE, m);
             self.0.convs.machine_lost(m, &why);
             // Conversations that resolved `/svc/S` to a replica there fail
