@@ -16,8 +16,8 @@ use crate::pairs::{sealed_kind, Refusal, Sender, PAIR_RETRY, PAIR_TIMEOUT};
 use crate::path::MachineId;
 use crate::router::Router;
 
-/// The same refusal (source, relay, reason) is told in `ctl` at most this
-/// often.
+/// Refusals of the same source through the same relay are told in `ctl` at
+/// most this often.
 const REFUSAL_QUIET: Duration = Duration::from_secs(10);
 
 impl Router {
