@@ -94,6 +94,21 @@ impl Clients {
         }
     }
 
+    /// Whether `src` opened the conversation whose end in a client is
+    /// `end`, when that is a service's end (under a service the client
+    /// offers, answering a numbered end); `None` when it is not, or not
+    /// known yet (the client has not answered).
+    pub(crate) fn opened_by(&self, end: &Addr, src: &Addr) -> Option<bool> {
+        let k = (end.conv? >> 32) as u32;
+        if self.services.read().unwrap_or_else(|e| e.into_inner()).get(&end.service) != Some(&k) {
+            return None;
+        }
+        let cc = lock(&self.convs);
+        let peer = cc.get(&k)?.get(end)?;
+        peer.conv?;
+        Some(peer == src)
+    }
+
     /// Client `k` hung up its end `src`.
     pub(crate) fn hung_up(&self, k: u32, src: &Addr) {
         if let Some(m) = lock(&self.convs).get_mut(&k) {

@@ -120,3 +120,48 @@ async fn no_one_the_rules_deny_can_write_into_a_conversation_by_its_number() {
     assert!(matches!(&got, Some(Msg::Data(d)) if &d[..] == b"again"), "only a's own data echoed: {got:?}");
     stop.cancel();
 }
+
+#[tokio::test(start_paused = true)]
+async fn nor_into_a_conversation_a_local_client_serves() {
+    // The same, with echo served by a local client of b (`mesh serve`):
+    // its conversations are numbered in the client's own block.
+    let stop = CancellationToken::new();
+    let r = |id: &str| Router::new(Config::new(n(id)), stop.clone());
+    let (a, b) = (r("a"), r("b"));
+    b.listen(&"mem!serve-b".parse().unwrap()).await.unwrap();
+    a.dial_now("mem!serve-b".parse().unwrap()).await.unwrap();
+    let client = ns::client::Client::connect(&"mem!serve-b".parse().unwrap()).await.unwrap();
+    client.offer(n("echo"), Arc::new(Echo)).await;
+    for _ in 0..200 {
+        if a.table().nearest("echo").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.set_policy(rules(&["a/alice"]));
+    let mut conv = a.open_as(Addr::parse("/n/b/svc/echo").unwrap(), vec![], Some(Arc::from("alice")));
+    conv.tx.send(Bytes::from_static(b"mine")).await.unwrap();
+    assert!(matches!(conv.rx.recv().await, Some(Msg::Data(d)) if &d[..] == b"mine"));
+    // bob beside alice writes into the first numbers of the first
+    // client's block: the one that is alice's conversation is refused,
+    // the others do not exist.
+    let mut denied = 0;
+    for i in 1..=8u64 {
+        let end = Addr::parse(&format!("/n/b/svc/echo/{}", (1u64 << 32) + i)).unwrap();
+        let mut x = a.open_as(end, vec![], Some(Arc::from("bob")));
+        x.tx.send(Bytes::from_static(b"theirs")).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), x.rx.recv()).await.unwrap();
+        match &got {
+            Some(Msg::Error(e)) if e.starts_with("permission denied") => denied += 1,
+            Some(Msg::Error(e)) if e.starts_with("no such conversation") => {}
+            other => panic!("bob reached a conversation: {other:?}"),
+        }
+    }
+    assert_eq!(denied, 1, "alice's conversation, refused to bob");
+    assert!(ns::text::ctl_text(&b).contains("denied a/bob svc/echo"));
+    // alice's own conversation goes on.
+    conv.tx.send(Bytes::from_static(b"again")).await.unwrap();
+    let got = conv.rx.recv().await;
+    assert!(matches!(&got, Some(Msg::Data(d)) if &d[..] == b"again"), "{got:?}");
+    stop.cancel();
+}

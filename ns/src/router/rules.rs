@@ -129,7 +129,12 @@ impl Router {
         let what = match env.dst.conv {
             None if service == RESERVED => return None,
             None => format!("open svc/{service}"),
-            Some(n) => match self.0.convs.opened_by(n, &env.src) {
+            Some(n) => match if n >> 32 == 0 {
+                self.0.convs.opened_by(n, &env.src)
+            } else {
+                // A conversation a local client serves (`mesh serve`).
+                self.0.clients.opened_by(&env.dst, &env.src)
+            } {
                 Some(false) => format!("write to {}", env.dst),
                 _ => return None,
             },
