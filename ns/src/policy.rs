@@ -228,15 +228,24 @@ pub fn user_name(uid: u32) -> Arc<str> {
     if let Some(n) = names.get(&uid) {
         return n.clone();
     }
-    // A name rules could not spell (upper case, `@`, too long) is its
-    // number, as a uid without a name is: every name that travels is one
-    // a rule can name and a router will take.
-    let n: Arc<str> = lookup(uid).filter(|n| is_user_name(n)).unwrap_or_else(|| format!("uid{uid}")).into();
+    let n: Arc<str> = spelled(uid, lookup(uid)).into();
     // A machine has few users; the cache stays small.
     if names.len() < 4096 {
         names.insert(uid, n.clone());
     }
     n
+}
+
+/// How user `uid`, named `name` in the password database, travels: the
+/// name, or `uidN` for a uid without one. A name rules could not spell
+/// (upper case, `@`, too long) is its number too, so every name that
+/// travels is one a rule can name and a router will take; and so is an
+/// account named like a number (`uid0`), which would otherwise pass for
+/// the nameless user of that number.
+fn spelled(uid: u32, name: Option<String>) -> String {
+    let numeric =
+        |n: &str| n.strip_prefix("uid").is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+    name.filter(|n| is_user_name(n) && !numeric(n)).unwrap_or_else(|| format!("uid{uid}"))
 }
 
 fn lookup(uid: u32) -> Option<String> {
@@ -257,6 +266,17 @@ fn lookup(uid: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_that_looks_like_a_number_travels_as_its_own_number() {
+        assert_eq!(spelled(1000, Some("alice".into())), "alice");
+        assert_eq!(spelled(1000, None), "uid1000");
+        assert_eq!(spelled(1000, Some("Alice".into())), "uid1000");
+        // An account named uid0 is not the nameless user 0.
+        assert_eq!(spelled(1001, Some("uid0".into())), "uid1001");
+        assert_eq!(spelled(1001, Some("uid1001".into())), "uid1001");
+        assert_eq!(spelled(1001, Some("uidx".into())), "uidx");
+    }
 
     fn m(s: &str) -> MachineId {
         s.parse().expect("valid")
