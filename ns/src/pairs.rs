@@ -368,8 +368,16 @@ impl Pairs {
     pub fn seal(&self, s: &Session, env: &mut Envelope) {
         let seal = Seal { session: s.keys.id, n: s.next.fetch_add(1, Relaxed) };
         let len = env.data.len();
-        let mut buf = BytesMut::with_capacity(len + SEAL_TAG);
-        buf.extend_from_slice(&env.data);
+        // In place when the payload is this envelope's alone; else one
+        // copy, which the ciphertext needs a buffer of its own for anyway.
+        let mut buf = match std::mem::take(&mut env.data).try_into_mut() {
+            Ok(b) => b,
+            Err(shared) => {
+                let mut b = BytesMut::with_capacity(len + SEAL_TAG);
+                b.extend_from_slice(&shared);
+                b
+            }
+        };
         buf.resize(len + SEAL_TAG, 0);
         BOUND.with(|b| {
             let mut b = b.borrow_mut();

@@ -178,9 +178,9 @@ impl Router {
     /// One event in `ctl` per source, relay and reason every
     /// [`REFUSAL_QUIET`].
     fn tell_refusal(&self, src: &MachineId, relay: &str, what: &str) {
-        let line = format!("refused from {src} via {relay}: {what}");
-        debug!("{line}");
-        self.tell_once((src.to_string(), relay.to_string()), REFUSAL_QUIET, line);
+        // Keys apart from the denials' (who, service) in the same table.
+        let key = (format!("from {src}"), relay.to_string());
+        self.tell_once(key, REFUSAL_QUIET, || format!("refused from {src} via {relay}: {what}"));
     }
 }
 

@@ -267,20 +267,13 @@ async fn a_sealed_body_crosses_in_clear_after_its_encrypted_head() {
     // bodies and ordinary frames are encrypted whole, and all arrive as
     // sent, interleaved.
     let p = Pair::new();
-    let o = opts(BIG);
-    let mut server_l = listen(&"tcp!127.0.0.1!0".parse().unwrap(), &o).await.unwrap();
     let seen = Arc::new(Mutex::new(Vec::<Bytes>::new()));
     let log = seen.clone();
     let tamper: Tamper = Arc::new(move |_, f: Bytes| {
         log.lock().unwrap().push(f.clone());
         Some(f)
     });
-    let addr = relay(server_l.local_addr(), tamper).await;
-    let c = dial(&addr, &o).await.unwrap();
-    let s = server_l.accept().await.unwrap();
-    let (c, s) = secure_both(c, s, &o, &o, (&p.a, &p.a_trusts), (&p.b, &p.b_trusts)).await;
-    let (mut c, _) = c.unwrap();
-    let (mut s, _) = s.unwrap();
+    let (mut c, mut s) = secured_through(&p, tamper).await;
     let head = Bytes::from_static(b"HEAD-SECRET");
     let frames = vec![
         Frame::with_sealed_body(head.clone(), pattern(3 << 20, 7)),
@@ -307,15 +300,8 @@ async fn a_sealed_body_crosses_in_clear_after_its_encrypted_head() {
 #[tokio::test]
 async fn a_clear_body_of_the_wrong_length_breaks_the_link() {
     let p = Pair::new();
-    let o = opts(BIG);
-    let mut server_l = listen(&"tcp!127.0.0.1!0".parse().unwrap(), &o).await.unwrap();
     let tamper: Tamper = Arc::new(move |_, f: Bytes| if f.len() == 4096 { Some(f.slice(1..)) } else { Some(f) });
-    let addr = relay(server_l.local_addr(), tamper).await;
-    let c = dial(&addr, &o).await.unwrap();
-    let s = server_l.accept().await.unwrap();
-    let (c, s) = secure_both(c, s, &o, &o, (&p.a, &p.a_trusts), (&p.b, &p.b_trusts)).await;
-    let (mut c, _) = c.unwrap();
-    let (mut s, _) = s.unwrap();
+    let (mut c, mut s) = secured_through(&p, tamper).await;
     c.tx.send(Frame::with_sealed_body(Bytes::from_static(b"h"), pattern(4096, 1))).await.unwrap();
     let err = s.rx.next().await.unwrap().unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
@@ -490,6 +476,17 @@ async fn forward(mut rx: FrameStream, mut tx: FrameSink, tamper: Option<Tamper>)
     let _ = tx.close().await;
 }
 
+/// A secured pair, a dialing b through a [`relay`] that applies `tamper`.
+async fn secured_through(p: &Pair, tamper: Tamper) -> (Link, Link) {
+    let o = opts(BIG);
+    let mut server_l = listen(&"tcp!127.0.0.1!0".parse().unwrap(), &o).await.unwrap();
+    let addr = relay(server_l.local_addr(), tamper).await;
+    let c = dial(&addr, &o).await.unwrap();
+    let s = server_l.accept().await.unwrap();
+    let (c, s) = secure_both(c, s, &o, &o, (&p.a, &p.a_trusts), (&p.b, &p.b_trusts)).await;
+    (c.unwrap().0, s.unwrap().0)
+}
+
 /// A raw tcp relay in front of `target`; returns its address.
 async fn relay(target: DialString, tamper: Tamper) -> DialString {
     let o = opts(BIG);
@@ -506,8 +503,6 @@ async fn relay(target: DialString, tamper: Tamper) -> DialString {
 #[tokio::test]
 async fn a_relay_sees_no_plaintext_and_cannot_tamper() {
     let p = Pair::new();
-    let o = opts(BIG);
-    let mut server_l = listen(&"tcp!127.0.0.1!0".parse().unwrap(), &o).await.unwrap();
     let secret = Bytes::from_static(b"the launch codes are 0000");
     let seen = Arc::new(Mutex::new(Vec::<Bytes>::new()));
     let log = seen.clone();
@@ -521,12 +516,7 @@ async fn a_relay_sees_no_plaintext_and_cannot_tamper() {
         }
         Some(f)
     });
-    let addr = relay(server_l.local_addr(), tamper).await;
-    let c = dial(&addr, &o).await.unwrap();
-    let s = server_l.accept().await.unwrap();
-    let (c, s) = secure_both(c, s, &o, &o, (&p.a, &p.a_trusts), (&p.b, &p.b_trusts)).await;
-    let (mut c, _) = c.unwrap();
-    let (mut s, _) = s.unwrap();
+    let (mut c, mut s) = secured_through(&p, tamper).await;
 
     c.tx.send(secret.clone().into()).await.unwrap();
     assert_eq!(s.rx.next().await.unwrap().unwrap(), secret);

@@ -36,39 +36,49 @@ impl Router {
     /// What `user` on `machine` may do with `service` here; a denial is
     /// logged in `ctl` with who, what and the rule.
     pub fn access(&self, service: &str, machine: &MachineId, user: Option<&str>) -> Access {
-        let (policy, open) = self.0.policy.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if open {
-            return Access::Full;
-        }
-        let a = policy.check(service, machine, user);
-        if a == Access::Denied {
-            let who = crate::policy::who(machine, user);
-            let line = format!("denied {who} svc/{service}: {}", policy.why(service));
-            self.tell_once((who, service.to_string()), DENIAL_QUIET, line);
-        }
-        a
+        self.judge(
+            machine,
+            user,
+            service,
+            |p| p.check(service, machine, user),
+            |p| format!("svc/{service}: {}", p.why(service)),
+        )
     }
 
     /// What `user` on `machine` may do with this machine's tree outside
     /// its services (`ctl`: a write to a `ctl` file); a denial is logged
     /// as for a service.
     pub fn tree_access(&self, ctl: bool, machine: &MachineId, user: Option<&str>) -> Access {
+        self.judge(machine, user, "/", |p| p.check_tree(ctl, machine, user), |p| format!("the tree: {}", p.why_tree()))
+    }
+
+    /// One check under the rules in force; a denial is told in `ctl` as
+    /// `denied WHO WHAT`, once in a while per who and `what`.
+    fn judge(
+        &self,
+        machine: &MachineId,
+        user: Option<&str>,
+        what: &str,
+        check: impl FnOnce(&Policy) -> Access,
+        why: impl FnOnce(&Policy) -> String,
+    ) -> Access {
         let (policy, open) = self.0.policy.read().unwrap_or_else(|e| e.into_inner()).clone();
         if open {
             return Access::Full;
         }
-        let a = policy.check_tree(ctl, machine, user);
+        let a = check(&policy);
         if a == Access::Denied {
             let who = crate::policy::who(machine, user);
-            let line = format!("denied {who} the tree: {}", policy.why_tree());
-            self.tell_once((who, "/".to_string()), DENIAL_QUIET, line);
+            let line = || format!("denied {who} {}", why(&policy));
+            self.tell_once((who.clone(), what.to_string()), DENIAL_QUIET, line);
         }
         a
     }
 
     /// Tells `line` in `ctl` unless the same `key` was told less than
-    /// `quiet` ago, so that a peer cannot push every other event out.
-    pub(crate) fn tell_once(&self, key: (String, String), quiet: std::time::Duration, line: String) {
+    /// `quiet` ago, so that a peer cannot push every other event out; the
+    /// line is made only when told.
+    pub(crate) fn tell_once(&self, key: (String, String), quiet: std::time::Duration, line: impl FnOnce() -> String) {
         let now = tokio::time::Instant::now();
         let mut told = lock(&self.0.told);
         if told.len() >= MAX_TOLD {
@@ -76,6 +86,7 @@ impl Router {
         }
         let fresh = told.get(&key).is_none_or(|at| now.duration_since(*at) >= quiet);
         if fresh && told.len() < MAX_TOLD {
+            let line = line();
             debug!("{line}");
             told.insert(key, now);
             drop(told);
