@@ -68,6 +68,8 @@ use super::coherence::KEPT;
 const FOPEN_DIRECT_IO: u32 = 1 << 0;
 const FOPEN_NONSEEKABLE: u32 = 1 << 2;
 const FOPEN_STREAM: u32 = 1 << 4;
+/// A write of pages from the kernel's cache (write-back), not write(2).
+const FUSE_WRITE_CACHE: u32 = 1 << 0;
 /// How files of served directories open: through the page cache, so that
 /// they can be mapped shared (sqlite's WAL index, editors, linkers).
 /// Coherence is NFS's close-to-open and more: the cache is dropped at
@@ -158,6 +160,7 @@ pub struct MeshFs {
     notifier: Arc<std::sync::OnceLock<Arc<notify::Notifier>>>,
     expected: Arc<notify::Expected>,
     listed: Arc<listed::Listed>,
+    twins: twins::Twins,
     handles: Mutex<HashMap<u64, Open>>,
     next_fh: AtomicU64,
     /// Requests that may block, so an interrupt can end them.
@@ -190,6 +193,7 @@ impl MeshFs {
             notifier: Default::default(),
             expected: Default::default(),
             listed: Default::default(),
+            twins: Default::default(),
             handles: Default::default(),
             next_fh: AtomicU64::new(1),
             pending: Default::default(),
@@ -331,10 +335,20 @@ impl MeshFs {
     /// [`MeshFs::stat`], once the writes sent ahead on an open file of the
     /// inode have their answers: its size includes them.
     async fn stat_settled(&self, ino: u64, path: &str) -> FuseResult<Entry> {
-        if let Some(h) = self.open_stored(ino) {
+        self.settled(ino).await?;
+        self.stat(path).await
+    }
+
+    /// Waits for the answers to the writes sent ahead on every open file
+    /// of node `ino`: a size asked before them would shrink the file the
+    /// kernel knows, which its writers here have already grown.
+    async fn settled(&self, ino: u64) -> FuseResult<()> {
+        let open: Vec<Arc<Handle>> =
+            lock(&self.handles).values().filter(|o| o.ino == ino).map(|o| o.h.clone()).collect();
+        for h in open {
             self.ns.settle_writes(&h, false).await.map_err(|e| errno(&e))?;
         }
-        self.stat(path).await
+        Ok(())
     }
 
     fn handle(&self, fh: u64) -> FuseResult<Arc<Handle>> {
@@ -400,7 +414,10 @@ impl Filesystem for MeshFs {
             // An open file of another machine answers over its own
             // conversation, removed or not.
             Some(h) if matches!(*h, Handle::RemoteFile(super::remote::RemoteFile::Stored(_))) => {
-                let attr = async { self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e)) };
+                let attr = async {
+                    self.settled(inode).await?;
+                    self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e))
+                };
                 self.stoppable(&req, attr).await?
             }
             _ => match self.stoppable(&req, self.stat_settled(inode, &path)).await {
@@ -440,6 +457,9 @@ impl Filesystem for MeshFs {
         }
         // Its answer is what the kernel keeps; the notice is this mount's.
         self.expected.wrote(inode);
+        if set.size.is_some() {
+            self.twins.drop_pages(inode);
+        }
         let set =
             async { self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e)) };
         let e = self.stoppable(&req, set).await?;
@@ -677,7 +697,7 @@ impl Filesystem for MeshFs {
         }
     }
 
-    async fn read(&self, req: Request, _inode: u64, fh: u64, offset: u64, size: u32) -> FuseResult<ReplyData> {
+    async fn read(&self, req: Request, inode: u64, fh: u64, offset: u64, size: u32) -> FuseResult<ReplyData> {
         let h = self.handle(fh)?;
         let read = async { self.ns.read(&h, offset, size as usize).await.map_err(|e| errno(&e)) };
         let data = match self.interruptible(&req, read).await {
@@ -690,6 +710,9 @@ impl Filesystem for MeshFs {
             // Unmounting: readers see end of file.
             Err(Stopped::Unmounting) => Bytes::new(),
         };
+        if super::handle_kind(&h) == FileKind::Stored {
+            self.twins.read(inode, offset, &data);
+        }
         Ok(ReplyData { data })
     }
 
@@ -702,12 +725,21 @@ impl Filesystem for MeshFs {
         fh: u64,
         offset: u64,
         data: &[u8],
-        _wf: u32,
+        wf: u32,
         _flags: u32,
     ) -> FuseResult<ReplyWrite> {
         let h = self.handle(fh)?;
         if super::handle_kind(&h) == FileKind::Stored {
             self.expected.wrote(inode);
+            // Pages written back from the cache go as the bytes changed
+            // since they were read (see `twins`).
+            let runs = self.twins.write(inode, offset, data, wf & FUSE_WRITE_CACHE != 0);
+            if runs.len() != 1 || runs[0].len() != data.len() {
+                for r in runs {
+                    self.ns.write_at(&h, offset + r.start as u64, &data[r]).await.map_err(|e| errno(&e))?;
+                }
+                return Ok(ReplyWrite { written: data.len() as u32 });
+            }
         }
         let write = async { self.ns.write_at(&h, offset, data).await.map_err(|e| errno(&e)) };
         let n = match *h {
@@ -721,7 +753,9 @@ impl Filesystem for MeshFs {
     async fn flush(&self, req: Request, inode: u64, fh: u64, lock_owner: u64) -> FuseResult<()> {
         let locked = lock(&self.handles).get(&fh).filter(|o| o.locked).map(|o| o.h.clone());
         if let Some(h) = locked {
-            let _ = self.stoppable(&req, async { self.lock_point(inode, false).await.map_err(|e| errno(&e)) }).await;
+            let _ = self
+                .stoppable(&req, async { self.lock_point(inode, false, req.pid).await.map_err(|e| errno(&e)) })
+                .await;
             self.ns.unlock_owner(&h, lock_owner).await;
         }
         // A write sent ahead that failed is told here, at close.
@@ -768,17 +802,19 @@ impl Filesystem for MeshFs {
             if let Some(o) = lock(&self.handles).get_mut(&fh) {
                 o.locked = true;
             }
+            self.twins.watch(inode);
+            self.expected.locked(inode);
         }
         let taken = l.typ != libc::F_UNLCK;
         let take = async {
             if !taken {
-                self.lock_point(inode, false).await.map_err(|e| errno(&e))?;
+                self.lock_point(inode, false, req.pid).await.map_err(|e| errno(&e))?;
             }
             let mut wait = LOCK_RETRY_MIN;
             loop {
                 match self.ns.lock(&h, lock_owner, l, false).await {
                     Err(e) if block && errno(&e) == Errno::from(libc::EAGAIN) => {}
-                    Ok(_) if taken => return self.lock_point(inode, true).await.map_err(|e| errno(&e)),
+                    Ok(_) if taken => return self.lock_point(inode, true, req.pid).await.map_err(|e| errno(&e)),
                     other => return other.map(drop).map_err(|e| errno(&e)),
                 }
                 tokio::time::sleep(wait).await;
@@ -791,13 +827,21 @@ impl Filesystem for MeshFs {
     async fn release(
         &self,
         _req: Request,
-        _inode: u64,
+        inode: u64,
         fh: u64,
         _flags: u32,
         _lock_owner: u64,
         _flush: bool,
     ) -> FuseResult<()> {
-        let open = lock(&self.handles).remove(&fh);
+        let open = {
+            let mut handles = lock(&self.handles);
+            let open = handles.remove(&fh);
+            if !handles.values().any(|o| o.ino == inode) {
+                self.twins.forget(inode);
+                self.expected.closed(inode);
+            }
+            open
+        };
         if let Some(h) = open.and_then(|o| Arc::try_unwrap(o.h).ok()) {
             self.ns.release(h).await;
         }
@@ -919,3 +963,4 @@ pub mod notify;
 mod stop;
 #[cfg(test)]
 mod tests;
+mod twins;

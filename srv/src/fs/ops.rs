@@ -410,6 +410,13 @@ impl Namespace {
         }
     }
 
+    /// Drops what was read ahead of an open file of another machine.
+    pub async fn forget_ahead(&self, h: &Handle) {
+        if let Handle::RemoteFile(RemoteFile::Stored(p)) = h {
+            p.forget_ahead().await;
+        }
+    }
+
     /// Flushes an open file of a served directory to its disk.
     pub async fn sync(&self, h: &Handle) -> Result<(), String> {
         match h {

@@ -13,6 +13,7 @@ use super::{inodes, listed, lock, notify, MeshFs, KEPT, TTL};
 use crate::fs::dir::watch::What;
 use crate::fs::handle::Handle;
 use crate::fs::tree::Entry;
+use std::path::Path;
 
 /// A name in a directory, as (the directory's node, the name).
 type Name = (u64, String);
@@ -186,18 +187,57 @@ impl MeshFs {
         (open, siblings.into_iter().map(|(d, n, _)| (d, n)).collect())
     }
 
+    /// The kernel knows the sizes of the files open beside a lock just
+    /// taken, before the locker goes on. It asks for a size only when a
+    /// read reaches past the one it has, and drops an answer that crossed
+    /// an invalidation (another process's lock here, a write), reading
+    /// then only up to its old size: sqlite's reader, finding the WAL
+    /// frames another machine wrote past it, took that for an I/O error.
+    /// So each file the locker (process `pid`) has open beside the lock is
+    /// asked here, through its descriptor (no lookups), until the size
+    /// the kernel keeps is the one it was told.
+    async fn sizes_known(&self, pid: u32, locked: u64, open: &[(u64, Arc<Handle>)]) {
+        let wanted: Vec<u64> = open.iter().map(|o| o.0).collect();
+        // The locker's descriptors of this mount's files (known by the
+        // device of the one it locked, and their node numbers, which are
+        // their inode numbers), however it named them: through a bind, a
+        // chroot or `mesh ns`.
+        let fds = tokio::task::spawn_blocking(move || {
+            let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+            let fds: Vec<_> = dir.flatten().filter_map(|e| Some((e.path(), file_id(&e.path())?))).collect();
+            let Some(dev) = fds.iter().find(|f| f.1 .1 == locked).map(|f| f.1 .0) else { return Vec::new() };
+            fds.into_iter().filter(|f| f.1 .0 == dev && wanted.contains(&f.1 .1)).map(|f| f.0).collect()
+        })
+        .await
+        .unwrap_or_default();
+        let looks: Vec<_> = fds.into_iter().map(|fd| tokio::task::spawn_blocking(move || size_known(&fd))).collect();
+        for l in looks {
+            let _ = l.await;
+        }
+    }
+
     /// A lock is where machines agree on what a directory holds, as with
     /// NFS: before one is let go, what this machine wrote to the files
     /// open beside it (through mappings too) is done on the serving
     /// machine; once one is taken, what the kernel keeps of them and of
     /// the names beside it is dropped, so the next look asks again.
-    pub(super) async fn lock_point(&self, ino: u64, taken: bool) -> Result<(), String> {
+    pub(super) async fn lock_point(&self, ino: u64, taken: bool, pid: u32) -> Result<(), String> {
         let Some(n) = self.notifier.get().cloned() else { return Ok(()) };
         let (open, names) = self.beside(ino);
         if taken {
             self.listed.forget(&names.iter().map(|n| n.0).collect::<Vec<_>>());
         }
         let inos: Vec<u64> = open.iter().map(|o| o.0).collect();
+        // Writes sent ahead land first: pages dropped and read again
+        // before them would miss what another process here wrote, which
+        // it may already have told of through a mapping.
+        // What was read ahead of them goes too.
+        if taken {
+            for (_, h) in &open {
+                self.ns.settle_writes(h, false).await?;
+                self.ns.forget_ahead(h).await;
+            }
+        }
         // Writes back dirty pages (as writes sent ahead), then drops them.
         let drop_pages = move || {
             if taken {
@@ -210,11 +250,46 @@ impl MeshFs {
             }
         };
         tokio::task::spawn_blocking(drop_pages).await.map_err(|e| e.to_string())?;
-        if !taken {
-            for (_, h) in &open {
-                self.ns.settle_writes(h, false).await?;
-            }
+        for (_, h) in &open {
+            self.ns.settle_writes(h, false).await?;
+        }
+        if taken {
+            self.sizes_known(pid, ino, &open).await;
         }
         Ok(())
+    }
+}
+
+fn statx(path: &Path, flags: i32) -> Option<libc::statx> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: a valid C string and an out buffer statx fills. The path
+    // is followed: a descriptor's link leads to its file.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), flags, libc::STATX_SIZE | libc::STATX_INO, &mut st) };
+    (r == 0).then_some(st)
+}
+
+/// The device and inode number of the file `path` leads to, as the
+/// kernel keeps them (asking nobody).
+fn file_id(path: &Path) -> Option<((u32, u32), u64)> {
+    let st = statx(path, libc::AT_STATX_DONT_SYNC)?;
+    Some(((st.stx_dev_major, st.stx_dev_minor), st.stx_ino))
+}
+
+/// How often the kernel is asked a file's size before it is left to ask
+/// for itself.
+const SIZE_TRIES: usize = 16;
+
+/// Asks the kernel for `path`'s size until what it keeps is what it was
+/// told (see [`MeshFs::sizes_known`]).
+fn size_known(path: &Path) {
+    let size = |sync| statx(path, sync).map(|st| st.stx_size);
+    for _ in 0..SIZE_TRIES {
+        let (Some(told), Some(kept)) = (size(libc::AT_STATX_FORCE_SYNC), size(libc::AT_STATX_DONT_SYNC)) else {
+            return;
+        };
+        if kept >= told {
+            return;
+        }
     }
 }

@@ -128,6 +128,12 @@ pub struct Expected {
     names: Mutex<VecDeque<(u64, String, What, Instant)>>,
     /// Files written through this mount lately (node, when).
     wrote: Mutex<HashMap<u64, Instant>>,
+    /// Files locked through this mount, while open here: their machines
+    /// agree at locks (see `MeshFs::lock_point`), and a notice would only
+    /// race the kernel's own look at them (an attribute reply that
+    /// crosses an invalidation is dropped, and a read stops at the size
+    /// the kernel had).
+    held: Mutex<HashSet<u64>>,
 }
 
 impl Expected {
@@ -162,9 +168,28 @@ impl Expected {
         self.writes().remove(&node);
     }
 
-    /// Whether this mount wrote file `node` lately.
+    /// Whether this mount wrote file `node` lately, or holds it locked.
     fn wrote_lately(&self, node: u64) -> bool {
-        self.writes().get(&node).is_some_and(|t| t.elapsed() <= EXPECT_FOR)
+        self.writes().get(&node).is_some_and(|t| t.elapsed() <= EXPECT_FOR) || self.holds(node)
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// File `node` was locked through this mount: until it is closed
+    /// here, notices of its data and attributes are not acted on.
+    pub fn locked(&self, node: u64) {
+        self.held().insert(node);
+    }
+
+    /// File `node` is no longer open here.
+    pub fn closed(&self, node: u64) {
+        self.held().remove(&node);
+    }
+
+    fn holds(&self, node: u64) -> bool {
+        self.held().contains(&node)
     }
 
     pub fn add(&self, dir: u64, name: &str, what: What) {

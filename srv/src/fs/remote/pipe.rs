@@ -278,6 +278,12 @@ impl Pipe {
         lock(&self.state).failed.take().map_or(Ok(()), Err)
     }
 
+    /// Drops what was read ahead: at a lock, where machines agree, the
+    /// next read asks again.
+    pub async fn forget_ahead(&self) {
+        self.reads.lock().await.forget();
+    }
+
     /// Reads `size` bytes at `offset`: fewer only at the end of the file.
     pub async fn read(&self, offset: u64, size: usize) -> Result<Bytes, String> {
         let size = size.min(MAX_IO);
