@@ -17,6 +17,7 @@ PACKAGES=(
   sshfs openssh-server          # mesh-bench tree and remote-fs: the baseline, sshfs from a private sshd on loopback
   fio git                       # mesh-bench remote-fs: fio's jobs and git add + commit on a remote directory
   iperf3                        # mesh-bench streams: one iperf3 stream between two processes, the tool users run today
+  time                          # mesh-bench startup: GNU time's peak RSS of a command it starts itself
 )
 
 need=()

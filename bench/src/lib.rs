@@ -12,6 +12,8 @@
 //!
 //! - `rpc`: 64-byte request/reply latency, p50 and p99, over 1 and 2 tcp
 //!   hops and 1 hop on unix and mem, against a raw TCP ping-pong.
+//! - `startup`: `mesh --version` and `mesh send` as processes, beside
+//!   `mesh-av` (which links FFmpeg) and `/bin/true`.
 //! - `hops`: the same round trip with routers as separate processes, as
 //!   deployed, through the router's client library, to a service 0, 1
 //!   and 2 hops away, against a raw TCP ping-pong between two processes;
@@ -68,6 +70,7 @@ pub mod raw;
 pub mod remotefs;
 pub mod report;
 pub mod rpc;
+pub mod startup;
 pub mod stats;
 pub mod streams;
 pub mod tree;
@@ -191,6 +194,7 @@ pub const WORKLOADS: &[(&str, bool, Workload)] = &[
     ("remote-fs", true, |c| Box::pin(remotefs::run(c))),
     ("discovery", true, |c| Box::pin(discovery::run(c))),
     ("pipeline", true, |c| Box::pin(pipeline::run(c))),
+    ("startup", true, |c| Box::pin(startup::run(c))),
     ("breakdown", false, |c| Box::pin(breakdown::run(c))),
 ];
 

@@ -26,7 +26,7 @@ struct Args {
     /// Small sizes, well under a minute: checks that it works, not for timings.
     #[arg(long)]
     quick: bool,
-    /// Run only these workloads (comma-separated): rpc, hops, bulk, streams, fuse, tree, remote-fs, discovery, pipeline; breakdown runs only when named.
+    /// Run only these workloads (comma-separated): rpc, hops, bulk, streams, fuse, tree, remote-fs, discovery, pipeline, startup; breakdown runs only when named.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where report.md and chart.svg go.

@@ -47,7 +47,8 @@ impl Kid {
 
 /// The binary `name` built beside this one (same profile): next to it, or
 /// one up from a test's `deps/`.
-fn beside(name: &str) -> anyhow::Result<PathBuf> {
+/// Binary `name`, built beside this one.
+pub fn beside(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     exe.ancestors()
         .skip(1)
@@ -158,7 +159,8 @@ impl Deployed {
         Ok(d)
     }
 
-    fn socket(&self, id: &str) -> PathBuf {
+    /// Machine `id`'s router's Unix socket.
+    pub fn socket(&self, id: &str) -> PathBuf {
         self.dir.path().join(format!("mesh/{id}.sock"))
     }
 

@@ -10,7 +10,13 @@
 //!   terminal; fuse3's interrupt warning at debug).
 //! - [`run`]: what each subcommand does: it parses nothing and decides
 //!   little, calling into the crates (`srv`, `ns`).
+//! - [`av`]: handing `mesh up` and `mesh demo` to the `mesh-av` binary
+//!   when they need the kinds that link FFmpeg.
+//!
+//! Two binaries share it: `mesh` (src/main.rs) and `mesh-av`
+//! (src/bin/mesh-av.rs), which registers those kinds first.
 
+pub mod av;
 pub mod cli;
 pub mod logging;
 pub mod manual;

@@ -76,13 +76,19 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 Some(p) => ns::deploy::load(p)?,
                 None => ns::deploy::builtin(),
             };
-            let machines = machines.iter().map(|m| ns::Name::new(m)).collect::<Result<_, _>>()?;
+            let machines: Vec<_> = machines.iter().map(|m| ns::Name::new(m)).collect::<Result<_, _>>()?;
+            if let Some(why) = srv::up::elsewhere(&dep, &machines) {
+                return Err(crate::av::hand_over(&why));
+            }
             let key_scope = srv::keys::scope(deploy.as_deref());
             let opts = srv::up::Options { machines, mount, key_scope, file: deploy.clone(), ..Default::default() };
             let signals = on_signal();
             srv::up::run(&dep, &opts, signals.stop, signals.now).await
         }
         Cmd::Demo { out } => {
+            if !srv::demo::runs_here() {
+                return Err(crate::av::hand_over("the demo records video"));
+            }
             let rep = srv::demo::run(&out).await?;
             println!("{}", rep.summary());
             Ok(())

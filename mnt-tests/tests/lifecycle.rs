@@ -218,3 +218,49 @@ fn a_refused_second_up_is_no_refusal_at_the_first() {
     let ctl = m.ok(&["cat", "-m", "b", "/ctl"], "");
     assert!(!ctl.contains("refused"), "b's ctl after a second mesh up:\n{ctl}");
 }
+
+/// `mesh` links no FFmpeg, so a command starts in milliseconds; `mesh up`
+/// of a machine that runs a `display` becomes `mesh-av` (same process,
+/// same arguments) and serves it; without `mesh-av` beside `mesh` or on
+/// PATH, it says what is missing and how to build it.
+#[test]
+fn video_kinds_run_in_mesh_av_and_mesh_alone_links_no_ffmpeg() {
+    let linked = |bin: &Path| {
+        let out = Command::new("ldd").arg(bin).output().expect("ldd");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mesh = mesh_bin();
+    let av = mesh.with_file_name("mesh-av");
+    assert!(!linked(&mesh).contains("libavcodec"), "{}", linked(&mesh));
+    assert!(linked(&av).contains("libavcodec"));
+
+    let mut m = Mesh::new();
+    let d = m.dir.path().display().to_string();
+    let file = m.file(
+        "av.toml",
+        &format!(
+            "[machines.a]\nlisten = [\"unix!{d}/a.link\"]\n\
+             services = [{{ name = \"display\", kind = \"display\", output = \"{d}/out.mp4\" }}, {{ name = \"echo\", kind = \"echo\" }}]\n"
+        ),
+    );
+    m.up(&file, "a");
+    until("a's display is served", T, || m.run(&["ls", "/svc", "-m", "a"], "").stdout.starts_with(b"display"));
+    let exe = std::fs::read_link(format!("/proc/{}/exe", m.pid("a"))).unwrap();
+    assert_eq!(exe.file_name().unwrap(), "mesh-av", "{}", m.log("a"));
+    assert_eq!(m.ok(&["send", "/svc/echo", "-m", "a"], "ping"), "ping");
+
+    // mesh alone, with no mesh-av beside it or on PATH.
+    let lone = m.dir.path().join("lone");
+    std::fs::create_dir(&lone).unwrap();
+    std::fs::copy(&mesh, lone.join("mesh")).unwrap();
+    let mut c = Command::new(lone.join("mesh"));
+    c.args(["up", file.to_str().unwrap(), "-m", "a"]).env("PATH", &lone).env("XDG_RUNTIME_DIR", m.dir.path());
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("machine a runs display display, which the mesh-av binary runs")
+            && err.contains("cargo build -p mesh"),
+        "{err}"
+    );
+}

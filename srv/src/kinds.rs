@@ -35,13 +35,34 @@ pub enum KindError {
     Unavailable { name: String, line: usize, kind: String },
     #[error("service {name} (line {line}): {err}")]
     Bad { name: String, line: usize, err: anyhow::Error },
+    #[error("service {name} (line {line}): kind {kind} runs in the mesh-av binary; restart this router to start it")]
+    Elsewhere { name: String, line: usize, kind: String },
+}
+
+/// Builds the kinds this crate leaves to others: `None` for the rest.
+pub type Extra = fn(&ServiceSpec, &Router) -> Option<Result<Built, KindError>>;
+
+static EXTRA: std::sync::OnceLock<Extra> = std::sync::OnceLock::new();
+
+/// Builds the kinds that link FFmpeg (encoder, display) with `extra`: the
+/// `mesh-av` binary does this first, and the `mesh` binary never, so that
+/// it does not load FFmpeg's libraries (see the `mesh-av` crate).
+pub fn register(extra: Extra) {
+    let _ = EXTRA.set(extra);
+}
+
+/// Whether kind `k` is built by another binary (`mesh-av`), not this
+/// process.
+pub fn elsewhere(k: ServiceKind) -> bool {
+    matches!(k, ServiceKind::Encoder | ServiceKind::Display) && EXTRA.get().is_none()
 }
 
 /// The default terminal size and frame rate of the seed's pipeline.
 pub const DEFAULT_SIZE: (u16, u16) = (80, 24);
 pub const DEFAULT_FPS: u32 = 30;
 
-fn plain(service: Arc<dyn Service>) -> Built {
+/// A service that adds nothing else to the tree.
+pub fn plain(service: Arc<dyn Service>) -> Built {
     Built { service, ctl: None, about: None, files: Vec::new(), root: None }
 }
 
@@ -85,41 +106,21 @@ pub fn build(spec: &ServiceSpec, router: &Router) -> Result<Built, KindError> {
             let about = format!("device {}", gpu.device_name());
             Ok(Built { about: Some(about), ..plain(Arc::new(gpu)) })
         }
-        #[cfg(feature = "video")]
-        ServiceKind::Encoder => {
-            let mut settings = mesh_video::EncoderSettings::default();
-            settings.fps = spec.fps.unwrap_or(settings.fps);
-            settings.bitrate = spec.bitrate.unwrap_or(settings.bitrate);
-            let enc = mesh_video::EncoderService::new(settings);
-            enc.set(settings).map_err(|e| bad(anyhow::anyhow!(e)))?;
-            let e = enc.clone();
-            // fps and bitrate apply from the next recording on.
-            let ctl: CtlHook = Arc::new(move |_n, line| {
-                let mut s = e.get();
-                s.apply(line)?;
-                e.set(s)
-            });
-            let e = enc.clone();
-            let settings_file: FileFn = Arc::new(move || Ok(bytes::Bytes::from(e.get().to_string())));
-            Ok(Built { ctl: Some(ctl), files: vec![("settings".into(), settings_file)], ..plain(Arc::new(enc)) })
-        }
-        #[cfg(feature = "video")]
-        ServiceKind::Display => {
-            let out = spec.output.clone().unwrap_or_else(|| format!("out/{}.mp4", spec.name).into());
-            let out = std::path::absolute(&out).unwrap_or(out);
-            let disp = mesh_video::DisplayService::new(out.clone());
-            let (d1, d2) = (disp.clone(), disp.clone());
-            let png: FileFn =
-                Arc::new(move || d1.latest_png().map(bytes::Bytes::from).ok_or_else(|| "no frame yet".to_string()));
-            let status: FileFn = Arc::new(move || Ok(bytes::Bytes::from(d2.status())));
-            Ok(Built {
-                about: Some(format!("output {}", out.display())),
-                files: vec![("frame.png".into(), png), ("status".into(), status)],
-                ..plain(Arc::new(disp))
-            })
-        }
-        // Reached in builds without the gpu or video feature.
+        // Built by the binary that registered them (`mesh-av`), or by
+        // none in this process.
         #[allow(unreachable_patterns)]
-        _ => Err(KindError::Unavailable { name: spec.name.to_string(), line: spec.line, kind: spec.kind.to_string() }),
+        _ => {
+            if let Some(built) = EXTRA.get().and_then(|b| b(spec, router)) {
+                return built;
+            }
+            if elsewhere(spec.kind) {
+                return Err(KindError::Elsewhere {
+                    name: spec.name.to_string(),
+                    line: spec.line,
+                    kind: spec.kind.to_string(),
+                });
+            }
+            Err(KindError::Unavailable { name: spec.name.to_string(), line: spec.line, kind: spec.kind.to_string() })
+        }
     }
 }

@@ -43,6 +43,18 @@ pub struct Running {
     pub tree: Arc<crate::fs::Namespace>,
 }
 
+/// The first service of machines `machines` of `dep` (all when empty)
+/// whose kind this process does not build but another binary does
+/// (`kinds::elsewhere`), said as `machine c runs encoder mp4-encoder`.
+pub fn elsewhere(dep: &Deployment, machines: &[MachineId]) -> Option<String> {
+    dep.machines
+        .iter()
+        .filter(|(id, _)| machines.is_empty() || machines.contains(id))
+        .flat_map(|(id, m)| m.services.iter().map(move |s| (id, s)))
+        .find(|(_, s)| crate::kinds::elsewhere(s.kind))
+        .map(|(id, s)| format!("machine {id} runs {} {}", s.kind, s.name))
+}
+
 /// Starts the chosen machines of `dep`. They run until `shutdown`.
 pub async fn start(
     dep: &Deployment,

@@ -58,9 +58,36 @@ pub struct Report {
     /// The first screen with text on it, from the same bytes the parser
     /// got: the shell's prompt, before anything was typed.
     pub first_screen: String,
-    /// The recording's frames, duration and size, read back from the file.
-    #[cfg(feature = "video")]
-    pub video: mesh_video::Probe,
+    /// The recording's frames, duration and size, read back from the file
+    /// (by the probe the `mesh-av` binary registers; none elsewhere).
+    pub video: Option<Video>,
+}
+
+/// A recording's video, as its demuxer reads it back.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Video {
+    pub frames: u64,
+    /// From the first frame's start to the last frame's end, in seconds.
+    pub seconds: f64,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Reads a recording back.
+pub type Probe = fn(&Path) -> anyhow::Result<Video>;
+
+static PROBE: std::sync::OnceLock<Probe> = std::sync::OnceLock::new();
+
+/// Makes this process read recordings back with `probe` (FFmpeg's
+/// demuxer, which only the `mesh-av` binary links).
+pub fn register_probe(probe: Probe) {
+    let _ = PROBE.set(probe);
+}
+
+/// Whether this process can run the demo: its pipeline's encoder and
+/// display kinds are built here.
+pub fn runs_here() -> bool {
+    PROBE.get().is_some()
 }
 
 /// Runs the demo on the built-in mesh, writing the MP4 to `output`.
@@ -123,16 +150,11 @@ pub async fn record(mut dep: Deployment, script: &[(&str, u64)], output: &Path) 
     let first_screen = typed?;
     let bytes =
         std::fs::metadata(&output).map(|m| m.len()).with_context(|| format!("no recording at {}", output.display()))?;
-    #[cfg(feature = "video")]
-    let video = mesh_video::probe(&output).with_context(|| format!("reading back {}", output.display()))?;
-    Ok(Report {
-        output,
-        bytes,
-        elapsed: started.elapsed(),
-        first_screen,
-        #[cfg(feature = "video")]
-        video,
-    })
+    let video = match PROBE.get() {
+        Some(p) => Some(p(&output).with_context(|| format!("reading back {}", output.display()))?),
+        None => None,
+    };
+    Ok(Report { output, bytes, elapsed: started.elapsed(), first_screen, video })
 }
 
 /// Starts the pipeline, types the script at the prompt and waits for the
@@ -189,13 +211,12 @@ async fn type_script(
 impl Report {
     /// What `mesh demo` prints when done.
     pub fn summary(&self) -> String {
-        #[cfg(feature = "video")]
-        let what = format!(
-            "{:.1} s, {} frames, {}x{}, {} bytes",
-            self.video.seconds, self.video.frames, self.video.width, self.video.height, self.bytes
-        );
-        #[cfg(not(feature = "video"))]
-        let what = format!("{} bytes", self.bytes);
+        let what = match &self.video {
+            Some(v) => {
+                format!("{:.1} s, {} frames, {}x{}, {} bytes", v.seconds, v.frames, v.width, v.height, self.bytes)
+            }
+            None => format!("{} bytes", self.bytes),
+        };
         format!("recorded {}: {what} (took {:.1} s)", self.output.display(), self.elapsed.as_secs_f64())
     }
 }

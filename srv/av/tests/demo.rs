@@ -63,6 +63,7 @@ stages = ["/svc/pty", "/svc/parser", "/svc/gpu", "/svc/mp4-encoder", "/n/a/svc/d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_screen_is_the_prompt_with_nothing_typed_before_it() {
+    mesh_av::register();
     let dir = tempfile::tempdir().unwrap();
     let dep = deployment(dir.path());
     let out = dir.path().join("out/demo.mp4");
@@ -75,6 +76,7 @@ async fn the_first_screen_is_the_prompt_with_nothing_typed_before_it() {
     // Not "P", nor the prompt after echoed keystrokes: the prompt alone.
     assert_eq!(report.first_screen, "demo$");
     // Typed, run and recorded to the end: the shell's exit ended it.
-    assert!(report.video.frames >= 3, "{}", report.summary());
-    assert!(report.video.seconds >= 0.5, "{}", report.summary());
+    let video = report.video.expect("read back");
+    assert!(video.frames >= 3, "{}", report.summary());
+    assert!(video.seconds >= 0.5, "{}", report.summary());
 }
