@@ -93,7 +93,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         }
     }
     let load = format!("load {load_before} before, {} after (1, 5, 15 min)", loadavg());
-    let note = |i: usize| format!("{runs} runs, {}; {load}", spread(&wall[i], Unit::Millis));
+    let note = |i: usize, j: usize| {
+        format!("{}; baseline {}; {load}", spread(&wall[i], Unit::Millis), spread(&wall[j], Unit::Millis))
+    };
     let mut rows = Vec::new();
     for (i, j) in [(1, 2), (3, 4)] {
         rows.push(
@@ -105,7 +107,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
                 median(&wall[j]),
                 cases[j].0,
             )
-            .note(note(i)),
+            .note(note(i, j)),
         );
         rows.push(Row::new(
             "command start-up, peak RSS",

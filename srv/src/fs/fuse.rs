@@ -161,6 +161,8 @@ pub struct MeshFs {
     expected: Arc<notify::Expected>,
     listed: Arc<listed::Listed>,
     twins: twins::Twins,
+    /// One lock's release at a time: the pages it gathers are its own.
+    releasing: tokio::sync::Mutex<()>,
     handles: Mutex<HashMap<u64, Open>>,
     next_fh: AtomicU64,
     /// Requests that may block, so an interrupt can end them.
@@ -194,6 +196,7 @@ impl MeshFs {
             expected: Default::default(),
             listed: Default::default(),
             twins: Default::default(),
+            releasing: Default::default(),
             handles: Default::default(),
             next_fh: AtomicU64::new(1),
             pending: Default::default(),
@@ -733,7 +736,12 @@ impl Filesystem for MeshFs {
             self.expected.wrote(inode);
             // Pages written back from the cache go as the bytes changed
             // since they were read (see `twins`).
-            let runs = self.twins.write(inode, offset, data, wf & FUSE_WRITE_CACHE != 0);
+            let cached = wf & FUSE_WRITE_CACHE != 0;
+            let runs = self.twins.write(inode, offset, data, cached);
+            // A lock's release: sent once all are in, last first.
+            if cached && self.twins.gathered(inode, offset, data, &runs) {
+                return Ok(ReplyWrite { written: data.len() as u32 });
+            }
             if runs.len() != 1 || runs[0].len() != data.len() {
                 for r in runs {
                     self.ns.write_at(&h, offset + r.start as u64, &data[r]).await.map_err(|e| errno(&e))?;

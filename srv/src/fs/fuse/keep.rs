@@ -227,7 +227,14 @@ impl MeshFs {
         if taken {
             self.listed.forget(&names.iter().map(|n| n.0).collect::<Vec<_>>());
         }
-        let inos: Vec<u64> = open.iter().map(|o| o.0).collect();
+        let mut inos: Vec<u64> = open.iter().map(|o| o.0).collect();
+        inos.sort_unstable();
+        inos.dedup();
+        let _one = if taken { None } else { Some(self.releasing.lock().await) };
+        if !taken {
+            self.twins.gather(&inos);
+        }
+        let gathered = if taken { Vec::new() } else { inos.clone() };
         // Writes sent ahead land first: pages dropped and read again
         // before them would miss what another process here wrote, which
         // it may already have told of through a mapping.
@@ -249,7 +256,17 @@ impl MeshFs {
                 let _ = n.inode(i, true);
             }
         };
-        tokio::task::spawn_blocking(drop_pages).await.map_err(|e| e.to_string())?;
+        let dropped = tokio::task::spawn_blocking(drop_pages).await.map_err(|e| e.to_string());
+        // What the kernel wrote back, sent last first (see `twins`).
+        let writes: Vec<_> = gathered.into_iter().map(|i| (i, self.twins.gathered_writes(i))).collect();
+        for (i, writes) in writes {
+            if let Some((_, h)) = open.iter().find(|o| o.0 == i) {
+                for (offset, data) in writes {
+                    self.ns.write_at(h, offset, &data).await?;
+                }
+            }
+        }
+        dropped?;
         for (_, h) in &open {
             self.ns.settle_writes(h, false).await?;
         }

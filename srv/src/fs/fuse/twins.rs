@@ -15,7 +15,16 @@
 //!
 //! The twins share the read's buffer: keeping one copies nothing.
 //!
-//! Lock order: `files` is a leaf.
+//! The pages a lock's release writes back are gathered here while the
+//! kernel hands them over, then sent last page first (and, in a page,
+//! last run first), so that a reader elsewhere that sees the start of the
+//! file changed sees the rest: sqlite's WAL index keeps its header at
+//! the start and the hash tables it describes after it, and a header
+//! newer than its tables would send a reader to stale pages. What the
+//! reader can still see is tables newer than the header, which sqlite
+//! allows for (it ignores frames past its header's last).
+//!
+//! Lock order: `files` and `gathering` are leaves.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -35,10 +44,19 @@ struct File {
     bytes: usize,
 }
 
+/// The most gathered for one file at a lock's release; past it, pages go
+/// as they come.
+const GATHER_MAX: usize = 16 << 20;
+
+/// Writes gathered at a lock's release: (offset, bytes), and their sum.
+type Gathered = (Vec<(u64, Bytes)>, usize);
+
 /// Twins of pages of files locked through one mount.
 #[derive(Default)]
 pub struct Twins {
     files: Mutex<(HashMap<u64, File>, usize)>,
+    /// Writes gathered at a lock's release, per node, and their bytes.
+    gathering: Mutex<HashMap<u64, Gathered>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -140,6 +158,39 @@ impl Twins {
     }
 }
 
+impl Twins {
+    /// A lock's release writes back the pages of nodes `inos`: gather them.
+    pub fn gather(&self, inos: &[u64]) {
+        let mut g = lock(&self.gathering);
+        for &i in inos {
+            g.entry(i).or_default();
+        }
+    }
+
+    /// Pages written back from the cache as `runs` of `data` at `offset`:
+    /// whether they were gathered (else they go now).
+    pub fn gathered(&self, ino: u64, offset: u64, data: &[u8], runs: &[Range<usize>]) -> bool {
+        let mut g = lock(&self.gathering);
+        let Some((writes, bytes)) = g.get_mut(&ino) else { return false };
+        let len: usize = runs.iter().map(|r| r.len()).sum();
+        if *bytes + len > GATHER_MAX {
+            return false;
+        }
+        *bytes += len;
+        writes.extend(runs.iter().map(|r| (offset + r.start as u64, Bytes::copy_from_slice(&data[r.clone()]))));
+        true
+    }
+
+    /// What was gathered for node `ino`, last first, to send in that
+    /// order; it is no longer gathered.
+    pub fn gathered_writes(&self, ino: u64) -> Vec<(u64, Bytes)> {
+        let mut writes = lock(&self.gathering).remove(&ino).map(|g| g.0).unwrap_or_default();
+        // Stable: the kernel hands a page over once per write-back.
+        writes.sort_by_key(|w| std::cmp::Reverse(w.0));
+        writes
+    }
+}
+
 /// Appends to `runs` the runs where `new` differs from `old` (bytes past
 /// `old`'s end differ), offset by `base`; adjacent runs are one.
 fn diff(old: &[u8], new: &[u8], base: usize, runs: &mut Vec<Range<usize>>) {
@@ -194,5 +245,19 @@ mod tests {
         assert_eq!(t.write(7, 0, &longer, true), vec![0..12288]);
         t.forget(7);
         assert_eq!(lock(&t.files).1, 0);
+    }
+
+    #[test]
+    fn a_release_sends_the_last_bytes_first() {
+        let t = Twins::default();
+        t.gather(&[7]);
+        let page = [1u8; 8192];
+        assert!(t.gathered(7, 0, &page, &[10..20, 4200..4300]));
+        let first = std::iter::once(0..8).collect::<Vec<_>>();
+        assert!(t.gathered(7, 8192, &page[..4096], &first));
+        assert!(!t.gathered(9, 0, &page, &first), "not gathering 9");
+        let order: Vec<(u64, usize)> = t.gathered_writes(7).iter().map(|(o, b)| (*o, b.len())).collect();
+        assert_eq!(order, vec![(8192, 8), (4200, 100), (10, 10)]);
+        assert!(!t.gathered(7, 0, &page, &first), "no longer gathering");
     }
 }
