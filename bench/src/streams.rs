@@ -10,6 +10,9 @@
 //! `iperf3` stream between two processes, the tool users run today.
 //! Every case runs in each of the rounds, interleaved.
 //!
+//! `MESH_BENCH_CASE=TEXT` runs only the first case whose label holds
+//! TEXT, for the phase limit, to profile it (`perf record -p` a router).
+//!
 //! Targets (issue 17), against the raw stream between two processes:
 //! one hop plaintext at least 0.9x, two hops plaintext at least 0.6x.
 
@@ -131,6 +134,13 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         cases.push(("iperf3, one stream", Way::Iperf("127.0.0.5")));
     }
     let chunk = Bytes::from(vec![0x5au8; CHUNK]);
+    if let Ok(only) = std::env::var("MESH_BENCH_CASE") {
+        // Profiling one case: it alone, for the phase limit.
+        let c = cases.iter().find(|c| c.0.contains(&only)).ok_or_else(|| anyhow!("no case {only:?}"))?;
+        let mbps = run_once(&c.1, &chunk, ctx.sizes.phase_limit.as_secs_f64()).await?;
+        eprintln!("{}: {mbps:.0} MB/s", c.0);
+        return Ok(Vec::new());
+    }
     let mut got: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..rounds {
         for k in 0..cases.len() {

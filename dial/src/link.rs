@@ -68,6 +68,15 @@ impl Frame {
     }
 }
 
+/// A frame is equal to the bytes of its parts joined.
+impl PartialEq<Bytes> for Frame {
+    fn eq(&self, other: &Bytes) -> bool {
+        self.len() == other.len()
+            && self.head[..] == other[..self.head.len()]
+            && self.body[..] == other[self.head.len()..]
+    }
+}
+
 impl From<Bytes> for Frame {
     fn from(b: Bytes) -> Frame {
         Frame { head: b, body: Bytes::new(), sealed: false }
@@ -93,7 +102,10 @@ impl From<Vec<u8>> for Frame {
 }
 
 /// Receiving half of a link. Ends (`None`) when the peer closes cleanly.
-pub type FrameStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+/// A frame comes in one part ([`Frame::head`]) except from a secured link
+/// that carried its body in clear: then in two, the body as it came off
+/// the connection, not copied behind the head.
+pub type FrameStream = Pin<Box<dyn Stream<Item = io::Result<Frame>> + Send>>;
 
 /// Default largest frame: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
@@ -186,7 +198,7 @@ pub(crate) fn framed_gated<S: AsyncRead + AsyncWrite + Send + 'static>(
     let (r, w) = tokio::io::split(s);
     let write = crate::writer::FrameWriter::new(w, limit, WRITE_BUFFER);
     // `FramedRead` yields `BytesMut`; freeze it so receivers can share it.
-    let read = FramedRead::new(r, FrameCodec::new(limit, gate)).map(|r| r.map(BytesMut::freeze));
+    let read = FramedRead::new(r, FrameCodec::new(limit, gate)).map(|r| r.map(|b| Frame::from(b.freeze())));
     (Box::pin(write), Box::pin(read))
 }
 
@@ -290,7 +302,7 @@ mod tests {
         });
         assert_eq!(rx.next().await.unwrap().unwrap(), Bytes::from_static(b"one"));
         assert_eq!(rx.next().await.unwrap().unwrap(), Bytes::new());
-        let got = rx.next().await.unwrap().unwrap();
+        let got = rx.next().await.unwrap().unwrap().into_bytes();
         assert_eq!(got.len(), 100_000);
         assert!(got.iter().all(|&b| b == 7));
         sender.await.unwrap().unwrap();

@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{Sink, Stream, StreamExt};
 use nix::sys::socket::{shutdown, Shutdown};
@@ -139,13 +138,13 @@ struct BinaryStream<T> {
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Stream for BinaryStream<T> {
-    type Item = io::Result<Bytes>;
+    type Item = io::Result<Frame>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         while !self.done {
             let item = ready!(self.inner.poll_next_unpin(cx));
             let result = match item {
-                Some(Ok(Message::Binary(frame))) => return Poll::Ready(Some(Ok(frame))),
+                Some(Ok(Message::Binary(frame))) => return Poll::Ready(Some(Ok(Frame::from(frame)))),
                 // Pongs go out through tungstenite; nothing for us to do.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 Some(Ok(Message::Close(_))) | None => None,

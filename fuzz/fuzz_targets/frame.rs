@@ -70,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
             let mut got: Vec<Bytes> = Vec::new();
             let clean = loop {
                 match rx.next().await {
-                    Some(Ok(f)) => got.push(f),
+                    Some(Ok(f)) => got.push(f.into_bytes()),
                     Some(Err(_)) => break false,
                     None => break true,
                 }

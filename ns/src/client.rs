@@ -95,7 +95,7 @@ impl Client {
         link.tx.send(hello.encode().into()).await?;
         let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{ds}: {m}"));
         let frame = link.rx.next().await.ok_or_else(|| bad("router closed the connection"))??;
-        let env = Envelope::decode(frame).map_err(|e| bad(&e.to_string()))?;
+        let env = Envelope::decode_frame(frame).map_err(|e| bad(&e.to_string()))?;
         let (machine, k) = match env.kind {
             Kind::Hello(Hello { machine, version: VERSION, client: Some(k), .. }) => (machine, k),
             _ => return Err(bad("router refused the client")),
@@ -119,9 +119,9 @@ impl Client {
                     _ = g.cancelled() => break,
                     f = frames.next() => f,
                 };
-                let env = match frame
-                    .map(|f| f.map_err(|e| e.to_string()).and_then(|f| Envelope::decode(f).map_err(|e| e.to_string())))
-                {
+                let env = match frame.map(|f| {
+                    f.map_err(|e| e.to_string()).and_then(|f| Envelope::decode_frame(f).map_err(|e| e.to_string()))
+                }) {
                     Some(Ok(env)) => env,
                     Some(Err(e)) => {
                         warn!("router link: {e}");

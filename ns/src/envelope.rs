@@ -294,6 +294,29 @@ impl Envelope {
 
     /// Decodes one frame; the data is a slice of `frame`, not a copy.
     pub fn decode(frame: Bytes) -> Result<Envelope, DecodeError> {
+        let (hdr, len, from) = Envelope::header(&frame)?;
+        if frame.len() - from != len {
+            return Err(DecodeError::Malformed("data length does not match the frame".into()));
+        }
+        Ok(hdr.with_data(frame.slice(from..)))
+    }
+
+    /// Decodes a frame as a link delivers it: in one part, or in two whose
+    /// second is the data (a secured link's clear body), taken as it is.
+    pub fn decode_frame(frame: dial::Frame) -> Result<Envelope, DecodeError> {
+        if frame.body.is_empty() {
+            return Envelope::decode(frame.head);
+        }
+        let (hdr, len, from) = Envelope::header(&frame.head)?;
+        if from != frame.head.len() || len != frame.body.len() {
+            return Err(DecodeError::Malformed("data length does not match the frame".into()));
+        }
+        Ok(hdr.with_data(frame.body))
+    }
+
+    /// The header at the start of `frame`, its data's length, and where
+    /// the data starts.
+    fn header(frame: &[u8]) -> Result<(Header, usize, usize), DecodeError> {
         let bad = |s: &str| DecodeError::Malformed(s.to_string());
         if frame.first() != Some(&0x82) {
             return Err(bad("not a 2-item array"));
@@ -311,22 +334,24 @@ impl Envelope {
         }
         let start = frame.len() - rest.len();
         let (len, head) = bstr_head(rest).ok_or_else(|| bad("data is not a byte string"))?;
-        let from = start + head;
-        if frame.len() - from != len {
-            return Err(bad("data length does not match the frame"));
+        Ok((hdr, len, start + head))
+    }
+}
+
+impl Header {
+    fn with_data(self, data: Bytes) -> Envelope {
+        Envelope {
+            id: self.id,
+            src: self.src,
+            dst: self.dst,
+            reply: self.reply,
+            origin: self.origin,
+            via: self.via,
+            user: self.user.map(Arc::from),
+            seal: self.seal,
+            kind: self.kind,
+            data,
         }
-        Ok(Envelope {
-            id: hdr.id,
-            src: hdr.src,
-            dst: hdr.dst,
-            reply: hdr.reply,
-            origin: hdr.origin,
-            via: hdr.via,
-            user: hdr.user.map(Arc::from),
-            seal: hdr.seal,
-            kind: hdr.kind,
-            data: frame.slice(from..),
-        })
     }
 }
 

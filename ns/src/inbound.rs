@@ -191,7 +191,7 @@ impl Router {
 
 /// Takes one frame off the connection: an envelope to handle, or an
 /// acknowledgement (taken here), or the end.
-fn frame_in(term: &Term, f: Option<std::io::Result<bytes::Bytes>>) -> Frame {
+fn frame_in(term: &Term, f: Option<std::io::Result<dial::Frame>>) -> Frame {
     let frame = match f {
         Some(Ok(f)) => f,
         Some(Err(e)) => {
@@ -202,7 +202,7 @@ fn frame_in(term: &Term, f: Option<std::io::Result<bytes::Bytes>>) -> Frame {
     };
     term.last_rx.store(now_us(), Relaxed);
     let len = frame.len();
-    let env = match Envelope::decode(frame) {
+    let env = match Envelope::decode_frame(frame) {
         Ok(env) => env,
         Err(e) => {
             term.warn("bad frame, closing link", e);

@@ -71,7 +71,7 @@ pub(crate) async fn read_hello(link: &mut Link) -> io::Result<Option<Hello>> {
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello"))?;
     let Some(frame) = frame else { return Ok(None) };
-    let env = Envelope::decode(frame?).map_err(|e| bad(e.to_string()))?;
+    let env = Envelope::decode_frame(frame?).map_err(|e| bad(e.to_string()))?;
     match env.kind {
         Kind::Hello(h) if h.version == VERSION => Ok(Some(h)),
         Kind::Hello(h) => Err(bad(format!("protocol version {} (want {VERSION})", h.version))),

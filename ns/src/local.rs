@@ -31,7 +31,7 @@ pub(crate) async fn serve(r: Router, link: Link, k: u32) {
             f = frames.next() => f,
         };
         let env = match frame
-            .map(|f| f.map_err(|e| e.to_string()).and_then(|f| Envelope::decode(f).map_err(|e| e.to_string())))
+            .map(|f| f.map_err(|e| e.to_string()).and_then(|f| Envelope::decode_frame(f).map_err(|e| e.to_string())))
         {
             Some(Ok(env)) => env,
             Some(Err(e)) => {

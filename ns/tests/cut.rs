@@ -167,6 +167,7 @@ async fn pump(
     stop: CancellationToken,
 ) {
     while let Some(Ok(f)) = tokio::select! { _ = stop.cancelled() => None, f = rx.next() => f } {
+        let f = f.into_bytes();
         if on.load(SeqCst) && tx.send(f.into()).await.is_err() {
             return;
         }

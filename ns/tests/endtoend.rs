@@ -66,6 +66,7 @@ impl Wire {
                     (seen.clone(), change.clone(), stop.clone(), drop_pairs.clone());
                 tokio::spawn(async move {
                     while let Some(Ok(f)) = tokio::select! { _ = stop2.cancelled() => None, f = near.rx.next() => f } {
+                        let f = f.into_bytes();
                         seen.lock().unwrap().push(f.clone());
                         let pair = Envelope::decode(f.clone()).is_ok_and(|e| matches!(e.kind, Kind::Pair(_)));
                         let dropping = |n: usize| (n > 0).then(|| n - 1);
@@ -87,6 +88,7 @@ impl Wire {
                 let stop3 = stop.clone();
                 tokio::spawn(async move {
                     while let Some(Ok(f)) = tokio::select! { _ = stop3.cancelled() => None, f = far.rx.next() => f } {
+                        let f = f.into_bytes();
                         if near.tx.send(f.into()).await.is_err() {
                             return;
                         }

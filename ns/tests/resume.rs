@@ -122,6 +122,7 @@ async fn pump(
     stop: CancellationToken,
 ) {
     while let Some(Ok(f)) = tokio::select! { _ = stop.cancelled() => None, f = rx.next() => f } {
+        let f = f.into_bytes();
         if gen.load(SeqCst) != g {
             continue;
         }
@@ -305,7 +306,7 @@ async fn a_replayed_resume_handshake_and_a_wrong_proof_are_refused_and_the_sessi
     let opts = ns::link::link_options();
     let mut l = dial::dial(&"mem!replay-b".parse().unwrap(), &opts).await.unwrap();
     l.tx.send(captured[0].clone().into()).await.unwrap();
-    let answer = Envelope::decode(l.rx.next().await.unwrap().unwrap()).unwrap();
+    let answer = Envelope::decode_frame(l.rx.next().await.unwrap().unwrap()).unwrap();
     assert!(matches!(answer.kind, Kind::Hello(Hello { session: Some(SessionMsg::Resumed { .. }), .. })), "{answer:?}");
     l.tx.send(captured[1].clone().into()).await.unwrap();
     assert!(l.rx.next().await.is_none(), "closed after the wrong proof");
@@ -319,7 +320,7 @@ async fn a_replayed_resume_handshake_and_a_wrong_proof_are_refused_and_the_sessi
         *id ^= 1;
     }
     l.tx.send(env.encode().into()).await.unwrap();
-    let answer = Envelope::decode(l.rx.next().await.unwrap().unwrap()).unwrap();
+    let answer = Envelope::decode_frame(l.rx.next().await.unwrap().unwrap()).unwrap();
     assert!(matches!(answer.kind, Kind::Hello(Hello { session: Some(SessionMsg::Refused(_)), .. })), "{answer:?}");
 
     // The real session resumed after the replay stopped its connection,
@@ -367,6 +368,7 @@ async fn half_stalled(from: &str, to: &str, stall: Arc<AtomicBool>, stop: Cancel
             let (mut arx, mut atx, mut brx, mut btx) = (dialer.rx, dialer.tx, listener.rx, listener.tx);
             tokio::spawn(async move {
                 while let Some(Ok(f)) = arx.next().await {
+                    let f = f.into_bytes();
                     if btx.send(f.into()).await.is_err() {
                         return;
                     }
@@ -375,6 +377,7 @@ async fn half_stalled(from: &str, to: &str, stall: Arc<AtomicBool>, stop: Cancel
             let (stall, stop) = (stall.clone(), stop.clone());
             tokio::spawn(async move {
                 while let Some(Ok(f)) = brx.next().await {
+                    let f = f.into_bytes();
                     if k == 0 && stall.load(SeqCst) {
                         stop.cancelled().await;
                         return;

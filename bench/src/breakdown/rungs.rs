@@ -79,12 +79,12 @@ impl Rung {
         let server = tokio::spawn(async move {
             while let Some(Ok(f)) = far.rx.next().await {
                 let out = if with_envelope {
-                    match Envelope::decode(f) {
+                    match Envelope::decode_frame(f) {
                         Ok(e) => reply(e, &me).encode(),
                         Err(_) => break,
                     }
                 } else {
-                    f
+                    f.into_bytes()
                 };
                 if far.tx.send(out.into()).await.is_err() {
                     break;
@@ -140,7 +140,7 @@ fn reader_end(link: Link) -> (Arc<Mutex<FrameSink>>, mpsc::Receiver<Envelope>, J
     let (in_tx, in_rx) = mpsc::channel(64);
     let reader = tokio::spawn(async move {
         while let Some(Ok(f)) = rx.next().await {
-            let Ok(e) = Envelope::decode(f) else { break };
+            let Ok(e) = Envelope::decode_frame(f) else { break };
             if in_tx.send(e).await.is_err() {
                 break;
             }
@@ -158,7 +158,7 @@ fn link_end(link: Link) -> (mpsc::Sender<Envelope>, mpsc::Receiver<Envelope>, Ve
     let writer = tokio::spawn(write_envelopes(out_rx, tx));
     let reader = tokio::spawn(async move {
         while let Some(Ok(f)) = rx.next().await {
-            let Ok(e) = Envelope::decode(f) else { break };
+            let Ok(e) = Envelope::decode_frame(f) else { break };
             if in_tx.send(e).await.is_err() {
                 break;
             }
@@ -196,7 +196,7 @@ impl Ping for Rung {
                 link.tx.send(frame.into()).await?;
                 let back = link.rx.next().await.ok_or_else(|| anyhow!("link closed"))??;
                 if envelope.is_some() {
-                    Envelope::decode(back).context("reply")?;
+                    Envelope::decode_frame(back).context("reply")?;
                 }
                 Ok(())
             }

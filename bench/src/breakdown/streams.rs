@@ -29,7 +29,7 @@ pub async fn framed(
         let mut got: u64 = 0;
         while let Some(f) = far.rx.next().await {
             let f = f?;
-            got += if with_envelope { Envelope::decode(f)?.data.len() } else { f.len() } as u64;
+            got += if with_envelope { Envelope::decode_frame(f)?.data.len() } else { f.len() } as u64;
         }
         far.tx.send(dial::Frame::from(Bytes::copy_from_slice(&got.to_be_bytes()))).await?;
         Ok::<u64, anyhow::Error>(got)
@@ -51,7 +51,7 @@ pub async fn framed(
     let count = tokio::time::timeout(limit + GRACE, send).await.map_err(|_| anyhow!("framed stream stuck"))??;
     let took = t.elapsed();
     let got = reader.await??;
-    if got != sent || count.as_ref() != got.to_be_bytes() {
+    if got != sent || count.into_bytes().as_ref() != got.to_be_bytes() {
         bail!("framed stream: sent {sent} bytes, reader got {got}");
     }
     Ok((sent, took))

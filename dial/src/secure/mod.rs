@@ -503,7 +503,7 @@ impl Handshake {
 
     async fn recv(&mut self) -> Result<Bytes, SecureError> {
         match self.link.rx.next().await {
-            Some(Ok(msg)) => Ok(msg),
+            Some(Ok(msg)) => Ok(msg.into_bytes()),
             Some(Err(e)) if e.kind() == io::ErrorKind::InvalidData => Err(self.bad(e.to_string())),
             Some(Err(e)) => Err(self.io(e)),
             None => Err(SecureError::Closed { remote: self.remote.clone() }),

@@ -297,19 +297,18 @@ impl SecureStream {
     }
 
     /// Takes one message; returns a frame when it completes one.
-    fn open(&mut self, msg: &Bytes) -> io::Result<Option<Bytes>> {
+    fn open(&mut self, msg: &Bytes) -> io::Result<Option<Frame>> {
         if let Some(want) = self.want.filter(|w| self.clear > 0 && self.frame.len() == w - self.clear) {
             // The clear body, whole: its seal is checked where it goes.
             if msg.len() != self.clear {
                 return Err(invalid(format!("secure link: clear body of {} bytes, want {}", msg.len(), self.clear)));
             }
-            self.frame.extend_from_slice(msg);
             self.want = None;
             self.clear = 0;
-            debug_assert_eq!(self.frame.len(), want);
-            // Taken whole, not split off: the frame is then the only owner
-            // of its buffer, and the layer above may open it in place.
-            return Ok(Some(std::mem::take(&mut self.frame).freeze()));
+            debug_assert_eq!(self.frame.len() + msg.len(), want);
+            // In two parts: the body as it came, not copied behind the
+            // head (a relay passes it on as it is).
+            return Ok(Some(Frame::new(std::mem::take(&mut self.frame).freeze(), msg.clone())));
         }
         if msg.len() < TAG_LEN || msg.len() > self.message_max {
             return Err(invalid(format!(
@@ -340,11 +339,11 @@ impl SecureStream {
                 return Err(invalid("secure link: message runs past the end of its frame"));
             }
             if buf.len() == len {
-                return Ok(Some(buf.freeze()));
+                return Ok(Some(Frame::from(buf.freeze())));
             }
-            // One allocation of the whole frame (and room for the last
-            // message's tag); later messages decrypt straight into it.
-            buf.reserve(len - buf.len() + TAG_LEN);
+            // One allocation of the frame's encrypted part (and room for
+            // the last message's tag); later messages decrypt into it.
+            buf.reserve(len - clear - buf.len() + TAG_LEN);
             self.frame = buf;
             self.want = Some(len);
             self.clear = clear;
@@ -368,14 +367,14 @@ impl SecureStream {
         }
         self.want = None;
         self.clear = 0;
-        Ok(Some(std::mem::take(&mut self.frame).freeze()))
+        Ok(Some(Frame::from(std::mem::take(&mut self.frame).freeze())))
     }
 }
 
 impl Stream for SecureStream {
-    type Item = io::Result<Bytes>;
+    type Item = io::Result<Frame>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame>>> {
         let this = self.get_mut();
         loop {
             let Some(inner) = this.inner.as_mut() else {
@@ -399,7 +398,7 @@ impl Stream for SecureStream {
                     return Poll::Ready(None);
                 }
             };
-            match this.open(&msg) {
+            match this.open(&msg.into_bytes()) {
                 Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
                 Ok(None) => {}
                 Err(e) => {

@@ -216,7 +216,7 @@ pub async fn serve(mut listener: Listener, opts: LinkOptions, me: Identity, trus
         tasks.spawn(async move {
             let Ok((mut link, _)) = dial::secure(link, &opts, &me, &trust, Role::Responder).await else { return };
             while let Some(Ok(frame)) = link.rx.next().await {
-                if link.tx.send(frame.into()).await.is_err() {
+                if link.tx.send(frame).await.is_err() {
                     return;
                 }
             }
@@ -237,7 +237,7 @@ pub async fn pinned_peer(
     let (mut link, peer) = dial::secure(link, opts, me, trust, Role::Initiator).await?;
     link.tx.send("ping".into()).await?;
     match link.rx.next().await {
-        Some(Ok(f)) if f.as_ref() == b"ping" => Ok((start.elapsed(), peer)),
+        Some(Ok(f)) if f.clone().into_bytes()[..] == b"ping"[..] => Ok((start.elapsed(), peer)),
         other => Err(io::Error::other(format!("no echo: {other:?}"))),
     }
 }

@@ -37,7 +37,7 @@ async fn inline_and_queued_envelopes_keep_their_order() {
     let reader = tokio::spawn(async move {
         let mut ids = Vec::new();
         while let Some(Ok(f)) = rx.next().await {
-            ids.push(Envelope::decode(f).expect("a frame we sent").id);
+            ids.push(Envelope::decode_frame(f).expect("a frame we sent").id);
             if ids.len() == 600 {
                 break;
             }
