@@ -178,7 +178,22 @@ impl RouteTable {
             touched.extend(ads.into_keys());
         }
         self.aside.remove(peer);
+        // A machine the registry told of through the lost neighbour (the
+        // list came before this router's own way to it) keeps its
+        // registry route when it is reached another way: its services
+        // are its own, and go when the registry's list expires, not with
+        // a link to the registry.
+        let repath: Vec<(MachineId, Advert)> = self
+            .registry
+            .iter()
+            .filter(|(_, ad)| ad.path.first() == Some(peer))
+            .filter_map(|(m, ad)| {
+                let own = self.candidates(m).into_iter().filter(|rt| rt.source != "registry").min_by_key(rank)?;
+                Some((m.clone(), Advert { path: own.path[1..].to_vec(), services: ad.services.clone() }))
+            })
+            .collect();
         self.registry.retain(|_, ad| ad.path.first() != Some(peer));
+        self.registry.extend(repath.into_iter().filter(|(_, ad)| within_reach(ad)));
         self.log_lost(Link::new(self.me.clone(), peer.clone()));
         self.recompute(touched)
     }

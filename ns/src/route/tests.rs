@@ -27,6 +27,25 @@ fn registry_services_fill_a_silent_neighbour() {
 }
 
 #[test]
+fn a_neighbours_registry_services_outlive_the_registrys_link() {
+    // The registry's list came before a's own link to b: it says b is
+    // reached through r. r's link goes: b is still a's neighbour, and
+    // its services stay until the list expires; d, reached only through
+    // r, goes.
+    let mut t = RouteTable::new(n("a"));
+    t.peer_up(&n("r"));
+    t.set_registry(HashMap::from([(n("b"), ad(&["r", "b"], &["echo"])), (n("d"), ad(&["r", "d"], &["gpu"]))]));
+    t.peer_up(&n("b"));
+    t.peer_down(&n("r"));
+    let best = t.best(&n("b")).unwrap();
+    assert_eq!((best.term.clone(), best.hops(), best.services.clone()), (net("b"), 1, vec![n("echo")]));
+    assert!(t.best(&n("d")).is_none());
+    // The list's expiry still takes them.
+    t.set_registry(HashMap::new());
+    assert!(t.best(&n("b")).unwrap().services.is_empty());
+}
+
+#[test]
 fn fewer_hops_win_and_ties_break_by_neighbour() {
     let mut t = RouteTable::new(n("a"));
     t.peer_up(&n("c"));
