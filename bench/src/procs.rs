@@ -168,9 +168,11 @@ impl Deployed {
         std::fs::read_to_string(self.dir.path().join(format!("{id}.log"))).unwrap_or_default()
     }
 
+    /// Waits until machine `id`'s router accepts on its Unix socket.
     async fn wait_socket(&self, id: &str) -> anyhow::Result<()> {
         let until = Instant::now() + START;
-        while !self.socket(id).exists() {
+        // Accepting, not only there: a socket is bound before it listens.
+        while std::os::unix::net::UnixStream::connect(self.socket(id)).is_err() {
             if Instant::now() > until {
                 bail!("router {id} did not start:\n{}", self.log(id));
             }

@@ -235,10 +235,10 @@ impl MeshFs {
             self.twins.gather(&inos);
         }
         let gathered = if taken { Vec::new() } else { inos.clone() };
-        // Writes sent ahead land first: pages dropped and read again
-        // before them would miss what another process here wrote, which
-        // it may already have told of through a mapping.
-        // What was read ahead of them goes too.
+        // Writes sent ahead land first, and what was read ahead goes:
+        // pages dropped and read again before them would miss what
+        // another process here wrote, which it may already have told of
+        // through a mapping.
         if taken {
             for (_, h) in &open {
                 self.ns.settle_writes(h, false).await?;
@@ -257,16 +257,23 @@ impl MeshFs {
             }
         };
         let dropped = tokio::task::spawn_blocking(drop_pages).await.map_err(|e| e.to_string());
-        // What the kernel wrote back, sent last first (see `twins`).
+        // What the kernel wrote back, sent last first (see `twins`); a
+        // file that fails does not keep the others' pages from going.
         let writes: Vec<_> = gathered.into_iter().map(|i| (i, self.twins.gathered_writes(i))).collect();
+        let mut failed = None;
         for (i, writes) in writes {
-            if let Some((_, h)) = open.iter().find(|o| o.0 == i) {
-                for (offset, data) in writes {
-                    self.ns.write_at(h, offset, &data).await?;
+            let Some((_, h)) = open.iter().find(|o| o.0 == i) else { continue };
+            for (offset, data) in writes {
+                if let Err(e) = self.ns.write_at(h, offset, &data).await {
+                    failed.get_or_insert(e);
+                    break;
                 }
             }
         }
         dropped?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         for (_, h) in &open {
             self.ns.settle_writes(h, false).await?;
         }
