@@ -150,10 +150,8 @@ pub async fn record(mut dep: Deployment, script: &[(&str, u64)], output: &Path) 
     let first_screen = typed?;
     let bytes =
         std::fs::metadata(&output).map(|m| m.len()).with_context(|| format!("no recording at {}", output.display()))?;
-    let video = match PROBE.get() {
-        Some(p) => Some(p(&output).with_context(|| format!("reading back {}", output.display()))?),
-        None => None,
-    };
+    let video =
+        PROBE.get().map(|p| p(&output)).transpose().with_context(|| format!("reading back {}", output.display()))?;
     Ok(Report { output, bytes, elapsed: started.elapsed(), first_screen, video })
 }
 

@@ -160,7 +160,7 @@ pub struct MeshFs {
     notifier: Arc<std::sync::OnceLock<Arc<notify::Notifier>>>,
     expected: Arc<notify::Expected>,
     listed: Arc<listed::Listed>,
-    twins: twins::Twins,
+    twins: Arc<twins::Twins>,
     /// One lock's release at a time: the pages it gathers are its own.
     releasing: tokio::sync::Mutex<()>,
     handles: Mutex<HashMap<u64, Open>>,
@@ -738,11 +738,13 @@ impl Filesystem for MeshFs {
             // since they were read (see `twins`).
             let cached = wf & FUSE_WRITE_CACHE != 0;
             let runs = self.twins.write(inode, offset, data, cached);
+            let whole = 0..data.len();
             // A lock's release: sent once all are in, last first.
-            if cached && self.twins.gathered(inode, offset, data, &runs) {
+            let gathering = runs.as_deref().unwrap_or(std::slice::from_ref(&whole));
+            if cached && self.twins.gathered(inode, offset, data, gathering) {
                 return Ok(ReplyWrite { written: data.len() as u32 });
             }
-            if runs.len() != 1 || runs[0].len() != data.len() {
+            if let Some(runs) = runs {
                 for r in runs {
                     self.ns.write_at(&h, offset + r.start as u64, &data[r]).await.map_err(|e| errno(&e))?;
                 }
@@ -811,7 +813,6 @@ impl Filesystem for MeshFs {
                 o.locked = true;
             }
             self.twins.watch(inode);
-            self.expected.locked(inode);
         }
         let taken = l.typ != libc::F_UNLCK;
         let take = async {
@@ -846,7 +847,6 @@ impl Filesystem for MeshFs {
             let open = handles.remove(&fh);
             if !handles.values().any(|o| o.ino == inode) {
                 self.twins.forget(inode);
-                self.expected.closed(inode);
             }
             open
         };

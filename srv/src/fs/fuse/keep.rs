@@ -60,6 +60,7 @@ pub struct Telling {
     inodes: Arc<Mutex<Inodes>>,
     notifier: Arc<std::sync::OnceLock<Arc<notify::Notifier>>>,
     expected: Arc<notify::Expected>,
+    twins: Arc<super::twins::Twins>,
     listed: Arc<listed::Listed>,
 }
 
@@ -78,6 +79,7 @@ impl Telling {
             let kept = notify::Kept {
                 inodes: self.inodes.clone(),
                 expected: self.expected.clone(),
+                twins: self.twins.clone(),
                 listed: self.listed.clone(),
                 co,
             };
@@ -93,6 +95,7 @@ impl MeshFs {
             inodes: self.inodes.clone(),
             notifier: self.notifier.clone(),
             expected: self.expected.clone(),
+            twins: self.twins.clone(),
             listed: self.listed.clone(),
         }
     }
@@ -230,11 +233,14 @@ impl MeshFs {
         let mut inos: Vec<u64> = open.iter().map(|o| o.0).collect();
         inos.sort_unstable();
         inos.dedup();
+        // A release gathers what the kernel writes back, one at a time.
         let _one = if taken { None } else { Some(self.releasing.lock().await) };
-        if !taken {
+        let gathered = if taken {
+            Vec::new()
+        } else {
             self.twins.gather(&inos);
-        }
-        let gathered = if taken { Vec::new() } else { inos.clone() };
+            inos.clone()
+        };
         // Writes sent ahead land first, and what was read ahead goes:
         // pages dropped and read again before them would miss what
         // another process here wrote, which it may already have told of

@@ -20,8 +20,8 @@
 //! and a record lock, whose request holds none, has pages dropped from a
 //! blocking thread, their write-back answered by other handlers.
 //!
-//! Lock order: the inode table's lock and [`Expected`]'s are leaves, and
-//! neither is held while writing to the kernel.
+//! Lock order: the inode table's lock, [`Expected`]'s and the twins' are
+//! leaves, and none is held while writing to the kernel.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::IoSlice;
@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use super::inodes::{node_of, Inodes};
 use super::listed::Listed;
+use super::twins::Twins;
 use crate::fs::coherence::Coherence;
 use crate::fs::dir::watch::{Change, Feed, What};
 
@@ -128,12 +129,6 @@ pub struct Expected {
     names: Mutex<VecDeque<(u64, String, What, Instant)>>,
     /// Files written through this mount lately (node, when).
     wrote: Mutex<HashMap<u64, Instant>>,
-    /// Files locked through this mount, while open here: their machines
-    /// agree at locks (see `MeshFs::lock_point`), and a notice would only
-    /// race the kernel's own look at them (an attribute reply that
-    /// crosses an invalidation is dropped, and a read stops at the size
-    /// the kernel had).
-    held: Mutex<HashSet<u64>>,
 }
 
 impl Expected {
@@ -168,28 +163,9 @@ impl Expected {
         self.writes().remove(&node);
     }
 
-    /// Whether this mount wrote file `node` lately, or holds it locked.
+    /// Whether this mount wrote file `node` lately.
     fn wrote_lately(&self, node: u64) -> bool {
-        self.writes().get(&node).is_some_and(|t| t.elapsed() <= EXPECT_FOR) || self.holds(node)
-    }
-
-    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// File `node` was locked through this mount: until it is closed
-    /// here, notices of its data and attributes are not acted on.
-    pub fn locked(&self, node: u64) {
-        self.held().insert(node);
-    }
-
-    /// File `node` is no longer open here.
-    pub fn closed(&self, node: u64) {
-        self.held().remove(&node);
-    }
-
-    fn holds(&self, node: u64) -> bool {
-        self.held().contains(&node)
+        self.writes().get(&node).is_some_and(|t| t.elapsed() <= EXPECT_FOR)
     }
 
     pub fn add(&self, dir: u64, name: &str, what: What) {
@@ -228,6 +204,12 @@ impl Expected {
 pub struct Kept {
     pub inodes: Arc<Mutex<Inodes>>,
     pub expected: Arc<Expected>,
+    /// Files locked through this mount and open here: their machines
+    /// agree at locks (see `MeshFs::lock_point`), and a notice would only
+    /// race the kernel's own look at them (an attribute answer that
+    /// crosses an invalidation is dropped, and a read stops at the size
+    /// the kernel had), so their data's notices are not acted on.
+    pub twins: Arc<Twins>,
     pub listed: Arc<Listed>,
     pub co: Arc<Coherence>,
 }
@@ -253,7 +235,7 @@ pub fn start(feed: Arc<Feed>, n: Arc<Notifier>, kept: Kept) {
 /// is nothing to forget. The table's lock is not held while writing: an
 /// invalidation may wait for a request that needs it.
 fn apply(n: &Notifier, kept: &Kept, c: Change) {
-    let Kept { inodes, expected, listed, co } = kept;
+    let Kept { inodes, expected, twins, listed, co } = kept;
     let lock = || inodes.lock().unwrap_or_else(|e| e.into_inner());
     match c {
         Change::Name { dir, name, what } => {
@@ -274,7 +256,7 @@ fn apply(n: &Notifier, kept: &Kept, c: Change) {
             if what.names() && expected.take(parent, &name, what) {
                 return;
             }
-            if !what.names() && child.is_some_and(|c| expected.wrote_lately(c)) {
+            if !what.names() && child.is_some_and(|c| expected.wrote_lately(c) || twins.watching(c)) {
                 return;
             }
             // A file's data or attributes are not its directory's.

@@ -114,15 +114,20 @@ impl Twins {
         }
     }
 
+    /// Whether node `ino` was locked through this mount and is open here.
+    pub fn watching(&self, ino: u64) -> bool {
+        lock(&self.files).0.contains_key(&ino)
+    }
+
     /// `data` is being written at `offset`: with `cached` it is pages
     /// written back from the cache, and the answer is the runs of it
-    /// (offsets into `data`) to send; otherwise it is written whole and
-    /// patched into the twins it touches. The twins then hold `data`.
-    pub fn write(&self, ino: u64, offset: u64, data: &[u8], cached: bool) -> Vec<Range<usize>> {
-        let whole = std::iter::once(0..data.len()).collect();
+    /// (offsets into `data`) to send; `None` when it goes whole (a
+    /// write(2), patched into the twins it touches, or a file not
+    /// watched). The twins then hold `data`.
+    pub fn write(&self, ino: u64, offset: u64, data: &[u8], cached: bool) -> Option<Vec<Range<usize>>> {
         let mut g = lock(&self.files);
         let (files, total) = &mut *g;
-        let Some(f) = files.get_mut(&ino) else { return whole };
+        let f = files.get_mut(&ino)?;
         let mut runs = Vec::new();
         let end = offset + data.len() as u64;
         let mut at = offset;
@@ -150,15 +155,9 @@ impl Twins {
             }
             at = page_end;
         }
-        if cached {
-            runs
-        } else {
-            whole
-        }
+        cached.then_some(runs)
     }
-}
 
-impl Twins {
     /// A lock's release writes back the pages of nodes `inos`: gather them.
     pub fn gather(&self, inos: &[u64]) {
         let mut g = lock(&self.gathering);
@@ -229,20 +228,21 @@ mod tests {
         page[100] = 1;
         page[101] = 2;
         page[4096 + 5] = 9;
-        assert_eq!(t.write(7, 0, &page, true), vec![100..102, 4101..4102]);
+        assert_eq!(t.write(7, 0, &page, true), Some(vec![100..102, 4101..4102]));
         // The twin now holds what was written: nothing left to send.
-        assert_eq!(t.write(7, 0, &page, true), Vec::<Range<usize>>::new());
+        assert_eq!(t.write(7, 0, &page, true), Some(Vec::new()));
         // A write(2) goes whole and is patched in.
-        assert_eq!(t.write(7, 200, b"ab", false), vec![0..2]);
+        assert_eq!(t.write(7, 200, b"ab", false), None);
         page[200..202].copy_from_slice(b"ab");
-        assert_eq!(t.write(7, 0, &page, true), Vec::<Range<usize>>::new());
+        assert_eq!(t.write(7, 0, &page, true), Some(Vec::new()));
         // Past the end of what was read, and pages never read, go whole.
         let longer = vec![3u8; 12288];
-        assert_eq!(t.write(7, 0, &longer, true), vec![0..12288]);
-        assert_eq!(t.write(9, 0, &longer, true), vec![0..12288]);
+        let all: Vec<Range<usize>> = std::iter::once(0..12288).collect();
+        assert_eq!(t.write(7, 0, &longer, true), Some(all.clone()));
+        assert_eq!(t.write(9, 0, &longer, true), None, "not watched: whole");
         t.drop_pages(7);
         assert_eq!(lock(&t.files).1, 0);
-        assert_eq!(t.write(7, 0, &longer, true), vec![0..12288]);
+        assert_eq!(t.write(7, 0, &longer, true), Some(all.clone()));
         t.forget(7);
         assert_eq!(lock(&t.files).1, 0);
     }
