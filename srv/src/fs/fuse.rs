@@ -12,8 +12,8 @@
 //! conversation's credit sent nothing; one that had its credit is sent
 //! whole (see `ns::conv`). A change to a served directory on another
 //! machine, interrupted, may still be made there, as with NFS's `intr`.
-//! One here is a system call on the handler's own thread
-//! (`block_in_place`, see `super::blocking`), answered when it returns.
+//! One here is a system call on the handler's own thread (see
+//! `super::io`), answered when it returns.
 //!
 //! Inodes are one per file of a served directory, whatever its names,
 //! and one per path elsewhere, kept while the kernel holds a lookup on

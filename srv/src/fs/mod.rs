@@ -30,6 +30,7 @@ pub mod dir;
 pub mod errors;
 pub mod fuse;
 pub mod handle;
+mod io;
 pub mod mount;
 mod ops;
 pub mod remote;
@@ -356,7 +357,7 @@ impl Namespace {
             Node::Stored(s, rel) => {
                 let root = self.root(s)?;
                 let (rel, co, who) = (rel.clone(), self.coherence.clone(), dir::watch::asker());
-                let mut e = blocking(move || root.stat_told(&rel, Some((&co.watcher, &who)))).await?;
+                let mut e = io::quick(move || root.stat_told(&rel, Some((&co.watcher, &who)))).await?;
                 e.name = path.last().cloned().unwrap_or_default();
                 Ok(e)
             }
@@ -372,7 +373,7 @@ impl Namespace {
             Node::Stored(s, rel) => {
                 let root = self.root(&s)?;
                 let (co, who) = (self.coherence.clone(), dir::watch::asker());
-                blocking(move || root.dir_now(&rel, &co.watcher, &who)).await
+                io::quick(move || root.dir_now(&rel, &co.watcher, &who)).await
             }
             _ => Err(errors::not_served()),
         }
@@ -392,7 +393,7 @@ impl Namespace {
             Node::Stored(s, rel) => {
                 let root = self.root(&s)?;
                 let (co, who) = (self.coherence.clone(), dir::watch::asker());
-                blocking(move || root.list_told(&rel, Some((&co.watcher, &who)))).await
+                io::blocking(move || root.list_told(&rel, Some((&co.watcher, &who)))).await
             }
             Node::Svc(s) => {
                 let mut v = tree::list(&self.router, &Dynamic(self), &Node::Svc(s.clone()))?;
@@ -438,7 +439,7 @@ impl Namespace {
                 let (co, who) = (self.coherence.clone(), dir::watch::asker());
                 // Watched before it is opened, so that nothing changed
                 // after goes untold (see `handle::Told`).
-                let (f, told) = blocking(move || {
+                let (f, told) = io::quick(move || {
                     let watched = root.watch_parent(&rel, &co.watcher, &who);
                     let f = root.open_file(&rel, access)?;
                     Ok((f, handle::Told::new(watched, Some((root, rel, who)))))
@@ -539,7 +540,7 @@ impl Namespace {
             Handle::RemoteFile(f) => f.read(offset, size).await,
             Handle::Stored(f, _) => {
                 let f = f.clone();
-                blocking(move || dir::read_at(&f, offset, size)).await.map(Bytes::from)
+                io::sized(size, move || dir::read_at(&f, offset, size)).await.map(Bytes::from)
             }
         }
     }
@@ -590,20 +591,6 @@ impl Namespace {
     pub fn shutdown(&self) {
         self.router.convs().fail_all(ns::error::ESHUTDOWN);
     }
-}
-
-/// Runs file I/O as the request's caller, on this worker thread once
-/// tokio has moved its other tasks elsewhere (`block_in_place`): a hop to
-/// the blocking pool and back costs two thread wake-ups, far more than
-/// the system call a stat or a create is. A runtime of one thread (tests)
-/// has nowhere to move them to, so there it goes to the blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
-    let who = caller::Caller::current();
-    let work = move || caller::as_caller(who.as_ref(), f);
-    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
-        return tokio::task::block_in_place(work);
-    }
-    tokio::task::spawn_blocking(work).await.map_err(|e| ns::error::detail(errors::EIO, e))?
 }
 
 fn name(s: &str) -> Result<Name, String> {

@@ -13,13 +13,14 @@ use super::dir::locks::{Lock, Owner};
 use super::dir::{self, Access, Attrs, Root, StatFs};
 use super::errors::{ENOATTR, ENOTSUP, EXDEV};
 use super::handle::{Handle, Told};
+use super::io::{blocking, quick, sized};
 use super::remote::{self, RemoteFile};
 use super::tree::{Entry, Node};
-use super::{blocking, Namespace};
+use super::Namespace;
 
 async fn write_local(f: &Arc<std::fs::File>, offset: u64, data: bytes::Bytes) -> Result<usize, String> {
     let f = f.clone();
-    blocking(move || dir::write_at(&f, offset, &data)).await
+    sized(data.len(), move || dir::write_at(&f, offset, &data)).await
 }
 
 fn refused(path: &[String]) -> String {
@@ -62,7 +63,7 @@ impl Namespace {
         entry: fn(&mut T) -> &mut Entry,
     ) -> Result<T, String> {
         let (co, who) = (self.coherence().clone(), dir::watch::asker());
-        blocking(move || {
+        quick(move || {
             let watched = root.watch_parent(&rel, &co.watcher, &who);
             let mut made = make(&root, &rel)?;
             dir::watch_all(entry(&mut made), watched);
@@ -155,7 +156,7 @@ impl Namespace {
     /// The target of symbolic link `path`.
     pub async fn readlink(&self, path: &[String]) -> Result<String, String> {
         match self.place(path)? {
-            Place::Here(root, rel) => blocking(move || root.readlink(&rel)).await,
+            Place::Here(root, rel) => quick(move || root.readlink(&rel)).await,
             Place::There(m, rest) => remote::readlink(self.router(), &m, &rest).await,
         }
     }
@@ -187,7 +188,7 @@ impl Namespace {
     pub async fn getxattr(&self, path: &[String], name: &str) -> Result<Vec<u8>, String> {
         let name = name.to_string();
         match self.xattr_place(path, &name, ENOATTR)? {
-            Place::Here(root, rel) => blocking(move || root.getxattr(&rel, &name)).await,
+            Place::Here(root, rel) => quick(move || root.getxattr(&rel, &name)).await,
             Place::There(m, rest) => remote::getxattr(self.router(), &m, &rest, &name).await,
         }
     }
@@ -195,7 +196,7 @@ impl Namespace {
     pub async fn setxattr(&self, path: &[String], name: &str, value: &[u8], flags: u32) -> Result<(), String> {
         let (name, value) = (name.to_string(), value.to_vec());
         match self.xattr_place(path, &name, ENOTSUP)? {
-            Place::Here(root, rel) => blocking(move || root.setxattr(&rel, &name, &value, flags)).await,
+            Place::Here(root, rel) => quick(move || root.setxattr(&rel, &name, &value, flags)).await,
             Place::There(m, rest) => remote::setxattr(self.router(), &m, &rest, &name, value, flags).await,
         }
     }
@@ -203,7 +204,7 @@ impl Namespace {
     /// The `user.*` attribute names of a file; none off served directories.
     pub async fn listxattr(&self, path: &[String]) -> Result<Vec<String>, String> {
         match self.place(path) {
-            Ok(Place::Here(root, rel)) => blocking(move || root.listxattr(&rel)).await,
+            Ok(Place::Here(root, rel)) => quick(move || root.listxattr(&rel)).await,
             Ok(Place::There(m, rest)) => remote::listxattr(self.router(), &m, &rest).await,
             Err(_) => self.stat(path).await.map(|_| Vec::new()),
         }
@@ -212,7 +213,7 @@ impl Namespace {
     pub async fn removexattr(&self, path: &[String], name: &str) -> Result<(), String> {
         let name = name.to_string();
         match self.xattr_place(path, &name, ENOATTR)? {
-            Place::Here(root, rel) => blocking(move || root.removexattr(&rel, &name)).await,
+            Place::Here(root, rel) => quick(move || root.removexattr(&rel, &name)).await,
             Place::There(m, rest) => remote::removexattr(self.router(), &m, &rest, &name).await,
         }
     }
@@ -256,7 +257,7 @@ impl Namespace {
     pub async fn lock_for(&self, h: &Handle, owner: Owner, l: Lock, get: bool) -> Result<Lock, String> {
         let Handle::Stored(f, _) = h else { return Err(error::detail(ENOTSUP, "locks off served directories")) };
         let (f, locks) = (f.clone(), self.locks.clone());
-        blocking(move || {
+        quick(move || {
             let what = |e| super::errors::os(e, "lock");
             if get {
                 locks.get(&f, &owner, &l).map_err(what)
@@ -290,7 +291,7 @@ impl Namespace {
     /// The file system of the served directory `path` is in.
     pub async fn statfs(&self, path: &[String]) -> Result<StatFs, String> {
         match self.place(path)? {
-            Place::Here(root, _) => blocking(move || root.statfs()).await,
+            Place::Here(root, _) => quick(move || root.statfs()).await,
             Place::There(m, rest) => remote::statfs(self.router(), &m, &rest).await,
         }
     }
@@ -298,7 +299,7 @@ impl Namespace {
     /// Removes a file, or an empty directory when `dir`.
     pub async fn remove(&self, path: &[String], dir: bool) -> Result<(), String> {
         match self.place(path)? {
-            Place::Here(root, rel) => blocking(move || root.remove(&rel, dir)).await,
+            Place::Here(root, rel) => quick(move || root.remove(&rel, dir)).await,
             Place::There(m, rest) => {
                 self.changed_there(&m, remote::remove(self.router(), &m, &rest, dir)).await.map(drop)
             }
@@ -310,7 +311,7 @@ impl Namespace {
     pub async fn rename(&self, from: &[String], to: &[String], flags: u32) -> Result<(), String> {
         match (self.place(from)?, self.place(to)?) {
             (Place::Here(a, f), Place::Here(b, t)) if Arc::ptr_eq(&a, &b) => {
-                blocking(move || a.rename(&f, &t, flags)).await
+                quick(move || a.rename(&f, &t, flags)).await
             }
             (Place::There(m, f), Place::There(n, t)) if m == n => {
                 self.changed_there(&m, remote::rename(self.router(), &m, &f, &t, flags)).await.map(drop)
@@ -328,7 +329,7 @@ impl Namespace {
             return Ok(e);
         }
         let mut e = match self.place(path) {
-            Ok(Place::Here(root, rel)) => blocking(move || root.set_attr(&rel, &attrs)).await?,
+            Ok(Place::Here(root, rel)) => quick(move || root.set_attr(&rel, &attrs)).await?,
             Ok(Place::There(m, rest)) => remote::set_attr(self.router(), &m, &rest, attrs).await?,
             // The tree's own files have nothing to change.
             Err(_) => return self.stat(path).await,
@@ -342,7 +343,7 @@ impl Namespace {
         match h {
             Handle::Stored(f, told) => {
                 let (f, told, co) = (f.clone(), told.clone(), self.coherence().clone());
-                blocking(move || {
+                quick(move || {
                     // Watched before the look, as at open.
                     let watched = told.check(&co.watcher);
                     let mut e = dir::file_attr(&f, &attrs, "", "open file")?;
@@ -387,7 +388,7 @@ impl Namespace {
         match h {
             Handle::Stored(f, _) => {
                 let f = f.clone();
-                blocking(move || dir::read_after(&f, offset, size, &[tag])).await.map(bytes::Bytes::from)
+                sized(size, move || dir::read_after(&f, offset, size, &[tag])).await.map(bytes::Bytes::from)
             }
             _ => {
                 let d = self.read(h, offset, size).await?;

@@ -22,7 +22,8 @@
 //! they saw are told when it changes ([`look`]).
 //!
 //! Every call here blocks (it is file I/O): the [`super::Namespace`] runs
-//! them where tokio allows blocking (`super::blocking`).
+//! them through `super::io`, on the worker while they answer in
+//! microseconds, off it when they may not.
 
 pub mod beneath;
 pub mod locks;

@@ -95,6 +95,11 @@ impl Feed {
     pub fn push(&self, changes: impl IntoIterator<Item = Change>) {
         {
             let mut q = lock(&self.queue);
+            let mut changes = changes.into_iter().peekable();
+            // Nothing for this reader: it is not woken.
+            if changes.peek().is_none() {
+                return;
+            }
             for c in changes {
                 if q.0.back() == Some(&c) || q.0.front() == Some(&Change::All) {
                     continue;
@@ -130,6 +135,11 @@ impl Feed {
             }
             ready.await;
         }
+    }
+
+    /// What has come so far, without waiting.
+    pub fn next_now(&self) -> Vec<Change> {
+        lock(&self.queue).0.drain(..).collect()
     }
 
     /// [`Feed::next`] for a thread of its own.
@@ -357,6 +367,19 @@ mod tests {
         assert_eq!(f.next_blocking(), vec![Change::Dir(1), Change::Dir(2)]);
         f.close();
         assert!(f.next_blocking().is_empty());
+    }
+
+    /// A change for other readers does not wake this one: a watching
+    /// machine's task sleeps through changes it is not told.
+    #[tokio::test(start_paused = true)]
+    async fn nothing_pushed_wakes_nobody() {
+        let f = Feed::new();
+        f.push(std::iter::empty());
+        let woke = tokio::time::timeout(std::time::Duration::from_secs(1), f.next()).await;
+        assert!(woke.is_err(), "woken with {woke:?}");
+        f.push([Change::Dir(3)]);
+        assert_eq!(f.next_now(), vec![Change::Dir(3)]);
+        assert!(f.next_now().is_empty());
     }
 
     /// Past [`MAX_WATCHES`] a directory is answered untold (a look at it is
