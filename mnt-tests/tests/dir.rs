@@ -635,7 +635,7 @@ fn misses_in_a_directory_known_whole_ask_nobody_and_names_made_elsewhere_are_see
     eprintln!("a miss: {cold:.0} us asked of b, {made:.0} us in a directory a made, {listed:.0} us in one listed");
     // Answered here: a fraction of a round trip, on a loaded machine too
     // (a debug build's FUSE request and Python's loop are most of it; a
-    // round trip in a session is about three of them).
+    // round trip under load is about three of them).
     let here = |us: f64| us * 2.0 < cold;
     assert!(here(made), "a miss in a directory a made took {made:.0} us, {cold:.0} us asked of b");
     assert!(here(listed), "a miss in a directory a listed took {listed:.0} us, {cold:.0} us asked of b");
