@@ -5,9 +5,9 @@
 //! `block_in_place` hands the worker's queue to another thread and takes
 //! it back (2.3 thread switches per request, measured), the blocking pool
 //! two wake-ups. On this project's 2-core VM a switch costs 25-45 us of
-//! CPU, so a `fchmod` from another machine took 300 us with
-//! `block_in_place` and 190 us run where it was asked (`mesh-bench --only
-//! remote-fs`, doc/measurements.md).
+//! CPU, so a `fchmod` from another machine took 277-355 us with
+//! `block_in_place` and 197-238 us run where it was asked, with the
+//! notices gathered too (doc/measurements.md).
 //!
 //! So [`quick`] calls run on the worker that asked, as a single-threaded
 //! file server (sftp-server, diod's workers) runs each request on the

@@ -315,7 +315,7 @@ async fn serve_watch(ns: &Arc<Namespace>, conv: &mut Conv) -> Result<(), String>
     conv.tx.send(reply(Ok(TreeResp::Done))).await?;
     loop {
         tokio::select! {
-            changes = feed.next() => {
+            mut changes = feed.next() => {
                 if changes.is_empty() {
                     return Ok(());
                 }
@@ -324,7 +324,6 @@ async fn serve_watch(ns: &Arc<Namespace>, conv: &mut Conv) -> Result<(), String>
                 // a message and a wake-up on each side per burst rather
                 // than per change.
                 tokio::time::sleep(WATCH_GATHER).await;
-                let mut changes = changes;
                 changes.extend(feed.next_now());
                 for c in changes.chunks(CHANGES_PER_MESSAGE) {
                     conv.tx.send(reply(Ok(TreeResp::Changed(c.to_vec())))).await?;
