@@ -148,6 +148,9 @@ async fn remote_tree_operations_leave_no_crossed_ends() {
         assert_eq!(read_all(a, &f).await.unwrap(), b"x");
         a.remove(&p(&f), false).await.unwrap();
     }
+    // The requests that get one answer went in one session, kept.
+    assert_eq!(a.sessions().idle(), 1);
+    a.sessions().drop_idle();
     let (ra, rb) = (a.router(), t.b.router());
     // Wait for a count that stays at zero: the last hangups may still be
     // on their way.
@@ -406,4 +409,80 @@ async fn a_machine_holds_one_conversation_of_changes_however_many_it_opens() {
     std::fs::write(t.disk("sub/z"), "1").unwrap();
     let got = told(&mut last, Duration::from_secs(10)).await.expect("told of sub/z");
     assert!(got.iter().any(|c| matches!(c, Change::Name { name, .. } if name == "z")), "{got:?}");
+}
+
+/// A session with b's tree server as a hostile machine could open one.
+async fn raw_session(t: &Two) -> ns::Conv {
+    let mut c = t.a.router().open(Addr::on("b".parse().unwrap(), Name::new(RESERVED).unwrap()), vec![]);
+    c.tx.send(ns::cbor::encode(&(Caller::router(), TreeReq::Session))).await.unwrap();
+    assert!(matches!(next(&mut c).await, Some(Msg::Data(_))), "a session is answered");
+    c
+}
+
+async fn in_session(c: &mut ns::Conv, req: &TreeReq) -> Result<TreeResp, String> {
+    c.tx.send(ns::cbor::encode(req)).await?;
+    match next(c).await {
+        Some(Msg::Data(b)) => match ns::cbor::decode(&b, "tree message")? {
+            TreeResp::Err(e) => Err(e),
+            other => Ok(other),
+        },
+        other => Err(format!("{other:?}")),
+    }
+}
+
+/// Each request in a session is judged as a conversation's first is: the
+/// root holds, requests that would make the session something else are
+/// refused, and the session goes on after each refusal.
+#[tokio::test]
+async fn a_session_judges_each_request() {
+    let t = two("dir-session").await;
+    let mut c = raw_session(&t).await;
+    let errno = |r: Result<TreeResp, String>| match r {
+        Ok(resp) => panic!("answered {resp:?}"),
+        Err(e) => srv::fs::errors::errno(&e),
+    };
+    let up = p("svc/files/root/../../outside/secret");
+    assert_eq!(errno(in_session(&mut c, &TreeReq::Stat(up)).await), libc::EACCES);
+    let to = p("svc/files/root/../stolen");
+    let req = TreeReq::Rename { from: p("svc/files/root/sub"), to, flags: 0 };
+    assert_eq!(errno(in_session(&mut c, &req).await), libc::EACCES);
+    assert!(!t.dir.path().join("stolen").exists());
+    let open = TreeReq::Open { path: p("svc/files/root/sub"), access: R };
+    let e = in_session(&mut c, &open).await.unwrap_err();
+    assert!(e.contains("open in a session"), "{e}");
+    assert!(in_session(&mut c, &TreeReq::Watch).await.is_err());
+    // Still a session: a request that may be answered is.
+    match in_session(&mut c, &TreeReq::Stat(p("svc/files/root/sub"))).await {
+        Ok(TreeResp::Entry(e)) => assert_eq!(e.name, "sub"),
+        other => panic!("{other:?}"),
+    }
+    // A message that is no request fails alone.
+    c.tx.send(Bytes::from_static(b"\xff\x00junk")).await.unwrap();
+    assert!(matches!(next(&mut c).await, Some(Msg::Data(_))));
+    assert!(in_session(&mut c, &TreeReq::List(p("svc/files/root"))).await.is_ok());
+}
+
+/// Callers that stop waiting (a Ctrl-C, a timeout) take their session
+/// with them: no answer reaches the wrong caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_caller_leaves_no_answer_to_the_next() {
+    let t = two("dir-session-stop").await;
+    let a = &t.a;
+    for i in 0..20u64 {
+        std::fs::write(t.disk(&format!("f{i}")), vec![b'x'; i as usize]).unwrap();
+    }
+    let mut stopped = 0;
+    for round in 0..400u64 {
+        let i = round % 20;
+        let f = p(&format!("n/b/svc/files/root/f{i}"));
+        let wait = Duration::from_micros(round * 37 % 400);
+        match tokio::time::timeout(wait, a.stat(&f)).await {
+            Ok(got) => assert_eq!(got.unwrap().meta.map(|m| m.size), Some(i), "f{i} answered with another file's size"),
+            Err(_) => stopped += 1,
+        }
+        let e = a.stat(&f).await.unwrap();
+        assert_eq!((e.name.as_str(), e.meta.map(|m| m.size)), (format!("f{i}").as_str(), Some(i)));
+    }
+    assert!(stopped > 0 && stopped < 400, "{stopped} of 400 stopped: nothing tested");
+    assert!(a.sessions().idle() <= srv::fs::remote::session::MAX_IDLE);
 }

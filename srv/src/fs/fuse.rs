@@ -165,6 +165,7 @@ pub struct MeshFs {
     releasing: tokio::sync::Mutex<()>,
     handles: Mutex<HashMap<u64, Open>>,
     next_fh: AtomicU64,
+    dirs: dirs::OpenDirs,
     /// Requests that may block, so an interrupt can end them.
     pending: Mutex<HashMap<u64, CancellationToken>>,
     /// Interrupts of requests not registered yet. Lock order: `pending`,
@@ -199,6 +200,7 @@ impl MeshFs {
             releasing: Default::default(),
             handles: Default::default(),
             next_fh: AtomicU64::new(1),
+            dirs: Default::default(),
             pending: Default::default(),
             early: Default::default(),
             uid,
@@ -268,32 +270,48 @@ impl MeshFs {
     /// and `..` first, as (the next entry's position, inode, name,
     /// entry). readdir does not count as a lookup, so it does not `pin`
     /// inodes (an entry not yet looked up gets none); readdirplus does.
-    async fn listing(&self, parent: u64, offset: u64, pin: bool) -> FuseResult<Vec<(i64, u64, OsString, Entry)>> {
+    async fn listing(
+        &self,
+        parent: u64,
+        fh: u64,
+        offset: u64,
+        pin: bool,
+    ) -> FuseResult<Vec<(i64, u64, OsString, Entry)>> {
         let path = self.path(parent)?;
-        let since = self.listed.since();
-        let entries = self.ns.bound().list(&components(&path)).await.map_err(|e| errno(&e))?;
-        // All its names, every one of whose changes will be told.
-        let told = |e: &Entry| e.meta.as_ref().is_some_and(|m| m.watched);
-        if !entries.is_empty() && entries.iter().all(told) && self.notifier.get().is_some() {
-            if let Some(landing) = self.ns.landing(&components(&path)) {
-                self.listed.all(parent, landing, entries.iter().map(|e| e.name.as_str()), since);
+        let all = match self.dirs.kept(fh, offset) {
+            Some(all) => all,
+            None => {
+                let since = self.listed.since();
+                let entries = self.ns.bound().list(&components(&path)).await.map_err(|e| errno(&e))?;
+                // All its names, every one of whose changes will be told.
+                let told = |e: &Entry| e.meta.as_ref().is_some_and(|m| m.watched);
+                if !entries.is_empty() && entries.iter().all(told) && self.notifier.get().is_some() {
+                    if let Some(landing) = self.ns.landing(&components(&path)) {
+                        self.listed.all(parent, landing, entries.iter().map(|e| e.name.as_str()), since);
+                    }
+                }
+                let dot = Entry::new("", FileKind::Dir, 0o555);
+                let all: dirs::Listing = std::sync::Arc::new(
+                    [(".".to_string(), dot.clone()), ("..".to_string(), dot)]
+                        .into_iter()
+                        .chain(entries.into_iter().map(|e| (e.name.clone(), e)))
+                        .collect(),
+                );
+                self.dirs.keep(fh, all.clone());
+                all
             }
-        }
-        let dot = Entry::new("", FileKind::Dir, 0o555);
-        let all = [(".".to_string(), dot.clone()), ("..".to_string(), dot)]
-            .into_iter()
-            .chain(entries.into_iter().map(|e| (e.name.clone(), e)));
+        };
         let mut inodes = lock(&self.inodes);
         let mut out = Vec::new();
-        for (i, (name, e)) in all.enumerate().skip(offset as usize) {
+        for (i, (name, e)) in all.iter().enumerate().skip(offset as usize) {
             let ino = if name == "." || name == ".." {
                 parent
             } else if pin {
-                inodes.get_or_add(&child(&path, &name), file_id(&e))
+                inodes.get_or_add(&child(&path, name), file_id(e))
             } else {
-                inodes.node(&child(&path, &name), file_id(&e))
+                inodes.node(&child(&path, name), file_id(e))
             };
-            out.push((i as i64 + 1, ino, OsString::from(name), e));
+            out.push((i as i64 + 1, ino, OsString::from(name), e.clone()));
         }
         Ok(out)
     }
@@ -857,10 +875,11 @@ impl Filesystem for MeshFs {
     }
 
     async fn opendir(&self, _req: Request, _inode: u64, _flags: u32) -> FuseResult<ReplyOpen> {
-        Ok(ReplyOpen { fh: 0, flags: 0 })
+        Ok(ReplyOpen { fh: self.dirs.open(), flags: 0 })
     }
 
-    async fn releasedir(&self, _req: Request, _inode: u64, _fh: u64, _flags: u32) -> FuseResult<()> {
+    async fn releasedir(&self, _req: Request, _inode: u64, fh: u64, _flags: u32) -> FuseResult<()> {
+        self.dirs.close(fh);
         Ok(())
     }
 
@@ -868,11 +887,11 @@ impl Filesystem for MeshFs {
         &'a self,
         req: Request,
         parent: u64,
-        _fh: u64,
+        fh: u64,
         offset: i64,
     ) -> FuseResult<ReplyDirectory<impl FutStream<Item = FuseResult<DirectoryEntry>> + Send + 'a>> {
         let out: Vec<FuseResult<DirectoryEntry>> = self
-            .stoppable(&req, self.listing(parent, offset.max(0) as u64, false))
+            .stoppable(&req, self.listing(parent, fh, offset.max(0) as u64, false))
             .await?
             .into_iter()
             .map(|(offset, inode, name, e)| Ok(DirectoryEntry { inode, kind: file_type(e.kind), name, offset }))
@@ -885,12 +904,12 @@ impl Filesystem for MeshFs {
         &'a self,
         req: Request,
         parent: u64,
-        _fh: u64,
+        fh: u64,
         offset: u64,
         _lock_owner: u64,
     ) -> FuseResult<ReplyDirectoryPlus<impl FutStream<Item = FuseResult<DirectoryEntryPlus>> + Send + 'a>> {
         let out: Vec<FuseResult<DirectoryEntryPlus>> = self
-            .stoppable(&req, self.listing(parent, offset, true))
+            .stoppable(&req, self.listing(parent, fh, offset, true))
             .await?
             .into_iter()
             .map(|(offset, inode, name, e)| {
@@ -964,6 +983,7 @@ impl Filesystem for MeshFs {
     }
 }
 
+mod dirs;
 mod inodes;
 mod keep;
 mod listed;

@@ -82,6 +82,9 @@ pub struct Namespace {
     /// What mounts may keep, and the changes that end it; shared with
     /// views.
     coherence: Arc<coherence::Coherence>,
+    /// Conversations kept with other machines' tree servers for requests
+    /// that get one answer; shared with views.
+    sessions: Arc<remote::Sessions>,
 }
 
 /// Handles a kind's own ctl message for conversation `n`.
@@ -139,6 +142,7 @@ pub fn components(path: &str) -> Vec<String> {
 impl Namespace {
     pub fn new(router: Router) -> Arc<Namespace> {
         Arc::new(Namespace {
+            sessions: Arc::new(remote::Sessions::new(router.clone())),
             router,
             slots: Default::default(),
             kinds: Default::default(),
@@ -160,7 +164,13 @@ impl Namespace {
             mounted_at: Default::default(),
             locks: self.locks.clone(),
             coherence: self.coherence.clone(),
+            sessions: self.sessions.clone(),
         })
+    }
+
+    /// The sessions with other machines' tree servers.
+    pub fn sessions(&self) -> &remote::Sessions {
+        &self.sessions
     }
 
     pub fn coherence(&self) -> &Arc<coherence::Coherence> {
@@ -346,7 +356,7 @@ impl Namespace {
         match &node {
             Node::Remote(m, rest) if m != self.router.id() => {
                 let epoch = self.told_before(m);
-                let mut e = remote::stat(&self.router, m, rest).await?;
+                let mut e = remote::stat(&self.sessions, m, rest).await?;
                 dir::told_if(&mut e, self.coherence.still(m, epoch));
                 Ok(e)
             }
@@ -384,7 +394,7 @@ impl Namespace {
         match self.resolve(path)? {
             Node::Remote(m, rest) if m != *self.router.id() => {
                 let epoch = self.told_before(&m);
-                let mut v = remote::list(&self.router, &m, &rest).await?;
+                let mut v = remote::list(&self.sessions, &m, &rest).await?;
                 let still = self.coherence.still(&m, epoch);
                 v.iter_mut().for_each(|e| dir::told_if(e, still));
                 Ok(v)
@@ -415,7 +425,7 @@ impl Namespace {
             return false;
         }
         let path = ["svc".to_string(), service.to_string(), "root".to_string()];
-        let ask = remote::stat(&self.router, &m, &path);
+        let ask = remote::stat(&self.sessions, &m, &path);
         matches!(tokio::time::timeout(std::time::Duration::from_secs(1), ask).await, Ok(Ok(e)) if e.kind == FileKind::Dir)
     }
 

@@ -140,7 +140,7 @@ impl Namespace {
                 };
                 self.made_here(root, rel, make, |e| e).await
             }
-            Place::There(m, rest) => self.made_there(&m, remote::mkdir(self.router(), &m, &rest, mode)).await,
+            Place::There(m, rest) => self.made_there(&m, remote::mkdir(self.sessions(), &m, &rest, mode)).await,
         }
     }
 
@@ -149,7 +149,7 @@ impl Namespace {
         let target = target.to_string();
         match self.place(path)? {
             Place::Here(root, rel) => self.made_here(root, rel, move |r, rel| r.symlink(rel, &target), |e| e).await,
-            Place::There(m, rest) => self.made_there(&m, remote::symlink(self.router(), &m, &rest, &target)).await,
+            Place::There(m, rest) => self.made_there(&m, remote::symlink(self.sessions(), &m, &rest, &target)).await,
         }
     }
 
@@ -157,7 +157,7 @@ impl Namespace {
     pub async fn readlink(&self, path: &[String]) -> Result<String, String> {
         match self.place(path)? {
             Place::Here(root, rel) => quick(move || root.readlink(&rel)).await,
-            Place::There(m, rest) => remote::readlink(self.router(), &m, &rest).await,
+            Place::There(m, rest) => remote::readlink(self.sessions(), &m, &rest).await,
         }
     }
 
@@ -169,7 +169,7 @@ impl Namespace {
                 self.made_here(a, t, move |r, t| r.link(&f, t), |e| e).await
             }
             (Place::There(m, f), Place::There(n, t)) if m == n => {
-                self.made_there(&m, remote::link(self.router(), &m, &f, &t)).await
+                self.made_there(&m, remote::link(self.sessions(), &m, &f, &t)).await
             }
             _ => Err(EXDEV.into()),
         }
@@ -179,7 +179,7 @@ impl Namespace {
     pub async fn mknod(&self, path: &[String], mode: u32, rdev: u64) -> Result<Entry, String> {
         match self.place(path)? {
             Place::Here(root, rel) => self.made_here(root, rel, move |r, rel| r.mknod(rel, mode, rdev), |e| e).await,
-            Place::There(m, rest) => self.made_there(&m, remote::mknod(self.router(), &m, &rest, mode, rdev)).await,
+            Place::There(m, rest) => self.made_there(&m, remote::mknod(self.sessions(), &m, &rest, mode, rdev)).await,
         }
     }
 
@@ -189,7 +189,7 @@ impl Namespace {
         let name = name.to_string();
         match self.xattr_place(path, &name, ENOATTR)? {
             Place::Here(root, rel) => quick(move || root.getxattr(&rel, &name)).await,
-            Place::There(m, rest) => remote::getxattr(self.router(), &m, &rest, &name).await,
+            Place::There(m, rest) => remote::getxattr(self.sessions(), &m, &rest, &name).await,
         }
     }
 
@@ -197,7 +197,7 @@ impl Namespace {
         let (name, value) = (name.to_string(), value.to_vec());
         match self.xattr_place(path, &name, ENOTSUP)? {
             Place::Here(root, rel) => quick(move || root.setxattr(&rel, &name, &value, flags)).await,
-            Place::There(m, rest) => remote::setxattr(self.router(), &m, &rest, &name, value, flags).await,
+            Place::There(m, rest) => remote::setxattr(self.sessions(), &m, &rest, &name, value, flags).await,
         }
     }
 
@@ -205,7 +205,7 @@ impl Namespace {
     pub async fn listxattr(&self, path: &[String]) -> Result<Vec<String>, String> {
         match self.place(path) {
             Ok(Place::Here(root, rel)) => quick(move || root.listxattr(&rel)).await,
-            Ok(Place::There(m, rest)) => remote::listxattr(self.router(), &m, &rest).await,
+            Ok(Place::There(m, rest)) => remote::listxattr(self.sessions(), &m, &rest).await,
             Err(_) => self.stat(path).await.map(|_| Vec::new()),
         }
     }
@@ -214,7 +214,7 @@ impl Namespace {
         let name = name.to_string();
         match self.xattr_place(path, &name, ENOATTR)? {
             Place::Here(root, rel) => quick(move || root.removexattr(&rel, &name)).await,
-            Place::There(m, rest) => remote::removexattr(self.router(), &m, &rest, &name).await,
+            Place::There(m, rest) => remote::removexattr(self.sessions(), &m, &rest, &name).await,
         }
     }
 
@@ -292,7 +292,7 @@ impl Namespace {
     pub async fn statfs(&self, path: &[String]) -> Result<StatFs, String> {
         match self.place(path)? {
             Place::Here(root, _) => quick(move || root.statfs()).await,
-            Place::There(m, rest) => remote::statfs(self.router(), &m, &rest).await,
+            Place::There(m, rest) => remote::statfs(self.sessions(), &m, &rest).await,
         }
     }
 
@@ -301,7 +301,7 @@ impl Namespace {
         match self.place(path)? {
             Place::Here(root, rel) => quick(move || root.remove(&rel, dir)).await,
             Place::There(m, rest) => {
-                self.changed_there(&m, remote::remove(self.router(), &m, &rest, dir)).await.map(drop)
+                self.changed_there(&m, remote::remove(self.sessions(), &m, &rest, dir)).await.map(drop)
             }
         }
     }
@@ -314,7 +314,7 @@ impl Namespace {
                 quick(move || a.rename(&f, &t, flags)).await
             }
             (Place::There(m, f), Place::There(n, t)) if m == n => {
-                self.changed_there(&m, remote::rename(self.router(), &m, &f, &t, flags)).await.map(drop)
+                self.changed_there(&m, remote::rename(self.sessions(), &m, &f, &t, flags)).await.map(drop)
             }
             _ => Err(EXDEV.into()),
         }
@@ -330,7 +330,7 @@ impl Namespace {
         }
         let mut e = match self.place(path) {
             Ok(Place::Here(root, rel)) => quick(move || root.set_attr(&rel, &attrs)).await?,
-            Ok(Place::There(m, rest)) => remote::set_attr(self.router(), &m, &rest, attrs).await?,
+            Ok(Place::There(m, rest)) => remote::set_attr(self.sessions(), &m, &rest, attrs).await?,
             // The tree's own files have nothing to change.
             Err(_) => return self.stat(path).await,
         };

@@ -5,7 +5,7 @@
 //! `/n/M/svc/router`, over as many hops as it takes: the first message is
 //! the [`Caller`] it is for and a [`TreeReq`]. `Stat`, `List`, `Readlink`, `StatFs` and the changes to
 //! a served directory (`Mkdir`, `Symlink`, `Link`, `Mknod`, `Remove`,
-//! `Rename`, `SetAttr`) get one [`TreeResp`] and end.
+//! `Rename`, `SetAttr`) get one [`TreeResp`] and end, or go in a session.
 //! `Open` gets `Opened` and `Create` gets `Created`; then the conversation
 //! is the open file ([`file`]):
 //!
@@ -22,11 +22,14 @@
 //!
 //! `Watch` is a conversation of its own: the changes to the directories
 //! the asking machine looks into, for as long as it lasts (see
-//! `fs::coherence`).
+//! `fs::coherence`). `Session` makes the conversation carry the requests
+//! that get one answer, one after another, so that each does not open
+//! and close a conversation of its own ([`session`]).
 
 mod file;
 mod pipe;
 mod server;
+pub mod session;
 
 use bytes::Bytes;
 use ns::conv::{Conv, Msg};
@@ -41,6 +44,7 @@ use super::handle::{Handle, Stream};
 use super::tree::{Entry, FileKind};
 pub use file::RemoteFile;
 pub use server::TreeServer;
+pub use session::Sessions;
 
 /// A request to a machine's tree server.
 #[derive(Debug, Serialize, Deserialize)]
@@ -154,6 +158,10 @@ pub enum TreeReq {
     /// `Done` once it will be, then `Changed` as they come, until either
     /// side ends the conversation.
     Watch,
+    /// Makes the conversation a session ([`session`]): answered with
+    /// `Done`, then each message is one request that is not on an open
+    /// file, answered in order.
+    Session,
 }
 
 /// An answer from a tree server.
@@ -277,42 +285,43 @@ pub(crate) async fn read(conv: &mut Conv, offset: u64, size: u32) -> Result<Byte
     }
 }
 
-/// One request in a conversation of its own.
+/// One request in a conversation of its own (see [`session`] for the
+/// others).
 async fn once(r: &Router, m: &MachineId, req: &TreeReq) -> Result<TreeResp, String> {
     let mut conv = r.open_as(server(m), Vec::new(), Caller::current_user());
     begin(&mut conv, req).await
 }
 
-async fn entry(r: &Router, m: &MachineId, req: &TreeReq) -> Result<Entry, String> {
-    made(r, m, req).await.map(|(e, _)| e)
+async fn entry(s: &Sessions, m: &MachineId, req: &TreeReq) -> Result<Entry, String> {
+    made(s, m, req).await.map(|(e, _)| e)
 }
 
 /// An entry made, and its directory after.
-async fn made(r: &Router, m: &MachineId, req: &TreeReq) -> Result<(Entry, Vec<Entry>), String> {
-    match after(once(r, m, req).await?) {
+async fn made(s: &Sessions, m: &MachineId, req: &TreeReq) -> Result<(Entry, Vec<Entry>), String> {
+    match after(s.ask(m, req).await?) {
         (TreeResp::Entry(e), dirs) => Ok((e, dirs)),
         (other, _) => Err(unexpected(other)),
     }
 }
 
-async fn done(r: &Router, m: &MachineId, req: &TreeReq) -> Result<(), String> {
-    changed(r, m, req).await.map(drop)
+async fn done(s: &Sessions, m: &MachineId, req: &TreeReq) -> Result<(), String> {
+    changed(s, m, req).await.map(drop)
 }
 
 /// A change of names done, and the directories after it.
-async fn changed(r: &Router, m: &MachineId, req: &TreeReq) -> Result<((), Vec<Entry>), String> {
-    match after(once(r, m, req).await?) {
+async fn changed(s: &Sessions, m: &MachineId, req: &TreeReq) -> Result<((), Vec<Entry>), String> {
+    match after(s.ask(m, req).await?) {
         (TreeResp::Done, dirs) => Ok(((), dirs)),
         (other, _) => Err(unexpected(other)),
     }
 }
 
-pub async fn stat(r: &Router, m: &MachineId, path: &[String]) -> Result<Entry, String> {
-    entry(r, m, &TreeReq::Stat(path.to_vec())).await
+pub async fn stat(s: &Sessions, m: &MachineId, path: &[String]) -> Result<Entry, String> {
+    entry(s, m, &TreeReq::Stat(path.to_vec())).await
 }
 
-pub async fn list(r: &Router, m: &MachineId, path: &[String]) -> Result<Vec<Entry>, String> {
-    match once(r, m, &TreeReq::List(path.to_vec())).await? {
+pub async fn list(s: &Sessions, m: &MachineId, path: &[String]) -> Result<Vec<Entry>, String> {
+    match s.ask(m, &TreeReq::List(path.to_vec())).await? {
         TreeResp::Entries(e) => Ok(e),
         other => Err(unexpected(other)),
     }
@@ -351,85 +360,90 @@ pub async fn create(
     }
 }
 
-pub async fn mkdir(r: &Router, m: &MachineId, path: &[String], mode: u32) -> Result<(Entry, Vec<Entry>), String> {
-    made(r, m, &TreeReq::Mkdir { path: path.to_vec(), mode }).await
+pub async fn mkdir(s: &Sessions, m: &MachineId, path: &[String], mode: u32) -> Result<(Entry, Vec<Entry>), String> {
+    made(s, m, &TreeReq::Mkdir { path: path.to_vec(), mode }).await
 }
 
-pub async fn remove(r: &Router, m: &MachineId, path: &[String], dir: bool) -> Result<((), Vec<Entry>), String> {
-    changed(r, m, &TreeReq::Remove { path: path.to_vec(), dir }).await
+pub async fn remove(s: &Sessions, m: &MachineId, path: &[String], dir: bool) -> Result<((), Vec<Entry>), String> {
+    changed(s, m, &TreeReq::Remove { path: path.to_vec(), dir }).await
 }
 
 pub async fn rename(
-    r: &Router,
+    s: &Sessions,
     m: &MachineId,
     from: &[String],
     to: &[String],
     flags: u32,
 ) -> Result<((), Vec<Entry>), String> {
-    changed(r, m, &TreeReq::Rename { from: from.to_vec(), to: to.to_vec(), flags }).await
+    changed(s, m, &TreeReq::Rename { from: from.to_vec(), to: to.to_vec(), flags }).await
 }
 
-pub async fn set_attr(r: &Router, m: &MachineId, path: &[String], attrs: Attrs) -> Result<Entry, String> {
-    entry(r, m, &TreeReq::SetAttr { path: path.to_vec(), attrs }).await
+pub async fn set_attr(s: &Sessions, m: &MachineId, path: &[String], attrs: Attrs) -> Result<Entry, String> {
+    entry(s, m, &TreeReq::SetAttr { path: path.to_vec(), attrs }).await
 }
 
-pub async fn symlink(r: &Router, m: &MachineId, path: &[String], target: &str) -> Result<(Entry, Vec<Entry>), String> {
-    made(r, m, &TreeReq::Symlink { path: path.to_vec(), target: target.to_string() }).await
+pub async fn symlink(
+    s: &Sessions,
+    m: &MachineId,
+    path: &[String],
+    target: &str,
+) -> Result<(Entry, Vec<Entry>), String> {
+    made(s, m, &TreeReq::Symlink { path: path.to_vec(), target: target.to_string() }).await
 }
 
-pub async fn readlink(r: &Router, m: &MachineId, path: &[String]) -> Result<String, String> {
-    match once(r, m, &TreeReq::Readlink(path.to_vec())).await? {
+pub async fn readlink(s: &Sessions, m: &MachineId, path: &[String]) -> Result<String, String> {
+    match s.ask(m, &TreeReq::Readlink(path.to_vec())).await? {
         TreeResp::Target(t) => Ok(t),
         other => Err(unexpected(other)),
     }
 }
 
-pub async fn link(r: &Router, m: &MachineId, from: &[String], to: &[String]) -> Result<(Entry, Vec<Entry>), String> {
-    made(r, m, &TreeReq::Link { from: from.to_vec(), to: to.to_vec() }).await
+pub async fn link(s: &Sessions, m: &MachineId, from: &[String], to: &[String]) -> Result<(Entry, Vec<Entry>), String> {
+    made(s, m, &TreeReq::Link { from: from.to_vec(), to: to.to_vec() }).await
 }
 
 pub async fn mknod(
-    r: &Router,
+    s: &Sessions,
     m: &MachineId,
     path: &[String],
     mode: u32,
     rdev: u64,
 ) -> Result<(Entry, Vec<Entry>), String> {
-    made(r, m, &TreeReq::Mknod { path: path.to_vec(), mode, rdev }).await
+    made(s, m, &TreeReq::Mknod { path: path.to_vec(), mode, rdev }).await
 }
 
-pub async fn statfs(r: &Router, m: &MachineId, path: &[String]) -> Result<StatFs, String> {
-    match once(r, m, &TreeReq::StatFs(path.to_vec())).await? {
+pub async fn statfs(s: &Sessions, m: &MachineId, path: &[String]) -> Result<StatFs, String> {
+    match s.ask(m, &TreeReq::StatFs(path.to_vec())).await? {
         TreeResp::StatFs(s) => Ok(s),
         other => Err(unexpected(other)),
     }
 }
 
-pub async fn getxattr(r: &Router, m: &MachineId, path: &[String], name: &str) -> Result<Vec<u8>, String> {
-    match once(r, m, &TreeReq::GetXattr { path: path.to_vec(), name: name.to_string() }).await? {
+pub async fn getxattr(s: &Sessions, m: &MachineId, path: &[String], name: &str) -> Result<Vec<u8>, String> {
+    match s.ask(m, &TreeReq::GetXattr { path: path.to_vec(), name: name.to_string() }).await? {
         TreeResp::Data(d) => Ok(d),
         other => Err(unexpected(other)),
     }
 }
 
 pub async fn setxattr(
-    r: &Router,
+    s: &Sessions,
     m: &MachineId,
     path: &[String],
     name: &str,
     value: Vec<u8>,
     flags: u32,
 ) -> Result<(), String> {
-    done(r, m, &TreeReq::SetXattr { path: path.to_vec(), name: name.to_string(), value, flags }).await
+    done(s, m, &TreeReq::SetXattr { path: path.to_vec(), name: name.to_string(), value, flags }).await
 }
 
-pub async fn listxattr(r: &Router, m: &MachineId, path: &[String]) -> Result<Vec<String>, String> {
-    match once(r, m, &TreeReq::ListXattr(path.to_vec())).await? {
+pub async fn listxattr(s: &Sessions, m: &MachineId, path: &[String]) -> Result<Vec<String>, String> {
+    match s.ask(m, &TreeReq::ListXattr(path.to_vec())).await? {
         TreeResp::Names(n) => Ok(n),
         other => Err(unexpected(other)),
     }
 }
 
-pub async fn removexattr(r: &Router, m: &MachineId, path: &[String], name: &str) -> Result<(), String> {
-    done(r, m, &TreeReq::RemoveXattr { path: path.to_vec(), name: name.to_string() }).await
+pub async fn removexattr(s: &Sessions, m: &MachineId, path: &[String], name: &str) -> Result<(), String> {
+    done(s, m, &TreeReq::RemoveXattr { path: path.to_vec(), name: name.to_string() }).await
 }

@@ -67,6 +67,7 @@ fn what(req: &TreeReq) -> &'static str {
         TreeReq::Allocate { .. } => "fallocate",
         TreeReq::Lock { .. } => "lock",
         TreeReq::Watch => "watch",
+        TreeReq::Session => "session",
     }
 }
 
@@ -108,6 +109,9 @@ async fn serve(ns: Arc<Namespace>, mut conv: Conv) -> Result<(), String> {
         None => caller,
     };
     let asker = conv.tx.peer().and_then(|p| p.machine.clone());
+    if matches!(req, TreeReq::Session) {
+        return crate::fs::dir::watch::asked_by(asker, serve_session(ns, conv, caller, remote)).await;
+    }
     // Checked above for the asker: what this opens is the router's own.
     let caller = Caller { on_behalf: true, ..caller };
     crate::fs::dir::watch::asked_by(asker, caller.scope(serve_req(ns, conv, req, grant))).await
@@ -228,48 +232,6 @@ async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq, grant: Gran
         return conv.tx.send(reply(Err(e))).await;
     }
     let h = match req {
-        TreeReq::Stat(p) => return conv.tx.send(reply(ns.stat(&p).await.map(TreeResp::Entry))).await,
-        TreeReq::List(p) => return conv.tx.send(reply(ns.list(&p).await.map(TreeResp::Entries))).await,
-        TreeReq::Mkdir { path, mode } => {
-            let r = ns.mkdir(&path, mode).await.map(TreeResp::Entry);
-            return conv.tx.send(reply(after(&ns, r, &[&path]).await)).await;
-        }
-        TreeReq::Remove { path, dir } => {
-            let r = ns.remove(&path, dir).await.map(|_| TreeResp::Done);
-            return conv.tx.send(reply(after(&ns, r, &[&path]).await)).await;
-        }
-        TreeReq::Rename { from, to, flags } => {
-            let r = ns.rename(&from, &to, flags).await.map(|_| TreeResp::Done);
-            return conv.tx.send(reply(after(&ns, r, &[&from, &to]).await)).await;
-        }
-        TreeReq::GetXattr { path, name } => {
-            return conv.tx.send(reply(ns.getxattr(&path, &name).await.map(TreeResp::Data))).await
-        }
-        TreeReq::SetXattr { path, name, value, flags } => {
-            let done = ns.setxattr(&path, &name, &value, flags).await.map(|_| TreeResp::Done);
-            return conv.tx.send(reply(done)).await;
-        }
-        TreeReq::ListXattr(p) => return conv.tx.send(reply(ns.listxattr(&p).await.map(TreeResp::Names))).await,
-        TreeReq::RemoveXattr { path, name } => {
-            return conv.tx.send(reply(ns.removexattr(&path, &name).await.map(|_| TreeResp::Done))).await
-        }
-        TreeReq::SetAttr { path, attrs } => {
-            return conv.tx.send(reply(ns.set_attr(&path, None, attrs).await.map(TreeResp::Entry))).await
-        }
-        TreeReq::Symlink { path, target } => {
-            let r = ns.symlink(&path, &target).await.map(TreeResp::Entry);
-            return conv.tx.send(reply(after(&ns, r, &[&path]).await)).await;
-        }
-        TreeReq::Readlink(p) => return conv.tx.send(reply(ns.readlink(&p).await.map(TreeResp::Target))).await,
-        TreeReq::Link { from, to } => {
-            let r = ns.link(&from, &to).await.map(TreeResp::Entry);
-            return conv.tx.send(reply(after(&ns, r, &[&to]).await)).await;
-        }
-        TreeReq::Mknod { path, mode, rdev } => {
-            let r = ns.mknod(&path, mode, rdev).await.map(TreeResp::Entry);
-            return conv.tx.send(reply(after(&ns, r, &[&path]).await)).await;
-        }
-        TreeReq::StatFs(p) => return conv.tx.send(reply(ns.statfs(&p).await.map(TreeResp::StatFs))).await,
         TreeReq::Open { path, access } => match ns.open_with(&path, access).await {
             Ok(h) => {
                 conv.tx.send(reply(Ok(TreeResp::Opened(handle_kind(&h))))).await?;
@@ -284,7 +246,7 @@ async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq, grant: Gran
             }
             Err(e) => return conv.tx.send(reply(Err(e))).await,
         },
-        other => return conv.tx.send(reply(Err(format!("{} before open", what(&other))))).await,
+        other => return conv.tx.send(reply(one_shot(&ns, other).await)).await,
     };
     let res = match handle_kind(&h) {
         FileKind::Stream => pump(&ns, &h, &mut conv).await,
@@ -292,6 +254,70 @@ async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq, grant: Gran
     };
     ns.release(h).await;
     res
+}
+
+/// A request answered once: not on an open file.
+async fn one_shot(ns: &Arc<Namespace>, req: TreeReq) -> Result<TreeResp, String> {
+    let done = |_| TreeResp::Done;
+    match req {
+        TreeReq::Stat(p) => ns.stat(&p).await.map(TreeResp::Entry),
+        TreeReq::List(p) => ns.list(&p).await.map(TreeResp::Entries),
+        TreeReq::Mkdir { path, mode } => after(ns, ns.mkdir(&path, mode).await.map(TreeResp::Entry), &[&path]).await,
+        TreeReq::Remove { path, dir } => after(ns, ns.remove(&path, dir).await.map(done), &[&path]).await,
+        TreeReq::Rename { from, to, flags } => {
+            after(ns, ns.rename(&from, &to, flags).await.map(done), &[&from, &to]).await
+        }
+        TreeReq::GetXattr { path, name } => ns.getxattr(&path, &name).await.map(TreeResp::Data),
+        TreeReq::SetXattr { path, name, value, flags } => ns.setxattr(&path, &name, &value, flags).await.map(done),
+        TreeReq::ListXattr(p) => ns.listxattr(&p).await.map(TreeResp::Names),
+        TreeReq::RemoveXattr { path, name } => ns.removexattr(&path, &name).await.map(done),
+        TreeReq::SetAttr { path, attrs } => ns.set_attr(&path, None, attrs).await.map(TreeResp::Entry),
+        TreeReq::Symlink { path, target } => {
+            after(ns, ns.symlink(&path, &target).await.map(TreeResp::Entry), &[&path]).await
+        }
+        TreeReq::Readlink(p) => ns.readlink(&p).await.map(TreeResp::Target),
+        TreeReq::Link { from, to } => after(ns, ns.link(&from, &to).await.map(TreeResp::Entry), &[&to]).await,
+        TreeReq::Mknod { path, mode, rdev } => {
+            after(ns, ns.mknod(&path, mode, rdev).await.map(TreeResp::Entry), &[&path]).await
+        }
+        TreeReq::StatFs(p) => ns.statfs(&p).await.map(TreeResp::StatFs),
+        other => Err(format!("{} before open", what(&other))),
+    }
+}
+
+/// A session (see `super::session`): after `Done`, each message one
+/// request, judged as a first message is, answered in order, until the
+/// asking machine hangs up.
+async fn serve_session(ns: Arc<Namespace>, mut conv: Conv, caller: Caller, remote: bool) -> Result<(), String> {
+    conv.tx.send(reply(Ok(TreeResp::Done))).await?;
+    while let Some(Msg::Data(b)) = conv.rx.recv().await {
+        let resp = match decode::<TreeReq>(&b) {
+            Ok(req) => session_req(&ns, &conv, &caller, remote, req).await,
+            Err(e) => Err(e),
+        };
+        conv.tx.send(reply(resp)).await?;
+    }
+    Ok(())
+}
+
+async fn session_req(
+    ns: &Arc<Namespace>,
+    conv: &Conv,
+    caller: &Caller,
+    remote: bool,
+    req: TreeReq,
+) -> Result<TreeResp, String> {
+    tracing::trace!(req = what(&req), "tree request in a session");
+    if !super::session::in_session(&req) {
+        return Err(format!("bad tree message: {} in a session", what(&req)));
+    }
+    request_paths(&req).iter().try_for_each(|p| local_only(ns, p))?;
+    permitted(ns, conv, &req)?;
+    let c = match request_paths(&req).first() {
+        Some(p) => ns.caller_for(p, caller.clone(), remote),
+        None => caller.clone(),
+    };
+    Caller { on_behalf: true, ..c }.scope(one_shot(ns, req)).await
 }
 
 /// The most changes one message carries.
