@@ -489,6 +489,17 @@ impl Filesystem for MeshFs {
 
     async fn open(&self, req: Request, inode: u64, flags: u32) -> FuseResult<ReplyOpen> {
         let path = self.path(inode)?;
+        let f = flags as i32;
+        if f & libc::O_TRUNC != 0 && f & libc::O_ACCMODE == libc::O_RDONLY && inodes::served(inode) {
+            // The kernel asks about a running program only after this
+            // OPEN, which carries the truncation (see `exec`).
+            if let Some(mount) = self.mounted_at.clone() {
+                let running = super::io::blocking(move || Ok(exec::running_here(&mount, inode))).await;
+                if running.unwrap_or(false) {
+                    return Err(Errno::from(libc::ETXTBSY));
+                }
+            }
+        }
         let open = async {
             self.ns.bound().open_with(&components(&path), Access::from_flags(flags)).await.map_err(|e| errno(&e))
         };
@@ -984,6 +995,7 @@ impl Filesystem for MeshFs {
 }
 
 mod dirs;
+mod exec;
 mod inodes;
 mod keep;
 mod listed;

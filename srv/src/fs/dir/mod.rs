@@ -88,7 +88,10 @@ impl Access {
             (false, true) => OFlag::O_WRONLY,
             (true, true) => OFlag::O_RDWR,
         };
-        if self.write && self.trunc {
+        // Linux truncates on a read-only open too, where the opener may
+        // write; the opener's kernel, told the open truncates
+        // (FUSE_ATOMIC_O_TRUNC), has already taken the size to 0.
+        if self.trunc {
             f |= OFlag::O_TRUNC;
         }
         if self.write && self.append {
