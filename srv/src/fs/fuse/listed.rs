@@ -37,6 +37,8 @@ use super::KEPT;
 /// The most directories known, and names in all of them together.
 const DIRS_MAX: usize = 4096;
 const NAMES_MAX: usize = 1 << 18;
+/// The longest name Linux file systems take.
+const NAME_MAX: usize = libc::NAME_MAX as usize;
 
 /// Where a directory's names come from, as the namespace resolves its
 /// path (see `Namespace::landing`): known names are used only while it
@@ -144,7 +146,12 @@ impl Listed {
 
     /// Whether this mount knows `name` is absent from `dir`, whose path
     /// lands where `landing` says now (asked only when it matters).
+    /// A name longer than a name may be is never absent here: the serving
+    /// machine's file system says what it is (ENAMETOOLONG).
     pub fn absent(&self, dir: u64, name: &str, landing: impl FnOnce() -> Option<Landing>) -> bool {
+        if name.len() > NAME_MAX {
+            return false;
+        }
         let known = {
             let t = self.lock();
             match t.dirs.get(&dir) {
@@ -228,6 +235,9 @@ mod tests {
         assert!(l.absent(7, "a", here));
         // Another directory is not known.
         assert!(!l.absent(8, "a", here));
+        // Too long to be a name: asked, so that the answer is ENAMETOOLONG.
+        assert!(!l.absent(7, &"x".repeat(256), here));
+        assert!(l.absent(7, &"x".repeat(255), here));
     }
 
     #[test]
