@@ -28,10 +28,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ns::conv::Conv;
+use ns::conv::{Conv, Msg};
 use ns::{MachineId, Router};
 
-use super::{ask, begin, once, server, TreeReq, TreeResp};
+use super::{begin, decode, encode, once, server, TreeReq, TreeResp};
 use crate::fs::caller::Caller;
 
 /// Idle sessions kept, for all machines and callers together.
@@ -111,11 +111,24 @@ impl Sessions {
                 None => return once(&self.router, m, req).await,
             },
         };
-        let resp = ask(&mut conv, req).await;
-        if conv.tx.closed().is_none() {
-            self.keep(key, conv);
+        conv.tx.send(encode(req)).await?;
+        match conv.rx.recv().await {
+            // Answered, well or with the request's error: the session
+            // goes on. Anything else ended it (or was nonsense), and it
+            // is not kept for the next caller.
+            Some(Msg::Data(b)) => {
+                let resp = decode::<TreeResp>(&b)?;
+                if conv.tx.closed().is_none() {
+                    self.keep(key, conv);
+                }
+                match resp {
+                    TreeResp::Err(e) => Err(e),
+                    resp => Ok(resp),
+                }
+            }
+            Some(Msg::Error(e)) => Err(e),
+            _ => Err(ns::error::EHUNGUP.into()),
         }
-        resp
     }
 
     /// Idle sessions kept now.
