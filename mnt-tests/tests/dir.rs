@@ -383,9 +383,8 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Writes to another machine go ahead of their answers; one that fails
-/// there (its disk is full) still fails the writer, at a later write or
-/// at close, and nothing is taken for written that was not.
+/// A program running from b's directory is refused writes as it is
+/// anywhere, an open that truncates included.
 #[test]
 fn a_running_program_is_not_emptied_by_an_open_that_may_not_truncate_it() {
     use nix::errno::Errno;
@@ -397,7 +396,15 @@ fn a_running_program_is_not_emptied_by_an_open_that_may_not_truncate_it() {
     let size = std::fs::metadata("/bin/sleep").unwrap().len();
     std::fs::copy("/bin/sleep", &prog).unwrap();
     std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut child = std::process::Command::new(&prog).arg("30").spawn().unwrap();
+    // Killed however the test ends: a program left running keeps the mount busy.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Running(std::process::Command::new(&prog).arg("30").spawn().unwrap());
     // Refused as anywhere (ETXTBSY), and nothing is emptied: FUSE hands a
     // read-only open its truncation before the kernel's check. Unchecked,
     // b's copy was emptied each time, and before b truncated on such an
@@ -407,14 +414,16 @@ fn a_running_program_is_not_emptied_by_an_open_that_may_not_truncate_it() {
         assert_eq!(open(prog.as_str(), *flags, Mode::empty()).map(drop), Err(Errno::ETXTBSY), "{flags:?}");
     }
     assert_eq!(std::fs::metadata(format!("{disk}/sleeper")).unwrap().len(), size);
-    assert!(child.try_wait().unwrap().is_none(), "the program still runs");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    assert!(child.0.try_wait().unwrap().is_none(), "the program still runs");
+    drop(child);
     // Once it no longer runs, the same open truncates, as it does locally.
     drop(open(prog.as_str(), OFlag::O_RDONLY | OFlag::O_TRUNC, Mode::empty()).unwrap());
     assert_eq!(std::fs::metadata(format!("{disk}/sleeper")).unwrap().len(), 0);
 }
 
+/// Writes to another machine go ahead of their answers; one that fails
+/// there (its disk is full) still fails the writer, at a later write or
+/// at close, and nothing is taken for written that was not.
 #[test]
 fn a_write_that_fails_there_fails_the_writer() {
     let ab = start();
