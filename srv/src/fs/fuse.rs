@@ -29,33 +29,38 @@
 //! machine tells of changes (`super::coherence`); the invalidations are
 //! written by [`notify`], never from fuse3.
 //!
-//! Modules: [`inodes`] (the node table), [`keep`] (what the kernel may
-//! keep, and locks as points of agreement), [`listed`] (directories whose
-//! every name is known, so a miss costs no round trip), [`notify`]
-//! (invalidations), [`stop`] (interrupts and the unmount).
+//! Modules: [`attr`] (attributes and extended attributes), [`data`]
+//! (reads, writes, flush, record locks and release of open files),
+//! [`dirs`] (open directories and their listings), [`exec`] (whether a
+//! file is a running program here), [`inodes`] (the node table), [`keep`]
+//! (what the kernel may keep, and locks as points of agreement),
+//! [`listed`] (directories whose every name is known, so a miss costs no
+//! round trip), [`notify`] (invalidations), [`stop`] (interrupts and the
+//! unmount), [`twins`] (pages of locked files, sent back as the bytes
+//! changed).
 
 use std::collections::{HashMap, VecDeque};
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fuse3::raw::prelude::*;
-use fuse3::{Errno, Result as FuseResult, Timestamp};
+use fuse3::{Errno, Result as FuseResult};
 use futures::stream::{self, Stream as FutStream};
 use tokio_util::sync::CancellationToken;
 
 use super::dir::locks::Lock;
 use super::dir::watch::What;
-use super::dir::{Access, Attrs, Id, StatFs};
+use super::dir::{Access, StatFs};
 use super::handle::{Handle, Waker};
 use super::tree::{Entry, FileKind};
 use super::{components, Namespace};
+use attr::{decode_dev, file_type};
 use inodes::Inodes;
 pub use keep::Telling;
-use stop::Stopped;
 
 /// How long the kernel may keep what an entry of the tree's own says:
 /// those change only by this router.
@@ -79,49 +84,8 @@ const FUSE_WRITE_CACHE: u32 = 1 << 0;
 /// mount's readahead raised to 4 MiB (see `mount`) the page cache takes
 /// 0.36 s.
 const STORED_OPEN: u32 = 0;
-/// The block size files of served directories report: `cat` and `cp` read
-/// and write in blocks of it, and the kernel's largest request is 1 MiB.
-const STORED_BLKSIZE: u32 = 1 << 20;
-/// How often a waiting lock asks again: soon at first, then every
-/// quarter second at most.
-const LOCK_RETRY_MIN: Duration = Duration::from_millis(5);
-const LOCK_RETRY_MAX: Duration = Duration::from_millis(250);
 /// Interrupts remembered for requests not yet registered.
 const EARLY_INTERRUPTS: usize = 256;
-
-/// An attribute's value, or its size when the caller asks with none.
-fn xattr_reply(v: Vec<u8>, size: u32) -> FuseResult<ReplyXAttr> {
-    match size {
-        0 => Ok(ReplyXAttr::Size(v.len() as u32)),
-        n if (n as usize) < v.len() => Err(Errno::from(libc::ERANGE)),
-        _ => Ok(ReplyXAttr::Data(Bytes::from(v))),
-    }
-}
-
-/// What FUSE calls a tree file's kind.
-fn file_type(k: FileKind) -> FileType {
-    match k {
-        FileKind::Dir => FileType::Directory,
-        FileKind::Link => FileType::Symlink,
-        FileKind::Fifo => FileType::NamedPipe,
-        FileKind::Socket => FileType::Socket,
-        FileKind::CharDevice => FileType::CharDevice,
-        FileKind::BlockDevice => FileType::BlockDevice,
-        FileKind::File | FileKind::Stream | FileKind::Stored => FileType::RegularFile,
-    }
-}
-
-/// A device number as FUSE carries it (the kernel's `new_encode_dev`),
-/// from the `dev_t` of the serving machine's C library.
-fn encode_dev(dev: u64) -> u32 {
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
-}
-
-/// A device number from FUSE, as a `dev_t`.
-fn decode_dev(dev: u32) -> u64 {
-    libc::makedev((dev & 0xfff00) >> 8, (dev & 0xff) | ((dev >> 12) & 0xfff00))
-}
 
 /// The identity of a file of a served directory (see [`inodes`]).
 fn file_id(e: &Entry) -> Option<u64> {
@@ -225,95 +189,8 @@ impl MeshFs {
         }
     }
 
-    /// A user or group as the serving machine is told it: this mount's own
-    /// is the serving router's.
-    fn id(&self, n: u32, own: u32) -> Id {
-        if n == own {
-            Id::Router
-        } else {
-            Id::Num(n)
-        }
-    }
-
     fn path(&self, ino: u64) -> FuseResult<String> {
         lock(&self.inodes).path(ino).ok_or_else(|| Errno::from(libc::ENOENT))
-    }
-
-    fn attr(&self, ino: u64, e: &Entry) -> FileAttr {
-        let now = Timestamp::from(SystemTime::now());
-        let kind = file_type(e.kind);
-        let ts = |(s, n): (i64, u32)| Timestamp::new(s, n);
-        let (size, atime, mtime, ctime, nlink) = match &e.meta {
-            Some(m) => (m.size, ts(m.atime), ts(m.mtime), ts(m.ctime), m.nlink),
-            None => (0, now, now, now, if kind == FileType::Directory { 2 } else { 1 }),
-        };
-        let m = e.meta.as_ref();
-        FileAttr {
-            // fuse3 takes this as the node id too: one per path.
-            ino,
-            size,
-            blocks: size.div_ceil(512),
-            atime,
-            mtime,
-            ctime,
-            kind,
-            perm: e.mode,
-            nlink,
-            uid: m.and_then(|m| m.uid).unwrap_or(self.uid),
-            gid: m.and_then(|m| m.gid).unwrap_or(self.gid),
-            rdev: m.map_or(0, |m| encode_dev(m.rdev)),
-            blksize: if e.kind == FileKind::Stored { STORED_BLKSIZE } else { 4096 },
-        }
-    }
-
-    /// The entries of directory `parent` from position `offset` on, `.`
-    /// and `..` first, as (the next entry's position, inode, name,
-    /// entry). readdir does not count as a lookup, so it does not `pin`
-    /// inodes (an entry not yet looked up gets none); readdirplus does.
-    async fn listing(
-        &self,
-        parent: u64,
-        fh: u64,
-        offset: u64,
-        pin: bool,
-    ) -> FuseResult<Vec<(i64, u64, OsString, Entry)>> {
-        let path = self.path(parent)?;
-        let all = match self.dirs.kept(fh, offset) {
-            Some(all) => all,
-            None => {
-                let since = self.listed.since();
-                let entries = self.ns.bound().list(&components(&path)).await.map_err(|e| errno(&e))?;
-                // All its names, every one of whose changes will be told.
-                let told = |e: &Entry| e.meta.as_ref().is_some_and(|m| m.watched);
-                if !entries.is_empty() && entries.iter().all(told) && self.notifier.get().is_some() {
-                    if let Some(landing) = self.ns.landing(&components(&path)) {
-                        self.listed.all(parent, landing, entries.iter().map(|e| e.name.as_str()), since);
-                    }
-                }
-                let dot = Entry::new("", FileKind::Dir, 0o555);
-                let all: dirs::Listing = std::sync::Arc::new(
-                    [(".".to_string(), dot.clone()), ("..".to_string(), dot)]
-                        .into_iter()
-                        .chain(entries.into_iter().map(|e| (e.name.clone(), e)))
-                        .collect(),
-                );
-                self.dirs.keep(fh, all.clone());
-                all
-            }
-        };
-        let mut inodes = lock(&self.inodes);
-        let mut out = Vec::new();
-        for (i, (name, e)) in all.iter().enumerate().skip(offset as usize) {
-            let ino = if name == "." || name == ".." {
-                parent
-            } else if pin {
-                inodes.get_or_add(&child(&path, name), file_id(e))
-            } else {
-                inodes.node(&child(&path, name), file_id(e))
-            };
-            out.push((i as i64 + 1, ino, OsString::from(name), e.clone()));
-        }
-        Ok(out)
     }
 
     /// The path of `name` in directory `parent`.
@@ -417,74 +294,11 @@ impl Filesystem for MeshFs {
     }
 
     async fn getattr(&self, req: Request, inode: u64, fh: Option<u64>, _flags: u32) -> FuseResult<ReplyAttr> {
-        self.tune();
-        let path = self.path(inode)?;
-        // A directory as a change made here left it (see `coherence`).
-        if fh.is_none() {
-            let kept = lock(&self.inodes).id(inode).and_then(|id| self.ns.coherence().kept(id));
-            if let Some(e) = kept {
-                return Ok(ReplyAttr { ttl: self.ttl(&e), attr: self.attr(inode, &e) });
-            }
-        }
-        // A local open file answers for itself, even once removed.
-        let open = fh.and_then(|fh| self.handle(fh).ok());
-        let e = match open {
-            Some(h) if matches!(*h, Handle::Stored(..)) => {
-                self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e))?
-            }
-            // An open file of another machine answers over its own
-            // conversation, removed or not.
-            Some(h) if matches!(*h, Handle::RemoteFile(super::remote::RemoteFile::Stored(_))) => {
-                let attr = async {
-                    self.settled(inode).await?;
-                    self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e))
-                };
-                self.stoppable(&req, attr).await?
-            }
-            _ => match self.stoppable(&req, self.stat_settled(inode, &path)).await {
-                // Removed while open (fstat asks without its descriptor).
-                Err(e) if e == Errno::from(libc::ENOENT) => match self.open_stored(inode) {
-                    Some(h) => {
-                        let attr = async { self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e)) };
-                        self.stoppable(&req, attr).await?
-                    }
-                    None => return Err(e),
-                },
-                other => other?,
-            },
-        };
-        Ok(ReplyAttr { ttl: self.ttl(&e), attr: self.attr(inode, &e) })
+        self.get_attr(req, inode, fh, _flags).await
     }
 
-    /// Size, mode and times change files of served directories; ownership
-    /// is not kept (machines do not share users). On the tree's own files
-    /// it is accepted and means nothing: `echo x > ctl` truncates first.
     async fn setattr(&self, req: Request, inode: u64, fh: Option<u64>, set: SetAttr) -> FuseResult<ReplyAttr> {
-        let path = self.path(inode)?;
-        let ts = |t: Option<Timestamp>| t.map(|t| (t.sec, t.nsec));
-        let attrs = Attrs {
-            size: set.size,
-            mode: set.mode.map(|m| m & 0o7777),
-            atime: ts(set.atime),
-            mtime: ts(set.mtime),
-            uid: set.uid.map(|u| self.id(u, self.uid)),
-            gid: set.gid.map(|g| self.id(g, self.gid)),
-        };
-        // fchmod and futimens come without the descriptor: any open file
-        // of the inode will do, and works once the file is removed.
-        let h = fh.and_then(|fh| self.handle(fh).ok()).or_else(|| self.open_stored(inode));
-        if let Some(id) = lock(&self.inodes).id(inode) {
-            self.ns.coherence().forget(&[id]);
-        }
-        // Its answer is what the kernel keeps; the notice is this mount's.
-        self.expected.wrote(inode);
-        if set.size.is_some() {
-            self.twins.drop_pages(inode);
-        }
-        let set =
-            async { self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e)) };
-        let e = self.stoppable(&req, set).await?;
-        Ok(ReplyAttr { ttl: self.ttl(&e), attr: self.attr(inode, &e) })
+        self.set_attr(req, inode, fh, set).await
     }
 
     async fn open(&self, req: Request, inode: u64, flags: u32) -> FuseResult<ReplyOpen> {
@@ -634,14 +448,8 @@ impl Filesystem for MeshFs {
         self.stoppable(&req, allocate).await
     }
 
-    /// `user.*` attributes of served files; the kernel's own (`security.`,
-    /// `system.`) are answered here at once (see dir::xattr).
     async fn getxattr(&self, req: Request, inode: u64, name: &OsStr, size: u32) -> FuseResult<ReplyXAttr> {
-        let path = self.path(inode)?;
-        let name = name.to_str().ok_or_else(|| Errno::from(libc::ENODATA))?;
-        let get = async { self.ns.bound().getxattr(&components(&path), name).await.map_err(|e| errno(&e)) };
-        let v = self.stoppable(&req, get).await?;
-        xattr_reply(v, size)
+        self.get_xattr(req, inode, name, size).await
     }
 
     async fn setxattr(
@@ -653,30 +461,15 @@ impl Filesystem for MeshFs {
         flags: u32,
         _position: u32,
     ) -> FuseResult<()> {
-        let path = self.path(inode)?;
-        let name = name.to_str().ok_or_else(|| Errno::from(libc::EOPNOTSUPP))?;
-        let set =
-            async { self.ns.bound().setxattr(&components(&path), name, value, flags).await.map_err(|e| errno(&e)) };
-        self.stoppable(&req, set).await
+        self.set_xattr(req, inode, name, value, flags, _position).await
     }
 
     async fn listxattr(&self, req: Request, inode: u64, size: u32) -> FuseResult<ReplyXAttr> {
-        let path = self.path(inode)?;
-        let list = async { self.ns.bound().listxattr(&components(&path)).await.map_err(|e| errno(&e)) };
-        let names = self.stoppable(&req, list).await?;
-        let mut v = Vec::new();
-        for n in names {
-            v.extend_from_slice(n.as_bytes());
-            v.push(0);
-        }
-        xattr_reply(v, size)
+        self.list_xattr(req, inode, size).await
     }
 
     async fn removexattr(&self, req: Request, inode: u64, name: &OsStr) -> FuseResult<()> {
-        let path = self.path(inode)?;
-        let name = name.to_str().ok_or_else(|| Errno::from(libc::ENODATA))?;
-        let remove = async { self.ns.bound().removexattr(&components(&path), name).await.map_err(|e| errno(&e)) };
-        self.stoppable(&req, remove).await
+        self.remove_xattr(req, inode, name).await
     }
 
     async fn readlink(&self, req: Request, inode: u64) -> FuseResult<ReplyData> {
@@ -721,35 +514,13 @@ impl Filesystem for MeshFs {
     }
 
     async fn fsync(&self, req: Request, _inode: u64, fh: u64, _datasync: bool) -> FuseResult<()> {
-        let h = self.handle(fh)?;
-        let sync = async { self.ns.sync(&h).await.map_err(|e| errno(&e)) };
-        match *h {
-            Handle::Stored(..) => sync.await,
-            _ => self.stoppable(&req, sync).await,
-        }
+        self.sync_file(req, _inode, fh, _datasync).await
     }
 
     async fn read(&self, req: Request, inode: u64, fh: u64, offset: u64, size: u32) -> FuseResult<ReplyData> {
-        let h = self.handle(fh)?;
-        let read = async { self.ns.read(&h, offset, size as usize).await.map_err(|e| errno(&e)) };
-        let data = match self.interruptible(&req, read).await {
-            Ok(r) => r?,
-            // The service is told, so that it can stop the work.
-            Err(Stopped::Interrupted) => {
-                self.ns.cancel(&h).await;
-                return Err(Errno::from(libc::EINTR));
-            }
-            // Unmounting: readers see end of file.
-            Err(Stopped::Unmounting) => Bytes::new(),
-        };
-        if super::handle_kind(&h) == FileKind::Stored {
-            self.twins.read(inode, offset, &data);
-        }
-        Ok(ReplyData { data })
+        self.read_data(req, inode, fh, offset, size).await
     }
 
-    /// A write to a stream is one message: interrupted while it waits for
-    /// the conversation's credit, it sent nothing.
     async fn write(
         &self,
         req: Request,
@@ -760,46 +531,11 @@ impl Filesystem for MeshFs {
         wf: u32,
         _flags: u32,
     ) -> FuseResult<ReplyWrite> {
-        let h = self.handle(fh)?;
-        if super::handle_kind(&h) == FileKind::Stored {
-            self.expected.wrote(inode);
-            // Pages written back from the cache go as the bytes changed
-            // since they were read (see `twins`).
-            let cached = wf & FUSE_WRITE_CACHE != 0;
-            let runs = self.twins.write(inode, offset, data, cached);
-            let whole = 0..data.len();
-            // A lock's release: sent once all are in, last first.
-            let gathering = runs.as_deref().unwrap_or(std::slice::from_ref(&whole));
-            if cached && self.twins.gathered(inode, offset, data, gathering) {
-                return Ok(ReplyWrite { written: data.len() as u32 });
-            }
-            if let Some(runs) = runs {
-                for r in runs {
-                    self.ns.write_at(&h, offset + r.start as u64, &data[r]).await.map_err(|e| errno(&e))?;
-                }
-                return Ok(ReplyWrite { written: data.len() as u32 });
-            }
-        }
-        let write = async { self.ns.write_at(&h, offset, data).await.map_err(|e| errno(&e)) };
-        let n = match *h {
-            Handle::Stored(..) => write.await?,
-            _ => self.stoppable(&req, write).await?,
-        };
-        Ok(ReplyWrite { written: n as u32 })
+        self.write_data(req, inode, fh, offset, data, wf).await
     }
 
-    /// A descriptor closed: its process's record locks on the file end.
     async fn flush(&self, req: Request, inode: u64, fh: u64, lock_owner: u64) -> FuseResult<()> {
-        let locked = lock(&self.handles).get(&fh).filter(|o| o.locked).map(|o| o.h.clone());
-        if let Some(h) = locked {
-            let _ = self
-                .stoppable(&req, async { self.lock_point(inode, false, req.pid).await.map_err(|e| errno(&e)) })
-                .await;
-            self.ns.unlock_owner(&h, lock_owner).await;
-        }
-        // A write sent ahead that failed is told here, at close.
-        let h = self.handle(fh)?;
-        self.stoppable(&req, async { self.ns.settle_writes(&h, true).await.map_err(|e| errno(&e)) }).await
+        self.flush_file(req, inode, fh, lock_owner).await
     }
 
     async fn getlk(
@@ -813,16 +549,9 @@ impl Filesystem for MeshFs {
         r#type: u32,
         _pid: u32,
     ) -> FuseResult<ReplyLock> {
-        let h = self.handle(fh)?;
-        let l = Lock { start, end, typ: r#type as i32, pid: 0 };
-        let get = async { self.ns.lock(&h, lock_owner, l, true).await.map_err(|e| errno(&e)) };
-        let got = self.stoppable(&req, get).await?;
-        Ok(ReplyLock { start: got.start, end: got.end, r#type: got.typ as u32, pid: got.pid })
+        self.get_lock(req, fh, lock_owner, Lock { start, end, typ: r#type as i32, pid: 0 }).await
     }
 
-    /// Locks are held on the serving machine (see dir::locks). A waiting
-    /// lock asks again, more slowly each time up to [`LOCK_RETRY_MAX`],
-    /// until it is taken, interrupted or the tree unmounted.
     async fn setlk(
         &self,
         req: Request,
@@ -835,31 +564,7 @@ impl Filesystem for MeshFs {
         _pid: u32,
         block: bool,
     ) -> FuseResult<()> {
-        let h = self.handle(fh)?;
-        let l = Lock { start, end, typ: r#type as i32, pid: 0 };
-        if l.typ != libc::F_UNLCK {
-            if let Some(o) = lock(&self.handles).get_mut(&fh) {
-                o.locked = true;
-            }
-            self.twins.watch(inode);
-        }
-        let taken = l.typ != libc::F_UNLCK;
-        let take = async {
-            if !taken {
-                self.lock_point(inode, false, req.pid).await.map_err(|e| errno(&e))?;
-            }
-            let mut wait = LOCK_RETRY_MIN;
-            loop {
-                match self.ns.lock(&h, lock_owner, l, false).await {
-                    Err(e) if block && errno(&e) == Errno::from(libc::EAGAIN) => {}
-                    Ok(_) if taken => return self.lock_point(inode, true, req.pid).await.map_err(|e| errno(&e)),
-                    other => return other.map(drop).map_err(|e| errno(&e)),
-                }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(LOCK_RETRY_MAX);
-            }
-        };
-        self.stoppable(&req, take).await
+        self.set_lock(req, inode, fh, lock_owner, Lock { start, end, typ: r#type as i32, pid: 0 }, block).await
     }
 
     async fn release(
@@ -871,18 +576,7 @@ impl Filesystem for MeshFs {
         _lock_owner: u64,
         _flush: bool,
     ) -> FuseResult<()> {
-        let open = {
-            let mut handles = lock(&self.handles);
-            let open = handles.remove(&fh);
-            if !handles.values().any(|o| o.ino == inode) {
-                self.twins.forget(inode);
-            }
-            open
-        };
-        if let Some(h) = open.and_then(|o| Arc::try_unwrap(o.h).ok()) {
-            self.ns.release(h).await;
-        }
-        Ok(())
+        self.release_file(_req, inode, fh, _flags, _lock_owner, _flush).await
     }
 
     async fn opendir(&self, _req: Request, _inode: u64, _flags: u32) -> FuseResult<ReplyOpen> {
@@ -994,6 +688,8 @@ impl Filesystem for MeshFs {
     }
 }
 
+mod attr;
+mod data;
 mod dirs;
 mod exec;
 mod inodes;

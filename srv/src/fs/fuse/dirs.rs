@@ -20,7 +20,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use crate::fs::tree::Entry;
+use std::ffi::OsString;
+
+use fuse3::Result as FuseResult;
+
+use super::{child, errno, file_id, lock, MeshFs};
+use crate::fs::components;
+use crate::fs::tree::{Entry, FileKind};
 
 /// A pass's listing: names and entries, `.` and `..` first.
 pub type Listing = Arc<Vec<(String, Entry)>>;
@@ -68,6 +74,58 @@ impl OpenDirs {
 
     pub fn close(&self, fh: u64) {
         self.lock().remove(&fh);
+    }
+}
+
+impl MeshFs {
+    /// The entries of directory `parent` from position `offset` on, `.`
+    /// and `..` first, as (the next entry's position, inode, name,
+    /// entry). readdir does not count as a lookup, so it does not `pin`
+    /// inodes (an entry not yet looked up gets none); readdirplus does.
+    pub(super) async fn listing(
+        &self,
+        parent: u64,
+        fh: u64,
+        offset: u64,
+        pin: bool,
+    ) -> FuseResult<Vec<(i64, u64, OsString, Entry)>> {
+        let path = self.path(parent)?;
+        let all = match self.dirs.kept(fh, offset) {
+            Some(all) => all,
+            None => {
+                let since = self.listed.since();
+                let entries = self.ns.bound().list(&components(&path)).await.map_err(|e| errno(&e))?;
+                // All its names, every one of whose changes will be told.
+                let told = |e: &Entry| e.meta.as_ref().is_some_and(|m| m.watched);
+                if !entries.is_empty() && entries.iter().all(told) && self.notifier.get().is_some() {
+                    if let Some(landing) = self.ns.landing(&components(&path)) {
+                        self.listed.all(parent, landing, entries.iter().map(|e| e.name.as_str()), since);
+                    }
+                }
+                let dot = Entry::new("", FileKind::Dir, 0o555);
+                let all: Listing = Arc::new(
+                    [(".".to_string(), dot.clone()), ("..".to_string(), dot)]
+                        .into_iter()
+                        .chain(entries.into_iter().map(|e| (e.name.clone(), e)))
+                        .collect(),
+                );
+                self.dirs.keep(fh, all.clone());
+                all
+            }
+        };
+        let mut inodes = lock(&self.inodes);
+        let mut out = Vec::new();
+        for (i, (name, e)) in all.iter().enumerate().skip(offset as usize) {
+            let ino = if name == "." || name == ".." {
+                parent
+            } else if pin {
+                inodes.get_or_add(&child(&path, name), file_id(e))
+            } else {
+                inodes.node(&child(&path, name), file_id(e))
+            };
+            out.push((i as i64 + 1, ino, OsString::from(name), e.clone()));
+        }
+        Ok(out)
     }
 }
 
