@@ -14,7 +14,8 @@
 //! Bounds: [`MAX_WATCHES`] directories (more are answered, uncached), and
 //! [`FEED_CAP`] changes waiting per feed.
 //!
-//! Lock order: `Watcher::state`, then a feed's `queue`.
+//! Lock order: `Watcher::state`, then a feed's `queue`. No system call
+//! on a served directory is made under `state` (see [`Watcher::watch`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -181,6 +182,8 @@ struct State {
     inotify: Option<Arc<Inotify>>,
     dirs: HashMap<WatchDescriptor, Dir>,
     feeds: Vec<(Asker, Weak<Feed>)>,
+    /// Watches being added now, outside the lock.
+    adding: usize,
 }
 
 /// The watches of one router's served directories (shared by its views).
@@ -192,7 +195,7 @@ pub struct Watcher {
 impl Default for Watcher {
     fn default() -> Watcher {
         Watcher {
-            state: Mutex::new(State { inotify: None, dirs: HashMap::new(), feeds: Vec::new() }),
+            state: Mutex::new(State { inotify: None, dirs: HashMap::new(), feeds: Vec::new(), adding: 0 }),
             stop: CancellationToken::new(),
         }
     }
@@ -254,30 +257,38 @@ impl Watcher {
     /// will not be told (no feed, no watch left, or the caller, whose
     /// thread this is, may not read it).
     pub fn watch(&self, dir: BorrowedFd<'_>, who: &Asker) -> bool {
-        let mut st = lock(&self.state);
-        if !st.feeds.iter().any(|f| f.0 == *who && f.1.strong_count() > 0) {
-            return false;
-        }
-        let Some(ino) = st.inotify.clone() else { return false };
+        let ino = {
+            let mut st = lock(&self.state);
+            if !st.feeds.iter().any(|f| f.0 == *who && f.1.strong_count() > 0) {
+                return false;
+            }
+            let Some(ino) = st.inotify.clone() else { return false };
+            st.adding += 1;
+            ino
+        };
+        // Not under the lock: on a root under a mount that stopped
+        // answering, adding a watch and fstat wait as long as the mount,
+        // and events of every other directory must not wait with them.
         let path = format!("/proc/self/fd/{}", dir.as_raw_fd());
-        let Ok(wd) = ino.add_watch(path.as_str(), MASK) else { return false };
+        let added = ino.add_watch(path.as_str(), MASK).ok().map(|wd| {
+            let id = nix::sys::stat::fstat(dir).ok().map(|s| crate::fs::tree::file_id(s.st_dev, s.st_ino));
+            (wd, id)
+        });
+        let mut st = lock(&self.state);
+        st.adding -= 1;
+        let Some((wd, id)) = added else { return false };
         if let Some(d) = st.dirs.get_mut(&wd) {
             if !d.askers.contains(who) {
                 Arc::make_mut(&mut d.askers).push(who.clone());
             }
             return true;
         }
-        if st.dirs.len() >= MAX_WATCHES {
-            let _ = ino.rm_watch(wd);
-            return false;
-        }
-        match nix::sys::stat::fstat(dir) {
-            Ok(s) => {
-                let id = crate::fs::tree::file_id(s.st_dev, s.st_ino);
+        match id {
+            Some(id) if st.dirs.len() < MAX_WATCHES => {
                 st.dirs.insert(wd, Dir { id, askers: Arc::new(vec![who.clone()]) });
                 true
             }
-            Err(_) => {
+            _ => {
                 let _ = ino.rm_watch(wd);
                 false
             }
@@ -298,7 +309,14 @@ impl Watcher {
                 changes.push((Change::All, None));
                 continue;
             }
-            let Some(d) = st.dirs.get(&ev.wd) else { continue };
+            let Some(d) = st.dirs.get(&ev.wd) else {
+                // A watch being added (its directory not known yet): what
+                // changed cannot be named, so everything is told.
+                if st.adding > 0 {
+                    changes.push((Change::All, None));
+                }
+                continue;
+            };
             let (dir, askers) = (d.id, Some(d.askers.clone()));
             if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
                 st.dirs.remove(&ev.wd);
