@@ -21,8 +21,8 @@
 //!   it leaves the workers while it is held. Unbounded, two such calls
 //!   froze a router of two workers whole: its links, its other served
 //!   directories, its tree (found by stopping the server of a FUSE mount
-//!   beneath a served root; a second stall soon after the first still
-//!   freezes it, see mesh(4) BUGS).
+//!   beneath a served root; in some tries it still freezes, see mesh(4)
+//!   BUGS).
 //! - A task the caller woke before the call waits in the worker's LIFO
 //!   slot, which other workers cannot steal (tokio #4941), and would wait
 //!   as long as the call: a link's writer, woken by a credit, would hold
