@@ -21,15 +21,17 @@
 //!   it leaves the workers while it is held. Unbounded, two such calls
 //!   froze a router of two workers whole: its links, its other served
 //!   directories, its tree (found by stopping the server of a FUSE mount
-//!   beneath a served root; in some tries it still freezes, see mesh(4)
-//!   BUGS).
+//!   beneath a served root).
 //! - A task the caller woke before the call waits in the worker's LIFO
 //!   slot, which other workers cannot steal (tokio #4941), and would wait
 //!   as long as the call: a link's writer, woken by a credit, would hold
 //!   the link. So an empty task is spawned first, which takes the slot
 //!   and moves what was there to the queue other workers steal from.
-//!   Yielding instead cost b two thread switches more per request (3.0
-//!   against 1.4 for a remote `fchmod`); the spawn costs none measured.
+//! - A worker parked while the caller's worker had the I/O driver sleeps
+//!   on through the call, and nobody reads a socket: the [`watchdog`]
+//!   wakes one when a call has run [`WATCH_EVERY`]. Waking one before
+//!   every call (or yielding first) cost b two thread switches more per
+//!   request (3.5 against 1.4 for a remote `fchmod`).
 //! - [`SLOW_CALLS`] quick calls longer than [`SLOW`] within [`SLOW_WINDOW`]
 //!   make every call for the next [`CAREFUL_FOR`] leave the workers.
 //! - Calls that may take long whatever the disk (fsync, fallocate, a
@@ -62,6 +64,10 @@ pub const CAREFUL_FOR: Duration = Duration::from_secs(10);
 pub const QUICK_IO: usize = 64 * 1024;
 /// Calls off the workers at once.
 pub const OFF_WORKERS: usize = 256;
+/// How often the watchdog looks at calls on workers (see [`watchdog`]).
+pub const WATCH_EVERY: Duration = Duration::from_millis(2);
+/// How long the watchdog looks after the last call on a worker.
+pub const WATCH_IDLE: Duration = Duration::from_secs(1);
 
 /// Quick calls running on workers now.
 static ON_WORKERS: AtomicUsize = AtomicUsize::new(0);
@@ -143,14 +149,16 @@ pub async fn quick<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Se
     let Some(place) = OnWorker::take() else {
         return blocking(f).await;
     };
-    // A task spawned here takes the worker's LIFO slot, which other
-    // workers cannot steal: whatever this task woke before is moved to the
-    // queue they steal from, and does not wait behind the call.
+    // An empty task takes the worker's LIFO slot, which other workers
+    // cannot steal, moving whatever this task woke before to the queue
+    // they steal from.
     drop(tokio::spawn(async {}));
+    watchdog::watch();
     let who = caller::Caller::current();
     let t = Instant::now();
     let r = caller::as_caller(who.as_ref(), f);
     drop(place);
+    watchdog::returned();
     if t.elapsed() > SLOW {
         slow_seen();
     }
@@ -180,6 +188,103 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> +
         return tokio::task::block_in_place(work);
     }
     tokio::task::spawn_blocking(work).await.map_err(|e| ns::error::detail(errors::EIO, e))?
+}
+
+/// The watchdog of calls on workers.
+///
+/// tokio reads sockets on one worker at a time, the one parked on its
+/// I/O driver; the others park on a condition variable and are woken
+/// only when there is work to share. A worker that left the driver to run
+/// a task which then does not return (a quick call on a disk that
+/// stopped) leaves the driver to nobody: the other workers sleep on and
+/// the router reads nothing (seen in a core dump of a frozen router: one
+/// worker in `fstatat`, the other in `park_condvar`). Waking a worker
+/// before every call would cost each request two thread switches; this
+/// thread, instead, looks every [`WATCH_EVERY`] while calls run on
+/// workers, and when none returned in a whole period it spawns an empty
+/// task from outside the runtime, which wakes a parked worker that then
+/// takes the driver. It sleeps after [`WATCH_IDLE`] without such calls.
+mod watchdog {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Mutex, OnceLock};
+    use std::thread::Thread;
+
+    use tokio::runtime::Handle;
+
+    use super::{ON_WORKERS, WATCH_EVERY, WATCH_IDLE};
+
+    /// Calls on workers that have returned.
+    static RETURNED: AtomicU64 = AtomicU64::new(0);
+
+    struct Watchdog {
+        thread: Thread,
+        asleep: AtomicBool,
+        /// The runtime of the latest call, the one to wake.
+        runtime: Mutex<Option<Handle>>,
+    }
+
+    static DOG: OnceLock<Option<Watchdog>> = OnceLock::new();
+
+    fn dog() -> Option<&'static Watchdog> {
+        DOG.get_or_init(|| {
+            let t = std::thread::Builder::new().name("mesh-io-watch".into()).spawn(run).ok()?;
+            Some(Watchdog { thread: t.thread().clone(), asleep: AtomicBool::new(true), runtime: Mutex::new(None) })
+        })
+        .as_ref()
+    }
+
+    /// A call on a worker begins.
+    pub(super) fn watch() {
+        let Some(d) = dog() else { return };
+        if let Ok(mut r) = d.runtime.try_lock() {
+            *r = Some(Handle::current());
+        }
+        if d.asleep.load(Ordering::Acquire) && d.asleep.swap(false, Ordering::AcqRel) {
+            d.thread.unpark();
+        }
+    }
+
+    /// A call on a worker returned.
+    pub(super) fn returned() {
+        RETURNED.fetch_add(1, Ordering::Release);
+    }
+
+    fn run() {
+        let d = loop {
+            match DOG.get() {
+                Some(Some(d)) => break d,
+                Some(None) => return,
+                None => std::thread::sleep(WATCH_EVERY),
+            }
+        };
+        let mut last = RETURNED.load(Ordering::Acquire);
+        let mut quiet = std::time::Duration::ZERO;
+        loop {
+            std::thread::sleep(WATCH_EVERY);
+            let now = RETURNED.load(Ordering::Acquire);
+            let running = ON_WORKERS.load(Ordering::Acquire) > 0;
+            if running && now == last {
+                let runtime = d.runtime.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(h) = runtime {
+                    drop(h.spawn(async {}));
+                }
+            }
+            quiet = if running || now != last { std::time::Duration::ZERO } else { quiet + WATCH_EVERY };
+            last = now;
+            if quiet >= WATCH_IDLE {
+                quiet = std::time::Duration::ZERO;
+                d.asleep.store(true, Ordering::Release);
+                // A call that began before `asleep` was set did not wake
+                // this thread: look again first.
+                if ON_WORKERS.load(Ordering::Acquire) == 0 && RETURNED.load(Ordering::Acquire) == last {
+                    std::thread::park();
+                } else {
+                    d.asleep.store(false, Ordering::Release);
+                }
+                last = RETURNED.load(Ordering::Acquire);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -593,6 +593,16 @@ impl Namespace {
             Handle::Stream(s) => s.writer().eof().await,
             Handle::SlotData { slot, writes: true } => slot.drop_writer().await,
             Handle::RemoteFile(f) => f.close().await,
+            // close(2) waits for the file's file system (a FUSE or NFS
+            // mount beneath a served root sends a flush): a system call
+            // like the others (see `io`).
+            h @ Handle::Stored(..) => {
+                let _ = io::quick(move || {
+                    drop(h);
+                    Ok(())
+                })
+                .await;
+            }
             _ => {}
         }
     }
