@@ -294,7 +294,7 @@ impl Filesystem for MeshFs {
     }
 
     async fn getattr(&self, req: Request, inode: u64, fh: Option<u64>, _flags: u32) -> FuseResult<ReplyAttr> {
-        self.get_attr(req, inode, fh, _flags).await
+        self.get_attr(req, inode, fh).await
     }
 
     async fn setattr(&self, req: Request, inode: u64, fh: Option<u64>, set: SetAttr) -> FuseResult<ReplyAttr> {
@@ -461,7 +461,7 @@ impl Filesystem for MeshFs {
         flags: u32,
         _position: u32,
     ) -> FuseResult<()> {
-        self.set_xattr(req, inode, name, value, flags, _position).await
+        self.set_xattr(req, inode, name, value, flags).await
     }
 
     async fn listxattr(&self, req: Request, inode: u64, size: u32) -> FuseResult<ReplyXAttr> {
@@ -514,7 +514,7 @@ impl Filesystem for MeshFs {
     }
 
     async fn fsync(&self, req: Request, _inode: u64, fh: u64, _datasync: bool) -> FuseResult<()> {
-        self.sync_file(req, _inode, fh, _datasync).await
+        self.sync_file(req, fh).await
     }
 
     async fn read(&self, req: Request, inode: u64, fh: u64, offset: u64, size: u32) -> FuseResult<ReplyData> {
@@ -576,7 +576,7 @@ impl Filesystem for MeshFs {
         _lock_owner: u64,
         _flush: bool,
     ) -> FuseResult<()> {
-        self.release_file(_req, inode, fh, _flags, _lock_owner, _flush).await
+        self.release_file(inode, fh).await
     }
 
     async fn opendir(&self, _req: Request, _inode: u64, _flags: u32) -> FuseResult<ReplyOpen> {

@@ -92,13 +92,7 @@ impl MeshFs {
         }
     }
 
-    pub(super) async fn get_attr(
-        &self,
-        req: Request,
-        inode: u64,
-        fh: Option<u64>,
-        _flags: u32,
-    ) -> FuseResult<ReplyAttr> {
+    pub(super) async fn get_attr(&self, req: Request, inode: u64, fh: Option<u64>) -> FuseResult<ReplyAttr> {
         self.tune();
         let path = self.path(inode)?;
         // A directory as a change made here left it (see `coherence`).
@@ -192,7 +186,6 @@ impl MeshFs {
         name: &OsStr,
         value: &[u8],
         flags: u32,
-        _position: u32,
     ) -> FuseResult<()> {
         let path = self.path(inode)?;
         let name = name.to_str().ok_or_else(|| Errno::from(libc::EOPNOTSUPP))?;

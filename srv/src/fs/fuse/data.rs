@@ -22,7 +22,7 @@ const LOCK_RETRY_MIN: Duration = Duration::from_millis(5);
 const LOCK_RETRY_MAX: Duration = Duration::from_millis(250);
 
 impl MeshFs {
-    pub(super) async fn sync_file(&self, req: Request, _inode: u64, fh: u64, _datasync: bool) -> FuseResult<()> {
+    pub(super) async fn sync_file(&self, req: Request, fh: u64) -> FuseResult<()> {
         let h = self.handle(fh)?;
         let sync = async { self.ns.sync(&h).await.map_err(|e| errno(&e)) };
         match *h {
@@ -155,15 +155,7 @@ impl MeshFs {
         self.stoppable(&req, take).await
     }
 
-    pub(super) async fn release_file(
-        &self,
-        _req: Request,
-        inode: u64,
-        fh: u64,
-        _flags: u32,
-        _lock_owner: u64,
-        _flush: bool,
-    ) -> FuseResult<()> {
+    pub(super) async fn release_file(&self, inode: u64, fh: u64) -> FuseResult<()> {
         let open = {
             let mut handles = lock(&self.handles);
             let open = handles.remove(&fh);
