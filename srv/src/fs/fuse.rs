@@ -223,6 +223,17 @@ impl MeshFs {
         lock(&self.handles).values().find(|o| o.ino == ino && stored(&o.h)).map(|o| o.h.clone())
     }
 
+    /// The one open file of node `ino`'s file, by any of its names; none
+    /// if it is open more than once.
+    fn only_open(&self, ino: u64) -> Option<Arc<Handle>> {
+        let open: Vec<(u64, Arc<Handle>)> = lock(&self.handles).values().map(|o| (o.ino, o.h.clone())).collect();
+        let inodes = lock(&self.inodes);
+        let id = inodes.id(ino)?;
+        let mut same = open.into_iter().filter(|(i, _)| *i == ino || inodes.id(*i) == Some(id));
+        let one = same.next()?;
+        same.next().is_none().then_some(one.1)
+    }
+
     async fn stat(&self, path: &str) -> FuseResult<Entry> {
         if path == "/" {
             return Ok(Entry::new("", FileKind::Dir, 0o555));

@@ -14,6 +14,7 @@ use super::{errno, lock, MeshFs};
 use crate::fs::components;
 use crate::fs::dir::{Attrs, Id};
 use crate::fs::handle::Handle;
+use crate::fs::remote::RemoteFile;
 use crate::fs::tree::{Entry, FileKind};
 
 /// The block size files of served directories report: `cat` and `cp` read
@@ -163,10 +164,33 @@ impl MeshFs {
         if set.size.is_some() {
             self.twins.drop_pages(inode);
         }
+        if let Some(e) = self.set_attr_ahead(&req, inode, attrs).await? {
+            return Ok(ReplyAttr { ttl: self.ttl(&e), attr: self.attr(inode, &e) });
+        }
         let set =
             async { self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e)) };
         let e = self.stoppable(&req, set).await?;
         Ok(ReplyAttr { ttl: self.ttl(&e), attr: self.attr(inode, &e) })
+    }
+
+    /// A change of mode, owner or times of a file this mount made, open
+    /// here once only (another open's writes would leave the size it
+    /// foresees behind), goes ahead of its answer where the answer is
+    /// certain (see `remote::known`). Once the answer comes, the kernel is
+    /// told to ask again: it then has the serving machine's change time,
+    /// or, if the change failed there, the file as it is (the error is
+    /// told at the next write, fsync or close).
+    async fn set_attr_ahead(&self, req: &Request, inode: u64, attrs: Attrs) -> FuseResult<Option<Entry>> {
+        let Some(n) = self.notifier.get().cloned() else { return Ok(None) };
+        let Some(h) = self.only_open(inode) else { return Ok(None) };
+        let Handle::RemoteFile(RemoteFile::Stored(p)) = &*h else { return Ok(None) };
+        let owns = |e: &Entry| e.meta.and_then(|m| m.uid).unwrap_or(self.uid) == req.uid;
+        let Some((e, told)) = p.attr_ahead(attrs, owns).await.map_err(|e| errno(&e))? else { return Ok(None) };
+        tokio::spawn(async move {
+            let _ = told.await;
+            let _ = n.inode(inode, false);
+        });
+        Ok(Some(e))
     }
 
     /// `user.*` attributes of served files; the kernel's own (`security.`,

@@ -27,6 +27,7 @@
 //! and close a conversation of its own ([`session`]).
 
 mod file;
+mod known;
 mod pipe;
 mod server;
 pub mod session;
@@ -355,7 +356,13 @@ pub async fn create(
 ) -> Result<((Entry, Handle), Vec<Entry>), String> {
     let mut conv = r.open_as(server(m), Vec::new(), Caller::current_user());
     match after(begin(&mut conv, &TreeReq::Create { path: path.to_vec(), mode, access, excl }).await?) {
-        (TreeResp::Created(e), dirs) => Ok(((e, opened(conv, FileKind::Stored, m)), dirs)),
+        (TreeResp::Created(e), dirs) => {
+            let h = opened(conv, FileKind::Stored, m);
+            if let Handle::RemoteFile(RemoteFile::Stored(p)) = &h {
+                p.know(&e);
+            }
+            Ok(((e, h), dirs))
+        }
         (other, _) => Err(unexpected(other)),
     }
 }

@@ -22,6 +22,10 @@
 //! a look at the file by its name, which goes another way, first waits
 //! for the answers ([`Pipe::drain`]).
 //!
+//! A change of mode, owner or times of a file this machine made goes
+//! ahead the same way where its outcome is certain ([`Pipe::attr_ahead`],
+//! [`super::known`]): what `tar x` does to each file after writing it.
+//!
 //! Lock order: `reads`, then `tx` (taken in the send task), then `state`
 //! (never held across an await).
 
@@ -33,6 +37,7 @@ use ns::conv::{Conv, ConvReader, ConvWriter, Msg};
 use ns::MachineId;
 use tokio::sync::{oneshot, watch};
 
+use super::known::{as_foreseen, Known};
 use super::{decode, encode, raw_write, unexpected, TreeReq, TreeResp, MAX_IO, RAW};
 use crate::fs::dir::locks::Lock;
 use crate::fs::dir::Attrs;
@@ -57,6 +62,9 @@ enum Due {
     Reply(oneshot::Sender<Answer>),
     /// To the record of writes sent ahead: the write's length.
     Write(u64),
+    /// A change of attributes sent ahead, answered as foreseen; `done`
+    /// is told when its answer comes.
+    Ahead { foreseen: Entry, done: oneshot::Sender<()> },
 }
 
 #[derive(Default)]
@@ -71,6 +79,8 @@ struct State {
     failed: Option<String>,
     /// Why the conversation ended, once it has.
     ended: Option<String>,
+    /// The file's attributes, where known.
+    known: Known,
 }
 
 /// A file of a served directory open on another machine.
@@ -142,6 +152,27 @@ async fn receive(mut rx: ConvReader, state: Arc<Mutex<State>>, answered: watch::
                 }
                 answered.send_modify(|n| *n += 1);
             }
+            Some(Due::Ahead { foreseen, done }) => {
+                let res = answer.and_then(|b| match decode::<TreeResp>(&b)? {
+                    TreeResp::Entry(e) => Ok(e),
+                    TreeResp::Err(e) => Err(e),
+                    other => Err(unexpected(other)),
+                });
+                {
+                    let mut st = lock(&state);
+                    st.writes_done += 1;
+                    match res {
+                        Ok(e) if as_foreseen(&e, &foreseen) => {}
+                        Ok(_) => st.known.forget(),
+                        Err(e) => {
+                            st.known.forget();
+                            st.failed.get_or_insert(e);
+                        }
+                    }
+                }
+                let _ = done.send(());
+                answered.send_modify(|n| *n += 1);
+            }
             // An answer nobody asked for: the server is confused.
             None => {
                 lock(&state).ended = Some("bad tree message: an answer to nothing".into());
@@ -207,9 +238,13 @@ impl Pipe {
                     if let Some(e) = &st.ended {
                         return Err(e.clone());
                     }
-                    if let Due::Write(len) = due {
-                        st.writes_sent += 1;
-                        st.writing += len;
+                    match due {
+                        Due::Write(len) => {
+                            st.writes_sent += 1;
+                            st.writing += len;
+                        }
+                        Due::Ahead { .. } => st.writes_sent += 1,
+                        Due::Reply(_) => {}
                     }
                     st.due.push_back(due);
                 }
@@ -251,6 +286,7 @@ impl Pipe {
             answered.changed().await.map_err(|_| ns::error::EHUNGUP.to_string())?;
         }
         self.reads.lock().await.forget();
+        lock(&self.state).known.wrote(offset, len);
         self.send(vec![(raw_write(offset, data), Due::Write(len))]).await?;
         Ok(data.len())
     }
@@ -287,6 +323,7 @@ impl Pipe {
     /// Reads `size` bytes at `offset`: fewer only at the end of the file.
     pub async fn read(&self, offset: u64, size: usize) -> Result<Bytes, String> {
         let size = size.min(MAX_IO);
+        lock(&self.state).known.read();
         let mut ahead = self.reads.lock().await;
         if ahead.holds(offset) || offset == ahead.last_end {
             return ahead.read(self, offset, size).await;
@@ -307,9 +344,49 @@ impl Pipe {
             self.change(&req).await?
         };
         match resp {
-            TreeResp::Entry(e) => Ok(e),
+            TreeResp::Entry(e) => {
+                lock(&self.state).known.answered(&e);
+                Ok(e)
+            }
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The file as made (or last changed): what a change may be foreseen
+    /// from.
+    pub fn know(&self, e: &Entry) {
+        lock(&self.state).known.answered(e);
+    }
+
+    /// Sends a change of mode, owner or times without waiting for its
+    /// answer, where its outcome is certain (see [`super::known`]; `owns`
+    /// says whether the caller owns a file so described): the file as it
+    /// will be, and what is told when the answer comes. `None`: ask with
+    /// [`Pipe::attr`]. One that fails there is told as a write sent
+    /// ahead is, at the next write, fsync or close.
+    pub async fn attr_ahead(
+        &self,
+        attrs: Attrs,
+        owns: impl Fn(&Entry) -> bool,
+    ) -> Result<Option<(Entry, oneshot::Receiver<()>)>, String> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let foreseen = {
+            let mut st = lock(&self.state);
+            if st.ended.is_some() || st.failed.is_some() || st.writes_sent - st.writes_done >= WRITES_AHEAD {
+                return Ok(None);
+            }
+            match st.known.predict(&attrs, (now.as_secs() as i64, now.subsec_nanos()), owns) {
+                Some(e) => e,
+                None => return Ok(None),
+            }
+        };
+        let (done, told) = oneshot::channel();
+        let due = Due::Ahead { foreseen: foreseen.clone(), done };
+        if let Err(e) = self.send(vec![(encode(&TreeReq::FileAttr(attrs)), due)]).await {
+            lock(&self.state).known.forget();
+            return Err(e);
+        }
+        Ok(Some((foreseen, told)))
     }
 
     pub async fn lock(&self, owner: u64, lock: Lock, get: bool) -> Result<Lock, String> {
@@ -321,6 +398,7 @@ impl Pipe {
     }
 
     pub async fn allocate(&self, offset: u64, len: u64, mode: u32) -> Result<(), String> {
+        lock(&self.state).known.forget();
         match self.change(&TreeReq::Allocate { offset, len, mode }).await? {
             TreeResp::Done => Ok(()),
             other => Err(unexpected(other)),

@@ -1,0 +1,212 @@
+//! Changes sent ahead of their answers, through real mounts: machine b
+//! serves a directory as `files`, machine a writes to it through its
+//! tree. A change of mode, owner or times of a file a made and has open
+//! is answered by a at once where the answer is certain (mesh(4), "What
+//! goes ahead"); what the serving machine then does is what a's kernel
+//! ends up showing, and a change that fails there fails the close.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mnt_tests::{until, Deploy, Mesh};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const T: Duration = Duration::from_secs(30);
+
+struct Ab {
+    m: Mesh,
+    dir: PathBuf,
+}
+
+impl Ab {
+    fn files(&self) -> PathBuf {
+        self.dir.join("files")
+    }
+    fn remote(&self) -> PathBuf {
+        self.dir.join("a/n/b/svc/files/root")
+    }
+}
+
+/// a -tcp- b; b serves `DIR/files` as `files`, root on a root on b.
+fn start() -> Ab {
+    let mut m = Mesh::new();
+    let dir = m.dir.path().to_path_buf();
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    std::fs::write(dir.join("files/probe"), "probe\n").unwrap();
+    let deploy = Deploy::new().machine("a", 1).machine("b", 2).dial("a", "b").mount("a").service(
+        "b",
+        &format!(r#"{{ name = "files", kind = "dir", root = "{}/files", squash = "none" }}"#, dir.display()),
+    );
+    m.start("ab.toml", &deploy);
+    let ab = Ab { m, dir };
+    let probe = ab.remote().join("probe");
+    until("a reaches b's files", T, || std::fs::read_to_string(&probe).is_ok());
+    ab
+}
+
+/// A Python program on a, driven a line at a time; killed however the
+/// test ends.
+struct Script {
+    child: Child,
+    tx: ChildStdin,
+    rx: BufReader<ChildStdout>,
+}
+
+impl Script {
+    fn new(code: &str, arg: &PathBuf) -> Script {
+        let mut child = Command::new("python3")
+            .args(["-c", code])
+            .arg(arg)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let tx = child.stdin.take().unwrap();
+        let rx = BufReader::new(child.stdout.take().unwrap());
+        Script { child, tx, rx }
+    }
+
+    /// The program's next line.
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.rx.read_line(&mut l).unwrap();
+        l.trim().to_string()
+    }
+
+    /// Lets the program go on to its next step.
+    fn go(&mut self) {
+        self.tx.write_all(b"\n").unwrap();
+        self.tx.flush().unwrap();
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// b stopped while it lives, started again however the test ends.
+struct Stopped(u32);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGCONT);
+    }
+}
+
+/// What `tar x` does to each file (make, write, set the modification
+/// time, the owner, the mode) goes ahead: with b's router stopped, the
+/// three changes return at once; once b goes on, the close returns
+/// without error, b's disk has every change, and a's kernel shows b's
+/// file, change time included.
+#[test]
+fn what_tar_does_to_a_file_goes_ahead_and_lands() {
+    let ab = start();
+    let code = r#"
+import os, sys, time
+p = sys.argv[1]
+fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+os.write(fd, b"tar wrote this\n")
+print("made", flush=True); sys.stdin.readline()
+t = time.monotonic()
+os.utime(fd, ns=(1_500_000_000_000_000_000, 1_600_000_000_123_456_789))
+os.fchown(fd, 0, 0)
+os.fchmod(fd, 0o640)
+print("changed %.3f" % (time.monotonic() - t), flush=True); sys.stdin.readline()
+os.close(fd)
+print("closed", flush=True)
+"#;
+    let mut s = Script::new(code, &ab.remote().join("t"));
+    assert_eq!(s.line(), "made");
+    let stopped = Stopped(ab.m.pid("b"));
+    kill(Pid::from_raw(stopped.0 as i32), Signal::SIGSTOP).unwrap();
+    // Should the changes wait for b after all, b goes on after 3 s and
+    // the test fails on the time they took, not by hanging.
+    let b = stopped.0;
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        let _ = kill(Pid::from_raw(b as i32), Signal::SIGCONT);
+    });
+    s.go();
+    let changed = s.line();
+    let took: f64 = changed.strip_prefix("changed ").and_then(|t| t.parse().ok()).expect(&changed);
+    assert!(took < 2.0, "with b stopped, the changes waited for it: {took} s");
+    drop(stopped);
+    s.go();
+    assert_eq!(s.line(), "closed");
+    let on_b = std::fs::metadata(ab.files().join("t")).unwrap();
+    assert_eq!(on_b.mode() & 0o7777, 0o640);
+    assert_eq!((on_b.uid(), on_b.gid(), on_b.len()), (0, 0, 15));
+    assert_eq!((on_b.mtime(), on_b.mtime_nsec()), (1_600_000_000, 123_456_789));
+    assert_eq!(on_b.atime(), 1_500_000_000);
+    // a's kernel is told to ask again once the answers come: it shows
+    // b's change time, not a's guess.
+    until("a shows b's change time", Duration::from_secs(5), || {
+        let on_a = std::fs::metadata(ab.remote().join("t")).unwrap();
+        (on_a.ctime(), on_a.ctime_nsec()) == (on_b.ctime(), on_b.ctime_nsec())
+    });
+    let on_a = std::fs::metadata(ab.remote().join("t")).unwrap();
+    assert_eq!((on_a.mode(), on_a.len(), on_a.mtime_nsec()), (on_b.mode(), 15, 123_456_789));
+}
+
+/// The file made immutable on b behind a's back: a's `fchmod` (nothing
+/// written, so its times are known) goes ahead
+/// and returns, its failure there fails the close (EPERM, as a write
+/// sent ahead that fails does), and a's kernel then shows the mode b
+/// kept, not the one it was told.
+#[test]
+fn a_change_that_fails_there_fails_the_close() {
+    let ab = start();
+    let code = r#"
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+print("made", flush=True); sys.stdin.readline()
+try:
+    os.fchmod(fd, 0o644)
+    print("changed", flush=True)
+except OSError as e:
+    print("fchmod", errno.errorcode[e.errno], flush=True)
+try:
+    os.close(fd)
+    print("closed")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"#;
+    let mut s = Script::new(code, &ab.remote().join("f"));
+    assert_eq!(s.line(), "made");
+    let on_b = ab.files().join("f");
+    let immutable = Command::new("chattr").arg("+i").arg(&on_b).status().is_ok_and(|st| st.success());
+    if !immutable {
+        eprintln!("skipped: chattr +i does not work on {}", on_b.display());
+        return;
+    }
+    let _undo = Mutable(on_b.clone());
+    s.go();
+    assert_eq!(s.line(), "changed");
+    assert_eq!(s.line(), "EPERM", "the close tells the change that failed on b");
+    assert_eq!(std::fs::metadata(&on_b).unwrap().mode() & 0o7777, 0o600);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let seen = loop {
+        let m = std::fs::metadata(ab.remote().join("f")).unwrap().mode() & 0o7777;
+        if m == 0o600 || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(seen, 0o600, "a shows what b has");
+}
+
+/// Immutable no more however the test ends, so that it can be removed.
+struct Mutable(PathBuf);
+
+impl Drop for Mutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
