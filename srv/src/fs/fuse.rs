@@ -35,14 +35,15 @@
 //! file is a running program here), [`inodes`] (the node table), [`keep`]
 //! (what the kernel may keep, and locks as points of agreement),
 //! [`listed`] (directories whose every name is known, so a miss costs no
-//! round trip), [`notify`] (invalidations), [`stop`] (interrupts and the
-//! unmount), [`twins`] (pages of locked files, sent back as the bytes
-//! changed).
+//! round trip), [`names`] (mkdir and rename), [`notify`]
+//! (invalidations), [`open`] (open and create, and the table of open
+//! files), [`stop`] (interrupts and the unmount), [`twins`] (pages of
+//! locked files, sent back as the bytes changed).
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,7 +55,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::dir::locks::Lock;
 use super::dir::watch::What;
-use super::dir::{Access, StatFs};
+use super::dir::StatFs;
 use super::handle::{Handle, Waker};
 use super::tree::{Entry, FileKind};
 use super::{components, Namespace};
@@ -204,36 +205,6 @@ impl MeshFs {
         ReplyEntry { ttl: self.ttl(e), attr: self.attr(ino, e), generation: 0 }
     }
 
-    fn add_handle(&self, h: Handle, ino: u64) -> (u64, u32) {
-        let flags = match super::handle_kind(&h) {
-            FileKind::Stream => FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_STREAM,
-            FileKind::Stored => STORED_OPEN,
-            _ => FOPEN_DIRECT_IO,
-        };
-        let fh = self.next_fh.fetch_add(1, Relaxed);
-        lock(&self.handles).insert(fh, Open { h: Arc::new(h), ino, locked: false });
-        (fh, flags)
-    }
-
-    /// An open file of a served directory that inode `ino` names: the
-    /// kernel asks fstat by inode, without the descriptor, and a removed
-    /// file has no path left to ask by.
-    fn open_stored(&self, ino: u64) -> Option<Arc<Handle>> {
-        let stored = |h: &Handle| super::handle_kind(h) == FileKind::Stored;
-        lock(&self.handles).values().find(|o| o.ino == ino && stored(&o.h)).map(|o| o.h.clone())
-    }
-
-    /// The one open file of node `ino`'s file, by any of its names; none
-    /// if it is open more than once.
-    fn only_open(&self, ino: u64) -> Option<Arc<Handle>> {
-        let open: Vec<(u64, Arc<Handle>)> = lock(&self.handles).values().map(|o| (o.ino, o.h.clone())).collect();
-        let inodes = lock(&self.inodes);
-        let id = inodes.id(ino)?;
-        let mut same = open.into_iter().filter(|(i, _)| *i == ino || inodes.id(*i) == Some(id));
-        let one = same.next()?;
-        same.next().is_none().then_some(one.1)
-    }
-
     async fn stat(&self, path: &str) -> FuseResult<Entry> {
         if path == "/" {
             return Ok(Entry::new("", FileKind::Dir, 0o555));
@@ -246,22 +217,6 @@ impl MeshFs {
     async fn stat_settled(&self, ino: u64, path: &str) -> FuseResult<Entry> {
         self.settled(ino).await?;
         self.stat(path).await
-    }
-
-    /// Waits for the answers to the writes sent ahead on every open file
-    /// of node `ino`: a size asked before them would shrink the file the
-    /// kernel knows, which its writers here have already grown.
-    async fn settled(&self, ino: u64) -> FuseResult<()> {
-        let open: Vec<Arc<Handle>> =
-            lock(&self.handles).values().filter(|o| o.ino == ino).map(|o| o.h.clone()).collect();
-        for h in open {
-            self.ns.settle_writes(&h, false).await.map_err(|e| errno(&e))?;
-        }
-        Ok(())
-    }
-
-    fn handle(&self, fh: u64) -> FuseResult<Arc<Handle>> {
-        lock(&self.handles).get(&fh).map(|o| o.h.clone()).ok_or_else(|| Errno::from(libc::EBADF))
     }
 
     /// Wakes the kernel's poll handle from outside any request handler
@@ -313,69 +268,15 @@ impl Filesystem for MeshFs {
     }
 
     async fn open(&self, req: Request, inode: u64, flags: u32) -> FuseResult<ReplyOpen> {
-        let path = self.path(inode)?;
-        let f = flags as i32;
-        if f & libc::O_TRUNC != 0 && f & libc::O_ACCMODE == libc::O_RDONLY && inodes::served(inode) {
-            // The kernel asks about a running program only after this
-            // OPEN, which carries the truncation (see `exec`).
-            if let Some(mount) = self.mounted_at.clone() {
-                let running = super::io::blocking(move || Ok(exec::running_here(&mount, inode))).await;
-                if running.unwrap_or(false) {
-                    return Err(Errno::from(libc::ETXTBSY));
-                }
-            }
-        }
-        let open = async {
-            self.ns.bound().open_with(&components(&path), Access::from_flags(flags)).await.map_err(|e| errno(&e))
-        };
-        let h = self.stoppable(&req, open).await?;
-        let (fh, flags) = self.add_handle(h, inode);
-        if flags == STORED_OPEN {
-            self.reopened(inode);
-        }
-        Ok(ReplyOpen { fh, flags })
+        self.open_file(req, inode, flags).await
     }
 
     async fn create(&self, req: Request, parent: u64, name: &OsStr, mode: u32, flags: u32) -> FuseResult<ReplyCreated> {
-        let path = self.child(parent, name)?;
-        let excl = flags as i32 & libc::O_EXCL != 0;
-        let create = async {
-            self.ns
-                .bound()
-                .create(&components(&path), mode, Access::from_flags(flags), excl)
-                .await
-                .map_err(|e| errno(&e))
-        };
-        // Made only if it was not there: then the notice is expected.
-        let dir = self.path(parent)?;
-        let absent = excl || self.listed.absent(parent, utf8(name)?, || self.ns.landing(&components(&dir)));
-        let made: &[(u64, &OsStr, What)] = if absent { &[(parent, name, What::Made)] } else { &[] };
-        self.touching(&[parent]);
-        let expecting = self.expecting(made);
-        let (e, h) = self.stoppable(&req, create).await?;
-        expecting.made();
-        // There now, made or not: a listing on its way may not show it.
-        self.listed.made(parent, utf8(name)?);
-        let entry = self.made(&path, &e);
-        let (fh, flags) = self.add_handle(h, entry.attr.ino);
-        Ok(ReplyCreated { ttl: entry.ttl, attr: entry.attr, generation: 0, fh, flags })
+        self.create_file(req, parent, name, mode, flags).await
     }
 
     async fn mkdir(&self, req: Request, parent: u64, name: &OsStr, mode: u32, _umask: u32) -> FuseResult<ReplyEntry> {
-        let path = self.child(parent, name)?;
-        let mkdir = async { self.ns.bound().mkdir(&components(&path), mode).await.map_err(|e| errno(&e)) };
-        let expecting = self.expecting(&[(parent, name, What::Made)]);
-        let since = self.listed.since();
-        let e = self.stoppable(&req, mkdir).await?;
-        expecting.made();
-        let entry = self.made(&path, &e);
-        // Made empty and told: every name in it is known (none).
-        if e.meta.as_ref().is_some_and(|m| m.watched && m.empty_told) && self.notifier.get().is_some() {
-            if let Some(landing) = self.ns.landing(&components(&path)) {
-                self.listed.made_empty(entry.attr.ino, landing, since);
-            }
-        }
-        Ok(entry)
+        self.make_dir(req, parent, name, mode).await
     }
 
     async fn unlink(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
@@ -419,30 +320,7 @@ impl Filesystem for MeshFs {
         new_name: &OsStr,
         flags: u32,
     ) -> FuseResult<()> {
-        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
-            return Err(Errno::from(libc::EINVAL));
-        }
-        let from = self.child(parent, name)?;
-        let to = self.child(new_parent, new_name)?;
-        let rename =
-            async { self.ns.bound().rename(&components(&from), &components(&to), flags).await.map_err(|e| errno(&e)) };
-        // An exchange is told as two renames each way: acted on.
-        let moved: &[(u64, &OsStr, What)] = if flags & libc::RENAME_EXCHANGE == 0 {
-            &[(parent, name, What::Gone), (new_parent, new_name, What::Made)]
-        } else {
-            &[]
-        };
-        self.touching(&[parent, new_parent]);
-        let expecting = self.expecting(moved);
-        self.stoppable(&req, rename).await?;
-        expecting.made();
-        if flags & libc::RENAME_EXCHANGE != 0 {
-            lock(&self.inodes).exchange(&from, &to);
-        } else {
-            self.removed(&[&to]);
-            lock(&self.inodes).rename(&from, &to);
-        }
-        Ok(())
+        self.rename_name(req, (parent, name), (new_parent, new_name), flags).await
     }
 
     async fn fallocate(
@@ -706,7 +584,9 @@ mod exec;
 mod inodes;
 mod keep;
 mod listed;
+mod names;
 pub mod notify;
+mod open;
 mod stop;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 //! the write), at unmount, and on a `hangup` written to the ctl of either
 //! end of the conversation listed under `svc/stall/`.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use futures::future::BoxFuture;
 use ns::conv::{Conv, Service};
