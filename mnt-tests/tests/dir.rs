@@ -673,10 +673,23 @@ fn misses_in_a_directory_known_whole_ask_nobody_and_names_made_elsewhere_are_see
     eprintln!("a miss: {cold:.0} us asked of b, {made:.0} us in a directory a made, {listed:.0} us in one listed");
     // Answered here: a fraction of a round trip, on a loaded machine too
     // (a debug build's FUSE request and Python's loop are most of it; a
-    // round trip under load is about three of them).
-    let here = |us: f64| us * 2.0 < cold;
-    assert!(here(made), "a miss in a directory a made took {made:.0} us, {cold:.0} us asked of b");
-    assert!(here(listed), "a miss in a directory a listed took {listed:.0} us, {cold:.0} us asked of b");
+    // round trip under load is about three of them). Under CI's load a
+    // burst can slow one loop of 2,000 misses: up to three tries, each
+    // beside a loop asked of b just after it. A directory no longer known
+    // whole stays so, and fails all three.
+    let here = |us: f64, again: &dyn Fn() -> f64| {
+        let mut got = vec![(us, cold)];
+        while got.last().is_some_and(|&(us, cold)| us * 2.0 >= cold) && got.len() < 3 {
+            got.push((again(), per_miss(&format!("{f}/cold"))));
+        }
+        got.last().is_some_and(|&(us, cold)| us * 2.0 < cold).then_some(()).ok_or(format!("{got:.0?}"))
+    };
+    if let Err(tries) = here(made, &|| per_miss(&format!("{f}/fresh"))) {
+        panic!("misses in a directory a made, then asked of b (us): {tries}");
+    }
+    if let Err(tries) = here(listed, &|| per_miss(&format!("{f}/sub"))) {
+        panic!("misses in a directory a listed, then asked of b (us): {tries}");
+    }
     // Made on b's disk, and through b's mount, after a kept the misses.
     std::fs::write(format!("{disk}/fresh/miss7"), "b").unwrap();
     seen("made on b's disk", &|| reads(&format!("{f}/fresh/miss7"), "b"));
@@ -691,7 +704,9 @@ fn misses_in_a_directory_known_whole_ask_nobody_and_names_made_elsewhere_are_see
     std::fs::write(format!("{f}/fresh/inner/deeper"), "a").unwrap();
     assert!(reads(&format!("{disk}/fresh/inner/deeper"), "a"));
     let inner = per_miss(&format!("{f}/fresh/inner"));
-    assert!(here(inner), "a miss in a directory a made, then wrote in, took {inner:.0} us");
+    if let Err(tries) = here(inner, &|| per_miss(&format!("{f}/fresh/inner"))) {
+        panic!("misses in a directory a made, then wrote in, then asked of b (us): {tries}");
+    }
     // Removed and made again on b under the same name (perhaps with the
     // same inode number): what a knew of the old one is not taken.
     std::fs::remove_dir_all(format!("{disk}/fresh/inner")).unwrap();
@@ -702,7 +717,9 @@ fn misses_in_a_directory_known_whole_ask_nobody_and_names_made_elsewhere_are_see
     // name made after is seen though a did not look into its directory.
     assert_eq!(std::fs::read_dir(format!("{f}/sub")).unwrap().count(), 2);
     let late = per_miss_of(&format!("{f}/sub"), "late");
-    assert!(here(late), "a miss in a directory listed again took {late:.0} us");
+    if let Err(tries) = here(late, &|| per_miss_of(&format!("{f}/sub"), "late")) {
+        panic!("misses in a directory listed again, then asked of b (us): {tries}");
+    }
     sh_ok(&format!("echo hangup > {d}/a/term/net-b/ctl"), T);
     until("a reaches b again", T, || std::fs::read_to_string(format!("{f}/hello.txt")).is_ok());
     std::fs::write(format!("{disk}/sub/late5"), "after").unwrap();
