@@ -210,3 +210,70 @@ impl Drop for Mutable {
         let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
     }
 }
+
+/// Only the process that made the file, on the descriptor it made it
+/// with, goes ahead: another process's `chmod` of the same file, made
+/// immutable on b, fails itself (EPERM), and the maker's close, which
+/// would have been told of it, succeeds.
+#[test]
+fn another_process_waits_for_its_own_answer() {
+    let ab = start();
+    let code = r#"
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+print("made", flush=True); sys.stdin.readline()
+os.close(fd)
+print("closed", flush=True)
+"#;
+    let f = ab.remote().join("g");
+    let mut s = Script::new(code, &f);
+    assert_eq!(s.line(), "made");
+    let on_b = ab.files().join("g");
+    let immutable = Command::new("chattr").arg("+i").arg(&on_b).status().is_ok_and(|st| st.success());
+    if !immutable {
+        eprintln!("skipped: chattr +i does not work on {}", on_b.display());
+        return;
+    }
+    let _undo = Mutable(on_b.clone());
+    let out = Command::new("chmod").arg("644").arg(&f).output().unwrap();
+    assert!(!out.status.success(), "chmod by another process succeeded on an immutable file");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"), "{out:?}");
+    s.go();
+    assert_eq!(s.line(), "closed", "the maker's close is not told of another's failure");
+}
+
+/// The file opened a second time and written through that descriptor:
+/// a change through the first no longer foresees its size. It would
+/// have told the kernel the size it made, 0, and the kernel takes the
+/// size it is told (dropping its pages past it): with b stopped, so that
+/// no answer corrects it, `fstat` showed 0 for the ten bytes.
+#[test]
+fn a_second_open_stops_the_first_from_going_ahead() {
+    let ab = start();
+    let code = r#"
+import os, sys, time
+p = sys.argv[1]
+fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+fd2 = os.open(p, os.O_WRONLY)
+os.write(fd2, b"ten bytes!")
+os.close(fd2)
+time.sleep(0.5)  # the kernel's release of fd2 comes after close returns
+print("written", flush=True); sys.stdin.readline()
+os.fchmod(fd, 0o644)
+print(os.fstat(fd).st_size, flush=True)
+os.close(fd)
+"#;
+    let mut s = Script::new(code, &ab.remote().join("h"));
+    assert_eq!(s.line(), "written");
+    let stopped = Stopped(ab.m.pid("b"));
+    kill(Pid::from_raw(stopped.0 as i32), Signal::SIGSTOP).unwrap();
+    let b = stopped.0;
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = kill(Pid::from_raw(b as i32), Signal::SIGCONT);
+    });
+    s.go();
+    assert_eq!(s.line(), "10", "the size a's kernel was told");
+    drop(stopped);
+    assert_eq!(std::fs::read(ab.remote().join("h")).unwrap(), b"ten bytes!");
+}

@@ -111,6 +111,9 @@ fn utf8(name: &OsStr) -> FuseResult<&str> {
 /// An open file.
 struct Open {
     h: Arc<Handle>,
+    /// The process that made the file with it (create), which alone may
+    /// change it ahead of the answers (see `remote::known`).
+    maker: Option<u32>,
     /// The inode it was opened by (fstat asks by inode; see `open_stored`).
     ino: u64,
     /// It took record locks: its owners' go when a descriptor is closed
@@ -281,6 +284,7 @@ impl Filesystem for MeshFs {
 
     async fn unlink(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.child(parent, name)?;
+        self.spoil_at(&path);
         let remove = async { self.ns.bound().remove(&components(&path), false).await.map_err(|e| errno(&e)) };
         let expecting = self.expecting(&[(parent, name, What::Gone)]);
         self.stoppable(&req, remove).await?;
@@ -380,6 +384,7 @@ impl Filesystem for MeshFs {
 
     async fn link(&self, req: Request, inode: u64, new_parent: u64, new_name: &OsStr) -> FuseResult<ReplyEntry> {
         let from = self.path(inode)?;
+        self.spoil(inode);
         let to = self.child(new_parent, new_name)?;
         let make = async { self.ns.bound().link(&components(&from), &components(&to)).await.map_err(|e| errno(&e)) };
         let expecting = self.expecting(&[(new_parent, new_name, What::Made)]);

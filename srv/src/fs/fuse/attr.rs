@@ -165,7 +165,7 @@ impl MeshFs {
             self.twins.drop_pages(inode);
         }
         if let Some(e) = self.set_attr_ahead(&req, inode, attrs).await? {
-            return Ok(ReplyAttr { ttl: self.ttl(&e), attr: self.attr(inode, &e) });
+            return Ok(ReplyAttr { ttl: super::TTL, attr: self.attr(inode, &e) });
         }
         let set =
             async { self.ns.bound().set_attr(&components(&path), h.as_deref(), attrs).await.map_err(|e| errno(&e)) };
@@ -175,17 +175,23 @@ impl MeshFs {
 
     /// A change of mode, owner or times of a file this mount made, open
     /// here once only (another open's writes would leave the size it
-    /// foresees behind), goes ahead of its answer where the answer is
-    /// certain (see `remote::known`). Once the answer comes, the kernel is
-    /// told to ask again: it then has the serving machine's change time,
-    /// or, if the change failed there, the file as it is (the error is
-    /// told at the next write, fsync or close).
+    /// foresees behind), by the process that made it (a failure is told
+    /// to that process, at its next write, fsync or close), goes ahead of
+    /// its answer where the answer is certain (see `remote::known`). The
+    /// kernel keeps what it is told for a short while only, and is told to
+    /// ask again once the answer comes: it then has the serving machine's
+    /// change time, or, if the change failed there, the file as it is.
     async fn set_attr_ahead(&self, req: &Request, inode: u64, attrs: Attrs) -> FuseResult<Option<Entry>> {
         let Some(n) = self.notifier.get().cloned() else { return Ok(None) };
-        let Some(h) = self.only_open(inode) else { return Ok(None) };
+        let Some((h, maker)) = self.only_open(inode) else { return Ok(None) };
         let Handle::RemoteFile(RemoteFile::Stored(p)) = &*h else { return Ok(None) };
+        if maker != Some(req.pid) {
+            return Ok(None);
+        }
         let owns = |e: &Entry| e.meta.and_then(|m| m.uid).unwrap_or(self.uid) == req.uid;
-        let Some((e, told)) = p.attr_ahead(attrs, owns).await.map_err(|e| errno(&e))? else { return Ok(None) };
+        let group = self.id(req.gid, self.gid);
+        let ahead = p.attr_ahead(attrs, owns, group).await.map_err(|e| errno(&e))?;
+        let Some((e, told)) = ahead else { return Ok(None) };
         tokio::spawn(async move {
             let _ = told.await;
             let _ = n.inode(inode, false);

@@ -45,6 +45,8 @@ impl MeshFs {
         }
         let from = self.child(parent, name)?;
         let to = self.child(new_parent, new_name)?;
+        self.spoil_at(&from);
+        self.spoil_at(&to);
         let rename =
             async { self.ns.bound().rename(&components(&from), &components(&to), flags).await.map_err(|e| errno(&e)) };
         let moved: &[(u64, &OsStr, What)] = if flags & libc::RENAME_EXCHANGE == 0 {

@@ -17,6 +17,7 @@ use crate::fs::components;
 use crate::fs::dir::watch::What;
 use crate::fs::dir::Access;
 use crate::fs::handle::Handle;
+use crate::fs::remote::RemoteFile;
 use crate::fs::tree::FileKind;
 
 impl MeshFs {
@@ -39,7 +40,7 @@ impl MeshFs {
             self.ns.bound().open_with(&components(&path), Access::from_flags(flags)).await.map_err(|e| errno(&e))
         };
         let h = self.stoppable(&req, open).await?;
-        let (fh, flags) = self.add_handle(h, inode);
+        let (fh, flags) = self.add_handle(h, inode, None);
         if flags == STORED_OPEN {
             self.reopened(inode);
         }
@@ -75,18 +76,21 @@ impl MeshFs {
         // There now, made or not: a listing on its way may not show it.
         self.listed.made(parent, utf8(name)?);
         let entry = self.made(&path, &e);
-        let (fh, flags) = self.add_handle(h, entry.attr.ino);
+        let (fh, flags) = self.add_handle(h, entry.attr.ino, Some(req.pid));
         Ok(ReplyCreated { ttl: entry.ttl, attr: entry.attr, generation: 0, fh, flags })
     }
 
-    pub(super) fn add_handle(&self, h: Handle, ino: u64) -> (u64, u32) {
+    /// A file opened (or made, by process `maker`): the other open files
+    /// of the same file no longer foresee what a change makes of it.
+    pub(super) fn add_handle(&self, h: Handle, ino: u64, maker: Option<u32>) -> (u64, u32) {
+        self.spoil(ino);
         let flags = match crate::fs::handle_kind(&h) {
             FileKind::Stream => FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_STREAM,
             FileKind::Stored => STORED_OPEN,
             _ => FOPEN_DIRECT_IO,
         };
         let fh = self.next_fh.fetch_add(1, Relaxed);
-        lock(&self.handles).insert(fh, Open { h: Arc::new(h), ino, locked: false });
+        lock(&self.handles).insert(fh, Open { h: Arc::new(h), ino, maker, locked: false });
         (fh, flags)
     }
 
@@ -98,15 +102,44 @@ impl MeshFs {
         lock(&self.handles).values().find(|o| o.ino == ino && stored(&o.h)).map(|o| o.h.clone())
     }
 
-    /// The one open file of node `ino`'s file, by any of its names; none
-    /// if it is open more than once.
-    pub(super) fn only_open(&self, ino: u64) -> Option<Arc<Handle>> {
-        let open: Vec<(u64, Arc<Handle>)> = lock(&self.handles).values().map(|o| (o.ino, o.h.clone())).collect();
-        let inodes = lock(&self.inodes);
-        let id = inodes.id(ino)?;
-        let mut same = open.into_iter().filter(|(i, _)| *i == ino || inodes.id(*i) == Some(id));
+    /// The one open file of node `ino`'s file, by any of its names, and
+    /// the process that made the file with it; none if it is open more
+    /// than once.
+    pub(super) fn only_open(&self, ino: u64) -> Option<(Arc<Handle>, Option<u32>)> {
+        let mut same = self.open_files(ino).into_iter();
         let one = same.next()?;
-        same.next().is_none().then_some(one.1)
+        same.next().is_none().then_some(one)
+    }
+
+    /// The open files of node `ino`'s file, by any of its names.
+    fn open_files(&self, ino: u64) -> Vec<(Arc<Handle>, Option<u32>)> {
+        let open: Vec<(u64, Arc<Handle>, Option<u32>)> =
+            lock(&self.handles).values().map(|o| (o.ino, o.h.clone(), o.maker)).collect();
+        let inodes = lock(&self.inodes);
+        let id = inodes.id(ino);
+        open.into_iter()
+            .filter(|(i, ..)| *i == ino || id.is_some() && inodes.id(*i) == id)
+            .map(|(_, h, m)| (h, m))
+            .collect()
+    }
+
+    /// Nothing more is foreseen of node `ino`'s file by its open files
+    /// here: it is opened again, or a name of it removed, linked or
+    /// renamed.
+    pub(super) fn spoil(&self, ino: u64) {
+        for (h, _) in self.open_files(ino) {
+            if let Handle::RemoteFile(RemoteFile::Stored(p)) = &*h {
+                p.spoil();
+            }
+        }
+    }
+
+    /// [`MeshFs::spoil`] of the file at `path`, if the kernel knows it.
+    pub(super) fn spoil_at(&self, path: &str) {
+        let node = lock(&self.inodes).node_at(path);
+        if let Some(n) = node {
+            self.spoil(n);
+        }
     }
 
     /// Waits for the answers to the writes sent ahead on every open file

@@ -7,15 +7,27 @@
 //! ahead only where its outcome is certain:
 //!
 //! - the file's attributes are known: from the answer that made it, or a
-//!   change answered since, with the writes sent since counted in its
-//!   size; a write since leaves its modification time unknown and a
-//!   read its access time, unless the change sets them;
+//!   change answered since with nothing sent meanwhile, with the writes
+//!   sent since counted in its size; a write since leaves its
+//!   modification time unknown and a read its access time, unless the
+//!   change sets them;
+//! - nothing else changed the file through this mount: the pipe is
+//!   [`Known::spoil`]ed for good when its descriptor is closed (what
+//!   goes ahead after that has nobody to tell a failure to), when the
+//!   file is opened again, and when one of its names is removed, linked
+//!   or renamed (its size or link count would be foreseen wrong, and the
+//!   kernel drops pages past a size it is told);
 //! - the caller owns the file there and here (a caller the serving
 //!   machine squashes made a file owned by `nobody`, and does not), so the
 //!   local kernel's permission check (`default_permissions`) is the
-//!   serving machine's;
+//!   serving machine's; an owner changes only to what it is, and a group
+//!   only to the caller's own (groups beyond it are counted differently
+//!   on each machine);
 //! - no size, and no set-user-ID or set-group-ID bit before or after,
 //!   which a change of owner or a caller outside the group would clear.
+//!
+//! Which process may go ahead is the FUSE side's business: the one that
+//! made the file, on the descriptor it made it with.
 //!
 //! The change time is this machine's clock; once the answer comes the
 //! kernel is told to ask again, so it sees the serving machine's.
@@ -34,6 +46,11 @@ pub(super) struct Known {
     read: bool,
     /// Written since: its modification time moved there.
     written: bool,
+    /// Never foreseen again (see the module's doc).
+    spoiled: bool,
+    /// Bumped at each write or change sent: an answer to a request sent
+    /// before is older than what is known.
+    gen: u64,
 }
 
 impl Known {
@@ -48,12 +65,34 @@ impl Known {
         self.entry = None;
     }
 
+    /// Nothing foreseen from now on.
+    pub(super) fn spoil(&mut self) {
+        self.entry = None;
+        self.spoiled = true;
+    }
+
+    /// What [`Known::answered_since`] compares with.
+    pub(super) fn gen(&self) -> u64 {
+        self.gen
+    }
+
+    /// An answer to a request sent at `gen`: known if nothing was sent
+    /// after it, else forgotten (it says what the file was before).
+    pub(super) fn answered_since(&mut self, gen: u64, e: &Entry) {
+        if gen == self.gen {
+            self.answered(e);
+        } else {
+            self.forget();
+        }
+    }
+
     /// A write of `len` bytes at `offset` sent.
     pub(super) fn wrote(&mut self, offset: u64, len: u64) {
         if let Some(m) = self.entry.as_mut().and_then(|e| e.meta.as_mut()) {
             m.size = m.size.max(offset.saturating_add(len));
         }
         self.written = true;
+        self.gen += 1;
     }
 
     pub(super) fn read(&mut self) {
@@ -62,8 +101,18 @@ impl Known {
 
     /// What the file will be after `attrs` at time `now`, if certain
     /// (see the module's doc); `owns` says whether the caller owns a file
-    /// of these attributes. Kept as the file's from then on.
-    pub(super) fn predict(&mut self, attrs: &Attrs, now: (i64, u32), owns: impl Fn(&Entry) -> bool) -> Option<Entry> {
+    /// of these attributes, `group` is the caller's own group as told.
+    /// Kept as the file's from then on.
+    pub(super) fn predict(
+        &mut self,
+        attrs: &Attrs,
+        now: (i64, u32),
+        owns: impl Fn(&Entry) -> bool,
+        group: Id,
+    ) -> Option<Entry> {
+        if self.spoiled {
+            return None;
+        }
         let e = self.entry.as_ref()?;
         let m = e.meta?;
         if attrs.size.is_some() || *attrs == Attrs::default() || !owns(e) {
@@ -84,6 +133,10 @@ impl Known {
             Id::Router => None,
             Id::Num(n) => Some(n),
         };
+        if attrs.uid.is_some_and(|u| number(u) != m.uid) || attrs.gid.is_some_and(|g| number(g) != m.gid && g != group)
+        {
+            return None;
+        }
         if let Some(u) = attrs.uid {
             nm.uid = number(u);
         }
@@ -97,6 +150,7 @@ impl Known {
         self.entry = Some(next.clone());
         self.read &= attrs.atime.is_none();
         self.written &= attrs.mtime.is_none();
+        self.gen += 1;
         Some(next)
     }
 }
@@ -141,15 +195,21 @@ mod tests {
         k.wrote(0, 44);
         // After a write, only a change that sets the modification time
         // is certain (tar leaves the access time: UTIME_OMIT).
-        assert!(k.predict(&Attrs { mode: Some(0o644), ..ATTRS }, NOW, |_| true).is_none());
-        let t = k.predict(&Attrs { mtime: Some((6, 2)), ..ATTRS }, NOW, |_| true).unwrap();
+        assert!(k.predict(&Attrs { mode: Some(0o644), ..ATTRS }, NOW, |_| true, Id::Router).is_none());
+        let t = k.predict(&Attrs { mtime: Some((6, 2)), ..ATTRS }, NOW, |_| true, Id::Router).unwrap();
         let m = t.meta.unwrap();
         assert_eq!((m.size, m.atime, m.mtime, m.ctime), (44, (1, 0), (6, 2), NOW));
-        let t = k.predict(&TIMES, NOW, |_| true).unwrap();
+        let t = k.predict(&TIMES, NOW, |_| true, Id::Router).unwrap();
         assert_eq!(t.meta.unwrap().atime, (5, 1));
-        let o = k.predict(&Attrs { uid: Some(Id::Num(7)), gid: Some(Id::Router), ..ATTRS }, NOW, |_| true).unwrap();
-        assert_eq!((o.meta.unwrap().uid, o.meta.unwrap().gid), (Some(7), None));
-        let p = k.predict(&Attrs { mode: Some(0o100644), ..ATTRS }, NOW, |_| true).unwrap();
+        // tar as root: an owner and group as they are.
+        let o = k
+            .predict(&Attrs { uid: Some(Id::Router), gid: Some(Id::Router), ..ATTRS }, NOW, |_| true, Id::Num(9))
+            .unwrap();
+        assert_eq!((o.meta.unwrap().uid, o.meta.unwrap().gid), (None, None));
+        // A group that is the caller's own.
+        let o = k.predict(&Attrs { gid: Some(Id::Num(9)), ..ATTRS }, NOW, |_| true, Id::Num(9)).unwrap();
+        assert_eq!(o.meta.unwrap().gid, Some(9));
+        let p = k.predict(&Attrs { mode: Some(0o100644), ..ATTRS }, NOW, |_| true, Id::Router).unwrap();
         assert_eq!(p.mode, 0o644);
         assert_eq!(p.meta.unwrap().mtime, (6, 2));
     }
@@ -157,20 +217,36 @@ mod tests {
     #[test]
     fn what_is_not_certain_is_asked() {
         // Nothing known (a file opened, not made here).
-        assert!(Known::default().predict(&TIMES, NOW, |_| true).is_none());
+        assert!(Known::default().predict(&TIMES, NOW, |_| true, Id::Router).is_none());
         let mut k = known();
         // Another's file; a size; set-ID bits.
-        assert!(k.predict(&TIMES, NOW, |_| false).is_none());
-        assert!(k.predict(&Attrs { size: Some(0), ..ATTRS }, NOW, |_| true).is_none());
-        assert!(k.predict(&Attrs { mode: Some(0o4755), ..ATTRS }, NOW, |_| true).is_none());
-        assert!(k.predict(&Attrs { mode: Some(0o2755), ..ATTRS }, NOW, |_| true).is_none());
+        assert!(k.predict(&TIMES, NOW, |_| false, Id::Router).is_none());
+        assert!(k.predict(&Attrs { size: Some(0), ..ATTRS }, NOW, |_| true, Id::Router).is_none());
+        assert!(k.predict(&Attrs { mode: Some(0o4755), ..ATTRS }, NOW, |_| true, Id::Router).is_none());
+        assert!(k.predict(&Attrs { mode: Some(0o2755), ..ATTRS }, NOW, |_| true, Id::Router).is_none());
         // Not the access time left after a read.
         k.read();
-        assert!(k.predict(&Attrs { mtime: Some((3, 0)), ..ATTRS }, NOW, |_| true).is_none());
-        assert!(k.predict(&TIMES, NOW, |_| true).is_some());
+        assert!(k.predict(&Attrs { mtime: Some((3, 0)), ..ATTRS }, NOW, |_| true, Id::Router).is_none());
+        assert!(k.predict(&TIMES, NOW, |_| true, Id::Router).is_some());
+        // Another owner, or another group than the caller's.
+        assert!(k.predict(&Attrs { uid: Some(Id::Num(7)), ..ATTRS }, NOW, |_| true, Id::Router).is_none());
+        assert!(k.predict(&Attrs { gid: Some(Id::Num(7)), ..ATTRS }, NOW, |_| true, Id::Num(9)).is_none());
+        // An answer to a request sent before a write says the file as it
+        // was: not taken.
+        let g = k.gen();
+        k.wrote(0, 1);
+        k.answered_since(g, &made());
+        assert!(k.predict(&TIMES, NOW, |_| true, Id::Router).is_none());
+        k.answered_since(k.gen(), &made());
+        assert!(k.predict(&TIMES, NOW, |_| true, Id::Router).is_some());
+        // Spoiled for good: an answer does not bring it back.
+        k.spoil();
+        k.answered(&made());
+        assert!(k.predict(&TIMES, NOW, |_| true, Id::Router).is_none());
         // Forgotten after an answer not foreseen.
+        let mut k = known();
         k.forget();
-        assert!(k.predict(&TIMES, NOW, |_| true).is_none());
+        assert!(k.predict(&TIMES, NOW, |_| true, Id::Router).is_none());
     }
 
     #[test]

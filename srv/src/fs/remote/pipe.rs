@@ -309,7 +309,10 @@ impl Pipe {
 
     /// Waits for the answers of the writes sent: their error, if one
     /// failed (at flush, which close(2) makes).
+    /// The descriptor is closed: nothing more goes ahead, since its
+    /// failure would have nobody to be told to.
     pub async fn settle_writes(&self) -> Result<(), String> {
+        lock(&self.state).known.spoil();
         self.drain().await?;
         lock(&self.state).failed.take().map_or(Ok(()), Err)
     }
@@ -338,6 +341,7 @@ impl Pipe {
     /// Changes the open file (or, with nothing set, says what it is).
     pub async fn attr(&self, attrs: Attrs) -> Result<Entry, String> {
         let req = TreeReq::FileAttr(attrs);
+        let gen = lock(&self.state).known.gen();
         let resp = if attrs == Attrs::default() {
             tree_answer(self.ask(encode(&req)).await)?
         } else {
@@ -345,7 +349,7 @@ impl Pipe {
         };
         match resp {
             TreeResp::Entry(e) => {
-                lock(&self.state).known.answered(&e);
+                lock(&self.state).known.answered_since(gen, &e);
                 Ok(e)
             }
             other => Err(unexpected(other)),
@@ -358,24 +362,35 @@ impl Pipe {
         lock(&self.state).known.answered(e);
     }
 
+    /// Nothing is foreseen of the file from now on (see [`super::known`]).
+    pub fn spoil(&self) {
+        lock(&self.state).known.spoil();
+    }
+
     /// Sends a change of mode, owner or times without waiting for its
     /// answer, where its outcome is certain (see [`super::known`]; `owns`
     /// says whether the caller owns a file so described): the file as it
     /// will be, and what is told when the answer comes. `None`: ask with
     /// [`Pipe::attr`]. One that fails there is told as a write sent
     /// ahead is, at the next write, fsync or close.
+    /// `group` is the caller's own group as told.
     pub async fn attr_ahead(
         &self,
         attrs: Attrs,
         owns: impl Fn(&Entry) -> bool,
+        group: crate::fs::dir::Id,
     ) -> Result<Option<(Entry, oneshot::Receiver<()>)>, String> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let foreseen = {
             let mut st = lock(&self.state);
-            if st.ended.is_some() || st.failed.is_some() || st.writes_sent - st.writes_done >= WRITES_AHEAD {
+            // With the window half full of writes, the send could wait for
+            // credit, which only the asking path can be interrupted in.
+            let ahead = st.writes_sent - st.writes_done;
+            if st.ended.is_some() || st.failed.is_some() || ahead >= WRITES_AHEAD || st.writing > WRITE_BYTES_AHEAD / 2
+            {
                 return Ok(None);
             }
-            match st.known.predict(&attrs, (now.as_secs() as i64, now.subsec_nanos()), owns) {
+            match st.known.predict(&attrs, (now.as_secs() as i64, now.subsec_nanos()), owns, group) {
                 Some(e) => e,
                 None => return Ok(None),
             }
