@@ -251,6 +251,53 @@ impl Drop for Mesh {
     }
 }
 
+/// Processes a test starts beside the mesh, killed however it ends.
+pub struct Kids(pub Vec<Child>);
+
+impl Drop for Kids {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A process stopped (SIGSTOP) while this lives, continued however the
+/// test ends: a stopped router or FUSE server would hold every mount and
+/// reader that waits on it.
+pub struct Stopped(u32);
+
+impl Stopped {
+    pub fn new(pid: u32) -> Stopped {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGSTOP)
+            .expect("SIGSTOP");
+        Stopped(pid)
+    }
+
+    /// Stopped, and continued after `limit` at the latest, so that a test
+    /// whose work waits on it after all fails on what it measured rather
+    /// than by hanging.
+    pub fn at_most(pid: u32, limit: Duration) -> Stopped {
+        let s = Stopped::new(pid);
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            continue_(pid);
+        });
+        s
+    }
+}
+
+fn continue_(pid: u32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGCONT);
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        continue_(self.0);
+    }
+}
+
 /// Mount points at or below `dir`, deepest first.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();

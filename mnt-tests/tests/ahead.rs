@@ -11,9 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mnt_tests::{until, Deploy, Mesh};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use mnt_tests::{until, Deploy, Mesh, Stopped};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -91,15 +89,6 @@ impl Drop for Script {
     }
 }
 
-/// b stopped while it lives, started again however the test ends.
-struct Stopped(u32);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGCONT);
-    }
-}
-
 /// What `tar x` does to each file (make, write, set the modification
 /// time, the owner, the mode) goes ahead: with b's router stopped, the
 /// three changes return at once; once b goes on, the close returns
@@ -124,15 +113,9 @@ print("closed", flush=True)
 "#;
     let mut s = Script::new(code, &ab.remote().join("t"));
     assert_eq!(s.line(), "made");
-    let stopped = Stopped(ab.m.pid("b"));
-    kill(Pid::from_raw(stopped.0 as i32), Signal::SIGSTOP).unwrap();
     // Should the changes wait for b after all, b goes on after 3 s and
     // the test fails on the time they took, not by hanging.
-    let b = stopped.0;
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(3));
-        let _ = kill(Pid::from_raw(b as i32), Signal::SIGCONT);
-    });
+    let stopped = Stopped::at_most(ab.m.pid("b"), Duration::from_secs(3));
     s.go();
     let changed = s.line();
     let took: f64 = changed.strip_prefix("changed ").and_then(|t| t.parse().ok()).expect(&changed);
@@ -265,13 +248,7 @@ os.close(fd)
 "#;
     let mut s = Script::new(code, &ab.remote().join("h"));
     assert_eq!(s.line(), "written");
-    let stopped = Stopped(ab.m.pid("b"));
-    kill(Pid::from_raw(stopped.0 as i32), Signal::SIGSTOP).unwrap();
-    let b = stopped.0;
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(2));
-        let _ = kill(Pid::from_raw(b as i32), Signal::SIGCONT);
-    });
+    let stopped = Stopped::at_most(ab.m.pid("b"), Duration::from_secs(2));
     s.go();
     assert_eq!(s.line(), "10", "the size a's kernel was told");
     drop(stopped);

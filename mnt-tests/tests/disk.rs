@@ -4,43 +4,12 @@
 //! for as long as it stays stopped, as on a disk that hung or an NFS
 //! server that went away.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mnt_tests::{until, Deploy, Mesh};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use mnt_tests::{until, Deploy, Kids, Mesh, Stopped};
 
 const T: Duration = Duration::from_secs(30);
-
-/// c stopped while it lives, and started again however the test ends:
-/// a stopped FUSE server would hold every mount and reader beneath it.
-struct Stopped(u32);
-
-impl Stopped {
-    fn new(pid: u32) -> Stopped {
-        kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
-        Stopped(pid)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGCONT);
-    }
-}
-
-/// Readers killed however the test ends.
-struct Readers(Vec<Child>);
-
-impl Drop for Readers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// With eight reads from a stuck in system calls on the stopped mount, b
 /// still serves its links, its other served directory and its tree, in
@@ -85,7 +54,7 @@ fn a_disk_that_stops_answering_holds_only_its_own_requests() {
 
     let stopped = Stopped::new(mc.pid("c"));
     let cat = |i: usize| Command::new("cat").arg(slow.join(format!("big{i}"))).stdout(Stdio::piped()).spawn().unwrap();
-    let mut readers = Readers((0..8).map(cat).collect());
+    let mut readers = Kids((0..8).map(cat).collect());
     std::thread::sleep(Duration::from_secs(1));
     assert!(readers.0.iter_mut().all(|c| c.try_wait().unwrap().is_none()), "the reads wait for c");
     // b answers the rest at once: its other directory, its tree, its own

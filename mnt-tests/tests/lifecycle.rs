@@ -9,22 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use mnt_tests::{mesh_bin, mounts_under, until, Mesh};
+use mnt_tests::{mesh_bin, mounts_under, until, Kids, Mesh};
 use nix::sys::signal::Signal;
 
 const T: Duration = Duration::from_secs(20);
-
-/// Processes a test starts beside the mesh, killed however it ends.
-struct Kids(Vec<Child>);
-
-impl Drop for Kids {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// A process whose pid a service command writes to a file, killed (if
 /// still there) however the test ends.

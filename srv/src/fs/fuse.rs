@@ -114,6 +114,8 @@ struct Open {
     /// The process that made the file with it (create), which alone may
     /// change it ahead of the answers (see `remote::known`).
     maker: Option<u32>,
+    /// Which file it is (a served one's identity), by whichever name.
+    id: Option<u64>,
     /// The inode it was opened by (fstat asks by inode; see `open_stored`).
     ino: u64,
     /// It took record locks: its owners' go when a descriptor is closed

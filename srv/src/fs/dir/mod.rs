@@ -133,6 +133,15 @@ impl Id {
             Id::Num(n) => n,
         }
     }
+
+    /// As an entry tells it ([`crate::fs::tree::Meta::uid`]): `None` for
+    /// the serving router's own.
+    pub(crate) fn told(self) -> Option<u32> {
+        match self {
+            Id::Router => None,
+            Id::Num(n) => Some(n),
+        }
+    }
 }
 
 /// Changes the owner or group of the file `fd` is open on (any kind, a

@@ -90,7 +90,8 @@ impl MeshFs {
             _ => FOPEN_DIRECT_IO,
         };
         let fh = self.next_fh.fetch_add(1, Relaxed);
-        lock(&self.handles).insert(fh, Open { h: Arc::new(h), ino, maker, locked: false });
+        let id = lock(&self.inodes).id(ino);
+        lock(&self.handles).insert(fh, Open { h: Arc::new(h), ino, maker, id, locked: false });
         (fh, flags)
     }
 
@@ -113,14 +114,10 @@ impl MeshFs {
 
     /// The open files of node `ino`'s file, by any of its names.
     fn open_files(&self, ino: u64) -> Vec<(Arc<Handle>, Option<u32>)> {
-        let open: Vec<(u64, Arc<Handle>, Option<u32>)> =
-            lock(&self.handles).values().map(|o| (o.ino, o.h.clone(), o.maker)).collect();
-        let inodes = lock(&self.inodes);
-        let id = inodes.id(ino);
-        open.into_iter()
-            .filter(|(i, ..)| *i == ino || id.is_some() && inodes.id(*i) == id)
-            .map(|(_, h, m)| (h, m))
-            .collect()
+        let id = lock(&self.inodes).id(ino);
+        let handles = lock(&self.handles);
+        let same = |o: &&Open| o.ino == ino || id.is_some() && o.id == id;
+        handles.values().filter(same).map(|o| (o.h.clone(), o.maker)).collect()
     }
 
     /// Nothing more is foreseen of node `ino`'s file by its open files

@@ -124,25 +124,16 @@ impl Known {
         if u32::from(e.mode) & SXID != 0 || attrs.mode.is_some_and(|m| m & SXID != 0) {
             return None;
         }
+        // An owner stays as it is; a group becomes the caller's own.
+        if attrs.uid.is_some_and(|u| u.told() != m.uid) || attrs.gid.is_some_and(|g| g.told() != m.gid && g != group) {
+            return None;
+        }
         let mut next = e.clone();
         let mut nm = m;
         if let Some(mode) = attrs.mode {
             next.mode = (mode & 0o7777) as u16;
         }
-        let number = |id: Id| match id {
-            Id::Router => None,
-            Id::Num(n) => Some(n),
-        };
-        if attrs.uid.is_some_and(|u| number(u) != m.uid) || attrs.gid.is_some_and(|g| number(g) != m.gid && g != group)
-        {
-            return None;
-        }
-        if let Some(u) = attrs.uid {
-            nm.uid = number(u);
-        }
-        if let Some(g) = attrs.gid {
-            nm.gid = number(g);
-        }
+        nm.gid = attrs.gid.map_or(nm.gid, Id::told);
         nm.atime = attrs.atime.unwrap_or(nm.atime);
         nm.mtime = attrs.mtime.unwrap_or(nm.mtime);
         nm.ctime = now;
