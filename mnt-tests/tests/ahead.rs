@@ -254,3 +254,72 @@ os.close(fd)
     drop(stopped);
     assert_eq!(std::fs::read(ab.remote().join("h")).unwrap(), b"ten bytes!");
 }
+
+/// A second local user on a, not root: what it makes in a directory
+/// anyone may write to goes ahead for it as for root (its mode, its
+/// times, its own group), lands on b as its own, and a group it is not in
+/// is refused at once, as the local kernel refuses it.
+#[test]
+fn a_second_user_goes_ahead_on_its_own_files() {
+    use mnt_tests::users::LocalUser;
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: making a user needs root");
+        return;
+    }
+    let Some(user) = LocalUser::ensure(&format!("meshahd{}", std::process::id() % 100_000)) else {
+        eprintln!("skipped: useradd failed");
+        return;
+    };
+    let mut m = Mesh::new();
+    let dir = m.dir.path().to_path_buf();
+    std::fs::create_dir_all(dir.join("files/shared")).unwrap();
+    std::fs::set_permissions(dir.join("files/shared"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    for p in [dir.as_path(), &dir.join("files")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let deploy = Deploy::new()
+        .machine("a", 1)
+        .machine("b", 2)
+        .dial("a", "b")
+        .mount("a")
+        .set("a", "allow_other = true")
+        .service("b", &format!(r#"{{ name = "files", kind = "dir", root = "{}/files" }}"#, dir.display()));
+    m.start("ab.toml", &deploy);
+    let shared = dir.join("a/n/b/svc/files/root/shared");
+    until("a reaches b's files", T, || shared.exists());
+    let script = dir.join("user.py");
+    std::fs::write(
+        &script,
+        r#"
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+os.write(fd, b"mine\n")
+os.utime(fd, ns=(1_500_000_000_000_000_000, 1_600_000_000_000_000_000))
+os.fchown(fd, -1, os.getgid())
+os.fchmod(fd, 0o640)
+try:
+    os.fchown(fd, -1, 0)
+    print("root's group taken")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+os.close(fd)
+print("closed")
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new("setpriv")
+        .args([format!("--reuid={}", user.uid), format!("--regid={}", user.uid), "--clear-groups".into()])
+        // The system's: root's PATH may lead into root's home.
+        .arg("/usr/bin/python3")
+        .arg(&script)
+        .arg(shared.join("u"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(said.trim(), "EPERM\nclosed", "{}", String::from_utf8_lossy(&out.stderr));
+    let on_b = std::fs::metadata(dir.join("files/shared/u")).unwrap();
+    assert_eq!((on_b.uid(), on_b.gid(), on_b.mode() & 0o7777), (user.uid, user.uid, 0o640));
+    assert_eq!((on_b.mtime(), on_b.len()), (1_600_000_000, 5));
+}
