@@ -99,15 +99,21 @@ impl MeshFs {
     /// A descriptor closed: its process's record locks on the file end.
     pub(super) async fn flush_file(&self, req: Request, inode: u64, fh: u64, lock_owner: u64) -> FuseResult<()> {
         let locked = lock(&self.handles).get(&fh).filter(|o| o.locked).map(|o| o.h.clone());
+        // The lock point's error is the writer's too: sending what the
+        // kernel wrote back takes a write sent ahead that failed, which
+        // then no longer waits for the settling below.
+        let mut released = Ok(());
         if let Some(h) = locked {
-            let _ = self
+            released = self
                 .stoppable(&req, async { self.lock_point(inode, false, req.pid).await.map_err(|e| errno(&e)) })
                 .await;
             self.ns.unlock_owner(&h, lock_owner).await;
         }
         // A write sent ahead that failed is told here, at close.
         let h = self.handle(fh)?;
-        self.stoppable(&req, async { self.ns.settle_writes(&h, true).await.map_err(|e| errno(&e)) }).await
+        let settled =
+            self.stoppable(&req, async { self.ns.settle_writes(&h, true).await.map_err(|e| errno(&e)) }).await;
+        released.and(settled)
     }
 
     pub(super) async fn get_lock(&self, req: Request, fh: u64, lock_owner: u64, l: Lock) -> FuseResult<ReplyLock> {
