@@ -3,7 +3,10 @@
 //! tree. A change of mode, owner or times of a file a made and has open
 //! is answered by a at once where the answer is certain (mesh(4), "What
 //! goes ahead"); what the serving machine then does is what a's kernel
-//! ends up showing, and a change that fails there fails the close.
+//! ends up showing, and a change that fails there fails the close. So
+//! does the removal of a file in a directory where the caller made
+//! something that came back its own; one that fails there is told by
+//! the directory's fsync.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::os::unix::fs::MetadataExt;
@@ -31,14 +34,21 @@ impl Ab {
 
 /// a -tcp- b; b serves `DIR/files` as `files`, root on a root on b.
 fn start() -> Ab {
+    start_with(r#", squash = "none""#)
+}
+
+/// [`start`], the service's keys ending with `keys`.
+fn start_with(keys: &str) -> Ab {
     let mut m = Mesh::new();
     let dir = m.dir.path().to_path_buf();
     std::fs::create_dir_all(dir.join("files")).unwrap();
     std::fs::write(dir.join("files/probe"), "probe\n").unwrap();
-    let deploy = Deploy::new().machine("a", 1).machine("b", 2).dial("a", "b").mount("a").service(
-        "b",
-        &format!(r#"{{ name = "files", kind = "dir", root = "{}/files", squash = "none" }}"#, dir.display()),
-    );
+    let deploy = Deploy::new()
+        .machine("a", 1)
+        .machine("b", 2)
+        .dial("a", "b")
+        .mount("a")
+        .service("b", &format!(r#"{{ name = "files", kind = "dir", root = "{}/files"{keys} }}"#, dir.display()));
     m.start("ab.toml", &deploy);
     let ab = Ab { m, dir };
     let probe = ab.remote().join("probe");
@@ -322,4 +332,107 @@ print("closed")
     let on_b = std::fs::metadata(dir.join("files/shared/u")).unwrap();
     assert_eq!((on_b.uid(), on_b.gid(), on_b.mode() & 0o7777), (user.uid, user.uid, 0o640));
     assert_eq!((on_b.mtime(), on_b.len()), (1_600_000_000, 5));
+}
+
+/// `rm` of files a made: with b's router stopped, each unlink returns at
+/// once, and b's disk still has them all. Once b goes on, a listing of
+/// the directory through a waits for them to land (it shows none, and
+/// b's disk has none when it returns), and the directory can go.
+#[test]
+fn removals_of_files_a_made_go_ahead_and_land() {
+    let ab = start();
+    let d = ab.remote().join("tree");
+    std::fs::create_dir(&d).unwrap();
+    for i in 0..40 {
+        std::fs::write(d.join(format!("f{i}")), "x").unwrap();
+    }
+    let on_b = ab.files().join("tree");
+    let stopped = Stopped::at_most(ab.m.pid("b"), Duration::from_secs(3));
+    let t = Instant::now();
+    for i in 0..40 {
+        std::fs::remove_file(d.join(format!("f{i}"))).unwrap();
+    }
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(2), "with b stopped, the removals waited for it: {took:?}");
+    assert_eq!(std::fs::read_dir(&on_b).unwrap().count(), 40, "b stopped, nothing landed yet");
+    drop(stopped);
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "a's listing shows the removals");
+    assert_eq!(std::fs::read_dir(&on_b).unwrap().count(), 0, "landed before a's listing was asked");
+    std::fs::remove_dir(&d).unwrap();
+    assert!(!on_b.exists());
+}
+
+/// A removal sent ahead that fails there (the file made immutable on b
+/// behind a's back) is told as CephFS tells its asynchronous unlinks:
+/// the unlink returned, the directory's fsync fails with the error, the
+/// name is back, and the directory cannot go.
+#[test]
+fn a_removal_that_fails_there_is_told_by_its_directorys_fsync() {
+    let ab = start();
+    let d = ab.remote().join("keep");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("f"), "x").unwrap();
+    let on_b = ab.files().join("keep/f");
+    let immutable = Command::new("chattr").arg("+i").arg(&on_b).status().is_ok_and(|st| st.success());
+    if !immutable {
+        eprintln!("skipped: chattr +i does not work on {}", on_b.display());
+        return;
+    }
+    let _undo = Mutable(on_b.clone());
+    let code = r#"
+import errno, os, sys
+d = sys.argv[1]
+def tell(f):
+    try:
+        f()
+        print("ok")
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+tell(lambda: os.unlink(d + "/f"))
+fd = os.open(d, os.O_RDONLY)
+tell(lambda: os.fsync(fd))
+tell(lambda: os.fsync(fd))
+os.close(fd)
+print(os.path.exists(d + "/f"))
+tell(lambda: os.rmdir(d))
+"#;
+    let mut s = Script::new(code, &d);
+    assert_eq!(s.line(), "ok", "the unlink went ahead");
+    assert_eq!(s.line(), "EPERM", "the directory's fsync tells the removal that failed");
+    assert_eq!(s.line(), "ok", "told once");
+    assert_eq!(s.line(), "True", "the name is back");
+    assert_eq!(s.line(), "ENOTEMPTY");
+    assert!(on_b.exists());
+}
+
+/// Removals that may not go ahead wait for their answers, and an
+/// immutable file's fails the unlink itself: in a directory b made, and
+/// for root squashed to `nobody` (the default), in a directory it made
+/// through a (b made it `nobody`'s).
+#[test]
+fn removals_that_are_not_certain_wait_for_their_answers() {
+    use std::os::unix::fs::PermissionsExt;
+    let refused = |ab: &Ab, made: &str| {
+        let on_b = ab.files().join(made);
+        let immutable = Command::new("chattr").arg("+i").arg(&on_b).status().is_ok_and(|st| st.success());
+        if !immutable {
+            eprintln!("skipped: chattr +i does not work on {}", on_b.display());
+            return;
+        }
+        let _undo = Mutable(on_b.clone());
+        let e = std::fs::remove_file(ab.remote().join(made)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{made}: {e}");
+    };
+    let ab = start();
+    std::fs::create_dir(ab.files().join("theirs")).unwrap();
+    std::fs::write(ab.files().join("theirs/f"), "x").unwrap();
+    refused(&ab, "theirs/f");
+    drop(ab);
+    let ab = start_with("");
+    std::fs::set_permissions(&ab.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(ab.files(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::create_dir(ab.remote().join("squashed")).unwrap();
+    std::fs::write(ab.remote().join("squashed/f"), "x").unwrap();
+    assert_eq!(std::fs::metadata(ab.files().join("squashed/f")).unwrap().uid(), 65534);
+    refused(&ab, "squashed/f");
 }

@@ -203,6 +203,25 @@ impl Bound<'_> {
         self.0.remove(&c, dir).await
     }
 
+    /// Removes files, each on its own (see `Namespace::remove_files`).
+    pub async fn remove_files(&self, paths: &[Vec<String>]) -> Vec<Result<(), String>> {
+        let mut targets = Vec::with_capacity(paths.len());
+        let mut out: Vec<Option<Result<(), String>>> = Vec::with_capacity(paths.len());
+        for p in paths {
+            match self.target(p).await {
+                Ok(c) => {
+                    targets.push(c);
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let mut done = self.0.remove_files(&targets).await.into_iter();
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| done.next().unwrap_or_else(|| Err("remove: no answer".into()))))
+            .collect()
+    }
+
     pub async fn rename(&self, from: &[String], to: &[String], flags: u32) -> Result<(), String> {
         let f = self.target(from).await?;
         let t = match self.target(to).await {

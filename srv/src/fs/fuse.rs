@@ -38,7 +38,8 @@
 //! round trip), [`names`] (mkdir and rename), [`notify`]
 //! (invalidations), [`open`] (open and create, and the table of open
 //! files), [`stop`] (interrupts and the unmount), [`twins`] (pages of
-//! locked files, sent back as the bytes changed).
+//! locked files, sent back as the bytes changed), [`removals`] (unlinks
+//! answered before their answers).
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
@@ -62,6 +63,7 @@ use super::{components, Namespace};
 use attr::{decode_dev, file_type};
 use inodes::Inodes;
 pub use keep::Telling;
+pub use removals::Removals;
 
 /// How long the kernel may keep what an entry of the tree's own says:
 /// those change only by this router.
@@ -131,6 +133,7 @@ pub struct MeshFs {
     expected: Arc<notify::Expected>,
     listed: Arc<listed::Listed>,
     twins: Arc<twins::Twins>,
+    removals: Arc<removals::Removals>,
     /// One lock's release at a time: the pages it gathers are its own.
     releasing: tokio::sync::Mutex<()>,
     handles: Mutex<HashMap<u64, Open>>,
@@ -167,6 +170,7 @@ impl MeshFs {
             expected: Default::default(),
             listed: Default::default(),
             twins: Default::default(),
+            removals: Default::default(),
             releasing: Default::default(),
             handles: Default::default(),
             next_fh: AtomicU64::new(1),
@@ -186,6 +190,11 @@ impl MeshFs {
     pub fn mounted_at(mut self, path: &std::path::Path) -> MeshFs {
         self.mounted_at = Some(path.to_path_buf());
         self
+    }
+
+    /// Its removals sent ahead, which the unmount waits for.
+    pub fn removals(&self) -> Arc<Removals> {
+        self.removals.clone()
     }
 
     /// Called by requests that come after INIT.
@@ -251,6 +260,7 @@ impl Filesystem for MeshFs {
             return Err(Errno::from(libc::ENOENT));
         }
         let path = child(&dir, name);
+        self.removals_landed(&req, Some(parent)).await?;
         let e = self.stoppable(&req, self.stat(&path)).await?;
         let ino = lock(&self.inodes).get_or_add(&path, file_id(&e));
         Ok(ReplyEntry { ttl: self.ttl(&e), attr: self.attr(ino, &e), generation: 0 })
@@ -286,6 +296,9 @@ impl Filesystem for MeshFs {
 
     async fn unlink(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.child(parent, name)?;
+        if self.remove_ahead(&req, parent, name, &path) {
+            return Ok(());
+        }
         self.spoil_at(&path);
         let remove = async { self.ns.bound().remove(&components(&path), false).await.map_err(|e| errno(&e)) };
         let expecting = self.expecting(&[(parent, name, What::Gone)]);
@@ -297,6 +310,7 @@ impl Filesystem for MeshFs {
 
     async fn rmdir(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.child(parent, name)?;
+        self.removals_landed(&req, None).await?;
         let remove = async { self.ns.bound().remove(&components(&path), true).await.map_err(|e| errno(&e)) };
         let expecting = self.expecting(&[(parent, name, What::Gone)]);
         self.stoppable(&req, remove).await?;
@@ -377,6 +391,7 @@ impl Filesystem for MeshFs {
     async fn symlink(&self, req: Request, parent: u64, name: &OsStr, link: &OsStr) -> FuseResult<ReplyEntry> {
         let path = self.child(parent, name)?;
         let target = link.to_str().ok_or_else(|| Errno::from(libc::EINVAL))?;
+        self.removals_landed(&req, Some(parent)).await?;
         let make = async { self.ns.bound().symlink(&components(&path), target).await.map_err(|e| errno(&e)) };
         let expecting = self.expecting(&[(parent, name, What::Made)]);
         let e = self.stoppable(&req, make).await?;
@@ -388,6 +403,7 @@ impl Filesystem for MeshFs {
         let from = self.path(inode)?;
         self.spoil(inode);
         let to = self.child(new_parent, new_name)?;
+        self.removals_landed(&req, Some(new_parent)).await?;
         let make = async { self.ns.bound().link(&components(&from), &components(&to)).await.map_err(|e| errno(&e)) };
         let expecting = self.expecting(&[(new_parent, new_name, What::Made)]);
         let e = self.stoppable(&req, make).await?;
@@ -401,6 +417,7 @@ impl Filesystem for MeshFs {
     /// are refused (the mount is `nodev`).
     async fn mknod(&self, req: Request, parent: u64, name: &OsStr, mode: u32, rdev: u32) -> FuseResult<ReplyEntry> {
         let path = self.child(parent, name)?;
+        self.removals_landed(&req, Some(parent)).await?;
         let make =
             async { self.ns.bound().mknod(&components(&path), mode, decode_dev(rdev)).await.map_err(|e| errno(&e)) };
         let expecting = self.expecting(&[(parent, name, What::Made)]);
@@ -411,6 +428,12 @@ impl Filesystem for MeshFs {
 
     async fn fsync(&self, req: Request, _inode: u64, fh: u64, _datasync: bool) -> FuseResult<()> {
         self.sync_file(req, fh).await
+    }
+
+    /// A directory's fsync tells a removal sent ahead that failed there.
+    async fn fsyncdir(&self, req: Request, inode: u64, _fh: u64, _datasync: bool) -> FuseResult<()> {
+        self.removals_landed(&req, Some(inode)).await?;
+        self.removals.take_failure(inode).map_or(Ok(()), |e| Err(errno(&e)))
     }
 
     async fn read(&self, req: Request, inode: u64, fh: u64, offset: u64, size: u32) -> FuseResult<ReplyData> {
@@ -594,6 +617,7 @@ mod listed;
 mod names;
 pub mod notify;
 mod open;
+mod removals;
 mod stop;
 #[cfg(test)]
 mod tests;

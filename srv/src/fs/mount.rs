@@ -18,7 +18,7 @@ use fuse3::MountOptions;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::fuse::{notify, MeshFs};
+use super::fuse::{notify, MeshFs, Removals};
 use super::Namespace;
 
 /// One mount at a time in this process (see [`mount`]).
@@ -34,7 +34,12 @@ pub struct Mounted {
     /// Still in the mount table: dropped, even half-way through
     /// [`Mounted::unmount`], it detaches.
     attached: bool,
+    /// Removals answered and on their way, which an unmount lets land.
+    removals: Arc<Removals>,
 }
+
+/// How long an unmount waits for the removals on their way.
+const LANDING: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Mounts `ns` at `path`, created if missing.
 pub async fn mount(ns: Arc<Namespace>, path: &Path, allow_other: bool) -> anyhow::Result<Mounted> {
@@ -44,6 +49,7 @@ pub async fn mount(ns: Arc<Namespace>, path: &Path, allow_other: bool) -> anyhow
     let stop = CancellationToken::new();
     let fs = MeshFs::new(ns.clone(), stop.clone()).mounted_at(path);
     let telling = fs.telling();
+    let removals = fs.removals();
     let mut opts = MountOptions::default();
     // The kernel checks every access against the modes and owners the
     // tree shows (see mesh(4), PERMISSIONS): shared with other users, they
@@ -91,7 +97,7 @@ pub async fn mount(ns: Arc<Namespace>, path: &Path, allow_other: bool) -> anyhow
         }
     };
     info!(machine = %id, path = %path.display(), "mounted");
-    Ok(Mounted { handle: Some(handle), told, path: path.to_path_buf(), stop, attached: true })
+    Ok(Mounted { handle: Some(handle), told, path: path.to_path_buf(), stop, attached: true, removals })
 }
 
 impl Mounted {
@@ -101,6 +107,9 @@ impl Mounted {
 
     /// Ends blocked reads, then unmounts (detaching if still busy).
     pub async fn unmount(mut self) {
+        if tokio::time::timeout(LANDING, self.removals.landed(None)).await.is_err() {
+            warn!(path = %self.path.display(), "unmount: removals sent ahead still on their way after {LANDING:?}");
+        }
         self.stop.cancel();
         if let Some(f) = self.told.take() {
             f.close();

@@ -306,6 +306,44 @@ impl Namespace {
         }
     }
 
+    /// Removes files (not directories), each on its own: what became of
+    /// each, in order. Those of one other machine go in one request; a
+    /// machine that refuses it (an older one) is asked for each alone.
+    pub async fn remove_files(&self, paths: &[Vec<String>]) -> Vec<Result<(), String>> {
+        let mut out: Vec<Result<(), String>> = Vec::with_capacity(paths.len());
+        // Each other machine's paths, as (index, path there).
+        type There = (MachineId, Vec<(usize, Vec<String>)>);
+        let mut there: Vec<There> = Vec::new();
+        for (i, p) in paths.iter().enumerate() {
+            out.push(Ok(()));
+            match self.place(p) {
+                Ok(Place::There(m, rest)) => match there.iter_mut().find(|t| t.0 == m) {
+                    Some(t) => t.1.push((i, rest)),
+                    None => there.push((m, vec![(i, rest)])),
+                },
+                Ok(Place::Here(root, rel)) => out[i] = quick(move || root.remove(&rel, false)).await,
+                Err(e) => out[i] = Err(e),
+            }
+        }
+        for (m, items) in there {
+            let rests: Vec<Vec<String>> = items.iter().map(|t| t.1.clone()).collect();
+            match self.changed_there(&m, remote::removes(self.sessions(), &m, &rests)).await {
+                Ok((done, _)) => {
+                    for ((i, _), r) in items.iter().zip(done) {
+                        out[*i] = r;
+                    }
+                }
+                Err(_) => {
+                    for (i, rest) in &items {
+                        out[*i] =
+                            self.changed_there(&m, remote::remove(self.sessions(), &m, rest, false)).await.map(drop);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Renames within one served directory; across two, EXDEV (so `mv`
     /// copies). `flags` as renameat2(2)'s.
     pub async fn rename(&self, from: &[String], to: &[String], flags: u32) -> Result<(), String> {

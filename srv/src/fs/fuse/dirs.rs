@@ -93,6 +93,8 @@ impl MeshFs {
         let all = match self.dirs.kept(fh, offset) {
             Some(all) => all,
             None => {
+                // A listing shows the removals sent ahead in it.
+                self.removals.landed(Some(parent)).await;
                 let since = self.listed.since();
                 let entries = self.ns.bound().list(&components(&path)).await.map_err(|e| errno(&e))?;
                 // All its names, every one of whose changes will be told.

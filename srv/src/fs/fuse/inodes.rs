@@ -86,6 +86,11 @@ impl Inodes {
         self.by_path.get(path).copied()
     }
 
+    /// How many names of node `ino` the kernel knows.
+    pub fn names(&self, ino: u64) -> usize {
+        self.by_ino.get(&ino).map_or(0, |n| n.paths.len())
+    }
+
     /// The node of `path`, naming the file `id` if it has one; counts a
     /// lookup.
     pub fn get_or_add(&mut self, path: &str, id: Option<u64>) -> u64 {

@@ -150,6 +150,7 @@ impl MeshFs {
             if let Some(n) = t.node_at(p) {
                 self.expected.gone(n);
                 self.listed.let_go(n);
+                self.removals.let_go(n);
             }
             t.detach(p);
         }
@@ -163,6 +164,7 @@ impl MeshFs {
             if t.forget(i, n) {
                 self.expected.gone(i);
                 self.listed.let_go(i);
+                self.removals.let_go(i);
             }
         }
     }
@@ -226,6 +228,11 @@ impl MeshFs {
     /// the names beside it is dropped, so the next look asks again.
     pub(super) async fn lock_point(&self, ino: u64, taken: bool, pid: u32) -> Result<(), String> {
         let Some(n) = self.notifier.get().cloned() else { return Ok(()) };
+        // Removals sent ahead land before a lock is let go: sqlite commits
+        // by removing its journal, and the next holder must not find it.
+        if !taken {
+            self.removals.landed(None).await;
+        }
         let (open, names) = self.beside(ino);
         if taken {
             self.listed.forget(&names.iter().map(|n| n.0).collect::<Vec<_>>());

@@ -15,12 +15,14 @@ impl MeshFs {
     /// A directory made empty and told of is known whole from then on.
     pub(super) async fn make_dir(&self, req: Request, parent: u64, name: &OsStr, mode: u32) -> FuseResult<ReplyEntry> {
         let path = self.child(parent, name)?;
+        self.removals_landed(&req, Some(parent)).await?;
         let mkdir = async { self.ns.bound().mkdir(&components(&path), mode).await.map_err(|e| errno(&e)) };
         let expecting = self.expecting(&[(parent, name, What::Made)]);
         let since = self.listed.since();
         let e = self.stoppable(&req, mkdir).await?;
         expecting.made();
         let entry = self.made(&path, &e);
+        self.made_by(parent, &req, &e);
         // Made empty and told: every name in it is known (none).
         if e.meta.as_ref().is_some_and(|m| m.watched && m.empty_told) && self.notifier.get().is_some() {
             if let Some(landing) = self.ns.landing(&components(&path)) {
@@ -45,6 +47,7 @@ impl MeshFs {
         }
         let from = self.child(parent, name)?;
         let to = self.child(new_parent, new_name)?;
+        self.removals_landed(&req, None).await?;
         self.spoil_at(&from);
         self.spoil_at(&to);
         let rename =

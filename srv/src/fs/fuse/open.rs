@@ -57,6 +57,7 @@ impl MeshFs {
         flags: u32,
     ) -> FuseResult<ReplyCreated> {
         let path = self.child(parent, name)?;
+        self.removals_landed(&req, Some(parent)).await?;
         let excl = flags as i32 & libc::O_EXCL != 0;
         let create = async {
             self.ns
@@ -76,6 +77,7 @@ impl MeshFs {
         // There now, made or not: a listing on its way may not show it.
         self.listed.made(parent, utf8(name)?);
         let entry = self.made(&path, &e);
+        self.made_by(parent, &req, &e);
         let (fh, flags) = self.add_handle(h, entry.attr.ino, Some(req.pid));
         Ok(ReplyCreated { ttl: entry.ttl, attr: entry.attr, generation: 0, fh, flags })
     }
@@ -113,7 +115,7 @@ impl MeshFs {
     }
 
     /// The open files of node `ino`'s file, by any of its names.
-    fn open_files(&self, ino: u64) -> Vec<(Arc<Handle>, Option<u32>)> {
+    pub(super) fn open_files(&self, ino: u64) -> Vec<(Arc<Handle>, Option<u32>)> {
         let id = lock(&self.inodes).id(ino);
         let handles = lock(&self.handles);
         let same = |o: &&Open| o.ino == ino || id.is_some() && o.id == id;

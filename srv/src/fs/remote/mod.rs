@@ -163,6 +163,10 @@ pub enum TreeReq {
     /// `Done`, then each message is one request that is not on an open
     /// file, answered in order.
     Session,
+    /// Removes files (not directories), each judged and done on its own,
+    /// in order: answered with `Removed`. The removals a mount sent ahead
+    /// go so, many to a message (`fuse::removals`).
+    Removes(Vec<Vec<String>>),
 }
 
 /// An answer from a tree server.
@@ -187,6 +191,9 @@ pub enum TreeResp {
         mount: String,
     },
     Changed(Vec<Change>),
+    /// What became of each file of `Removes`, in order: `None` removed,
+    /// else why not.
+    Removed(Vec<Option<String>>),
     /// The answer to a change of names (made, removed, renamed), and the
     /// directories it changed as they are after it, so the asking machine
     /// need not ask for them again.
@@ -373,6 +380,21 @@ pub async fn mkdir(s: &Sessions, m: &MachineId, path: &[String], mode: u32) -> R
 
 pub async fn remove(s: &Sessions, m: &MachineId, path: &[String], dir: bool) -> Result<((), Vec<Entry>), String> {
     changed(s, m, &TreeReq::Remove { path: path.to_vec(), dir }).await
+}
+
+/// Removes files, each on its own: what became of each, in order, and
+/// the directories after.
+pub async fn removes(
+    s: &Sessions,
+    m: &MachineId,
+    paths: &[Vec<String>],
+) -> Result<(Vec<Result<(), String>>, Vec<Entry>), String> {
+    match after(s.ask(m, &TreeReq::Removes(paths.to_vec())).await?) {
+        (TreeResp::Removed(r), dirs) if r.len() == paths.len() => {
+            Ok((r.into_iter().map(|e| e.map_or(Ok(()), Err)).collect(), dirs))
+        }
+        (other, _) => Err(unexpected(other)),
+    }
 }
 
 pub async fn rename(

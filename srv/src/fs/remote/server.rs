@@ -52,6 +52,7 @@ fn what(req: &TreeReq) -> &'static str {
         TreeReq::Create { .. } => "create",
         TreeReq::Mkdir { .. } => "mkdir",
         TreeReq::Remove { .. } => "remove",
+        TreeReq::Removes(_) => "removes",
         TreeReq::Rename { .. } => "rename",
         TreeReq::SetAttr { .. } => "setattr",
         TreeReq::View => "view",
@@ -186,6 +187,7 @@ fn changes(req: &TreeReq) -> bool {
         TreeReq::Create { .. }
         | TreeReq::Mkdir { .. }
         | TreeReq::Remove { .. }
+        | TreeReq::Removes(_)
         | TreeReq::Rename { .. }
         | TreeReq::SetAttr { .. }
         | TreeReq::Symlink { .. }
@@ -201,6 +203,7 @@ fn changes(req: &TreeReq) -> bool {
 fn request_paths(req: &TreeReq) -> Vec<&[String]> {
     match req {
         TreeReq::Rename { from, to, .. } | TreeReq::Link { from, to } => vec![from, to],
+        TreeReq::Removes(paths) => paths.iter().map(Vec::as_slice).collect(),
         TreeReq::Stat(p) | TreeReq::List(p) | TreeReq::Readlink(p) | TreeReq::StatFs(p) | TreeReq::ListXattr(p) => {
             vec![p]
         }
@@ -313,11 +316,36 @@ async fn session_req(
     }
     request_paths(&req).iter().try_for_each(|p| local_only(ns, p))?;
     permitted(ns, conv, &req)?;
+    if let TreeReq::Removes(paths) = req {
+        return removes(ns, caller, remote, paths).await;
+    }
     let c = match request_paths(&req).first() {
         Some(p) => ns.caller_for(p, caller.clone(), remote),
         None => caller.clone(),
     };
     Caller { on_behalf: true, ..c }.scope(one_shot(ns, req)).await
+}
+
+/// Removes each file as its own request would, for the caller as its
+/// path's service takes it; the directories after, each once.
+async fn removes(
+    ns: &Arc<Namespace>,
+    caller: &Caller,
+    remote: bool,
+    paths: Vec<Vec<String>>,
+) -> Result<TreeResp, String> {
+    let mut done = Vec::with_capacity(paths.len());
+    for p in &paths {
+        let c = ns.caller_for(p, caller.clone(), remote);
+        done.push(Caller { on_behalf: true, ..c }.scope(ns.remove(p, false)).await.err());
+    }
+    let mut dirs: Vec<&[String]> = Vec::new();
+    for p in &paths {
+        if !dirs.iter().any(|d| d.split_last().map(|l| l.1) == p.split_last().map(|l| l.1)) {
+            dirs.push(p);
+        }
+    }
+    after(ns, Ok(TreeResp::Removed(done)), &dirs).await
 }
 
 /// The most changes one message carries.

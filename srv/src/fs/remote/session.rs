@@ -70,6 +70,7 @@ pub(super) fn in_session(req: &TreeReq) -> bool {
             | TreeReq::List(_)
             | TreeReq::Mkdir { .. }
             | TreeReq::Remove { .. }
+            | TreeReq::Removes(_)
             | TreeReq::Rename { .. }
             | TreeReq::SetAttr { .. }
             | TreeReq::Symlink { .. }

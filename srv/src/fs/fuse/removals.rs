@@ -1,0 +1,348 @@
+//! Removals sent ahead: an unlink of a file of another machine answered
+//! at once, its request on its way, as writes are (`remote::pipe`).
+//!
+//! `rm -rf` waits for one round trip per file, and nothing else it does
+//! costs as much. An unlink goes ahead where its answer is certain
+//! enough that a failure is a fault of the serving machine's, not a
+//! question of rights:
+//!
+//! - the kernel has checked the caller's rights on the directory
+//!   (`default_permissions`, with attributes the serving machine keeps
+//!   told);
+//! - the caller is itself there: in this directory, a file or directory
+//!   it made through this mount came back as its own (a caller the
+//!   serving machine squashes made `nobody`'s, and its removals wait);
+//! - the file is not open here, and the kernel knows it by one name;
+//! - fewer than [`AHEAD`] removals of this mount are on their way.
+//!
+//! What else might refuse it there (an immutable file, a mount point, a
+//! disk gone read-only) is told as CephFS tells its asynchronous
+//! unlinks: the name comes back (what is known of the directory is
+//! dropped), the failure is logged with its path, and the next `fsync`
+//! of the directory returns it. A removal the serving machine finds
+//! already done (ENOENT) was someone else's first, and is no failure.
+//!
+//! Nothing overtakes a removal that it depends on: a look, a make or a
+//! listing in its directory waits for the removals there to land; a
+//! rename, an `rmdir`, a lock's release and the unmount wait for all.
+//!
+//! The removals waiting go together, one request for all those of a
+//! caller (`TreeReq::Removes`), sent by one task while any wait: `rm
+//! -rf` of a directory is then a message or two, not one per file.
+//!
+//! Lock order: `state`, `queue` and `itself` are leaves.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::{Arc, Mutex};
+
+use fuse3::raw::prelude::*;
+use fuse3::Result as FuseResult;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use super::{inodes, lock, MeshFs};
+use crate::fs::caller::Caller;
+use crate::fs::components;
+use crate::fs::dir::watch::What;
+use crate::fs::tree::Entry;
+
+/// The most removals of a mount on their way at once.
+pub const AHEAD: usize = 64;
+/// The most bytes of paths in one request.
+const BATCH_BYTES: usize = 256 << 10;
+/// The most directories remembered as places where a caller is itself.
+const ITSELF_MAX: usize = 65536;
+
+/// A removal waiting to be sent.
+struct Queued {
+    caller: Caller,
+    path: String,
+    dir: u64,
+    name: String,
+    ahead: Ahead,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: Vec<Queued>,
+    /// A task is sending them.
+    sending: bool,
+}
+
+#[derive(Default)]
+struct State {
+    /// Removals on their way, by directory node.
+    pending: HashMap<u64, usize>,
+    /// The first failure in each directory not yet told by its fsync.
+    failed: HashMap<u64, String>,
+}
+
+/// A mount's removals on their way.
+pub struct Removals {
+    state: Mutex<State>,
+    queue: Mutex<Queue>,
+    /// Directories (nodes) where a user (uid) made something that came
+    /// back theirs: there, that user is not squashed.
+    itself: Mutex<HashMap<u64, u32>>,
+    landed: Notify,
+    slots: Arc<Semaphore>,
+}
+
+impl Default for Removals {
+    fn default() -> Removals {
+        Removals {
+            state: Default::default(),
+            queue: Default::default(),
+            itself: Default::default(),
+            landed: Notify::new(),
+            slots: Arc::new(Semaphore::new(AHEAD)),
+        }
+    }
+}
+
+/// One removal on its way: counted until dropped.
+pub struct Ahead {
+    removals: Arc<Removals>,
+    dir: u64,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Ahead {
+    /// The removal failed there: kept for the directory's fsync.
+    pub fn failed(&self, why: String) {
+        lock(&self.removals.state).failed.entry(self.dir).or_insert(why);
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        let mut st = lock(&self.removals.state);
+        if let Some(n) = st.pending.get_mut(&self.dir) {
+            *n -= 1;
+            if *n == 0 {
+                st.pending.remove(&self.dir);
+            }
+        }
+        drop(st);
+        self.removals.landed.notify_waiters();
+    }
+}
+
+impl Removals {
+    /// User `uid` made something in directory `dir`, owned by `owner`
+    /// there.
+    pub fn made(&self, dir: u64, uid: u32, owner: u32) {
+        let mut it = lock(&self.itself);
+        if owner != uid {
+            it.remove(&dir);
+            return;
+        }
+        if it.len() >= ITSELF_MAX {
+            it.clear();
+        }
+        it.insert(dir, uid);
+    }
+
+    /// Whether user `uid` is known to be itself in directory `dir`.
+    pub fn is_itself(&self, dir: u64, uid: u32) -> bool {
+        lock(&self.itself).get(&dir) == Some(&uid)
+    }
+
+    /// The directory is gone, or another's: forgets it.
+    pub fn let_go(&self, dir: u64) {
+        lock(&self.itself).remove(&dir);
+    }
+
+    /// A slot for a removal in directory `dir`, if one is free.
+    pub fn start(self: &Arc<Self>, dir: u64) -> Option<Ahead> {
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        *lock(&self.state).pending.entry(dir).or_default() += 1;
+        Some(Ahead { removals: self.clone(), dir, _slot: slot })
+    }
+
+    /// Whether removals in `dir` (in any directory: `None`) are on their
+    /// way.
+    pub fn pending(&self, dir: Option<u64>) -> bool {
+        let st = lock(&self.state);
+        match dir {
+            Some(d) => st.pending.contains_key(&d),
+            None => !st.pending.is_empty(),
+        }
+    }
+
+    /// Waits until the removals in `dir` (in any: `None`) have landed.
+    pub async fn landed(&self, dir: Option<u64>) {
+        loop {
+            let landed = self.landed.notified();
+            tokio::pin!(landed);
+            // Registered before the look, so a landing between the two
+            // is not missed.
+            landed.as_mut().enable();
+            if !self.pending(dir) {
+                return;
+            }
+            landed.await;
+        }
+    }
+
+    /// The first removal in `dir` that failed since the last time told.
+    pub fn take_failure(&self, dir: u64) -> Option<String> {
+        lock(&self.state).failed.remove(&dir)
+    }
+}
+
+impl MeshFs {
+    /// Sends the removal of `name` in directory `parent` (at `path`)
+    /// ahead, and says so, where it may go (see the module's doc).
+    pub(super) fn remove_ahead(&self, req: &Request, parent: u64, name: &OsStr, path: &str) -> bool {
+        let Some(name) = name.to_str() else { return false };
+        if self.notifier.get().is_none() || !inodes::served(parent) || !self.removals.is_itself(parent, req.uid) {
+            return false;
+        }
+        let node = {
+            let t = lock(&self.inodes);
+            t.node_at(path).filter(|&n| inodes::served(n) && t.names(n) == 1)
+        };
+        let Some(node) = node else { return false };
+        if !self.open_files(node).is_empty() {
+            return false;
+        }
+        let Some(ahead) = self.removals.start(parent) else { return false };
+        let caller = Caller::local(req.uid, req.gid, req.pid);
+        // As the change made: its notice is this mount's own.
+        self.expected.add(parent, name, What::Gone);
+        self.listed.gone(parent, name);
+        self.removed(&[path]);
+        let q = Queued { caller, path: path.to_string(), dir: parent, name: name.to_string(), ahead };
+        let send = {
+            let mut queue = lock(&self.removals.queue);
+            queue.items.push(q);
+            !std::mem::replace(&mut queue.sending, true)
+        };
+        if send {
+            let (ns, expected, listed) = (self.ns.clone(), self.expected.clone(), self.listed.clone());
+            tokio::spawn(send_all(self.removals.clone(), ns, expected, listed));
+        }
+        true
+    }
+
+    /// Waits, interruptibly, for the removals on their way in directory
+    /// `dir` (in any: `None`).
+    pub(super) async fn removals_landed(&self, req: &Request, dir: Option<u64>) -> FuseResult<()> {
+        if !self.removals.pending(dir) {
+            return Ok(());
+        }
+        self.stoppable(req, async {
+            self.removals.landed(dir).await;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The caller of `req` made entry `e` in directory `parent`: whether
+    /// it came back as theirs says whether they are themselves there.
+    pub(super) fn made_by(&self, parent: u64, req: &Request, e: &Entry) {
+        if inodes::served(parent) {
+            let owner = e.meta.as_ref().and_then(|m| m.uid).unwrap_or(self.uid);
+            self.removals.made(parent, req.uid, owner);
+        }
+    }
+}
+
+/// Sends the removals waiting, in as few requests as may be, until none
+/// wait.
+async fn send_all(
+    removals: Arc<Removals>,
+    ns: Arc<crate::fs::Namespace>,
+    expected: Arc<super::notify::Expected>,
+    listed: Arc<super::listed::Listed>,
+) {
+    loop {
+        let batch: Vec<Queued> = {
+            let mut q = lock(&removals.queue);
+            if q.items.is_empty() {
+                q.sending = false;
+                return;
+            }
+            let mut bytes = 0;
+            let n = q.items.iter().take_while(|i| {
+                bytes += i.path.len();
+                bytes <= BATCH_BYTES
+            });
+            let n = n.count().max(1);
+            q.items.drain(..n).collect()
+        };
+        // One request for each caller's, in the order they came.
+        let mut callers: Vec<(Caller, Vec<Queued>)> = Vec::new();
+        for q in batch {
+            match callers.iter_mut().find(|c| c.0 == q.caller) {
+                Some(c) => c.1.push(q),
+                None => callers.push((q.caller.clone(), vec![q])),
+            }
+        }
+        for (caller, items) in callers {
+            let paths: Vec<Vec<String>> = items.iter().map(|q| components(&q.path)).collect();
+            let done = caller.scope(ns.bound().remove_files(&paths)).await;
+            for (q, r) in items.into_iter().zip(done) {
+                let Err(e) = r else { continue };
+                expected.remove(q.dir, &q.name, What::Gone);
+                // Already gone there: someone else's removal came first.
+                if crate::fs::errors::errno(&e) == libc::ENOENT {
+                    continue;
+                }
+                // The name is there after all: what is known of the
+                // directory goes, and the next look asks.
+                listed.forget(&[q.dir]);
+                tracing::warn!("removal of {} sent ahead failed there: {e}", q.path);
+                q.ahead.failed(e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_wait_ends_when_the_last_removal_of_its_directory_lands() {
+        let r = Arc::new(Removals::default());
+        let (one, two, other) = (r.start(1).unwrap(), r.start(1).unwrap(), r.start(2).unwrap());
+        assert!(r.pending(Some(1)) && r.pending(None));
+        let waiting = tokio::spawn({
+            let r = r.clone();
+            async move { r.landed(Some(1)).await }
+        });
+        drop(one);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "one of two landed");
+        two.failed("/d/x: operation not permitted".into());
+        drop(two);
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert!(r.pending(None) && !r.pending(Some(1)));
+        assert_eq!(r.take_failure(1).as_deref(), Some("/d/x: operation not permitted"));
+        assert_eq!(r.take_failure(1), None, "told once");
+        drop(other);
+        tokio::time::timeout(Duration::from_secs(5), r.landed(None)).await.unwrap();
+    }
+
+    #[test]
+    fn slots_are_bounded_and_come_back() {
+        let r = Arc::new(Removals::default());
+        let held: Vec<_> = (0..AHEAD).map(|_| r.start(7).unwrap()).collect();
+        assert!(r.start(7).is_none(), "full");
+        drop(held);
+        assert!(r.start(7).is_some());
+    }
+
+    #[test]
+    fn a_caller_is_itself_only_where_what_it_made_came_back_its_own() {
+        let r = Removals::default();
+        r.made(5, 1000, 1000);
+        assert!(r.is_itself(5, 1000) && !r.is_itself(5, 0) && !r.is_itself(6, 1000));
+        // Root squashed: what it made there is nobody's.
+        r.made(5, 0, 65534);
+        assert!(!r.is_itself(5, 0) && !r.is_itself(5, 1000));
+    }
+}
