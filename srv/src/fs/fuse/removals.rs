@@ -219,9 +219,9 @@ impl MeshFs {
             queue.items.push(q);
             !std::mem::replace(&mut queue.sending, true)
         };
-        if send {
-            let (ns, expected, listed) = (self.ns.clone(), self.expected.clone(), self.listed.clone());
-            tokio::spawn(send_all(self.removals.clone(), ns, expected, listed));
+        if let (true, Some(n)) = (send, self.notifier.get().cloned()) {
+            let told = Told { expected: self.expected.clone(), listed: self.listed.clone(), notifier: n };
+            tokio::spawn(send_all(self.removals.clone(), self.ns.clone(), told));
         }
         true
     }
@@ -249,14 +249,17 @@ impl MeshFs {
     }
 }
 
-/// Sends the removals waiting, in as few requests as may be, until none
-/// wait.
-async fn send_all(
-    removals: Arc<Removals>,
-    ns: Arc<crate::fs::Namespace>,
+/// What a landing tells: the notices expected, the names known, the
+/// kernel.
+struct Told {
     expected: Arc<super::notify::Expected>,
     listed: Arc<super::listed::Listed>,
-) {
+    notifier: Arc<super::notify::Notifier>,
+}
+
+/// Sends the removals waiting, in as few requests as may be, until none
+/// wait.
+async fn send_all(removals: Arc<Removals>, ns: Arc<crate::fs::Namespace>, told: Told) {
     loop {
         let batch: Vec<Queued> = {
             let mut q = lock(&removals.queue);
@@ -283,16 +286,25 @@ async fn send_all(
         for (caller, items) in callers {
             let paths: Vec<Vec<String>> = items.iter().map(|q| components(&q.path)).collect();
             let done = caller.scope(ns.bound().remove_files(&paths)).await;
-            for (q, r) in items.into_iter().zip(done) {
+            // The kernel kept the directories as they were before (it
+            // asks for them before each removal's permission check); it
+            // asks again now, before the removals count as landed.
+            let mut dirs: Vec<u64> = items.iter().map(|q| q.dir).collect();
+            dirs.sort_unstable();
+            dirs.dedup();
+            for d in dirs {
+                let _ = told.notifier.inode(d, false);
+            }
+            for (q, r) in items.iter().zip(done) {
                 let Err(e) = r else { continue };
-                expected.remove(q.dir, &q.name, What::Gone);
+                told.expected.remove(q.dir, &q.name, What::Gone);
                 // Already gone there: someone else's removal came first.
                 if crate::fs::errors::errno(&e) == libc::ENOENT {
                     continue;
                 }
                 // The name is there after all: what is known of the
                 // directory goes, and the next look asks.
-                listed.forget(&[q.dir]);
+                told.listed.forget(&[q.dir]);
                 tracing::warn!("removal of {} sent ahead failed there: {e}", q.path);
                 q.ahead.failed(e);
             }
