@@ -67,7 +67,9 @@ pub struct Coherence {
     machines: Mutex<HashMap<MachineId, Sub>>,
     epochs: AtomicU64,
     /// Directories' attributes after a change made here, by identity.
-    kept: Mutex<HashMap<u64, (Entry, Instant)>>,
+    /// Directories' attributes, when kept, and whether foreseen here
+    /// (see [`Coherence::foresee`]).
+    kept: Mutex<HashMap<u64, (Entry, Instant, bool)>>,
     /// Counts the changes told that dropped something kept.
     gen: AtomicU64,
 }
@@ -156,7 +158,7 @@ impl Coherence {
         }
         for e in dirs {
             if let Some(id) = e.watched_id() {
-                kept.insert(id, (e, Instant::now()));
+                kept.insert(id, (e, Instant::now(), false));
             }
         }
     }
@@ -165,7 +167,36 @@ impl Coherence {
     /// kept.
     pub fn kept(&self, id: u64) -> Option<Entry> {
         let kept = lock(&self.kept);
-        kept.get(&id).filter(|(_, at)| at.elapsed() < KEPT).map(|(e, _)| e.clone())
+        kept.get(&id).filter(|(_, at, _)| at.elapsed() < KEPT).map(|(e, ..)| e.clone())
+    }
+
+    /// Directory `id` is changed by a removal answered here before the
+    /// serving machine did (`fuse::removals`): its modification and change
+    /// times become this machine's clock, later than they were, until the
+    /// answer's attributes come. False if it is not kept.
+    pub fn foresee(&self, id: u64) -> bool {
+        let mut kept = lock(&self.kept);
+        let Some((e, _, foreseen)) = kept.get_mut(&id).filter(|(_, at, _)| at.elapsed() < KEPT) else { return false };
+        let Some(m) = e.meta.as_mut() else { return false };
+        *foreseen = true;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now = (now.as_secs() as i64, now.subsec_nanos());
+        let later = |t: (i64, u32)| match t.1 {
+            999_999_999 => (t.0 + 1, 0),
+            n => (t.0, n + 1),
+        };
+        let t = now.max(later(m.mtime)).max(later(m.ctime));
+        (m.mtime, m.ctime) = (t, t);
+        true
+    }
+
+    /// The removals foreseen in directory `id` have landed: what was
+    /// foreseen goes unless their answer brought the directory since.
+    pub fn landed(&self, id: u64) {
+        let mut kept = lock(&self.kept);
+        if kept.get(&id).is_some_and(|k| k.2) {
+            kept.remove(&id);
+        }
     }
 
     /// Drops what is kept of files `ids` (a change told, or about to be
@@ -219,5 +250,43 @@ async fn subscribe(c: Weak<Coherence>, r: Router, m: MachineId) {
         if up {
             co.tell(&[Change::All]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::tree::{FileKind, Meta};
+
+    fn dir(id: u64, t: (i64, u32)) -> Entry {
+        let mut e = Entry::new("d", FileKind::Dir, 0o755);
+        e.meta = Some(Meta { id: Some(id), watched: true, mtime: t, ctime: t, ..Default::default() });
+        e
+    }
+
+    fn times(c: &Coherence, id: u64) -> Option<(i64, u32)> {
+        c.kept(id).and_then(|e| e.meta).map(|m| m.mtime)
+    }
+
+    #[test]
+    fn a_removal_foreseen_moves_the_times_on_until_its_answer_comes() {
+        let c = Coherence::default();
+        let m: MachineId = "b".parse().unwrap();
+        c.set(&m, Sub::Live(1));
+        // The serving machine's clock ahead of this one: still later.
+        c.fill(&m, Some(1), vec![dir(7, (4_000_000_000, 999_999_999))], c.gen());
+        assert!(c.foresee(7));
+        assert_eq!(times(&c, 7), Some((4_000_000_001, 0)));
+        assert!(!c.foresee(8), "not kept: the removal waits for its answer");
+        // Landed without an answer that brought the directory: asked again.
+        c.landed(7);
+        assert_eq!(times(&c, 7), None);
+        // Landed with one: what it brought stays.
+        c.fill(&m, Some(1), vec![dir(7, (5, 0))], c.gen());
+        assert!(c.foresee(7));
+        assert!(times(&c, 7).is_some_and(|t| t.0 > 1_700_000_000), "this machine's clock");
+        c.fill(&m, Some(1), vec![dir(7, (6, 0))], c.gen());
+        c.landed(7);
+        assert_eq!(times(&c, 7), Some((6, 0)));
     }
 }

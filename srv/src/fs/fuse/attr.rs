@@ -102,6 +102,8 @@ impl MeshFs {
             if let Some(e) = kept {
                 return Ok(ReplyAttr { ttl: self.ttl(&e), attr: self.attr(inode, &e) });
             }
+            // Asked there, it would not show the removals on their way.
+            self.removals_landed(&req, Some(inode)).await?;
         }
         // A local open file answers for itself, even once removed.
         let open = fh.and_then(|fh| self.handle(fh).ok());

@@ -25,6 +25,10 @@
 //! Nothing overtakes a removal that it depends on: a look, a make or a
 //! listing in its directory waits for the removals there to land; a
 //! rename, an `rmdir`, a lock's release and the unmount wait for all.
+//! Until they land, the directory's attributes are those from before
+//! them (the kernel asks for them before each removal's permission
+//! check, and is answered without a round trip); when they land it is
+//! told to ask again.
 //!
 //! The removals waiting go together, one request for all those of a
 //! caller (`TreeReq::Removes`), sent by one task while any wait: `rm
@@ -58,6 +62,8 @@ struct Queued {
     caller: Caller,
     path: String,
     dir: u64,
+    /// The directory's identity on the serving machine.
+    dir_id: u64,
     name: String,
     ahead: Ahead,
 }
@@ -204,16 +210,23 @@ impl MeshFs {
             t.node_at(path).filter(|&n| inodes::served(n) && t.names(n) == 1)
         };
         let Some(node) = node else { return false };
+        let Some(dir_id) = lock(&self.inodes).id(parent) else { return false };
         if !self.open_files(node).is_empty() {
             return false;
         }
         let Some(ahead) = self.removals.start(parent) else { return false };
+        // The directory's times move now, as they will there (a stat
+        // after an unlink sees them later, as POSIX has it); a directory
+        // whose attributes are not kept waits for its answer.
+        if !self.ns.coherence().foresee(dir_id) {
+            return false;
+        }
         let caller = Caller::local(req.uid, req.gid, req.pid);
         // As the change made: its notice is this mount's own.
         self.expected.add(parent, name, What::Gone);
         self.listed.gone(parent, name);
         self.removed(&[path]);
-        let q = Queued { caller, path: path.to_string(), dir: parent, name: name.to_string(), ahead };
+        let q = Queued { caller, path: path.to_string(), dir: parent, dir_id, name: name.to_string(), ahead };
         let send = {
             let mut queue = lock(&self.removals.queue);
             queue.items.push(q);
@@ -289,10 +302,17 @@ async fn send_all(removals: Arc<Removals>, ns: Arc<crate::fs::Namespace>, told: 
             // The kernel kept the directories as they were before (it
             // asks for them before each removal's permission check); it
             // asks again now, before the removals count as landed.
-            let mut dirs: Vec<u64> = items.iter().map(|q| q.dir).collect();
+            let mut dirs: Vec<(u64, u64)> = items.iter().map(|q| (q.dir, q.dir_id)).collect();
             dirs.sort_unstable();
             dirs.dedup();
-            for d in dirs {
+            for (d, id) in dirs {
+                // Those answered since are not in the attributes this
+                // answer brought.
+                if lock(&removals.queue).items.iter().any(|q| q.dir == d) {
+                    ns.coherence().foresee(id);
+                } else {
+                    ns.coherence().landed(id);
+                }
                 let _ = told.notifier.inode(d, false);
             }
             for (q, r) in items.iter().zip(done) {
