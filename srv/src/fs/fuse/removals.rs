@@ -25,10 +25,13 @@
 //! Nothing overtakes a removal that it depends on: a look, a make or a
 //! listing in its directory waits for the removals there to land; a
 //! rename, an `rmdir`, a lock's release and the unmount wait for all.
-//! Until they land, the directory's attributes are those from before
-//! them (the kernel asks for them before each removal's permission
-//! check, and is answered without a round trip); when they land it is
-//! told to ask again.
+//! The directory's modification and change times move at once, to this
+//! machine's clock (`Coherence::foresee`), as POSIX has an unlink do:
+//! the kernel asks for them after each removal, before the next one's
+//! permission check, and is answered without a round trip. Where they
+//! are not kept here, the removal waits for its answer. When the
+//! removals land, the kernel is told to ask again, and gets the serving
+//! machine's.
 //!
 //! The removals waiting go together, one request for all those of a
 //! caller (`TreeReq::Removes`), sent by one task while any wait: `rm
