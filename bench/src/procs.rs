@@ -47,7 +47,6 @@ impl Kid {
 
 /// The binary `name` built beside this one (same profile): next to it, or
 /// one up from a test's `deps/`.
-/// Binary `name`, built beside this one.
 pub fn beside(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     exe.ancestors()

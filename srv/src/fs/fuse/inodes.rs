@@ -59,6 +59,10 @@ impl Node {
 pub struct Inodes {
     by_ino: HashMap<u64, Node>,
     by_path: HashMap<String, u64>,
+    /// How many paths of `by_path` lie below each path that has any: a
+    /// removal or rename of a path with none below it (a file) need not
+    /// look through them all.
+    below: HashMap<String, usize>,
     next: u64,
 }
 
@@ -118,8 +122,38 @@ impl Inodes {
         let n = self.by_ino.entry(ino).or_insert_with(|| Node { paths: Vec::new(), last: None, looked: 0, id });
         n.looked += 1;
         n.confirm(path);
-        self.by_path.insert(path.to_string(), ino);
+        self.put(path.to_string(), ino);
         ino
+    }
+
+    /// `path` names node `ino`.
+    fn put(&mut self, path: String, ino: u64) {
+        let fresh = !self.by_path.contains_key(&path);
+        if fresh {
+            for a in ancestors(&path) {
+                match self.below.get_mut(a) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.below.insert(a.to_string(), 1);
+                    }
+                }
+            }
+        }
+        self.by_path.insert(path, ino);
+    }
+
+    /// `path` names nothing.
+    fn take(&mut self, path: &str) -> Option<u64> {
+        let ino = self.by_path.remove(path)?;
+        for a in ancestors(path) {
+            if let Some(n) = self.below.get_mut(a) {
+                *n -= 1;
+                if *n == 0 {
+                    self.below.remove(a);
+                }
+            }
+        }
+        Some(ino)
     }
 
     /// The kernel forgets `k` lookups of node `ino`; true when it no
@@ -134,7 +168,7 @@ impl Inodes {
             for p in n.paths {
                 // The path may name a newer node by now.
                 if self.by_path.get(&p) == Some(&ino) {
-                    self.by_path.remove(&p);
+                    self.take(&p);
                 }
             }
         }
@@ -186,7 +220,7 @@ impl Inodes {
 
     /// Takes the name `path` from whatever node has it.
     fn unname(&mut self, path: &str) {
-        if let Some(ino) = self.by_path.remove(path) {
+        if let Some(ino) = self.take(path) {
             if let Some(n) = self.by_ino.get_mut(&ino) {
                 n.paths.retain(|p| p != path);
                 if n.paths.is_empty() {
@@ -198,6 +232,9 @@ impl Inodes {
 
     /// `path` and everything below it, as (path, node).
     fn under(&self, path: &str) -> Vec<(String, u64)> {
+        if !self.below.contains_key(path) {
+            return self.by_path.get(path).map(|&i| vec![(path.to_string(), i)]).unwrap_or_default();
+        }
         let prefix = format!("{path}/");
         self.by_path
             .iter()
@@ -235,15 +272,20 @@ impl Inodes {
         for (p, ino) in moved {
             let np = format!("{to}{}", &p[from.len()..]);
             if self.by_path.get(&p) == Some(&ino) {
-                self.by_path.remove(&p);
+                self.take(&p);
             }
-            self.by_path.insert(np.clone(), ino);
+            self.put(np.clone(), ino);
             if let Some(n) = self.by_ino.get_mut(&ino) {
                 n.paths.retain(|x| *x != p && *x != np);
                 n.paths.insert(0, np);
             }
         }
     }
+}
+
+/// The directories above `path` (`/a/b/c`: `/a`, `/a/b`).
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(|(i, _)| &path[..i]).filter(|a| !a.is_empty())
 }
 
 #[cfg(test)]
@@ -296,5 +338,41 @@ mod tests {
         t.exchange("/x", "/y");
         assert_eq!((t.path(x).as_deref(), t.path(y).as_deref()), (Some("/y"), Some("/x")));
         assert_eq!(t.path(inner).as_deref(), Some("/y/in"));
+    }
+
+    /// `under` by a look through every path, as it was.
+    fn scanned(t: &Inodes, path: &str) -> Vec<(String, u64)> {
+        let prefix = format!("{path}/");
+        let mut v: Vec<_> = (t.by_path.iter().filter(|(p, _)| *p == path || p.starts_with(&prefix)))
+            .map(|(p, &i)| (p.clone(), i))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn what_lies_below_a_path_is_counted_through_every_change() {
+        let mut t = Inodes::default();
+        for (i, p) in ["/d", "/d/e", "/d/e/f", "/d/g", "/dx", "/dx/h", "/d/e/f/i"].iter().enumerate() {
+            t.get_or_add(p, Some(i as u64 + 1));
+        }
+        let check = |t: &Inodes| {
+            for p in ["/d", "/d/e", "/d/e/f", "/d/e/f/i", "/d/g", "/dx", "/dx/h", "/q", "/q/e", "/q/e/f"] {
+                let mut got = t.under(p);
+                got.sort();
+                assert_eq!(got, scanned(t, p), "{p}");
+            }
+        };
+        check(&t);
+        t.rename("/d/e", "/q");
+        check(&t);
+        t.exchange("/q", "/dx");
+        check(&t);
+        t.detach("/d");
+        check(&t);
+        let f = t.get_or_add("/q/e/f", Some(3));
+        t.forget(f, 10);
+        check(&t);
+        assert!(t.below.values().all(|&n| n > 0));
     }
 }
