@@ -337,7 +337,9 @@ print("closed")
 /// `rm` of files a made: with b's router stopped, each unlink returns at
 /// once, and b's disk still has them all. Once b goes on, a listing of
 /// the directory through a waits for them to land (it shows none, and
-/// b's disk has none when it returns), and the directory can go.
+/// b's disk has none when it returns). Then, b stopped again, files and
+/// the directory, as `rm -rf` removes them: the directory too goes at
+/// once, and lands after the files in it.
 #[test]
 fn removals_of_files_a_made_go_ahead_and_land() {
     let ab = start();
@@ -358,8 +360,24 @@ fn removals_of_files_a_made_go_ahead_and_land() {
     drop(stopped);
     assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "a's listing shows the removals");
     assert_eq!(std::fs::read_dir(&on_b).unwrap().count(), 0, "landed before a's listing was asked");
+    for i in 0..20 {
+        std::fs::write(d.join(format!("g{i}")), "x").unwrap();
+    }
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 20, "known whole again");
+    let stopped = Stopped::at_most(ab.m.pid("b"), Duration::from_secs(3));
+    let t = Instant::now();
+    // What rm -rf does once it has listed the directory.
+    for i in 0..20 {
+        std::fs::remove_file(d.join(format!("g{i}"))).unwrap();
+    }
     std::fs::remove_dir(&d).unwrap();
-    assert!(!on_b.exists());
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(2), "with b stopped, rm -rf waited for it: {took:?}");
+    assert!(on_b.exists(), "b stopped, nothing landed yet");
+    drop(stopped);
+    let names: Vec<_> = std::fs::read_dir(ab.remote()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!names.iter().any(|n| n == "tree"), "{names:?}");
+    assert!(!on_b.exists(), "landed before a's listing was asked");
 }
 
 /// A removal sent ahead that fails there (the file made immutable on b
@@ -408,7 +426,8 @@ tell(lambda: os.rmdir(d))
 /// Removals that may not go ahead wait for their answers, and an
 /// immutable file's fails the unlink itself: in a directory b made, and
 /// for root squashed to `nobody` (the default), in a directory it made
-/// through a (b made it `nobody`'s).
+/// through a (b made it `nobody`'s). A directory a made that b put a file
+/// in fails its rmdir itself.
 #[test]
 fn removals_that_are_not_certain_wait_for_their_answers() {
     use std::os::unix::fs::PermissionsExt;
@@ -427,6 +446,13 @@ fn removals_that_are_not_certain_wait_for_their_answers() {
     std::fs::create_dir(ab.files().join("theirs")).unwrap();
     std::fs::write(ab.files().join("theirs/f"), "x").unwrap();
     refused(&ab, "theirs/f");
+    // A directory a made, and b put a file in: no longer known empty, its
+    // removal is refused at once.
+    std::fs::create_dir(ab.remote().join("busy")).unwrap();
+    std::fs::write(ab.files().join("busy/theirs"), "x").unwrap();
+    until("a is told of b's file", T, || ab.remote().join("busy/theirs").exists());
+    let e = std::fs::remove_dir(ab.remote().join("busy")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY), "{e}");
     drop(ab);
     let ab = start_with("");
     std::fs::set_permissions(&ab.dir, std::fs::Permissions::from_mode(0o755)).unwrap();

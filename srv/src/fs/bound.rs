@@ -203,20 +203,21 @@ impl Bound<'_> {
         self.0.remove(&c, dir).await
     }
 
-    /// Removes files, each on its own (see `Namespace::remove_files`).
-    pub async fn remove_files(&self, paths: &[Vec<String>]) -> Vec<Result<(), String>> {
+    /// Removes files and empty directories, each on its own and in order
+    /// (see `Namespace::remove_all`).
+    pub async fn remove_all(&self, paths: &[(Vec<String>, bool)]) -> Vec<Result<(), String>> {
         let mut targets = Vec::with_capacity(paths.len());
         let mut out: Vec<Option<Result<(), String>>> = Vec::with_capacity(paths.len());
-        for p in paths {
+        for (p, dir) in paths {
             match self.target(p).await {
                 Ok(c) => {
-                    targets.push(c);
+                    targets.push((c, *dir));
                     out.push(None);
                 }
                 Err(e) => out.push(Some(Err(e))),
             }
         }
-        let mut done = self.0.remove_files(&targets).await.into_iter();
+        let mut done = self.0.remove_all(&targets).await.into_iter();
         out.into_iter()
             .map(|o| o.unwrap_or_else(|| done.next().unwrap_or_else(|| Err("remove: no answer".into()))))
             .collect()

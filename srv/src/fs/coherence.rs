@@ -172,9 +172,10 @@ impl Coherence {
 
     /// Directory `id` is changed by a removal answered here before the
     /// serving machine did (`fuse::removals`): its modification and change
-    /// times become this machine's clock, later than they were, until the
+    /// times become this machine's clock, later than they were, and it has
+    /// a link less if a directory in it went (`subdir`), until the
     /// answer's attributes come. False if it is not kept.
-    pub fn foresee(&self, id: u64) -> bool {
+    pub fn foresee(&self, id: u64, subdir: bool) -> bool {
         let mut kept = lock(&self.kept);
         let Some((e, _, foreseen)) = kept.get_mut(&id).filter(|(_, at, _)| at.elapsed() < KEPT) else { return false };
         let Some(m) = e.meta.as_mut() else { return false };
@@ -187,6 +188,10 @@ impl Coherence {
         };
         let t = now.max(later(m.mtime)).max(later(m.ctime));
         (m.mtime, m.ctime) = (t, t);
+        // Counted as Linux file systems count (btrfs keeps 1).
+        if subdir && m.nlink > 2 {
+            m.nlink -= 1;
+        }
         true
     }
 
@@ -275,15 +280,15 @@ mod tests {
         c.set(&m, Sub::Live(1));
         // The serving machine's clock ahead of this one: still later.
         c.fill(&m, Some(1), vec![dir(7, (4_000_000_000, 999_999_999))], c.gen());
-        assert!(c.foresee(7));
+        assert!(c.foresee(7, false));
         assert_eq!(times(&c, 7), Some((4_000_000_001, 0)));
-        assert!(!c.foresee(8), "not kept: the removal waits for its answer");
+        assert!(!c.foresee(8, false), "not kept: the removal waits for its answer");
         // Landed without an answer that brought the directory: asked again.
         c.landed(7);
         assert_eq!(times(&c, 7), None);
         // Landed with one: what it brought stays.
         c.fill(&m, Some(1), vec![dir(7, (5, 0))], c.gen());
-        assert!(c.foresee(7));
+        assert!(c.foresee(7, false));
         assert!(times(&c, 7).is_some_and(|t| t.0 > 1_700_000_000), "this machine's clock");
         c.fill(&m, Some(1), vec![dir(7, (6, 0))], c.gen());
         c.landed(7);

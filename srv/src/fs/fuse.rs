@@ -296,7 +296,7 @@ impl Filesystem for MeshFs {
 
     async fn unlink(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.child(parent, name)?;
-        if self.remove_ahead(&req, parent, name, &path) {
+        if self.remove_ahead(&req, parent, name, &path, false) {
             return Ok(());
         }
         self.spoil_at(&path);
@@ -310,6 +310,9 @@ impl Filesystem for MeshFs {
 
     async fn rmdir(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.child(parent, name)?;
+        if self.remove_ahead(&req, parent, name, &path, true) {
+            return Ok(());
+        }
         self.removals_landed(&req, None).await?;
         let remove = async { self.ns.bound().remove(&components(&path), true).await.map_err(|e| errno(&e)) };
         let expecting = self.expecting(&[(parent, name, What::Gone)]);

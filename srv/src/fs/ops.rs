@@ -306,27 +306,31 @@ impl Namespace {
         }
     }
 
-    /// Removes files (not directories), each on its own: what became of
-    /// each, in order. Those of one other machine go in one request; a
-    /// machine that refuses it (an older one) is asked for each alone.
-    pub async fn remove_files(&self, paths: &[Vec<String>]) -> Vec<Result<(), String>> {
+    /// Removes files, or empty directories where `true`, each on its own
+    /// and in order: what became of each. Those of one other machine go in
+    /// one request; a machine that refuses it (an older one) is asked for
+    /// each alone.
+    pub async fn remove_all(&self, paths: &[(Vec<String>, bool)]) -> Vec<Result<(), String>> {
         let mut out: Vec<Result<(), String>> = Vec::with_capacity(paths.len());
-        // Each other machine's paths, as (index, path there).
-        type There = (MachineId, Vec<(usize, Vec<String>)>);
+        // Each other machine's, as (index, (path there, a directory)).
+        type There = (MachineId, Vec<(usize, (Vec<String>, bool))>);
         let mut there: Vec<There> = Vec::new();
-        for (i, p) in paths.iter().enumerate() {
+        for (i, (p, dir)) in paths.iter().enumerate() {
             out.push(Ok(()));
             match self.place(p) {
                 Ok(Place::There(m, rest)) => match there.iter_mut().find(|t| t.0 == m) {
-                    Some(t) => t.1.push((i, rest)),
-                    None => there.push((m, vec![(i, rest)])),
+                    Some(t) => t.1.push((i, (rest, *dir))),
+                    None => there.push((m, vec![(i, (rest, *dir))])),
                 },
-                Ok(Place::Here(root, rel)) => out[i] = quick(move || root.remove(&rel, false)).await,
+                Ok(Place::Here(root, rel)) => {
+                    let dir = *dir;
+                    out[i] = quick(move || root.remove(&rel, dir)).await;
+                }
                 Err(e) => out[i] = Err(e),
             }
         }
         for (m, items) in there {
-            let rests: Vec<Vec<String>> = items.iter().map(|t| t.1.clone()).collect();
+            let rests: Vec<(Vec<String>, bool)> = items.iter().map(|t| t.1.clone()).collect();
             match self.changed_there(&m, remote::removes(self.sessions(), &m, &rests)).await {
                 Ok((done, _)) => {
                     for ((i, _), r) in items.iter().zip(done) {
@@ -334,9 +338,9 @@ impl Namespace {
                     }
                 }
                 Err(_) => {
-                    for (i, rest) in &items {
-                        out[*i] =
-                            self.changed_there(&m, remote::remove(self.sessions(), &m, rest, false)).await.map(drop);
+                    for (i, (rest, dir)) in &items {
+                        let one = remote::remove(self.sessions(), &m, rest, *dir);
+                        out[*i] = self.changed_there(&m, one).await.map(drop);
                     }
                 }
             }

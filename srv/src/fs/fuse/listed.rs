@@ -162,6 +162,19 @@ impl Listed {
         known.is_some_and(|k| landing().as_ref() == Some(&k))
     }
 
+    /// Whether this mount knows directory `dir`, whose path lands where
+    /// `landing` says now, has no names at all.
+    pub fn empty(&self, dir: u64, landing: impl FnOnce() -> Option<Landing>) -> bool {
+        let known = {
+            let t = self.lock();
+            match t.dirs.get(&dir) {
+                Some(k) if k.since.elapsed() < KEPT && k.names.is_empty() => Some(k.landing.clone()),
+                _ => None,
+            }
+        };
+        known.is_some_and(|k| landing().as_ref() == Some(&k))
+    }
+
     /// This mount made `name` in `dir`.
     pub fn made(&self, dir: u64, name: &str) {
         let mut t = self.lock();

@@ -1,8 +1,9 @@
-//! Removals sent ahead: an unlink of a file of another machine answered
-//! at once, its request on its way, as writes are (`remote::pipe`).
+//! Removals sent ahead: an unlink of a file of another machine, or an
+//! rmdir of a directory known empty, answered at once, its request on its
+//! way, as writes are (`remote::pipe`).
 //!
 //! `rm -rf` waits for one round trip per file, and nothing else it does
-//! costs as much. An unlink goes ahead where its answer is certain
+//! costs as much. A removal goes ahead where its answer is certain
 //! enough that a failure is a fault of the serving machine's, not a
 //! question of rights:
 //!
@@ -12,7 +13,9 @@
 //! - the caller is itself there: in this directory, a file or directory
 //!   it made through this mount came back as its own (a caller the
 //!   serving machine squashes made `nobody`'s, and its removals wait);
-//! - the file is not open here, and the kernel knows it by one name;
+//! - the file is not open here, and the kernel knows it by one name; a
+//!   directory is known to have no names left (`listed`), the removals
+//!   of its last ones maybe still on their way, sent before it;
 //! - fewer than [`AHEAD`] removals of this mount are on their way.
 //!
 //! What else might refuse it there (an immutable file, a mount point, a
@@ -24,7 +27,9 @@
 //!
 //! Nothing overtakes a removal that it depends on: a look, a make or a
 //! listing in its directory waits for the removals there to land; a
-//! rename, an `rmdir`, a lock's release and the unmount wait for all.
+//! rename, an `rmdir` that does not go ahead, a lock's release and the
+//! unmount wait for all. Removals are sent in the order they came, a
+//! request for each run of one caller's.
 //! The directory's modification and change times move at once, to this
 //! machine's clock (`Coherence::foresee`), as POSIX has an unlink do:
 //! the kernel asks for them after each removal, before the next one's
@@ -33,9 +38,9 @@
 //! removals land, the kernel is told to ask again, and gets the serving
 //! machine's.
 //!
-//! The removals waiting go together, one request for all those of a
-//! caller (`TreeReq::Removes`), sent by one task while any wait: `rm
-//! -rf` of a directory is then a message or two, not one per file.
+//! The removals waiting go together (`TreeReq::Removes`, done there in
+//! order), sent by one task while any wait: `rm -rf` of a directory is
+//! then a message or two, not one per file.
 //!
 //! Lock order: `state`, `queue` and `itself` are leaves.
 
@@ -64,6 +69,8 @@ const ITSELF_MAX: usize = 65536;
 struct Queued {
     caller: Caller,
     path: String,
+    /// An empty directory's removal, not a file's.
+    is_dir: bool,
     dir: u64,
     /// The directory's identity on the serving machine.
     dir_id: u64,
@@ -201,9 +208,10 @@ impl Removals {
 }
 
 impl MeshFs {
-    /// Sends the removal of `name` in directory `parent` (at `path`)
-    /// ahead, and says so, where it may go (see the module's doc).
-    pub(super) fn remove_ahead(&self, req: &Request, parent: u64, name: &OsStr, path: &str) -> bool {
+    /// Sends the removal of `name` in directory `parent` (at `path`), a
+    /// file or an empty directory (`dir`), ahead, and says so, where it
+    /// may go (see the module's doc).
+    pub(super) fn remove_ahead(&self, req: &Request, parent: u64, name: &OsStr, path: &str, dir: bool) -> bool {
         let Some(name) = name.to_str() else { return false };
         if self.notifier.get().is_none() || !inodes::served(parent) || !self.removals.is_itself(parent, req.uid) {
             return false;
@@ -214,14 +222,19 @@ impl MeshFs {
         };
         let Some(node) = node else { return false };
         let Some(dir_id) = lock(&self.inodes).id(parent) else { return false };
-        if !self.open_files(node).is_empty() {
+        let certain = match dir {
+            // Known empty: its removals on their way go first.
+            true => self.listed.empty(node, || self.ns.landing(&components(path))),
+            false => self.open_files(node).is_empty(),
+        };
+        if !certain {
             return false;
         }
         let Some(ahead) = self.removals.start(parent) else { return false };
         // The directory's times move now, as they will there (a stat
         // after an unlink sees them later, as POSIX has it); a directory
         // whose attributes are not kept waits for its answer.
-        if !self.ns.coherence().foresee(dir_id) {
+        if !self.ns.coherence().foresee(dir_id, dir) {
             return false;
         }
         let caller = Caller::local(req.uid, req.gid, req.pid);
@@ -229,7 +242,8 @@ impl MeshFs {
         self.expected.add(parent, name, What::Gone);
         self.listed.gone(parent, name);
         self.removed(&[path]);
-        let q = Queued { caller, path: path.to_string(), dir: parent, dir_id, name: name.to_string(), ahead };
+        let q =
+            Queued { caller, path: path.to_string(), is_dir: dir, dir: parent, dir_id, name: name.to_string(), ahead };
         let send = {
             let mut queue = lock(&self.removals.queue);
             queue.items.push(q);
@@ -291,17 +305,18 @@ async fn send_all(removals: Arc<Removals>, ns: Arc<crate::fs::Namespace>, told: 
             let n = n.count().max(1);
             q.items.drain(..n).collect()
         };
-        // One request for each caller's, in the order they came.
-        let mut callers: Vec<(Caller, Vec<Queued>)> = Vec::new();
+        // A request for each run of one caller's, in the order they came:
+        // a directory's removal comes after those of its names.
+        let mut runs: Vec<(Caller, Vec<Queued>)> = Vec::new();
         for q in batch {
-            match callers.iter_mut().find(|c| c.0 == q.caller) {
-                Some(c) => c.1.push(q),
-                None => callers.push((q.caller.clone(), vec![q])),
+            match runs.last_mut() {
+                Some(r) if r.0 == q.caller => r.1.push(q),
+                _ => runs.push((q.caller.clone(), vec![q])),
             }
         }
-        for (caller, items) in callers {
-            let paths: Vec<Vec<String>> = items.iter().map(|q| components(&q.path)).collect();
-            let done = caller.scope(ns.bound().remove_files(&paths)).await;
+        for (caller, items) in runs {
+            let paths: Vec<(Vec<String>, bool)> = items.iter().map(|q| (components(&q.path), q.is_dir)).collect();
+            let done = caller.scope(ns.bound().remove_all(&paths)).await;
             // The kernel kept the directories as they were before (it
             // asks for them before each removal's permission check); it
             // asks again now, before the removals count as landed.
@@ -312,7 +327,7 @@ async fn send_all(removals: Arc<Removals>, ns: Arc<crate::fs::Namespace>, told: 
                 // Those answered since are not in the attributes this
                 // answer brought.
                 if lock(&removals.queue).items.iter().any(|q| q.dir == d) {
-                    ns.coherence().foresee(id);
+                    ns.coherence().foresee(id, false);
                 } else {
                     ns.coherence().landed(id);
                 }

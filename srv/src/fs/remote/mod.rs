@@ -163,10 +163,10 @@ pub enum TreeReq {
     /// `Done`, then each message is one request that is not on an open
     /// file, answered in order.
     Session,
-    /// Removes files (not directories), each judged and done on its own,
-    /// in order: answered with `Removed`. The removals a mount sent ahead
-    /// go so, many to a message (`fuse::removals`).
-    Removes(Vec<Vec<String>>),
+    /// Removes files, or empty directories where `true`, each judged and
+    /// done on its own, in order: answered with `Removed`. The removals a
+    /// mount sent ahead go so, many to a message (`fuse::removals`).
+    Removes(Vec<(Vec<String>, bool)>),
 }
 
 /// An answer from a tree server.
@@ -387,7 +387,7 @@ pub async fn remove(s: &Sessions, m: &MachineId, path: &[String], dir: bool) -> 
 pub async fn removes(
     s: &Sessions,
     m: &MachineId,
-    paths: &[Vec<String>],
+    paths: &[(Vec<String>, bool)],
 ) -> Result<(Vec<Result<(), String>>, Vec<Entry>), String> {
     match after(s.ask(m, &TreeReq::Removes(paths.to_vec())).await?) {
         (TreeResp::Removed(r), dirs) if r.len() == paths.len() => {

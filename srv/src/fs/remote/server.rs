@@ -203,7 +203,7 @@ fn changes(req: &TreeReq) -> bool {
 fn request_paths(req: &TreeReq) -> Vec<&[String]> {
     match req {
         TreeReq::Rename { from, to, .. } | TreeReq::Link { from, to } => vec![from, to],
-        TreeReq::Removes(paths) => paths.iter().map(Vec::as_slice).collect(),
+        TreeReq::Removes(paths) => paths.iter().map(|p| p.0.as_slice()).collect(),
         TreeReq::Stat(p) | TreeReq::List(p) | TreeReq::Readlink(p) | TreeReq::StatFs(p) | TreeReq::ListXattr(p) => {
             vec![p]
         }
@@ -326,21 +326,22 @@ async fn session_req(
     Caller { on_behalf: true, ..c }.scope(one_shot(ns, req)).await
 }
 
-/// Removes each file as its own request would, for the caller as its
-/// path's service takes it; the directories after, each once.
+/// Removes each file or directory as its own request would, in order,
+/// for the caller as its path's service takes it; the directories after,
+/// each once.
 async fn removes(
     ns: &Arc<Namespace>,
     caller: &Caller,
     remote: bool,
-    paths: Vec<Vec<String>>,
+    paths: Vec<(Vec<String>, bool)>,
 ) -> Result<TreeResp, String> {
     let mut done = Vec::with_capacity(paths.len());
-    for p in &paths {
+    for (p, dir) in &paths {
         let c = ns.caller_for(p, caller.clone(), remote);
-        done.push(Caller { on_behalf: true, ..c }.scope(ns.remove(p, false)).await.err());
+        done.push(Caller { on_behalf: true, ..c }.scope(ns.remove(p, *dir)).await.err());
     }
     let mut dirs: Vec<&[String]> = Vec::new();
-    for p in &paths {
+    for (p, _) in &paths {
         if !dirs.iter().any(|d| d.split_last().map(|l| l.1) == p.split_last().map(|l| l.1)) {
             dirs.push(p);
         }
