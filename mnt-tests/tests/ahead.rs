@@ -334,6 +334,14 @@ print("closed")
     assert_eq!((on_b.mtime(), on_b.len()), (1_600_000_000, 5));
 }
 
+/// A removal goes ahead only where a's mount keeps the directory's
+/// attributes (mesh(4)): the notices of the test's own writes have come
+/// (one may drop them), and a file made in it, empty, brings them.
+fn settle(dir: &std::path::Path, name: &str) {
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::OpenOptions::new().write(true).create_new(true).open(dir.join(name)).unwrap();
+}
+
 /// `rm` of files a made: with b's router stopped, each unlink returns at
 /// once, and b's disk still has them all. Once b goes on, a listing of
 /// the directory through a waits for them to land (it shows none, and
@@ -348,26 +356,29 @@ fn removals_of_files_a_made_go_ahead_and_land() {
     for i in 0..40 {
         std::fs::write(d.join(format!("f{i}")), "x").unwrap();
     }
+    settle(&d, "f40");
     let on_b = ab.files().join("tree");
     let stopped = Stopped::at_most(ab.m.pid("b"), Duration::from_secs(3));
     let t = Instant::now();
-    for i in 0..40 {
+    for i in 0..41 {
         std::fs::remove_file(d.join(format!("f{i}"))).unwrap();
     }
     let took = t.elapsed();
     assert!(took < Duration::from_secs(2), "with b stopped, the removals waited for it: {took:?}");
-    assert_eq!(std::fs::read_dir(&on_b).unwrap().count(), 40, "b stopped, nothing landed yet");
+    assert_eq!(std::fs::read_dir(&on_b).unwrap().count(), 41, "b stopped, nothing landed yet");
     drop(stopped);
     assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "a's listing shows the removals");
     assert_eq!(std::fs::read_dir(&on_b).unwrap().count(), 0, "landed before a's listing was asked");
     for i in 0..20 {
         std::fs::write(d.join(format!("g{i}")), "x").unwrap();
     }
-    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 20, "known whole again");
+    settle(&ab.remote(), "settled");
+    settle(&d, "g20");
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 21, "known whole again");
     let stopped = Stopped::at_most(ab.m.pid("b"), Duration::from_secs(3));
     let t = Instant::now();
     // What rm -rf does once it has listed the directory.
-    for i in 0..20 {
+    for i in 0..21 {
         std::fs::remove_file(d.join(format!("g{i}"))).unwrap();
     }
     std::fs::remove_dir(&d).unwrap();
@@ -390,6 +401,7 @@ fn a_removal_that_fails_there_is_told_by_its_directorys_fsync() {
     let d = ab.remote().join("keep");
     std::fs::create_dir(&d).unwrap();
     std::fs::write(d.join("f"), "x").unwrap();
+    settle(&d, "settled");
     let on_b = ab.files().join("keep/f");
     let immutable = Command::new("chattr").arg("+i").arg(&on_b).status().is_ok_and(|st| st.success());
     if !immutable {
@@ -461,4 +473,49 @@ fn removals_that_are_not_certain_wait_for_their_answers() {
     std::fs::write(ab.remote().join("squashed/f"), "x").unwrap();
     assert_eq!(std::fs::metadata(ab.files().join("squashed/f")).unwrap().uid(), 65534);
     refused(&ab, "squashed/f");
+}
+
+/// A removal sent ahead goes only from the directory it was answered in:
+/// the directory renamed on b, and another made under its name with a
+/// file of the same name, before the removal lands (b stopped). The new
+/// file stays, the old one too, and the old directory's fsync through a
+/// tells the removal that could not be made (ESTALE). Unchecked, the new
+/// file was removed in the old one's place.
+#[test]
+fn a_removal_lands_only_in_the_directory_it_was_answered_in() {
+    let ab = start();
+    let p = ab.remote().join("p");
+    std::fs::create_dir(&p).unwrap();
+    std::fs::write(p.join("x"), "old").unwrap();
+    settle(&p, "settled");
+    let code = r#"
+import errno, os, sys, time
+d = sys.argv[1]
+fd = os.open(d, os.O_RDONLY)
+print("open", flush=True); sys.stdin.readline()
+t = time.monotonic()
+os.unlink(d + "/x")
+print("removed %.3f" % (time.monotonic() - t), flush=True); sys.stdin.readline()
+try:
+    os.fsync(fd)
+    print("ok")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"#;
+    let mut s = Script::new(code, &p);
+    assert_eq!(s.line(), "open");
+    let stopped = Stopped::at_most(ab.m.pid("b"), Duration::from_secs(5));
+    s.go();
+    let removed = s.line();
+    let took: f64 = removed.strip_prefix("removed ").and_then(|t| t.parse().ok()).expect(&removed);
+    assert!(took < 2.0, "with b stopped, the removal waited for it: {took} s");
+    let disk = ab.files();
+    std::fs::rename(disk.join("p"), disk.join("p.old")).unwrap();
+    std::fs::create_dir(disk.join("p")).unwrap();
+    std::fs::write(disk.join("p/x"), "new").unwrap();
+    drop(stopped);
+    s.go();
+    assert_eq!(s.line(), "ESTALE", "the removal could not be made where it was answered");
+    assert_eq!(std::fs::read_to_string(disk.join("p/x")).unwrap(), "new");
+    assert_eq!(std::fs::read_to_string(disk.join("p.old/x")).unwrap(), "old");
 }

@@ -16,6 +16,7 @@ use ns::bind::{show, Order};
 
 use super::dir::{Access, Attrs, StatFs};
 use super::handle::Handle;
+use super::remote::Removal;
 use super::tree::Entry;
 use super::Namespace;
 
@@ -203,15 +204,15 @@ impl Bound<'_> {
         self.0.remove(&c, dir).await
     }
 
-    /// Removes files and empty directories, each on its own and in order
-    /// (see `Namespace::remove_all`).
-    pub async fn remove_all(&self, paths: &[(Vec<String>, bool)]) -> Vec<Result<(), String>> {
+    /// Removals sent ahead, each on its own and in order (see
+    /// `Namespace::remove_all`).
+    pub async fn remove_all(&self, paths: &[Removal]) -> Vec<Result<(), String>> {
         let mut targets = Vec::with_capacity(paths.len());
         let mut out: Vec<Option<Result<(), String>>> = Vec::with_capacity(paths.len());
-        for (p, dir) in paths {
-            match self.target(p).await {
+        for r in paths {
+            match self.target(&r.path).await {
                 Ok(c) => {
-                    targets.push((c, *dir));
+                    targets.push(Removal { path: c, ..r.clone() });
                     out.push(None);
                 }
                 Err(e) => out.push(Some(Err(e))),

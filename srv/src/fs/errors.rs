@@ -29,6 +29,9 @@ pub const ERANGE: &str = "buffer too small";
 pub const EBADARG: &str = "bad argument";
 /// EPERM, not EACCES: what no mode bit would allow (a device, chown).
 pub const ENOTPERM: &str = "operation not permitted";
+/// A directory is not the one a request was answered in (a removal sent
+/// ahead, its directory renamed meanwhile).
+pub const ESTALE: &str = "directory moved";
 
 /// The path leaves the served directory: `..`, an absolute symbolic link,
 /// a link leading out. Worded as `permission denied` so it maps to EACCES
@@ -57,6 +60,7 @@ const TABLE: &[(&str, i32)] = &[
     (ELOOP, libc::ELOOP),
     (ENOTSUP, libc::EOPNOTSUPP),
     (ENOTPERM, libc::EPERM),
+    (ESTALE, libc::ESTALE),
     (EBADARG, libc::EINVAL),
     (ENOATTR, libc::ENODATA),
     (ELOCKED, libc::EAGAIN),

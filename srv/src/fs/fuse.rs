@@ -63,7 +63,7 @@ use super::{components, Namespace};
 use attr::{decode_dev, file_type};
 use inodes::Inodes;
 pub use keep::Telling;
-pub use removals::Removals;
+pub use removals::{Removals, LANDING};
 
 /// How long the kernel may keep what an entry of the tree's own says:
 /// those change only by this router.

@@ -38,9 +38,6 @@ pub struct Mounted {
     removals: Arc<Removals>,
 }
 
-/// How long an unmount waits for the removals on their way.
-const LANDING: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Mounts `ns` at `path`, created if missing.
 pub async fn mount(ns: Arc<Namespace>, path: &Path, allow_other: bool) -> anyhow::Result<Mounted> {
     clean_stale(path)?;
@@ -107,9 +104,7 @@ impl Mounted {
 
     /// Ends blocked reads, then unmounts (detaching if still busy).
     pub async fn unmount(mut self) {
-        if tokio::time::timeout(LANDING, self.removals.landed(None)).await.is_err() {
-            warn!(path = %self.path.display(), "unmount: removals sent ahead still on their way after {LANDING:?}");
-        }
+        self.removals.landed_within(super::fuse::LANDING).await;
         self.stop.cancel();
         if let Some(f) = self.told.take() {
             f.close();

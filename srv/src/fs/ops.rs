@@ -11,10 +11,10 @@ use ns::MachineId;
 
 use super::dir::locks::{Lock, Owner};
 use super::dir::{self, Access, Attrs, Root, StatFs};
-use super::errors::{ENOATTR, ENOTSUP, EXDEV};
+use super::errors::{ENOATTR, ENOTSUP, ESTALE, EXDEV};
 use super::handle::{Handle, Told};
 use super::io::{blocking, quick, sized};
-use super::remote::{self, RemoteFile};
+use super::remote::{self, RemoteFile, Removal};
 use super::tree::{Entry, Node};
 use super::Namespace;
 
@@ -306,41 +306,61 @@ impl Namespace {
         }
     }
 
-    /// Removes files, or empty directories where `true`, each on its own
-    /// and in order: what became of each. Those of one other machine go in
-    /// one request; a machine that refuses it (an older one) is asked for
-    /// each alone.
-    pub async fn remove_all(&self, paths: &[(Vec<String>, bool)]) -> Vec<Result<(), String>> {
+    /// A removal sent ahead (`fuse::removals`), if its directory is still
+    /// the one it was answered in.
+    pub async fn remove_checked(&self, r: &Removal) -> Result<(), String> {
+        if let (Some(id), Some((_, dir))) = (r.parent, r.path.split_last()) {
+            let e = self.stat(dir).await?;
+            if e.meta.and_then(|m| m.id) != Some(id) {
+                return Err(error::detail(ESTALE, format!("/{}", dir.join("/"))));
+            }
+        }
+        self.remove(&r.path, r.dir).await
+    }
+
+    /// Removals sent ahead, each on its own and in order: what became of
+    /// each. Those of one other machine go in one request, checked there;
+    /// a machine that does not know it (an older one), or refuses it as a
+    /// whole (one path's rules), is asked for each alone.
+    pub async fn remove_all(&self, paths: &[Removal]) -> Vec<Result<(), String>> {
         let mut out: Vec<Result<(), String>> = Vec::with_capacity(paths.len());
-        // Each other machine's, as (index, (path there, a directory)).
-        type There = (MachineId, Vec<(usize, (Vec<String>, bool))>);
+        // Each other machine's, as (index, the removal there).
+        type There = (MachineId, Vec<(usize, Removal)>);
         let mut there: Vec<There> = Vec::new();
-        for (i, (p, dir)) in paths.iter().enumerate() {
+        for (i, r) in paths.iter().enumerate() {
             out.push(Ok(()));
-            match self.place(p) {
-                Ok(Place::There(m, rest)) => match there.iter_mut().find(|t| t.0 == m) {
-                    Some(t) => t.1.push((i, (rest, *dir))),
-                    None => there.push((m, vec![(i, (rest, *dir))])),
-                },
-                Ok(Place::Here(root, rel)) => {
-                    let dir = *dir;
-                    out[i] = quick(move || root.remove(&rel, dir)).await;
+            match self.place(&r.path) {
+                Ok(Place::There(m, rest)) => {
+                    let r = Removal { path: rest, ..r.clone() };
+                    match there.iter_mut().find(|t| t.0 == m) {
+                        Some(t) => t.1.push((i, r)),
+                        None => there.push((m, vec![(i, r)])),
+                    }
                 }
+                Ok(Place::Here(..)) => out[i] = self.remove_checked(r).await,
                 Err(e) => out[i] = Err(e),
             }
         }
         for (m, items) in there {
-            let rests: Vec<(Vec<String>, bool)> = items.iter().map(|t| t.1.clone()).collect();
-            match self.changed_there(&m, remote::removes(self.sessions(), &m, &rests)).await {
+            let rs: Vec<Removal> = items.iter().map(|t| t.1.clone()).collect();
+            match self.changed_there(&m, remote::removes(self.sessions(), &m, &rs)).await {
                 Ok((done, _)) => {
                     for ((i, _), r) in items.iter().zip(done) {
                         out[*i] = r;
                     }
                 }
-                Err(_) => {
-                    for (i, (rest, dir)) in &items {
-                        let one = remote::remove(self.sessions(), &m, rest, *dir);
+                Err(e) if e.starts_with("bad tree message") || e.ends_with("before open") || refused_by_rules(&e) => {
+                    for (i, r) in &items {
+                        // An older machine cannot check the directory: only
+                        // files and directories as they are named.
+                        let one = remote::remove(self.sessions(), &m, &r.path, r.dir);
                         out[*i] = self.changed_there(&m, one).await.map(drop);
+                    }
+                }
+                // Lost on the way: done there or not, never asked twice.
+                Err(e) => {
+                    for (i, _) in &items {
+                        out[*i] = Err(e.clone());
                     }
                 }
             }
@@ -471,4 +491,9 @@ impl Namespace {
             _ => Ok(()),
         }
     }
+}
+
+/// A batch refused by the rules of one of its paths (`allow`, `read`).
+fn refused_by_rules(e: &str) -> bool {
+    matches!(super::errors::errno(e), libc::EPERM | libc::EACCES | libc::EROFS)
 }

@@ -146,6 +146,9 @@ impl MeshFs {
         set: SetAttr,
     ) -> FuseResult<ReplyAttr> {
         let path = self.path(inode)?;
+        // A directory's removals on their way land first: its mode or times
+        // changed before them would refuse them, or be moved by them.
+        self.removals_landed(&req, Some(inode)).await?;
         let ts = |t: Option<Timestamp>| t.map(|t| (t.sec, t.nsec));
         let attrs = Attrs {
             size: set.size,
@@ -221,6 +224,7 @@ impl MeshFs {
     ) -> FuseResult<()> {
         let path = self.path(inode)?;
         let name = name.to_str().ok_or_else(|| Errno::from(libc::EOPNOTSUPP))?;
+        self.removals_landed(&req, Some(inode)).await?;
         let set =
             async { self.ns.bound().setxattr(&components(&path), name, value, flags).await.map_err(|e| errno(&e)) };
         self.stoppable(&req, set).await
@@ -241,6 +245,7 @@ impl MeshFs {
     pub(super) async fn remove_xattr(&self, req: Request, inode: u64, name: &OsStr) -> FuseResult<()> {
         let path = self.path(inode)?;
         let name = name.to_str().ok_or_else(|| Errno::from(libc::ENODATA))?;
+        self.removals_landed(&req, Some(inode)).await?;
         let remove = async { self.ns.bound().removexattr(&components(&path), name).await.map_err(|e| errno(&e)) };
         self.stoppable(&req, remove).await
     }

@@ -22,7 +22,9 @@ impl MeshFs {
         let e = self.stoppable(&req, mkdir).await?;
         expecting.made();
         let entry = self.made(&path, &e);
+        // The caller is itself in the directory it made, too.
         self.made_by(parent, &req, &e);
+        self.made_by(entry.attr.ino, &req, &e);
         // Made empty and told: every name in it is known (none).
         if e.meta.as_ref().is_some_and(|m| m.watched && m.empty_told) && self.notifier.get().is_some() {
             if let Some(landing) = self.ns.landing(&components(&path)) {

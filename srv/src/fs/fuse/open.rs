@@ -77,7 +77,11 @@ impl MeshFs {
         // There now, made or not: a listing on its way may not show it.
         self.listed.made(parent, utf8(name)?);
         let entry = self.made(&path, &e);
-        self.made_by(parent, &req, &e);
+        // Only a file certainly made now says who the caller is there: one
+        // opened that was there already may be anyone's.
+        if absent {
+            self.made_by(parent, &req, &e);
+        }
         let (fh, flags) = self.add_handle(h, entry.attr.ino, Some(req.pid));
         Ok(ReplyCreated { ttl: entry.ttl, attr: entry.attr, generation: 0, fh, flags })
     }

@@ -25,11 +25,15 @@
 //! of the directory returns it. A removal the serving machine finds
 //! already done (ENOENT) was someone else's first, and is no failure.
 //!
-//! Nothing overtakes a removal that it depends on: a look, a make or a
-//! listing in its directory waits for the removals there to land; a
-//! rename, an `rmdir` that does not go ahead, a lock's release and the
-//! unmount wait for all. Removals are sent in the order they came, a
-//! request for each run of one caller's.
+//! Nothing overtakes a removal that it depends on: a look, a make, a
+//! listing or a change of its directory waits for the removals there to
+//! land; a rename, an `rmdir` that does not go ahead, a lock's release
+//! and the unmount wait for all those answered before them (not for
+//! those that keep coming). Removals are sent in the order they came, a
+//! request for each run of one caller's, each with the identity its
+//! directory had when it was answered: the serving machine removes it
+//! only from that directory (`Namespace::remove_checked`), so a
+//! directory renamed meanwhile does not make it another file's.
 //! The directory's modification and change times move at once, to this
 //! machine's clock (`Coherence::foresee`), as POSIX has an unlink do:
 //! the kernel asks for them after each removal, before the next one's
@@ -44,9 +48,10 @@
 //!
 //! Lock order: `state`, `queue` and `itself` are leaves.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use fuse3::raw::prelude::*;
 use fuse3::Result as FuseResult;
@@ -56,10 +61,14 @@ use super::{inodes, lock, MeshFs};
 use crate::fs::caller::Caller;
 use crate::fs::components;
 use crate::fs::dir::watch::What;
+use crate::fs::remote::Removal;
 use crate::fs::tree::Entry;
 
 /// The most removals of a mount on their way at once.
 pub const AHEAD: usize = 64;
+/// How long a lock's release or the unmount waits for the removals on
+/// their way when it may not be interrupted.
+pub const LANDING: Duration = Duration::from_secs(5);
 /// The most bytes of paths in one request.
 const BATCH_BYTES: usize = 256 << 10;
 /// The most directories remembered as places where a caller is itself.
@@ -85,12 +94,30 @@ struct Queue {
     sending: bool,
 }
 
+/// The most directories whose failure waits for their fsync.
+const FAILED_MAX: usize = 4096;
+
 #[derive(Default)]
 struct State {
-    /// Removals on their way, by directory node.
-    pending: HashMap<u64, usize>,
+    /// Removals on their way, numbered in the order answered, and the
+    /// directory node of each: a wait is for those answered before it,
+    /// not for any that come while it waits (an `rm -rf` elsewhere).
+    on_way: BTreeMap<u64, u64>,
+    by_dir: HashMap<u64, BTreeSet<u64>>,
+    next: u64,
     /// The first failure in each directory not yet told by its fsync.
     failed: HashMap<u64, String>,
+}
+
+impl State {
+    /// Whether removals numbered up to `upto` in `dir` (in any: `None`)
+    /// are on their way.
+    fn before(&self, dir: Option<u64>, upto: u64) -> bool {
+        match dir {
+            Some(d) => self.by_dir.get(&d).is_some_and(|s| s.range(..=upto).next().is_some()),
+            None => self.on_way.range(..=upto).next().is_some(),
+        }
+    }
 }
 
 /// A mount's removals on their way.
@@ -120,23 +147,28 @@ impl Default for Removals {
 pub struct Ahead {
     removals: Arc<Removals>,
     dir: u64,
+    seq: u64,
     _slot: OwnedSemaphorePermit,
 }
 
 impl Ahead {
     /// The removal failed there: kept for the directory's fsync.
     pub fn failed(&self, why: String) {
-        lock(&self.removals.state).failed.entry(self.dir).or_insert(why);
+        let mut st = lock(&self.removals.state);
+        if st.failed.len() < FAILED_MAX || st.failed.contains_key(&self.dir) {
+            st.failed.entry(self.dir).or_insert(why);
+        }
     }
 }
 
 impl Drop for Ahead {
     fn drop(&mut self) {
         let mut st = lock(&self.removals.state);
-        if let Some(n) = st.pending.get_mut(&self.dir) {
-            *n -= 1;
-            if *n == 0 {
-                st.pending.remove(&self.dir);
+        st.on_way.remove(&self.seq);
+        if let Some(s) = st.by_dir.get_mut(&self.dir) {
+            s.remove(&self.seq);
+            if s.is_empty() {
+                st.by_dir.remove(&self.dir);
             }
         }
         drop(st);
@@ -172,33 +204,45 @@ impl Removals {
     /// A slot for a removal in directory `dir`, if one is free.
     pub fn start(self: &Arc<Self>, dir: u64) -> Option<Ahead> {
         let slot = self.slots.clone().try_acquire_owned().ok()?;
-        *lock(&self.state).pending.entry(dir).or_default() += 1;
-        Some(Ahead { removals: self.clone(), dir, _slot: slot })
+        let mut st = lock(&self.state);
+        let seq = st.next;
+        st.next += 1;
+        st.on_way.insert(seq, dir);
+        st.by_dir.entry(dir).or_default().insert(seq);
+        Some(Ahead { removals: self.clone(), dir, seq, _slot: slot })
     }
 
     /// Whether removals in `dir` (in any directory: `None`) are on their
     /// way.
     pub fn pending(&self, dir: Option<u64>) -> bool {
-        let st = lock(&self.state);
-        match dir {
-            Some(d) => st.pending.contains_key(&d),
-            None => !st.pending.is_empty(),
-        }
+        lock(&self.state).before(dir, u64::MAX)
     }
 
-    /// Waits until the removals in `dir` (in any: `None`) have landed.
+    /// Waits until the removals in `dir` (in any: `None`) answered so far
+    /// have landed.
     pub async fn landed(&self, dir: Option<u64>) {
+        let upto = lock(&self.state).next.wrapping_sub(1);
         loop {
             let landed = self.landed.notified();
             tokio::pin!(landed);
             // Registered before the look, so a landing between the two
             // is not missed.
             landed.as_mut().enable();
-            if !self.pending(dir) {
+            if !lock(&self.state).before(dir, upto) {
                 return;
             }
             landed.await;
         }
+    }
+
+    /// [`Removals::landed`] for all, for `limit` at most; false if some
+    /// are still on their way then (logged).
+    pub async fn landed_within(&self, limit: Duration) -> bool {
+        let landed = tokio::time::timeout(limit, self.landed(None)).await.is_ok();
+        if !landed {
+            tracing::warn!("removals sent ahead still on their way after {limit:?}");
+        }
+        landed
     }
 
     /// The first removal in `dir` that failed since the last time told.
@@ -287,14 +331,41 @@ struct Told {
     notifier: Arc<super::notify::Notifier>,
 }
 
+/// The sender's end: one that ends otherwise than with none waiting (a
+/// panic, the runtime going) fails those still waiting, so that nothing
+/// waits for them.
+struct Sending {
+    removals: Arc<Removals>,
+    done: bool,
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let left: Vec<Queued> = {
+            let mut q = lock(&self.removals.queue);
+            q.sending = false;
+            q.items.drain(..).collect()
+        };
+        for q in left {
+            tracing::warn!("removal of {} sent ahead was never sent", q.path);
+            q.ahead.failed(ns::error::detail(ns::error::ESHUTDOWN, "removal never sent"));
+        }
+    }
+}
+
 /// Sends the removals waiting, in as few requests as may be, until none
 /// wait.
 async fn send_all(removals: Arc<Removals>, ns: Arc<crate::fs::Namespace>, told: Told) {
+    let mut sending = Sending { removals: removals.clone(), done: false };
     loop {
         let batch: Vec<Queued> = {
             let mut q = lock(&removals.queue);
             if q.items.is_empty() {
                 q.sending = false;
+                sending.done = true;
                 return;
             }
             let mut bytes = 0;
@@ -315,7 +386,10 @@ async fn send_all(removals: Arc<Removals>, ns: Arc<crate::fs::Namespace>, told: 
             }
         }
         for (caller, items) in runs {
-            let paths: Vec<(Vec<String>, bool)> = items.iter().map(|q| (components(&q.path), q.is_dir)).collect();
+            let paths: Vec<Removal> = items
+                .iter()
+                .map(|q| Removal { path: components(&q.path), dir: q.is_dir, parent: Some(q.dir_id) })
+                .collect();
             let done = caller.scope(ns.bound().remove_all(&paths)).await;
             // The kernel kept the directories as they were before (it
             // asks for them before each removal's permission check); it
@@ -375,6 +449,23 @@ mod tests {
         assert_eq!(r.take_failure(1), None, "told once");
         drop(other);
         tokio::time::timeout(Duration::from_secs(5), r.landed(None)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_wait_is_for_the_removals_answered_before_it() {
+        let r = Arc::new(Removals::default());
+        let first = r.start(1).unwrap();
+        let waiting = tokio::spawn({
+            let r = r.clone();
+            async move { r.landed(None).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Removals that keep coming (an rm -rf elsewhere) do not hold it.
+        let later = r.start(2).unwrap();
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert!(r.pending(None));
+        drop(later);
     }
 
     #[test]

@@ -166,7 +166,19 @@ pub enum TreeReq {
     /// Removes files, or empty directories where `true`, each judged and
     /// done on its own, in order: answered with `Removed`. The removals a
     /// mount sent ahead go so, many to a message (`fuse::removals`).
-    Removes(Vec<(Vec<String>, bool)>),
+    Removes(Vec<Removal>),
+}
+
+/// One removal of [`TreeReq::Removes`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Removal {
+    pub path: Vec<String>,
+    /// An empty directory, not a file.
+    pub dir: bool,
+    /// The identity its directory had when the removal was answered:
+    /// removed only if it still has it (a directory renamed meanwhile, or
+    /// a path bound elsewhere, would make it another file's).
+    pub parent: Option<u64>,
 }
 
 /// An answer from a tree server.
@@ -387,7 +399,7 @@ pub async fn remove(s: &Sessions, m: &MachineId, path: &[String], dir: bool) -> 
 pub async fn removes(
     s: &Sessions,
     m: &MachineId,
-    paths: &[(Vec<String>, bool)],
+    paths: &[Removal],
 ) -> Result<(Vec<Result<(), String>>, Vec<Entry>), String> {
     match after(s.ask(m, &TreeReq::Removes(paths.to_vec())).await?) {
         (TreeResp::Removed(r), dirs) if r.len() == paths.len() => {

@@ -203,7 +203,7 @@ fn changes(req: &TreeReq) -> bool {
 fn request_paths(req: &TreeReq) -> Vec<&[String]> {
     match req {
         TreeReq::Rename { from, to, .. } | TreeReq::Link { from, to } => vec![from, to],
-        TreeReq::Removes(paths) => paths.iter().map(|p| p.0.as_slice()).collect(),
+        TreeReq::Removes(paths) => paths.iter().map(|p| p.path.as_slice()).collect(),
         TreeReq::Stat(p) | TreeReq::List(p) | TreeReq::Readlink(p) | TreeReq::StatFs(p) | TreeReq::ListXattr(p) => {
             vec![p]
         }
@@ -333,15 +333,15 @@ async fn removes(
     ns: &Arc<Namespace>,
     caller: &Caller,
     remote: bool,
-    paths: Vec<(Vec<String>, bool)>,
+    paths: Vec<super::Removal>,
 ) -> Result<TreeResp, String> {
     let mut done = Vec::with_capacity(paths.len());
-    for (p, dir) in &paths {
-        let c = ns.caller_for(p, caller.clone(), remote);
-        done.push(Caller { on_behalf: true, ..c }.scope(ns.remove(p, *dir)).await.err());
+    for r in &paths {
+        let c = ns.caller_for(&r.path, caller.clone(), remote);
+        done.push(Caller { on_behalf: true, ..c }.scope(ns.remove_checked(r)).await.err());
     }
     let mut dirs: Vec<&[String]> = Vec::new();
-    for (p, _) in &paths {
+    for p in paths.iter().map(|r| &r.path) {
         if !dirs.iter().any(|d| d.split_last().map(|l| l.1) == p.split_last().map(|l| l.1)) {
             dirs.push(p);
         }
