@@ -33,7 +33,9 @@ async fn quick_run_writes_a_report() {
             assert!(r.case.contains("encrypted") || missing, "{r:?}");
         } else if r.note.starts_with("baseline not available") || r.note.contains("; baseline not available") {
             let remote = r.workload.starts_with("tree") || r.workload.starts_with("remote-fs");
-            assert!(remote && r.mesh.is_some_and(f64::is_finite), "{r:?}");
+            // A quick run's relay hop can drown in its noise.
+            let hop = r.workload.starts_with("a further hop");
+            assert!((remote || hop) && r.mesh.is_some_and(f64::is_finite), "{r:?}");
         } else {
             assert!(r.ratio().is_some_and(f64::is_finite), "{r:?}");
         }

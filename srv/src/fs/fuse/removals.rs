@@ -218,6 +218,11 @@ impl Removals {
         lock(&self.state).before(dir, u64::MAX)
     }
 
+    /// How many removals in directory `dir` are on their way.
+    fn on_their_way(&self, dir: u64) -> usize {
+        lock(&self.state).by_dir.get(&dir).map_or(0, BTreeSet::len)
+    }
+
     /// Waits until the removals in `dir` (in any: `None`) answered so far
     /// have landed.
     pub async fn landed(&self, dir: Option<u64>) {
@@ -398,9 +403,11 @@ async fn send_all(removals: Arc<Removals>, ns: Arc<crate::fs::Namespace>, told: 
             dirs.sort_unstable();
             dirs.dedup();
             for (d, id) in dirs {
-                // Those answered since are not in the attributes this
-                // answer brought.
-                if lock(&removals.queue).items.iter().any(|q| q.dir == d) {
+                // Those still on their way (queued, or in a later run of
+                // this batch) are not in the attributes this answer
+                // brought.
+                let here = items.iter().filter(|q| q.dir == d).count();
+                if removals.on_their_way(d) > here {
                     ns.coherence().foresee(id, false);
                 } else {
                     ns.coherence().landed(id);
