@@ -174,12 +174,7 @@ except OSError as e:
     let mut s = Script::new(code, &ab.remote().join("f"));
     assert_eq!(s.line(), "made");
     let on_b = ab.files().join("f");
-    let immutable = Command::new("chattr").arg("+i").arg(&on_b).status().is_ok_and(|st| st.success());
-    if !immutable {
-        eprintln!("skipped: chattr +i does not work on {}", on_b.display());
-        return;
-    }
-    let _undo = Mutable(on_b.clone());
+    let Some(_undo) = Mutable::made_immutable(&on_b) else { return };
     s.go();
     assert_eq!(s.line(), "changed");
     assert_eq!(s.line(), "EPERM", "the close tells the change that failed on b");
@@ -197,6 +192,18 @@ except OSError as e:
 
 /// Immutable no more however the test ends, so that it can be removed.
 struct Mutable(PathBuf);
+
+impl Mutable {
+    /// `path` made immutable on b (`chattr +i`); none, said, where its
+    /// file system cannot, and the test is skipped.
+    fn made_immutable(path: &std::path::Path) -> Option<Mutable> {
+        let made = Command::new("chattr").arg("+i").arg(path).status().is_ok_and(|st| st.success());
+        if !made {
+            eprintln!("skipped: chattr +i does not work on {}", path.display());
+        }
+        made.then(|| Mutable(path.to_path_buf()))
+    }
+}
 
 impl Drop for Mutable {
     fn drop(&mut self) {
@@ -222,12 +229,7 @@ print("closed", flush=True)
     let mut s = Script::new(code, &f);
     assert_eq!(s.line(), "made");
     let on_b = ab.files().join("g");
-    let immutable = Command::new("chattr").arg("+i").arg(&on_b).status().is_ok_and(|st| st.success());
-    if !immutable {
-        eprintln!("skipped: chattr +i does not work on {}", on_b.display());
-        return;
-    }
-    let _undo = Mutable(on_b.clone());
+    let Some(_undo) = Mutable::made_immutable(&on_b) else { return };
     let out = Command::new("chmod").arg("644").arg(&f).output().unwrap();
     assert!(!out.status.success(), "chmod by another process succeeded on an immutable file");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"), "{out:?}");
@@ -403,12 +405,7 @@ fn a_removal_that_fails_there_is_told_by_its_directorys_fsync() {
     std::fs::write(d.join("f"), "x").unwrap();
     settle(&d, "settled");
     let on_b = ab.files().join("keep/f");
-    let immutable = Command::new("chattr").arg("+i").arg(&on_b).status().is_ok_and(|st| st.success());
-    if !immutable {
-        eprintln!("skipped: chattr +i does not work on {}", on_b.display());
-        return;
-    }
-    let _undo = Mutable(on_b.clone());
+    let Some(_undo) = Mutable::made_immutable(&on_b) else { return };
     let code = r#"
 import errno, os, sys
 d = sys.argv[1]
@@ -445,12 +442,7 @@ fn removals_that_are_not_certain_wait_for_their_answers() {
     use std::os::unix::fs::PermissionsExt;
     let refused = |ab: &Ab, made: &str| {
         let on_b = ab.files().join(made);
-        let immutable = Command::new("chattr").arg("+i").arg(&on_b).status().is_ok_and(|st| st.success());
-        if !immutable {
-            eprintln!("skipped: chattr +i does not work on {}", on_b.display());
-            return;
-        }
-        let _undo = Mutable(on_b.clone());
+        let Some(_undo) = Mutable::made_immutable(&on_b) else { return };
         let e = std::fs::remove_file(ab.remote().join(made)).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{made}: {e}");
     };

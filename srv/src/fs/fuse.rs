@@ -55,7 +55,6 @@ use futures::stream::{self, Stream as FutStream};
 use tokio_util::sync::CancellationToken;
 
 use super::dir::locks::Lock;
-use super::dir::watch::What;
 use super::dir::StatFs;
 use super::handle::{Handle, Waker};
 use super::tree::{Entry, FileKind};
@@ -295,31 +294,11 @@ impl Filesystem for MeshFs {
     }
 
     async fn unlink(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
-        let path = self.child(parent, name)?;
-        if self.remove_ahead(&req, parent, name, &path, false) {
-            return Ok(());
-        }
-        self.spoil_at(&path);
-        let remove = async { self.ns.bound().remove(&components(&path), false).await.map_err(|e| errno(&e)) };
-        let expecting = self.expecting(&[(parent, name, What::Gone)]);
-        self.stoppable(&req, remove).await?;
-        expecting.made();
-        self.removed(&[&path]);
-        Ok(())
+        self.remove_name(req, parent, name, false).await
     }
 
     async fn rmdir(&self, req: Request, parent: u64, name: &OsStr) -> FuseResult<()> {
-        let path = self.child(parent, name)?;
-        if self.remove_ahead(&req, parent, name, &path, true) {
-            return Ok(());
-        }
-        self.removals_landed(&req, None).await?;
-        let remove = async { self.ns.bound().remove(&components(&path), true).await.map_err(|e| errno(&e)) };
-        let expecting = self.expecting(&[(parent, name, What::Gone)]);
-        self.stoppable(&req, remove).await?;
-        expecting.made();
-        self.removed(&[&path]);
-        Ok(())
+        self.remove_name(req, parent, name, true).await
     }
 
     async fn rename(
@@ -394,24 +373,16 @@ impl Filesystem for MeshFs {
     async fn symlink(&self, req: Request, parent: u64, name: &OsStr, link: &OsStr) -> FuseResult<ReplyEntry> {
         let path = self.child(parent, name)?;
         let target = link.to_str().ok_or_else(|| Errno::from(libc::EINVAL))?;
-        self.removals_landed(&req, Some(parent)).await?;
-        let make = async { self.ns.bound().symlink(&components(&path), target).await.map_err(|e| errno(&e)) };
-        let expecting = self.expecting(&[(parent, name, What::Made)]);
-        let e = self.stoppable(&req, make).await?;
-        expecting.made();
-        Ok(self.made(&path, &e))
+        let make = async { self.ns.bound().symlink(&components(&path), target).await };
+        self.make_name(&req, (parent, name), &path, make).await
     }
 
     async fn link(&self, req: Request, inode: u64, new_parent: u64, new_name: &OsStr) -> FuseResult<ReplyEntry> {
         let from = self.path(inode)?;
         self.spoil(inode);
         let to = self.child(new_parent, new_name)?;
-        self.removals_landed(&req, Some(new_parent)).await?;
-        let make = async { self.ns.bound().link(&components(&from), &components(&to)).await.map_err(|e| errno(&e)) };
-        let expecting = self.expecting(&[(new_parent, new_name, What::Made)]);
-        let e = self.stoppable(&req, make).await?;
-        expecting.made();
-        Ok(self.made(&to, &e))
+        let make = async { self.ns.bound().link(&components(&from), &components(&to)).await };
+        self.make_name(&req, (new_parent, new_name), &to, make).await
     }
 
     /// Fifos, sockets and device nodes are made on the serving machine
@@ -420,13 +391,8 @@ impl Filesystem for MeshFs {
     /// are refused (the mount is `nodev`).
     async fn mknod(&self, req: Request, parent: u64, name: &OsStr, mode: u32, rdev: u32) -> FuseResult<ReplyEntry> {
         let path = self.child(parent, name)?;
-        self.removals_landed(&req, Some(parent)).await?;
-        let make =
-            async { self.ns.bound().mknod(&components(&path), mode, decode_dev(rdev)).await.map_err(|e| errno(&e)) };
-        let expecting = self.expecting(&[(parent, name, What::Made)]);
-        let e = self.stoppable(&req, make).await?;
-        expecting.made();
-        Ok(self.made(&path, &e))
+        let make = async { self.ns.bound().mknod(&components(&path), mode, decode_dev(rdev)).await };
+        self.make_name(&req, (parent, name), &path, make).await
     }
 
     async fn fsync(&self, req: Request, _inode: u64, fh: u64, _datasync: bool) -> FuseResult<()> {

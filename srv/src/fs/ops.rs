@@ -324,8 +324,9 @@ impl Namespace {
     /// whole (one path's rules), is asked for each alone.
     pub async fn remove_all(&self, paths: &[Removal]) -> Vec<Result<(), String>> {
         let mut out: Vec<Result<(), String>> = Vec::with_capacity(paths.len());
-        // Each other machine's, as (index, the removal there).
-        type There = (MachineId, Vec<(usize, Removal)>);
+        // Each other machine's: where they stand in `paths`, and the
+        // removals as named there.
+        type There = (MachineId, Vec<usize>, Vec<Removal>);
         let mut there: Vec<There> = Vec::new();
         for (i, r) in paths.iter().enumerate() {
             out.push(Ok(()));
@@ -333,34 +334,36 @@ impl Namespace {
                 Ok(Place::There(m, rest)) => {
                     let r = Removal { path: rest, ..r.clone() };
                     match there.iter_mut().find(|t| t.0 == m) {
-                        Some(t) => t.1.push((i, r)),
-                        None => there.push((m, vec![(i, r)])),
+                        Some(t) => {
+                            t.1.push(i);
+                            t.2.push(r);
+                        }
+                        None => there.push((m, vec![i], vec![r])),
                     }
                 }
                 Ok(Place::Here(..)) => out[i] = self.remove_checked(r).await,
                 Err(e) => out[i] = Err(e),
             }
         }
-        for (m, items) in there {
-            let rs: Vec<Removal> = items.iter().map(|t| t.1.clone()).collect();
+        for (m, at, rs) in there {
             match self.changed_there(&m, remote::removes(self.sessions(), &m, &rs)).await {
                 Ok((done, _)) => {
-                    for ((i, _), r) in items.iter().zip(done) {
-                        out[*i] = r;
+                    for (&i, r) in at.iter().zip(done) {
+                        out[i] = r;
                     }
                 }
                 Err(e) if e.starts_with("bad tree message") || e.ends_with("before open") || refused_by_rules(&e) => {
-                    for (i, r) in &items {
+                    for (&i, r) in at.iter().zip(&rs) {
                         // An older machine cannot check the directory: only
                         // files and directories as they are named.
                         let one = remote::remove(self.sessions(), &m, &r.path, r.dir);
-                        out[*i] = self.changed_there(&m, one).await.map(drop);
+                        out[i] = self.changed_there(&m, one).await.map(drop);
                     }
                 }
                 // Lost on the way: done there or not, never asked twice.
                 Err(e) => {
-                    for (i, _) in &items {
-                        out[*i] = Err(e.clone());
+                    for &i in &at {
+                        out[i] = Err(e.clone());
                     }
                 }
             }

@@ -107,9 +107,12 @@ impl MeshFs {
             released = self
                 .stoppable(&req, async { self.lock_point(inode, false, req.pid).await.map_err(|e| errno(&e)) })
                 .await;
-            // Interrupted or not, the locks go: the removals sent ahead
-            // land first (sqlite's journal), for a bounded while.
-            self.removals.landed_within(super::removals::LANDING).await;
+            // Interrupted or not, the locks go; the lock point lets the
+            // removals sent ahead land first (sqlite's journal), and an
+            // interrupted one still waits for them, for a bounded while.
+            if released.is_err() {
+                self.removals.landed_within(super::removals::LANDING).await;
+            }
             self.ns.unlock_owner(&h, lock_owner).await;
         }
         // A write sent ahead that failed is told here, at close.

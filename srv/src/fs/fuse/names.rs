@@ -1,8 +1,11 @@
 //! Changes of names through the mount that do more than ask: a
-//! directory made (known whole from then on), and renames (the node
-//! table follows, what the kernel keeps of both directories goes).
+//! directory made (known whole from then on), renames (the node table
+//! follows, what the kernel keeps of both directories goes), removals
+//! (sent ahead where they may be, see [`super::removals`]), and links,
+//! symbolic links and nodes made.
 
 use std::ffi::OsStr;
+use std::future::Future;
 
 use fuse3::raw::prelude::*;
 use fuse3::{Errno, Result as FuseResult};
@@ -10,6 +13,7 @@ use fuse3::{Errno, Result as FuseResult};
 use super::{errno, lock, MeshFs};
 use crate::fs::components;
 use crate::fs::dir::watch::What;
+use crate::fs::tree::Entry;
 
 impl MeshFs {
     /// A directory made empty and told of is known whole from then on.
@@ -70,5 +74,42 @@ impl MeshFs {
             lock(&self.inodes).rename(&from, &to);
         }
         Ok(())
+    }
+
+    /// Removes a file, or an empty directory (`dir`), ahead of its answer
+    /// where it may go; else as asked, an rmdir after the removals sent
+    /// ahead (those in it among them).
+    pub(super) async fn remove_name(&self, req: Request, parent: u64, name: &OsStr, dir: bool) -> FuseResult<()> {
+        let path = self.child(parent, name)?;
+        if self.remove_ahead(&req, parent, name, &path, dir) {
+            return Ok(());
+        }
+        if dir {
+            self.removals_landed(&req, None).await?;
+        } else {
+            self.spoil_at(&path);
+        }
+        let remove = async { self.ns.bound().remove(&components(&path), dir).await.map_err(|e| errno(&e)) };
+        let expecting = self.expecting(&[(parent, name, What::Gone)]);
+        self.stoppable(&req, remove).await?;
+        expecting.made();
+        self.removed(&[&path]);
+        Ok(())
+    }
+
+    /// Makes `name` in directory `parent` (at `path`) by `make`, once the
+    /// removals on their way there have landed.
+    pub(super) async fn make_name(
+        &self,
+        req: &Request,
+        (parent, name): (u64, &OsStr),
+        path: &str,
+        make: impl Future<Output = Result<Entry, String>>,
+    ) -> FuseResult<ReplyEntry> {
+        self.removals_landed(req, Some(parent)).await?;
+        let expecting = self.expecting(&[(parent, name, What::Made)]);
+        let e = self.stoppable(req, async { make.await.map_err(|e| errno(&e)) }).await?;
+        expecting.made();
+        Ok(self.made(path, &e))
     }
 }

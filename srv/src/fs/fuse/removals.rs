@@ -265,12 +265,11 @@ impl MeshFs {
         if self.notifier.get().is_none() || !inodes::served(parent) || !self.removals.is_itself(parent, req.uid) {
             return false;
         }
-        let node = {
+        let (node, dir_id) = {
             let t = lock(&self.inodes);
-            t.node_at(path).filter(|&n| inodes::served(n) && t.names(n) == 1)
+            (t.node_at(path).filter(|&n| inodes::served(n) && t.names(n) == 1), t.id(parent))
         };
-        let Some(node) = node else { return false };
-        let Some(dir_id) = lock(&self.inodes).id(parent) else { return false };
+        let (Some(node), Some(dir_id)) = (node, dir_id) else { return false };
         let certain = match dir {
             // Known empty: its removals on their way go first.
             true => self.listed.empty(node, || self.ns.landing(&components(path))),

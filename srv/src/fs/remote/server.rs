@@ -124,8 +124,14 @@ async fn serve(ns: Arc<Namespace>, mut conv: Conv) -> Result<(), String> {
 async fn after(ns: &Namespace, r: Result<TreeResp, String>, paths: &[&[String]]) -> Result<TreeResp, String> {
     let resp = r?;
     let mut dirs: Vec<Entry> = Vec::new();
+    // Each directory looked at once, however many of its names changed.
+    let mut asked: Vec<&[String]> = Vec::new();
     for p in paths {
         let Some((_, dir)) = p.split_last() else { continue };
+        if asked.contains(&dir) {
+            continue;
+        }
+        asked.push(dir);
         let Ok(e) = ns.dir_now(dir).await else { continue };
         if e.watched_id().is_some() && !dirs.iter().any(|d| d.watched_id() == e.watched_id()) {
             dirs.push(e);
@@ -327,8 +333,7 @@ async fn session_req(
 }
 
 /// Removes each file or directory as its own request would, in order,
-/// for the caller as its path's service takes it; the directories after,
-/// each once.
+/// for the caller as its path's service takes it; the directories after.
 async fn removes(
     ns: &Arc<Namespace>,
     caller: &Caller,
@@ -340,13 +345,8 @@ async fn removes(
         let c = ns.caller_for(&r.path, caller.clone(), remote);
         done.push(Caller { on_behalf: true, ..c }.scope(ns.remove_checked(r)).await.err());
     }
-    let mut dirs: Vec<&[String]> = Vec::new();
-    for p in paths.iter().map(|r| &r.path) {
-        if !dirs.iter().any(|d| d.split_last().map(|l| l.1) == p.split_last().map(|l| l.1)) {
-            dirs.push(p);
-        }
-    }
-    after(ns, Ok(TreeResp::Removed(done)), &dirs).await
+    let changed: Vec<&[String]> = paths.iter().map(|r| r.path.as_slice()).collect();
+    after(ns, Ok(TreeResp::Removed(done)), &changed).await
 }
 
 /// The most changes one message carries.
