@@ -89,7 +89,7 @@ pub async fn cat(client: &Client, path: &str, mut out: impl FnMut(&[u8]) -> std:
     }
     let mut conv = server(client);
     let access = Access { read: true, ..Access::default() };
-    match begin(&mut conv, &TreeReq::Open { path: split(path), access }).await? {
+    match begin(&mut conv, &TreeReq::Open { path: split(path), access, batch: false }).await? {
         TreeResp::Opened(_) => {}
         other => return Err(unexpected(path, other)),
     }

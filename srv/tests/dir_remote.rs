@@ -271,23 +271,24 @@ async fn hostile_requests_stay_in_the_root() {
     };
     let up = p("svc/files/root/../../outside/secret");
     assert_eq!(errno(raw(&t, "b", &TreeReq::Stat(up.clone())).await), libc::EACCES);
-    assert_eq!(errno(raw(&t, "b", &TreeReq::Open { path: up.clone(), access: R }).await), libc::EACCES);
+    assert_eq!(errno(raw(&t, "b", &TreeReq::Open { path: up.clone(), access: R, batch: false }).await), libc::EACCES);
     let mut slash = p("svc/files/root");
     slash.push("../../outside/secret".into());
     assert_eq!(errno(raw(&t, "b", &TreeReq::Stat(slash)).await), libc::EINVAL);
     let mut abs = p("svc/files/root");
     abs.push("/etc/passwd".into());
-    assert_eq!(errno(raw(&t, "b", &TreeReq::Open { path: abs, access: R }).await), libc::EINVAL);
+    assert_eq!(errno(raw(&t, "b", &TreeReq::Open { path: abs, access: R, batch: false }).await), libc::EINVAL);
     let to = p("svc/files/root/../stolen");
     let req = TreeReq::Rename { from: p("svc/files/root/sub"), to, flags: 0 };
     assert_eq!(errno(raw(&t, "b", &req).await), libc::EACCES);
-    let req = TreeReq::Create { path: p("svc/files/root/../planted"), mode: 0o644, access: RW, excl: true };
+    let req =
+        TreeReq::Create { path: p("svc/files/root/../planted"), mode: 0o644, access: RW, excl: true, batch: false };
     assert_eq!(errno(raw(&t, "b", &req).await), libc::EACCES);
     assert!(!t.dir.path().join("planted").exists() && !t.dir.path().join("stolen").exists());
     // a serves no files of its own: it does not pass the request on to b.
     assert_eq!(errno(raw(&t, "a", &TreeReq::Stat(p("svc/files/root"))).await), libc::ENOENT);
     // A directory is not a file to open.
-    let req = TreeReq::Open { path: p("svc/files/root/sub"), access: R };
+    let req = TreeReq::Open { path: p("svc/files/root/sub"), access: R, batch: false };
     assert_eq!(errno(raw(&t, "b", &req).await), libc::EISDIR);
 }
 
@@ -327,6 +328,110 @@ async fn requests_in_flight_together_get_their_own_answers() {
         let at = (i * 4096) as usize;
         assert_eq!(disk[at..at + 4096], block(i)[..], "block {i} on b's disk");
     }
+}
+
+/// The `in` and `out` envelope counts of `r`'s link to `peer`.
+fn envelopes(r: &Router, peer: &str) -> (u64, u64) {
+    let status = r.term(&ns::path::TermName::Net(peer.parse().unwrap())).map(|t| t.status_text()).unwrap_or_default();
+    let count = |dir: &str| {
+        let line = status.lines().find(|l| l.starts_with(dir)).unwrap_or_else(|| panic!("no {dir} in {status}"));
+        line.split(' ').nth(1).and_then(|w| w.parse().ok()).unwrap()
+    };
+    (count("in "), count("out "))
+}
+
+/// Small writes sent ahead go to b together (see remote::batch): forty
+/// of them cross the link in a few messages, land in order, and one that
+/// fails there fails the close while the others land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_writes_sent_ahead_travel_together() {
+    let t = two("dir-batch").await;
+    let (_, h) = t.a.create(&p("n/b/svc/files/root/f"), 0o644, RW, true).await.unwrap();
+    let (_, out) = envelopes(t.a.router(), "b");
+    for i in 0..40u64 {
+        let line = format!("line {i:02}\n");
+        assert_eq!(t.a.write_at(&h, i * 8, line.as_bytes()).await.unwrap(), 8);
+    }
+    // Of this file's size, mode and times, a set_attr by handle that
+    // waits for its answer: it sends what waits first.
+    let e = t.a.set_attr(&p("n/b/svc/files/root/f"), Some(&h), Attrs { mode: Some(0o600), ..Attrs::default() }).await;
+    assert_eq!(e.unwrap().meta.unwrap().size, 320);
+    let sent = envelopes(t.a.router(), "b").1 - out;
+    assert!(sent <= 4, "forty writes and a change took {sent} messages");
+    // A write that fails there (past the largest file b's disk allows),
+    // among others: the others land, the close is told.
+    t.a.write_at(&h, 0, b"LINE").await.unwrap();
+    t.a.write_at(&h, 1 << 62, b"too far").await.unwrap();
+    t.a.write_at(&h, 8, b"LINE").await.unwrap();
+    let err = t.a.settle_writes(&h, true).await.unwrap_err();
+    assert_eq!(srv::fs::errors::errno(&err), libc::EFBIG, "{err}");
+    t.a.release(h).await;
+    let disk = std::fs::read_to_string(t.disk("f")).unwrap();
+    let want: String = (0..40).map(|i| format!("line {i:02}\n")).collect();
+    assert_eq!(disk, want.replacen("line", "LINE", 2));
+}
+
+/// A batch straight to b's tree server: answered as a batch, in order;
+/// an opener that did not ask for batches is not told of them; a batch
+/// cut short ends the file's conversation.
+#[tokio::test]
+async fn a_batch_is_answered_in_order_and_a_bad_one_ends_the_file() {
+    let t = two("dir-batch-raw").await;
+    let r = t.a.router();
+    let open = |path: &str, batch: bool| {
+        let mut c = r.open(Addr::on("b".parse().unwrap(), Name::new(RESERVED).unwrap()), vec![]);
+        let req = TreeReq::Create { path: p(path), mode: 0o644, access: RW, excl: false, batch };
+        async move {
+            c.tx.send(ns::cbor::encode(&(Caller::router(), &req))).await.unwrap();
+            let Some(Msg::Data(b)) = next(&mut c).await else { panic!("no answer") };
+            (c, ns::cbor::decode::<TreeResp>(&b, "tree message").unwrap())
+        }
+    };
+    let raw_write = |offset: u64, data: &[u8]| {
+        let mut b = vec![0u8];
+        b.extend_from_slice(&offset.to_le_bytes());
+        b.extend_from_slice(data);
+        Bytes::from(b)
+    };
+    let join = |items: &[Bytes]| {
+        let mut b = vec![1u8];
+        for i in items {
+            b.extend_from_slice(&(i.len() as u32).to_le_bytes());
+            b.extend_from_slice(i);
+        }
+        Bytes::from(b)
+    };
+    let (mut c, resp) = open("svc/files/root/g", true).await;
+    assert!(matches!(resp, TreeResp::Batching(_)), "{resp:?}");
+    let batch = join(&[
+        raw_write(0, b"hello"),
+        ns::cbor::encode(&TreeReq::FileAttr(Attrs { mode: Some(0o600), ..Attrs::default() })),
+        raw_write(5, b" world"),
+        ns::cbor::encode(&TreeReq::Read { offset: 0, size: 100 }),
+    ]);
+    c.tx.send(batch).await.unwrap();
+    let Some(Msg::Data(b)) = next(&mut c).await else { panic!("no answer") };
+    assert_eq!(b[0], 1, "not a batch: {b:?}");
+    let (mut answers, mut at) = (Vec::new(), 1);
+    while at < b.len() {
+        let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+        answers.push(b.slice(at + 4..at + 4 + len));
+        at += 4 + len;
+    }
+    assert_eq!(answers.len(), 4);
+    let resp = |b: &Bytes| ns::cbor::decode::<TreeResp>(b, "tree message").unwrap();
+    assert!(matches!(resp(&answers[0]), TreeResp::Written(5)));
+    assert!(matches!(resp(&answers[1]), TreeResp::Entry(e) if e.mode & 0o777 == 0o600));
+    assert!(matches!(resp(&answers[2]), TreeResp::Written(6)));
+    assert_eq!(&answers[3][..], b"\0hello world");
+    // Cut short: the conversation ends, the file as it was.
+    let cut = join(&[raw_write(0, b"HELLO")]);
+    c.tx.send(cut.slice(..cut.len() - 2)).await.unwrap();
+    assert!(!matches!(next(&mut c).await, Some(Msg::Data(_))));
+    assert_eq!(std::fs::read(t.disk("g")).unwrap(), b"hello world");
+    // An opener that sends no batches is answered as before.
+    let (_, resp) = open("svc/files/root/h", false).await;
+    assert!(matches!(resp, TreeResp::After(..) | TreeResp::Created(_)), "{resp:?}");
 }
 
 /// The next changes b tells on conversation `c`, or none within `wait`.
@@ -447,7 +552,7 @@ async fn a_session_judges_each_request() {
     let req = TreeReq::Rename { from: p("svc/files/root/sub"), to, flags: 0 };
     assert_eq!(errno(in_session(&mut c, &req).await), libc::EACCES);
     assert!(!t.dir.path().join("stolen").exists());
-    let open = TreeReq::Open { path: p("svc/files/root/sub"), access: R };
+    let open = TreeReq::Open { path: p("svc/files/root/sub"), access: R, batch: false };
     let e = in_session(&mut c, &open).await.unwrap_err();
     assert!(e.contains("open in a session"), "{e}");
     assert!(in_session(&mut c, &TreeReq::Watch).await.is_err());

@@ -18,7 +18,8 @@
 //! - a file of a served directory answers `Read`, `WriteAt`, `FileAttr`,
 //!   `Allocate`, `Lock` and `Sync` in order; reads are at most [`MAX_IO`] each and answered
 //!   as [`RAW`] bytes, and the opener keeps several in flight when it reads
-//!   sequentially.
+//!   sequentially. Several small requests may come as one message, a
+//!   [`batch`], answered as one, where the open said so (`Batching`).
 //!
 //! `Watch` is a conversation of its own: the changes to the directories
 //! the asking machine looks into, for as long as it lasts (see
@@ -26,6 +27,7 @@
 //! that get one answer, one after another, so that each does not open
 //! and close a conversation of its own ([`session`]).
 
+mod batch;
 mod file;
 mod known;
 mod pipe;
@@ -55,6 +57,10 @@ pub enum TreeReq {
     Open {
         path: Vec<String>,
         access: Access,
+        /// The opener sends messages together ([`batch`]) where the
+        /// server answers `Batching`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        batch: bool,
     },
     /// On an open file: at most [`MAX_IO`] bytes at `offset`.
     Read {
@@ -79,6 +85,9 @@ pub enum TreeReq {
         mode: u32,
         access: Access,
         excl: bool,
+        /// As `Open`'s.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        batch: bool,
     },
     Mkdir {
         path: Vec<String>,
@@ -210,6 +219,17 @@ pub enum TreeResp {
     /// directories it changed as they are after it, so the asking machine
     /// need not ask for them again.
     After(Box<TreeResp>, Vec<Entry>),
+    /// The answer to an `Open` or `Create` that asked for batches: the
+    /// file takes them ([`batch`]).
+    Batching(Box<TreeResp>),
+}
+
+/// An answer, and whether it says the file takes batches.
+fn batching(resp: TreeResp) -> (TreeResp, bool) {
+    match resp {
+        TreeResp::Batching(r) => (*r, true),
+        r => (r, false),
+    }
 }
 
 /// An answer and the directories it says are changed (see
@@ -348,19 +368,19 @@ pub async fn list(s: &Sessions, m: &MachineId, path: &[String]) -> Result<Vec<En
 }
 
 /// The handle for a conversation that is now an open file of `kind`.
-fn opened(conv: Conv, kind: FileKind, m: &MachineId) -> Handle {
+fn opened(conv: Conv, kind: FileKind, m: &MachineId, batches: bool) -> Handle {
     Handle::RemoteFile(match kind {
         FileKind::Stream => RemoteFile::Stream(Stream::new(conv)),
-        FileKind::Stored => RemoteFile::Stored(pipe::Pipe::new(conv, m.clone())),
+        FileKind::Stored => RemoteFile::Stored(pipe::Pipe::new(conv, m.clone(), batches)),
         kind => RemoteFile::File(kind, std::sync::Arc::new(tokio::sync::Mutex::new(conv))),
     })
 }
 
 pub async fn open(r: &Router, m: &MachineId, path: &[String], access: Access) -> Result<Handle, String> {
     let mut conv = r.open_as(server(m), Vec::new(), Caller::current_user());
-    match begin(&mut conv, &TreeReq::Open { path: path.to_vec(), access }).await? {
-        TreeResp::Opened(kind) => Ok(opened(conv, kind, m)),
-        other => Err(unexpected(other)),
+    match batching(begin(&mut conv, &TreeReq::Open { path: path.to_vec(), access, batch: true }).await?) {
+        (TreeResp::Opened(kind), batches) => Ok(opened(conv, kind, m, batches)),
+        (other, _) => Err(unexpected(other)),
     }
 }
 
@@ -374,9 +394,11 @@ pub async fn create(
     excl: bool,
 ) -> Result<((Entry, Handle), Vec<Entry>), String> {
     let mut conv = r.open_as(server(m), Vec::new(), Caller::current_user());
-    match after(begin(&mut conv, &TreeReq::Create { path: path.to_vec(), mode, access, excl }).await?) {
+    let req = TreeReq::Create { path: path.to_vec(), mode, access, excl, batch: true };
+    let (resp, batches) = batching(begin(&mut conv, &req).await?);
+    match after(resp) {
         (TreeResp::Created(e), dirs) => {
-            let h = opened(conv, FileKind::Stored, m);
+            let h = opened(conv, FileKind::Stored, m, batches);
             if let Handle::RemoteFile(RemoteFile::Stored(p)) = &h {
                 p.know(&e);
             }

@@ -25,9 +25,12 @@
 //! A change of mode, owner or times of a file this machine made goes
 //! ahead the same way where its outcome is certain ([`Pipe::attr_ahead`],
 //! [`super::known`]): what `tar x` does to each file after writing it.
+//! What goes ahead waits a moment for company and leaves in one message
+//! with it, where the serving machine takes batches ([`super::batch`]).
 //!
 //! Lock order: `reads`, then `tx` (taken in the send task), then `state`
-//! (never held across an await).
+//! (never held across an await). Whatever waits for company is taken
+//! with `tx` held, so it leaves before anything sent after it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -37,6 +40,7 @@ use ns::conv::{Conv, ConvReader, ConvWriter, Msg};
 use ns::MachineId;
 use tokio::sync::{oneshot, watch};
 
+use super::batch;
 use super::known::{as_foreseen, Known};
 use super::{decode, encode, raw_write, unexpected, TreeReq, TreeResp, MAX_IO, RAW};
 use crate::fs::dir::locks::Lock;
@@ -65,6 +69,20 @@ enum Due {
     /// A change of attributes sent ahead, answered as foreseen; `done`
     /// is told when its answer comes.
     Ahead { foreseen: Entry, done: oneshot::Sender<()> },
+    /// Those of messages sent together, in order: the answer is a batch.
+    Batch(Vec<Due>),
+}
+
+/// Counts a write or change sent ahead, from when it is sent or waits to be.
+fn count(st: &mut State, due: &Due) {
+    match due {
+        Due::Write(len) => {
+            st.writes_sent += 1;
+            st.writing += len;
+        }
+        Due::Ahead { .. } => st.writes_sent += 1,
+        Due::Reply(_) | Due::Batch(_) => {}
+    }
 }
 
 #[derive(Default)]
@@ -81,6 +99,11 @@ struct State {
     ended: Option<String>,
     /// The file's attributes, where known.
     known: Known,
+    /// Sent ahead, waiting for company ([`batch`]), and their bytes.
+    waiting: Vec<(Bytes, Due)>,
+    waiting_bytes: usize,
+    /// A task is on its way to send what waits, at once.
+    sender: bool,
 }
 
 /// A file of a served directory open on another machine.
@@ -92,6 +115,8 @@ pub struct Pipe {
     reads: tokio::sync::Mutex<Ahead>,
     receiver: tokio::task::JoinHandle<()>,
     machine: MachineId,
+    /// The serving machine takes messages together ([`batch`]).
+    batches: bool,
 }
 
 fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -120,57 +145,29 @@ async fn receive(mut rx: ConvReader, state: Arc<Mutex<State>>, answered: watch::
                 st.failed.get_or_insert(why.clone());
                 std::mem::take(&mut st.due)
             };
-            for d in due {
-                if let Due::Reply(tx) = d {
-                    let _ = tx.send(Err(why.clone()));
-                }
-            }
+            due.into_iter().for_each(|d| fail(d, &why));
             answered.send_modify(|n| *n += 1);
             return;
         }
         let due = lock(&state).due.pop_front();
         match due {
-            Some(Due::Reply(tx)) => {
-                let _ = tx.send(answer);
-            }
-            Some(Due::Write(len)) => {
-                let res = answer.and_then(|b| match decode::<TreeResp>(&b)? {
-                    TreeResp::Written(n) if u64::from(n) == len => Ok(()),
-                    TreeResp::Written(n) => {
-                        Err(ns::error::detail(crate::fs::errors::EIO, format!("wrote {n} of {len}")))
+            Some(Due::Batch(dues)) => {
+                match answer {
+                    Ok(b) if batch::is_batch(&b) => {
+                        let parts = batch::split(&b).unwrap_or_default();
+                        let short = format!("bad tree message: {} answers to {} messages", parts.len(), dues.len());
+                        let mut parts = parts.into_iter();
+                        for d in dues {
+                            settle(&state, d, parts.next().ok_or_else(|| short.clone()));
+                        }
                     }
-                    TreeResp::Err(e) => Err(e),
-                    other => Err(unexpected(other)),
-                });
-                {
-                    let mut st = lock(&state);
-                    st.writes_done += 1;
-                    st.writing = st.writing.saturating_sub(len);
-                    if let Err(e) = res {
-                        st.failed.get_or_insert(e);
-                    }
+                    // One answer for all: the file refused them together.
+                    whole => dues.into_iter().for_each(|d| settle(&state, d, whole.clone())),
                 }
                 answered.send_modify(|n| *n += 1);
             }
-            Some(Due::Ahead { foreseen, done }) => {
-                let res = answer.and_then(|b| match decode::<TreeResp>(&b)? {
-                    TreeResp::Entry(e) => Ok(e),
-                    TreeResp::Err(e) => Err(e),
-                    other => Err(unexpected(other)),
-                });
-                {
-                    let mut st = lock(&state);
-                    st.writes_done += 1;
-                    match res {
-                        Ok(e) if as_foreseen(&e, &foreseen) => {}
-                        Ok(_) => st.known.forget(),
-                        Err(e) => {
-                            st.known.forget();
-                            st.failed.get_or_insert(e);
-                        }
-                    }
-                }
-                let _ = done.send(());
+            Some(d) => {
+                settle(&state, d, answer);
                 answered.send_modify(|n| *n += 1);
             }
             // An answer nobody asked for: the server is confused.
@@ -179,6 +176,64 @@ async fn receive(mut rx: ConvReader, state: Arc<Mutex<State>>, answered: watch::
                 answered.send_modify(|n| *n += 1);
                 return;
             }
+        }
+    }
+}
+
+/// A request that will have no answer: the conversation ended.
+fn fail(due: Due, why: &str) {
+    match due {
+        Due::Reply(tx) => {
+            let _ = tx.send(Err(why.to_string()));
+        }
+        Due::Batch(dues) => dues.into_iter().for_each(|d| fail(d, why)),
+        Due::Write(_) | Due::Ahead { .. } => {}
+    }
+}
+
+/// Gives `answer` to the request it answers.
+fn settle(state: &Mutex<State>, due: Due, answer: Answer) {
+    match due {
+        Due::Reply(tx) => {
+            let _ = tx.send(answer);
+        }
+        Due::Write(len) => {
+            let res = answer.and_then(|b| match decode::<TreeResp>(&b)? {
+                TreeResp::Written(n) if u64::from(n) == len => Ok(()),
+                TreeResp::Written(n) => Err(ns::error::detail(crate::fs::errors::EIO, format!("wrote {n} of {len}"))),
+                TreeResp::Err(e) => Err(e),
+                other => Err(unexpected(other)),
+            });
+            let mut st = lock(state);
+            st.writes_done += 1;
+            st.writing = st.writing.saturating_sub(len);
+            if let Err(e) = res {
+                st.failed.get_or_insert(e);
+            }
+        }
+        Due::Ahead { foreseen, done } => {
+            let res = answer.and_then(|b| match decode::<TreeResp>(&b)? {
+                TreeResp::Entry(e) => Ok(e),
+                TreeResp::Err(e) => Err(e),
+                other => Err(unexpected(other)),
+            });
+            {
+                let mut st = lock(state);
+                st.writes_done += 1;
+                match res {
+                    Ok(e) if as_foreseen(&e, &foreseen) => {}
+                    Ok(_) => st.known.forget(),
+                    Err(e) => {
+                        st.known.forget();
+                        st.failed.get_or_insert(e);
+                    }
+                }
+            }
+            let _ = done.send(());
+        }
+        // Batches are not nested.
+        Due::Batch(dues) => {
+            dues.into_iter().for_each(|d| settle(state, d, Err("bad tree message: a batch in a batch".into())))
         }
     }
 }
@@ -204,9 +259,54 @@ fn tree_answer(a: Answer) -> Result<TreeResp, String> {
     }
 }
 
+/// Sends what waits for company, together, then `msgs`, with `tx` held
+/// throughout so that nothing overtakes them.
+async fn send_now(
+    tx: Arc<tokio::sync::Mutex<ConvWriter>>,
+    state: Arc<Mutex<State>>,
+    msgs: Vec<(Bytes, Due)>,
+) -> Result<(), String> {
+    let tx = tx.lock().await;
+    let mut waiting = {
+        let mut st = lock(&state);
+        st.sender = false;
+        st.waiting_bytes = 0;
+        let waiting = std::mem::take(&mut st.waiting);
+        if let Some(e) = &st.ended {
+            // Their callers hear it from their dropped answers.
+            return Err(e.clone());
+        }
+        waiting
+    };
+    if !waiting.is_empty() {
+        let (msg, due) = match waiting.len() {
+            1 => waiting.pop().expect("one waits"),
+            _ => {
+                let (msgs, dues): (Vec<Bytes>, Vec<Due>) = waiting.into_iter().unzip();
+                (batch::join(&msgs), Due::Batch(dues))
+            }
+        };
+        lock(&state).due.push_back(due);
+        tx.send(msg).await?;
+    }
+    for (msg, due) in msgs {
+        {
+            let mut st = lock(&state);
+            if let Some(e) = &st.ended {
+                return Err(e.clone());
+            }
+            count(&mut st, &due);
+            st.due.push_back(due);
+        }
+        tx.send(msg).await?;
+    }
+    Ok(())
+}
+
 impl Pipe {
     /// The pipe of `conv`, a file open on machine `m`.
-    pub fn new(conv: Conv, machine: MachineId) -> Pipe {
+    /// `batches`: the serving machine takes messages together.
+    pub fn new(conv: Conv, machine: MachineId, batches: bool) -> Pipe {
         let Conv { rx, tx } = conv;
         let state = Arc::new(Mutex::new(State::default()));
         let (bump, answered) = watch::channel(0);
@@ -218,6 +318,7 @@ impl Pipe {
             reads: tokio::sync::Mutex::new(Ahead::default()),
             receiver,
             machine,
+            batches,
         }
     }
 
@@ -226,39 +327,77 @@ impl Pipe {
         &self.machine
     }
 
-    /// Sends `msgs` in order, each with its [`Due`], whole: in a task of
-    /// its own, which an interrupted caller does not stop.
+    /// Sends what waits for company, then `msgs` in order, each with its
+    /// [`Due`], whole: in a task of its own, which an interrupted caller
+    /// does not stop.
     async fn send(&self, msgs: Vec<(Bytes, Due)>) -> Result<(), String> {
-        let (tx, state) = (self.tx.clone(), self.state.clone());
-        let task = tokio::spawn(async move {
-            let tx = tx.lock().await;
-            for (msg, due) in msgs {
-                {
-                    let mut st = lock(&state);
-                    if let Some(e) = &st.ended {
-                        return Err(e.clone());
-                    }
-                    match due {
-                        Due::Write(len) => {
-                            st.writes_sent += 1;
-                            st.writing += len;
-                        }
-                        Due::Ahead { .. } => st.writes_sent += 1,
-                        Due::Reply(_) => {}
-                    }
-                    st.due.push_back(due);
-                }
-                tx.send(msg).await?;
-            }
-            Ok(())
-        });
+        let task = tokio::spawn(send_now(self.tx.clone(), self.state.clone(), msgs));
         task.await.map_err(|e| e.to_string())?
+    }
+
+    /// Sends `msg`, which goes ahead of its answer: it waits for company
+    /// (see [`batch`]) where the serving machine takes batches and it is
+    /// small.
+    async fn send_ahead(&self, msg: Bytes, due: Due) -> Result<(), String> {
+        if !self.batches || msg.len() > batch::ITEM_MAX {
+            return self.send(vec![(msg, due)]).await;
+        }
+        let (first, full) = {
+            let mut st = lock(&self.state);
+            if let Some(e) = &st.ended {
+                return Err(e.clone());
+            }
+            count(&mut st, &due);
+            st.waiting_bytes += msg.len();
+            st.waiting.push((msg, due));
+            (st.waiting.len() == 1, st.waiting.len() >= batch::MAX_ITEMS || st.waiting_bytes >= batch::MAX_BYTES)
+        };
+        if full {
+            return self.send(Vec::new()).await;
+        }
+        if first {
+            let (tx, state) = (self.tx.clone(), self.state.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(batch::LINGER).await;
+                if !lock(&state).waiting.is_empty() {
+                    // A failure is the conversation's end, which its
+                    // receiver tells.
+                    let _ = send_now(tx, state, Vec::new()).await;
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Sends one request and waits for its answer.
     async fn ask(&self, msg: Bytes) -> Answer {
         let (tx, rx) = oneshot::channel();
         self.send(vec![(msg, Due::Reply(tx))]).await?;
+        rx.await.map_err(|_| ns::error::EHUNGUP.to_string())?
+    }
+
+    /// Sends one small request and waits for its answer: in one message
+    /// with those sent at the same moment (a queue depth of 16 sends
+    /// sixteen reads at once), where the serving machine takes batches.
+    async fn ask_together(&self, msg: Bytes) -> Answer {
+        if !self.batches || msg.len() > batch::ITEM_MAX {
+            return self.ask(msg).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut st = lock(&self.state);
+            if let Some(e) = &st.ended {
+                return Err(e.clone());
+            }
+            st.waiting_bytes += msg.len();
+            st.waiting.push((msg, Due::Reply(tx)));
+            !std::mem::replace(&mut st.sender, true)
+        };
+        // One sender at a time: what waits while it writes leaves with
+        // the next.
+        if start {
+            tokio::spawn(send_now(self.tx.clone(), self.state.clone(), Vec::new()));
+        }
         rx.await.map_err(|_| ns::error::EHUNGUP.to_string())?
     }
 
@@ -287,13 +426,17 @@ impl Pipe {
         }
         self.reads.lock().await.forget();
         lock(&self.state).known.wrote(offset, len);
-        self.send(vec![(raw_write(offset, data), Due::Write(len))]).await?;
+        self.send_ahead(raw_write(offset, data), Due::Write(len)).await?;
         Ok(data.len())
     }
 
     /// Waits for the answers of the writes sent so far; their error stays
     /// for the writer. Before a look at the file by its name.
     pub async fn drain(&self) -> Result<(), String> {
+        if !lock(&self.state).waiting.is_empty() {
+            // Failed, the conversation has ended, which is seen below.
+            let _ = self.send(Vec::new()).await;
+        }
         let sent = lock(&self.state).writes_sent;
         let mut answered = self.answered.clone();
         loop {
@@ -335,7 +478,11 @@ impl Pipe {
         // others.
         ahead.last_end = offset + size as u64;
         drop(ahead);
-        read_answer(self.ask(encode(&TreeReq::Read { offset, size: size as u32 })).await)
+        let req = encode(&TreeReq::Read { offset, size: size as u32 });
+        match size <= batch::ITEM_MAX {
+            true => read_answer(self.ask_together(req).await),
+            false => read_answer(self.ask(req).await),
+        }
     }
 
     /// Changes the open file (or, with nothing set, says what it is).
@@ -397,7 +544,7 @@ impl Pipe {
         };
         let (done, told) = oneshot::channel();
         let due = Due::Ahead { foreseen: foreseen.clone(), done };
-        if let Err(e) = self.send(vec![(encode(&TreeReq::FileAttr(attrs)), due)]).await {
+        if let Err(e) = self.send_ahead(encode(&TreeReq::FileAttr(attrs)), due).await {
             lock(&self.state).known.forget();
             return Err(e);
         }

@@ -16,7 +16,7 @@ use ns::error;
 use ns::policy::Access as Grant;
 use tracing::debug;
 
-use super::{decode, encode, parse_raw_write, TreeReq, TreeResp, RAW};
+use super::{batch, decode, encode, parse_raw_write, TreeReq, TreeResp, RAW};
 use crate::fs::caller::{Caller, MAX_GROUPS};
 use crate::fs::dir::locks::Owner;
 use crate::fs::handle::Handle;
@@ -240,17 +240,24 @@ async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq, grant: Gran
     if let Err(e) = request_paths(&req).iter().try_for_each(|p| local_only(&ns, p)) {
         return conv.tx.send(reply(Err(e))).await;
     }
+    // A file of a served directory takes batches from an opener that
+    // sends them (see `super::batch`).
+    let batching = |asked: bool, h: &Handle, resp: TreeResp| match asked && handle_kind(h) == FileKind::Stored {
+        true => TreeResp::Batching(Box::new(resp)),
+        false => resp,
+    };
     let h = match req {
-        TreeReq::Open { path, access } => match ns.open_with(&path, access).await {
+        TreeReq::Open { path, access, batch } => match ns.open_with(&path, access).await {
             Ok(h) => {
-                conv.tx.send(reply(Ok(TreeResp::Opened(handle_kind(&h))))).await?;
+                conv.tx.send(reply(Ok(batching(batch, &h, TreeResp::Opened(handle_kind(&h)))))).await?;
                 h
             }
             Err(e) => return conv.tx.send(reply(Err(e))).await,
         },
-        TreeReq::Create { path, mode, access, excl } => match ns.create(&path, mode, access, excl).await {
+        TreeReq::Create { path, mode, access, excl, batch } => match ns.create(&path, mode, access, excl).await {
             Ok((e, h)) => {
-                conv.tx.send(reply(after(&ns, Ok(TreeResp::Created(e)), &[&path]).await)).await?;
+                let resp = after(&ns, Ok(TreeResp::Created(e)), &[&path]).await;
+                conv.tx.send(reply(resp.map(|r| batching(batch, &h, r)))).await?;
                 h
             }
             Err(e) => return conv.tx.send(reply(Err(e))).await,
@@ -462,8 +469,6 @@ async fn answer_all(
     owners: &mut Vec<Owner>,
     opened: Opened<'_>,
 ) -> Result<(), String> {
-    let stored = handle_kind(h) == FileKind::Stored;
-    let read_only = || Err(error::detail(error::EROFS, "the file is open under a read-only grant"));
     let mut grant = opened.grant;
     while let Some(Msg::Data(b)) = conv.rx.recv().await {
         // The rules may have changed since the open (a reload): a file
@@ -478,22 +483,49 @@ async fn answer_all(
                 }
             }
         }
-        if grant == Grant::Read && !is_read(&b) {
-            conv.tx.send(reply(read_only())).await?;
-            continue;
+        let file = OpenFile { ns, h, machine, grant };
+        let answer = match batch::is_batch(&b) && handle_kind(h) == FileKind::Stored {
+            // Answered together, in order; the first that fails does not
+            // stop the others, as each alone would not.
+            true => {
+                let mut answers = Vec::new();
+                for m in batch::split(&b)? {
+                    answers.push(file.answer(owners, &m).await?);
+                }
+                batch::join(&answers)
+            }
+            false => file.answer(owners, &b).await?,
+        };
+        conv.tx.send(answer).await?;
+    }
+    Ok(())
+}
+
+/// An open file, as one request on it finds it.
+struct OpenFile<'a> {
+    ns: &'a Namespace,
+    h: &'a Handle,
+    /// The opening machine, whose lock owners these are.
+    machine: &'a str,
+    grant: Grant,
+}
+
+impl OpenFile<'_> {
+    /// The answer to message `b`; an error for a message that is not a
+    /// request, which ends the conversation.
+    async fn answer(&self, owners: &mut Vec<Owner>, b: &Bytes) -> Result<Bytes, String> {
+        let (ns, h) = (self.ns, self.h);
+        let stored = handle_kind(h) == FileKind::Stored;
+        if self.grant == Grant::Read && !is_read(b) {
+            return Ok(reply(Err(error::detail(error::EROFS, "the file is open under a read-only grant"))));
         }
         if stored && b.first() == Some(&RAW) {
-            let (offset, data) = parse_raw_write(&b)?;
-            let resp = ns.write_bytes(h, offset, data).await.map(|n| TreeResp::Written(n as u32));
-            conv.tx.send(reply(resp)).await?;
-            continue;
+            let (offset, data) = parse_raw_write(b)?;
+            return Ok(reply(ns.write_bytes(h, offset, data).await.map(|n| TreeResp::Written(n as u32))));
         }
-        let resp = match decode::<TreeReq>(&b)? {
+        let resp = match decode::<TreeReq>(b)? {
             TreeReq::Read { offset, size } if stored => match ns.read_tagged(h, offset, size as usize, RAW).await {
-                Ok(msg) => {
-                    conv.tx.send(msg).await?;
-                    continue;
-                }
+                Ok(msg) => return Ok(msg),
                 Err(e) => Err(e),
             },
             TreeReq::Read { offset, size } => {
@@ -507,7 +539,7 @@ async fn answer_all(
             TreeReq::Sync => ns.sync(h).await.map(|_| TreeResp::Done),
             TreeReq::Allocate { offset, len, mode } => ns.allocate(h, offset, len, mode).await.map(|_| TreeResp::Done),
             TreeReq::Lock { owner, lock, get } => {
-                let owner = (machine.to_string(), owner);
+                let owner = (self.machine.to_string(), owner);
                 if !get && !owners.contains(&owner) {
                     owners.push(owner.clone());
                 }
@@ -515,9 +547,8 @@ async fn answer_all(
             }
             other => Err(format!("{} on an open file", what(&other))),
         };
-        conv.tx.send(reply(resp)).await?;
+        Ok(reply(resp))
     }
-    Ok(())
 }
 
 /// How long a write to a stream may wait for the service once the opener
