@@ -511,3 +511,50 @@ except OSError as e:
     assert_eq!(std::fs::read_to_string(disk.join("p/x")).unwrap(), "new");
     assert_eq!(std::fs::read_to_string(disk.join("p.old/x")).unwrap(), "old");
 }
+
+/// A small file comes whole with its open, with what it is: once open,
+/// its `fstat` and its reads need b no more (with b's router stopped they
+/// return at once), and an open right after b changed the file sees the
+/// change (close-to-open), however late b's notice of it comes.
+#[test]
+fn a_small_file_comes_whole_with_its_open() {
+    let ab = start();
+    std::fs::write(ab.files().join("s"), "one\n").unwrap();
+    let on_a = ab.remote().join("s");
+    assert_eq!(std::fs::metadata(&on_a).unwrap().len(), 4);
+    let code = r#"
+import os, sys, time
+p = sys.argv[1]
+for round in range(2):
+    sys.stdin.readline()
+    fd = os.open(p, os.O_RDONLY)
+    print("open", flush=True); sys.stdin.readline()
+    t = time.monotonic()
+    size = os.fstat(fd).st_size
+    data = os.read(fd, 65536)
+    print("read %d %r %.3f" % (size, data, time.monotonic() - t), flush=True)
+    os.close(fd)
+"#;
+    let mut s = Script::new(code, &on_a);
+    // Changed on b behind a's back, right before the open.
+    std::fs::write(ab.files().join("s"), "two two\n").unwrap();
+    s.go();
+    assert_eq!(s.line(), "open");
+    s.go();
+    let first = s.line();
+    assert!(first.starts_with("read 8 b'two two\\n' "), "{first}");
+    // Changed again, its notice come: once open, what it is and its bytes
+    // are here. Should they wait for b after all, b goes on after 3 s and
+    // the time fails the test.
+    std::fs::write(ab.files().join("s"), "three three three\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    s.go();
+    assert_eq!(s.line(), "open");
+    let stopped = Stopped::at_most(ab.m.pid("b"), Duration::from_secs(3));
+    s.go();
+    let second = s.line();
+    drop(stopped);
+    let took: f64 = second.rsplit(' ').next().and_then(|t| t.parse().ok()).expect(&second);
+    assert!(second.starts_with("read 18 b'three three three\\n' "), "{second}");
+    assert!(took < 2.0, "with b stopped, fstat and read waited for it: {second}");
+}

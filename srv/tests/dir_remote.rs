@@ -371,6 +371,57 @@ async fn small_writes_sent_ahead_travel_together() {
     assert_eq!(disk, want.replacen("line", "LINE", 2));
 }
 
+/// A small file comes whole with its open (`TreeResp::OpenedWith`): its
+/// reads ask nobody, and the next open sees what changed there since.
+/// A larger one, or one opened only to write, is read as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_file_comes_whole_with_its_open() {
+    let t = two("dir-head").await;
+    std::fs::write(t.disk("small"), b"hello").unwrap();
+    let big: Vec<u8> = (0..(64 << 10) + 1).map(|i| i as u8).collect();
+    std::fs::write(t.disk("big"), &big).unwrap();
+    let h = t.a.open_with(&p("n/b/svc/files/root/small"), R).await.unwrap();
+    // Emptied there after the open: the reads are the open's bytes, as
+    // reads sent at the open would have been.
+    std::fs::write(t.disk("small"), b"").unwrap();
+    assert_eq!(t.a.read(&h, 2, 4096).await.unwrap(), Bytes::from("llo"));
+    // Read to its end, the file is asked again (it may grow).
+    assert_eq!(t.a.read(&h, 0, 100).await.unwrap(), Bytes::new());
+    t.a.release(h).await;
+    // Changed there: the next open has the new bytes.
+    std::fs::write(t.disk("small"), b"hello again").unwrap();
+    assert_eq!(read_all(&t.a, "n/b/svc/files/root/small").await.unwrap(), b"hello again");
+    assert_eq!(read_all(&t.a, "n/b/svc/files/root/big").await.unwrap(), big);
+    // Written here after the open: read back from there, not the head.
+    let h = t.a.open_with(&p("n/b/svc/files/root/small"), RW).await.unwrap();
+    t.a.write_at(&h, 0, b"HELLO").await.unwrap();
+    assert_eq!(t.a.read(&h, 0, 4096).await.unwrap(), Bytes::from("HELLO again"));
+    t.a.release(h).await;
+    // Straight to b: what the answer holds.
+    let r = t.a.router();
+    let ask = |path: &str, access: Access, batch: bool| {
+        let mut c = r.open(Addr::on("b".parse().unwrap(), Name::new(RESERVED).unwrap()), vec![]);
+        let req = TreeReq::Open { path: p(path), access, batch };
+        async move {
+            c.tx.send(ns::cbor::encode(&(Caller::router(), &req))).await.unwrap();
+            let Some(Msg::Data(b)) = next(&mut c).await else { panic!("no answer") };
+            ns::cbor::decode::<TreeResp>(&b, "tree message").unwrap()
+        }
+    };
+    let with = |resp: TreeResp| match resp {
+        TreeResp::Batching(r) => match *r {
+            TreeResp::OpenedWith { entry, head } => (entry.meta.unwrap().size, head.map(|b| b.into_vec())),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(with(ask("svc/files/root/small", R, true).await), (11, Some(b"HELLO again".to_vec())));
+    assert_eq!(with(ask("svc/files/root/big", R, true).await), (big.len() as u64, None));
+    const W: Access = Access { read: false, write: true, trunc: false, append: false };
+    assert_eq!(with(ask("svc/files/root/small", W, true).await), (11, None));
+    assert!(matches!(ask("svc/files/root/small", R, false).await, TreeResp::Opened(FileKind::Stored)));
+}
+
 /// A batch straight to b's tree server: answered as a batch, in order;
 /// an opener that did not ask for batches is not told of them; a batch
 /// cut short ends the file's conversation.

@@ -122,6 +122,10 @@ struct Open {
     /// It took record locks: its owners' go when a descriptor is closed
     /// (flush).
     locked: bool,
+    /// The file as its open found it on another machine, and the count
+    /// of notices acted on before the open was asked: the kernel's look
+    /// right after the open is answered from it (see `attr::get_attr`).
+    fresh: Option<(Entry, u64)>,
 }
 
 /// The file system fuse3 serves.

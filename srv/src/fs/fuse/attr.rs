@@ -99,7 +99,8 @@ impl MeshFs {
         // A directory as a change made here left it (see `coherence`).
         if fh.is_none() {
             let kept = lock(&self.inodes).id(inode).and_then(|id| self.ns.coherence().kept(id));
-            if let Some(e) = kept {
+            // fstat(2) asks without its descriptor.
+            if let Some(e) = kept.or_else(|| self.fresh(None, inode)) {
                 return Ok(ReplyAttr { ttl: self.ttl(&e), attr: self.attr(inode, &e) });
             }
             // Asked there, it would not show the removals on their way.
@@ -112,8 +113,13 @@ impl MeshFs {
                 self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e))?
             }
             // An open file of another machine answers over its own
-            // conversation, removed or not.
+            // conversation, removed or not; right after its open, as the
+            // open found it, if nothing changed it since that this mount
+            // knows of (a notice acted on, a write here).
             Some(h) if matches!(*h, Handle::RemoteFile(crate::fs::remote::RemoteFile::Stored(_))) => {
+                if let Some(e) = self.fresh(fh, inode) {
+                    return Ok(ReplyAttr { ttl: self.ttl(&e), attr: self.attr(inode, &e) });
+                }
                 let attr = async {
                     self.settled(inode).await?;
                     self.ns.handle_attr(&h, Attrs::default()).await.map_err(|e| errno(&e))
@@ -133,6 +139,27 @@ impl MeshFs {
             },
         };
         Ok(ReplyAttr { ttl: self.ttl(&e), attr: self.attr(inode, &e) })
+    }
+
+    /// What open file `fh` (or, without it, one of node `ino` just
+    /// opened) was found as at its open, once, if nothing since may have
+    /// changed it: no notice about it acted on, nothing written to it
+    /// here lately, nothing sent on it.
+    fn fresh(&self, fh: Option<u64>, ino: u64) -> Option<Entry> {
+        let (h, (e, mark)) = {
+            let mut handles = lock(&self.handles);
+            let o = match fh {
+                Some(fh) => handles.get_mut(&fh)?,
+                None => handles.values_mut().find(|o| o.ino == ino && o.fresh.is_some())?,
+            };
+            (o.h.clone(), o.fresh.take()?)
+        };
+        let sent = match &*h {
+            Handle::RemoteFile(crate::fs::remote::RemoteFile::Stored(p)) => p.touched(),
+            _ => true,
+        };
+        let unchanged = !sent && !self.expected.told_since(ino, mark) && !self.expected.wrote_lately(ino);
+        unchanged.then_some(e)
     }
 
     /// Size, mode and times change files of served directories; ownership

@@ -26,6 +26,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -129,6 +130,11 @@ pub struct Expected {
     names: Mutex<VecDeque<(u64, String, What, Instant)>>,
     /// Files written through this mount lately (node, when).
     wrote: Mutex<HashMap<u64, Instant>>,
+    /// Notices acted on, counted, and the last of each file's; before
+    /// `cleared`, any file's.
+    told: AtomicU64,
+    told_at: Mutex<HashMap<u64, u64>>,
+    cleared: AtomicU64,
 }
 
 impl Expected {
@@ -138,6 +144,33 @@ impl Expected {
 
     fn writes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
         self.wrote.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the count of notices acted on stands.
+    pub fn told_mark(&self) -> u64 {
+        self.told.load(SeqCst)
+    }
+
+    /// Whether a notice about file `node` was acted on since `mark`.
+    pub fn told_since(&self, node: u64, mark: u64) -> bool {
+        let at = self.told_at.lock().unwrap_or_else(|e| e.into_inner());
+        self.cleared.load(SeqCst) > mark || at.get(&node).is_some_and(|&n| n > mark)
+    }
+
+    /// A notice about file `node` (or, `None`, every file) is acted on.
+    fn told(&self, node: Option<u64>) {
+        let n = self.told.fetch_add(1, SeqCst) + 1;
+        let mut at = self.told_at.lock().unwrap_or_else(|e| e.into_inner());
+        match node {
+            Some(node) if at.len() < EXPECT_MAX || at.contains_key(&node) => {
+                at.insert(node, n);
+            }
+            // Too many remembered, or all told: all count as told.
+            _ => {
+                at.clear();
+                self.cleared.store(n, SeqCst);
+            }
+        }
     }
 
     /// This mount writes to file `node`, or sets its attributes, now.
@@ -164,7 +197,7 @@ impl Expected {
     }
 
     /// Whether this mount wrote file `node` lately.
-    fn wrote_lately(&self, node: u64) -> bool {
+    pub(super) fn wrote_lately(&self, node: u64) -> bool {
         self.writes().get(&node).is_some_and(|t| t.elapsed() <= EXPECT_FOR)
     }
 
@@ -275,6 +308,7 @@ fn apply(n: &Notifier, kept: &Kept, c: Change) {
                 let _ = n.inode(parent, false);
             }
             if let Some(c) = child {
+                expected.told(Some(c));
                 let _ = n.inode(c, what == What::Data);
             }
         }
@@ -284,6 +318,7 @@ fn apply(n: &Notifier, kept: &Kept, c: Change) {
             let _ = n.inode(node_of(dir), false);
         }
         Change::All => {
+            expected.told(None);
             listed.forget_all();
             co.forget_all();
             expected.writes().clear();

@@ -39,9 +39,19 @@ impl MeshFs {
         let open = async {
             self.ns.bound().open_with(&components(&path), Access::from_flags(flags)).await.map_err(|e| errno(&e))
         };
+        // Before the open is asked: a notice that comes after tells of a
+        // change the open may not have seen.
+        let mark = self.expected.told_mark();
         let h = self.stoppable(&req, open).await?;
+        let fresh = match &h {
+            Handle::RemoteFile(RemoteFile::Stored(p)) => p.take_opened().map(|e| (e, mark)),
+            _ => None,
+        };
         let (fh, flags) = self.add_handle(h, inode, None);
         if flags == STORED_OPEN {
+            // Close-to-open: the kernel drops what it kept of the file,
+            // and its next look is answered as the open found it.
+            lock(&self.handles).entry(fh).and_modify(|o| o.fresh = fresh);
             self.reopened(inode);
         }
         Ok(ReplyOpen { fh, flags })
@@ -97,7 +107,7 @@ impl MeshFs {
         };
         let fh = self.next_fh.fetch_add(1, Relaxed);
         let id = lock(&self.inodes).id(ino);
-        lock(&self.handles).insert(fh, Open { h: Arc::new(h), ino, maker, id, locked: false });
+        lock(&self.handles).insert(fh, Open { h: Arc::new(h), ino, maker, id, locked: false, fresh: None });
         (fh, flags)
     }
 

@@ -6,8 +6,10 @@
 //! the [`Caller`] it is for and a [`TreeReq`]. `Stat`, `List`, `Readlink`, `StatFs` and the changes to
 //! a served directory (`Mkdir`, `Symlink`, `Link`, `Mknod`, `Remove`,
 //! `Rename`, `SetAttr`) get one [`TreeResp`] and end, or go in a session.
-//! `Open` gets `Opened` and `Create` gets `Created`; then the conversation
-//! is the open file ([`file`]):
+//! `Open` gets `Opened` (a file of a served directory, to an opener that
+//! takes batches, `OpenedWith`: what it is, and a small one's bytes) and
+//! `Create` gets `Created`; then the conversation is the open file
+//! ([`file`]):
 //!
 //! - a stream file (data, clone, trace) carries raw messages both ways,
 //!   one per write and one per read, exactly as the file does locally; a
@@ -222,7 +224,20 @@ pub enum TreeResp {
     /// The answer to an `Open` or `Create` that asked for batches: the
     /// file takes them ([`batch`]).
     Batching(Box<TreeResp>),
+    /// A file of a served directory open (to an opener that asked for
+    /// batches, so knows this answer): what it is as opened, and, opened
+    /// to read and at most [`HEAD`] bytes long, all its bytes. The open
+    /// that NFS follows with a look at the file, and the read of a small
+    /// one, need no round trips of their own.
+    OpenedWith {
+        entry: Entry,
+        #[serde(default)]
+        head: Option<serde_bytes::ByteBuf>,
+    },
 }
+
+/// Files at most this long come whole with their open ([`TreeResp::OpenedWith`]).
+pub const HEAD: u64 = 64 << 10;
 
 /// An answer, and whether it says the file takes batches.
 fn batching(resp: TreeResp) -> (TreeResp, bool) {
@@ -380,6 +395,13 @@ pub async fn open(r: &Router, m: &MachineId, path: &[String], access: Access) ->
     let mut conv = r.open_as(server(m), Vec::new(), Caller::current_user());
     match batching(begin(&mut conv, &TreeReq::Open { path: path.to_vec(), access, batch: true }).await?) {
         (TreeResp::Opened(kind), batches) => Ok(opened(conv, kind, m, batches)),
+        (TreeResp::OpenedWith { entry, head }, batches) => {
+            let h = opened(conv, FileKind::Stored, m, batches);
+            if let Handle::RemoteFile(RemoteFile::Stored(p)) = &h {
+                p.opened(entry, head.map(|b| Bytes::from(b.into_vec())));
+            }
+            Ok(h)
+        }
         (other, _) => Err(unexpected(other)),
     }
 }

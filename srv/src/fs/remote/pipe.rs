@@ -75,6 +75,7 @@ enum Due {
 
 /// Counts a write or change sent ahead, from when it is sent or waits to be.
 fn count(st: &mut State, due: &Due) {
+    st.touched = true;
     match due {
         Due::Write(len) => {
             st.writes_sent += 1;
@@ -104,6 +105,10 @@ struct State {
     waiting_bytes: usize,
     /// A task is on its way to send what waits, at once.
     sender: bool,
+    /// The file as its open found it, until taken.
+    opened: Option<Entry>,
+    /// Something was sent on it since the open.
+    touched: bool,
 }
 
 /// A file of a served directory open on another machine.
@@ -526,6 +531,28 @@ impl Pipe {
             }
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The file as its open found it, and all its bytes if they came
+    /// with it (see `TreeResp::OpenedWith`): read from here, not asked.
+    pub fn opened(&self, e: Entry, head: Option<Bytes>) {
+        lock(&self.state).opened = Some(e);
+        if let (Some(head), Ok(mut ahead)) = (head, self.reads.try_lock()) {
+            // Shorter than the chunk it stands for: the file's end.
+            ahead.chunks.push_back(Chunk { offset: 0, len: MAX_IO, data: Pending::Ready(Ok(head)) });
+        }
+    }
+
+    /// The file as its open found it, once: for the look the kernel
+    /// makes after an open (see [`Pipe::touched`]).
+    pub fn take_opened(&self) -> Option<Entry> {
+        lock(&self.state).opened.take()
+    }
+
+    /// Whether anything was sent on the file since its open: what the
+    /// open found may be changed by it.
+    pub fn touched(&self) -> bool {
+        lock(&self.state).touched
     }
 
     /// The file as made (or last changed): what a change may be foreseen

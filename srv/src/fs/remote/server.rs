@@ -249,7 +249,11 @@ async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq, grant: Gran
     let h = match req {
         TreeReq::Open { path, access, batch } => match ns.open_with(&path, access).await {
             Ok(h) => {
-                conv.tx.send(reply(Ok(batching(batch, &h, TreeResp::Opened(handle_kind(&h)))))).await?;
+                let opened = match batch && handle_kind(&h) == FileKind::Stored {
+                    true => opened_with(&ns, &h, access.read).await,
+                    false => TreeResp::Opened(handle_kind(&h)),
+                };
+                conv.tx.send(reply(Ok(batching(batch, &h, opened)))).await?;
                 h
             }
             Err(e) => return conv.tx.send(reply(Err(e))).await,
@@ -270,6 +274,27 @@ async fn serve_req(ns: Arc<Namespace>, mut conv: Conv, req: TreeReq, grant: Gran
     };
     ns.release(h).await;
     res
+}
+
+/// A file of a served directory just opened, as it is, and its bytes if
+/// opened to read and small (see [`TreeResp::OpenedWith`]); if it cannot
+/// be looked at, just that it is open.
+async fn opened_with(ns: &Namespace, h: &Handle, read: bool) -> TreeResp {
+    let Ok(entry) = ns.handle_attr(h, crate::fs::dir::Attrs::default()).await else {
+        return TreeResp::Opened(FileKind::Stored);
+    };
+    let small = entry.meta.is_some_and(|m| m.size <= super::HEAD);
+    let head = match read && small {
+        // All of it, as the look saw it: a file changing meanwhile is
+        // read when asked.
+        true => ns
+            .read(h, 0, super::HEAD as usize + 1)
+            .await
+            .ok()
+            .filter(|b| Some(b.len() as u64) == entry.meta.map(|m| m.size)),
+        false => None,
+    };
+    TreeResp::OpenedWith { entry, head: head.map(|b| serde_bytes::ByteBuf::from(b.to_vec())) }
 }
 
 /// A request answered once: not on an open file.
