@@ -264,7 +264,14 @@ impl Filesystem for MeshFs {
         }
         let path = child(&dir, name);
         self.removals_landed(&req, Some(parent)).await?;
-        let e = self.stoppable(&req, self.stat(&path)).await?;
+        // A file open here by that name answers with its writes sent
+        // ahead: the kernel drops a name (a notice) and looks it up again
+        // right after a write, whose size it must then see.
+        let known = lock(&self.inodes).node_at(&path);
+        let e = match known {
+            Some(n) => self.stoppable(&req, self.stat_settled(n, &path)).await?,
+            None => self.stoppable(&req, self.stat(&path)).await?,
+        };
         let ino = lock(&self.inodes).get_or_add(&path, file_id(&e));
         Ok(ReplyEntry { ttl: self.ttl(&e), attr: self.attr(ino, &e), generation: 0 })
     }
