@@ -475,11 +475,19 @@ async fn a_batch_is_answered_in_order_and_a_bad_one_ends_the_file() {
     assert!(matches!(resp(&answers[1]), TreeResp::Entry(e) if e.mode & 0o777 == 0o600));
     assert!(matches!(resp(&answers[2]), TreeResp::Written(6)));
     assert_eq!(&answers[3][..], b"\0hello world");
-    // Cut short: the conversation ends, the file as it was.
+    // Cut short: the conversation ends, saying why; the file as it was.
     let cut = join(&[raw_write(0, b"HELLO")]);
     c.tx.send(cut.slice(..cut.len() - 2)).await.unwrap();
-    assert!(!matches!(next(&mut c).await, Some(Msg::Data(_))));
+    assert!(matches!(next(&mut c).await, Some(Msg::Error(e)) if e.contains("batch cut")));
     assert_eq!(std::fs::read(t.disk("g")).unwrap(), b"hello world");
+    // What a batch may make the server hold is bounded: a big read in a
+    // batch, or too many messages, end the file.
+    for (items, size) in [(1, 1u32 << 20), (257, 1)] {
+        let (mut c, _) = open("svc/files/root/g", true).await;
+        let read = ns::cbor::encode(&TreeReq::Read { offset: 0, size });
+        c.tx.send(join(&vec![read; items])).await.unwrap();
+        assert!(matches!(next(&mut c).await, Some(Msg::Error(e)) if e.starts_with("bad tree message")));
+    }
     // An opener that sends no batches is answered as before.
     let (_, resp) = open("svc/files/root/h", false).await;
     assert!(matches!(resp, TreeResp::After(..) | TreeResp::Created(_)), "{resp:?}");

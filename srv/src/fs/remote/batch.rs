@@ -27,15 +27,19 @@ pub const BATCH: u8 = 1;
 /// alone: short beside a round trip's worth of work on the file, long
 /// beside the gap between a program's calls.
 pub const LINGER: Duration = Duration::from_millis(1);
-/// Messages that wait together at most: then they leave.
-pub const MAX_ITEMS: usize = 64;
+/// Messages that leave together at most: half of what may go ahead of
+/// its answers on a file (`pipe::WRITES_AHEAD`), so that two batches are
+/// in flight and the serving machine works on one while the next goes.
+pub const MAX_ITEMS: usize = 32;
 /// Bytes that wait together at most.
 pub const MAX_BYTES: usize = 256 << 10;
 /// A message larger than this leaves at once (with those waiting): a
 /// big write is worth sending while the writer makes the next.
 pub const ITEM_MAX: usize = 16 << 10;
-/// Messages in a batch received, at most: more is a bad message.
-const TAKEN_MAX: usize = 1024;
+/// Messages in a batch received, at most: more is a bad message. With
+/// reads of at most [`ITEM_MAX`], the answer stays well under a
+/// message's limit.
+pub const TAKEN_MAX: usize = 256;
 
 /// One message of `items`, in order.
 pub fn join(items: &[Bytes]) -> Bytes {
@@ -68,7 +72,7 @@ pub fn split(b: &Bytes) -> Result<Vec<Bytes>, String> {
             .map(|l| u32::from_le_bytes(l) as usize)
             .ok_or("bad tree message: a batch cut in a length")?;
         let end =
-            at.checked_add(4 + len).filter(|&e| e <= b.len()).ok_or("bad tree message: a batch cut in a message")?;
+            (at + 4).checked_add(len).filter(|&e| e <= b.len()).ok_or("bad tree message: a batch cut in a message")?;
         if items.len() == TAKEN_MAX {
             return Err(format!("bad tree message: a batch of more than {TAKEN_MAX}"));
         }
@@ -104,6 +108,6 @@ mod tests {
         for _ in 0..=TAKEN_MAX {
             many.put_u32_le(0);
         }
-        assert!(split(&many.freeze()).unwrap_err().contains("more than 1024"));
+        assert!(split(&many.freeze()).unwrap_err().contains(&format!("more than {TAKEN_MAX}")));
     }
 }

@@ -158,14 +158,16 @@ async fn receive(mut rx: ConvReader, state: Arc<Mutex<State>>, answered: watch::
         match due {
             Some(Due::Batch(dues)) => {
                 match answer {
-                    Ok(b) if batch::is_batch(&b) => {
-                        let parts = batch::split(&b).unwrap_or_default();
-                        let short = format!("bad tree message: {} answers to {} messages", parts.len(), dues.len());
-                        let mut parts = parts.into_iter();
-                        for d in dues {
-                            settle(&state, d, parts.next().ok_or_else(|| short.clone()));
+                    Ok(b) if batch::is_batch(&b) => match batch::split(&b) {
+                        Ok(parts) if parts.len() == dues.len() => {
+                            dues.into_iter().zip(parts).for_each(|(d, p)| settle(&state, d, Ok(p)));
                         }
-                    }
+                        Ok(parts) => {
+                            let e = format!("bad tree message: {} answers to {} messages", parts.len(), dues.len());
+                            dues.into_iter().for_each(|d| settle(&state, d, Err(e.clone())));
+                        }
+                        Err(e) => dues.into_iter().for_each(|d| settle(&state, d, Err(e.clone()))),
+                    },
                     // One answer for all: the file refused them together.
                     whole => dues.into_iter().for_each(|d| settle(&state, d, whole.clone())),
                 }
@@ -177,7 +179,11 @@ async fn receive(mut rx: ConvReader, state: Arc<Mutex<State>>, answered: watch::
             }
             // An answer nobody asked for: the server is confused.
             None => {
-                lock(&state).ended = Some("bad tree message: an answer to nothing".into());
+                let why = "bad tree message: an answer to nothing".to_string();
+                let mut st = lock(&state);
+                st.failed.get_or_insert(why.clone());
+                st.ended = Some(why);
+                drop(st);
                 answered.send_modify(|n| *n += 1);
                 return;
             }
@@ -299,26 +305,39 @@ async fn send_now(
     msgs: Vec<(Bytes, Due)>,
 ) -> Result<(), String> {
     let tx = tx.lock().await;
-    let mut waiting = {
+    // Taken, grouped and their answers expected in one hold of the state,
+    // so that the conversation cannot end between (its end fails every
+    // answer expected, and one pushed after would wait for ever).
+    let together = {
         let mut st = lock(&state);
         st.sender = false;
         st.waiting_bytes = 0;
         let waiting = std::mem::take(&mut st.waiting);
-        if let Some(e) = &st.ended {
-            // Their callers hear it from their dropped answers.
-            return Err(e.clone());
-        }
-        waiting
-    };
-    if !waiting.is_empty() {
-        let (msg, due) = match waiting.len() {
-            1 => waiting.pop().expect("one waits"),
-            _ => {
-                let (msgs, dues): (Vec<Bytes>, Vec<Due>) = waiting.into_iter().unzip();
-                (batch::join(&msgs), Due::Batch(dues))
+        if let Some(e) = st.ended.clone() {
+            // Writes counted as sent are told lost at the next write,
+            // fsync or close; readers hear it from their dropped answers.
+            if waiting.iter().any(|(_, d)| !matches!(d, Due::Reply(_))) {
+                st.failed.get_or_insert(e.clone());
             }
-        };
-        lock(&state).due.push_back(due);
+            return Err(e);
+        }
+        let mut together = Vec::new();
+        let mut waiting = waiting.into_iter().peekable();
+        while waiting.peek().is_some() {
+            let mut group: Vec<(Bytes, Due)> = waiting.by_ref().take(batch::MAX_ITEMS).collect();
+            let (msg, due) = match group.len() {
+                1 => group.pop().expect("one waits"),
+                _ => {
+                    let (msgs, dues): (Vec<Bytes>, Vec<Due>) = group.into_iter().unzip();
+                    (batch::join(&msgs), Due::Batch(dues))
+                }
+            };
+            st.due.push_back(due);
+            together.push(msg);
+        }
+        together
+    };
+    for msg in together {
         tx.send(msg).await?;
     }
     for (msg, due) in msgs {
@@ -423,10 +442,10 @@ impl Pipe {
             st.waiting.push((msg, Due::Reply(tx)));
             !std::mem::replace(&mut st.sender, true)
         };
-        // One sender at a time: what waits while it writes leaves with
-        // the next.
+        // One sender at a time, this caller if none is on its way: what
+        // waits while it writes leaves with the next.
         if start {
-            tokio::spawn(send_now(self.tx.clone(), self.state.clone(), Vec::new()));
+            self.send(Vec::new()).await?;
         }
         rx.await.map_err(|_| ns::error::EHUNGUP.to_string())?
     }

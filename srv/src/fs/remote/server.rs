@@ -510,18 +510,17 @@ async fn answer_all(
         }
         let file = OpenFile { ns, h, machine, grant };
         let answer = match batch::is_batch(&b) && handle_kind(h) == FileKind::Stored {
-            // Answered together, in order; the first that fails does not
-            // stop the others, as each alone would not.
-            true => {
-                let mut answers = Vec::new();
-                for m in batch::split(&b)? {
-                    answers.push(file.answer(owners, &m).await?);
-                }
-                batch::join(&answers)
-            }
-            false => file.answer(owners, &b).await?,
+            true => file.answer_batch(owners, &b).await,
+            false => file.answer(owners, &b, false).await,
         };
-        conv.tx.send(answer).await?;
+        match answer {
+            Ok(a) => conv.tx.send(a).await?,
+            // Not a request: the opener is told why, and the file closes.
+            Err(e) => {
+                conv.tx.send_error(&e).await;
+                return Err(e);
+            }
+        }
     }
     Ok(())
 }
@@ -536,9 +535,27 @@ struct OpenFile<'a> {
 }
 
 impl OpenFile<'_> {
-    /// The answer to message `b`; an error for a message that is not a
-    /// request, which ends the conversation.
-    async fn answer(&self, owners: &mut Vec<Owner>, b: &Bytes) -> Result<Bytes, String> {
+    /// The answers to batch `b`, together, in order; one that fails does
+    /// not stop the others, as each alone would not. What a batch may ask
+    /// is bounded, so its answer is (reads of at most `batch::ITEM_MAX`,
+    /// answers of at most half a message in all).
+    async fn answer_batch(&self, owners: &mut Vec<Owner>, b: &Bytes) -> Result<Bytes, String> {
+        let mut answers = Vec::new();
+        let mut bytes = 0;
+        for m in batch::split(b)? {
+            let a = self.answer(owners, &m, true).await?;
+            bytes += a.len();
+            if bytes > MAX_MSG / 2 {
+                return Err(format!("bad tree message: a batch answered by more than {} bytes", MAX_MSG / 2));
+            }
+            answers.push(a);
+        }
+        Ok(batch::join(&answers))
+    }
+
+    /// The answer to message `b` (in a batch, if `batched`); an error for
+    /// a message that is not a request, which ends the conversation.
+    async fn answer(&self, owners: &mut Vec<Owner>, b: &Bytes, batched: bool) -> Result<Bytes, String> {
         let (ns, h) = (self.ns, self.h);
         let stored = handle_kind(h) == FileKind::Stored;
         if self.grant == Grant::Read && !is_read(b) {
@@ -549,6 +566,9 @@ impl OpenFile<'_> {
             return Ok(reply(ns.write_bytes(h, offset, data).await.map(|n| TreeResp::Written(n as u32))));
         }
         let resp = match decode::<TreeReq>(b)? {
+            TreeReq::Read { size, .. } if batched && size as usize > batch::ITEM_MAX => {
+                return Err(format!("bad tree message: a read of {size} bytes in a batch"));
+            }
             TreeReq::Read { offset, size } if stored => match ns.read_tagged(h, offset, size as usize, RAW).await {
                 Ok(msg) => return Ok(msg),
                 Err(e) => Err(e),
