@@ -146,19 +146,29 @@ impl MeshFs {
     /// changed it: no notice about it acted on, nothing written to it
     /// here lately, nothing sent on it.
     fn fresh(&self, fh: Option<u64>, ino: u64) -> Option<Entry> {
-        let (h, (e, mark)) = {
+        let (h, (e, mark), others) = {
             let mut handles = lock(&self.handles);
+            let others: Vec<_> = handles.values().filter(|o| o.ino == ino).map(|o| o.h.clone()).collect();
             let o = match fh {
                 Some(fh) => handles.get_mut(&fh)?,
                 None => handles.values_mut().find(|o| o.ino == ino && o.fresh.is_some())?,
             };
-            (o.h.clone(), o.fresh.take()?)
+            (o.h.clone(), o.fresh.take()?, others)
         };
-        let sent = match &*h {
-            Handle::RemoteFile(crate::fs::remote::RemoteFile::Stored(p)) => p.touched(),
+        let touched = |h: &Handle| match h {
+            Handle::RemoteFile(RemoteFile::Stored(p)) => p.touched(),
             _ => true,
         };
-        let unchanged = !sent && !self.expected.told_since(ino, mark) && !self.expected.wrote_lately(ino);
+        let quiet = |h: &Handle| match h {
+            Handle::RemoteFile(RemoteFile::Stored(p)) => p.quiet(),
+            _ => true,
+        };
+        let sent = touched(&h);
+        // Writes of the file's other descriptors here, still on their
+        // way, may not be in what the open found.
+        let others_quiet = others.iter().all(|o| quiet(o));
+        let unchanged =
+            !sent && others_quiet && !self.expected.told_since(ino, mark) && !self.expected.wrote_lately(ino);
         unchanged.then_some(e)
     }
 

@@ -574,6 +574,12 @@ impl Pipe {
         lock(&self.state).touched
     }
 
+    /// Whether every write and change sent ahead on it has its answer.
+    pub fn quiet(&self) -> bool {
+        let st = lock(&self.state);
+        st.waiting.is_empty() && st.writes_done >= st.writes_sent
+    }
+
     /// The file as made (or last changed): what a change may be foreseen
     /// from.
     pub fn know(&self, e: &Entry) {
