@@ -19,7 +19,7 @@
 //! A send may be abandoned (an interrupted write drops it): while it waits
 //! for credit, nothing is spent and nothing sent; once it has its credit,
 //! the message goes whole, finished in a task of its own if need be, and
-//! everything this end sends after it waits its turn (see [`Sending`]). So
+//! everything this end sends after it waits its turn (see [`Whole`]). So
 //! a conversation never holds half a message, nor loses credit.
 //!
 //! Locks: `target`, `closed` and the table's maps are held only for a
@@ -326,27 +326,23 @@ impl ConvReader {
     }
 }
 
-/// Envelopes of one end going out in order, with the end's turn held.
-/// Dropped before it is done (its sender gave up waiting), it finishes in
-/// a task of its own: what has spent its credit is sent whole.
-struct Sending(Option<futures::future::BoxFuture<'static, ()>>);
+/// A future run by whoever awaits it and, dropped before it is done (its
+/// caller gave up waiting), finished in a task of its own: what it began
+/// to send goes whole. Cheaper than a task for every send, which costs a
+/// wake-up of another thread.
+pub struct Whole<T: Send + 'static>(Option<BoxFuture<'static, T>>);
 
-impl Sending {
-    fn new(outbox: Arc<dyn Outbox>, turn: tokio::sync::OwnedMutexGuard<()>, envs: Vec<Envelope>) -> Sending {
-        Sending(Some(Box::pin(async move {
-            for env in envs {
-                outbox.send(env).await;
-            }
-            drop(turn);
-        })))
+impl<T: Send + 'static> Whole<T> {
+    pub fn new(f: impl Future<Output = T> + Send + 'static) -> Whole<T> {
+        Whole(Some(Box::pin(f)))
     }
 }
 
-impl Future for Sending {
-    type Output = ();
+impl<T: Send + 'static> Future for Whole<T> {
+    type Output = T;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(f) = self.0.as_mut() else { return Poll::Ready(()) };
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let f = self.0.as_mut().expect("Whole polled after it finished");
         let done = f.as_mut().poll(cx);
         if done.is_ready() {
             self.0 = None;
@@ -355,12 +351,23 @@ impl Future for Sending {
     }
 }
 
-impl Drop for Sending {
+impl<T: Send + 'static> Drop for Whole<T> {
     fn drop(&mut self) {
         if let (Some(f), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
             rt.spawn(f);
         }
     }
+}
+
+/// Envelopes of one end going out in order, with the end's turn held,
+/// whole (see [`Whole`]).
+fn sending(outbox: Arc<dyn Outbox>, turn: tokio::sync::OwnedMutexGuard<()>, envs: Vec<Envelope>) -> Whole<()> {
+    Whole::new(async move {
+        for env in envs {
+            outbox.send(env).await;
+        }
+        drop(turn);
+    })
 }
 
 impl ConvWriter {
@@ -383,7 +390,7 @@ impl ConvWriter {
         c.msgs_out.fetch_add(1, Relaxed);
         c.bytes_out.fetch_add(data.len() as u64, Relaxed);
         let env = self.envelope(Kind::Data, data);
-        Sending::new(self.table.outbox().clone(), turn, vec![env]).await;
+        sending(self.table.outbox().clone(), turn, vec![env]).await;
         Ok(())
     }
 
@@ -391,7 +398,7 @@ impl ConvWriter {
     async fn control(&self, kind: Kind) {
         let turn = self.shared.turn.clone().lock_owned().await;
         let env = self.envelope(kind, Bytes::new());
-        Sending::new(self.table.outbox().clone(), turn, vec![env]).await;
+        sending(self.table.outbox().clone(), turn, vec![env]).await;
     }
 
     /// Ends this side's output: the peer reads end of file. Not once the
@@ -404,7 +411,7 @@ impl ConvWriter {
         }
         if !self.shared.eof_sent.swap(true, Relaxed) {
             let env = self.envelope(Kind::Eof, Bytes::new());
-            Sending::new(self.table.outbox().clone(), turn, vec![env]).await;
+            sending(self.table.outbox().clone(), turn, vec![env]).await;
         }
     }
 

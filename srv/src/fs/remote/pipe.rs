@@ -36,7 +36,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use ns::conv::{Conv, ConvReader, ConvWriter, Msg};
+use ns::conv::{Conv, ConvReader, ConvWriter, Msg, Whole};
 use ns::MachineId;
 use tokio::sync::{oneshot, watch};
 
@@ -270,33 +270,6 @@ fn tree_answer(a: Answer) -> Result<TreeResp, String> {
     }
 }
 
-/// Sends run by their caller and, if it stops waiting (an interrupted
-/// request), finished in a task of their own: a request is never
-/// half-queued, its [`Due`] pushed and its message not sent. Cheaper
-/// than a task for each send, which cost a wake-up of another thread.
-struct Whole(Option<futures::future::BoxFuture<'static, Result<(), String>>>);
-
-impl std::future::Future for Whole {
-    type Output = Result<(), String>;
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        let Some(f) = self.0.as_mut() else { return std::task::Poll::Ready(Ok(())) };
-        let done = f.as_mut().poll(cx);
-        if done.is_ready() {
-            self.0 = None;
-        }
-        done
-    }
-}
-
-impl Drop for Whole {
-    fn drop(&mut self) {
-        if let (Some(f), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
-            rt.spawn(f);
-        }
-    }
-}
-
 /// Sends what waits for company, together, then `msgs`, with `tx` held
 /// throughout so that nothing overtakes them.
 async fn send_now(
@@ -381,7 +354,7 @@ impl Pipe {
     /// Sends what waits for company, then `msgs` in order, each with its
     /// [`Due`], whole: an interrupted caller does not stop it ([`Whole`]).
     async fn send(&self, msgs: Vec<(Bytes, Due)>) -> Result<(), String> {
-        Whole(Some(Box::pin(send_now(self.tx.clone(), self.state.clone(), msgs)))).await
+        Whole::new(send_now(self.tx.clone(), self.state.clone(), msgs)).await
     }
 
     /// Sends `msg`, which goes ahead of its answer: it waits for company
